@@ -1,0 +1,1 @@
+"""Gossip layer: wire codec, envelope, SWIM membership with Lifeguard, broadcasts (sans-IO)."""

@@ -1,0 +1,410 @@
+"""Wire codec for the gossip layer: msgpack, a version byte, strict validation.
+
+A datagram is `VERSION` followed by one msgpack array `[pool, region, [msg, ...]]`
+(compound packing: several messages share one packet). A message is an array
+`[type_code, field, ...]`. A stream frame is `VERSION` followed by one message.
+
+Decoding never raises anything but `DecodeError`; the caller drops the packet
+and counts the reason. Unknown message types inside a compound packet are
+skipped and counted so newer peers can add messages without breaking older ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+WIRE_VERSION = 1
+_VERSION_BYTE = bytes([WIRE_VERSION])
+
+POOL_REGION = 0
+POOL_FLEET = 1
+POOL_NAMES = {POOL_REGION: "region", POOL_FLEET: "fleet"}
+
+ID_MAX_CHARS = 64
+ADDR_MAX_CHARS = 64
+REGION_MAX_CHARS = 64
+MESSAGES_PER_PACKET_MAX = 64
+STATES_PER_STREAM_MAX = 20_000
+SUMMARIES_PER_STREAM_MAX = 10_000
+GATEWAYS_PER_SUMMARY_MAX = 8
+API_ADDRS_PER_SUMMARY_MAX = 8
+U64_MAX = 2**64 - 1
+
+
+class DecodeError(ValueError):
+    """A packet or frame that is not a valid message; `reason` is a short counter key."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# --- messages ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    seq: int
+    target_id: str
+    src_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class IndirectPing:
+    seq: int
+    target_id: str
+    target_addr: str
+    src_id: str
+    nack: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Nack:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Alive:
+    incarnation: int
+    node_id: str
+    addr: str
+    meta: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Suspect:
+    incarnation: int
+    node_id: str
+    from_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dead:
+    incarnation: int
+    node_id: str
+    from_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserBroadcast:
+    """A fleet-wide broadcast, identified by (origin_id, seq)."""
+
+    origin_id: str
+    seq: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """One region's summary as its gateways see it; newer version wins."""
+
+    region: str
+    version: int
+    author_id: str
+    alive: int
+    gateways: tuple[tuple[str, str], ...]
+    api_addrs: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MemberState:
+    """One member's entry in a push-pull exchange."""
+
+    node_id: str
+    addr: str
+    meta: bytes
+    incarnation: int
+    state: int  # STATE_* below
+
+
+STATE_ALIVE = 0
+STATE_SUSPECT = 1
+STATE_DEAD = 2
+STATE_LEFT = 3
+
+
+@dataclass(frozen=True, slots=True)
+class PushPull:
+    """Full-state exchange over a stream (join, periodic anti-entropy, reconnect)."""
+
+    pool: int
+    region: str
+    join: bool
+    states: tuple[MemberState, ...]
+    summaries: tuple[Summary, ...]
+
+
+Message = Ping | IndirectPing | Ack | Nack | Alive | Suspect | Dead | UserBroadcast | Summary | PushPull
+
+_PING, _INDIRECT, _ACK, _NACK, _ALIVE, _SUSPECT, _DEAD, _USER, _SUMMARY, _PUSHPULL = range(1, 11)
+
+
+# --- encoding ---------------------------------------------------------------
+
+
+def _summary_fields(m: Summary) -> list[Any]:
+    return [m.region, m.version, m.author_id, m.alive, [list(g) for g in m.gateways], list(m.api_addrs)]
+
+
+def _fields(m: Message) -> list[Any]:
+    match m:
+        case Ping():
+            return [_PING, m.seq, m.target_id, m.src_id]
+        case IndirectPing():
+            return [_INDIRECT, m.seq, m.target_id, m.target_addr, m.src_id, m.nack]
+        case Ack():
+            return [_ACK, m.seq]
+        case Nack():
+            return [_NACK, m.seq]
+        case Alive():
+            return [_ALIVE, m.incarnation, m.node_id, m.addr, m.meta]
+        case Suspect():
+            return [_SUSPECT, m.incarnation, m.node_id, m.from_id]
+        case Dead():
+            return [_DEAD, m.incarnation, m.node_id, m.from_id]
+        case UserBroadcast():
+            return [_USER, m.origin_id, m.seq, m.payload]
+        case Summary():
+            return [_SUMMARY, *_summary_fields(m)]
+        case PushPull():
+            states = [[s.node_id, s.addr, s.meta, s.incarnation, s.state] for s in m.states]
+            summaries = [_summary_fields(s) for s in m.summaries]
+            return [_PUSHPULL, m.pool, m.region, m.join, states, summaries]
+
+
+def encode_message(m: Message) -> bytes:
+    """One message as a msgpack array (an element of a compound packet)."""
+    packed: bytes = msgpack.packb(_fields(m), use_bin_type=True)
+    return packed
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes([0x90 | n])
+    return b"\xdc" + n.to_bytes(2, "big")
+
+
+def encode_packet(pool: int, region: str, encoded_messages: list[bytes]) -> bytes:
+    """A datagram from messages already encoded with `encode_message`."""
+    head: bytes = msgpack.packb(pool) + msgpack.packb(region, use_bin_type=True)
+    return b"".join((_VERSION_BYTE, b"\x93", head, _array_header(len(encoded_messages)), *encoded_messages))
+
+
+def packet_overhead_bytes(region: str, message_count: int) -> int:
+    """Bytes a packet adds around its messages (for budgeting piggybacked gossip)."""
+    return len(encode_packet(POOL_FLEET, region, [])) + (2 if message_count >= 15 else 0)
+
+
+def encode_frame(m: Message) -> bytes:
+    """A stream frame carrying one message."""
+    return _VERSION_BYTE + encode_message(m)
+
+
+# --- decoding ---------------------------------------------------------------
+
+
+def _unpack(data: bytes, max_len: int) -> Any:
+    if not data:
+        raise DecodeError("empty")
+    if data[0] != WIRE_VERSION:
+        raise DecodeError("bad_version")
+    try:
+        return msgpack.unpackb(
+            data[1:],
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            max_str_len=max_len,
+            max_bin_len=max_len,
+            max_array_len=max(STATES_PER_STREAM_MAX, 64),
+            max_map_len=64,
+            max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises several types for malformed input
+        raise DecodeError("malformed") from exc
+
+
+def _int(v: Any) -> int:
+    if type(v) is not int or v < 0 or v > U64_MAX:
+        raise DecodeError("bad_field")
+    return v
+
+
+def _str(v: Any, max_chars: int) -> str:
+    if type(v) is not str or len(v) > max_chars:
+        raise DecodeError("bad_field")
+    return v
+
+
+def _id(v: Any) -> str:
+    s = _str(v, ID_MAX_CHARS)
+    if not s:
+        raise DecodeError("bad_field")
+    return s
+
+
+def _addr(v: Any) -> str:
+    return _str(v, ADDR_MAX_CHARS)
+
+
+def _bytes(v: Any, max_len: int) -> bytes:
+    if type(v) is not bytes or len(v) > max_len:
+        raise DecodeError("bad_field")
+    return v
+
+
+def _bool(v: Any) -> bool:
+    if type(v) is not bool:
+        raise DecodeError("bad_field")
+    return v
+
+
+def _list(v: Any, max_items: int) -> list[Any]:
+    if type(v) is not list or len(v) > max_items:
+        raise DecodeError("bad_field")
+    return v
+
+
+def _arity(f: list[Any], n: int) -> None:
+    # Extra trailing fields are allowed (a newer peer may append some); missing ones are not.
+    if len(f) < n:
+        raise DecodeError("bad_arity")
+
+
+def _summary(f: list[Any]) -> Summary:
+    _arity(f, 6)
+    gateways = []
+    for g in _list(f[4], GATEWAYS_PER_SUMMARY_MAX):
+        pair = _list(g, 2)
+        _arity(pair, 2)
+        gateways.append((_id(pair[0]), _addr(pair[1])))
+    apis = tuple(_addr(a) for a in _list(f[5], API_ADDRS_PER_SUMMARY_MAX))
+    return Summary(
+        region=_str(f[0], REGION_MAX_CHARS),
+        version=_int(f[1]),
+        author_id=_id(f[2]),
+        alive=_int(f[3]),
+        gateways=tuple(gateways),
+        api_addrs=apis,
+    )
+
+
+def _member_state(v: Any, meta_max_bytes: int) -> MemberState:
+    f = _list(v, 16)
+    _arity(f, 5)
+    state = _int(f[4])
+    if state > STATE_LEFT:
+        raise DecodeError("bad_field")
+    return MemberState(_id(f[0]), _addr(f[1]), _bytes(f[2], meta_max_bytes), _int(f[3]), state)
+
+
+class UnknownMessage(DecodeError):
+    """A well-formed message of a type this version does not know."""
+
+
+def _message(v: Any, meta_max_bytes: int, payload_max_bytes: int) -> Message:
+    f = _list(v, 64)
+    if not f:
+        raise DecodeError("bad_arity")
+    code = f[0]
+    if type(code) is not int:
+        raise DecodeError("bad_field")
+    match code:
+        case 1:
+            _arity(f, 4)
+            return Ping(_int(f[1]), _id(f[2]), _id(f[3]))
+        case 2:
+            _arity(f, 6)
+            return IndirectPing(_int(f[1]), _id(f[2]), _addr(f[3]), _id(f[4]), _bool(f[5]))
+        case 3:
+            _arity(f, 2)
+            return Ack(_int(f[1]))
+        case 4:
+            _arity(f, 2)
+            return Nack(_int(f[1]))
+        case 5:
+            _arity(f, 5)
+            return Alive(_int(f[1]), _id(f[2]), _addr(f[3]), _bytes(f[4], meta_max_bytes))
+        case 6:
+            _arity(f, 4)
+            return Suspect(_int(f[1]), _id(f[2]), _id(f[3]))
+        case 7:
+            _arity(f, 4)
+            return Dead(_int(f[1]), _id(f[2]), _id(f[3]))
+        case 8:
+            _arity(f, 4)
+            return UserBroadcast(_id(f[1]), _int(f[2]), _bytes(f[3], payload_max_bytes))
+        case 9:
+            return _summary(f[1:])
+        case 10:
+            _arity(f, 6)
+            pool = _int(f[1])
+            if pool not in POOL_NAMES:
+                raise DecodeError("bad_field")
+            states = tuple(_member_state(s, meta_max_bytes) for s in _list(f[4], STATES_PER_STREAM_MAX))
+            sums = tuple(_summary(_list(s, 16)) for s in _list(f[5], SUMMARIES_PER_STREAM_MAX))
+            return PushPull(pool, _str(f[2], REGION_MAX_CHARS), _bool(f[3]), states, sums)
+        case _:
+            raise UnknownMessage("unknown_type")
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    pool: int
+    region: str
+    messages: tuple[Message, ...]
+    unknown: int  # messages of unknown type that were skipped
+    invalid: int  # messages that failed validation and were skipped
+
+
+def decode_packet(
+    data: bytes, *, max_bytes: int = 1400, meta_max_bytes: int = 256, payload_max_bytes: int = 1024
+) -> Packet:
+    """Decode a datagram; raises DecodeError (with a counter reason) if the packet is unusable.
+
+    A bad message inside an otherwise valid compound packet is skipped and counted
+    in the returned Packet, so one bad message cannot hide the good ones.
+    """
+    if len(data) > max_bytes:
+        raise DecodeError("oversized")
+    top = _unpack(data, max_bytes)
+    if type(top) is not list or len(top) < 3:
+        raise DecodeError("bad_packet")
+    pool = top[0]
+    if type(pool) is not int or pool not in POOL_NAMES:
+        raise DecodeError("bad_pool")
+    region = _str(top[1], REGION_MAX_CHARS)
+    items = top[2]
+    if type(items) is not list or len(items) > MESSAGES_PER_PACKET_MAX:
+        raise DecodeError("bad_packet")
+    out: list[Message] = []
+    unknown = invalid = 0
+    for item in items:
+        try:
+            msg = _message(item, meta_max_bytes, payload_max_bytes)
+        except UnknownMessage:
+            unknown += 1
+            continue
+        except DecodeError:
+            invalid += 1
+            continue
+        if isinstance(msg, PushPull):  # stream-only message in a datagram
+            invalid += 1
+            continue
+        out.append(msg)
+    return Packet(pool, region, tuple(out), unknown, invalid)
+
+
+def decode_frame(data: bytes, *, max_bytes: int, meta_max_bytes: int = 256) -> Message:
+    """Decode a stream frame into its one message; raises DecodeError."""
+    if len(data) > max_bytes:
+        raise DecodeError("oversized")
+    return _message(_unpack(data, max_bytes), meta_max_bytes, max_bytes)

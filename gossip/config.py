@@ -1,0 +1,132 @@
+"""Membership timing profiles and the formulas that scale them with pool size.
+
+Every knob of the membership protocol lives in one frozen object, with the unit
+last in each name. The three named profiles follow HashiCorp memberlist's
+LAN/WAN/Local configs; where we deviate, the comment says why.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+# Bytes the envelope adds to every datagram and stream frame (gossip/envelope.py):
+# one version byte, a 24-byte nonce and a 16-byte Poly1305 tag.
+ENVELOPE_OVERHEAD_BYTES = 41
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipConfig:
+    """Timing and size limits of one SWIM pool."""
+
+    name: str
+    probe_interval_s: float
+    probe_timeout_s: float
+    gossip_interval_s: float
+    gossip_nodes: int
+    indirect_checks: int
+    retransmit_mult: int
+    suspicion_mult: int
+    suspicion_max_timeout_mult: int
+    push_pull_interval_s: float
+    stream_timeout_s: float
+    gossip_to_the_dead_s: float
+    awareness_max_multiplier: int
+    dead_reclaim_s: float
+    # Limits: everything is bounded.
+    packet_max_bytes: int = 1400
+    broadcast_queue_max: int = 1024
+    members_max: int = 4096
+    stream_max_bytes: int = 4 * 1024 * 1024
+    meta_max_bytes: int = 256
+    user_payload_max_bytes: int = 1024
+
+    @property
+    def packet_plaintext_max_bytes(self) -> int:
+        """Budget for one plaintext packet so the sealed datagram fits packet_max_bytes."""
+        return self.packet_max_bytes - ENVELOPE_OVERHEAD_BYTES
+
+    def with_(self, **changes: object) -> MembershipConfig:
+        """A copy with some fields changed (for tests and `--profile` overrides)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def retransmit_limit(retransmit_mult: int, pool_size: int) -> int:
+    """How many times each node transmits one broadcast: mult x ceil(log10(n + 1))."""
+    return retransmit_mult * math.ceil(math.log10(pool_size + 1))
+
+
+def suspicion_timeout_s(suspicion_mult: int, pool_size: int, probe_interval_s: float) -> float:
+    """Minimum suspicion timeout: mult x max(1, log10(n)) x probe interval (memberlist util.go)."""
+    node_scale = max(1.0, math.log10(max(1.0, float(pool_size))))
+    return suspicion_mult * node_scale * probe_interval_s
+
+
+# Region pools: a site's LAN. memberlist's LAN profile, except suspicion_mult 3
+# (memberlist: 4). In a 100-node pool that makes the minimum suspicion timeout 6 s
+# (memberlist: 8 s) and the maximum 36 s. 6 s still exceeds the longest stall we
+# must ride out (5 s) plus a refutation's trip, and Lifeguard keeps a lone
+# suspicion near the maximum, so false positives stay rare while a crash is
+# confirmed by independent probers and declared within ~10 s at p99.
+LAN = MembershipConfig(
+    name="lan",
+    probe_interval_s=1.0,
+    probe_timeout_s=0.5,
+    gossip_interval_s=0.2,
+    gossip_nodes=3,
+    indirect_checks=3,
+    retransmit_mult=4,
+    suspicion_mult=3,
+    suspicion_max_timeout_mult=6,
+    push_pull_interval_s=30.0,
+    stream_timeout_s=10.0,
+    gossip_to_the_dead_s=30.0,
+    awareness_max_multiplier=8,
+    dead_reclaim_s=0.0,
+)
+
+# The fleet pool: gateways of all regions over slower, lossier links.
+WAN = MembershipConfig(
+    name="wan",
+    probe_interval_s=5.0,
+    probe_timeout_s=3.0,
+    gossip_interval_s=0.5,
+    gossip_nodes=4,
+    indirect_checks=3,
+    retransmit_mult=4,
+    suspicion_mult=6,
+    suspicion_max_timeout_mult=6,
+    push_pull_interval_s=60.0,
+    stream_timeout_s=30.0,
+    gossip_to_the_dead_s=60.0,
+    awareness_max_multiplier=8,
+    dead_reclaim_s=0.0,
+)
+
+# A single machine (loopback tests and the demo): fast and strict.
+LOCAL = MembershipConfig(
+    name="local",
+    probe_interval_s=1.0,
+    probe_timeout_s=0.2,
+    gossip_interval_s=0.1,
+    gossip_nodes=3,
+    indirect_checks=3,
+    retransmit_mult=2,
+    suspicion_mult=3,
+    suspicion_max_timeout_mult=6,
+    push_pull_interval_s=15.0,
+    stream_timeout_s=5.0,
+    gossip_to_the_dead_s=15.0,
+    awareness_max_multiplier=8,
+    dead_reclaim_s=0.0,
+)
+
+PROFILES: dict[str, MembershipConfig] = {"lan": LAN, "wan": WAN, "local": LOCAL}
+
+
+def profile(name: str) -> MembershipConfig:
+    """The named profile, or a ValueError that lists the valid names."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; choose one of: lan, wan, local") from None

@@ -1,0 +1,52 @@
+"""Events a gossip core reports to its driver (small frozen values)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class MemberState(StrEnum):
+    """A member's state in one observer's view of a pool."""
+
+    ALIVE = "alive"
+    SUSPECT = "suspect"
+    DEAD = "dead"
+    LEFT = "left"
+
+
+@dataclass(frozen=True, slots=True)
+class MemberChanged:
+    """A member of `pool` ("region" or "fleet") entered `state` in this node's view."""
+
+    pool: str
+    node_id: str
+    addr: str
+    state: MemberState
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastDelivered:
+    """A fleet-wide broadcast reached this node for the first time."""
+
+    origin_id: str
+    seq: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayChanged:
+    """This node became (True) or stopped being (False) a gateway of its region."""
+
+    is_gateway: bool
+
+
+@dataclass(frozen=True, slots=True)
+class IncarnationChanged:
+    """This node's own incarnation rose (persist it so a restart starts above it)."""
+
+    incarnation: int
+
+
+Event = MemberChanged | BroadcastDelivered | GatewayChanged | IncarnationChanged

@@ -1,0 +1,677 @@
+"""SWIM membership with the Lifeguard extensions for one pool (sans-IO).
+
+One instance runs one pool (a region, or the fleet of gateways). It follows
+HashiCorp memberlist: shuffled round-robin probing, ping / ack, indirect
+ping-req through k helpers that answer with nacks, incarnation numbers with
+refutation, suspect -> dead with a Lifeguard suspicion timer, the local health
+multiplier, the buddy system, piggybacked dissemination with a retransmit limit
+of mult x log(N), periodic push-pull over a stream, gossip to the recently dead,
+and (as Serf does) push-pull reconnects to dead members so split pools merge.
+
+The owner (gossip/node.py) decodes packets, hands this pool its messages, and
+drains `outbox` and `events` after every call.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from gossip import codec
+from gossip.awareness import Awareness
+from gossip.broadcast import BroadcastQueue
+from gossip.config import MembershipConfig, retransmit_limit, suspicion_timeout_s
+from gossip.events import MemberChanged, MemberState
+from gossip.io import Datagram, Outbound, StreamOpen
+from gossip.suspicion import Suspicion
+
+_WIRE_STATE = {
+    MemberState.ALIVE: codec.STATE_ALIVE,
+    MemberState.SUSPECT: codec.STATE_SUSPECT,
+    MemberState.DEAD: codec.STATE_DEAD,
+    MemberState.LEFT: codec.STATE_LEFT,
+}
+
+# Seconds between join attempts while no seed has answered (doubling, capped).
+JOIN_RETRY_FIRST_S = 1.0
+JOIN_RETRY_MAX_S = 30.0
+# Packet budget kept free for the compound header's growth.
+_HEADER_SLACK_BYTES = 3
+
+
+@dataclass(slots=True)
+class Member:
+    """What this node knows of one member of the pool."""
+
+    node_id: str
+    addr: str
+    meta: bytes
+    incarnation: int
+    state: MemberState
+    state_change_s: float
+    alive_since_s: float  # when it last became alive from unknown, dead or left (not reset by suspicion)
+
+
+@dataclass(slots=True)
+class _Probe:
+    target_id: str
+    seq: int
+    started_s: float
+    direct_deadline_s: float
+    end_s: float
+    acked: bool = False
+    indirect_sent: bool = False
+    nacks_expected: int = 0
+    nacks: int = 0
+
+
+@dataclass(slots=True)
+class _Forward:
+    """An indirect probe this node runs on behalf of another."""
+
+    requester_addr: str
+    requester_seq: int
+    nack: bool
+    deadline_s: float
+
+
+class PoolDelegate(Protocol):
+    """What a pool asks of its owner (the node that composes pools)."""
+
+    def on_user_message(
+        self, pool: Membership, now: float, msg: codec.UserBroadcast | codec.Summary
+    ) -> None: ...
+
+    def local_summaries(self, pool: Membership) -> tuple[codec.Summary, ...]: ...
+
+    def merge_summaries(self, pool: Membership, now: float, summaries: Sequence[codec.Summary]) -> None: ...
+
+    def on_redirect(self, pool: Membership, now: float, reply: codec.PushPull) -> None: ...
+
+
+class Membership:
+    """SWIM + Lifeguard for one pool."""
+
+    def __init__(
+        self,
+        *,
+        pool: int,
+        node_id: str,
+        addr: str,
+        meta: bytes,
+        region: str,
+        config: MembershipConfig,
+        rng: random.Random,
+        delegate: PoolDelegate,
+        incarnation: int = 0,
+        now: float = 0.0,
+    ) -> None:
+        self.pool = pool
+        self.pool_name = codec.POOL_NAMES[pool]
+        self.node_id = node_id
+        self.addr = addr
+        self.meta = meta
+        self.region = region
+        self.config = config
+        self.incarnation = incarnation
+        self.leaving = False
+        self.outbox: list[Outbound] = []
+        self.events: list[MemberChanged] = []
+        self.counters: dict[str, int] = {}
+        self._rng = rng
+        self._delegate = delegate
+        self._members: dict[str, Member] = {}
+        self._probe_order: list[str] = []
+        self._probe_index = 0
+        self._seq = 0
+        self._stream_seq = 0
+        self._probe: _Probe | None = None
+        self._forwards: dict[int, _Forward] = {}
+        self._suspicions: dict[str, Suspicion] = {}
+        self._streams: dict[int, tuple[str, bool]] = {}  # request id -> (dst, is_join)
+        self._awareness = Awareness(config.awareness_max_multiplier)
+        self._queue = BroadcastQueue(config.broadcast_queue_max)
+        self._alive_count = 1
+        # Spread first timers over one interval so a fleet started together does not tick together.
+        self._next_probe_s = now + rng.uniform(0, config.probe_interval_s)
+        self._next_gossip_s = now + rng.uniform(0, config.gossip_interval_s)
+        self._next_push_pull_s = now + rng.uniform(0.5, 1.0) * self._push_pull_interval_s()
+        self._join_seeds: list[str] = []
+        self._join_retry_s: float | None = None
+        self._join_backoff_s = JOIN_RETRY_FIRST_S
+        self._started_s = now
+
+    # --- small helpers -------------------------------------------------------
+
+    def _count(self, key: str, n: int = 1) -> None:
+        self.counters[key] = self.counters.get(key, 0) + n
+
+    def _emit(self, m: Member) -> None:
+        self.events.append(MemberChanged(self.pool_name, m.node_id, m.addr, m.state, m.incarnation))
+
+    def _recount(self) -> None:
+        self._alive_count = 1 + sum(
+            1 for m in self._members.values() if m.state in (MemberState.ALIVE, MemberState.SUSPECT)
+        )
+
+    @property
+    def alive_count(self) -> int:
+        """Members alive or suspect in this view, this node included."""
+        return self._alive_count
+
+    @property
+    def health_score(self) -> int:
+        """Lifeguard local health: 0 is healthy."""
+        return self._awareness.health_score
+
+    def members(self) -> list[Member]:
+        """Every member known to this pool except this node, in id order."""
+        return [self._members[k] for k in sorted(self._members)]
+
+    def member(self, node_id: str) -> Member | None:
+        """One member's entry, or None."""
+        return self._members.get(node_id)
+
+    @property
+    def broadcast_queue_dropped(self) -> int:
+        """Broadcasts dropped because the queue was full."""
+        return self._queue.dropped
+
+    def _push_pull_interval_s(self) -> float:
+        # memberlist pushPullScale: beyond 32 members, back off with log2 of the pool size.
+        n = getattr(self, "_alive_count", 1)
+        base = self.config.push_pull_interval_s
+        if n <= 32:
+            return base
+        return base * (math.ceil(math.log2(n) - math.log2(32)) + 1)
+
+    def _retransmit_limit(self) -> int:
+        return retransmit_limit(self.config.retransmit_mult, self._alive_count)
+
+    # --- sending ---------------------------------------------------------------
+
+    def _send(self, now: float, dst: str, messages: list[bytes]) -> None:
+        """Send messages to dst in one packet, filling the room left with piggybacked gossip."""
+        used = sum(len(m) for m in messages)
+        budget = (
+            self.config.packet_plaintext_max_bytes
+            - codec.packet_overhead_bytes(self.region, 16)
+            - _HEADER_SLACK_BYTES
+            - used
+        )
+        if budget > 0 and len(self._queue):
+            messages = messages + self._queue.take(budget, 0, self._retransmit_limit())
+        if not messages:
+            return
+        self.outbox.append(Datagram(dst, codec.encode_packet(self.pool, self.region, messages)))
+
+    def _broadcast(self, msg: codec.Message, key: str | None) -> None:
+        self._queue.queue(codec.encode_message(msg), key)
+
+    def queue_user(self, msg: codec.UserBroadcast | codec.Summary, key: str | None = None) -> None:
+        """Queue an owner's message for piggybacked dissemination in this pool."""
+        self._broadcast(msg, key)
+
+    def send_direct(self, now: float, dst: str, msg: codec.Message) -> None:
+        """Send one message straight to dst now (eager push), with gossip piggybacked."""
+        self._send(now, dst, [codec.encode_message(msg)])
+
+    def _open_stream(self, dst: str, msg: codec.PushPull, is_join: bool) -> None:
+        self._stream_seq += 1
+        request_id = (self._stream_seq << 1) | self.pool
+        self._streams[request_id] = (dst, is_join)
+        self.outbox.append(StreamOpen(dst, request_id, codec.encode_frame(msg)))
+
+    # --- local state -----------------------------------------------------------
+
+    def _local_push_pull(self, join: bool) -> codec.PushPull:
+        me = codec.MemberState(
+            self.node_id,
+            self.addr,
+            self.meta,
+            self.incarnation,
+            codec.STATE_LEFT if self.leaving else codec.STATE_ALIVE,
+        )
+        states = [me] + [
+            codec.MemberState(m.node_id, m.addr, m.meta, m.incarnation, _WIRE_STATE[m.state])
+            for m in self.members()
+        ]
+        return codec.PushPull(
+            self.pool, self.region, join, tuple(states), self._delegate.local_summaries(self)
+        )
+
+    def _next_incarnation(self, above: int) -> int:
+        self.incarnation = max(self.incarnation, above) + 1
+        return self.incarnation
+
+    def _refute(self, accused_incarnation: int) -> None:
+        """Someone says we are suspect or dead: assert we are alive with a higher incarnation."""
+        self._next_incarnation(accused_incarnation)
+        self._awareness.apply_delta(1)
+        self._count("refutations")
+        self._broadcast(codec.Alive(self.incarnation, self.node_id, self.addr, self.meta), self.node_id)
+
+    def set_meta(self, meta: bytes) -> None:
+        """Change this node's metadata and announce it with a higher incarnation."""
+        self.meta = meta
+        self._next_incarnation(self.incarnation)
+        self._broadcast(codec.Alive(self.incarnation, self.node_id, self.addr, self.meta), self.node_id)
+
+    # --- joining and leaving -----------------------------------------------------
+
+    def join(self, now: float, seeds: Sequence[str]) -> None:
+        """Push-pull with every seed; retried with backoff until one answers."""
+        self._join_seeds = [s for s in seeds if s != self.addr]
+        # Announce ourselves; the join exchange carries our state to the seed too.
+        self._broadcast(codec.Alive(self.incarnation, self.node_id, self.addr, self.meta), self.node_id)
+        self._join_backoff_s = JOIN_RETRY_FIRST_S
+        self._attempt_join(now)
+
+    def _attempt_join(self, now: float) -> None:
+        if not self._join_seeds:
+            self._join_retry_s = None
+            return
+        for seed in self._join_seeds:
+            self._open_stream(seed, self._local_push_pull(join=True), is_join=True)
+        self._join_retry_s = now + self._join_backoff_s
+        self._join_backoff_s = min(self._join_backoff_s * 2, JOIN_RETRY_MAX_S)
+
+    def leave(self, now: float) -> None:
+        """Graceful leave: tell the pool we left (a dead notice from ourselves)."""
+        if self.leaving:
+            return
+        self.leaving = True
+        self._probe = None
+        self._join_retry_s = None
+        self._broadcast(codec.Dead(self.incarnation, self.node_id, self.node_id), self.node_id)
+        # Push the notice out now rather than waiting for the next gossip tick.
+        for m in self.gossip_targets(self.config.gossip_nodes, now):
+            self._send(now, m.addr, [])
+
+    def restore(self, now: float, node_id: str, addr: str, meta: bytes, incarnation: int) -> None:
+        """Install a member known alive without broadcasting (warm start)."""
+        if node_id == self.node_id or node_id in self._members:
+            return
+        self._add(now, node_id, addr, meta, incarnation, MemberState.ALIVE)
+
+    def _add(
+        self, now: float, node_id: str, addr: str, meta: bytes, inc: int, state: MemberState
+    ) -> Member | None:
+        if len(self._members) >= self.config.members_max:
+            self._count("drop_members_full")
+            return None
+        m = Member(node_id, addr, meta, inc, state, now, now)
+        self._members[node_id] = m
+        # Insert at a random position so a new member is probed within one round.
+        self._probe_order.insert(self._rng.randint(0, len(self._probe_order)), node_id)
+        self._recount()
+        return m
+
+    # --- message handling ---------------------------------------------------------
+
+    def handle_messages(self, now: float, src: str, messages: Sequence[codec.Message]) -> None:
+        """Process the messages of one decoded packet from src."""
+        for msg in messages:
+            match msg:
+                case codec.Ping():
+                    self._on_ping(now, src, msg)
+                case codec.IndirectPing():
+                    self._on_indirect_ping(now, src, msg)
+                case codec.Ack():
+                    self._on_ack(now, msg)
+                case codec.Nack():
+                    self._on_nack(msg)
+                case codec.Alive():
+                    self._on_alive(now, msg)
+                case codec.Suspect():
+                    self._on_suspect(now, msg)
+                case codec.Dead():
+                    self._on_dead(now, msg)
+                case codec.UserBroadcast() | codec.Summary():
+                    self._delegate.on_user_message(self, now, msg)
+                case _:
+                    self._count("drop_unexpected_message")
+
+    def _on_ping(self, now: float, src: str, msg: codec.Ping) -> None:
+        if msg.target_id != self.node_id:
+            # A ping for a node that used to live at this address (it moved, we reused it).
+            self._count("drop_ping_wrong_target")
+            return
+        self._send(now, src, [codec.encode_message(codec.Ack(msg.seq))])
+
+    def _on_indirect_ping(self, now: float, src: str, msg: codec.IndirectPing) -> None:
+        self._seq += 1
+        deadline = now + self._awareness.scale_timeout(self.config.probe_timeout_s)
+        if len(self._forwards) >= 256:
+            self._count("drop_indirect_full")
+            return
+        self._forwards[self._seq] = _Forward(src, msg.seq, msg.nack, deadline)
+        self._send(
+            now, msg.target_addr, [codec.encode_message(codec.Ping(self._seq, msg.target_id, self.node_id))]
+        )
+
+    def _on_ack(self, now: float, msg: codec.Ack) -> None:
+        probe = self._probe
+        if probe is not None and probe.seq == msg.seq and not probe.acked:
+            probe.acked = True
+            return
+        fwd = self._forwards.pop(msg.seq, None)
+        if fwd is not None:
+            self._send(now, fwd.requester_addr, [codec.encode_message(codec.Ack(fwd.requester_seq))])
+            return
+        self._count("late_ack")
+
+    def _on_nack(self, msg: codec.Nack) -> None:
+        probe = self._probe
+        if probe is not None and probe.seq == msg.seq:
+            probe.nacks += 1
+
+    def _on_alive(self, now: float, msg: codec.Alive, *, from_push_pull: bool = False) -> None:
+        if msg.node_id == self.node_id:
+            if self.leaving:
+                return
+            if msg.incarnation > self.incarnation or (
+                msg.incarnation == self.incarnation and (msg.addr, msg.meta) != (self.addr, self.meta)
+            ):
+                self._refute(msg.incarnation)
+            return
+        if len(msg.meta) > self.config.meta_max_bytes:
+            self._count("drop_meta_oversized")
+            return
+        m = self._members.get(msg.node_id)
+        if m is None:
+            added = self._add(now, msg.node_id, msg.addr, msg.meta, msg.incarnation, MemberState.ALIVE)
+            if added is None:
+                return
+            self._emit(added)
+            self._broadcast(msg, msg.node_id)
+            return
+        if msg.incarnation <= m.incarnation:
+            return
+        changed = m.state != MemberState.ALIVE or m.addr != msg.addr
+        self._suspicions.pop(msg.node_id, None)
+        m.incarnation, m.addr, m.meta = msg.incarnation, msg.addr, msg.meta
+        if m.state != MemberState.ALIVE:
+            if m.state != MemberState.SUSPECT:
+                m.alive_since_s = now
+            m.state, m.state_change_s = MemberState.ALIVE, now
+            self._recount()
+        if changed:
+            self._emit(m)
+        self._broadcast(msg, msg.node_id)
+
+    def _on_suspect(self, now: float, msg: codec.Suspect) -> None:
+        if msg.node_id == self.node_id:
+            if msg.incarnation >= self.incarnation and not self.leaving:
+                self._refute(msg.incarnation)
+            return
+        m = self._members.get(msg.node_id)
+        if m is None or msg.incarnation < m.incarnation:
+            return
+        timer = self._suspicions.get(msg.node_id)
+        if timer is not None:
+            if timer.confirm(msg.from_id):
+                # Re-gossip a confirmation so the other timers shrink too.
+                self._broadcast(msg, msg.node_id)
+            return
+        if m.state != MemberState.ALIVE:
+            return
+        self._start_suspicion(now, m, msg.incarnation, msg.from_id)
+        self._broadcast(msg, msg.node_id)
+
+    def _start_suspicion(self, now: float, m: Member, incarnation: int, from_id: str) -> None:
+        n = self._alive_count
+        k = self.config.suspicion_mult - 2
+        if n - 2 < k:  # too few peers to expect k independent confirmations
+            k = 0
+        min_s = suspicion_timeout_s(self.config.suspicion_mult, n, self.config.probe_interval_s)
+        max_s = self.config.suspicion_max_timeout_mult * min_s
+        self._suspicions[m.node_id] = Suspicion(from_id, k, min_s, max_s, now)
+        m.incarnation, m.state, m.state_change_s = incarnation, MemberState.SUSPECT, now
+        self._emit(m)
+
+    def _on_dead(self, now: float, msg: codec.Dead) -> None:
+        if msg.node_id == self.node_id:
+            if not self.leaving:
+                self._refute(msg.incarnation)
+            return
+        m = self._members.get(msg.node_id)
+        if m is None or msg.incarnation < m.incarnation:
+            return
+        if m.state in (MemberState.DEAD, MemberState.LEFT):
+            return
+        self._suspicions.pop(msg.node_id, None)
+        left = msg.from_id == msg.node_id
+        m.incarnation, m.state, m.state_change_s = (
+            msg.incarnation,
+            (MemberState.LEFT if left else MemberState.DEAD),
+            now,
+        )
+        self._recount()
+        self._emit(m)
+        self._broadcast(msg, msg.node_id)
+
+    # --- streams (push-pull) ----------------------------------------------------------
+
+    def handle_push_pull(self, now: float, src: str, remote: codec.PushPull) -> codec.PushPull:
+        """Answer a peer's push-pull with our state, then merge theirs."""
+        if remote.region != self.region and self.pool == codec.POOL_REGION:
+            # A node of another region contacted us: tell it what we know of the
+            # fleet (summaries) so it can find its own region and the gateways.
+            self._count("redirects_sent")
+            return codec.PushPull(
+                self.pool, self.region, remote.join, (), self._delegate.local_summaries(self)
+            )
+        reply = self._local_push_pull(join=False)
+        self._merge(now, remote)
+        return reply
+
+    def handle_stream_reply(self, now: float, request_id: int, reply: codec.PushPull | None) -> None:
+        """The answer to a push-pull this pool opened (None: unreachable)."""
+        entry = self._streams.pop(request_id, None)
+        if entry is None:
+            self._count("drop_stream_unknown")
+            return
+        _dst, is_join = entry
+        if reply is None:
+            self._count("stream_failures")
+            return
+        if is_join:
+            self._join_retry_s = None
+        if reply.region != self.region and self.pool == codec.POOL_REGION:
+            self._delegate.merge_summaries(self, now, reply.summaries)
+            self._delegate.on_redirect(self, now, reply)
+            return
+        self._merge(now, reply)
+
+    def _merge(self, now: float, remote: codec.PushPull) -> None:
+        for s in remote.states:
+            if s.state == codec.STATE_ALIVE:
+                self._on_alive(now, codec.Alive(s.incarnation, s.node_id, s.addr, s.meta))
+            elif s.state == codec.STATE_LEFT:
+                self._on_dead(now, codec.Dead(s.incarnation, s.node_id, s.node_id))
+            else:
+                # memberlist: prefer to suspect a node the peer thinks dead, not to kill it outright.
+                if s.node_id not in self._members and s.node_id != self.node_id:
+                    continue
+                self._on_suspect(now, codec.Suspect(s.incarnation, s.node_id, self.node_id))
+        self._delegate.merge_summaries(self, now, remote.summaries)
+
+    # --- timers ------------------------------------------------------------------------------
+
+    def next_deadline(self) -> float:
+        """The earliest time this pool needs handle_timer."""
+        t = min(self._next_probe_s, self._next_gossip_s, self._next_push_pull_s)
+        if self._probe is not None:
+            t = min(t, self._probe.end_s if self._probe.indirect_sent else self._probe.direct_deadline_s)
+        for f in self._forwards.values():
+            t = min(t, f.deadline_s)
+        for s in self._suspicions.values():
+            t = min(t, s.deadline_s())
+        if self._join_retry_s is not None:
+            t = min(t, self._join_retry_s)
+        return t
+
+    def handle_timer(self, now: float) -> None:
+        """Run everything that is due at `now`."""
+        if self._join_retry_s is not None and now >= self._join_retry_s:
+            self._attempt_join(now)
+        self._check_probe(now)
+        if now >= self._next_probe_s:
+            self._start_probe(now)
+        self._expire_forwards(now)
+        self._expire_suspicions(now)
+        if now >= self._next_gossip_s:
+            self._next_gossip_s = max(self._next_gossip_s + self.config.gossip_interval_s, now)
+            self._gossip(now)
+        if now >= self._next_push_pull_s:
+            self._next_push_pull_s = now + self._push_pull_interval_s()
+            self._push_pull(now)
+
+    def _next_probe_target(self) -> Member | None:
+        checked = 0
+        while checked < len(self._probe_order):
+            if self._probe_index >= len(self._probe_order):
+                self._rng.shuffle(self._probe_order)
+                self._probe_index = 0
+            node_id = self._probe_order[self._probe_index]
+            self._probe_index += 1
+            checked += 1
+            m = self._members.get(node_id)
+            if m is not None and m.state in (MemberState.ALIVE, MemberState.SUSPECT):
+                return m
+        return None
+
+    def _start_probe(self, now: float) -> None:
+        interval_s = self._awareness.scale_timeout(self.config.probe_interval_s)
+        self._next_probe_s = now + interval_s
+        if self.leaving or self._probe is not None:
+            return
+        target = self._next_probe_target()
+        if target is None:
+            return
+        self._seq += 1
+        timeout_s = self._awareness.scale_timeout(self.config.probe_timeout_s)
+        self._probe = _Probe(target.node_id, self._seq, now, now + timeout_s, now + interval_s)
+        msgs = [codec.encode_message(codec.Ping(self._seq, target.node_id, self.node_id))]
+        if target.state == MemberState.SUSPECT:
+            # Buddy system: tell the suspect directly so it can refute at once.
+            msgs.append(codec.encode_message(codec.Suspect(target.incarnation, target.node_id, self.node_id)))
+        self._send(now, target.addr, msgs)
+
+    def _check_probe(self, now: float) -> None:
+        probe = self._probe
+        if probe is None:
+            return
+        if probe.acked:
+            self._probe = None
+            self._awareness.apply_delta(-1)
+            return
+        if not probe.indirect_sent:
+            if now < probe.direct_deadline_s:
+                return
+            self._send_indirect(now, probe)
+            if now < probe.end_s:
+                return
+        if now < probe.end_s:
+            return
+        self._probe = None
+        # Lifeguard: missing nacks mean our own link or CPU may be the problem.
+        if probe.nacks_expected > 0:
+            self._awareness.apply_delta(max(0, probe.nacks_expected - probe.nacks))
+        else:
+            self._awareness.apply_delta(1)
+        m = self._members.get(probe.target_id)
+        if m is None or m.state != MemberState.ALIVE:
+            if m is not None and m.state == MemberState.SUSPECT:
+                self._on_suspect(now, codec.Suspect(m.incarnation, m.node_id, self.node_id))
+            return
+        self._count("probe_failures")
+        self._on_suspect(now, codec.Suspect(m.incarnation, m.node_id, self.node_id))
+
+    def _send_indirect(self, now: float, probe: _Probe) -> None:
+        probe.indirect_sent = True
+        target = self._members.get(probe.target_id)
+        if target is None:
+            return
+        helpers = self._random_members(
+            self.config.indirect_checks, exclude=probe.target_id, states=(MemberState.ALIVE,)
+        )
+        probe.nacks_expected = len(helpers)
+        for h in helpers:
+            req = codec.IndirectPing(probe.seq, target.node_id, target.addr, self.node_id, True)
+            self._send(now, h.addr, [codec.encode_message(req)])
+
+    def _expire_forwards(self, now: float) -> None:
+        due = [seq for seq, f in self._forwards.items() if now >= f.deadline_s]
+        for seq in due:
+            f = self._forwards.pop(seq)
+            if f.nack:
+                self._send(now, f.requester_addr, [codec.encode_message(codec.Nack(f.requester_seq))])
+
+    def _expire_suspicions(self, now: float) -> None:
+        due = [nid for nid, s in self._suspicions.items() if now >= s.deadline_s()]
+        for node_id in due:
+            del self._suspicions[node_id]
+            m = self._members.get(node_id)
+            if m is None or m.state != MemberState.SUSPECT:
+                continue
+            self._count("declared_dead")
+            self._on_dead(now, codec.Dead(m.incarnation, node_id, self.node_id))
+
+    def _random_members(
+        self, k: int, *, exclude: str, states: tuple[MemberState, ...], now: float | None = None
+    ) -> list[Member]:
+        """Up to k distinct random members in one of `states` (or dead within gossip-to-the-dead)."""
+        ids = self._probe_order  # a list: deterministic order, no set iteration
+        picked: list[Member] = []
+        if not ids:
+            return picked
+        # Sample without building a filtered copy: try random indexes, bounded attempts.
+        attempts = 0
+        seen: dict[str, None] = {}
+        while len(picked) < k and attempts < 3 * k + 8:
+            attempts += 1
+            node_id = ids[self._rng.randrange(len(ids))]
+            if node_id == exclude or node_id in seen:
+                continue
+            seen[node_id] = None
+            m = self._members[node_id]
+            if m.state in states or (
+                now is not None
+                and m.state == MemberState.DEAD
+                and now - m.state_change_s < self.config.gossip_to_the_dead_s
+            ):
+                picked.append(m)
+        return picked
+
+    def gossip_targets(self, k: int, now: float) -> list[Member]:
+        return self._random_members(
+            k, exclude=self.node_id, states=(MemberState.ALIVE, MemberState.SUSPECT), now=now
+        )
+
+    def _gossip(self, now: float) -> None:
+        if not len(self._queue):
+            return
+        for m in self.gossip_targets(self.config.gossip_nodes, now):
+            if not len(self._queue):
+                break
+            self._send(now, m.addr, [])
+
+    def _push_pull(self, now: float) -> None:
+        if self.leaving:
+            return
+        dead = [m for m in self.members() if m.state == MemberState.DEAD]
+        alive = self._alive_count - 1
+        # Serf-style reconnect: sometimes exchange state with a dead member, so a
+        # healed partition merges even after gossip to the dead has stopped.
+        if dead and self._rng.random() < len(dead) / max(1, alive + len(dead)):
+            target: Member | None = self._rng.choice(dead)
+        else:
+            picked = self._random_members(1, exclude=self.node_id, states=(MemberState.ALIVE,))
+            target = picked[0] if picked else None
+        if target is not None:
+            self._open_stream(target.addr, self._local_push_pull(join=False), is_join=False)

@@ -1,0 +1,625 @@
+"""A node's gossip layer: its region pool, and the fleet pool while it is a gateway (sans-IO).
+
+Every node runs SWIM with its region (the `lan` profile). Up to
+`GATEWAYS_PER_REGION` members of each region, chosen by the same deterministic
+rule at every node, also run SWIM with the gateways of all other regions (the
+`wan` profile). Gateways carry fleet-wide broadcasts and one small summary per
+region between the pools, so a node's memory and traffic grow with its region,
+not with the fleet. See docs/design.md and docs/core-api.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import msgpack
+
+from gossip import codec
+from gossip.config import LAN, WAN, MembershipConfig
+from gossip.events import (
+    BroadcastDelivered,
+    Event,
+    GatewayChanged,
+    IncarnationChanged,
+    MemberChanged,
+    MemberState,
+)
+from gossip.io import Outbound
+from gossip.membership import Member, Membership
+
+GATEWAYS_PER_REGION = 3
+# A member alive this long in our view is preferred as a gateway over newer ones.
+GATEWAY_STABLE_S = 10.0
+# Re-evaluate the gateway choice at least this often (stability changes with time).
+GATEWAY_RECHECK_S = 5.0
+# A primary gateway republishes its region's summary at most this often.
+SUMMARY_MIN_INTERVAL_S = 5.0
+# A gateway that steps down keeps its fleet pool running this long to deliver its leave.
+FLEET_RETIRE_S = 2.0
+# Fleet-wide broadcasts remembered for de-duplication.
+SEEN_BROADCASTS_MAX = 8192
+# Regions whose summaries a node keeps.
+SUMMARIES_MAX = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class MemberView:
+    """One member as a node sees it (for the API, the CLI and the simulator)."""
+
+    node_id: str
+    addr: str
+    region: str
+    state: MemberState
+    incarnation: int
+    gateway: bool
+    api_addr: str
+
+
+@dataclass(frozen=True, slots=True)
+class RegionSummary:
+    """What the fleet knows of one region."""
+
+    region: str
+    alive: int
+    gateways: tuple[tuple[str, str], ...]
+    api_addrs: tuple[str, ...]
+    version: int
+
+
+def encode_meta(region: str, api_addr: str) -> bytes:
+    """Member metadata carried in alive messages."""
+    packed: bytes = msgpack.packb([region, api_addr], use_bin_type=True)
+    return packed
+
+
+def decode_meta(meta: bytes) -> tuple[str, str]:
+    """(region, api_addr) from member metadata; empty strings if unreadable."""
+    try:
+        v = msgpack.unpackb(meta, raw=False)
+    except Exception:
+        return "", ""
+    if type(v) is list and len(v) >= 2 and type(v[0]) is str and type(v[1]) is str:
+        return v[0], v[1]
+    return "", ""
+
+
+def _rank_hash(node_id: str) -> bytes:
+    return hashlib.sha256(node_id.encode()).digest()
+
+
+def _summary_content(s: codec.Summary) -> tuple[object, ...]:
+    return (s.alive, s.gateways, s.api_addrs)
+
+
+def _newer(a: codec.Summary, b: codec.Summary | None) -> bool:
+    """True if summary a supersedes b: higher version, ties broken by author id."""
+    return b is None or (a.version, a.author_id) > (b.version, b.author_id)
+
+
+class GossipNode:
+    """The gossip layer of one node: region pool, fleet pool when a gateway, and the relay between."""
+
+    def __init__(
+        self,
+        node_id: str,
+        addr: str,
+        region: str,
+        rng: random.Random,
+        *,
+        region_config: MembershipConfig = LAN,
+        fleet_config: MembershipConfig = WAN,
+        api_addr: str = "",
+        incarnation: int = 0,
+        now: float = 0.0,
+    ) -> None:
+        self.node_id = node_id
+        self.addr = addr
+        self.region = region
+        self.api_addr = api_addr
+        self.region_config = region_config
+        self.fleet_config = fleet_config
+        self._rng = rng
+        self._meta = encode_meta(region, api_addr)
+        self._start_s = now
+        # A restart always comes back above anything it said before it stopped.
+        self._incarnation_floor = incarnation + 1
+        self._reported_incarnation = 0
+        self._events: list[Event] = []
+        self._counters: dict[str, int] = {}
+        self.region_pool = Membership(
+            pool=codec.POOL_REGION,
+            node_id=node_id,
+            addr=addr,
+            meta=self._meta,
+            region=region,
+            config=region_config,
+            rng=random.Random(rng.getrandbits(64)),
+            delegate=self,
+            incarnation=self._incarnation_floor,
+            now=now,
+        )
+        self.fleet_pool: Membership | None = None
+        self._retiring: list[tuple[Membership, float]] = []
+        self._gateways: list[tuple[str, str]] = []
+        self._gateways_dirty = True
+        self._next_gateway_check_s = now
+        self._summaries: dict[str, codec.Summary] = {}
+        self._last_summary_publish_s = -1e18
+        self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._broadcast_seq = 0
+        self._hashes: dict[str, bytes] = {}
+        self._fleet_join_at_s = -1e18
+        self._now = now
+        self._after(now)
+
+    # --- the API of docs/core-api.md -----------------------------------------------
+
+    @property
+    def incarnation(self) -> int:
+        """This node's highest incarnation in any pool (persist it)."""
+        inc = self.region_pool.incarnation
+        if self.fleet_pool is not None:
+            inc = max(inc, self.fleet_pool.incarnation)
+        return inc
+
+    @property
+    def is_gateway(self) -> bool:
+        """True while this node is one of its region's gateways."""
+        return self.fleet_pool is not None
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Drops by reason and other protocol counters, prefixed by pool."""
+        out = dict(self._counters)
+        for prefix, pool in (("region.", self.region_pool), ("fleet.", self.fleet_pool)):
+            if pool is not None:
+                for k, v in pool.counters.items():
+                    out[prefix + k] = v
+                out[prefix + "broadcast_queue_dropped"] = pool.broadcast_queue_dropped
+        return out
+
+    def _count(self, key: str, n: int = 1) -> None:
+        self._counters[key] = self._counters.get(key, 0) + n
+
+    def join(self, now: float, seeds: Sequence[str]) -> None:
+        """Join the mesh through any known nodes ("host:port"), in any region."""
+        self.region_pool.join(now, seeds)
+        self._after(now)
+
+    def leave(self, now: float) -> None:
+        """Leave gracefully: every pool hears that we left, not that we died."""
+        self.region_pool.leave(now)
+        if self.fleet_pool is not None:
+            self.fleet_pool.leave(now)
+        self._after(now)
+
+    def broadcast(self, now: float, payload: bytes) -> tuple[str, int]:
+        """Send payload to every node of the fleet; returns its (origin_id, seq)."""
+        if len(payload) > self.region_config.user_payload_max_bytes:
+            raise ValueError(
+                f"broadcast payload is {len(payload)} bytes; the limit is "
+                f"{self.region_config.user_payload_max_bytes}"
+            )
+        self._broadcast_seq += 1
+        msg = codec.UserBroadcast(self.node_id, self._broadcast_seq, payload)
+        self._remember((msg.origin_id, msg.seq))
+        self._events.append(BroadcastDelivered(msg.origin_id, msg.seq, payload))
+        # Straight to our gateways, so the fleet hears of it without waiting for
+        # the region's epidemic to reach them.
+        for gw_id, gw_addr in self._current_gateways(now):
+            if gw_id != self.node_id:
+                self.region_pool.send_direct(now, gw_addr, msg)
+        self._spread(now, msg, key=None)
+        self._after(now)
+        return msg.origin_id, msg.seq
+
+    def handle_datagram(self, now: float, src: str, data: bytes) -> None:
+        """One datagram (plaintext) from src; bad input is dropped and counted."""
+        try:
+            packet = codec.decode_packet(
+                data,
+                max_bytes=self.region_config.packet_plaintext_max_bytes,
+                meta_max_bytes=self.region_config.meta_max_bytes,
+                payload_max_bytes=self.region_config.user_payload_max_bytes,
+            )
+        except codec.DecodeError as exc:
+            self._count("drop_" + exc.reason)
+            return
+        if packet.unknown:
+            self._count("skip_unknown_message", packet.unknown)
+        if packet.invalid:
+            self._count("drop_invalid_message", packet.invalid)
+        pool = self._pool_for(packet.pool)
+        if pool is None:
+            self._count("drop_not_gateway")
+            return
+        if packet.pool == codec.POOL_REGION and packet.region != self.region:
+            self._count("drop_wrong_region")
+            return
+        pool.handle_messages(now, src, packet.messages)
+        self._after(now)
+
+    def handle_stream_request(self, now: float, src: str, data: bytes) -> bytes | None:
+        """A peer opened a stream with one frame; returns our reply frame (None: refuse)."""
+        try:
+            msg = codec.decode_frame(
+                data,
+                max_bytes=self.region_config.stream_max_bytes,
+                meta_max_bytes=self.region_config.meta_max_bytes,
+            )
+        except codec.DecodeError as exc:
+            self._count("drop_stream_" + exc.reason)
+            return None
+        if not isinstance(msg, codec.PushPull):
+            self._count("drop_stream_unexpected")
+            return None
+        pool = self._pool_for(msg.pool)
+        if pool is None:
+            self._count("drop_not_gateway")
+            return None
+        reply = pool.handle_push_pull(now, src, msg)
+        self._after(now)
+        return codec.encode_frame(reply)
+
+    def handle_stream_reply(self, now: float, request_id: int, data: bytes | None) -> None:
+        """The reply to a stream this node opened; None when the peer was unreachable."""
+        pool = self._pool_for(request_id & 1)
+        if pool is None:
+            return
+        reply: codec.PushPull | None = None
+        if data is not None:
+            try:
+                msg = codec.decode_frame(
+                    data,
+                    max_bytes=self.region_config.stream_max_bytes,
+                    meta_max_bytes=self.region_config.meta_max_bytes,
+                )
+            except codec.DecodeError as exc:
+                self._count("drop_stream_" + exc.reason)
+                msg = None
+            if isinstance(msg, codec.PushPull):
+                reply = msg
+        pool.handle_stream_reply(now, request_id, reply)
+        self._after(now)
+
+    def handle_timer(self, now: float) -> None:
+        """Run every timer that is due at now."""
+        self.region_pool.handle_timer(now)
+        if self.fleet_pool is not None:
+            self.fleet_pool.handle_timer(now)
+        if self._retiring:
+            for pool, _until in self._retiring:
+                pool.handle_timer(now)
+            self._retiring = [(p, u) for p, u in self._retiring if now < u]
+        if now >= self._next_gateway_check_s:
+            self._check_gateway(now)
+        self._after(now)
+
+    def next_deadline(self) -> float | None:
+        """When handle_timer must next run."""
+        t = min(self.region_pool.next_deadline(), self._next_gateway_check_s)
+        if self.fleet_pool is not None:
+            t = min(t, self.fleet_pool.next_deadline())
+        for pool, until in self._retiring:
+            t = min(t, pool.next_deadline(), until)
+        return t
+
+    def poll_transmit(self) -> list[Outbound]:
+        """Everything to send now (plaintext; the driver seals it)."""
+        out = self.region_pool.outbox
+        self.region_pool.outbox = []
+        for pool in self._pools_with_retiring():
+            if pool is not self.region_pool and pool.outbox:
+                out.extend(pool.outbox)
+                pool.outbox = []
+        return out
+
+    def next_event(self) -> Event | None:
+        """The next event for the driver, or None."""
+        if self._events:
+            return self._events.pop(0)
+        return None
+
+    def drain_events(self) -> list[Event]:
+        """Every pending event at once (cheaper than next_event in a loop)."""
+        out, self._events = self._events, []
+        return out
+
+    def members(self, pool: str = "region") -> list[MemberView]:
+        """This node's view of a pool ("region" or "fleet"), itself included, in id order."""
+        src = self.region_pool if pool == "region" else self.fleet_pool
+        if src is None:
+            return []
+        gw_ids = {g for g, _ in self._gateways}
+        me = MemberView(
+            self.node_id,
+            self.addr,
+            self.region,
+            MemberState.LEFT if src.leaving else MemberState.ALIVE,
+            src.incarnation,
+            self.node_id in gw_ids,
+            self.api_addr,
+        )
+        views = [me]
+        for m in src.members():
+            region, api = decode_meta(m.meta)
+            is_gw = m.node_id in gw_ids if pool == "region" else True
+            views.append(MemberView(m.node_id, m.addr, region, m.state, m.incarnation, is_gw, api))
+        views.sort(key=lambda v: v.node_id)
+        return views
+
+    def summaries(self) -> dict[str, RegionSummary]:
+        """Every region this node knows of, its own included."""
+        out = {
+            r: RegionSummary(s.region, s.alive, s.gateways, s.api_addrs, s.version)
+            for r, s in sorted(self._summaries.items())
+        }
+        own = self._fresh_own_summary(self._now)
+        out[self.region] = RegionSummary(own.region, own.alive, own.gateways, own.api_addrs, own.version)
+        return out
+
+    def restore_view(self, now: float, members: Sequence[MemberView]) -> None:
+        """Install members known to be alive without broadcasting (warm start, restart)."""
+        for v in members:
+            if v.region == self.region and v.node_id != self.node_id:
+                self.region_pool.restore(
+                    now, v.node_id, v.addr, encode_meta(v.region, v.api_addr), v.incarnation
+                )
+        self._gateways_dirty = True
+        self._after(now)
+
+    # --- the pool delegate (called by Membership) --------------------------------------
+
+    def on_user_message(self, pool: Membership, now: float, msg: codec.UserBroadcast | codec.Summary) -> None:
+        """A broadcast arrived in one of our pools: deliver and relay it once."""
+        if isinstance(msg, codec.Summary):
+            self._on_summary(now, pool, msg)
+            return
+        key = (msg.origin_id, msg.seq)
+        if key in self._seen:
+            self._count("duplicate_broadcasts")
+            return
+        self._remember(key)
+        self._events.append(BroadcastDelivered(msg.origin_id, msg.seq, msg.payload))
+        self._spread(now, msg, key=None)
+
+    def local_summaries(self, pool: Membership) -> tuple[codec.Summary, ...]:
+        """Summaries we carry in push-pull exchanges (anti-entropy for summaries)."""
+        out = dict(self._summaries)
+        if self.region not in out:
+            # Nothing published yet (a young region): say what we see, at version 0.
+            out[self.region] = self._fresh_own_summary(0.0)
+        return tuple(out[r] for r in sorted(out))
+
+    def merge_summaries(self, pool: Membership, now: float, summaries: Sequence[codec.Summary]) -> None:
+        """Keep the newest summary of each region."""
+        for s in summaries:
+            self._store_summary(s)
+        self._maybe_join_fleet(now)
+
+    def on_redirect(self, pool: Membership, now: float, reply: codec.PushPull) -> None:
+        """A seed in another region answered our join: find our own region through the summaries."""
+        own = self._summaries.get(self.region)
+        if own is not None and self.region_pool.alive_count == 1:
+            seeds = [addr for gid, addr in own.gateways if gid != self.node_id]
+            if seeds:
+                self.region_pool.join(now, seeds)
+        self._gateways_dirty = True
+
+    # --- summaries -------------------------------------------------------------------------
+
+    def _fresh_own_summary(self, now: float) -> codec.Summary:
+        gws = tuple(self._current_gateways(now))
+        apis: list[str] = []
+        for gid, _addr in gws:
+            if gid == self.node_id:
+                api = self.api_addr
+            else:
+                m = self.region_pool.member(gid)
+                api = decode_meta(m.meta)[1] if m is not None else ""
+            if api:
+                apis.append(api)
+        prev = self._summaries.get(self.region)
+        return codec.Summary(
+            self.region,
+            prev.version if prev else 0,
+            self.node_id,
+            self.region_pool.alive_count,
+            gws,
+            tuple(apis),
+        )
+
+    def _store_summary(self, s: codec.Summary) -> bool:
+        if not s.region:
+            return False
+        if not _newer(s, self._summaries.get(s.region)):
+            return False
+        if s.region not in self._summaries and len(self._summaries) >= SUMMARIES_MAX:
+            self._count("drop_summaries_full")
+            return False
+        self._summaries[s.region] = s
+        return True
+
+    def _on_summary(self, now: float, pool: Membership, s: codec.Summary) -> None:
+        if not self._store_summary(s):
+            return
+        self._relay_summary(now, s)
+        self._maybe_join_fleet(now)
+
+    def _relay_summary(self, now: float, s: codec.Summary) -> None:
+        key = "summary:" + s.region
+        self.region_pool.queue_user(s, key)
+        if self.fleet_pool is not None:
+            self.fleet_pool.queue_user(s, key)
+
+    def _maybe_publish_summary(self, now: float) -> None:
+        if not self._gateways or self._gateways[0][0] != self.node_id:
+            return  # only the primary gateway speaks for the region
+        if now - self._last_summary_publish_s < SUMMARY_MIN_INTERVAL_S:
+            return
+        fresh = self._fresh_own_summary(now)
+        prev = self._summaries.get(self.region)
+        if prev is not None and _summary_content(prev) == _summary_content(fresh):
+            return
+        version = (prev.version if prev else 0) + 1
+        s = codec.Summary(fresh.region, version, self.node_id, fresh.alive, fresh.gateways, fresh.api_addrs)
+        self._summaries[self.region] = s
+        self._last_summary_publish_s = now
+        self._count("summaries_published")
+        self._relay_summary(now, s)
+        if self.fleet_pool is not None:
+            for m in self._eager_targets(self.fleet_pool, now):
+                self.fleet_pool.send_direct(now, m.addr, s)
+
+    # --- gateways ------------------------------------------------------------------------------
+
+    def _hash(self, node_id: str) -> bytes:
+        h = self._hashes.get(node_id)
+        if h is None:
+            if len(self._hashes) > 4 * self.region_config.members_max:
+                self._hashes.clear()
+            h = self._hashes[node_id] = _rank_hash(node_id)
+        return h
+
+    def _current_gateways(self, now: float) -> list[tuple[str, str]]:
+        if self._gateways_dirty:
+            self._gateways = self._choose_gateways(now)
+        return self._gateways
+
+    def _choose_gateways(self, now: float) -> list[tuple[str, str]]:
+        """The region's gateways by the rule every member applies: stable first, then by id hash."""
+        if self.region_pool.leaving:
+            ranked: list[tuple[bool, bytes, str, str]] = []
+        else:
+            ranked = [
+                (now - self._start_s < GATEWAY_STABLE_S, self._hash(self.node_id), self.node_id, self.addr)
+            ]
+        for m in self.region_pool.members():
+            if m.state in (MemberState.ALIVE, MemberState.SUSPECT):
+                ranked.append(
+                    (now - m.alive_since_s < GATEWAY_STABLE_S, self._hash(m.node_id), m.node_id, m.addr)
+                )
+        ranked.sort()
+        return [(nid, addr) for _u, _h, nid, addr in ranked[:GATEWAYS_PER_REGION]]
+
+    def _check_gateway(self, now: float) -> None:
+        self._gateways = self._choose_gateways(now)
+        self._gateways_dirty = False
+        self._next_gateway_check_s = now + GATEWAY_RECHECK_S
+        should = any(gid == self.node_id for gid, _ in self._gateways)
+        if should and self.fleet_pool is None:
+            self._become_gateway(now)
+        elif not should and self.fleet_pool is not None:
+            self._step_down(now)
+        if self.fleet_pool is not None:
+            self._maybe_join_fleet(now)
+            self._maybe_publish_summary(now)
+
+    def _become_gateway(self, now: float) -> None:
+        self.fleet_pool = Membership(
+            pool=codec.POOL_FLEET,
+            node_id=self.node_id,
+            addr=self.addr,
+            meta=self._meta,
+            region=self.region,
+            config=self.fleet_config,
+            rng=random.Random(self._rng.getrandbits(64)),
+            delegate=self,
+            incarnation=max(self._incarnation_floor, self.region_pool.incarnation),
+            now=now,
+        )
+        self._events.append(GatewayChanged(True))
+        self._count("became_gateway")
+        self._fleet_join_at_s = -1e18
+        self._maybe_join_fleet(now)
+
+    def _step_down(self, now: float) -> None:
+        assert self.fleet_pool is not None
+        self.fleet_pool.leave(now)
+        self._retiring.append((self.fleet_pool, now + FLEET_RETIRE_S))
+        self.fleet_pool = None
+        self._events.append(GatewayChanged(False))
+        self._count("stepped_down_gateway")
+
+    def _maybe_join_fleet(self, now: float) -> None:
+        """A gateway alone in the fleet pool joins through the gateways the summaries name."""
+        fleet = self.fleet_pool
+        if fleet is None or fleet.alive_count > 1 or self._fleet_join_at_s > now:
+            return
+        seeds: list[str] = []
+        for region in sorted(self._summaries):
+            for gid, addr in self._summaries[region].gateways:
+                if gid != self.node_id and addr not in seeds:
+                    seeds.append(addr)
+        for gid, addr in self._gateways:
+            if gid != self.node_id and addr not in seeds:
+                seeds.append(addr)
+        if not seeds:
+            return
+        self._fleet_join_at_s = now + GATEWAY_RECHECK_S
+        fleet.join(now, seeds[:8])
+
+    # --- fleet-wide broadcasts ----------------------------------------------------------------------
+
+    def _remember(self, key: tuple[str, int]) -> None:
+        self._seen[key] = None
+        if len(self._seen) > SEEN_BROADCASTS_MAX:
+            self._seen.popitem(last=False)
+
+    def _eager_targets(self, pool: Membership, now: float) -> list[Member]:
+        return pool.gossip_targets(pool.config.gossip_nodes, now)
+
+    def _spread(self, now: float, msg: codec.UserBroadcast, key: str | None) -> None:
+        """Queue msg for gossip in every pool we are in, and push it to a few members at once."""
+        for pool in (self.region_pool, self.fleet_pool):
+            if pool is None:
+                continue
+            pool.queue_user(msg, key)
+            for m in self._eager_targets(pool, now):
+                pool.send_direct(now, m.addr, msg)
+
+    # --- plumbing ---------------------------------------------------------------------------------
+
+    def _pool_for(self, pool_code: int) -> Membership | None:
+        if pool_code == codec.POOL_REGION:
+            return self.region_pool
+        if self.fleet_pool is not None:
+            return self.fleet_pool
+        if self._retiring:
+            return self._retiring[-1][0]
+        return None
+
+    def _pools_with_retiring(self) -> list[Membership]:
+        pools = [self.region_pool]
+        if self.fleet_pool is not None:
+            pools.append(self.fleet_pool)
+        pools.extend(p for p, _ in self._retiring)
+        return pools
+
+    def _after(self, now: float) -> None:
+        """After every input: collect pool events, re-choose gateways if the region changed."""
+        self._now = now
+        self._collect()
+        if self._gateways_dirty:
+            self._check_gateway(now)
+            self._collect()
+
+    def _collect(self) -> None:
+        """Move pool events into our queue and note what they change."""
+        for pool in self._pools_with_retiring():
+            if pool.events:
+                if pool is self.region_pool:
+                    self._gateways_dirty = True
+                self._events.extend(pool.events)
+                pool.events = []
+        inc = self.incarnation
+        if inc > self._reported_incarnation:
+            self._reported_incarnation = inc
+            self._events.append(IncarnationChanged(inc))
+
+
+__all__ = ["GossipNode", "MemberChanged", "MemberView", "RegionSummary", "decode_meta", "encode_meta"]

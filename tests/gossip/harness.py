@@ -1,0 +1,127 @@
+"""A minimal in-memory link for core tests: a lost packet is a packet not delivered.
+
+Deliberately tiny (the real simulator lives in sim/): one heap of deliveries and
+timers, a fixed latency, and a `drop` predicate the test controls.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+
+from gossip.config import LOCAL, MembershipConfig
+from gossip.events import Event, MemberState
+from gossip.io import Datagram, StreamOpen
+from gossip.node import GossipNode
+
+LATENCY_S = 0.001
+
+DropRule = Callable[[str, str], bool]  # (src_addr, dst_addr) -> drop?
+
+
+class Link:
+    """Nodes joined by a perfect (unless told otherwise) network on a virtual clock."""
+
+    def __init__(self, seed: int = 1, config: MembershipConfig = LOCAL) -> None:
+        self.rng = random.Random(seed)
+        self.config = config
+        self.now = 0.0
+        self.nodes: dict[str, GossipNode] = {}  # addr -> node
+        self.down: dict[str, None] = {}  # crashed addrs
+        self.drop: DropRule = lambda src, dst: False
+        self.events: list[tuple[float, str, Event]] = []
+        self._heap: list[tuple[float, int, str, object]] = []
+        self._seq = 0
+        self.sent_datagrams = 0
+
+    def add(
+        self,
+        name: str,
+        region: str = "r1",
+        *,
+        incarnation: int = 0,
+        fleet_config: MembershipConfig | None = None,
+    ) -> GossipNode:
+        addr = f"{name}:7946"
+        node = GossipNode(
+            name,
+            addr,
+            region,
+            random.Random(self.rng.getrandbits(64)),
+            region_config=self.config,
+            fleet_config=fleet_config or self.config,
+            api_addr=f"{name}:7800",
+            incarnation=incarnation,
+            now=self.now,
+        )
+        self.nodes[addr] = node
+        self.down.pop(addr, None)
+        self._flush(node)
+        return node
+
+    def crash(self, node: GossipNode) -> None:
+        self.down[node.addr] = None
+
+    def _push(self, t: float, kind: str, item: object) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (t, self._seq, kind, item))
+
+    def _flush(self, node: GossipNode) -> None:
+        for out in node.poll_transmit():
+            if isinstance(out, Datagram):
+                self.sent_datagrams += 1
+                assert len(out.payload) <= node.region_config.packet_plaintext_max_bytes
+                if not self.drop(node.addr, out.dst):
+                    self._push(self.now + LATENCY_S, "dgram", (node.addr, out.dst, out.payload))
+            elif isinstance(out, StreamOpen):
+                self._push(self.now + 2 * LATENCY_S, "stream", (node.addr, out))
+        while (ev := node.next_event()) is not None:
+            self.events.append((self.now, node.node_id, ev))
+        if node.addr not in self.down:
+            deadline = node.next_deadline()
+            if deadline is not None:
+                self._push(max(deadline, self.now), "timer", (node.addr, id(node)))
+
+    def run_until(self, t_end: float) -> None:
+        while self._heap and self._heap[0][0] <= t_end:
+            t, _, kind, item = heapq.heappop(self._heap)
+            self.now = t
+            if kind == "timer":
+                addr, ident = item  # type: ignore[misc]
+                node = self.nodes.get(addr)
+                if node is None or id(node) != ident or addr in self.down:
+                    continue
+                deadline = node.next_deadline()
+                if deadline is not None and deadline > t + 1e-9:
+                    continue  # a stale timer entry; a fresher one is queued
+                node.handle_timer(t)
+                self._flush(node)
+            elif kind == "dgram":
+                src, dst, payload = item  # type: ignore[misc]
+                node = self.nodes.get(dst)
+                if node is None or dst in self.down:
+                    continue
+                node.handle_datagram(t, src, payload)
+                self._flush(node)
+            else:
+                src, req = item  # type: ignore[misc]
+                client = self.nodes.get(src)
+                server = self.nodes.get(req.dst)
+                reply = None
+                if server is not None and req.dst not in self.down and not self.drop(src, req.dst):
+                    reply = server.handle_stream_request(t, src, req.payload)
+                    self._flush(server)
+                if client is not None and src not in self.down:
+                    client.handle_stream_reply(t, req.request_id, reply)
+                    self._flush(client)
+        self.now = t_end
+
+    def state_of(self, observer: GossipNode, subject: GossipNode, pool: str = "region") -> MemberState | None:
+        for v in observer.members(pool):
+            if v.node_id == subject.node_id:
+                return v.state
+        return None
+
+    def live(self) -> list[GossipNode]:
+        return [n for a, n in self.nodes.items() if a not in self.down]
