@@ -491,20 +491,25 @@ class GossipNode:
         return self._gateways
 
     def _choose_gateways(self, now: float) -> list[tuple[str, str]]:
-        """The region's gateways by the rule every member applies: stable first, then by id hash."""
-        if self.region_pool.leaving:
-            ranked: list[tuple[bool, bytes, str, str]] = []
-        else:
-            ranked = [
-                (now - self._start_s < GATEWAY_STABLE_S, self._hash(self.node_id), self.node_id, self.addr)
-            ]
+        """The region's gateways by the rule every member applies.
+
+        Rank alive members by the sha256 of their id. Once the region has enough
+        stable members (alive for GATEWAY_STABLE_S in our view), newer ones rank
+        after them, so a node that just joined is never made a gateway at once;
+        before that, stability is ignored so a young region does not flap.
+        """
+        ranked: list[tuple[bool, bytes, str, str]] = []
+        if not self.region_pool.leaving:
+            young = now - self._start_s < GATEWAY_STABLE_S
+            ranked.append((young, self._hash(self.node_id), self.node_id, self.addr))
         for m in self.region_pool.members():
             if m.state in (MemberState.ALIVE, MemberState.SUSPECT):
-                ranked.append(
-                    (now - m.alive_since_s < GATEWAY_STABLE_S, self._hash(m.node_id), m.node_id, m.addr)
-                )
+                young = now - m.alive_since_s < GATEWAY_STABLE_S
+                ranked.append((young, self._hash(m.node_id), m.node_id, m.addr))
+        if sum(1 for r in ranked if not r[0]) < GATEWAYS_PER_REGION:
+            ranked = [(False, h, nid, addr) for _y, h, nid, addr in ranked]
         ranked.sort()
-        return [(nid, addr) for _u, _h, nid, addr in ranked[:GATEWAYS_PER_REGION]]
+        return [(nid, addr) for _y, _h, nid, addr in ranked[:GATEWAYS_PER_REGION]]
 
     def _check_gateway(self, now: float) -> None:
         self._gateways = self._choose_gateways(now)
