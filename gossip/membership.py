@@ -454,6 +454,13 @@ class Membership:
         self._emit(m)
         self._broadcast(msg, msg.node_id)
 
+    def declare_dead(self, now: float, node_id: str) -> None:
+        """Declare a member dead on outside evidence (its region pool saw it die)."""
+        m = self._members.get(node_id)
+        if m is not None and m.state in (MemberState.ALIVE, MemberState.SUSPECT):
+            self._count("declared_dead_by_region")
+            self._on_dead(now, codec.Dead(m.incarnation, node_id, self.node_id))
+
     # --- streams (push-pull) ----------------------------------------------------------
 
     def handle_push_pull(self, now: float, src: str, remote: codec.PushPull) -> codec.PushPull:

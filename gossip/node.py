@@ -396,9 +396,10 @@ class GossipNode:
         return tuple(out[r] for r in sorted(out))
 
     def merge_summaries(self, pool: Membership, now: float, summaries: Sequence[codec.Summary]) -> None:
-        """Keep the newest summary of each region."""
+        """Keep the newest summary of each region, and pass on what was news to us."""
         for s in summaries:
-            self._store_summary(s)
+            if self._store_summary(s):
+                self._relay_summary(now, s)
         self._maybe_join_fleet(now)
 
     def on_redirect(self, pool: Membership, now: float, reply: codec.PushPull) -> None:
@@ -551,21 +552,27 @@ class GossipNode:
         self._count("stepped_down_gateway")
 
     def _maybe_join_fleet(self, now: float) -> None:
-        """A gateway alone in the fleet pool joins through the gateways the summaries name."""
+        """Join the fleet pool through the gateways of every region we know but do not see in it."""
         fleet = self.fleet_pool
-        if fleet is None or fleet.alive_count > 1 or self._fleet_join_at_s > now:
+        if fleet is None or self._fleet_join_at_s > now:
             return
+        present: dict[str, None] = {self.region: None}
+        for m in fleet.members():
+            if m.state in (MemberState.ALIVE, MemberState.SUSPECT):
+                present[decode_meta(m.meta)[0]] = None
         seeds: list[str] = []
         for region in sorted(self._summaries):
+            if region in present:
+                continue
             for gid, addr in self._summaries[region].gateways:
                 if gid != self.node_id and addr not in seeds:
                     seeds.append(addr)
-        for gid, addr in self._gateways:
-            if gid != self.node_id and addr not in seeds:
-                seeds.append(addr)
+        if fleet.alive_count == 1:
+            seeds.extend(addr for gid, addr in self._gateways if gid != self.node_id and addr not in seeds)
         if not seeds:
             return
         self._fleet_join_at_s = now + GATEWAY_RECHECK_S
+        self._count("fleet_joins")
         fleet.join(now, seeds[:8])
 
     # --- fleet-wide broadcasts ----------------------------------------------------------------------
@@ -619,6 +626,12 @@ class GossipNode:
             if pool.events:
                 if pool is self.region_pool:
                     self._gateways_dirty = True
+                    if self.fleet_pool is not None:
+                        # The region pool's LAN failure detector is faster than the fleet's:
+                        # a gateway vouches for the death of its own region's members.
+                        for e in pool.events:
+                            if e.state in (MemberState.DEAD, MemberState.LEFT):
+                                self.fleet_pool.declare_dead(self._now, e.node_id)
                 self._events.extend(pool.events)
                 pool.events = []
         inc = self.incarnation

@@ -26,7 +26,7 @@ def all_see(link: Link, nodes: list[GossipNode], subject: GossipNode, state: Mem
 
 
 def test_nodes_join_through_one_seed_and_see_each_other() -> None:
-    link, nodes = mesh(6)
+    _link, nodes = mesh(6)
     for observer in nodes:
         states = {v.node_id: v.state for v in observer.members()}
         assert states == {n.node_id: MemberState.ALIVE for n in nodes}
@@ -39,7 +39,8 @@ def test_lost_direct_pings_are_covered_by_indirect_probes() -> None:
     link.drop = lambda src, dst: {src, dst} == {a.addr, b.addr}
     link.run_until(60.0)
     suspicions = [
-        e for _, _, e in link.events
+        e
+        for _, _, e in link.events
         if isinstance(e, MemberChanged) and e.pool == "region" and e.state != MemberState.ALIVE
     ]
     assert suspicions == []
@@ -53,7 +54,9 @@ def test_crashed_node_is_suspected_then_declared_dead_everywhere() -> None:
     link.run_until(t_crash + 30.0)
     others = [n for n in nodes if n is not victim]
     assert all(link.state_of(o, victim) == MemberState.DEAD for o in others)
-    states = [e.state for _, nid, e in link.events if isinstance(e, MemberChanged) and e.node_id == victim.node_id]
+    states = [
+        e.state for _, nid, e in link.events if isinstance(e, MemberChanged) and e.node_id == victim.node_id
+    ]
     assert MemberState.SUSPECT in states
     assert states.index(MemberState.SUSPECT) < states.index(MemberState.DEAD)
 
@@ -110,13 +113,23 @@ def test_graceful_leave_is_left_not_dead() -> None:
 def test_restart_with_persisted_incarnation_and_new_address_is_not_a_conflict() -> None:
     link, nodes = mesh(5)
     old = nodes[4]
-    persisted = [e.incarnation for _, nid, e in link.events if nid == old.node_id and isinstance(e, IncarnationChanged)][-1]
+    persisted = [
+        e.incarnation for _, nid, e in link.events if nid == old.node_id and isinstance(e, IncarnationChanged)
+    ][-1]
     link.crash(old)
     link.run_until(link.now + 30.0)
     assert all_see(link, nodes, old, MemberState.DEAD)
     # Same node id, new address, persisted incarnation.
-    reborn = GossipNode(old.node_id, "n4-new:7946", "r1", random.Random(9), region_config=LAN,
-                        fleet_config=LAN, incarnation=persisted, now=link.now)
+    reborn = GossipNode(
+        old.node_id,
+        "n4-new:7946",
+        "r1",
+        random.Random(9),
+        region_config=LAN,
+        fleet_config=LAN,
+        incarnation=persisted,
+        now=link.now,
+    )
     link.nodes[reborn.addr] = reborn
     reborn.join(link.now, [nodes[0].addr])
     link._flush(reborn)
