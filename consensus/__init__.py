@@ -1,0 +1,1 @@
+"""Per-region leader election (sans-IO). Arrives with the consensus issue."""

@@ -1,0 +1,1 @@
+"""Placement, artifacts, the onnxruntime backend and the router. Arrives with the inference issues."""
