@@ -140,6 +140,9 @@ class PushPull:
     join: bool
     states: tuple[MemberState, ...]
     summaries: tuple[Summary, ...]
+    # True when the answering node cannot serve this pool for the asker (another
+    # region, or not a gateway): no states, only what it knows of the fleet.
+    redirect: bool = False
 
 
 Message = Ping | IndirectPing | Ack | Nack | Alive | Suspect | Dead | UserBroadcast | Summary | PushPull
@@ -177,7 +180,7 @@ def _fields(m: Message) -> list[Any]:
         case PushPull():
             states = [[s.node_id, s.addr, s.meta, s.incarnation, s.state] for s in m.states]
             summaries = [_summary_fields(s) for s in m.summaries]
-            return [_PUSHPULL, m.pool, m.region, m.join, states, summaries]
+            return [_PUSHPULL, m.pool, m.region, m.join, states, summaries, m.redirect]
 
 
 def encode_message(m: Message) -> bytes:
@@ -351,7 +354,8 @@ def _message(v: Any, meta_max_bytes: int, payload_max_bytes: int) -> Message:
                 raise DecodeError("bad_field")
             states = tuple(_member_state(s, meta_max_bytes) for s in _list(f[4], STATES_PER_STREAM_MAX))
             sums = tuple(_summary(_list(s, 16)) for s in _list(f[5], SUMMARIES_PER_STREAM_MAX))
-            return PushPull(pool, _str(f[2], REGION_MAX_CHARS), _bool(f[3]), states, sums)
+            redirect = _bool(f[6]) if len(f) > 6 else False
+            return PushPull(pool, _str(f[2], REGION_MAX_CHARS), _bool(f[3]), states, sums, redirect)
         case _:
             raise UnknownMessage("unknown_type")
 

@@ -87,6 +87,8 @@ class PoolDelegate(Protocol):
 
     def local_summaries(self, pool: Membership) -> tuple[codec.Summary, ...]: ...
 
+    def redirect_summaries(self, pool: Membership) -> tuple[codec.Summary, ...]: ...
+
     def merge_summaries(self, pool: Membership, now: float, summaries: Sequence[codec.Summary]) -> None: ...
 
     def on_redirect(self, pool: Membership, now: float, reply: codec.PushPull) -> None: ...
@@ -470,7 +472,7 @@ class Membership:
             # fleet (summaries) so it can find its own region and the gateways.
             self._count("redirects_sent")
             return codec.PushPull(
-                self.pool, self.region, remote.join, (), self._delegate.local_summaries(self)
+                self.pool, self.region, remote.join, (), self._delegate.redirect_summaries(self), True
             )
         reply = self._local_push_pull(join=False)
         self._merge(now, remote)
@@ -488,8 +490,8 @@ class Membership:
             return
         if is_join:
             self._join_retry_s = None
-        if reply.region != self.region and self.pool == codec.POOL_REGION:
-            self._delegate.merge_summaries(self, now, reply.summaries)
+        if reply.redirect:
+            self._count("redirects_received")
             self._delegate.on_redirect(self, now, reply)
             return
         self._merge(now, reply)

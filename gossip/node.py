@@ -36,6 +36,8 @@ GATEWAYS_PER_REGION = 3
 GATEWAY_STABLE_S = 10.0
 # Re-evaluate the gateway choice at least this often (stability changes with time).
 GATEWAY_RECHECK_S = 5.0
+# Gateways are first chosen this long after start, once the join has had time to answer.
+GATEWAY_FIRST_CHECK_S = 2.0
 # A primary gateway republishes its region's summary at most this often.
 SUMMARY_MIN_INTERVAL_S = 5.0
 # A gateway that steps down keeps its fleet pool running this long to deliver its leave.
@@ -146,9 +148,10 @@ class GossipNode:
         self._retiring: list[tuple[Membership, float]] = []
         self._gateways: list[tuple[str, str]] = []
         self._gateways_dirty = True
-        self._next_gateway_check_s = now
+        self._next_gateway_check_s = now + GATEWAY_FIRST_CHECK_S
         self._summaries: dict[str, codec.Summary] = {}
-        self._last_summary_publish_s = -1e18
+        self._last_summary_publish_s = now  # the first summary waits until the join settled
+        self._fleet_hints: dict[str, tuple[tuple[str, str], ...]] = {}
         self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._broadcast_seq = 0
         self._hashes: dict[str, bytes] = {}
@@ -259,8 +262,10 @@ class GossipNode:
             return None
         pool = self._pool_for(msg.pool)
         if pool is None:
-            self._count("drop_not_gateway")
-            return None
+            # Asked to join a fleet pool we are not in: point at our region's gateways.
+            self._count("fleet_redirects_sent")
+            redirect = codec.PushPull(msg.pool, self.region, msg.join, (), self.redirect_summaries(None), True)
+            return codec.encode_frame(redirect)
         reply = pool.handle_push_pull(now, src, msg)
         self._after(now)
         return codec.encode_frame(reply)
@@ -402,14 +407,29 @@ class GossipNode:
                 self._relay_summary(now, s)
         self._maybe_join_fleet(now)
 
+    def redirect_summaries(self, pool: Membership | None) -> tuple[codec.Summary, ...]:
+        """For a redirect: our region as we see it right now first, then what we know of others."""
+        fresh = self._fresh_own_summary(self._now)
+        return (fresh, *(s for r, s in sorted(self._summaries.items()) if r != self.region))
+
     def on_redirect(self, pool: Membership, now: float, reply: codec.PushPull) -> None:
-        """A seed in another region answered our join: find our own region through the summaries."""
+        """A node that cannot serve us answered with what it knows: find our way from there."""
+        for s in reply.summaries:
+            if self._store_summary(s):
+                self._relay_summary(now, s)
+        fresh = next((s for s in reply.summaries if s.region == reply.region), None)
+        if fresh is not None and fresh.region != self.region and fresh.gateways:
+            if self._fleet_hints.get(fresh.region) != fresh.gateways:
+                self._fleet_join_at_s = -1e18  # new directions: try them now
+            if fresh.region in self._fleet_hints or len(self._fleet_hints) < SUMMARIES_MAX:
+                self._fleet_hints[fresh.region] = fresh.gateways
         own = self._summaries.get(self.region)
-        if own is not None and self.region_pool.alive_count == 1:
+        if pool is self.region_pool and own is not None and self.region_pool.alive_count == 1:
             seeds = [addr for gid, addr in own.gateways if gid != self.node_id]
             if seeds:
                 self.region_pool.join(now, seeds)
         self._gateways_dirty = True
+        self._maybe_join_fleet(now)
 
     # --- summaries -------------------------------------------------------------------------
 
@@ -561,10 +581,12 @@ class GossipNode:
             if m.state in (MemberState.ALIVE, MemberState.SUSPECT):
                 present[decode_meta(m.meta)[0]] = None
         seeds: list[str] = []
-        for region in sorted(self._summaries):
+        for region in sorted({*self._summaries, *self._fleet_hints}):
             if region in present:
                 continue
-            for gid, addr in self._summaries[region].gateways:
+            hint = self._fleet_hints.get(region)
+            gateways = hint if hint is not None else self._summaries[region].gateways
+            for gid, addr in gateways:
                 if gid != self.node_id and addr not in seeds:
                     seeds.append(addr)
         if fleet.alive_count == 1:
@@ -616,7 +638,7 @@ class GossipNode:
         """After every input: collect pool events, re-choose gateways if the region changed."""
         self._now = now
         self._collect()
-        if self._gateways_dirty:
+        if self._gateways_dirty and now >= self._start_s + GATEWAY_FIRST_CHECK_S:
             self._check_gateway(now)
             self._collect()
 
