@@ -152,6 +152,7 @@ class GossipNode:
         self._summaries: dict[str, codec.Summary] = {}
         self._last_summary_publish_s = now  # the first summary waits until the join settled
         self._fleet_hints: dict[str, tuple[tuple[str, str], ...]] = {}
+        self._stability_change_s = now
         self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._broadcast_seq = 0
         self._hashes: dict[str, bytes] = {}
@@ -520,20 +521,28 @@ class GossipNode:
         before that, stability is ignored so a young region does not flap.
         """
         ranked: list[tuple[bool, bytes, str, str]] = []
+        next_change_s = float("inf")
         if not self.region_pool.leaving:
             young = now - self._start_s < GATEWAY_STABLE_S
+            if young:
+                next_change_s = self._start_s + GATEWAY_STABLE_S
             ranked.append((young, self._hash(self.node_id), self.node_id, self.addr))
         for m in self.region_pool.members():
             if m.state in (MemberState.ALIVE, MemberState.SUSPECT):
                 young = now - m.alive_since_s < GATEWAY_STABLE_S
+                if young:
+                    next_change_s = min(next_change_s, m.alive_since_s + GATEWAY_STABLE_S)
                 ranked.append((young, self._hash(m.node_id), m.node_id, m.addr))
+        self._stability_change_s = next_change_s
         if sum(1 for r in ranked if not r[0]) < GATEWAYS_PER_REGION:
             ranked = [(False, h, nid, addr) for _y, h, nid, addr in ranked]
         ranked.sort()
         return [(nid, addr) for _y, _h, nid, addr in ranked[:GATEWAYS_PER_REGION]]
 
     def _check_gateway(self, now: float) -> None:
-        self._gateways = self._choose_gateways(now)
+        # Without a membership change the choice can only change when a young member turns stable.
+        if self._gateways_dirty or now >= self._stability_change_s:
+            self._gateways = self._choose_gateways(now)
         self._gateways_dirty = False
         self._next_gateway_check_s = now + GATEWAY_RECHECK_S
         should = any(gid == self.node_id for gid, _ in self._gateways)
