@@ -32,7 +32,6 @@ class MembershipConfig:
     stream_timeout_s: float
     gossip_to_the_dead_s: float
     awareness_max_multiplier: int
-    dead_reclaim_s: float
     # Limits: everything is bounded.
     packet_max_bytes: int = 1400
     broadcast_queue_max: int = 1024
@@ -62,27 +61,31 @@ def suspicion_timeout_s(suspicion_mult: int, pool_size: int, probe_interval_s: f
     return suspicion_mult * node_scale * probe_interval_s
 
 
-# Region pools: a site's LAN. memberlist's LAN profile, except suspicion_mult 3
-# (memberlist: 4). In a 100-node pool that makes the minimum suspicion timeout 6 s
-# (memberlist: 8 s) and the maximum 36 s. 6 s still exceeds the longest stall we
-# must ride out (5 s) plus a refutation's trip, and Lifeguard keeps a lone
-# suspicion near the maximum, so false positives stay rare while a crash is
-# confirmed by independent probers and declared within ~10 s at p99.
+# Region pools: a site's LAN. memberlist's LAN profile with two changes, both
+# for faster detection at the same false-positive risk:
+# - probe every 0.5 s (memberlist: 1 s). With round-robin probing, the wait until
+#   some member first probes a crashed node is the minimum over all probers; its
+#   p99 halves with the interval (about 2.3 s in a pool of 100 instead of 4.6 s).
+# - suspicion_mult 6 (memberlist: 4), so that the suspicion timeout, which the
+#   formula ties to the probe interval, keeps its length: 6 x log10(100) x 0.5 s
+#   = 6 s minimum in a pool of 100 (memberlist: 8 s), 36 s maximum. 6 s still
+#   exceeds the longest stall we must ride out (5 s) plus a refutation's trip,
+#   and Lifeguard needs k = 4 independent confirmations to shrink a timer to
+#   that minimum, so a lone wrong accuser leaves the suspect far longer.
 LAN = MembershipConfig(
     name="lan",
-    probe_interval_s=1.0,
-    probe_timeout_s=0.5,
+    probe_interval_s=0.5,
+    probe_timeout_s=0.25,
     gossip_interval_s=0.2,
     gossip_nodes=3,
     indirect_checks=3,
     retransmit_mult=4,
-    suspicion_mult=3,
+    suspicion_mult=6,
     suspicion_max_timeout_mult=6,
     push_pull_interval_s=30.0,
     stream_timeout_s=10.0,
     gossip_to_the_dead_s=30.0,
     awareness_max_multiplier=8,
-    dead_reclaim_s=0.0,
 )
 
 # The fleet pool: gateways of all regions over slower, lossier links.
@@ -100,7 +103,6 @@ WAN = MembershipConfig(
     stream_timeout_s=30.0,
     gossip_to_the_dead_s=60.0,
     awareness_max_multiplier=8,
-    dead_reclaim_s=0.0,
 )
 
 # A single machine (loopback tests and the demo): fast and strict.
@@ -118,7 +120,6 @@ LOCAL = MembershipConfig(
     stream_timeout_s=5.0,
     gossip_to_the_dead_s=15.0,
     awareness_max_multiplier=8,
-    dead_reclaim_s=0.0,
 )
 
 PROFILES: dict[str, MembershipConfig] = {"lan": LAN, "wan": WAN, "local": LOCAL}

@@ -145,6 +145,7 @@ class Membership:
         self._join_retry_s: float | None = None
         self._join_backoff_s = JOIN_RETRY_FIRST_S
         self._started_s = now
+        self._refute_pending = False
 
     # --- small helpers -------------------------------------------------------
 
@@ -254,7 +255,10 @@ class Membership:
         self._next_incarnation(accused_incarnation)
         self._awareness.apply_delta(1)
         self._count("refutations")
-        self._broadcast(codec.Alive(self.incarnation, self.node_id, self.addr, self.meta), self.node_id)
+        alive = codec.Alive(self.incarnation, self.node_id, self.addr, self.meta)
+        self._broadcast(alive, self.node_id)
+        # Push the refutation out at once: timers at the accusers are running.
+        self._refute_pending = True
 
     def set_meta(self, meta: bytes) -> None:
         """Change this node's metadata and announce it with a higher incarnation."""
@@ -316,6 +320,16 @@ class Membership:
 
     def handle_messages(self, now: float, src: str, messages: Sequence[codec.Message]) -> None:
         """Process the messages of one decoded packet from src."""
+        self._dispatch(now, src, messages)
+        self._push_refutation(now)
+
+    def _push_refutation(self, now: float) -> None:
+        if self._refute_pending:
+            self._refute_pending = False
+            for m in self.gossip_targets(self.config.gossip_nodes, now):
+                self._send(now, m.addr, [])
+
+    def _dispatch(self, now: float, src: str, messages: Sequence[codec.Message]) -> None:
         for msg in messages:
             match msg:
                 case codec.Ping():
@@ -476,6 +490,7 @@ class Membership:
             )
         reply = self._local_push_pull(join=False)
         self._merge(now, remote)
+        self._push_refutation(now)
         return reply
 
     def handle_stream_reply(self, now: float, request_id: int, reply: codec.PushPull | None) -> None:
@@ -495,6 +510,7 @@ class Membership:
             self._delegate.on_redirect(self, now, reply)
             return
         self._merge(now, reply)
+        self._push_refutation(now)
 
     def _merge(self, now: float, remote: codec.PushPull) -> None:
         for s in remote.states:
@@ -539,6 +555,7 @@ class Membership:
         if now >= self._next_push_pull_s:
             self._next_push_pull_s = now + self._push_pull_interval_s()
             self._push_pull(now)
+        self._push_refutation(now)
 
     def _next_probe_target(self) -> Member | None:
         checked = 0
