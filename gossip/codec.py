@@ -195,10 +195,21 @@ def _array_header(n: int) -> bytes:
     return b"\xdc" + n.to_bytes(2, "big")
 
 
+_HEADS: dict[tuple[int, str], bytes] = {}
+
+
+def _packet_head(pool: int, region: str) -> bytes:
+    head = _HEADS.get((pool, region))
+    if head is None:
+        head = _VERSION_BYTE + b"\x93" + msgpack.packb(pool) + msgpack.packb(region, use_bin_type=True)
+        if len(_HEADS) < 4096:  # a cache of a few constants; bounded all the same
+            _HEADS[(pool, region)] = head
+    return head
+
+
 def encode_packet(pool: int, region: str, encoded_messages: list[bytes]) -> bytes:
     """A datagram from messages already encoded with `encode_message`."""
-    head: bytes = msgpack.packb(pool) + msgpack.packb(region, use_bin_type=True)
-    return b"".join((_VERSION_BYTE, b"\x93", head, _array_header(len(encoded_messages)), *encoded_messages))
+    return b"".join((_packet_head(pool, region), _array_header(len(encoded_messages)), *encoded_messages))
 
 
 def packet_overhead_bytes(region: str, message_count: int) -> int:
@@ -301,12 +312,24 @@ def _summary(f: list[Any]) -> Summary:
 
 
 def _member_state(v: Any, meta_max_bytes: int) -> MemberState:
-    f = _list(v, 16)
-    _arity(f, 5)
-    state = _int(f[4])
-    if state > STATE_LEFT:
+    # Inlined checks: a push-pull carries a whole region, so this runs per member.
+    if type(v) is not list or not 5 <= len(v) <= 16:
         raise DecodeError("bad_field")
-    return MemberState(_id(f[0]), _addr(f[1]), _bytes(f[2], meta_max_bytes), _int(f[3]), state)
+    node_id, addr, meta, inc, state = v[0], v[1], v[2], v[3], v[4]
+    if (
+        type(node_id) is not str
+        or not 0 < len(node_id) <= ID_MAX_CHARS
+        or type(addr) is not str
+        or len(addr) > ADDR_MAX_CHARS
+        or type(meta) is not bytes
+        or len(meta) > meta_max_bytes
+        or type(inc) is not int
+        or not 0 <= inc <= U64_MAX
+        or type(state) is not int
+        or not STATE_ALIVE <= state <= STATE_LEFT
+    ):
+        raise DecodeError("bad_field")
+    return MemberState(node_id, addr, meta, inc, state)
 
 
 class UnknownMessage(DecodeError):

@@ -529,7 +529,9 @@ class Membership:
 
     def next_deadline(self) -> float:
         """The earliest time this pool needs handle_timer."""
-        t = min(self._next_probe_s, self._next_gossip_s, self._next_push_pull_s)
+        t = min(self._next_probe_s, self._next_push_pull_s)
+        if len(self._queue):  # the gossip tick only matters when there is something to say
+            t = min(t, self._next_gossip_s)
         if self._probe is not None:
             t = min(t, self._probe.end_s if self._probe.indirect_sent else self._probe.direct_deadline_s)
         for f in self._forwards.values():
@@ -549,8 +551,9 @@ class Membership:
             self._start_probe(now)
         self._expire_forwards(now)
         self._expire_suspicions(now)
-        if now >= self._next_gossip_s:
-            self._next_gossip_s = max(self._next_gossip_s + self.config.gossip_interval_s, now)
+        if now >= self._next_gossip_s and len(self._queue):
+            late = now - self._next_gossip_s >= self.config.gossip_interval_s
+            self._next_gossip_s = (now if late else self._next_gossip_s) + self.config.gossip_interval_s
             self._gossip(now)
         if now >= self._next_push_pull_s:
             self._next_push_pull_s = now + self._push_pull_interval_s()

@@ -265,7 +265,9 @@ class GossipNode:
         if pool is None:
             # Asked to join a fleet pool we are not in: point at our region's gateways.
             self._count("fleet_redirects_sent")
-            redirect = codec.PushPull(msg.pool, self.region, msg.join, (), self.redirect_summaries(None), True)
+            redirect = codec.PushPull(
+                msg.pool, self.region, msg.join, (), self.redirect_summaries(None), True
+            )
             return codec.encode_frame(redirect)
         reply = pool.handle_push_pull(now, src, msg)
         self._after(now)
@@ -307,7 +309,9 @@ class GossipNode:
 
     def next_deadline(self) -> float | None:
         """When handle_timer must next run."""
-        t = min(self.region_pool.next_deadline(), self._next_gateway_check_s)
+        t = self.region_pool.next_deadline()
+        if self._next_gateway_check_s < t:
+            t = self._next_gateway_check_s
         if self.fleet_pool is not None:
             t = min(t, self.fleet_pool.next_deadline())
         for pool, until in self._retiring:
@@ -318,8 +322,12 @@ class GossipNode:
         """Everything to send now (plaintext; the driver seals it)."""
         out = self.region_pool.outbox
         self.region_pool.outbox = []
-        for pool in self._pools_with_retiring():
-            if pool is not self.region_pool and pool.outbox:
+        fleet = self.fleet_pool
+        if fleet is not None and fleet.outbox:
+            out.extend(fleet.outbox)
+            fleet.outbox = []
+        for pool, _until in self._retiring:
+            if pool.outbox:
                 out.extend(pool.outbox)
                 pool.outbox = []
         return out
@@ -636,13 +644,6 @@ class GossipNode:
             return self._retiring[-1][0]
         return None
 
-    def _pools_with_retiring(self) -> list[Membership]:
-        pools = [self.region_pool]
-        if self.fleet_pool is not None:
-            pools.append(self.fleet_pool)
-        pools.extend(p for p, _ in self._retiring)
-        return pools
-
     def _after(self, now: float) -> None:
         """After every input: collect pool events, re-choose gateways if the region changed."""
         self._now = now
@@ -653,19 +654,28 @@ class GossipNode:
 
     def _collect(self) -> None:
         """Move pool events into our queue and note what they change."""
-        for pool in self._pools_with_retiring():
+        region_events = self.region_pool.events
+        if region_events:
+            self.region_pool.events = []
+            self._gateways_dirty = True
+            self._events.extend(region_events)
+            if self.fleet_pool is not None:
+                # The region pool's LAN failure detector is faster than the fleet's:
+                # a gateway vouches for the death of its own region's members.
+                for e in region_events:
+                    if e.state in (MemberState.DEAD, MemberState.LEFT):
+                        self.fleet_pool.declare_dead(self._now, e.node_id)
+        fleet = self.fleet_pool
+        if fleet is not None and fleet.events:
+            self._events.extend(fleet.events)
+            fleet.events = []
+        for pool, _until in self._retiring:
             if pool.events:
-                if pool is self.region_pool:
-                    self._gateways_dirty = True
-                    if self.fleet_pool is not None:
-                        # The region pool's LAN failure detector is faster than the fleet's:
-                        # a gateway vouches for the death of its own region's members.
-                        for e in pool.events:
-                            if e.state in (MemberState.DEAD, MemberState.LEFT):
-                                self.fleet_pool.declare_dead(self._now, e.node_id)
                 self._events.extend(pool.events)
                 pool.events = []
-        inc = self.incarnation
+        inc = self.region_pool.incarnation
+        if fleet is not None and fleet.incarnation > inc:
+            inc = fleet.incarnation
         if inc > self._reported_incarnation:
             self._reported_incarnation = inc
             self._events.append(IncarnationChanged(inc))
