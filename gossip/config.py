@@ -105,7 +105,9 @@ WAN = MembershipConfig(
     awareness_max_multiplier=8,
 )
 
-# A single machine (loopback tests and the demo): fast and strict.
+# A single machine (loopback tests and the demo): fast and strict. memberlist's
+# Local profile, but retransmit_mult 3 (memberlist: 2): the pools here are tiny,
+# where two sends often both land on members that already know.
 LOCAL = MembershipConfig(
     name="local",
     probe_interval_s=1.0,
@@ -113,7 +115,7 @@ LOCAL = MembershipConfig(
     gossip_interval_s=0.1,
     gossip_nodes=3,
     indirect_checks=3,
-    retransmit_mult=2,
+    retransmit_mult=3,
     suspicion_mult=3,
     suspicion_max_timeout_mult=6,
     push_pull_interval_s=15.0,

@@ -137,6 +137,7 @@ class Membership:
         self._awareness = Awareness(config.awareness_max_multiplier)
         self._queue = BroadcastQueue(config.broadcast_queue_max)
         self._alive_count = 1
+        self.live_set_version = 0  # bumps whenever a member joins or leaves the live set
         # Spread first timers over one interval so a fleet started together does not tick together.
         self._next_probe_s = now + rng.uniform(0, config.probe_interval_s)
         self._next_gossip_s = now + rng.uniform(0, config.gossip_interval_s)
@@ -155,10 +156,10 @@ class Membership:
     def _emit(self, m: Member) -> None:
         self.events.append(MemberChanged(self.pool_name, m.node_id, m.addr, m.state, m.incarnation))
 
-    def _recount(self) -> None:
-        self._alive_count = 1 + sum(
-            1 for m in self._members.values() if m.state in (MemberState.ALIVE, MemberState.SUSPECT)
-        )
+    def _live_changed(self, delta: int) -> None:
+        """A member entered (+1) or left (-1) the live set (alive or suspect)."""
+        self._alive_count += delta
+        self.live_set_version += 1
 
     @property
     def alive_count(self) -> int:
@@ -313,7 +314,8 @@ class Membership:
         self._members[node_id] = m
         # Insert at a random position so a new member is probed within one round.
         self._probe_order.insert(self._rng.randint(0, len(self._probe_order)), node_id)
-        self._recount()
+        if state in (MemberState.ALIVE, MemberState.SUSPECT):
+            self._live_changed(+1)
         return m
 
     # --- message handling ---------------------------------------------------------
@@ -408,13 +410,15 @@ class Membership:
         if msg.incarnation <= m.incarnation:
             return
         changed = m.state != MemberState.ALIVE or m.addr != msg.addr
+        if m.addr != msg.addr:
+            self.live_set_version += 1  # same member, new address: owners re-read addresses
         self._suspicions.pop(msg.node_id, None)
         m.incarnation, m.addr, m.meta = msg.incarnation, msg.addr, msg.meta
         if m.state != MemberState.ALIVE:
             if m.state != MemberState.SUSPECT:
                 m.alive_since_s = now
+                self._live_changed(+1)
             m.state, m.state_change_s = MemberState.ALIVE, now
-            self._recount()
         if changed:
             self._emit(m)
         self._broadcast(msg, msg.node_id)
@@ -466,7 +470,7 @@ class Membership:
             (MemberState.LEFT if left else MemberState.DEAD),
             now,
         )
-        self._recount()
+        self._live_changed(-1)
         self._emit(m)
         self._broadcast(msg, msg.node_id)
 
@@ -491,7 +495,18 @@ class Membership:
         reply = self._local_push_pull(join=False)
         self._merge(now, remote)
         self._push_refutation(now)
+        if remote.join:
+            self._push_pull_soon(now)
         return reply
+
+    def _push_pull_soon(self, now: float) -> None:
+        """Bring the next full exchange forward: the pool just changed shape (a join).
+
+        In a small pool the retransmit limit is low and news can die out before it
+        reaches everyone; one early exchange with a random member repairs that.
+        """
+        soon_s = now + self._rng.uniform(1.0, 3.0) * 5 * self.config.gossip_interval_s
+        self._next_push_pull_s = min(self._next_push_pull_s, soon_s)
 
     def handle_stream_reply(self, now: float, request_id: int, reply: codec.PushPull | None) -> None:
         """The answer to a push-pull this pool opened (None: unreachable)."""
@@ -505,6 +520,7 @@ class Membership:
             return
         if is_join:
             self._join_retry_s = None
+            self._push_pull_soon(now)
         if reply.redirect:
             self._count("redirects_received")
             self._delegate.on_redirect(self, now, reply)

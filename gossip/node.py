@@ -44,6 +44,10 @@ SUMMARY_MIN_INTERVAL_S = 5.0
 FLEET_RETIRE_S = 2.0
 # Fleet-wide broadcasts remembered for de-duplication.
 SEEN_BROADCASTS_MAX = 8192
+# A new gateway passes on to the fleet the broadcasts of this recent past
+# (a broadcast sent while a region had no gateway yet still leaves the region).
+RECENT_BROADCASTS_MAX = 64
+RECENT_BROADCASTS_S = 60.0
 # Regions whose summaries a node keeps.
 SUMMARIES_MAX = 4096
 
@@ -153,8 +157,10 @@ class GossipNode:
         self._last_summary_publish_s = now  # the first summary waits until the join settled
         self._fleet_hints: dict[str, tuple[tuple[str, str], ...]] = {}
         self._stability_change_s = now
+        self._ranked_live_version = -1
         self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._broadcast_seq = 0
+        self._recent: list[tuple[float, codec.UserBroadcast]] = []
         self._hashes: dict[str, bytes] = {}
         self._fleet_join_at_s = -1e18
         self._now = now
@@ -211,6 +217,7 @@ class GossipNode:
         self._broadcast_seq += 1
         msg = codec.UserBroadcast(self.node_id, self._broadcast_seq, payload)
         self._remember((msg.origin_id, msg.seq))
+        self._keep_recent(now, msg)
         self._events.append(BroadcastDelivered(msg.origin_id, msg.seq, payload))
         # Straight to our gateways, so the fleet hears of it without waiting for
         # the region's epidemic to reach them.
@@ -398,6 +405,7 @@ class GossipNode:
             self._count("duplicate_broadcasts")
             return
         self._remember(key)
+        self._keep_recent(now, msg)
         self._events.append(BroadcastDelivered(msg.origin_id, msg.seq, msg.payload))
         self._spread(now, msg, key=None)
 
@@ -578,6 +586,8 @@ class GossipNode:
         self._events.append(GatewayChanged(True))
         self._count("became_gateway")
         self._fleet_join_at_s = -1e18
+        for _t, msg in self._recent:
+            self.fleet_pool.queue_user(msg)
         self._maybe_join_fleet(now)
 
     def _step_down(self, now: float) -> None:
@@ -621,6 +631,14 @@ class GossipNode:
         if len(self._seen) > SEEN_BROADCASTS_MAX:
             self._seen.popitem(last=False)
 
+    def _keep_recent(self, now: float, msg: codec.UserBroadcast) -> None:
+        """Keep the last few broadcasts so a node that becomes a gateway can carry them on."""
+        self._recent.append((now, msg))
+        while self._recent and (
+            len(self._recent) > RECENT_BROADCASTS_MAX or now - self._recent[0][0] > RECENT_BROADCASTS_S
+        ):
+            self._recent.pop(0)
+
     def _eager_targets(self, pool: Membership, now: float) -> list[Member]:
         return pool.gossip_targets(pool.config.gossip_nodes, now)
 
@@ -657,7 +675,10 @@ class GossipNode:
         region_events = self.region_pool.events
         if region_events:
             self.region_pool.events = []
-            self._gateways_dirty = True
+            if self.region_pool.live_set_version != self._ranked_live_version:
+                # Suspect <-> alive flips leave the candidates as they were; joins and deaths do not.
+                self._ranked_live_version = self.region_pool.live_set_version
+                self._gateways_dirty = True
             self._events.extend(region_events)
             if self.fleet_pool is not None:
                 # The region pool's LAN failure detector is faster than the fleet's:

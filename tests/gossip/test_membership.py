@@ -188,3 +188,15 @@ def test_same_seed_same_history() -> None:
 
     assert history(11) == history(11)
     assert history(11) != history(12)
+
+
+def test_small_pool_seeded_in_a_chain_converges_on_the_local_profile() -> None:
+    for seed in range(8):
+        link = Link(seed=seed, config=LOCAL)
+        nodes = [link.add(f"n{i}") for i in range(5)]
+        for i, node in enumerate(nodes[1:], start=1):
+            node.join(link.now, [nodes[i - 1].addr])  # each seeds the one before it
+            link._flush(node)
+        link.run_until(5.0)
+        for observer in nodes:
+            assert len([v for v in observer.members() if v.state == MemberState.ALIVE]) == 5, seed

@@ -137,3 +137,23 @@ def test_restart_node_comes_back_above_its_persisted_incarnation() -> None:
 
     node = GossipNode("a", "a:1", "r", random.Random(1), incarnation=41)
     assert node.incarnation == 42
+
+
+def test_a_broadcast_sent_before_any_gateway_exists_still_leaves_its_region() -> None:
+    link = Link(seed=4, config=LAN)
+    north = [link.add(f"north{i}", "north", fleet_config=WAN) for i in range(4)]
+    south = [link.add(f"south{i}", "south", fleet_config=WAN) for i in range(4)]
+    for n in north[1:] + south:
+        n.join(link.now, [north[0].addr])
+        link._flush(n)
+    link.run_until(0.5)
+    assert not any(n.is_gateway for n in north + south)  # gateways come after the start-up grace
+    origin_id, seq = north[1].broadcast(link.now, b"early")
+    link._flush(north[1])
+    link.run_until(40.0)
+    got = {
+        nid
+        for _, nid, e in link.events
+        if isinstance(e, BroadcastDelivered) and e.seq == seq and e.origin_id == origin_id
+    }
+    assert got == {n.node_id for n in north + south}
