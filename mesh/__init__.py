@@ -1,0 +1,1 @@
+"""The node: composes the cores; identity, persistence, asyncio runtime, API, CLI."""

@@ -1,0 +1,302 @@
+"""`murmur agent`: one node. Identity + store + gossip core + asyncio runtime + HTTP API.
+
+Start-up order matters: the sockets are bound first (the core must know its own
+addresses), then the core is built with the persisted incarnation (it starts one
+above it, so a restart outranks every notice about its previous life), then the
+API starts answering and the node joins its seeds plus the peers it knew.
+SIGTERM/SIGINT: a graceful leave, ~1 s of driving so the leave reaches peers,
+then everything closes and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import random
+import signal
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from gossip.config import LOCAL, WAN, profile
+from gossip.envelope import Keyring
+from gossip.events import BroadcastDelivered, Event, GatewayChanged, IncarnationChanged, MemberChanged
+from gossip.node import GossipNode, MemberView, RegionSummary
+from mesh.api import ReceivedBroadcast, create_app
+from mesh.cluster import JoinToken
+from mesh.identity import Identity
+from mesh.netaddr import AddressError, is_unspecified, join_hostport, split_hostport
+from mesh.runtime import Runtime
+from mesh.store import PeerRecord, Store
+
+log = logging.getLogger("murmur.agent")
+
+LEAVE_LINGER_S = 1.0
+PEERS_SAVE_INTERVAL_S = 5.0
+RECEIVED_BROADCASTS_MAX = 256
+KNOWN_PEERS_AS_SEEDS_MAX = 16
+
+
+class AgentError(Exception):
+    """The agent cannot start; the message names the problem and the fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentOptions:
+    """`murmur agent`'s command line."""
+
+    data_dir: Path
+    token: Path
+    region: str
+    bind: str
+    api: str
+    seeds: tuple[str, ...] = ()
+    profile: str = "lan"
+    debug_hooks: bool = False
+
+
+class Agent:
+    """A running node; the API's NodeService."""
+
+    def __init__(
+        self,
+        options: AgentOptions,
+        identity: Identity,
+        store: Store,
+        node: GossipNode,
+        runtime: Runtime,
+    ) -> None:
+        self.options = options
+        self.identity = identity
+        self.store = store
+        self.node = node
+        self.runtime = runtime
+        self._received: collections.deque[ReceivedBroadcast] = collections.deque(
+            maxlen=RECEIVED_BROADCASTS_MAX
+        )
+        self._peers_dirty = False  # peers are saved in batches, not on every event
+        runtime.subscribe(self._on_event)
+
+    # --- NodeService -------------------------------------------------------------
+
+    @property
+    def node_id(self) -> str:
+        return self.identity.node_id
+
+    @property
+    def region(self) -> str:
+        return self.options.region
+
+    @property
+    def debug_hooks(self) -> bool:
+        return self.options.debug_hooks
+
+    def members(self, pool: str) -> Sequence[MemberView]:
+        return self.node.members(pool)
+
+    def summaries(self) -> Mapping[str, RegionSummary]:
+        return self.node.summaries()
+
+    def health(self) -> dict[str, Any]:
+        states = collections.Counter(str(m.state) for m in self.node.members("region"))
+        return {
+            "node_id": self.node_id,
+            "region": self.region,
+            "addr": self.runtime.addr,
+            "is_gateway": self.node.is_gateway,
+            "incarnation": self.node.incarnation,
+            "members": {state: states.get(state, 0) for state in ("alive", "suspect", "dead", "left")},
+            "regions": {name: s.alive for name, s in sorted(self.node.summaries().items())},
+            "counters": {"runtime": dict(self.runtime.counters), "core": dict(self.node.counters)},
+        }
+
+    def broadcast(self, payload: bytes) -> tuple[str, int]:
+        return self.runtime.drive(lambda now: self.node.broadcast(now, payload))
+
+    def received_broadcasts(self) -> Sequence[ReceivedBroadcast]:
+        return list(self._received)
+
+    # --- events --------------------------------------------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        match event:
+            case IncarnationChanged(incarnation=incarnation):
+                self.store.set_incarnation(incarnation)
+                log.info("own incarnation is now %d (persisted)", incarnation)
+            case MemberChanged(pool=pool, node_id=node_id, addr=addr, state=state, incarnation=inc):
+                log.info("%s pool: member %s (%s) is %s, incarnation %d", pool, node_id, addr, state, inc)
+                self._peers_dirty = True
+            case GatewayChanged(is_gateway=is_gateway):
+                log.info(
+                    "this node %s a gateway of region %s",
+                    "is now" if is_gateway else "is no longer",
+                    self.region,
+                )
+            case BroadcastDelivered(origin_id=origin_id, seq=seq, payload=payload):
+                log.info("broadcast %s/%d delivered (%d bytes)", origin_id, seq, len(payload))
+                self._received.append(ReceivedBroadcast(origin_id, seq, payload, time.time()))
+
+    def save_peers(self) -> None:
+        """Persist the peers currently alive (they seed the next start)."""
+        records: dict[str, PeerRecord] = {}
+        for pool in ("region", "fleet"):
+            for m in self.node.members(pool):
+                if m.node_id != self.node_id and str(m.state) == "alive":
+                    records[m.node_id] = PeerRecord(m.node_id, m.addr, m.region, m.api_addr)
+        if records:
+            self.store.save_peers(records.values())
+        self._peers_dirty = False
+
+    async def keep_saving_peers(self) -> None:
+        while True:
+            await asyncio.sleep(PEERS_SAVE_INTERVAL_S)
+            if self._peers_dirty:
+                self.save_peers()
+
+
+def _bind_api_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def _parse_bind(flag: str, text: str) -> tuple[str, int]:
+    try:
+        host, port = split_hostport(text)
+    except AddressError as exc:
+        raise AgentError(f"{flag}: {exc}") from None
+    if is_unspecified(host):
+        raise AgentError(
+            f"{flag} {text}: {host} is an unspecified address that peers cannot reach; "
+            "bind the address peers use to reach this device, e.g. 192.168.1.20:7946"
+        )
+    return host, port
+
+
+async def _resolve_seeds(seeds: Sequence[str], own: str) -> list[str]:
+    loop = asyncio.get_running_loop()
+    resolved: list[str] = []
+    for seed in seeds:
+        host, port = split_hostport(seed)
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        except OSError as exc:
+            log.warning("seed %s does not resolve (%s); skipping it", seed, exc)
+            continue
+        addr = join_hostport(str(infos[0][4][0]), port)
+        if addr != own and addr not in resolved:
+            resolved.append(addr)
+    return resolved
+
+
+async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity, store: Store) -> int:
+    """Run the node until SIGTERM/SIGINT; returns the exit code."""
+    loop = asyncio.get_running_loop()
+    gossip_host, gossip_port = _parse_bind("--bind", options.bind)
+    api_host, api_port = _parse_bind("--api", options.api)
+    try:
+        region_config = profile(options.profile)
+    except ValueError as exc:
+        raise AgentError(f"--profile: {exc}") from None
+    fleet_config = LOCAL if region_config.name == "local" else WAN
+
+    # The core starts one above the persisted incarnation and reports it at once
+    # (IncarnationChanged), so every start, even after kill -9, outranks the last.
+    persisted_incarnation = store.incarnation
+
+    runtime = Runtime(
+        Keyring(list(token.network_keys)),
+        packet_max_bytes=max(region_config.packet_max_bytes, fleet_config.packet_max_bytes),
+        stream_max_bytes=max(region_config.stream_max_bytes, fleet_config.stream_max_bytes),
+        # One timeout for every stream: fleet exchanges cross slow links, and a
+        # region exchange that takes longer only delays its failure report.
+        stream_timeout_s=max(region_config.stream_timeout_s, fleet_config.stream_timeout_s),
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            gossip_addr = await runtime.bind(gossip_host, gossip_port)
+        except OSError as exc:
+            raise AgentError(
+                f"--bind {options.bind}: cannot listen there ({exc.strerror or exc}); "
+                "pick a free port or stop what uses it"
+            ) from None
+        stack.push_async_callback(runtime.close)
+        try:
+            api_sock = _bind_api_socket(api_host, api_port)
+        except OSError as exc:
+            raise AgentError(
+                f"--api {options.api}: cannot listen there ({exc.strerror or exc}); "
+                "pick a free port or stop what uses it"
+            ) from None
+        api_addr = join_hostport(api_host, int(api_sock.getsockname()[1]))
+
+        node = GossipNode(
+            identity.node_id,
+            gossip_addr,
+            options.region,
+            random.Random(),
+            region_config=region_config,
+            fleet_config=fleet_config,
+            api_addr=api_addr,
+            incarnation=persisted_incarnation,
+            now=loop.time(),
+        )
+        agent = Agent(options, identity, store, node, runtime)
+        runtime.attach(node)
+
+        runner = web.AppRunner(create_app(agent), access_log=None, handle_signals=False)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        await web.SockSite(runner, api_sock).start()
+
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+            stack.callback(loop.remove_signal_handler, sig)
+
+        seeds = await _resolve_seeds([*options.seeds, *_known_peers(store, options.region)], gossip_addr)
+        saver = asyncio.create_task(agent.keep_saving_peers())
+        if seeds:
+            # The core retries the join with backoff until a seed answers.
+            runtime.drive(lambda now: node.join(now, seeds))
+        log.info(
+            "murmur agent ready: node %s region %s gossip %s api http://%s incarnation %d profile %s "
+            "seeds %s",
+            identity.node_id,
+            options.region,
+            gossip_addr,
+            api_addr,
+            node.incarnation,
+            region_config.name,
+            ", ".join(seeds) or "none (first node)",
+        )
+        await stop.wait()
+        log.info("shutting down: leaving the mesh")
+        saver.cancel()
+        await asyncio.gather(saver, return_exceptions=True)
+        runtime.drive(node.leave)
+        await asyncio.sleep(LEAVE_LINGER_S)  # the runtime keeps driving: the leave goes out
+        agent.save_peers()
+    log.info("stopped cleanly")
+    return 0
+
+
+def _known_peers(store: Store, region: str) -> list[str]:
+    """Addresses of peers seen in an earlier run, own region first (extra seeds)."""
+    peers = sorted(store.peers(), key=lambda p: p.region != region)  # stable: recency within each
+    return [p.addr for p in peers[:KNOWN_PEERS_AS_SEEDS_MAX]]

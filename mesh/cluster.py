@@ -1,0 +1,163 @@
+"""A cluster's operator directory and the join token devices carry.
+
+`murmur cluster init --out DIR` writes:
+- cluster.json: cluster id, operator public key, token format version;
+- operator.key: the operator's Ed25519 signing key (hex seed, mode 0600);
+- join.token: what a device needs to join (mode 0600, it holds the network key).
+
+The join token is a small JSON document:
+    {"kind": "murmur-join-token", "version": 1, "cluster_id": "<16 hex>",
+     "network_keys": ["<base64 32 bytes>", ...], "operator_key": "<base64 32 bytes>"}
+`network_keys[0]` is the primary key (it seals); every key opens, which lets an
+operator rotate the network key by issuing tokens with a new primary.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import nacl.signing
+
+from mesh.files import make_private_dir, write_new_file
+
+TOKEN_KIND = "murmur-join-token"
+TOKEN_VERSION = 1
+NETWORK_KEY_BYTES = 32
+NETWORK_KEYS_MAX = 8
+TOKEN_MAX_BYTES = 16 * 1024
+CLUSTER_FILE = "cluster.json"
+OPERATOR_KEY_FILE = "operator.key"
+TOKEN_FILE = "join.token"
+
+
+class ClusterError(Exception):
+    """A cluster directory or join token problem; the message names the fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class JoinToken:
+    """What a device needs to join a cluster."""
+
+    cluster_id: str
+    network_keys: tuple[bytes, ...]
+    operator_key: bytes
+
+    def to_json(self) -> str:
+        doc = {
+            "kind": TOKEN_KIND,
+            "version": TOKEN_VERSION,
+            "cluster_id": self.cluster_id,
+            "network_keys": [base64.b64encode(key).decode("ascii") for key in self.network_keys],
+            "operator_key": base64.b64encode(self.operator_key).decode("ascii"),
+        }
+        return json.dumps(doc, indent=2) + "\n"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterDir:
+    """The files `murmur cluster init` created."""
+
+    path: Path
+    cluster_id: str
+    token_path: Path
+    operator_key_path: Path
+
+
+def init_cluster(out: Path) -> ClusterDir:
+    """Create a new cluster directory at `out`; refuse to touch an existing cluster."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ClusterError(
+            f"{out} already exists and is not empty; refusing to overwrite a cluster directory "
+            "(it may hold an operator key). Choose another --out, or move it aside first."
+        )
+    make_private_dir(out)
+    cluster_id = secrets.token_hex(8)
+    operator = nacl.signing.SigningKey.generate()
+    operator_pub = bytes(operator.verify_key)
+    token = JoinToken(
+        cluster_id=cluster_id,
+        network_keys=(secrets.token_bytes(NETWORK_KEY_BYTES),),
+        operator_key=operator_pub,
+    )
+    write_new_file(out / OPERATOR_KEY_FILE, bytes(operator).hex().encode("ascii") + b"\n")
+    write_new_file(out / TOKEN_FILE, token.to_json().encode("utf-8"))
+    cluster_doc = {
+        "cluster_id": cluster_id,
+        "operator_key": base64.b64encode(operator_pub).decode("ascii"),
+        "token_version": TOKEN_VERSION,
+    }
+    # cluster.json holds nothing secret; it is written last and marks a complete directory.
+    write_new_file(out / CLUSTER_FILE, (json.dumps(cluster_doc, indent=2) + "\n").encode(), mode=0o644)
+    return ClusterDir(out, cluster_id, out / TOKEN_FILE, out / OPERATOR_KEY_FILE)
+
+
+def _decode_key(value: object, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a base64 string")
+    try:
+        key = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{what} is not valid base64") from None
+    if len(key) != NETWORK_KEY_BYTES:
+        raise ValueError(f"{what} is {len(key)} bytes, expected {NETWORK_KEY_BYTES}")
+    return key
+
+
+def parse_token(text: str) -> JoinToken:
+    """Validate a token document; ValueError says what is wrong with it."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(doc, dict) or doc.get("kind") != TOKEN_KIND:
+        raise ValueError(f'missing "kind": "{TOKEN_KIND}"')
+    version = doc.get("version")
+    if version != TOKEN_VERSION:
+        raise ValueError(
+            f"format version {version!r}, but this murmur reads version {TOKEN_VERSION}; "
+            "use a murmur release that matches the operator's"
+        )
+    cluster_id = doc.get("cluster_id")
+    if not isinstance(cluster_id, str) or len(cluster_id) != 16 or not _is_hex(cluster_id):
+        raise ValueError("cluster_id must be 16 hex characters")
+    keys = doc.get("network_keys")
+    if not isinstance(keys, list) or not 1 <= len(keys) <= NETWORK_KEYS_MAX:
+        raise ValueError(f"network_keys must be a list of 1 to {NETWORK_KEYS_MAX} keys")
+    network_keys = tuple(_decode_key(key, f"network_keys[{i}]") for i, key in enumerate(keys))
+    operator_key = _decode_key(doc.get("operator_key"), "operator_key")
+    return JoinToken(cluster_id, network_keys, operator_key)
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
+
+
+def load_token(path: Path) -> JoinToken:
+    """Read and validate the join token at `path`; ClusterError names the problem and the fix."""
+    try:
+        size = os.stat(path).st_size
+        if size > TOKEN_MAX_BYTES:
+            raise ClusterError(
+                f"token {path} is not a murmur join token: {size} bytes is too large "
+                f"(a token is under {TOKEN_MAX_BYTES} bytes); pass the join.token from `murmur cluster init`"
+            )
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ClusterError(
+            f"token {path} not found; pass the join.token written by `murmur cluster init`"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ClusterError(f"token {path} is not readable: {exc}") from None
+    try:
+        return parse_token(text)
+    except ValueError as exc:
+        raise ClusterError(
+            f"token {path} is not a murmur join token: {exc}; "
+            "pass the join.token written by `murmur cluster init`"
+        ) from None

@@ -1,0 +1,361 @@
+"""The asyncio driver of a sans-IO gossip core: one UDP socket, one TCP listener, one timer.
+
+The core never sees a socket or a clock. This module feeds it `loop.time()` and
+what arrives, and after every call into it: sends what `poll_transmit()` returns
+(sealed with the network keyring), hands `next_event()` values to subscribers,
+and re-arms a single `loop.call_at(next_deadline())`. aioquic's asyncio
+protocol has the same shape.
+
+Streams carry one request frame and one reply frame per TCP connection; a frame
+is a 4-byte big-endian length then the sealed bytes. Anything that does not
+open with the keyring, is too large, or is too slow is dropped and counted:
+a bad peer costs a counter, never the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, TypeVar
+
+import nacl.utils
+
+from gossip.config import ENVELOPE_OVERHEAD_BYTES
+from gossip.events import Event
+from gossip.io import Datagram, StreamOpen
+from mesh.netaddr import join_hostport, split_hostport
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+NONCE_BYTES = 24
+FRAME_HEADER = struct.Struct(">I")
+# Concurrency limits: a flood of connections or stream requests queues nowhere.
+STREAMS_OUT_MAX = 32
+STREAMS_IN_MAX = 64
+
+
+class GossipCore(Protocol):
+    """What the runtime needs from a core (gossip.node.GossipNode has it)."""
+
+    def handle_datagram(self, now: float, src: str, data: bytes) -> None: ...
+    def handle_stream_request(self, now: float, src: str, data: bytes) -> bytes | None: ...
+    def handle_stream_reply(self, now: float, request_id: int, data: bytes | None) -> None: ...
+    def handle_timer(self, now: float) -> None: ...
+    def next_deadline(self) -> float | None: ...
+    def poll_transmit(self) -> list[Datagram | StreamOpen]: ...
+    def next_event(self) -> Event | None: ...
+
+
+class Sealer(Protocol):
+    """The envelope (gossip.envelope.Keyring)."""
+
+    def seal(self, plaintext: bytes, nonce: bytes) -> bytes: ...
+    def open(self, data: bytes) -> bytes | None: ...
+
+
+class FrameError(Exception):
+    """A stream frame that breaks the framing rules (the message is the counter key)."""
+
+
+async def read_frame(reader: asyncio.StreamReader, sealed_max_bytes: int) -> bytes:
+    """One length-prefixed frame; FrameError if it announces more than `sealed_max_bytes`."""
+    header = await reader.readexactly(FRAME_HEADER.size)
+    (length,) = FRAME_HEADER.unpack(header)
+    if length > sealed_max_bytes:
+        raise FrameError("frame_too_large")
+    if length < ENVELOPE_OVERHEAD_BYTES:
+        raise FrameError("frame_too_short")
+    return await reader.readexactly(length)
+
+
+def frame(sealed: bytes) -> bytes:
+    """The length prefix and `sealed`."""
+    return FRAME_HEADER.pack(len(sealed)) + sealed
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self._runtime._on_datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable from a dead peer surfaces here; it is expected.
+        self._runtime._drop("udp_error", exc)
+
+
+class Runtime:
+    """Drives one core on one UDP socket and one TCP listener sharing host:port."""
+
+    def __init__(
+        self,
+        keyring: Sealer,
+        *,
+        packet_max_bytes: int,
+        stream_max_bytes: int,
+        stream_timeout_s: float,
+    ) -> None:
+        self._keyring = keyring
+        self._packet_max_bytes = packet_max_bytes
+        self._sealed_stream_max_bytes = stream_max_bytes + ENVELOPE_OVERHEAD_BYTES
+        self._stream_max_bytes = stream_max_bytes
+        self._stream_timeout_s = stream_timeout_s
+        self._loop = asyncio.get_running_loop()
+        self._node: GossipCore | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._server: asyncio.Server | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._streams_out = 0
+        self._streams_in = 0
+        self._subscribers: list[Callable[[Event], None]] = []
+        self._flushing = False
+        self._closed = False
+        self.counters: Counter[str] = Counter()
+        self.addr = ""
+
+    # --- setup ---------------------------------------------------------------
+
+    async def bind(self, host: str, port: int) -> str:
+        """Open the UDP socket and the TCP listener on host:port (port 0: pick one); the bound address."""
+        attempts = 20 if port == 0 else 1
+        for attempt in range(attempts):
+            transport, _ = await self._loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), local_addr=(host, port)
+            )
+            bound_port = int(transport.get_extra_info("sockname")[1])
+            try:
+                server = await asyncio.start_server(self._serve_stream, host, bound_port, reuse_address=True)
+            except OSError:
+                transport.close()
+                if attempt + 1 == attempts:
+                    raise
+                continue  # the TCP twin of a random UDP port was taken: draw again
+            self._udp = transport
+            self._server = server
+            self.addr = join_hostport(host, bound_port)
+            return self.addr
+        raise AssertionError("unreachable")
+
+    def attach(self, node: GossipCore) -> None:
+        """Start driving `node`; traffic that arrived before this was dropped."""
+        self._node = node
+        self._flush()
+
+    def subscribe(self, callback: Callable[[Event], None]) -> None:
+        """Call `callback` with every event the core reports, in order."""
+        self._subscribers.append(callback)
+
+    def drive(self, action: Callable[[float], T]) -> T:
+        """Call into the core (e.g. `lambda now: node.join(now, seeds)`), then flush its output."""
+        result = action(self._loop.time())
+        self._flush()
+        return result
+
+    async def close(self) -> None:
+        """Stop the timer, cancel stream exchanges, close both sockets."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        if self._udp is not None:
+            self._udp.close()
+
+    # --- the one place that empties the core after a call ----------------------
+
+    def _flush(self) -> None:
+        node = self._node
+        if node is None or self._closed:
+            return
+        if self._flushing:
+            return  # a subscriber called into the core: the outer loop drains it
+        self._flushing = True
+        try:
+            while True:
+                transmits = node.poll_transmit()
+                for out in transmits:
+                    match out:
+                        case Datagram():
+                            self._send_datagram(out)
+                        case StreamOpen():
+                            self._open_stream(out)
+                events = 0
+                while (event := node.next_event()) is not None:
+                    events += 1
+                    self._dispatch(event)
+                if not transmits and not events:
+                    break
+        finally:
+            self._flushing = False
+        self._arm_timer(node.next_deadline())
+
+    def _arm_timer(self, deadline: float | None) -> None:
+        if deadline == self._timer_at and self._timer is not None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = None if deadline is None else self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        if self._node is not None and not self._closed:
+            self._node.handle_timer(self._loop.time())
+            self._flush()
+
+    def _dispatch(self, event: Event) -> None:
+        self.counters[f"event_{type(event).__name__}"] += 1
+        for callback in self._subscribers:
+            try:
+                callback(event)
+            except Exception:
+                self.counters["subscriber_error"] += 1
+                log.exception("event subscriber %r failed on %r", callback, event)
+
+    def _drop(self, reason: str, detail: object = "") -> None:
+        self.counters[f"drop_{reason}"] += 1
+        log.debug("dropped (%s) %s; drops so far: %d", reason, detail, self.counters[f"drop_{reason}"])
+
+    # --- datagrams -------------------------------------------------------------
+
+    def _send_datagram(self, out: Datagram) -> None:
+        if self._udp is None:
+            return
+        try:
+            host, port = split_hostport(out.dst)
+        except ValueError:
+            self._drop("bad_destination", out.dst)
+            return
+        sealed = self._keyring.seal(out.payload, nacl.utils.random(NONCE_BYTES))
+        if len(sealed) > self._packet_max_bytes:
+            self._drop("datagram_too_large_out", len(sealed))
+            return
+        try:
+            self._udp.sendto(sealed, (host, port))
+        except OSError as exc:
+            self._drop("send_error", exc)
+            return
+        self.counters["datagrams_out"] += 1
+        self.counters["bytes_out"] += len(sealed)
+
+    def _on_datagram(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self.counters["datagrams_in"] += 1
+        self.counters["bytes_in"] += len(data)
+        node = self._node
+        if node is None or self._closed:
+            self._drop("not_ready")
+            return
+        if len(data) > self._packet_max_bytes:
+            self._drop("datagram_too_large", len(data))
+            return
+        plaintext = self._keyring.open(data)
+        if plaintext is None:
+            self._drop("datagram_unsealed", addr)
+            return
+        node.handle_datagram(self._loop.time(), join_hostport(str(addr[0]), int(addr[1])), plaintext)
+        self._flush()
+
+    # --- streams -----------------------------------------------------------------
+
+    def _open_stream(self, out: StreamOpen) -> None:
+        if self._streams_out >= STREAMS_OUT_MAX or len(out.payload) > self._stream_max_bytes:
+            self._drop("stream_refused_out", out.dst)
+            # Reply on the next loop turn: never re-enter the core from inside its flush.
+            self._loop.call_soon(self._stream_result, out.request_id, None)
+            return
+        self._streams_out += 1
+        self._spawn(self._exchange(out))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        self._track(self._loop.create_task(coro))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _exchange(self, out: StreamOpen) -> None:
+        reply: bytes | None = None
+        try:
+            sealed = self._keyring.seal(out.payload, nacl.utils.random(NONCE_BYTES))
+            host, port = split_hostport(out.dst)
+            async with asyncio.timeout(self._stream_timeout_s):
+                reader, writer = await asyncio.open_connection(host, port)
+                try:
+                    writer.write(frame(sealed))
+                    await writer.drain()
+                    answer = await read_frame(reader, self._sealed_stream_max_bytes)
+                finally:
+                    writer.close()
+                    with contextlib.suppress(OSError):
+                        await writer.wait_closed()
+            self.counters["streams_out"] += 1
+            reply = self._keyring.open(answer)
+            if reply is None:
+                self._drop("frame_unsealed", out.dst)
+        except TimeoutError:
+            self._drop("stream_timeout", out.dst)
+        except FrameError as exc:
+            self._drop(str(exc), out.dst)
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            self._drop("stream_failed", f"{out.dst}: {exc!r}")
+        finally:
+            self._streams_out -= 1
+        self._stream_result(out.request_id, reply)
+
+    def _stream_result(self, request_id: int, reply: bytes | None) -> None:
+        if self._node is not None and not self._closed:
+            self._node.handle_stream_reply(self._loop.time(), request_id, reply)
+            self._flush()
+
+    async def _serve_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        src = join_hostport(str(peer[0]), int(peer[1])) if peer else "?"
+        if self._streams_in >= STREAMS_IN_MAX or self._node is None or self._closed:
+            self._drop("stream_refused_in", src)
+            writer.close()
+            return
+        self._streams_in += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self._track(task)
+        try:
+            async with asyncio.timeout(self._stream_timeout_s):
+                sealed = await read_frame(reader, self._sealed_stream_max_bytes)
+                request = self._keyring.open(sealed)
+                if request is None:
+                    self._drop("frame_unsealed", src)
+                    return
+                self.counters["streams_in"] += 1
+                if self._node is None or self._closed:
+                    return
+                answer = self._node.handle_stream_request(self._loop.time(), src, request)
+                self._flush()
+                if answer is not None:
+                    writer.write(frame(self._keyring.seal(answer, nacl.utils.random(NONCE_BYTES))))
+                    await writer.drain()
+        except TimeoutError:
+            self._drop("stream_timeout", src)
+        except FrameError as exc:
+            self._drop(str(exc), src)
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            self._drop("stream_failed", f"{src}: {exc!r}")
+        finally:
+            self._streams_in -= 1
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
