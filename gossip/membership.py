@@ -38,6 +38,10 @@ _WIRE_STATE = {
 # Seconds between join attempts while no seed has answered (doubling, capped).
 JOIN_RETRY_FIRST_S = 1.0
 JOIN_RETRY_MAX_S = 30.0
+# A suspect is buddy-pinged by each accuser at most once per this many probe intervals.
+SUSPECT_REPING_INTERVALS = 4
+# Sequence number of buddy pings (probe sequence numbers start at 1).
+BUDDY_PING_SEQ = 0
 # Packet budget kept free for the compound header's growth.
 _HEADER_SLACK_BYTES = 3
 
@@ -133,6 +137,7 @@ class Membership:
         self._probe: _Probe | None = None
         self._forwards: dict[int, _Forward] = {}
         self._suspicions: dict[str, Suspicion] = {}
+        self._buddy_pinged_s: dict[str, float] = {}
         self._streams: dict[int, tuple[str, bool]] = {}  # request id -> (dst, is_join)
         self._awareness = Awareness(config.awareness_max_multiplier)
         self._queue = BroadcastQueue(config.broadcast_queue_max)
@@ -345,9 +350,9 @@ class Membership:
                 case codec.Alive():
                     self._on_alive(now, msg)
                 case codec.Suspect():
-                    self._on_suspect(now, msg)
+                    self._on_suspect(now, msg, src)
                 case codec.Dead():
-                    self._on_dead(now, msg)
+                    self._on_dead(now, msg, src)
                 case codec.UserBroadcast() | codec.Summary():
                     self._delegate.on_user_message(self, now, msg)
                 case _:
@@ -372,6 +377,8 @@ class Membership:
         )
 
     def _on_ack(self, now: float, msg: codec.Ack) -> None:
+        if msg.seq == BUDDY_PING_SEQ:
+            return  # the answer that matters to a buddy ping is the suspect's alive notice
         probe = self._probe
         if probe is not None and probe.seq == msg.seq and not probe.acked:
             probe.acked = True
@@ -412,7 +419,7 @@ class Membership:
         changed = m.state != MemberState.ALIVE or m.addr != msg.addr
         if m.addr != msg.addr:
             self.live_set_version += 1  # same member, new address: owners re-read addresses
-        self._suspicions.pop(msg.node_id, None)
+        self._clear_suspicion(msg.node_id)
         m.incarnation, m.addr, m.meta = msg.incarnation, msg.addr, msg.meta
         if m.state != MemberState.ALIVE:
             if m.state != MemberState.SUSPECT:
@@ -423,16 +430,34 @@ class Membership:
             self._emit(m)
         self._broadcast(msg, msg.node_id)
 
-    def _on_suspect(self, now: float, msg: codec.Suspect) -> None:
+    def _clear_suspicion(self, node_id: str) -> None:
+        self._suspicions.pop(node_id, None)
+        self._buddy_pinged_s.pop(node_id, None)
+
+    def _tell_alive(self, now: float, src: str | None) -> None:
+        """Answer an accusation straight to whoever sent it: we are alive, at this incarnation.
+
+        The accuser may have missed our refutation (it was gossiped, and gossip
+        can miss a node under loss); without this it would declare us dead when
+        its timer runs out, however often we talk to it.
+        """
+        if src is not None and not self.leaving:
+            self._count("accusations_answered")
+            alive = codec.Alive(self.incarnation, self.node_id, self.addr, self.meta)
+            self._send(now, src, [codec.encode_message(alive)])
+
+    def _on_suspect(self, now: float, msg: codec.Suspect, src: str | None = None) -> None:
         if msg.node_id == self.node_id:
             if msg.incarnation >= self.incarnation and not self.leaving:
                 self._refute(msg.incarnation)
+            self._tell_alive(now, src)
             return
         m = self._members.get(msg.node_id)
         if m is None or msg.incarnation < m.incarnation:
             return
         timer = self._suspicions.get(msg.node_id)
         if timer is not None:
+            m.incarnation = msg.incarnation  # a later suspicion of the same suspect
             if timer.confirm(msg.from_id):
                 # Re-gossip a confirmation so the other timers shrink too.
                 self._broadcast(msg, msg.node_id)
@@ -453,17 +478,18 @@ class Membership:
         m.incarnation, m.state, m.state_change_s = incarnation, MemberState.SUSPECT, now
         self._emit(m)
 
-    def _on_dead(self, now: float, msg: codec.Dead) -> None:
+    def _on_dead(self, now: float, msg: codec.Dead, src: str | None = None) -> None:
         if msg.node_id == self.node_id:
             if not self.leaving:
                 self._refute(msg.incarnation)
+                self._tell_alive(now, src)
             return
         m = self._members.get(msg.node_id)
         if m is None or msg.incarnation < m.incarnation:
             return
         if m.state in (MemberState.DEAD, MemberState.LEFT):
             return
-        self._suspicions.pop(msg.node_id, None)
+        self._clear_suspicion(msg.node_id)
         left = msg.from_id == msg.node_id
         m.incarnation, m.state, m.state_change_s = (
             msg.incarnation,
@@ -590,9 +616,31 @@ class Membership:
                 return m
         return None
 
+    def _ping_a_suspect(self, now: float) -> None:
+        """Buddy-ping one suspect we have not pinged lately, with the suspicion attached.
+
+        Round-robin probing reaches a given member only once per round (N
+        intervals); a suspicion can run out before then. A suspect that is in
+        fact alive answers an accusation straight to the accuser (_tell_alive).
+        """
+        for node_id in self._suspicions:
+            last_s = self._buddy_pinged_s.get(node_id, -1e18)
+            if now - last_s < SUSPECT_REPING_INTERVALS * self.config.probe_interval_s:
+                continue
+            m = self._members.get(node_id)
+            if m is None or m.state != MemberState.SUSPECT:
+                continue
+            self._buddy_pinged_s[node_id] = now
+            ping = codec.Ping(BUDDY_PING_SEQ, node_id, self.node_id)
+            notice = codec.Suspect(m.incarnation, node_id, self.node_id)
+            self._send(now, m.addr, [codec.encode_message(ping), codec.encode_message(notice)])
+            return
+
     def _start_probe(self, now: float) -> None:
         interval_s = self._awareness.scale_timeout(self.config.probe_interval_s)
         self._next_probe_s = now + interval_s
+        if self._suspicions and not self.leaving:
+            self._ping_a_suspect(now)
         if self.leaving or self._probe is not None:
             return
         target = self._next_probe_target()
@@ -660,7 +708,7 @@ class Membership:
     def _expire_suspicions(self, now: float) -> None:
         due = [nid for nid, s in self._suspicions.items() if now >= s.deadline_s()]
         for node_id in due:
-            del self._suspicions[node_id]
+            self._clear_suspicion(node_id)
             m = self._members.get(node_id)
             if m is None or m.state != MemberState.SUSPECT:
                 continue

@@ -200,3 +200,26 @@ def test_small_pool_seeded_in_a_chain_converges_on_the_local_profile() -> None:
         link.run_until(5.0)
         for observer in nodes:
             assert len([v for v in observer.members() if v.state == MemberState.ALIVE]) == 5, seed
+
+
+def test_an_accuser_that_missed_the_refutation_is_answered_directly() -> None:
+    link, nodes = mesh(5)
+    accuser, accused = nodes[0], nodes[1]
+    # The accused has refuted an earlier suspicion: its incarnation rose...
+    bump = codec.encode_message(codec.Suspect(accused.incarnation, accused.node_id, nodes[2].node_id))
+    accused.handle_datagram(link.now, nodes[2].addr, codec.encode_packet(codec.POOL_REGION, "r1", [bump]))
+    accused.poll_transmit()
+    accused.region_pool._queue.reset()  # ...but the refutation was lost on its way out.
+    stale = codec.encode_message(codec.Suspect(accused.incarnation - 1, accused.node_id, nodes[3].node_id))
+    accuser.handle_datagram(link.now, nodes[3].addr, codec.encode_packet(codec.POOL_REGION, "r1", [stale]))
+    accuser.poll_transmit()
+    accuser.region_pool._queue.reset()
+    assert link.state_of(accuser, accused) == MemberState.SUSPECT
+    link.run_until(link.now + 20.0)
+    states = [
+        e.state
+        for _, nid, e in link.events
+        if nid == accuser.node_id and isinstance(e, MemberChanged) and e.node_id == accused.node_id
+    ]
+    assert MemberState.DEAD not in states
+    assert link.state_of(accuser, accused) == MemberState.ALIVE
