@@ -138,6 +138,7 @@ class Membership:
         self._forwards: dict[int, _Forward] = {}
         self._suspicions: dict[str, Suspicion] = {}
         self._buddy_pinged_s: dict[str, float] = {}
+        self._hold_expiry_until_s = -1e18
         self._streams: dict[int, tuple[str, bool]] = {}  # request id -> (dst, is_join)
         self._awareness = Awareness(config.awareness_max_multiplier)
         self._queue = BroadcastQueue(config.broadcast_queue_max)
@@ -579,13 +580,16 @@ class Membership:
         for f in self._forwards.values():
             t = min(t, f.deadline_s)
         for s in self._suspicions.values():
-            t = min(t, s.deadline_s())
+            t = min(t, max(s.deadline_s(), self._hold_expiry_until_s))
         if self._join_retry_s is not None:
             t = min(t, self._join_retry_s)
         return t
 
     def handle_timer(self, now: float) -> None:
         """Run everything that is due at `now`."""
+        late_s = now - self.next_deadline()
+        if late_s > self.config.probe_timeout_s:
+            self._starved(now, late_s)
         if self._join_retry_s is not None and now >= self._join_retry_s:
             self._attempt_join(now)
         self._check_probe(now)
@@ -601,6 +605,20 @@ class Membership:
             self._next_push_pull_s = now + self._push_pull_interval_s()
             self._push_pull(now)
         self._push_refutation(now)
+
+    def _starved(self, now: float, late_s: float) -> None:
+        """We are running far behind our own timers: our process or host was starved.
+
+        Whatever answered us meanwhile is still unread (in the socket buffer, in
+        the event loop's queue). Judge nothing on stale timers: drop the probe in
+        flight without blame, hold suspicion expiries for one probe interval so
+        pending refutations get read first, and raise our own health score
+        (Lifeguard: a slow node should be slow to accuse).
+        """
+        self._count("starved_timer_runs")
+        self._probe = None
+        self._hold_expiry_until_s = now + self.config.probe_interval_s
+        self._awareness.apply_delta(1)
 
     def _next_probe_target(self) -> Member | None:
         checked = 0
@@ -706,6 +724,8 @@ class Membership:
                 self._send(now, f.requester_addr, [codec.encode_message(codec.Nack(f.requester_seq))])
 
     def _expire_suspicions(self, now: float) -> None:
+        if now < self._hold_expiry_until_s:
+            return
         due = [nid for nid, s in self._suspicions.items() if now >= s.deadline_s()]
         for node_id in due:
             self._clear_suspicion(node_id)

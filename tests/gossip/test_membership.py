@@ -223,3 +223,23 @@ def test_an_accuser_that_missed_the_refutation_is_answered_directly() -> None:
     ]
     assert MemberState.DEAD not in states
     assert link.state_of(accuser, accused) == MemberState.ALIVE
+
+
+def test_a_starved_node_reads_its_backlog_before_judging_its_suspicions() -> None:
+    link, nodes = mesh(5)
+    observer, suspect = nodes[0], nodes[1]
+    notice = codec.encode_message(codec.Suspect(suspect.incarnation, suspect.node_id, nodes[2].node_id))
+    observer.handle_datagram(link.now, nodes[2].addr, codec.encode_packet(codec.POOL_REGION, "r1", [notice]))
+    observer.poll_transmit()
+    # The refutation arrives while the observer's process is frozen...
+    refutation = codec.encode_message(
+        codec.Alive(suspect.incarnation + 1, suspect.node_id, suspect.addr, suspect.region_pool.meta)
+    )
+    # ...and when it wakes, far past every deadline, its timers run before the socket is read.
+    woke_s = link.now + 60.0
+    observer.handle_timer(woke_s)
+    assert link.state_of(observer, suspect) == MemberState.SUSPECT
+    observer.handle_datagram(woke_s, suspect.addr, codec.encode_packet(codec.POOL_REGION, "r1", [refutation]))
+    observer.handle_timer(woke_s + 5.0)
+    assert link.state_of(observer, suspect) == MemberState.ALIVE
+    assert observer.counters["region.starved_timer_runs"] >= 1
