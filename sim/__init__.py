@@ -1,0 +1,66 @@
+"""Deterministic fleet simulator running the real gossip cores on a virtual clock.
+
+    python -m sim --nodes 1000 --regions 10 --scenario crash --seed 1 --duration 60 --loss 0.05 --json
+    murmur sim ...                       (the same flags; mesh/cli.py calls sim.cli.register)
+    sim.run.run_simulation(nodes, regions, scenario, seed, duration_s, loss=None, profile="lan",
+                           encrypt=False) -> dict
+
+Modules, one idea each:
+
+- engine.py: one heap of (time_s, seq, kind, ...) tuples and the driver of every
+  node (timers with lazy deletion, datagrams, streams, crash/restart/stall).
+- slot.py: a node's driver state (NodeSlot) and the interfaces the engine drives.
+- network.py: the seeded network model (LAN/WAN latency, loss, duplication,
+  reordering by jitter, partitions).
+- fleet.py: real GossipNodes on the engine; names, addresses, regions, warm start.
+- faults.py: crash, restart, stall, leave, join, partition/heal at virtual times.
+- scenarios.py: steady, crash, loss, stall, partition, churn, drawn from the seed.
+- metrics.py, invariants.py, report.py: what is measured, what must hold, the JSON.
+- run.py, cli.py: one run; the command line.
+
+Choices, written down (the report's keys follow issue 2):
+
+- Determinism: one random.Random(seed) derives, in a fixed order, the network's,
+  the nodes' (one child per node), the faults' and the envelope nonces' RNGs.
+  Nothing iterates a set of str; equal-time events run in scheduling order. The
+  same arguments give the same JSON byte for byte, except wall_s and
+  peak_rss_bytes; --encrypt changes only the cost (sealing uses its own RNG).
+- Wire: every datagram and stream frame counts len(plaintext) + the envelope's
+  overhead, at the sender (traffic is outbound bytes per node per second of
+  uptime, over [fault time, end]). Streams are reliable: the request arrives
+  after three one-way delays (handshake) plus transfer time and TCP
+  retransmissions under loss, the reply after one more; an unreachable or
+  silent peer costs the client its pool's stream_timeout_s, a crashed process
+  a reset after one round trip.
+- Warm start: every node restores its region's members (alive) and joins
+  through a seed in its region and one in region 0, staggered over 1.5 s;
+  gateways pick themselves by the core's own rule. warmup.converged_s is when
+  every view and the fleet pool first converged; measurements start at the
+  scenario's fault time (10 s), never at startup.
+- Detection: per crash, first_suspect_s is the first suspicion (or death) by
+  anyone; all_dead_s is when every node that held the crashed node alive at
+  the crash (its region's members; the other gateways if it was one) holds it
+  dead or left. A crash never detected by all counts as infinite: the
+  percentiles it reaches are null, and `undetected` counts it.
+- false_dead: distinct (observer, subject) pairs where a live observer declared
+  dead (not left) a subject that was up, not stalled, in its current life (a
+  notice about a restarted node's earlier incarnation or address is not false),
+  not leaving gracefully (counted apart in leave_seen_dead), not separated
+  from the observer by a partition (partition.dead_pairs), and not within one
+  maximum suspicion timeout after a partition healed: then a pair split apart
+  counts in partition.dead_pairs, and a pair on the same side in
+  partition.echo_dead_pairs (a death notice from the other side arriving with
+  the healing, accepted at the same incarnation until the subject refutes it).
+- Dissemination: {p50, p99, max} over the per-node delays of the injected
+  broadcast, among nodes up from injection to the end; max is "until every
+  live node has it". rounds = seconds / region gossip_interval_s.
+- Convergence (warm-up, partition.heal_s and region_heal_s): every live node
+  sees every live member of its region alive (suspect tolerated under loss or
+  stalls) and, for "all", every region has 1-3 gateways that all see each
+  other alive in the fleet pool. The time is that of the last change towards
+  it, found by a 0.25 s poll over views rebuilt from MemberChanged events.
+- Invariants: safety ones are checked all along; liveness ones only at the
+  end of a quiet phase long enough for the pool's timing (VOPR's liveness
+  mode), and `checked` lists exactly which ran. Every violation carries the
+  command that reproduces it.
+"""

@@ -1,0 +1,5 @@
+"""`python -m sim ...`: run one simulation (see sim/cli.py)."""
+
+from sim.cli import main
+
+raise SystemExit(main())

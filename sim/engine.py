@@ -1,0 +1,484 @@
+"""The simulator's event loop: one heap of `(time_s, seq, kind, ...)` on a virtual clock.
+
+Each simulated node is a sans-IO core plus the little state a driver keeps for it
+(`NodeSlot`): whether it is up, its armed timer, a stall backlog, open streams and
+wire counters. The engine calls `handle_timer` at `next_deadline()`, delivers
+datagrams and stream frames, and after every call drains `poll_transmit()` and
+`next_event()`, exactly like the asyncio driver does with a real clock.
+
+Heap entries are plain tuples `(time_s, seq, kind, idx, a, b, c)`: `seq` is unique,
+so comparison never reaches the payload, and equal times run in scheduling order.
+A node's timer is re-armed only when its deadline changed; a stale timer entry
+is recognised by its generation number and skipped (lazy deletion).
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import random
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from gossip.config import ENVELOPE_OVERHEAD_BYTES
+from gossip.events import IncarnationChanged
+from gossip.io import Datagram, StreamOpen
+from sim.network import Network
+from sim.slot import Core, Entry, Listener, NodeSlot, Sealer
+
+# Entry kinds.
+K_TIMER = 0  # idx, a=generation
+K_DGRAM = 1  # idx=dst, a=src idx, b=src addr, c=data
+K_STREAM_REQ = 2  # idx=server, a=client idx, b=(client epoch, request id), c=data
+K_STREAM_REPLY = 3  # idx=client, a=server idx, b=(client epoch, request id), c=data | None
+K_STREAM_TIMEOUT = 4  # idx=client, a=client epoch, b=request id
+K_NODE_CALL = 5  # idx, a=epoch, b=fn(core, now)
+K_CALL = 6  # idx=-1, b=fn(now)
+K_STALL_END = 7  # idx, a=epoch
+
+
+# A stalled node's socket buffer and ready queue are finite too: beyond this many
+# deferred events, new arrivals are dropped (and counted), as a kernel would.
+BACKLOG_MAX = 10_000
+# A core whose deadline stays at `now` after handle_timer would spin forever.
+TIMER_SPIN_MAX = 64
+
+_SIM_DIR = os.path.dirname(os.path.abspath(__file__))
+_STDLIB_DIR = os.path.dirname(os.path.abspath(os.__file__))
+
+
+class Engine:
+    """Virtual clock, event heap, and the drivers of every simulated node."""
+
+    def __init__(
+        self,
+        network: Network,
+        listener: Listener,
+        *,
+        region_stream_timeout_s: float,
+        fleet_stream_timeout_s: float,
+        packet_max_bytes: int,
+        stream_max_bytes: int,
+        sealer: Sealer | None = None,
+        nonce_rng: random.Random | None = None,
+    ) -> None:
+        self.now = 0.0
+        self.network = network
+        self.listener = listener
+        self.slots: list[NodeSlot] = []
+        self.by_addr: dict[str, int] = {}
+        self.region_stream_timeout_s = region_stream_timeout_s
+        self.fleet_stream_timeout_s = fleet_stream_timeout_s
+        self.packet_max_bytes = packet_max_bytes
+        self.stream_max_bytes = stream_max_bytes
+        self._sealer = sealer
+        self._nonce_rng = nonce_rng if nonce_rng is not None else random.Random(0)
+        self._heap: list[Entry] = []
+        self._seq = 0
+        self.events_processed = 0
+        # Drops by reason, for the report and the tests.
+        self.drops: dict[str, int] = {
+            "loss": 0,
+            "partition": 0,
+            "no_host": 0,
+            "host_down": 0,
+            "unopenable": 0,
+            "backlog_full": 0,
+        }
+        self.duplicated = 0
+
+    # -- scheduling -------------------------------------------------------------------
+
+    def _push(self, t: float, kind: int, idx: int, a: Any = None, b: Any = None, c: Any = None) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (t, self._seq, kind, idx, a, b, c))
+
+    def call_at(self, t: float, fn: Callable[[float], None]) -> None:
+        """Run `fn(now)` at virtual time `t` (scenario actions, metric probes)."""
+        self._push(max(t, self.now), K_CALL, -1, None, fn)
+
+    def call_node_at(self, t: float, idx: int, fn: Callable[[Any, float], None]) -> None:
+        """Call `fn(core, now)` on node `idx` at `t`, as its driver would (deferred by a stall)."""
+        self._push(max(t, self.now), K_NODE_CALL, idx, self.slots[idx].epoch, fn)
+
+    # -- nodes and faults -------------------------------------------------------------
+
+    def add_node(self, node_id: str, addr: str, region: int, core: Core, *, drive: bool = True) -> NodeSlot:
+        """Add a node that is up from now on; driven once (unless `drive` is False) to arm its timer."""
+        if addr in self.by_addr:
+            raise ValueError(f"address {addr} is already in use by {self.slots[self.by_addr[addr]].node_id}")
+        slot = NodeSlot(len(self.slots), node_id, addr, region, core, self.now)
+        self.slots.append(slot)
+        self.by_addr[addr] = slot.idx
+        self.network.grow(len(self.slots))
+        if drive:
+            self._after(slot, self.now)
+        return slot
+
+    def drive(self, idx: int) -> None:
+        """Drain node idx's output and arm its timer (after adding nodes with drive=False)."""
+        slot = self.slots[idx]
+        if slot.up:
+            self._after(slot, self.now)
+
+    def crash(self, idx: int) -> None:
+        """Stop node `idx` at once: its timers, backlog and open streams vanish."""
+        slot = self.slots[idx]
+        if not slot.up:
+            return
+        slot.uptime_s += self.now - slot.up_since_s
+        slot.up = False
+        slot.core = None
+        slot.epoch += 1
+        slot.timer_gen += 1
+        slot.timer_at = None
+        slot.stalled = False
+        slot.backlog = []
+        slot.streams = {}
+
+    def restart(self, idx: int, core: Core, addr: str | None = None) -> None:
+        """Bring a crashed node back with a fresh core, at its old address or a new one."""
+        slot = self.slots[idx]
+        if slot.up:
+            raise ValueError(f"{slot.node_id} is up; crash it before restarting it")
+        if addr is not None and addr != slot.addr:
+            if addr in self.by_addr:
+                raise ValueError(f"address {addr} is already in use")
+            if self.by_addr.get(slot.addr) == idx:
+                del self.by_addr[slot.addr]
+            slot.addr = addr
+            self.by_addr[addr] = idx
+        slot.core = core
+        slot.up = True
+        slot.up_since_s = self.now
+        slot.timer_spin = 0
+        self._after(slot, self.now)
+
+    def stall(self, idx: int, duration_s: float) -> None:
+        """Freeze node `idx` for `duration_s`: its events queue up and run at the stall's end."""
+        slot = self.slots[idx]
+        if not slot.up:
+            return
+        # Overlapping stalls merge: the node wakes when the last of them ends.
+        until_s = self.now + duration_s
+        if slot.stalled and until_s <= slot.stall_until_s:
+            return
+        slot.stalled = True
+        slot.stall_until_s = until_s
+        self._push(until_s, K_STALL_END, idx, slot.epoch)
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def run_until(self, t_end: float) -> None:
+        """Process every event due at or before `t_end`, then set the clock to `t_end`."""
+        heap = self._heap
+        pop = heapq.heappop
+        dispatch = self._dispatch
+        while heap and heap[0][0] <= t_end:
+            entry = pop(heap)
+            self.now = entry[0]
+            self.events_processed += 1
+            try:
+                dispatch(entry, entry[0])
+            except Exception as exc:
+                self._core_exception(entry, exc)
+        self.now = max(self.now, t_end)
+
+    def _core_exception(self, entry: Entry, exc: Exception) -> None:
+        # An exception raised inside a core is a broken invariant; one raised by the
+        # simulator's own code is a bug in the simulator and must surface.
+        # It came from a core if some frame of the traceback runs code that is
+        # neither the simulator's nor the standard library's.
+        tb: TracebackType | None = exc.__traceback__
+        last_file = ""
+        while tb is not None:
+            filename = tb.tb_frame.f_code.co_filename
+            folder = os.path.dirname(os.path.abspath(filename))
+            if folder != _SIM_DIR and not folder.startswith(_STDLIB_DIR):
+                last_file = filename
+            tb = tb.tb_next
+        if not last_file or entry[2] == K_CALL:
+            raise exc
+        idx = entry[3]
+        who = self.slots[idx].node_id if 0 <= idx < len(self.slots) else "?"
+        where = os.path.basename(last_file)
+        self.listener.on_violation(
+            self.now, "no_core_exception", f"{who}: {type(exc).__name__}: {exc} (raised in {where})"
+        )
+        if 0 <= idx < len(self.slots):
+            slot = self.slots[idx]
+            if slot.up and slot.core is not None:
+                # Keep driving it: drain whatever it queued before raising.
+                try:
+                    self._after(slot, self.now)
+                except Exception as exc2:  # a core that keeps raising is reported once
+                    del exc2
+
+    def _dispatch(self, entry: Entry, now: float) -> None:
+        kind = entry[2]
+        idx = entry[3]
+        if kind == K_CALL:
+            entry[5](now)
+            return
+        slot = self.slots[idx]
+        if not slot.up:
+            if kind in (K_DGRAM, K_STREAM_REQ):
+                self.drops["host_down"] += 1
+                if kind == K_STREAM_REQ:
+                    # The host answers a connection to a dead process with a reset.
+                    client = self.slots[entry[4]]
+                    self._push(
+                        now + self._one_way_s(slot, client), K_STREAM_REPLY, client.idx, idx, entry[5], None
+                    )
+            return
+        if slot.stalled and kind != K_STALL_END:
+            if kind == K_TIMER and entry[4] != slot.timer_gen:
+                return
+            if len(slot.backlog) >= BACKLOG_MAX:
+                self.drops["backlog_full"] += 1
+                return
+            slot.backlog.append(entry)
+            return
+        core = slot.core
+        assert core is not None
+        if kind == K_TIMER:
+            if entry[4] != slot.timer_gen:
+                return
+            slot.timer_at = None
+            core.handle_timer(now)
+            self._after(slot, now)
+            self._check_timer_advanced(slot, now)
+        elif kind == K_DGRAM:
+            data: bytes | None = entry[6]
+            if self._sealer is not None:
+                data = self._sealer.open(entry[6])
+                if data is None:
+                    self.drops["unopenable"] += 1
+                    return
+            if self.network.partitioned and self.network.blocked(entry[4], idx):
+                self.drops["partition"] += 1
+                return
+            assert data is not None
+            core.handle_datagram(now, entry[5], data)
+            self._after(slot, now)
+        elif kind == K_STREAM_REQ:
+            self._serve_stream(slot, core, entry, now)
+        elif kind == K_STREAM_REPLY:
+            epoch, request_id = entry[5]
+            if epoch != slot.epoch or request_id not in slot.streams:
+                return
+            if self.network.partitioned and self.network.blocked(entry[4], idx):
+                # The connection broke under the partition: the client's timeout fires.
+                self.drops["partition"] += 1
+                return
+            del slot.streams[request_id]
+            reply: bytes | None = entry[6]
+            if reply is not None and self._sealer is not None:
+                reply = self._sealer.open(reply)
+                if reply is None:
+                    self.drops["unopenable"] += 1
+            core.handle_stream_reply(now, request_id, reply)
+            self._after(slot, now)
+        elif kind == K_STREAM_TIMEOUT:
+            if entry[4] != slot.epoch or slot.streams.pop(entry[5], None) is None:
+                return
+            core.handle_stream_reply(now, entry[5], None)
+            self._after(slot, now)
+        elif kind == K_NODE_CALL:
+            if entry[4] != slot.epoch:
+                return
+            entry[5](core, now)
+            self._after(slot, now)
+        elif kind == K_STALL_END:
+            if entry[4] != slot.epoch or not slot.stalled or now < slot.stall_until_s:
+                return
+            # Like a starved event loop working off its backlog: everything that
+            # arrived during the stall runs now, in its original order.
+            slot.stalled = False
+            backlog = slot.backlog
+            slot.backlog = []
+            for i, deferred in enumerate(backlog):
+                if slot.stalled or not slot.up:
+                    # A new stall or crash while draining (only from a core callback):
+                    # keep the rest for later.
+                    slot.backlog = backlog[i:] + slot.backlog
+                    break
+                try:
+                    self._dispatch(deferred, now)
+                except Exception as exc:
+                    self._core_exception(deferred, exc)
+
+    def _check_timer_advanced(self, slot: NodeSlot, now: float) -> None:
+        at = slot.timer_at
+        if at is None or at > now:
+            slot.timer_spin = 0
+            return
+        slot.timer_spin += 1
+        if slot.timer_spin == TIMER_SPIN_MAX:
+            self.listener.on_violation(
+                now,
+                "timer_advances",
+                f"{slot.node_id}: next_deadline() stayed at {at:.6f} <= now after "
+                f"{TIMER_SPIN_MAX} handle_timer calls",
+            )
+        if slot.timer_spin >= TIMER_SPIN_MAX:
+            # Step past the spin so the run can go on.
+            slot.timer_gen += 1
+            slot.timer_at = now + 0.001
+            self._push(now + 0.001, K_TIMER, slot.idx, slot.timer_gen)
+
+    # -- after every call: drain the core -----------------------------------------------
+
+    def _after(self, slot: NodeSlot, now: float) -> None:
+        core = slot.core
+        assert core is not None
+        out = core.poll_transmit()
+        if out:
+            for item in out:
+                if type(item) is Datagram:
+                    self._send_datagram(slot, item, now)
+                else:
+                    assert isinstance(item, StreamOpen)
+                    self._open_stream(slot, item, now)
+        event = core.next_event()
+        if event is not None:
+            listener = self.listener
+            while event is not None:
+                if type(event) is IncarnationChanged:
+                    slot.incarnation = event.incarnation
+                listener.on_event(now, slot, event)
+                event = core.next_event()
+        deadline = core.next_deadline()
+        if deadline != slot.timer_at:
+            slot.timer_at = deadline
+            slot.timer_gen += 1
+            if deadline is not None:
+                # The hottest push of all, inlined.
+                self._seq += 1
+                heapq.heappush(
+                    self._heap,
+                    (
+                        deadline if deadline > now else now,
+                        self._seq,
+                        K_TIMER,
+                        slot.idx,
+                        slot.timer_gen,
+                        None,
+                        None,
+                    ),
+                )
+
+    def _seal(self, plaintext: bytes) -> bytes:
+        assert self._sealer is not None
+        return self._sealer.seal(plaintext, self._nonce_rng.randbytes(24))
+
+    def _send_datagram(self, slot: NodeSlot, dg: Datagram, now: float) -> None:
+        size = len(dg.payload) + ENVELOPE_OVERHEAD_BYTES
+        slot.tx_bytes += size
+        slot.tx_msgs += 1
+        if size > self.packet_max_bytes:
+            self.listener.on_violation(
+                now,
+                "packet_max_bytes",
+                f"{slot.node_id} sent a {size}-byte datagram to {dg.dst} (limit {self.packet_max_bytes})",
+            )
+        dst_idx = self.by_addr.get(dg.dst)
+        if dst_idx is None:
+            self.drops["no_host"] += 1
+            return
+        network = self.network
+        copies = network.copies()
+        if copies == 0:
+            self.drops["loss"] += 1
+            return
+        if network.partitioned and network.blocked(slot.idx, dst_idx):
+            self.drops["partition"] += 1
+            return
+        data = self._seal(dg.payload) if self._sealer is not None else dg.payload
+        dst_region = self.slots[dst_idx].region
+        self._seq += 1
+        heapq.heappush(
+            self._heap,
+            (
+                now + network.delay_s(slot.region, dst_region),
+                self._seq,
+                K_DGRAM,
+                dst_idx,
+                slot.idx,
+                slot.addr,
+                data,
+            ),
+        )
+        if copies == 2:
+            self.duplicated += 1
+            self._push(
+                now + network.delay_s(slot.region, dst_region), K_DGRAM, dst_idx, slot.idx, slot.addr, data
+            )
+
+    # -- streams: reliable, a TCP handshake's worth of latency ---------------------------
+
+    def _one_way_s(self, a: NodeSlot, b: NodeSlot) -> float:
+        return self.network.delay_s(a.region, b.region)
+
+    def _frame_out(self, slot: NodeSlot, payload: bytes, now: float, what: str) -> bytes:
+        size = len(payload) + ENVELOPE_OVERHEAD_BYTES
+        slot.tx_bytes += size
+        slot.tx_msgs += 1
+        if size > self.stream_max_bytes:
+            self.listener.on_violation(
+                now,
+                "stream_max_bytes",
+                f"{slot.node_id} sent a {size}-byte {what} frame (limit {self.stream_max_bytes})",
+            )
+        return self._seal(payload) if self._sealer is not None else payload
+
+    def _open_stream(self, slot: NodeSlot, so: StreamOpen, now: float) -> None:
+        data = self._frame_out(slot, so.payload, now, "stream request")
+        dst_idx = self.by_addr.get(so.dst)
+        server = self.slots[dst_idx] if dst_idx is not None else None
+        same_region = server is not None and server.region == slot.region
+        timeout_s = self.region_stream_timeout_s if same_region else self.fleet_stream_timeout_s
+        slot.streams[so.request_id] = -1 if dst_idx is None else dst_idx
+        self._push(now + timeout_s, K_STREAM_TIMEOUT, slot.idx, slot.epoch, so.request_id)
+        if server is None:
+            self.drops["no_host"] += 1
+            return
+        network = self.network
+        if network.partitioned and network.blocked(slot.idx, server.idx):
+            self.drops["partition"] += 1
+            return
+        key = (slot.epoch, so.request_id)
+        if not server.up:
+            # Connection refused: one round trip.
+            self.drops["host_down"] += 1
+            rtt_s = self._one_way_s(slot, server) + self._one_way_s(server, slot)
+            self._push(now + rtt_s, K_STREAM_REPLY, slot.idx, server.idx, key, None)
+            return
+        # SYN, SYN-ACK, then the request: three one-way trips plus the transfer.
+        wire_bytes = len(so.payload) + ENVELOPE_OVERHEAD_BYTES
+        delay_s = network.stream_delay_s(slot.region, server.region, wire_bytes, trips=3)
+        self._push(now + delay_s, K_STREAM_REQ, server.idx, slot.idx, key, data)
+
+    def _serve_stream(self, server: NodeSlot, core: Core, entry: Entry, now: float) -> None:
+        client = self.slots[entry[4]]
+        network = self.network
+        if network.partitioned and network.blocked(client.idx, server.idx):
+            self.drops["partition"] += 1
+            return
+        data: bytes | None = entry[6]
+        if self._sealer is not None:
+            data = self._sealer.open(entry[6])
+            if data is None:
+                # The server drops a connection it cannot authenticate.
+                self.drops["unopenable"] += 1
+                return
+        assert data is not None
+        reply = core.handle_stream_request(now, client.addr, data)
+        self._after(server, now)
+        if reply is None:
+            return
+        frame = self._frame_out(server, reply, now, "stream reply")
+        wire_bytes = len(reply) + ENVELOPE_OVERHEAD_BYTES
+        delay_s = network.stream_delay_s(server.region, client.region, wire_bytes, trips=1)
+        self._push(now + delay_s, K_STREAM_REPLY, client.idx, server.idx, entry[5], frame)

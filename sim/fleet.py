@@ -1,0 +1,261 @@
+"""The simulated fleet: real GossipNodes on the engine, their names, addresses and regions.
+
+The fleet is the engine's listener: it forwards every core event to the
+metrics and the invariant checkers, and it is the one place that creates,
+crashes, restarts, stalls and retires nodes (sim/faults.py calls it), so the
+observers always hear about a fault at the moment it happens.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from gossip.config import MembershipConfig
+from gossip.events import Event, MemberState
+from gossip.node import GossipNode, MemberView
+from sim.engine import Engine
+from sim.invariants import Invariants
+from sim.metrics import Metrics
+from sim.network import Network
+from sim.slot import NodeSlot, Sealer
+
+PORT = 7946
+# Addresses are 10.<region>.<x>.<y>: one /16 per region.
+REGIONS_MAX = 250
+ADDRS_PER_REGION = 250 * 250
+
+
+def region_name(r: int, region_count: int) -> str:
+    """The name of region index r: "r0".."r9", or zero-padded to sort well ("r00".."r99")."""
+    width = len(str(max(region_count - 1, 0)))
+    return f"r{r:0{width}d}"
+
+
+class Fleet:
+    """Every simulated node, the engine that drives them and who watches them."""
+
+    def __init__(
+        self,
+        *,
+        seed: int,
+        region_count: int,
+        network: Network,
+        region_config: MembershipConfig,
+        fleet_config: MembershipConfig,
+        metrics: Metrics,
+        invariants: Invariants,
+        rng: random.Random,
+        sealer: Sealer | None = None,
+        nonce_rng: random.Random | None = None,
+    ) -> None:
+        if not 1 <= region_count <= REGIONS_MAX:
+            raise ValueError(f"regions must be between 1 and {REGIONS_MAX}, got {region_count}")
+        self.seed = seed
+        self.region_count = region_count
+        self.region_names = [region_name(r, region_count) for r in range(region_count)]
+        self.region_config = region_config
+        self.fleet_config = fleet_config
+        self.network = network
+        self.metrics = metrics
+        self.invariants = invariants
+        # Node rngs and fault choices come from here, in a fixed order.
+        self.rng = rng
+        self.engine = Engine(
+            network,
+            self,
+            region_stream_timeout_s=region_config.stream_timeout_s,
+            fleet_stream_timeout_s=fleet_config.stream_timeout_s,
+            packet_max_bytes=min(region_config.packet_max_bytes, fleet_config.packet_max_bytes),
+            stream_max_bytes=min(region_config.stream_max_bytes, fleet_config.stream_max_bytes),
+            sealer=sealer,
+            nonce_rng=nonce_rng,
+        )
+        self.by_region: list[list[int]] = [[] for _ in range(region_count)]
+        self.idx_of: dict[str, int] = {}
+        self._next_addr = [0] * region_count
+        self._next_id = 0
+        # Slots that crashed (detection counts them) vs left gracefully or were retired.
+        self.crashed: list[bool] = []
+        self.left: list[bool] = []
+        # Told to leave gracefully and not yet stopped or restarted.
+        self.leaving: list[bool] = []
+        # How many of each fault the run injected (sim/faults.py counts them).
+        self.fault_counts: dict[str, int] = {
+            "crashes": 0,
+            "restarts": 0,
+            "stalls": 0,
+            "leaves": 0,
+            "joins": 0,
+            "partitions": 0,
+        }
+        metrics.bind(self)
+        invariants.bind(self)
+
+    # -- the engine's listener -------------------------------------------------------
+
+    def on_event(self, now: float, slot: NodeSlot, event: Event) -> None:
+        """A core reported an event."""
+        self.metrics.on_event(now, slot, event)
+        self.invariants.on_event(now, slot, event)
+
+    def on_violation(self, now: float, kind: str, detail: str) -> None:
+        """The engine saw a broken invariant (a core exception, an oversized packet, ...)."""
+        self.invariants.violation(now, kind, detail)
+
+    # -- queries -------------------------------------------------------------------------
+
+    @property
+    def slots(self) -> list[NodeSlot]:
+        """Every node ever created, by index."""
+        return self.engine.slots
+
+    @property
+    def now(self) -> float:
+        """The virtual clock."""
+        return self.engine.now
+
+    def core(self, idx: int) -> GossipNode:
+        """The live core of node idx."""
+        core = self.engine.slots[idx].core
+        assert isinstance(core, GossipNode), f"node {idx} is down"
+        return core
+
+    def live(self, region: int | None = None) -> list[int]:
+        """Indexes of the nodes that are up (in one region, or all), in index order."""
+        slots = self.engine.slots
+        pool = range(len(slots)) if region is None else self.by_region[region]
+        return [i for i in pool if slots[i].up]
+
+    # -- creating nodes --------------------------------------------------------------------
+
+    def new_addr(self, region: int) -> str:
+        """A fresh, unique address in a region's /16."""
+        k = self._next_addr[region]
+        if k >= ADDRS_PER_REGION:
+            raise ValueError(f"region {self.region_names[region]} ran out of addresses")
+        self._next_addr[region] = k + 1
+        return f"10.{region}.{k // 250}.{k % 250 + 1}:{PORT}"
+
+    def _make_core(self, node_id: str, addr: str, region: int, incarnation: int) -> GossipNode:
+        return GossipNode(
+            node_id,
+            addr,
+            self.region_names[region],
+            random.Random(self.rng.getrandbits(64)),
+            region_config=self.region_config,
+            fleet_config=self.fleet_config,
+            incarnation=incarnation,
+            now=self.engine.now,
+        )
+
+    def spawn(self, region: int, views: Sequence[MemberView] = (), *, drive: bool = True) -> NodeSlot:
+        """Create a new node in a region; with views, warm-started with that region view.
+
+        With drive False its first output waits for `engine.drive` (so a warm
+        start can create every node before any of them sends).
+        """
+        node_id = f"n{self._next_id:05d}"
+        self._next_id += 1
+        addr = self.new_addr(region)
+        core = self._make_core(node_id, addr, region, 0)
+        if views:
+            core.restore_view(self.engine.now, views)
+        idx = len(self.engine.slots)
+        self.idx_of[node_id] = idx
+        self.by_region[region].append(idx)
+        self.crashed.append(False)
+        self.left.append(False)
+        self.leaving.append(False)
+        self.metrics.on_spawn(idx, node_id, region, views)
+        slot = self.engine.add_node(node_id, addr, region, core, drive=drive)
+        self.invariants.on_start(slot)
+        return slot
+
+    def warm_start(self, nodes: int) -> None:
+        """Create a converged fleet: every node starts with its region's members alive.
+
+        Nodes are spread over regions as evenly as possible (the first regions get
+        one more). Gateways are left to the cores' own deterministic choice.
+        """
+        if nodes < self.region_count:
+            raise ValueError(f"need at least one node per region: {nodes} nodes, {self.region_count} regions")
+        base, extra = divmod(nodes, self.region_count)
+        for r in range(self.region_count):
+            count = base + (1 if r < extra else 0)
+            first = self._next_id
+            ids = [f"n{first + k:05d}" for k in range(count)]
+            start = self._next_addr[r]
+            addrs = [f"10.{r}.{(start + k) // 250}.{(start + k) % 250 + 1}:{PORT}" for k in range(count)]
+            name = self.region_names[r]
+            views = [
+                MemberView(i, a, name, MemberState.ALIVE, 1, False, "")
+                for i, a in zip(ids, addrs, strict=True)
+            ]
+            for k in range(count):
+                slot = self.spawn(r, views, drive=False)
+                assert slot.node_id == ids[k] and slot.addr == addrs[k]
+        for idx in range(len(self.engine.slots)):
+            self.engine.drive(idx)
+
+    def seeds_for(self, idx: int) -> list[str]:
+        """Join seeds for node idx: a live node of its own region and one of region 0."""
+        region = self.engine.slots[idx].region
+        seeds: list[str] = []
+        for r in (region, 0):
+            candidates = [i for i in self.live(r) if i != idx and not self.engine.slots[i].stalled]
+            if candidates:
+                addr = self.engine.slots[self.rng.choice(candidates)].addr
+                if addr not in seeds:
+                    seeds.append(addr)
+        return seeds
+
+    # -- faults (called by sim/faults.py) ---------------------------------------------------
+
+    def crash(self, idx: int) -> None:
+        """Node idx stops at once."""
+        if not self.engine.slots[idx].up:
+            return
+        self.crashed[idx] = True
+        self.metrics.on_crash(self.engine.now, idx)
+        self.engine.crash(idx)
+        self.metrics.on_down(self.engine.now, idx)
+
+    def leave(self, idx: int) -> None:
+        """Node idx leaves gracefully now; `retire` stops it once its notice is out."""
+        if not self.engine.slots[idx].up:
+            return
+        self.leaving[idx] = True
+        self.engine.call_node_at(self.engine.now, idx, lambda core, now: core.leave(now))
+
+    def retire(self, idx: int) -> None:
+        """Stop a node that has left gracefully (its leave is out)."""
+        if not self.engine.slots[idx].up:
+            return
+        self.left[idx] = True
+        self.leaving[idx] = False
+        self.engine.crash(idx)
+        self.metrics.on_down(self.engine.now, idx)
+
+    def restart(self, idx: int, *, new_addr: bool) -> None:
+        """Bring node idx back with its persisted incarnation, and join through seeds."""
+        slot = self.engine.slots[idx]
+        if slot.up:
+            return
+        addr = self.new_addr(slot.region) if new_addr else slot.addr
+        core = self._make_core(slot.node_id, addr, slot.region, slot.incarnation)
+        self.crashed[idx] = False
+        self.left[idx] = False
+        self.leaving[idx] = False
+        self.metrics.on_restart(self.engine.now, idx)
+        self.invariants.on_restart(slot)
+        self.engine.restart(idx, core, addr)
+        seeds = self.seeds_for(idx)
+        self.engine.call_node_at(self.engine.now, idx, lambda c, now: c.join(now, seeds))
+
+    def stall(self, idx: int, duration_s: float) -> None:
+        """Freeze node idx for duration_s."""
+        if not self.engine.slots[idx].up:
+            return
+        self.metrics.on_stall(self.engine.now, idx, duration_s)
+        self.engine.stall(idx, duration_s)

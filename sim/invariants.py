@@ -1,0 +1,228 @@
+"""Invariant checkers: they live outside the nodes and judge them from events, the wire and views.
+
+Safety invariants are checked all along (the engine reports oversized packets,
+core exceptions and timers that do not advance; events are checked here as
+they arrive). Liveness invariants are checked at the end of the run, and only
+when the run ended with a quiet phase long enough for the protocol to converge
+(TigerBeetle's VOPR does the same: a safety phase with faults, then a
+liveness phase that must converge).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gossip.events import BroadcastDelivered, Event, IncarnationChanged, MemberState
+from sim.slot import NodeSlot
+
+if TYPE_CHECKING:
+    from sim.fleet import Fleet
+    from sim.metrics import Metrics
+
+VIOLATIONS_MAX = 50
+GATEWAYS_MAX = 3
+# Quiet time needed before the end-of-run liveness checks, in probe intervals of each pool.
+REGION_SETTLE_PROBES = 15
+FLEET_SETTLE_PROBES = 6
+
+STREAMING_CHECKS = (
+    "no_core_exception",
+    "timer_advances",
+    "packet_max_bytes",
+    "stream_max_bytes",
+    "incarnation_monotonic",
+    "broadcast_delivered_once",
+)
+
+
+class Invariants:
+    """Records violations, each with the command that reproduces it."""
+
+    def __init__(self, seed: int, reproduce: str) -> None:
+        self.seed = seed
+        self.reproduce = reproduce
+        self.checked: list[str] = list(STREAMING_CHECKS)
+        self.violations: list[str] = []
+        self.violation_count = 0
+        self._fleet: Fleet | None = None
+        # The incarnation each node's next IncarnationChanged must exceed.
+        self._floor: list[int] = []
+        self._delivered: dict[tuple[int, str, int], None] = {}
+
+    def bind(self, fleet: Fleet) -> None:
+        """Attach to the fleet."""
+        self._fleet = fleet
+
+    def violation(self, now: float, kind: str, detail: str) -> None:
+        """Record one broken invariant."""
+        self.violation_count += 1
+        if len(self.violations) < VIOLATIONS_MAX:
+            self.violations.append(
+                f"t={now:.3f}s {kind}: {detail}; reproduce with --seed {self.seed}: {self.reproduce}"
+            )
+
+    def _check(self, name: str) -> None:
+        if name not in self.checked:
+            self.checked.append(name)
+
+    # -- streaming checks ----------------------------------------------------------------
+
+    def on_start(self, slot: NodeSlot) -> None:
+        """A node was created (its first events are already in)."""
+        while len(self._floor) <= slot.idx:
+            self._floor.append(0)
+
+    def on_restart(self, slot: NodeSlot) -> None:
+        """A node restarts: it must come back above the incarnation it persisted."""
+        self._floor[slot.idx] = max(self._floor[slot.idx], slot.incarnation)
+
+    def on_event(self, now: float, slot: NodeSlot, event: Event) -> None:
+        """Check one core event."""
+        if type(event) is IncarnationChanged:
+            idx = slot.idx
+            while len(self._floor) <= idx:
+                self._floor.append(0)
+            if event.incarnation <= self._floor[idx]:
+                self.violation(
+                    now,
+                    "incarnation_monotonic",
+                    f"{slot.node_id} reported incarnation {event.incarnation}, "
+                    f"not above {self._floor[idx]} (its previous or persisted one)",
+                )
+            self._floor[idx] = max(self._floor[idx], event.incarnation)
+        elif type(event) is BroadcastDelivered:
+            key = (slot.idx, event.origin_id, event.seq)
+            if key in self._delivered:
+                self.violation(
+                    now,
+                    "broadcast_delivered_once",
+                    f"{slot.node_id} delivered broadcast {event.origin_id}#{event.seq} twice",
+                )
+            self._delivered[key] = None
+
+    # -- end-of-run checks ------------------------------------------------------------------
+
+    def check_end(
+        self, metrics: Metrics, now: float, quiet_since_s: float, *, lossy: bool, after_split: bool = False
+    ) -> None:
+        """The liveness checks that apply, given how long the run has been quiet.
+
+        After a partition, members each side declared dead are only guaranteed
+        to come back through push-pull (gossip to the dead is the fast path), so
+        the quiet phase must also cover one push-pull interval of the pool.
+        """
+        fleet = self._fleet
+        assert fleet is not None
+        quiet_s = now - quiet_since_s
+        self._check_views_match(fleet, metrics, now)
+        region_settle_s = REGION_SETTLE_PROBES * fleet.region_config.probe_interval_s
+        fleet_settle_s = FLEET_SETTLE_PROBES * fleet.fleet_config.probe_interval_s
+        if after_split:
+            region_settle_s += fleet.region_config.push_pull_interval_s
+            fleet_settle_s += fleet.fleet_config.push_pull_interval_s
+        if quiet_s >= region_settle_s:
+            self._check_region_liveness(fleet, now, lossy=lossy)
+            if fleet.region_count > 1:
+                self._check_gateways(fleet, now)
+        if fleet.region_count > 1 and quiet_s >= max(region_settle_s, fleet_settle_s):
+            self._check_fleet_liveness(fleet, now)
+        self._check_crashes_dead(fleet, metrics, now)
+
+    def _check_views_match(self, fleet: Fleet, metrics: Metrics, now: float) -> None:
+        """The views rebuilt from MemberChanged events equal what members() says."""
+        self._check("events_match_view")
+        for idx in fleet.live():
+            core = fleet.core(idx)
+            for pool, tracked in (("region", metrics.region_view[idx]), ("fleet", metrics.fleet_view[idx])):
+                if pool == "fleet" and not core.is_gateway:
+                    continue
+                actual = {m.node_id: m.state for m in core.members(pool) if m.node_id != core.node_id}
+                for node_id, state in actual.items():
+                    if tracked.get(node_id) != state:
+                        self.violation(
+                            now,
+                            "events_match_view",
+                            f"{core.node_id} lists {node_id} as {state} in pool {pool}, but its "
+                            f"events say {tracked.get(node_id)}",
+                        )
+                        return
+                for node_id, state in tracked.items():
+                    if node_id not in actual and state not in (MemberState.DEAD, MemberState.LEFT):
+                        self.violation(
+                            now,
+                            "events_match_view",
+                            f"{core.node_id}'s events left {node_id} {state} in pool {pool}, "
+                            "but members() does not list it",
+                        )
+                        return
+
+    def _check_region_liveness(self, fleet: Fleet, now: float, *, lossy: bool) -> None:
+        """Every live node sees every live member of its region alive (suspect tolerated under loss)."""
+        self._check("region_liveness")
+        ok = (MemberState.ALIVE, MemberState.SUSPECT) if lossy else (MemberState.ALIVE,)
+        slots = fleet.slots
+        for region in range(fleet.region_count):
+            live = [i for i in fleet.live(region) if not slots[i].stalled]
+            for obs in live:
+                view = {m.node_id: m.state for m in fleet.core(obs).members("region")}
+                for subj in live:
+                    state = view.get(slots[subj].node_id)
+                    if subj != obs and state not in ok:
+                        self.violation(
+                            now,
+                            "region_liveness",
+                            f"{slots[obs].node_id} sees live {slots[subj].node_id} as {state} "
+                            f"at the end of the liveness phase",
+                        )
+                        return
+
+    def _check_gateways(self, fleet: Fleet, now: float) -> None:
+        """Once converged, every region has 1 to 3 gateways."""
+        self._check("gateways_per_region")
+        for region in range(fleet.region_count):
+            live = fleet.live(region)
+            count = sum(1 for i in live if fleet.core(i).is_gateway)
+            if live and not 1 <= count <= GATEWAYS_MAX:
+                self.violation(
+                    now,
+                    "gateways_per_region",
+                    f"region {fleet.region_names[region]} has {count} gateways (want 1..{GATEWAYS_MAX})",
+                )
+
+    def _check_fleet_liveness(self, fleet: Fleet, now: float) -> None:
+        """Every live gateway sees every other live gateway in the fleet pool (not dead or left)."""
+        self._check("fleet_liveness")
+        slots = fleet.slots
+        gateways = [i for i in fleet.live() if fleet.core(i).is_gateway and not slots[i].stalled]
+        for g in gateways:
+            view = {m.node_id: m.state for m in fleet.core(g).members("fleet")}
+            for h in gateways:
+                state = view.get(slots[h].node_id)
+                if h != g and state not in (MemberState.ALIVE, MemberState.SUSPECT):
+                    self.violation(
+                        now,
+                        "fleet_liveness",
+                        f"gateway {slots[g].node_id} sees gateway {slots[h].node_id} as {state} "
+                        "in the fleet pool",
+                    )
+                    return
+
+    def _check_crashes_dead(self, fleet: Fleet, metrics: Metrics, now: float) -> None:
+        """A node crashed for longer than the longest suspicion is dead at every live region member."""
+        slots = fleet.slots
+        limit_s = metrics.suspicion_max_s("region") + 10.0
+        for rec in metrics.crashes:
+            if now - rec.at_s < limit_s or slots[rec.idx].up:
+                continue
+            self._check("crashed_detected")
+            region = slots[rec.idx].region
+            for obs in fleet.live(region):
+                states = [m.state for m in fleet.core(obs).members("region") if m.node_id == rec.node_id]
+                if states and states[0] in (MemberState.ALIVE, MemberState.SUSPECT):
+                    self.violation(
+                        now,
+                        "crashed_detected",
+                        f"{slots[obs].node_id} still sees {rec.node_id} as {states[0]} "
+                        f"{now - rec.at_s:.1f}s after it crashed",
+                    )
+                    return

@@ -1,0 +1,97 @@
+"""The report: nearest-rank percentiles, the JSON object, and a short human summary."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+# Times in the report are rounded to 0.1 ms; rates to 0.01.
+TIME_DIGITS = 4
+RATE_DIGITS = 2
+
+
+def percentile(sorted_samples: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile of an ascending, non-empty sequence (p in (0, 100])."""
+    rank = max(1, math.ceil(p / 100.0 * len(sorted_samples)))
+    return sorted_samples[rank - 1]
+
+
+def _finite(x: float, digits: int) -> float | None:
+    return round(x, digits) if math.isfinite(x) else None
+
+
+def stats(samples: Sequence[float], digits: int = TIME_DIGITS) -> dict[str, float | None]:
+    """{p50, p99, max} by nearest rank; null when there are no samples or the rank is infinite.
+
+    An infinite sample stands for "never happened" (a node the broadcast never
+    reached, a crash never detected by all): it sorts last, so the percentiles
+    it reaches are null rather than a flattering finite number.
+    """
+    if not samples:
+        return {"p50": None, "p99": None, "max": None}
+    ordered = sorted(samples)
+    return {
+        "p50": _finite(percentile(ordered, 50), digits),
+        "p99": _finite(percentile(ordered, 99), digits),
+        "max": _finite(ordered[-1], digits),
+    }
+
+
+def to_json(report: dict[str, Any]) -> str:
+    """The report as one line of JSON (keys in report order)."""
+    return json.dumps(report, separators=(", ", ": "), allow_nan=False)
+
+
+def _fmt(s: dict[str, Any] | None, unit: str = "s") -> str:
+    if s is None:
+        return "n/a"
+
+    def one(v: Any) -> str:
+        return "-" if v is None else f"{v:g}{unit}"
+
+    return f"p50 {one(s['p50'])}  p99 {one(s['p99'])}  max {one(s['max'])}"
+
+
+def summary(report: dict[str, Any]) -> str:
+    """A few lines for a human: what ran, what it showed, whether invariants held."""
+    lines = [
+        f"sim: {report['scenario']}  {report['nodes']} nodes in {report['regions']} regions, "
+        f"profile {report['profile']}, seed {report['seed']}",
+        f"  {report['sim_s']:g} simulated s in {report['wall_s']:.1f} wall s "
+        f"({report['sim_s'] / max(report['wall_s'], 1e-9):.1f}x real time), "
+        f"peak RSS {report['peak_rss_bytes'] / 2**20:.0f} MiB",
+    ]
+    warm = report.get("warmup")
+    if warm is not None:
+        at = "never" if warm["converged_s"] is None else f"{warm['converged_s']}s"
+        lines.append(f"  warm-up: converged at {at}, bytes/node/s {_fmt(warm['bytes_per_node_s'], '')}")
+    det = report["detection"]
+    if det is not None:
+        lines.append(f"  detection of {det['crashed']} crashed: first suspect {_fmt(det['first_suspect_s'])}")
+        lines.append(f"    all dead {_fmt(det['all_dead_s'])}  (undetected: {det['undetected']})")
+    lines.append(f"  false dead: {report['false_dead']}")
+    dis = report["dissemination"]
+    if dis is not None:
+        lines.append(f"  broadcast: all nodes {_fmt(dis['s_all'])}  ({_fmt(dis['rounds_all'], ' rounds')})")
+        lines.append(f"    origin region {_fmt(dis['region_s_all'])}  (missing: {dis['missing']})")
+    tr = report["traffic"]
+    if tr is not None:
+        lines.append(f"  traffic bytes/node/s {_fmt(tr['bytes_per_node_s'], '')}")
+        lines.append(f"    msgs/node/s {_fmt(tr['msgs_per_node_s'], '')}")
+    part = report["partition"]
+    if part is not None:
+        healed = "never" if part["heal_s"] is None else f"{part['heal_s']}s"
+        regions = "never" if part["region_heal_s"] is None else f"{part['region_heal_s']}s"
+        lines.append(f"  partition healed in {healed} (regions: {regions})")
+        lines.append(
+            f"    dead across the split: {part['dead_pairs']}, echoed after it: {part['echo_dead_pairs']}"
+        )
+    inv = report["invariants"]
+    if inv["violations"]:
+        lines.append(f"  INVARIANTS VIOLATED ({len(inv['violations'])}):")
+        lines.extend(f"    {v}" for v in inv["violations"][:10])
+    else:
+        lines.append(f"  invariants hold: {', '.join(inv['checked'])}")
+    return "\n".join(lines)

@@ -1,0 +1,244 @@
+"""One simulation run: build the fleet from the seed, run the scenario, return the report."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import random
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from gossip.config import LOCAL, WAN
+from gossip.config import profile as named_profile
+from gossip.envelope import Keyring
+from sim import scenarios
+from sim.fleet import Fleet
+from sim.invariants import Invariants
+from sim.metrics import Metrics
+from sim.network import Network
+from sim.report import TIME_DIGITS
+
+# Nodes join their seeds staggered over this window after the warm start.
+JOIN_STAGGER_S = 1.5
+# How often a convergence watch polls the (cached) views.
+CONVERGENCE_POLL_S = 0.25
+BROADCAST_PAYLOAD_BYTES = 32
+GC_GEN0_THRESHOLD = 50_000
+
+
+def reproduce_command(
+    nodes: int,
+    regions: int,
+    scenario: str,
+    seed: int,
+    duration_s: float,
+    loss: float,
+    profile: str,
+    encrypt: bool,
+) -> str:
+    """The command line that reruns exactly this simulation."""
+    cmd = (
+        f"python -m sim --nodes {nodes} --regions {regions} --scenario {scenario} "
+        f"--seed {seed} --duration {duration_s:g} --loss {loss:g} --profile {profile}"
+    )
+    return cmd + (" --encrypt" if encrypt else "")
+
+
+def _peak_rss_bytes() -> int:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+def _watch_convergence(
+    fleet: Fleet, start_s: float, end_s: float, pools: str, done: dict[str, float | None], key: str
+) -> None:
+    """From start_s, poll until the pools converge; store when they did in done[key].
+
+    The time stored is that of the last change towards convergence before the
+    poll that found it, so the poll period does not blur the figure.
+    """
+    metrics = fleet.metrics
+
+    def poll(now: float) -> None:
+        if metrics.converged(pools):
+            done[key] = max(metrics.settled_at_s(pools), start_s)
+            return
+        if now + CONVERGENCE_POLL_S <= end_s:
+            fleet.engine.call_at(now + CONVERGENCE_POLL_S, poll)
+
+    fleet.engine.call_at(start_s, poll)
+
+
+@contextlib.contextmanager
+def _lean_gc() -> Iterator[None]:
+    """Keep the cyclic GC off the long-lived fleet while the clock runs.
+
+    Almost everything a running simulation allocates is short-lived and freed by
+    reference counting; the fleet's cores live until the end. Freezing them and
+    collecting the young generation less often saves the collector from walking
+    the whole fleet over and over. The previous settings come back afterwards.
+    """
+    thresholds = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, thresholds[1], thresholds[2])
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+
+
+def _joiner(seeds: list[str]) -> Callable[[Any, float], None]:
+    def join(core: Any, now: float) -> None:
+        core.join(now, seeds)
+
+    return join
+
+
+def run_simulation(
+    nodes: int,
+    regions: int,
+    scenario: str,
+    seed: int,
+    duration_s: float,
+    loss: float | None = None,
+    profile: str = "lan",
+    encrypt: bool = False,
+) -> dict[str, Any]:
+    """Simulate `nodes` real gossip cores in `regions` under `scenario`; return the JSON report.
+
+    `loss` None takes the scenario's default (0.10 for "loss", else 0). The same
+    arguments give the same report byte for byte, except wall_s and peak_rss_bytes.
+    """
+    wall_start = time.perf_counter()
+    if scenario not in scenarios.SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; choose one of: {', '.join(scenarios.SCENARIOS)}")
+    if nodes < 1 or regions < 1:
+        raise ValueError(f"need at least one node and one region, got --nodes {nodes} --regions {regions}")
+    if duration_s <= scenarios.FAULT_AT_S:
+        raise ValueError(
+            f"--duration {duration_s:g} is too short: faults and measurements start at "
+            f"t={scenarios.FAULT_AT_S:g} s after the warm start; use at least 20"
+        )
+    if loss is None:
+        loss = scenarios.default_loss(scenario)
+    region_config = named_profile(profile)
+    fleet_config = LOCAL if profile == "local" else WAN
+
+    # Every random choice comes from one seed, through child RNGs drawn in a fixed order.
+    master = random.Random(seed)
+    network_rng = random.Random(master.getrandbits(64))
+    node_rng = random.Random(master.getrandbits(64))
+    fault_rng = random.Random(master.getrandbits(64))
+    nonce_rng = random.Random(master.getrandbits(64))
+    network_key = master.randbytes(32)
+
+    network = Network(network_rng, regions, loss=loss)
+    # Under loss (or stalls) a member is briefly suspect now and then: that still counts as seen.
+    metrics = Metrics(tolerate_suspect=loss > 0.0 or scenario == "stall")
+    invariants = Invariants(
+        seed, reproduce_command(nodes, regions, scenario, seed, duration_s, loss, profile, encrypt)
+    )
+    fleet = Fleet(
+        seed=seed,
+        region_count=regions,
+        network=network,
+        region_config=region_config,
+        fleet_config=fleet_config,
+        metrics=metrics,
+        invariants=invariants,
+        rng=node_rng,
+        sealer=Keyring([network_key]) if encrypt else None,
+        nonce_rng=nonce_rng,
+    )
+    engine = fleet.engine
+
+    # Warm start: a converged fleet, then every node joins through two seeds, staggered,
+    # which is how the gateways find the fleet pool.
+    fleet.warm_start(nodes)
+    for idx in range(nodes):
+        engine.call_node_at(fault_rng.uniform(0.0, JOIN_STAGGER_S), idx, _joiner(fleet.seeds_for(idx)))
+    converged: dict[str, float | None] = {"warmup": None, "heal": None, "heal_region": None}
+    _watch_convergence(fleet, 0.0, duration_s, "all", converged, "warmup")
+
+    plan = scenarios.schedule(fleet, scenario, duration_s, fault_rng, loss)
+    engine.call_at(plan.fault_at_s, metrics.start_traffic_window)
+    if plan.broadcast_at_s is not None:
+        payload = fault_rng.randbytes(BROADCAST_PAYLOAD_BYTES)
+
+        def inject(now: float) -> None:
+            # Chosen at the time, among nodes that are up and not stalled (crashes of
+            # this instant were scheduled first, so they have happened).
+            candidates = [i for i in fleet.live() if not fleet.slots[i].stalled]
+            origin = fault_rng.choice(candidates)
+
+            def send(core: Any, t: float) -> None:
+                metrics.start_broadcast(t, origin, core.broadcast(t, payload))
+
+            engine.call_node_at(now, origin, send)
+
+        engine.call_at(plan.broadcast_at_s, inject)
+    if plan.heal_at_s is not None and plan.heal_at_s < duration_s:
+        _watch_convergence(fleet, plan.heal_at_s, duration_s, "all", converged, "heal")
+        _watch_convergence(fleet, plan.heal_at_s, duration_s, "region", converged, "heal_region")
+
+    with _lean_gc():
+        engine.run_until(duration_s)
+    invariants.check_end(
+        metrics, duration_s, plan.quiet_since_s, lossy=plan.lossy, after_split=plan.heal_at_s is not None
+    )
+
+    heal_at_s = plan.heal_at_s
+    heal_done = converged["heal"]
+    heal_region_done = converged["heal_region"]
+    warm_done = converged["warmup"]
+    return {
+        "seed": seed,
+        "nodes": nodes,
+        "regions": regions,
+        "scenario": scenario,
+        "profile": profile,
+        "sim_s": duration_s,
+        "wall_s": round(time.perf_counter() - wall_start, 3),
+        "peak_rss_bytes": _peak_rss_bytes(),
+        "detection": metrics.detection() if metrics.crashes else None,
+        "false_dead": len(metrics.false_dead_pairs),
+        "dissemination": metrics.dissemination(region_config.gossip_interval_s),
+        "traffic": metrics.traffic(duration_s),
+        "partition": (
+            {
+                "heal_s": round(heal_done - heal_at_s, TIME_DIGITS) if heal_done is not None else None,
+                "region_heal_s": (
+                    round(heal_region_done - heal_at_s, TIME_DIGITS) if heal_region_done is not None else None
+                ),
+                "split_s": scenarios.PARTITION_S,
+                "dead_pairs": len(metrics.partition_dead_pairs),
+                "echo_dead_pairs": len(metrics.echo_dead_pairs),
+            }
+            if heal_at_s is not None
+            else None
+        ),
+        "invariants": {
+            "checked": invariants.checked,
+            "violations": invariants.violations,
+            "violation_count": invariants.violation_count,
+        },
+        "loss": loss,
+        "encrypt": encrypt,
+        "warmup": {
+            "converged_s": round(warm_done, TIME_DIGITS) if warm_done is not None else None,
+            "bytes_per_node_s": metrics.warmup_traffic(),
+        },
+        "faults": dict(fleet.fault_counts),
+        "leave_seen_dead": len(metrics.leave_seen_dead_pairs),
+        "wire": {
+            "events": engine.events_processed,
+            "duplicated": engine.duplicated,
+            "dropped": dict(engine.drops),
+        },
+    }

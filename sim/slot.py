@@ -1,0 +1,91 @@
+"""A simulated node's driver state, and the interfaces the engine talks to."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from gossip.events import Event
+from gossip.io import Datagram, StreamOpen
+
+Entry = tuple[float, int, int, int, Any, Any, Any]
+"""One heap entry: (time_s, seq, kind, node index, a, b, c); see sim/engine.py for the kinds."""
+
+
+class Core(Protocol):
+    """The method shape the engine drives (gossip.node.GossipNode and test cores)."""
+
+    def handle_datagram(self, now: float, src: str, data: bytes) -> None: ...
+    def handle_stream_request(self, now: float, src: str, data: bytes) -> bytes | None: ...
+    def handle_stream_reply(self, now: float, request_id: int, data: bytes | None) -> None: ...
+    def handle_timer(self, now: float) -> None: ...
+    def next_deadline(self) -> float | None: ...
+    def poll_transmit(self) -> list[Datagram | StreamOpen]: ...
+    def next_event(self) -> Event | None: ...
+
+
+class Sealer(Protocol):
+    """The envelope (gossip.envelope.Keyring): seal with a caller-chosen nonce, open or None."""
+
+    def seal(self, plaintext: bytes, nonce: bytes) -> bytes: ...
+    def open(self, data: bytes) -> bytes | None: ...
+
+
+class Listener(Protocol):
+    """Receives what the engine observes: core events and broken invariants."""
+
+    def on_event(self, now: float, slot: NodeSlot, event: Event) -> None: ...
+    def on_violation(self, now: float, kind: str, detail: str) -> None: ...
+
+
+class NodeSlot:
+    """One simulated node: its core and the state its driver keeps."""
+
+    __slots__ = (
+        "addr",
+        "backlog",
+        "core",
+        "epoch",
+        "idx",
+        "incarnation",
+        "node_id",
+        "region",
+        "stall_until_s",
+        "stalled",
+        "streams",
+        "timer_at",
+        "timer_gen",
+        "timer_spin",
+        "tx_bytes",
+        "tx_msgs",
+        "up",
+        "up_since_s",
+        "uptime_s",
+    )
+
+    def __init__(self, idx: int, node_id: str, addr: str, region: int, core: Core, now: float) -> None:
+        self.idx = idx
+        self.node_id = node_id
+        self.addr = addr
+        self.region = region
+        self.core: Core | None = core
+        self.up = True
+        # Bumped on crash and restart: events addressed to an earlier life are dropped.
+        self.epoch = 0
+        self.timer_at: float | None = None
+        self.timer_gen = 0
+        self.timer_spin = 0
+        self.stalled = False
+        self.stall_until_s = 0.0
+        self.backlog: list[Entry] = []
+        # request id -> server idx, for the streams this node has open.
+        self.streams: dict[int, int] = {}
+        self.tx_bytes = 0
+        self.tx_msgs = 0
+        # The last incarnation the node persisted (IncarnationChanged): a restart starts there.
+        self.incarnation = 0
+        self.up_since_s = now
+        self.uptime_s = 0.0
+
+    def uptime_until(self, now: float) -> float:
+        """Seconds this node has been up from its creation until `now`."""
+        return self.uptime_s + (now - self.up_since_s if self.up else 0.0)

@@ -1,0 +1,130 @@
+"""Small whole-fleet simulations of the real gossip core, over several seeds per scenario.
+
+Every assertion message carries the command that reproduces the run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sim.report import summary
+from sim.run import reproduce_command, run_simulation
+
+SEEDS = (1, 2, 3)
+
+
+def simulate(
+    nodes: int, regions: int, scenario: str, seed: int, duration_s: float, loss: float | None = None
+) -> tuple[dict[str, Any], str]:
+    report = run_simulation(nodes, regions, scenario, seed, duration_s, loss)
+    how = reproduce_command(nodes, regions, scenario, seed, duration_s, report["loss"], "lan", False)
+    return report, f"seed {seed}; reproduce with: {how}\n{summary(report)}"
+
+
+def assert_invariants_hold(report: dict[str, Any], why: str) -> None:
+    assert report["invariants"]["violations"] == [], why
+    assert "events_match_view" in report["invariants"]["checked"], why
+
+
+def without_host_figures(report: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in report.items() if k not in ("wall_s", "peak_rss_bytes")}
+
+
+def test_same_seed_gives_the_same_report_byte_for_byte() -> None:
+    a = run_simulation(40, 2, "crash", 11, 25.0, 0.05)
+    b = run_simulation(40, 2, "crash", 11, 25.0, 0.05)
+    assert without_host_figures(a) == without_host_figures(b)
+    c = run_simulation(40, 2, "crash", 12, 25.0, 0.05)
+    assert without_host_figures(c) != without_host_figures(a)
+
+
+def test_the_real_envelope_changes_only_the_cost() -> None:
+    plain = run_simulation(20, 2, "steady", 5, 20.0)
+    sealed = run_simulation(20, 2, "steady", 5, 20.0, encrypt=True)
+    assert sealed["wire"]["dropped"]["unopenable"] == 0
+    plain.pop("encrypt"), sealed.pop("encrypt")
+    assert without_host_figures(plain) == without_host_figures(sealed)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_steady(seed: int) -> None:
+    report, why = simulate(45, 3, "steady", seed, 30.0)
+    assert_invariants_hold(report, why)
+    assert report["false_dead"] == 0, why
+    assert {"region_liveness", "gateways_per_region", "fleet_liveness"} <= set(
+        report["invariants"]["checked"]
+    )
+    dis = report["dissemination"]
+    assert dis["missing"] == 0 and dis["s_all"]["max"] is not None, why
+    assert dis["region_s_all"]["max"] <= dis["s_all"]["max"], why
+    assert report["warmup"]["converged_s"] is not None and report["warmup"]["converged_s"] < 10.0, why
+    assert report["traffic"]["bytes_per_node_s"]["p50"] > 0, why
+    assert report["detection"] is None and report["partition"] is None
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_loss(seed: int) -> None:
+    report, why = simulate(45, 3, "loss", seed, 30.0)
+    assert report["loss"] == 0.10
+    assert report["wire"]["dropped"]["loss"] > 0
+    assert_invariants_hold(report, why)
+    assert report["false_dead"] == 0, why
+    assert report["dissemination"]["missing"] == 0, why
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_crash_is_detected_by_every_node_that_tracks_it(seed: int) -> None:
+    report, why = simulate(60, 3, "crash", seed, 40.0, loss=0.05)
+    assert_invariants_hold(report, why)
+    det = report["detection"]
+    assert det["crashed"] == 1, why
+    assert det["undetected"] == 0, why
+    assert det["first_suspect_s"]["max"] <= det["all_dead_s"]["max"] <= 20.0, why
+    assert report["false_dead"] == 0, why
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_stall(seed: int) -> None:
+    report, why = simulate(60, 3, "stall", seed, 50.0)
+    assert report["faults"]["stalls"] >= 1, why
+    assert_invariants_hold(report, why)
+    assert report["false_dead"] == 0, why
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_partition_heals_in_every_region(seed: int) -> None:
+    # 50 s after the healing: one lan push-pull interval (30 s) plus the liveness phase.
+    report, why = simulate(40, 2, "partition", seed, 90.0)
+    assert_invariants_hold(report, why)
+    part = report["partition"]
+    assert part["dead_pairs"] > 0, why  # each side declared the other dead: the split was real
+    assert report["false_dead"] == 0, why
+    assert part["region_heal_s"] is not None and part["region_heal_s"] <= 35.0, why
+    assert "region_liveness" in report["invariants"]["checked"]
+
+
+def test_partition_heals_in_the_fleet_pool_too() -> None:
+    # The fleet pool (wan profile: push-pull every 60 s) takes longer than the regions.
+    report, why = simulate(40, 2, "partition", 2, 140.0)
+    assert_invariants_hold(report, why)
+    part = report["partition"]
+    assert part["heal_s"] is not None and part["region_heal_s"] <= part["heal_s"], why
+    assert "fleet_liveness" in report["invariants"]["checked"]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_churn(seed: int) -> None:
+    report, why = simulate(40, 2, "churn", seed, 45.0)
+    faults = report["faults"]
+    assert faults["leaves"] >= 2 and faults["joins"] + faults["restarts"] >= 2, why
+    assert_invariants_hold(report, why)
+    assert report["false_dead"] == 0, why
+
+
+def test_single_region_fleet_has_no_fleet_pool_checks() -> None:
+    report, why = simulate(20, 1, "crash", 4, 30.0)
+    assert_invariants_hold(report, why)
+    assert "fleet_liveness" not in report["invariants"]["checked"]
+    assert report["detection"]["undetected"] == 0, why
