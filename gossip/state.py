@@ -1,0 +1,496 @@
+"""The signed, versioned state store with Scuttlebutt-style anti-entropy (sans-IO).
+
+The store holds one record per slot `(kind, key)`: the greatest of every record
+for that slot it has accepted, ordered by `(version, author, content hash,
+signature)`. That order is total, so merging is a per-slot max: commutative,
+associative and idempotent. Each record is verified once, on receipt (signature,
+known and unrevoked author, allowed to write that kind and key, scope, limits);
+anything else is dropped and counted by reason in `counters`, never raised.
+
+Anti-entropy (docs/state.md has the reasoning):
+- `digest()` maps each author to `(highest version held, fingerprint)`, the
+  fingerprint being the XOR of a 64-bit hash of every record of that author the
+  store holds. Records superseded by another author's record are simply no
+  longer held, so they drop out of both numbers and never cause a resend loop.
+- `missing_for(remote_digest, budget)` sends, per author whose entry differs,
+  the records above the peer's highest version (what Scuttlebutt sends) and,
+  only if the fingerprint of the records at or below it differs too, those as
+  well: that repairs a gap left by a record pushed out of order, which a
+  max-version digest alone would hide for ever.
+- When everything does not fit the budget, half of the time the store fills it
+  in priority order (revocations first) and half of the time from a random
+  start, so no record is starved by others the peer keeps refusing.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from gossip.codec import U64_MAX, DecodeError
+from gossip.records import (
+    PAYLOAD_MAX_BYTES,
+    PUBLIC_KEY_BYTES,
+    Record,
+    content_hash,
+    decode_record,
+    encoded_size,
+    field_problem,
+    fingerprint,
+    key_id,
+    max_encoded_bytes,
+    verify_record,
+)
+
+FLEET_SCOPE = "fleet"
+REGION_SCOPE_PREFIX = "region:"
+REGION_MAX_CHARS = 64
+# What missing_for counts per record on top of its encoding: the msgpack bin header
+# the record gets as one item of a list (5 bytes at most).
+RECORD_FRAMING_BYTES = 5
+
+# The scope each kind must carry: inventory and placement stay in their region, so
+# a node's memory and traffic grow with its region, never with the fleet.
+KIND_SCOPES: dict[str, str] = {
+    "inventory": "region",
+    "placement": "region",
+    "desired": "fleet",
+    "revocation": "fleet",
+    "trust": "fleet",
+}
+# Kinds whose key must be the author's id. Nodes can be revoked, and revoking removes
+# their records; if a node's record could have superseded another author's in a
+# shared slot, that older record would be gone, and the state would depend on whether
+# the revocation arrived first. Owner-keyed slots keep merge a pure function of the
+# set of records. Operators share slots, and are never revoked by records.
+OWNER_KEYED_KINDS = ("inventory", "placement")
+# Under a tight budget, what the store sends first.
+_KIND_PRIORITY = {"revocation": 0, "trust": 1, "desired": 2, "placement": 3, "inventory": 4}
+
+DROP_REASONS = (
+    "malformed",
+    "oversized",
+    "unknown_kind",
+    "bad_scope",
+    "out_of_scope",
+    "unknown_author",
+    "revoked_author",
+    "not_allowed",
+    "duplicate",
+    "stale",
+    "full",
+    "bad_signature",
+    "undecodable",
+)
+
+Digest = dict[str, tuple[int, int]]
+"""author -> (highest version held, XOR of the fingerprints of the records held)."""
+
+_Rank = tuple[int, str, bytes, bytes]
+
+
+def _scope_class(scope: str) -> str | None:
+    if scope == FLEET_SCOPE:
+        return "fleet"
+    if (
+        scope.startswith(REGION_SCOPE_PREFIX)
+        and 0 < len(scope) - len(REGION_SCOPE_PREFIX) <= REGION_MAX_CHARS
+    ):
+        return "region"
+    return None
+
+
+def in_scope(scope: str, region: str | None) -> bool:
+    """Whether a node of `region` keeps a record of `scope`: fleet-wide ones and its own region's.
+
+    region None keeps every region (a simulator's global view, tests).
+    """
+    return scope == FLEET_SCOPE or region is None or scope == REGION_SCOPE_PREFIX + region
+
+
+class Trust(Protocol):
+    """Who may author records: the store asks it about every record it receives."""
+
+    def public_key(self, author: str) -> bytes | None:
+        """The author's Ed25519 public key, or None if the author is unknown."""
+        ...
+
+    def is_revoked(self, author: str) -> bool:
+        """True if the author's records must be refused (on top of revocation records)."""
+        ...
+
+    def may_write(self, author: str, kind: str, key: str) -> bool:
+        """True if the author may write the slot (kind, key).
+
+        Must never let a revocation target an author that may itself write
+        revocations: a revocation cycle would make the state depend on delivery order.
+        """
+        ...
+
+
+class StaticTrust:
+    """A Trust with keys registered explicitly: operators and nodes.
+
+    Operators write desired state, trust records, and revocations of nodes (never of
+    an operator: operator keys are managed by trust records, which mesh/ interprets).
+    A node writes its own inventory and placement records, each keyed by its own id
+    (readers pick the placement of the newest term; fencing comes with elections).
+    """
+
+    def __init__(
+        self, operators: Iterable[bytes] = (), nodes: Iterable[bytes] = (), revoked: Iterable[str] = ()
+    ) -> None:
+        """Trust the given operator and node public keys; refuse the revoked author ids."""
+        self._operators: dict[str, bytes] = {}
+        self._nodes: dict[str, bytes] = {}
+        self._revoked: dict[str, None] = {}
+        for public_key in operators:
+            self.add_operator(public_key)
+        for public_key in nodes:
+            self.add_node(public_key)
+        for author in revoked:
+            self.revoke(author)
+
+    @staticmethod
+    def _checked(public_key: bytes) -> bytes:
+        if type(public_key) is not bytes or len(public_key) != PUBLIC_KEY_BYTES:
+            raise ValueError(f"an Ed25519 public key is {PUBLIC_KEY_BYTES} bytes, got {public_key!r}")
+        return public_key
+
+    def add_operator(self, public_key: bytes) -> str:
+        """Trust an operator key; returns its author id."""
+        author = key_id(self._checked(public_key))
+        self._operators[author] = public_key
+        return author
+
+    def add_node(self, public_key: bytes) -> str:
+        """Trust a node key (an admitted node); returns its id."""
+        author = key_id(self._checked(public_key))
+        self._nodes[author] = public_key
+        return author
+
+    def revoke(self, author: str) -> None:
+        """Refuse the author's records from now on."""
+        self._revoked[author] = None
+
+    def is_operator(self, author: str) -> bool:
+        """True if author is a trusted operator key."""
+        return author in self._operators
+
+    def public_key(self, author: str) -> bytes | None:
+        """The author's public key, or None if unknown."""
+        return self._operators.get(author) or self._nodes.get(author)
+
+    def is_revoked(self, author: str) -> bool:
+        """True if revoked here (revocation records are the store's business)."""
+        return author in self._revoked
+
+    def may_write(self, author: str, kind: str, key: str) -> bool:
+        """Operators: desired, trust, revocation of non-operators. Nodes: own inventory and placement."""
+        if author in self._operators:
+            if kind == "revocation":
+                return key not in self._operators
+            return kind in ("desired", "trust")
+        if author in self._nodes:
+            return kind in ("inventory", "placement") and key == author
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class StoreLimits:
+    """The store's bounds."""
+
+    records_max: int = 10_000
+    payload_max_bytes: int = 16 * 1024
+    delta_max_bytes: int = 256 * 1024  # the most missing_for ever returns, in bytes
+
+    def __post_init__(self) -> None:
+        if self.records_max < 1:
+            raise ValueError(f"records_max must be at least 1, got {self.records_max}")
+        if not 0 <= self.payload_max_bytes <= PAYLOAD_MAX_BYTES:
+            raise ValueError(
+                f"payload_max_bytes must be 0..{PAYLOAD_MAX_BYTES}, got {self.payload_max_bytes}"
+            )
+        # A record larger than any delta could never travel by anti-entropy.
+        need = max_encoded_bytes(self.payload_max_bytes) + RECORD_FRAMING_BYTES
+        if self.delta_max_bytes < need:
+            raise ValueError(
+                f"delta_max_bytes must hold the largest record ({need} bytes for payload_max_bytes="
+                f"{self.payload_max_bytes}), got {self.delta_max_bytes}; raise it or lower payload_max_bytes"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """A held record with what the store computed once, on acceptance."""
+
+    record: Record
+    rank: _Rank
+    fingerprint: int
+    size_bytes: int
+    fleet: bool
+
+
+def _remote_entry(remote: Mapping[str, tuple[int, int]], author: str) -> tuple[int, int] | None:
+    # A peer's digest is untrusted input: anything malformed counts as "knows nothing".
+    value = remote.get(author)
+    if type(value) is not tuple or len(value) != 2:
+        return None
+    version, fp = value
+    if (
+        type(version) is not int
+        or type(fp) is not int
+        or not (0 <= version <= U64_MAX and 0 <= fp <= U64_MAX)
+    ):
+        return None
+    return (version, fp)
+
+
+class StateStore:
+    """Signed records by slot, merged by a total order, synchronised by per-author digests."""
+
+    def __init__(
+        self,
+        trust: Trust,
+        rng: random.Random,
+        *,
+        limits: StoreLimits = StoreLimits(),  # frozen, so one shared default is safe
+        region: str | None = None,
+    ) -> None:
+        """An empty store; region None keeps every region's records, else only its own and fleet ones."""
+        self._trust = trust
+        self._rng = rng
+        self._limits = limits
+        self._region = region
+        self._slots: dict[tuple[str, str], _Entry] = {}
+        self._by_author: dict[str, dict[tuple[str, str], _Entry]] = {}
+        self._digests: dict[bool, Digest] = {}  # cache by fleet_only, cleared on every change
+        self._counters: dict[str, int] = {"accepted": 0, "removed_revoked": 0}
+        self._counters.update({f"drop_{reason}": 0 for reason in DROP_REASONS})
+
+    def __len__(self) -> int:
+        """Records held, tombstones included."""
+        return len(self._slots)
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Accepted records, records removed by revocation, and drops by reason (drop_<reason>)."""
+        return dict(self._counters)
+
+    @property
+    def limits(self) -> StoreLimits:
+        """The bounds this store was built with."""
+        return self._limits
+
+    # --- receiving ------------------------------------------------------------------
+
+    def merge(self, now: float, records: Iterable[Record]) -> list[Record]:
+        """Verify and merge records; returns those that are new and still held, to gossip on.
+
+        `now` is the driver's clock; records carry no expiry yet, so it is unused today.
+        """
+        accepted: list[_Entry] = []
+        for r in records:
+            entry_or_reason = self._admit(r)
+            if isinstance(entry_or_reason, str):
+                self._counters[f"drop_{entry_or_reason}"] += 1
+            else:
+                accepted.append(entry_or_reason)
+        # A record accepted early in a batch may have been superseded or revoked by a later one.
+        return [e.record for e in accepted if self._slots.get(e.record.slot) is e]
+
+    def merge_encoded(self, now: float, blobs: Iterable[bytes]) -> list[Record]:
+        """Decode (gossip.records wire form) and merge; undecodable blobs are dropped and counted."""
+        decoded: list[Record] = []
+        for blob in blobs:
+            try:
+                decoded.append(decode_record(blob))
+            except DecodeError:
+                self._counters["drop_undecodable"] += 1
+        return self.merge(now, decoded)
+
+    def restore(self, records: Iterable[Record]) -> int:
+        """Load persisted records (at start), verifying each again; returns how many are held."""
+        return len(self.merge(0.0, records))
+
+    def _admit(self, r: Record) -> _Entry | str:
+        """The accepted entry, or the reason to drop r. Cheap checks first, the signature last."""
+        if not isinstance(r, Record):
+            return "malformed"
+        problem = field_problem(r)
+        if problem is not None:
+            return "oversized" if problem == "oversized" else "malformed"
+        if len(r.payload) > self._limits.payload_max_bytes:
+            return "oversized"
+        scope_class = KIND_SCOPES.get(r.kind)
+        if scope_class is None:
+            return "unknown_kind"
+        if _scope_class(r.scope) != scope_class:
+            return "bad_scope"
+        if not in_scope(r.scope, self._region):
+            return "out_of_scope"
+        public_key = self._trust.public_key(r.author)
+        if public_key is None:
+            return "unknown_author"
+        if self.is_revoked(r.author):
+            return "revoked_author"
+        if not self._trust.may_write(r.author, r.kind, r.key):
+            return "not_allowed"
+        if r.kind in OWNER_KEYED_KINDS and r.key != r.author:
+            return "not_allowed"
+        # Revocation is for ever (a revoked device needs a new identity), and a
+        # self-revocation would remove the very record that revokes.
+        if r.kind == "revocation" and (r.deleted or r.key == r.author):
+            return "not_allowed"
+        current = self._slots.get(r.slot)
+        if current is not None and current.record == r:
+            return "duplicate"  # the common case in gossip: no second verification
+        rank: _Rank = (r.version, r.author, content_hash(r), r.signature)
+        if current is not None and rank < current.rank:
+            return "stale"
+        if current is None and len(self._slots) >= self._limits.records_max:
+            return "full"
+        if not verify_record(r, public_key):
+            return "bad_signature"
+        entry = _Entry(r, rank, fingerprint(r), encoded_size(r), r.scope == FLEET_SCOPE)
+        self._install(entry)
+        self._counters["accepted"] += 1
+        if r.kind == "revocation":
+            self._counters["removed_revoked"] += self._remove_author(r.key)
+        return entry
+
+    def _install(self, entry: _Entry) -> None:
+        slot = entry.record.slot
+        old = self._slots.get(slot)
+        if old is not None:
+            self._unindex(old)
+        self._slots[slot] = entry
+        self._by_author.setdefault(entry.record.author, {})[slot] = entry
+        self._digests.clear()
+
+    def _unindex(self, entry: _Entry) -> None:
+        mine = self._by_author[entry.record.author]
+        del mine[entry.record.slot]
+        if not mine:
+            del self._by_author[entry.record.author]
+
+    def _remove_author(self, author: str) -> int:
+        entries = self._by_author.pop(author, {})
+        for slot in entries:
+            del self._slots[slot]
+        if entries:
+            self._digests.clear()
+        return len(entries)
+
+    # --- reading --------------------------------------------------------------------
+
+    def get(self, kind: str, key: str) -> Record | None:
+        """The record held in slot (kind, key), tombstone included, or None."""
+        entry = self._slots.get((kind, key))
+        return entry.record if entry is not None else None
+
+    def records(self, kind: str | None = None, *, include_deleted: bool = False) -> list[Record]:
+        """Held records (of one kind, or all), sorted by (kind, key); tombstones only if asked."""
+        return [
+            e.record
+            for slot, e in sorted(self._slots.items())
+            if (kind is None or slot[0] == kind) and (include_deleted or not e.record.deleted)
+        ]
+
+    def for_scope(self, region: str | None) -> list[Record]:
+        """Held records a node of `region` keeps (fleet-wide and that region's), tombstones included."""
+        return [e.record for _, e in sorted(self._slots.items()) if in_scope(e.record.scope, region)]
+
+    def snapshot(self) -> list[Record]:
+        """Every held record, tombstones included, sorted by slot: what to persist."""
+        return [e.record for _, e in sorted(self._slots.items())]
+
+    def revoked(self) -> list[str]:
+        """Author ids revoked by a revocation record held here, sorted."""
+        return sorted(key for kind, key in self._slots if kind == "revocation")
+
+    def is_revoked(self, author: str) -> bool:
+        """True if a revocation record or the trust refuses the author."""
+        return ("revocation", author) in self._slots or self._trust.is_revoked(author)
+
+    def latest_version(self, author: str) -> int | None:
+        """The highest version of the author's records held here, or None."""
+        entries = self._by_author.get(author)
+        return max(e.record.version for e in entries.values()) if entries else None
+
+    # --- anti-entropy ---------------------------------------------------------------
+
+    def digest(self, *, fleet_only: bool = False) -> Digest:
+        """author -> (highest version held, XOR of fingerprints held), sorted by author.
+
+        fleet_only digests only fleet-scoped records: what gateways compare in the fleet pool.
+        """
+        cached = self._digests.get(fleet_only)
+        if cached is None:
+            cached = {}
+            for author in sorted(self._by_author):
+                version, fp = -1, 0
+                for e in self._by_author[author].values():
+                    if e.fleet or not fleet_only:
+                        version = max(version, e.record.version)
+                        fp ^= e.fingerprint
+                if version >= 0:
+                    cached[author] = (version, fp)
+            self._digests[fleet_only] = cached
+        return dict(cached)
+
+    def missing_for(
+        self, remote: Mapping[str, tuple[int, int]], budget_bytes: int, *, fleet_only: bool = False
+    ) -> list[Record]:
+        """Records a peer with digest `remote` lacks, within budget_bytes, oldest first per author.
+
+        Each record costs encoded_size + RECORD_FRAMING_BYTES; the budget is capped at
+        limits.delta_max_bytes.
+        """
+        budget = min(budget_bytes, self._limits.delta_max_bytes)
+        if budget <= 0:
+            return []
+        candidates: list[tuple[tuple[int, int, int, str], _Entry]] = []
+        for author, mine in self.digest(fleet_only=fleet_only).items():
+            theirs = _remote_entry(remote, author)
+            if theirs == mine:
+                continue
+            entries = sorted(
+                (e for e in self._by_author[author].values() if e.fleet or not fleet_only),
+                key=lambda e: e.rank,
+            )
+            their_version = theirs[0] if theirs is not None else -1
+            newer = [e for e in entries if e.record.version > their_version]
+            older = [e for e in entries if e.record.version <= their_version]
+            prefix_fp = 0
+            for e in older:
+                prefix_fp ^= e.fingerprint
+            if theirs is not None and prefix_fp == theirs[1]:
+                older = []  # the peer holds exactly these: nothing to repair
+            for tier, tier_entries in ((0, newer), (1, older)):
+                for age, e in enumerate(tier_entries):
+                    priority = _KIND_PRIORITY.get(e.record.kind, len(_KIND_PRIORITY))
+                    candidates.append(((tier, priority, age, author), e))
+        candidates.sort(key=lambda c: c[0])
+        chosen = self._fill([e for _, e in candidates], budget)
+        return [e.record for e in sorted(chosen, key=lambda e: (e.record.author, e.rank))]
+
+    def _fill(self, entries: Sequence[_Entry], budget_bytes: int) -> list[_Entry]:
+        if sum(e.size_bytes + RECORD_FRAMING_BYTES for e in entries) <= budget_bytes:
+            return list(entries)
+        # Over budget. In priority order alone, records the peer keeps refusing (it holds
+        # better ones we lack) could fill every delta for ever; a random start gives every
+        # record a chance each round.
+        n = len(entries)
+        start = 0 if self._rng.random() < 0.5 else self._rng.randrange(n)
+        out: list[_Entry] = []
+        used_bytes = 0
+        for i in range(n):
+            e = entries[(start + i) % n]
+            cost_bytes = e.size_bytes + RECORD_FRAMING_BYTES
+            if used_bytes + cost_bytes <= budget_bytes:
+                out.append(e)
+                used_bytes += cost_bytes
+        return out
