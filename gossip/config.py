@@ -31,6 +31,7 @@ class MembershipConfig:
     push_pull_interval_s: float
     stream_timeout_s: float
     gossip_to_the_dead_s: float
+    reconnect_interval_s: float  # how often to try a push-pull with a dead member (Serf's reconnect)
     awareness_max_multiplier: int
     # Limits: everything is bounded.
     packet_max_bytes: int = 1400
@@ -85,6 +86,7 @@ LAN = MembershipConfig(
     push_pull_interval_s=30.0,
     stream_timeout_s=10.0,
     gossip_to_the_dead_s=30.0,
+    reconnect_interval_s=10.0,
     awareness_max_multiplier=8,
 )
 
@@ -102,6 +104,7 @@ WAN = MembershipConfig(
     push_pull_interval_s=60.0,
     stream_timeout_s=30.0,
     gossip_to_the_dead_s=60.0,
+    reconnect_interval_s=30.0,
     awareness_max_multiplier=8,
 )
 
@@ -121,6 +124,7 @@ LOCAL = MembershipConfig(
     push_pull_interval_s=15.0,
     stream_timeout_s=5.0,
     gossip_to_the_dead_s=15.0,
+    reconnect_interval_s=5.0,
     awareness_max_multiplier=8,
 )
 

@@ -148,6 +148,7 @@ class Membership:
         self._next_probe_s = now + rng.uniform(0, config.probe_interval_s)
         self._next_gossip_s = now + rng.uniform(0, config.gossip_interval_s)
         self._next_push_pull_s = now + rng.uniform(0.5, 1.0) * self._push_pull_interval_s()
+        self._next_reconnect_s = now + rng.uniform(0.5, 1.0) * config.reconnect_interval_s
         self._join_seeds: list[str] = []
         self._join_retry_s: float | None = None
         self._join_backoff_s = JOIN_RETRY_FIRST_S
@@ -501,12 +502,13 @@ class Membership:
         self._emit(m)
         self._broadcast(msg, msg.node_id)
 
-    def declare_dead(self, now: float, node_id: str) -> None:
-        """Declare a member dead on outside evidence (its region pool saw it die)."""
+    def declare_dead(self, now: float, node_id: str, *, left: bool = False) -> None:
+        """Declare a member dead, or gone by its own leave, on outside evidence (its region pool)."""
         m = self._members.get(node_id)
         if m is not None and m.state in (MemberState.ALIVE, MemberState.SUSPECT):
-            self._count("declared_dead_by_region")
-            self._on_dead(now, codec.Dead(m.incarnation, node_id, self.node_id))
+            self._count("declared_left_by_region" if left else "declared_dead_by_region")
+            # A leave is relayed as the member's own notice (from itself), so it stays a leave.
+            self._on_dead(now, codec.Dead(m.incarnation, node_id, node_id if left else self.node_id))
 
     # --- streams (push-pull) ----------------------------------------------------------
 
@@ -572,7 +574,7 @@ class Membership:
 
     def next_deadline(self) -> float:
         """The earliest time this pool needs handle_timer."""
-        t = min(self._next_probe_s, self._next_push_pull_s)
+        t = min(self._next_probe_s, self._next_push_pull_s, self._next_reconnect_s)
         if len(self._queue):  # the gossip tick only matters when there is something to say
             t = min(t, self._next_gossip_s)
         if self._probe is not None:
@@ -587,8 +589,10 @@ class Membership:
 
     def handle_timer(self, now: float) -> None:
         """Run everything that is due at `now`."""
-        late_s = now - self.next_deadline()
-        if late_s > self.config.probe_timeout_s:
+        # The probe tick is always armed, so running far behind it means we were starved.
+        # (The gossip tick is no measure: it sleeps while there is nothing to gossip.)
+        late_s = now - self._next_probe_s
+        if late_s > self.config.probe_timeout_s and not self.leaving:
             self._starved(now, late_s)
         if self._join_retry_s is not None and now >= self._join_retry_s:
             self._attempt_join(now)
@@ -604,6 +608,9 @@ class Membership:
         if now >= self._next_push_pull_s:
             self._next_push_pull_s = now + self._push_pull_interval_s()
             self._push_pull(now)
+        if now >= self._next_reconnect_s:
+            self._next_reconnect_s = now + self.config.reconnect_interval_s
+            self._reconnect(now)
         self._push_refutation(now)
 
     def _starved(self, now: float, late_s: float) -> None:
@@ -777,14 +784,23 @@ class Membership:
     def _push_pull(self, now: float) -> None:
         if self.leaving:
             return
-        dead = [m for m in self.members() if m.state == MemberState.DEAD]
-        alive = self._alive_count - 1
-        # Serf-style reconnect: sometimes exchange state with a dead member, so a
-        # healed partition merges even after gossip to the dead has stopped.
-        if dead and self._rng.random() < len(dead) / max(1, alive + len(dead)):
-            target: Member | None = self._rng.choice(dead)
-        else:
-            picked = self._random_members(1, exclude=self.node_id, states=(MemberState.ALIVE,))
-            target = picked[0] if picked else None
-        if target is not None:
-            self._open_stream(target.addr, self._local_push_pull(join=False), is_join=False)
+        picked = self._random_members(1, exclude=self.node_id, states=(MemberState.ALIVE,))
+        if picked:
+            self._open_stream(picked[0].addr, self._local_push_pull(join=False), is_join=False)
+
+    def _reconnect(self, now: float) -> None:
+        """Serf's reconnect: now and then, a push-pull with a member we hold dead.
+
+        A dead member may only have been cut off. If it answers, the exchange
+        tells each side the other is alive (and makes both refute), so a healed
+        partition merges without waiting for the regular push-pull. The chance is
+        dead / (alive + dead), so one crashed node in a big pool costs little.
+        """
+        if self.leaving:
+            return
+        dead = [m for m in self._members.values() if m.state == MemberState.DEAD]
+        if not dead or self._rng.random() >= len(dead) / (self._alive_count - 1 + len(dead)):
+            return
+        target = self._rng.choice(dead)
+        self._count("reconnect_attempts")
+        self._open_stream(target.addr, self._local_push_pull(join=False), is_join=False)

@@ -685,7 +685,8 @@ class GossipNode:
                 # a gateway vouches for the death of its own region's members.
                 for e in region_events:
                     if e.state in (MemberState.DEAD, MemberState.LEFT):
-                        self.fleet_pool.declare_dead(self._now, e.node_id)
+                        left = e.state == MemberState.LEFT
+                        self.fleet_pool.declare_dead(self._now, e.node_id, left=left)
         fleet = self.fleet_pool
         if fleet is not None and fleet.events:
             self._events.extend(fleet.events)

@@ -243,3 +243,16 @@ def test_a_starved_node_reads_its_backlog_before_judging_its_suspicions() -> Non
     observer.handle_timer(woke_s + 5.0)
     assert link.state_of(observer, suspect) == MemberState.ALIVE
     assert observer.counters["region.starved_timer_runs"] >= 1
+
+
+def test_a_partition_longer_than_gossip_to_the_dead_still_heals_through_reconnects() -> None:
+    link, nodes = mesh(12)
+    left = {n.addr for n in nodes[:6]}
+    link.drop = lambda src, dst: (src in left) != (dst in left)
+    link.run_until(link.now + 90.0)  # far past gossip_to_the_dead_s (30 s)
+    assert link.state_of(nodes[0], nodes[11]) == MemberState.DEAD
+    link.drop = lambda src, dst: False
+    link.run_until(link.now + 40.0)  # well under a push-pull interval of the full pool
+    for o in nodes:
+        assert all(v.state == MemberState.ALIVE for v in o.members()), o.node_id
+    assert sum(n.counters.get("region.reconnect_attempts", 0) for n in nodes) > 0

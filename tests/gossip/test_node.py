@@ -157,3 +157,20 @@ def test_a_broadcast_sent_before_any_gateway_exists_still_leaves_its_region() ->
         if isinstance(e, BroadcastDelivered) and e.seq == seq and e.origin_id == origin_id
     }
     assert got == {n.node_id for n in north + south}
+
+
+def test_a_gateway_that_leaves_is_seen_as_left_in_the_fleet_pool_too() -> None:
+    link, by_region = fleet(5, 2)
+    leaver = next(n for n in by_region["r1"] if n.is_gateway)
+    # Its own leave notice never reaches the other region: only its region-mates' relay does.
+    r0 = {n.addr for n in by_region["r0"]}
+    link.drop = lambda src, dst: src == leaver.addr and dst in r0
+    leaver.leave(link.now)
+    link._flush(leaver)
+    link.run_until(link.now + 1.0)
+    link.crash(leaver)
+    link.run_until(link.now + 30.0)
+    for n in by_region["r0"]:
+        if n.is_gateway:
+            view = {v.node_id: v.state for v in n.members("fleet")}
+            assert view[leaver.node_id] == MemberState.LEFT
