@@ -8,6 +8,9 @@ the envelope and puts them on the wire, and feeds what arrives back in.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
+
+from gossip.events import Event
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,3 +35,22 @@ class StreamOpen:
 
 
 Outbound = Datagram | StreamOpen
+
+
+class Core(Protocol):
+    """What a driver drives: the shape of gossip.node.GossipNode (and of test cores)."""
+
+    def handle_datagram(self, now: float, src: str, data: bytes) -> None: ...
+    def handle_stream_request(self, now: float, src: str, data: bytes) -> bytes | None: ...
+    def handle_stream_reply(self, now: float, request_id: int, data: bytes | None) -> None: ...
+    def handle_timer(self, now: float) -> None: ...
+    def next_deadline(self) -> float | None: ...
+    def poll_transmit(self) -> list[Outbound]: ...
+    def next_event(self) -> Event | None: ...
+
+
+class Sealer(Protocol):
+    """The envelope as drivers use it (gossip.envelope.Keyring): seal with a given nonce, open or None."""
+
+    def seal(self, plaintext: bytes, nonce: bytes) -> bytes: ...
+    def open(self, data: bytes) -> bytes | None: ...

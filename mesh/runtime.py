@@ -20,13 +20,13 @@ import logging
 import struct
 from collections import Counter
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import nacl.utils
 
 from gossip.config import ENVELOPE_OVERHEAD_BYTES
 from gossip.events import Event
-from gossip.io import Datagram, StreamOpen
+from gossip.io import Core, Datagram, Sealer, StreamOpen
 from mesh.netaddr import join_hostport, split_hostport
 
 log = logging.getLogger(__name__)
@@ -37,25 +37,6 @@ FRAME_HEADER = struct.Struct(">I")
 # Concurrency limits: a flood of connections or stream requests queues nowhere.
 STREAMS_OUT_MAX = 32
 STREAMS_IN_MAX = 64
-
-
-class GossipCore(Protocol):
-    """What the runtime needs from a core (gossip.node.GossipNode has it)."""
-
-    def handle_datagram(self, now: float, src: str, data: bytes) -> None: ...
-    def handle_stream_request(self, now: float, src: str, data: bytes) -> bytes | None: ...
-    def handle_stream_reply(self, now: float, request_id: int, data: bytes | None) -> None: ...
-    def handle_timer(self, now: float) -> None: ...
-    def next_deadline(self) -> float | None: ...
-    def poll_transmit(self) -> list[Datagram | StreamOpen]: ...
-    def next_event(self) -> Event | None: ...
-
-
-class Sealer(Protocol):
-    """The envelope (gossip.envelope.Keyring)."""
-
-    def seal(self, plaintext: bytes, nonce: bytes) -> bytes: ...
-    def open(self, data: bytes) -> bytes | None: ...
 
 
 class FrameError(Exception):
@@ -107,7 +88,7 @@ class Runtime:
         self._stream_max_bytes = stream_max_bytes
         self._stream_timeout_s = stream_timeout_s
         self._loop = asyncio.get_running_loop()
-        self._node: GossipCore | None = None
+        self._node: Core | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._server: asyncio.Server | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -144,7 +125,7 @@ class Runtime:
             return self.addr
         raise AssertionError("unreachable")
 
-    def attach(self, node: GossipCore) -> None:
+    def attach(self, node: Core) -> None:
         """Start driving `node`; traffic that arrived before this was dropped."""
         self._node = node
         self._flush()

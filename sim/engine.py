@@ -23,9 +23,9 @@ from typing import Any
 
 from gossip.config import ENVELOPE_OVERHEAD_BYTES
 from gossip.events import IncarnationChanged
-from gossip.io import Datagram, StreamOpen
+from gossip.io import Core, Datagram, Sealer, StreamOpen
 from sim.network import Network
-from sim.slot import Core, Entry, Listener, NodeSlot, Sealer
+from sim.slot import Entry, Listener, NodeSlot
 
 # Entry kinds.
 K_TIMER = 0  # idx, a=generation

@@ -13,12 +13,13 @@ from collections.abc import Sequence
 
 from gossip.config import MembershipConfig
 from gossip.events import Event, MemberState
+from gossip.io import Sealer
 from gossip.node import GossipNode, MemberView
 from sim.engine import Engine
 from sim.invariants import Invariants
 from sim.metrics import Metrics
 from sim.network import Network
-from sim.slot import NodeSlot, Sealer
+from sim.slot import NodeSlot
 
 PORT = 7946
 # Addresses are 10.<region>.<x>.<y>: one /16 per region.

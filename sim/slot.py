@@ -5,29 +5,10 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from gossip.events import Event
-from gossip.io import Datagram, StreamOpen
+from gossip.io import Core
 
 Entry = tuple[float, int, int, int, Any, Any, Any]
 """One heap entry: (time_s, seq, kind, node index, a, b, c); see sim/engine.py for the kinds."""
-
-
-class Core(Protocol):
-    """The method shape the engine drives (gossip.node.GossipNode and test cores)."""
-
-    def handle_datagram(self, now: float, src: str, data: bytes) -> None: ...
-    def handle_stream_request(self, now: float, src: str, data: bytes) -> bytes | None: ...
-    def handle_stream_reply(self, now: float, request_id: int, data: bytes | None) -> None: ...
-    def handle_timer(self, now: float) -> None: ...
-    def next_deadline(self) -> float | None: ...
-    def poll_transmit(self) -> list[Datagram | StreamOpen]: ...
-    def next_event(self) -> Event | None: ...
-
-
-class Sealer(Protocol):
-    """The envelope (gossip.envelope.Keyring): seal with a caller-chosen nonce, open or None."""
-
-    def seal(self, plaintext: bytes, nonce: bytes) -> bytes: ...
-    def open(self, data: bytes) -> bytes | None: ...
 
 
 class Listener(Protocol):
