@@ -143,11 +143,46 @@ class PushPull:
     # True when the answering node cannot serve this pool for the asker (another
     # region, or not a gateway): no states, only what it knows of the fleet.
     redirect: bool = False
+    # State-store anti-entropy (gossip/state.py): the sender's digest, and in a
+    # reply the encoded records the asker lacks.
+    digest: bytes = b""
+    records: tuple[bytes, ...] = ()
 
 
-Message = Ping | IndirectPing | Ack | Nack | Alive | Suspect | Dead | UserBroadcast | Summary | PushPull
+@dataclass(frozen=True, slots=True)
+class RecordGossip:
+    """One encoded signed record (gossip/records.py), piggybacked like any broadcast."""
 
-_PING, _INDIRECT, _ACK, _NACK, _ALIVE, _SUSPECT, _DEAD, _USER, _SUMMARY, _PUSHPULL = range(1, 11)
+    blob: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RecordPush:
+    """Stream frame: records the peer lacks, sent after a push-pull (empty: the acknowledgement)."""
+
+    pool: int
+    records: tuple[bytes, ...]
+
+
+Message = (
+    Ping
+    | IndirectPing
+    | Ack
+    | Nack
+    | Alive
+    | Suspect
+    | Dead
+    | UserBroadcast
+    | Summary
+    | PushPull
+    | RecordGossip
+    | RecordPush
+)
+
+_PING, _INDIRECT, _ACK, _NACK, _ALIVE, _SUSPECT, _DEAD, _USER, _SUMMARY, _PUSHPULL, _RECORD, _RECORD_PUSH = (
+    range(1, 13)
+)
+RECORDS_PER_STREAM_MAX = 20_000
 
 
 # --- encoding ---------------------------------------------------------------
@@ -180,7 +215,21 @@ def _fields(m: Message) -> list[Any]:
         case PushPull():
             states = [[s.node_id, s.addr, s.meta, s.incarnation, s.state] for s in m.states]
             summaries = [_summary_fields(s) for s in m.summaries]
-            return [_PUSHPULL, m.pool, m.region, m.join, states, summaries, m.redirect]
+            return [
+                _PUSHPULL,
+                m.pool,
+                m.region,
+                m.join,
+                states,
+                summaries,
+                m.redirect,
+                m.digest,
+                list(m.records),
+            ]
+        case RecordGossip():
+            return [_RECORD, m.blob]
+        case RecordPush():
+            return [_RECORD_PUSH, m.pool, list(m.records)]
 
 
 def encode_message(m: Message) -> bytes:
@@ -332,6 +381,10 @@ def _member_state(v: Any, meta_max_bytes: int) -> MemberState:
     return MemberState(node_id, addr, meta, inc, state)
 
 
+def _blobs(v: Any, max_bytes: int) -> tuple[bytes, ...]:
+    return tuple(_bytes(b, max_bytes) for b in _list(v, RECORDS_PER_STREAM_MAX))
+
+
 class UnknownMessage(DecodeError):
     """A well-formed message of a type this version does not know."""
 
@@ -378,7 +431,20 @@ def _message(v: Any, meta_max_bytes: int, payload_max_bytes: int) -> Message:
             states = tuple(_member_state(s, meta_max_bytes) for s in _list(f[4], STATES_PER_STREAM_MAX))
             sums = tuple(_summary(_list(s, 16)) for s in _list(f[5], SUMMARIES_PER_STREAM_MAX))
             redirect = _bool(f[6]) if len(f) > 6 else False
-            return PushPull(pool, _str(f[2], REGION_MAX_CHARS), _bool(f[3]), states, sums, redirect)
+            digest = _bytes(f[7], payload_max_bytes) if len(f) > 7 else b""
+            records = _blobs(f[8], payload_max_bytes) if len(f) > 8 else ()
+            return PushPull(
+                pool, _str(f[2], REGION_MAX_CHARS), _bool(f[3]), states, sums, redirect, digest, records
+            )
+        case 11:
+            _arity(f, 2)
+            return RecordGossip(_bytes(f[1], payload_max_bytes))
+        case 12:
+            _arity(f, 3)
+            pool = _int(f[1])
+            if pool not in POOL_NAMES:
+                raise DecodeError("bad_field")
+            return RecordPush(pool, _blobs(f[2], payload_max_bytes))
         case _:
             raise UnknownMessage("unknown_type")
 
@@ -423,7 +489,7 @@ def decode_packet(
         except DecodeError:
             invalid += 1
             continue
-        if isinstance(msg, PushPull):  # stream-only message in a datagram
+        if isinstance(msg, (PushPull, RecordPush)):  # stream-only messages in a datagram
             invalid += 1
             continue
         out.append(msg)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from gossip.records import Record
+
 
 class MemberState(StrEnum):
     """A member's state in one observer's view of a pool."""
@@ -49,4 +51,11 @@ class IncarnationChanged:
     incarnation: int
 
 
-Event = MemberChanged | BroadcastDelivered | GatewayChanged | IncarnationChanged
+@dataclass(frozen=True, slots=True)
+class RecordsAccepted:
+    """Signed records new to this node's state store (persist them; they are already verified)."""
+
+    records: tuple[Record, ...]
+
+
+Event = MemberChanged | BroadcastDelivered | GatewayChanged | IncarnationChanged | RecordsAccepted

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from gossip import codec
@@ -42,6 +42,8 @@ JOIN_RETRY_MAX_S = 30.0
 SUSPECT_REPING_INTERVALS = 4
 # Sequence number of buddy pings (probe sequence numbers start at 1).
 BUDDY_PING_SEQ = 0
+# Streams a pool keeps open at once; beyond this a new one is dropped and counted.
+STREAMS_OPEN_MAX = 64
 # Packet budget kept free for the compound header's growth.
 _HEADER_SLACK_BYTES = 3
 
@@ -86,7 +88,7 @@ class PoolDelegate(Protocol):
     """What a pool asks of its owner (the node that composes pools)."""
 
     def on_user_message(
-        self, pool: Membership, now: float, msg: codec.UserBroadcast | codec.Summary
+        self, pool: Membership, now: float, msg: codec.UserBroadcast | codec.Summary | codec.RecordGossip
     ) -> None: ...
 
     def local_summaries(self, pool: Membership) -> tuple[codec.Summary, ...]: ...
@@ -96,6 +98,12 @@ class PoolDelegate(Protocol):
     def merge_summaries(self, pool: Membership, now: float, summaries: Sequence[codec.Summary]) -> None: ...
 
     def on_redirect(self, pool: Membership, now: float, reply: codec.PushPull) -> None: ...
+
+    def state_digest(self, pool: Membership) -> bytes: ...
+
+    def state_missing(self, pool: Membership, remote_digest: bytes) -> tuple[bytes, ...]: ...
+
+    def merge_records(self, pool: Membership, now: float, blobs: Sequence[bytes]) -> None: ...
 
 
 class Membership:
@@ -139,7 +147,7 @@ class Membership:
         self._suspicions: dict[str, Suspicion] = {}
         self._buddy_pinged_s: dict[str, float] = {}
         self._hold_expiry_until_s = -1e18
-        self._streams: dict[int, tuple[str, bool]] = {}  # request id -> (dst, is_join)
+        self._streams: dict[int, tuple[str, str]] = {}  # request id -> (dst, "join" | "sync" | "push")
         self._awareness = Awareness(config.awareness_max_multiplier)
         self._queue = BroadcastQueue(config.broadcast_queue_max)
         self._alive_count = 1
@@ -222,7 +230,9 @@ class Membership:
     def _broadcast(self, msg: codec.Message, key: str | None) -> None:
         self._queue.queue(codec.encode_message(msg), key)
 
-    def queue_user(self, msg: codec.UserBroadcast | codec.Summary, key: str | None = None) -> None:
+    def queue_user(
+        self, msg: codec.UserBroadcast | codec.Summary | codec.RecordGossip, key: str | None = None
+    ) -> None:
         """Queue an owner's message for piggybacked dissemination in this pool."""
         self._broadcast(msg, key)
 
@@ -230,10 +240,13 @@ class Membership:
         """Send one message straight to dst now (eager push), with gossip piggybacked."""
         self._send(now, dst, [codec.encode_message(msg)])
 
-    def _open_stream(self, dst: str, msg: codec.PushPull, is_join: bool) -> None:
+    def _open_stream(self, dst: str, msg: codec.PushPull | codec.RecordPush, purpose: str) -> None:
+        if len(self._streams) >= STREAMS_OPEN_MAX:
+            self._count("drop_streams_full")
+            return
         self._stream_seq += 1
         request_id = (self._stream_seq << 1) | self.pool
-        self._streams[request_id] = (dst, is_join)
+        self._streams[request_id] = (dst, purpose)
         self.outbox.append(StreamOpen(dst, request_id, codec.encode_frame(msg)))
 
     # --- local state -----------------------------------------------------------
@@ -251,7 +264,12 @@ class Membership:
             for m in self.members()
         ]
         return codec.PushPull(
-            self.pool, self.region, join, tuple(states), self._delegate.local_summaries(self)
+            self.pool,
+            self.region,
+            join,
+            tuple(states),
+            self._delegate.local_summaries(self),
+            digest=self._delegate.state_digest(self),
         )
 
     def _next_incarnation(self, above: int) -> int:
@@ -289,7 +307,7 @@ class Membership:
             self._join_retry_s = None
             return
         for seed in self._join_seeds:
-            self._open_stream(seed, self._local_push_pull(join=True), is_join=True)
+            self._open_stream(seed, self._local_push_pull(join=True), "join")
         self._join_retry_s = now + self._join_backoff_s
         self._join_backoff_s = min(self._join_backoff_s * 2, JOIN_RETRY_MAX_S)
 
@@ -355,7 +373,7 @@ class Membership:
                     self._on_suspect(now, msg, src)
                 case codec.Dead():
                     self._on_dead(now, msg, src)
-                case codec.UserBroadcast() | codec.Summary():
+                case codec.UserBroadcast() | codec.Summary() | codec.RecordGossip():
                     self._delegate.on_user_message(self, now, msg)
                 case _:
                     self._count("drop_unexpected_message")
@@ -522,6 +540,10 @@ class Membership:
                 self.pool, self.region, remote.join, (), self._delegate.redirect_summaries(self), True
             )
         reply = self._local_push_pull(join=False)
+        # Anti-entropy of the state store rides along: answer with what the asker lacks.
+        missing = self._delegate.state_missing(self, remote.digest)
+        if missing:
+            reply = replace(reply, records=missing)
         self._merge(now, remote)
         self._push_refutation(now)
         if remote.join:
@@ -543,11 +565,13 @@ class Membership:
         if entry is None:
             self._count("drop_stream_unknown")
             return
-        _dst, is_join = entry
+        dst, purpose = entry
+        if purpose == "push":
+            return  # the acknowledgement of records we pushed (None: they may come again later)
         if reply is None:
             self._count("stream_failures")
             return
-        if is_join:
+        if purpose == "join":
             self._join_retry_s = None
             self._push_pull_soon(now)
         if reply.redirect:
@@ -556,6 +580,10 @@ class Membership:
             return
         self._merge(now, reply)
         self._push_refutation(now)
+        # The other half of anti-entropy: push what the peer lacks of ours.
+        missing = self._delegate.state_missing(self, reply.digest)
+        if missing:
+            self._open_stream(dst, codec.RecordPush(self.pool, missing), "push")
 
     def _merge(self, now: float, remote: codec.PushPull) -> None:
         for s in remote.states:
@@ -569,6 +597,8 @@ class Membership:
                     continue
                 self._on_suspect(now, codec.Suspect(s.incarnation, s.node_id, self.node_id))
         self._delegate.merge_summaries(self, now, remote.summaries)
+        if remote.records:
+            self._delegate.merge_records(self, now, remote.records)
 
     # --- timers ------------------------------------------------------------------------------
 
@@ -786,7 +816,7 @@ class Membership:
             return
         picked = self._random_members(1, exclude=self.node_id, states=(MemberState.ALIVE,))
         if picked:
-            self._open_stream(picked[0].addr, self._local_push_pull(join=False), is_join=False)
+            self._open_stream(picked[0].addr, self._local_push_pull(join=False), "sync")
 
     def _reconnect(self, now: float) -> None:
         """Serf's reconnect: now and then, a push-pull with a member we hold dead.
@@ -803,4 +833,4 @@ class Membership:
             return
         target = self._rng.choice(dead)
         self._count("reconnect_attempts")
-        self._open_stream(target.addr, self._local_push_pull(join=False), is_join=False)
+        self._open_stream(target.addr, self._local_push_pull(join=False), "sync")

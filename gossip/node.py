@@ -27,9 +27,12 @@ from gossip.events import (
     IncarnationChanged,
     MemberChanged,
     MemberState,
+    RecordsAccepted,
 )
 from gossip.io import Outbound
 from gossip.membership import Member, Membership
+from gossip.records import Record, decode_digest, encode_digest, encode_record
+from gossip.state import StateStore, StaticTrust, StoreLimits, Trust
 
 GATEWAYS_PER_REGION = 3
 # A member alive this long in our view is preferred as a gateway over newer ones.
@@ -48,6 +51,11 @@ SEEN_BROADCASTS_MAX = 8192
 # (a broadcast sent while a region had no gateway yet still leaves the region).
 RECENT_BROADCASTS_MAX = 64
 RECENT_BROADCASTS_S = 60.0
+# A record whose encoding fits this is piggybacked on gossip; a larger one travels
+# by anti-entropy (push-pull) only.
+RECORD_PIGGYBACK_MAX_BYTES = 1024
+# Authors a digest on the wire may name.
+DIGEST_AUTHORS_MAX = 16_384
 # Regions whose summaries a node keeps.
 SUMMARIES_MAX = 4096
 
@@ -121,6 +129,8 @@ class GossipNode:
         api_addr: str = "",
         incarnation: int = 0,
         now: float = 0.0,
+        trust: Trust | None = None,
+        store_limits: StoreLimits | None = None,
     ) -> None:
         self.node_id = node_id
         self.addr = addr
@@ -136,6 +146,13 @@ class GossipNode:
         self._reported_incarnation = 0
         self._events: list[Event] = []
         self._counters: dict[str, int] = {}
+        # The signed, versioned state (gossip/state.py). Without a trust, it accepts nothing.
+        self.state = StateStore(
+            trust if trust is not None else StaticTrust(),
+            random.Random(rng.getrandbits(64)),
+            limits=store_limits or StoreLimits(),
+            region=region,
+        )
         self.region_pool = Membership(
             pool=codec.POOL_REGION,
             node_id=node_id,
@@ -190,6 +207,8 @@ class GossipNode:
                 for k, v in pool.counters.items():
                     out[prefix + k] = v
                 out[prefix + "broadcast_queue_dropped"] = pool.broadcast_queue_dropped
+        for k, v in self.state.counters.items():
+            out["state." + k] = v
         return out
 
     def _count(self, key: str, n: int = 1) -> None:
@@ -228,6 +247,18 @@ class GossipNode:
         self._after(now)
         return msg.origin_id, msg.seq
 
+    def publish_record(self, now: float, record: Record) -> bool:
+        """Add a signed record made or received here (an operator command, our inventory).
+
+        True if the store took it as new: it is then gossiped to the pools. False
+        if it was already known, superseded, or refused (see counters "state.drop_*").
+        """
+        new = self.state.merge(now, [record])
+        if new:
+            self._records_accepted(now, new, origin=True)
+        self._after(now)
+        return bool(new)
+
     def handle_datagram(self, now: float, src: str, data: bytes) -> None:
         """One datagram (plaintext) from src; bad input is dropped and counted."""
         try:
@@ -265,6 +296,12 @@ class GossipNode:
         except codec.DecodeError as exc:
             self._count("drop_stream_" + exc.reason)
             return None
+        if isinstance(msg, codec.RecordPush):
+            target = self._pool_for(msg.pool)
+            if target is not None:
+                self.merge_records(target, now, msg.records)
+            self._after(now)
+            return codec.encode_frame(codec.RecordPush(msg.pool, ()))
         if not isinstance(msg, codec.PushPull):
             self._count("drop_stream_unexpected")
             return None
@@ -298,6 +335,8 @@ class GossipNode:
                 msg = None
             if isinstance(msg, codec.PushPull):
                 reply = msg
+            elif isinstance(msg, codec.RecordPush):
+                reply = None  # an acknowledgement; the pool only needs to forget the stream
         pool.handle_stream_reply(now, request_id, reply)
         self._after(now)
 
@@ -395,10 +434,15 @@ class GossipNode:
 
     # --- the pool delegate (called by Membership) --------------------------------------
 
-    def on_user_message(self, pool: Membership, now: float, msg: codec.UserBroadcast | codec.Summary) -> None:
+    def on_user_message(
+        self, pool: Membership, now: float, msg: codec.UserBroadcast | codec.Summary | codec.RecordGossip
+    ) -> None:
         """A broadcast arrived in one of our pools: deliver and relay it once."""
         if isinstance(msg, codec.Summary):
             self._on_summary(now, pool, msg)
+            return
+        if isinstance(msg, codec.RecordGossip):
+            self.merge_records(pool, now, (msg.blob,))
             return
         key = (msg.origin_id, msg.seq)
         if key in self._seen:
@@ -423,6 +467,52 @@ class GossipNode:
             if self._store_summary(s):
                 self._relay_summary(now, s)
         self._maybe_join_fleet(now)
+
+    def state_digest(self, pool: Membership) -> bytes:
+        """Our state digest for a push-pull in `pool` (the fleet pool sees fleet records only)."""
+        return encode_digest(self.state.digest(fleet_only=pool.pool == codec.POOL_FLEET))
+
+    def state_missing(self, pool: Membership, remote_digest: bytes) -> tuple[bytes, ...]:
+        """Encoded records a peer lacks, by its digest (bounded by the store's delta budget)."""
+        if not remote_digest:
+            return ()  # a peer that does not run the state store (or an empty redirect)
+        try:
+            digest = decode_digest(remote_digest, authors_max=DIGEST_AUTHORS_MAX)
+        except codec.DecodeError as exc:
+            self._count("drop_digest_" + exc.reason)
+            return ()
+        missing = self.state.missing_for(
+            digest, self.state.limits.delta_max_bytes, fleet_only=pool.pool == codec.POOL_FLEET
+        )
+        return tuple(encode_record(r) for r in missing)
+
+    def merge_records(self, pool: Membership, now: float, blobs: Sequence[bytes]) -> None:
+        """Records from a peer: the store verifies each once; what is new is passed on."""
+        new = self.state.merge_encoded(now, blobs)
+        if new:
+            self._records_accepted(now, new, origin=False)
+
+    def _records_accepted(self, now: float, records: list[Record], *, origin: bool) -> None:
+        self._events.append(RecordsAccepted(tuple(records)))
+        for r in records:
+            blob = encode_record(r)
+            if len(blob) > RECORD_PIGGYBACK_MAX_BYTES:
+                continue  # too big to piggyback: anti-entropy carries it
+            msg = codec.RecordGossip(blob)
+            key = f"rec:{r.kind}/{r.key}"
+            fleet_wide = r.scope == "fleet"
+            if origin and fleet_wide:
+                for gw_id, gw_addr in self._current_gateways(now):
+                    if gw_id != self.node_id:
+                        self.region_pool.send_direct(now, gw_addr, msg)
+            self.region_pool.queue_user(msg, key)
+            if fleet_wide and self.fleet_pool is not None:
+                self.fleet_pool.queue_user(msg, key)
+            if fleet_wide:  # operator commands: push at once, like fleet broadcasts
+                for pool in (self.region_pool, self.fleet_pool):
+                    if pool is not None:
+                        for m in self._eager_targets(pool, now):
+                            pool.send_direct(now, m.addr, msg)
 
     def redirect_summaries(self, pool: Membership | None) -> tuple[codec.Summary, ...]:
         """For a redirect: our region as we see it right now first, then what we know of others."""

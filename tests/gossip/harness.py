@@ -14,6 +14,7 @@ from gossip.config import LOCAL, MembershipConfig
 from gossip.events import Event, MemberState
 from gossip.io import Datagram, StreamOpen
 from gossip.node import GossipNode
+from gossip.state import Trust
 
 LATENCY_S = 0.001
 
@@ -23,8 +24,9 @@ DropRule = Callable[[str, str], bool]  # (src_addr, dst_addr) -> drop?
 class Link:
     """Nodes joined by a perfect (unless told otherwise) network on a virtual clock."""
 
-    def __init__(self, seed: int = 1, config: MembershipConfig = LOCAL) -> None:
+    def __init__(self, seed: int = 1, config: MembershipConfig = LOCAL, trust: Trust | None = None) -> None:
         self.rng = random.Random(seed)
+        self.trust = trust
         self.config = config
         self.now = 0.0
         self.nodes: dict[str, GossipNode] = {}  # addr -> node
@@ -54,6 +56,7 @@ class Link:
             api_addr=f"{name}:7800",
             incarnation=incarnation,
             now=self.now,
+            trust=self.trust,
         )
         self.nodes[addr] = node
         self.down.pop(addr, None)
