@@ -68,8 +68,10 @@ class BroadcastQueue:
             self._by_key[key] = item
         self._len += 1
 
-    def take(self, limit_bytes: int, overhead_bytes: int, retransmit_limit: int) -> list[bytes]:
-        """Payloads to piggyback within limit_bytes (each costs its length + overhead_bytes)."""
+    def take(
+        self, limit_bytes: int, overhead_bytes: int, retransmit_limit: int, max_count: int | None = None
+    ) -> list[bytes]:
+        """Payloads to piggyback within limit_bytes (each costs len + overhead_bytes); at most max_count."""
         if overhead_bytes < 0:
             raise ValueError(f"take overhead_bytes must not be negative, got {overhead_bytes}")
         if not self._len:
@@ -77,10 +79,11 @@ class BroadcastQueue:
         # A limit below one would strand items forever: every broadcast goes out at least once.
         limit = max(1, retransmit_limit)
         remaining_bytes = limit_bytes
+        remaining_count = self._len if max_count is None else max_count
         out: list[bytes] = []
         taken_by_bucket: list[tuple[int, list[_Item]]] = []
         for transmits in sorted(self._buckets):
-            if remaining_bytes < overhead_bytes:
+            if remaining_bytes < overhead_bytes or remaining_count <= 0:
                 break
             taken: list[_Item] = []
             # Newest first within a tier: a fresher update is the likelier to be news.
@@ -88,9 +91,10 @@ class BroadcastQueue:
                 cost_bytes = item.size_bytes + overhead_bytes
                 if cost_bytes <= remaining_bytes:
                     remaining_bytes -= cost_bytes
+                    remaining_count -= 1
                     out.append(item.payload)
                     taken.append(item)
-                    if remaining_bytes < overhead_bytes:
+                    if remaining_bytes < overhead_bytes or remaining_count <= 0:
                         break
             if taken:
                 taken_by_bucket.append((transmits, taken))

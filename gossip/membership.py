@@ -222,7 +222,9 @@ class Membership:
             - used
         )
         if budget > 0 and len(self._queue):
-            messages = messages + self._queue.take(budget, 0, self._retransmit_limit())
+            # The receiver refuses a packet of more than MESSAGES_PER_PACKET_MAX messages.
+            room = codec.MESSAGES_PER_PACKET_MAX - len(messages)
+            messages = messages + self._queue.take(budget, 0, self._retransmit_limit(), room)
         if not messages:
             return
         self.outbox.append(Datagram(dst, codec.encode_packet(self.pool, self.region, messages)))

@@ -302,3 +302,11 @@ def test_every_item_is_sent_exactly_retransmit_limit_times(
     for payload in payloads:
         assert sent[payload] == (retransmit_limit if payload in fits else 0)
     assert len(q) == len(payloads) - len(fits)
+
+
+def test_take_respects_a_message_count_cap() -> None:
+    q = BroadcastQueue(max_items=200)
+    for i in range(100):
+        q.queue(bytes([i]) * 5, key=f"k{i}")
+    assert len(q.take(10_000, 0, 3, max_count=64)) == 64
+    assert len(q.take(10_000, 0, 3)) == 100

@@ -256,3 +256,14 @@ def test_a_partition_longer_than_gossip_to_the_dead_still_heals_through_reconnec
     for o in nodes:
         assert all(v.state == MemberState.ALIVE for v in o.members()), o.node_id
     assert sum(n.counters.get("region.reconnect_attempts", 0) for n in nodes) > 0
+
+
+def test_a_packet_never_carries_more_messages_than_a_receiver_accepts() -> None:
+    link, nodes = mesh(3)
+    sender = nodes[0]
+    for i in range(200):  # far more tiny updates than fit the message cap
+        sender.region_pool.queue_user(codec.Summary(f"x{i}", 1, "a", 1, (), ()), key=f"s{i}")
+    sender.region_pool.send_direct(link.now, nodes[1].addr, codec.Ack(0))
+    for out in sender.poll_transmit():
+        packet = codec.decode_packet(out.payload)  # raises if the receiver would refuse it
+        assert len(packet.messages) <= codec.MESSAGES_PER_PACKET_MAX
