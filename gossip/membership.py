@@ -42,6 +42,8 @@ JOIN_RETRY_MAX_S = 30.0
 SUSPECT_REPING_INTERVALS = 4
 # Sequence number of buddy pings (probe sequence numbers start at 1).
 BUDDY_PING_SEQ = 0
+# This many members revived (dead -> alive) since our last push-pull bring the next one forward.
+REVIVALS_FOR_EARLY_SYNC = 3
 # Streams a pool keeps open at once; beyond this a new one is dropped and counted.
 STREAMS_OPEN_MAX = 64
 # Packet budget kept free for the compound header's growth.
@@ -147,6 +149,7 @@ class Membership:
         self._suspicions: dict[str, Suspicion] = {}
         self._buddy_pinged_s: dict[str, float] = {}
         self._hold_expiry_until_s = -1e18
+        self._revivals_since_sync = 0
         self._streams: dict[int, tuple[str, str]] = {}  # request id -> (dst, "join" | "sync" | "push")
         self._awareness = Awareness(config.awareness_max_multiplier)
         self._queue = BroadcastQueue(config.broadcast_queue_max)
@@ -447,6 +450,11 @@ class Membership:
             if m.state != MemberState.SUSPECT:
                 m.alive_since_s = now
                 self._live_changed(+1)
+                self._revivals_since_sync += 1
+                if self._revivals_since_sync == REVIVALS_FOR_EARLY_SYNC:
+                    # Several members came back at once: a partition healed. Gossip alone can
+                    # miss a node in the storm of updates; one early full exchange does not.
+                    self._push_pull_soon(now)
             m.state, m.state_change_s = MemberState.ALIVE, now
         if changed:
             self._emit(m)
@@ -814,6 +822,7 @@ class Membership:
             self._send(now, m.addr, [])
 
     def _push_pull(self, now: float) -> None:
+        self._revivals_since_sync = 0
         if self.leaving:
             return
         picked = self._random_members(1, exclude=self.node_id, states=(MemberState.ALIVE,))
