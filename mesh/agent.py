@@ -17,6 +17,7 @@ import logging
 import random
 import signal
 import socket
+import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,14 +28,23 @@ from aiohttp import web
 
 from gossip.config import LOCAL, WAN, profile
 from gossip.envelope import Keyring
-from gossip.events import BroadcastDelivered, Event, GatewayChanged, IncarnationChanged, MemberChanged
+from gossip.events import (
+    BroadcastDelivered,
+    Event,
+    GatewayChanged,
+    IncarnationChanged,
+    MemberChanged,
+    RecordsAccepted,
+)
 from gossip.node import GossipNode, MemberView, RegionSummary
-from mesh.api import ReceivedBroadcast, create_app
+from gossip.records import Record
+from gossip.state import StaticTrust
+from mesh.api import ReceivedBroadcast, SubmitRefused, create_app
 from mesh.cluster import JoinToken
 from mesh.identity import Identity
 from mesh.netaddr import AddressError, is_unspecified, join_hostport, split_hostport
 from mesh.runtime import Runtime
-from mesh.store import PeerRecord, Store
+from mesh.store import PeerRecord, Store, StoreError
 
 log = logging.getLogger("murmur.agent")
 
@@ -72,8 +82,10 @@ class Agent:
         store: Store,
         node: GossipNode,
         runtime: Runtime,
+        trust: StaticTrust | None = None,
     ) -> None:
         self.options = options
+        self.trust = trust if trust is not None else StaticTrust()
         self.identity = identity
         self.store = store
         self.node = node
@@ -123,6 +135,73 @@ class Agent:
     def received_broadcasts(self) -> Sequence[ReceivedBroadcast]:
         return list(self._received)
 
+    def operator_key(self, author: str) -> bytes | None:
+        return self.trust.public_key(author) if self.trust.is_operator(author) else None
+
+    def record(self, kind: str, key: str) -> Record | None:
+        return self.node.state.get(kind, key)
+
+    def records(self, kind: str) -> Sequence[Record]:
+        return self.node.state.records(kind)
+
+    def member(self, node_id: str) -> MemberView | None:
+        for pool in ("region", "fleet"):
+            for m in self.node.members(pool):
+                if m.node_id == node_id:
+                    return m
+        return None
+
+    def state_summary(self) -> dict[str, Any]:
+        state = self.node.state
+        kinds = collections.Counter(r.kind for r in state.records(include_deleted=True))
+        tombstones = sum(1 for r in state.records(include_deleted=True) if r.deleted)
+        return {
+            "node_id": self.node_id,
+            "region": self.region,
+            "digest": {
+                author: {"version": version, "fingerprint": f"{fp:016x}"}
+                for author, (version, fp) in state.digest().items()
+            },
+            "records": dict(sorted(kinds.items())),
+            "tombstones": tombstones,
+            "persisted_records": self.store.record_count(),
+            "counters": dict(sorted(state.counters.items())),
+        }
+
+    def submit_record(self, record: Record) -> bool:
+        """An operator's record from the API: persist (synced), then publish; True if new here.
+
+        False: this node already holds exactly this record (a retried request). A
+        record the store would refuse as stale raises SubmitRefused before anything
+        is written.
+        """
+        held = self.node.state.get(record.kind, record.key)
+        if held == record:
+            return False
+        if held is not None and held.version >= record.version:
+            raise SubmitRefused(
+                409,
+                f"{record.kind}/{record.key}: this node already holds version {held.version} by "
+                f"{held.author}, not older than {record.version}; re-run the command (the CLI signs "
+                "above the latest version it reads from GET /v1/state)",
+            )
+        try:
+            self.store.save_records([record])  # committed with synchronous=FULL before the 202
+        except (StoreError, OSError, sqlite3.Error) as exc:
+            log.error("cannot persist operator record %s/%s: %s", record.kind, record.key, exc)
+            raise SubmitRefused(
+                503, f"this node cannot write its database ({exc}); nothing was accepted, use another node"
+            ) from None
+        accepted = self.runtime.drive(lambda now: self.node.publish_record(now, record))
+        if not accepted:
+            counters = {k: v for k, v in self.node.state.counters.items() if k.startswith("drop_") and v}
+            raise SubmitRefused(
+                422,
+                f"{record.kind}/{record.key}: the state store refused the record ({counters}); "
+                "check that it is signed by an operator key of this cluster",
+            )
+        return True
+
     # --- events --------------------------------------------------------------------
 
     def _on_event(self, event: Event) -> None:
@@ -138,6 +217,26 @@ class Agent:
                     "this node %s a gateway of region %s",
                     "is now" if is_gateway else "is no longer",
                     self.region,
+                )
+            case RecordsAccepted(records=records):
+                try:
+                    self.store.save_records(records)
+                except (StoreError, OSError, sqlite3.Error) as exc:
+                    # The records are held in memory and anti-entropy resends them; a
+                    # restart before the disk recovers re-learns them from peers.
+                    log.error("cannot persist %d records: %s", len(records), exc)
+                    return
+                if not records:
+                    return
+                # One line per batch: a join's anti-entropy may bring thousands of records.
+                first = records[0]
+                log.info(
+                    "%d new records persisted (first: %s/%s v%d by %s)",
+                    len(records),
+                    first.kind,
+                    first.key,
+                    first.version,
+                    first.author,
                 )
             case BroadcastDelivered(origin_id=origin_id, seq=seq, payload=payload):
                 log.info("broadcast %s/%d delivered (%d bytes)", origin_id, seq, len(payload))
@@ -218,6 +317,11 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
     # The core starts one above the persisted incarnation and reports it at once
     # (IncarnationChanged), so every start, even after kill -9, outranks the last.
     persisted_incarnation = store.incarnation
+    try:
+        persisted_records = store.load_records()
+    except StoreError as exc:
+        raise AgentError(str(exc)) from None
+    trust = StaticTrust(operators=[token.operator_key])
 
     runtime = Runtime(
         Keyring(list(token.network_keys)),
@@ -255,8 +359,14 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
             api_addr=api_addr,
             incarnation=persisted_incarnation,
             now=loop.time(),
+            trust=trust,
         )
-        agent = Agent(options, identity, store, node, runtime)
+        # Restored records are re-verified; anti-entropy (the join's push-pull first)
+        # carries them on to peers that lack them.
+        restored = node.state.restore(persisted_records)
+        if persisted_records:
+            log.info("restored %d of %d persisted records", restored, len(persisted_records))
+        agent = Agent(options, identity, store, node, runtime, trust)
         runtime.attach(node)
 
         runner = web.AppRunner(create_app(agent), access_log=None, handle_signals=False)

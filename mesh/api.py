@@ -1,4 +1,9 @@
-"""The node's HTTP API (aiohttp): membership reads, health, and this milestone's debug hooks.
+"""The node's HTTP API (aiohttp): membership reads, health, deployments, state, debug hooks.
+
+Mutating requests (POST/DELETE /v1/deployments) are signed by an operator key
+(mesh/opsign.py) and carry the operator-signed record (mesh/deploy.py); the node
+verifies both, persists the record (SQLite, synced), publishes it to gossip and
+only then answers 202. docs/api.md lists every endpoint and error.
 
 Handlers ask the node service (mesh.agent.Agent) and never reach into a core.
 A read about another region is forwarded to one of the API addresses that
@@ -17,12 +22,18 @@ import base64
 import json
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
+
+from gossip.records import Record
+from inference.manifest import Deployment, ManifestError, desired_key, load_document, manifest_from_doc
+from mesh.deploy import DESIRED_KIND, check_record, deployment_json, record_from_b64
+from mesh.opsign import RequestVerifier, SignatureRefused
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +83,14 @@ class ReceivedBroadcast:
     received_unix: float
 
 
+class SubmitRefused(Exception):
+    """The node refuses an operator's record; `status` is the HTTP status, the message the fix."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class NodeService(Protocol):
     """What the API asks of the node."""
 
@@ -86,9 +105,16 @@ class NodeService(Protocol):
     def health(self) -> dict[str, Any]: ...
     def broadcast(self, payload: bytes) -> tuple[str, int]: ...
     def received_broadcasts(self) -> Sequence[ReceivedBroadcast]: ...
+    def operator_key(self, author: str) -> bytes | None: ...
+    def record(self, kind: str, key: str) -> Record | None: ...
+    def records(self, kind: str) -> Sequence[Record]: ...
+    def member(self, node_id: str) -> MemberLike | None: ...
+    def state_summary(self) -> dict[str, Any]: ...
+    def submit_record(self, record: Record) -> bool: ...
 
 
 SERVICE = web.AppKey("service", NodeService)
+VERIFIER = web.AppKey("verifier", RequestVerifier)
 CLIENT = web.AppKey("client", aiohttp.ClientSession)
 
 
@@ -192,6 +218,127 @@ async def get_debug_broadcasts(request: web.Request) -> web.Response:
     )
 
 
+# --- deployments and state ---------------------------------------------------------------
+
+
+async def _read_signed(request: web.Request) -> tuple[bytes, str]:
+    """The body of a signed request and its operator key id; SignatureRefused or SubmitRefused."""
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise SubmitRefused(
+            413,
+            f"request body is over {REQUEST_BODY_MAX_BYTES} bytes; a manifest must be smaller "
+            "(its record payload is limited to 16 KiB)",
+        ) from None
+    signer = request.app[VERIFIER].verify(
+        request.method, request.raw_path, request.headers, body, time.time()
+    )
+    return body, signer
+
+
+def _json_object(body: bytes, shape: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        doc = None
+    if not isinstance(doc, dict):
+        raise SubmitRefused(400, f"body must be a JSON object: {shape}")
+    return doc
+
+
+def _record_json(record: Record) -> dict[str, Any]:
+    return {"kind": record.kind, "key": record.key, "version": record.version, "author": record.author}
+
+
+async def _submit(
+    request: web.Request, name: str, deployment: Deployment | None, doc: dict[str, Any], signer: str
+) -> web.Response:
+    service = request.app[SERVICE]
+    try:
+        record = record_from_b64(doc.get("record"))
+    except ValueError as exc:
+        raise SubmitRefused(400, f"{exc}; the murmur CLI signs and sends it") from None
+    public_key = service.operator_key(signer)
+    assert public_key is not None  # the verifier accepted the signer
+    problem = check_record(record, signer=signer, public_key=public_key, name=name, deployment=deployment)
+    if problem is not None:
+        raise SubmitRefused(400, problem)
+    new = service.submit_record(record)
+    return web.json_response({"record": _record_json(record), "new": new}, status=202)
+
+
+def _refusals(handler: Any) -> Any:
+    async def wrapped(request: web.Request) -> web.Response:
+        try:
+            response: web.Response = await handler(request)
+        except (SignatureRefused, SubmitRefused) as exc:
+            return _error(exc.status, str(exc))
+        return response
+
+    return wrapped
+
+
+@_refusals
+async def post_deployment(request: web.Request) -> web.Response:
+    body, signer = await _read_signed(request)
+    doc = _json_object(body, '{"manifest": "<YAML or JSON text>", "record": "<base64 signed record>"}')
+    manifest = doc.get("manifest")
+    try:
+        deployment = manifest_from_doc(load_document(manifest) if isinstance(manifest, str) else manifest)
+    except ManifestError as exc:
+        return web.json_response(
+            {"error": f"invalid manifest: {exc}", "manifest_error": str(exc)}, status=400
+        )
+    return await _submit(request, deployment.name, deployment, doc, signer)
+
+
+@_refusals
+async def delete_deployment(request: web.Request) -> web.Response:
+    body, signer = await _read_signed(request)
+    name = request.match_info["name"]
+    held = request.app[SERVICE].record(DESIRED_KIND, desired_key(name))
+    if held is None or held.deleted:
+        return _error(
+            404, f"no deployment named {name!r} on this node; list them with murmur get deployments"
+        )
+    doc = _json_object(body, '{"record": "<base64 signed tombstone>"}')
+    return await _submit(request, name, None, doc, signer)
+
+
+async def get_deployments(request: web.Request) -> web.Response:
+    records = [r for r in request.app[SERVICE].records(DESIRED_KIND) if r.key.startswith("deployment/")]
+    return web.json_response([deployment_json(r) for r in sorted(records, key=lambda r: r.key)])
+
+
+async def get_deployment(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    record = request.app[SERVICE].record(DESIRED_KIND, desired_key(name))
+    if record is None:
+        return _error(404, f"no deployment named {name!r} on this node")
+    if record.deleted:
+        return _error(404, f"deployment {name!r} was deleted (version {record.version} by {record.author})")
+    return web.json_response(deployment_json(record))
+
+
+async def get_state(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SERVICE].state_summary())
+
+
+async def get_node(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    node_id = request.match_info["node_id"]
+    member = service.member(node_id)
+    if member is None:
+        return _error(
+            404,
+            f"node {node_id} is not in this node's region or fleet view; ask a node of its region, "
+            "or list members with murmur nodes --region R",
+        )
+    # Inventory records are a later step of issue 3; the field is reserved.
+    return web.json_response({**member_json(member), "inventory": None})
+
+
 async def _client_ctx(app: web.Application) -> AsyncIterator[None]:
     timeout = aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as client:
@@ -203,9 +350,16 @@ def create_app(service: NodeService) -> web.Application:
     """The API application for `service`; embed it with AppRunner and TCPSite."""
     app = web.Application(client_max_size=REQUEST_BODY_MAX_BYTES)
     app[SERVICE] = service
+    app[VERIFIER] = RequestVerifier(service.operator_key)
     app.cleanup_ctx.append(_client_ctx)
     app.router.add_get("/v1/nodes", get_nodes)
+    app.router.add_get("/v1/nodes/{node_id}", get_node)
     app.router.add_get("/v1/health", get_health)
+    app.router.add_get("/v1/state", get_state)
+    app.router.add_get("/v1/deployments", get_deployments)
+    app.router.add_post("/v1/deployments", post_deployment)
+    app.router.add_get("/v1/deployments/{name}", get_deployment)
+    app.router.add_delete("/v1/deployments/{name}", delete_deployment)
     if service.debug_hooks:
         app.router.add_post("/v1/debug/broadcast", post_debug_broadcast)
         app.router.add_get("/v1/debug/broadcasts", get_debug_broadcasts)

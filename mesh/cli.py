@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from mesh.netaddr import AddressError, split_hostport
+from mesh.opcli import OperatorError
+from mesh.opcli import register as register_operator_commands
 from sim.cli import register as register_sim
 
 DEFAULT_NODE_URL = "http://127.0.0.1:7800"
@@ -140,7 +142,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         [("yes" if r.get(k) else "no") if k == "gateway" else str(r.get(k, "")) for k in keys]
         for r in ordered
     ]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+    widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     return "\n".join(lines)
@@ -178,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="murmur", description="Murmuration: peer-to-peer edge AI mesh")
     node_help = f"a node's API URL (env MURMUR_NODE; default {DEFAULT_NODE_URL})"
     parser.add_argument("--node", default=os.environ.get("MURMUR_NODE", DEFAULT_NODE_URL), help=node_help)
+    parser.add_argument("--key", default=None, help="operator.key file that signs commands (env MURMUR_KEY)")
+    parser.add_argument(
+        "--cluster", default=None, help="cluster dir holding operator.key (env MURMUR_CLUSTER)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     cluster = sub.add_parser("cluster", help="create and manage a cluster")
@@ -217,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     nodes.add_argument("--json", action="store_true", help="print JSON instead of a table")
     nodes.set_defaults(func=_cmd_nodes)
 
+    register_operator_commands(sub, node_help)
+
     demo = sub.add_parser("demo", help="run a 6-agent, 2-region mesh on loopback and show it heal")
     demo.set_defaults(func=_cmd_demo)
 
@@ -230,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.func
     try:
         return handler(args)
-    except UserError as exc:
+    except (UserError, OperatorError) as exc:
         print(f"murmur {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -2,9 +2,11 @@
 
 It holds what must survive a restart: the node's incarnation (a restarted node
 must start above every incarnation it ever announced, or peers would keep
-believing an old "dead" notice) and the last known peer addresses (extra seeds
-on restart). WAL with synchronous=FULL: a committed write survives kill -9 and
-power loss, and an interrupted one is rolled back on the next open.
+believing an old "dead" notice), the last known peer addresses (extra seeds
+on restart) and the signed records of the state store (one row per slot, the
+encoded record; the store re-verifies them when they are restored). WAL with
+synchronous=FULL: a committed write survives kill -9 and power loss, and an
+interrupted one is rolled back on the next open.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from gossip.codec import DecodeError
+from gossip.records import Record, decode_record, encode_record
+
 DB_FILE = "node.db"
 LOCK_FILE = "agent.lock"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PEERS_MAX = 64
 
 _SCHEMA = """
@@ -32,6 +37,14 @@ CREATE TABLE IF NOT EXISTS peers (
     region TEXT NOT NULL,
     api_addr TEXT NOT NULL,
     seen_unix REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS records (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    author TEXT NOT NULL,
+    record BLOB NOT NULL,
+    PRIMARY KEY (kind, key)
 );
 """
 
@@ -140,6 +153,42 @@ class Store:
                 "(SELECT node_id FROM peers ORDER BY seen_unix DESC, node_id LIMIT ?)",
                 (PEERS_MAX,),
             )
+
+    def save_records(self, records: Iterable[Record]) -> None:
+        """Upsert `records` by slot in one transaction, committed (synced) before returning.
+
+        A row is replaced only by a higher version: the state store's order is the
+        authority, and `restore` drops whatever a row holds that it would not keep.
+        """
+        rows = [(r.kind, r.key, r.version, r.author, encode_record(r)) for r in records]
+        if not rows:
+            return
+        with self._conn:
+            self._conn.executemany(
+                "INSERT INTO records (kind, key, version, author, record) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (kind, key) DO UPDATE SET version = excluded.version, "
+                "author = excluded.author, record = excluded.record "
+                "WHERE excluded.version > records.version",
+                rows,
+            )
+
+    def load_records(self) -> list[Record]:
+        """Every persisted record, by slot; StoreError if a row does not decode (corruption)."""
+        rows = self._conn.execute("SELECT kind, key, record FROM records ORDER BY kind, key").fetchall()
+        records: list[Record] = []
+        for kind, key, blob in rows:
+            try:
+                record = decode_record(bytes(blob))
+            except DecodeError as exc:
+                raise _corrupt(self.path, f"record {kind}/{key} does not decode: {exc.reason}") from None
+            if record.slot != (kind, key):
+                raise _corrupt(self.path, f"row {kind}/{key} holds a record of {record.kind}/{record.key}")
+            records.append(record)
+        return records
+
+    def record_count(self) -> int:
+        """Rows in the records table."""
+        return int(self._conn.execute("SELECT COUNT(*) FROM records").fetchone()[0])
 
     def close(self) -> None:
         """Close the database (checkpointing the WAL) and release the data dir lock."""

@@ -42,6 +42,25 @@ class FakeService:
     def received_broadcasts(self) -> Sequence[ReceivedBroadcast]:
         return [ReceivedBroadcast("bbbb", 1, b"hello", 1.5)]
 
+    # Deployments are tested in test_deploy_api.py; this service holds none.
+    def operator_key(self, author: str) -> bytes | None:
+        return None
+
+    def record(self, kind: str, key: str) -> None:
+        return None
+
+    def records(self, kind: str) -> list[Any]:
+        return []
+
+    def member(self, node_id: str) -> MemberView | None:
+        return next((m for ms in self.views.values() for m in ms if m.node_id == node_id), None)
+
+    def state_summary(self) -> dict[str, Any]:
+        return {"node_id": self.node_id}
+
+    def submit_record(self, record: Any) -> bool:
+        raise AssertionError("not signed: never reached")
+
 
 def _member(node_id: str, region: str, state: MemberState = MemberState.ALIVE) -> MemberView:
     return MemberView(

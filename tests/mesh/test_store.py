@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from gossip.records import Record
 from mesh.store import DB_FILE, PEERS_MAX, PeerRecord, Store, StoreError
 
 
@@ -108,3 +109,66 @@ def test_kill_9_during_writes_leaves_a_sound_database(tmp_path: Path) -> None:
         store = Store.open(tmp_path, "n1")  # runs integrity_check
         assert store.incarnation >= committed[-1]
         store.close()
+
+
+# --- records --------------------------------------------------------------------------------
+
+
+def _records() -> list[Record]:
+    import nacl.signing
+
+    from gossip.records import sign_record
+
+    key = nacl.signing.SigningKey(b"\x07" * 32)
+    return [
+        sign_record(key, "desired", "deployment/a", 10, "fleet", b'{"a":1}'),
+        sign_record(key, "desired", "deployment/b", 11, "fleet", b"", deleted=True),
+    ]
+
+
+def test_records_survive_reopen_and_only_newer_versions_replace_a_row(tmp_path: Path) -> None:
+    import nacl.signing
+
+    from gossip.records import sign_record
+
+    a, b = _records()
+    store = Store.open(tmp_path, "n1")
+    store.save_records([a, b])
+    store.close()  # what a crash right after the commit leaves is checked by the kill -9 real test
+    store = Store.open(tmp_path, "n1")
+    assert store.load_records() == [a, b]
+    key = nacl.signing.SigningKey(b"\x07" * 32)
+    older = sign_record(key, "desired", "deployment/a", 9, "fleet", b'{"a":0}')
+    newer = sign_record(key, "desired", "deployment/a", 12, "fleet", b'{"a":2}')
+    store.save_records([older])
+    assert store.load_records()[0] == a
+    store.save_records([newer])
+    assert store.load_records() == [newer, b]
+    assert store.record_count() == 2
+    store.close()
+
+
+def test_a_record_row_that_does_not_decode_is_reported_as_corruption(tmp_path: Path) -> None:
+    store = Store.open(tmp_path, "n1")
+    store.save_records(_records())
+    store.close()
+    conn = sqlite3.connect(tmp_path / DB_FILE)
+    conn.execute("UPDATE records SET record = x'01c0' WHERE key = 'deployment/a'")
+    conn.commit()
+    conn.close()
+    store = Store.open(tmp_path, "n1")
+    with pytest.raises(StoreError, match=r"corrupt \(record desired/deployment/a does not decode"):
+        store.load_records()
+    store.close()
+
+
+def test_a_schema_1_database_gains_the_records_table(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / DB_FILE)
+    conn.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "INSERT INTO meta VALUES ('node_id', 'n1'); PRAGMA user_version = 1;"
+    )
+    conn.close()
+    store = Store.open(tmp_path, "n1")
+    assert store.load_records() == []
+    store.close()

@@ -1,0 +1,357 @@
+"""The deployment manifest: what an operator asks the fleet to run.
+
+A manifest is YAML (JSON is YAML too) with exactly these fields:
+
+    name: vibration                 # deployment name, 1-63 of [a-z0-9-], starts alphanumeric
+    model: {name: vibration-cnn, version: "1.4.0"}
+    artifact: {sha256: <64 hex>, size_bytes: 1048576}
+    replicas: 2                     # per region; or {store-1: 2, store-2: 1};
+                                    # or {per_region: 2, regions: ["store-*"]} (a region selector)
+    requirements: {min_memory_bytes: 512Mi, accelerator: cuda, labels: {camera: "yes"}}
+    priority: 100                   # 0..1000000, higher displaces lower
+
+`parse_manifest` refuses unknown fields and names the exact path of the first
+problem ("replicas.north: must be an integer >= 0, got 'two'"). `canonical_bytes`
+is the payload of the `desired` record: compact, key-sorted JSON of the fully
+normalised manifest (defaults filled in, memory in bytes), so parsing it again
+gives the same bytes and two nodes can compare a manifest with a signed payload.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+MANIFEST_TEXT_MAX_BYTES = 64 * 1024
+# The payload must fit one state-store record (gossip/state.py payload_max_bytes).
+PAYLOAD_MAX_BYTES = 16 * 1024
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+REGION_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+REGION_GLOB_PATTERN = re.compile(r"^[a-z0-9._*?-]{1,63}$")
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+TEXT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/+@-]{0,127}$")
+LABEL_KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+LABEL_VALUE_MAX_CHARS = 63
+LABELS_MAX = 32
+REGIONS_MAX = 256
+REPLICAS_MAX = 10_000
+PRIORITY_MAX = 1_000_000
+ARTIFACT_SIZE_MAX_BYTES = 1 << 40
+MEMORY_MAX_BYTES = 1 << 50
+_MEMORY_UNITS = {
+    "": 1,
+    "K": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "Ki": 1 << 10,
+    "Mi": 1 << 20,
+    "Gi": 1 << 30,
+    "Ti": 1 << 40,
+}
+_MEMORY_PATTERN = re.compile(r"^([0-9]+)(K|M|G|T|Ki|Mi|Gi|Ti)?$")
+DESIRED_KEY_PREFIX = "deployment/"
+
+
+class ManifestError(ValueError):
+    """An invalid manifest; the message starts with the field path, then the problem."""
+
+
+@dataclass(frozen=True, slots=True)
+class Replicas:
+    """How many replicas, where: exactly one of the three forms is set.
+
+    `per_region` alone: that many in every region. `per_region` with `regions`:
+    that many in each region matching one of the glob patterns (a selector).
+    `by_region`: an explicit count per named region (others get none).
+    """
+
+    per_region: int | None = None
+    regions: tuple[str, ...] = ()
+    by_region: tuple[tuple[str, int], ...] = ()
+
+    def for_region(self, region: str) -> int:
+        """The replica count this manifest asks of `region`."""
+        if self.by_region:
+            return dict(self.by_region).get(region, 0)
+        if self.regions and not any(fnmatch.fnmatchcase(region, p) for p in self.regions):
+            return 0
+        return self.per_region or 0
+
+    def to_doc(self) -> Any:
+        if self.by_region:
+            return dict(self.by_region)
+        if self.regions:
+            return {"per_region": self.per_region, "regions": list(self.regions)}
+        return self.per_region
+
+
+@dataclass(frozen=True, slots=True)
+class Requirements:
+    """What a node must offer to host a replica."""
+
+    min_memory_bytes: int = 0
+    accelerator: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """A validated, normalised manifest."""
+
+    name: str
+    model_name: str
+    model_version: str
+    artifact_sha256: str
+    artifact_size_bytes: int
+    replicas: Replicas
+    requirements: Requirements = field(default_factory=Requirements)
+    priority: int = 0
+
+    @property
+    def record_key(self) -> str:
+        """The key of this deployment's `desired` record."""
+        return desired_key(self.name)
+
+    def to_doc(self) -> dict[str, Any]:
+        """The normalised manifest as a JSON-ready dict (parse_manifest accepts it back unchanged)."""
+        return {
+            "name": self.name,
+            "model": {"name": self.model_name, "version": self.model_version},
+            "artifact": {"sha256": self.artifact_sha256, "size_bytes": self.artifact_size_bytes},
+            "replicas": self.replicas.to_doc(),
+            "requirements": {
+                "min_memory_bytes": self.requirements.min_memory_bytes,
+                "accelerator": self.requirements.accelerator,
+                "labels": dict(self.requirements.labels),
+            },
+            "priority": self.priority,
+        }
+
+
+def desired_key(name: str) -> str:
+    """The `desired` record key of the deployment `name`."""
+    return DESIRED_KEY_PREFIX + name
+
+
+def canonical_bytes(deployment: Deployment) -> bytes:
+    """The record payload: compact UTF-8 JSON of `to_doc()` with sorted keys."""
+    return json.dumps(deployment.to_doc(), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
+
+
+def load_document(text: str | bytes) -> Any:
+    """YAML (or JSON) text to a Python value; ManifestError if it does not parse or is too large."""
+    size = len(text.encode("utf-8") if isinstance(text, str) else text)
+    if size > MANIFEST_TEXT_MAX_BYTES:
+        raise ManifestError(f"manifest: {size} bytes is over the limit of {MANIFEST_TEXT_MAX_BYTES} bytes")
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ManifestError(f"manifest: not valid YAML or JSON{where}: {problem}") from None
+
+
+def parse_manifest(text: str | bytes) -> Deployment:
+    """Parse and validate a YAML or JSON manifest; ManifestError names the field and the problem."""
+    return manifest_from_doc(load_document(text))
+
+
+def manifest_from_doc(doc: Any) -> Deployment:
+    """Validate an already-parsed manifest document."""
+    top = _mapping(
+        doc,
+        "manifest",
+        required=("name", "model", "artifact", "replicas"),
+        optional=("requirements", "priority"),
+    )
+    name = _string(top["name"], "name", NAME_PATTERN, "1-63 lowercase letters, digits or '-', e.g. vibration")
+    model = _mapping(top["model"], "model", required=("name", "version"))
+    artifact_doc = top["artifact"]
+    if isinstance(artifact_doc, Mapping) and "file" in artifact_doc:
+        raise ManifestError(
+            "artifact.file: a local file is hashed by the CLI (murmur deploy), not by the node; "
+            "send artifact.sha256 and artifact.size_bytes"
+        )
+    artifact = _mapping(artifact_doc, "artifact", required=("sha256", "size_bytes"))
+    requirements = _requirements(top.get("requirements", {}))
+    deployment = Deployment(
+        name=name,
+        model_name=_string(model["name"], "model.name", TEXT_PATTERN, _TEXT_HINT),
+        model_version=_string(model["version"], "model.version", TEXT_PATTERN, _TEXT_HINT),
+        artifact_sha256=_string(
+            artifact["sha256"], "artifact.sha256", SHA256_PATTERN, "64 lowercase hex characters"
+        ),
+        artifact_size_bytes=_integer(
+            artifact["size_bytes"], "artifact.size_bytes", 1, ARTIFACT_SIZE_MAX_BYTES
+        ),
+        replicas=_replicas(top["replicas"]),
+        requirements=requirements,
+        priority=_integer(top.get("priority", 0), "priority", 0, PRIORITY_MAX),
+    )
+    size = len(canonical_bytes(deployment))
+    if size > PAYLOAD_MAX_BYTES:
+        raise ManifestError(
+            f"manifest: its canonical form is {size} bytes, over the limit of {PAYLOAD_MAX_BYTES}; "
+            "use fewer labels or regions"
+        )
+    return deployment
+
+
+_TEXT_HINT = "1-128 characters of letters, digits and ._:/+@- starting with a letter or digit"
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }.get(type(value), type(value).__name__)
+
+
+def _mapping(
+    value: Any, path: str, *, required: tuple[str, ...] = (), optional: tuple[str, ...] = ()
+) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise ManifestError(f"{path}: must be a mapping, got {_type_name(value)}")
+    allowed = (*required, *optional)
+    for key in value:
+        if key not in allowed:
+            raise ManifestError(f"{_join(path, key)}: unknown field; allowed here: {', '.join(allowed)}")
+    for key in required:
+        if key not in value:
+            raise ManifestError(f"{_join(path, key)}: required field is missing")
+    return value
+
+
+def _join(path: str, key: Any) -> str:
+    return str(key) if path == "manifest" else f"{path}.{key}"
+
+
+def _string(value: Any, path: str, pattern: re.Pattern[str], hint: str) -> str:
+    if not isinstance(value, str):
+        extra = (
+            f' (quote it: "{value}")'
+            if isinstance(value, int | float) and not isinstance(value, bool)
+            else ""
+        )
+        raise ManifestError(f"{path}: must be a string, got {_show(value)}{extra}")
+    if not pattern.match(value):
+        raise ManifestError(f"{path}: {_show(value)} is not valid; use {hint}")
+    return value
+
+
+def _integer(value: Any, path: str, low: int, high: int) -> int:
+    if type(value) is not int or value < low:
+        raise ManifestError(f"{path}: must be an integer >= {low}, got {_show(value)}")
+    if value > high:
+        raise ManifestError(f"{path}: must be at most {high}, got {value}")
+    return value
+
+
+def _replicas(value: Any) -> Replicas:
+    if not isinstance(value, dict):
+        if type(value) is not int:
+            raise ManifestError(
+                f"replicas: must be an integer >= 0, a {{region: count}} mapping, or "
+                f"{{per_region: n, regions: [patterns]}}, got {_show(value)}"
+            )
+        return Replicas(per_region=_integer(value, "replicas", 0, REPLICAS_MAX))
+    if "per_region" in value or "regions" in value:
+        sel = _mapping(value, "replicas", required=("per_region", "regions"))
+        patterns = sel["regions"]
+        if not isinstance(patterns, list) or not 1 <= len(patterns) <= REGIONS_MAX:
+            raise ManifestError(
+                f"replicas.regions: must be a list of 1 to {REGIONS_MAX} region names or glob patterns, "
+                f"got {_show(patterns)}"
+            )
+        regions = tuple(
+            _string(p, f"replicas.regions[{i}]", REGION_GLOB_PATTERN, "a region name or glob, e.g. store-*")
+            for i, p in enumerate(patterns)
+        )
+        return Replicas(
+            per_region=_integer(sel["per_region"], "replicas.per_region", 0, REPLICAS_MAX), regions=regions
+        )
+    if not 1 <= len(value) <= REGIONS_MAX:
+        raise ManifestError(f"replicas: a region mapping must name 1 to {REGIONS_MAX} regions")
+    counts: list[tuple[str, int]] = []
+    for region, count in value.items():
+        if not isinstance(region, str) or not REGION_PATTERN.match(region):
+            raise ManifestError(
+                f"replicas.{region}: not a region name; use 1-63 lowercase letters, digits, '.', '_' or '-'"
+            )
+        counts.append((region, _integer(count, f"replicas.{region}", 0, REPLICAS_MAX)))
+    return Replicas(by_region=tuple(sorted(counts)))
+
+
+def _requirements(value: Any) -> Requirements:
+    req = _mapping(value, "requirements", optional=("min_memory_bytes", "accelerator", "labels"))
+    accelerator = req.get("accelerator")
+    if accelerator is not None:
+        accelerator = _string(accelerator, "requirements.accelerator", TEXT_PATTERN, _TEXT_HINT)
+    labels_doc = req.get("labels", {})
+    if not isinstance(labels_doc, dict):
+        raise ManifestError(
+            f"requirements.labels: must be a mapping of strings, got {_type_name(labels_doc)}"
+        )
+    if len(labels_doc) > LABELS_MAX:
+        raise ManifestError(f"requirements.labels: at most {LABELS_MAX} labels, got {len(labels_doc)}")
+    labels: list[tuple[str, str]] = []
+    for key, label in labels_doc.items():
+        path = f"requirements.labels.{key}"
+        if not isinstance(key, str) or not LABEL_KEY_PATTERN.match(key):
+            raise ManifestError(f"{path}: not a label name; use letters, digits and ._/- (1-63)")
+        if not isinstance(label, str) or len(label) > LABEL_VALUE_MAX_CHARS:
+            raise ManifestError(
+                f"{path}: must be a string of at most {LABEL_VALUE_MAX_CHARS} characters, got {_show(label)}"
+                + (' (quote it, e.g. "yes")' if isinstance(label, bool | int | float) else "")
+            )
+        labels.append((key, label))
+    return Requirements(
+        min_memory_bytes=_memory(req.get("min_memory_bytes", 0)),
+        accelerator=accelerator,
+        labels=tuple(sorted(labels)),
+    )
+
+
+def _memory(value: Any) -> int:
+    path = "requirements.min_memory_bytes"
+    if type(value) is int:
+        return _integer(value, path, 0, MEMORY_MAX_BYTES)
+    match = _MEMORY_PATTERN.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ManifestError(
+            f"{path}: must be an integer number of bytes or a size like 512Mi, 2Gi, 500M, got {_show(value)}"
+        )
+    size = int(match.group(1)) * _MEMORY_UNITS[match.group(2) or ""]
+    if size > MEMORY_MAX_BYTES:
+        raise ManifestError(f"{path}: {value} is over the limit of {MEMORY_MAX_BYTES} bytes")
+    return size
+
+
+def decode_payload(payload: bytes) -> Deployment:
+    """A `desired` record's payload back to a Deployment (ManifestError if it is not one)."""
+    try:
+        doc = json.loads(payload)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"manifest: payload is not JSON ({exc})") from None
+    return manifest_from_doc(doc)
