@@ -14,7 +14,7 @@ Modules, one idea each:
   reordering by jitter, partitions).
 - fleet.py: real GossipNodes on the engine; names, addresses, regions, warm start.
 - faults.py: crash, restart, stall, leave, join, partition/heal at virtual times.
-- scenarios.py: steady, crash, loss, stall, partition, churn, drawn from the seed.
+- scenarios.py: steady, crash, loss, stall, partition, churn, desired, drawn from the seed.
 - metrics.py, invariants.py, report.py: what is measured, what must hold, the JSON.
 - run.py, cli.py: one run; the command line.
 
@@ -54,6 +54,19 @@ Choices, written down (the report's keys follow issue 2):
 - Dissemination: {p50, p99, max} over the per-node delays of the injected
   broadcast, among nodes up from injection to the end; max is "until every
   live node has it". rounds = seconds / region gossip_interval_s.
+- Desired state (scenario desired): every node trusts one operator key,
+  derived from the seed (sha256(b"murmur-sim-operator" + str(seed))), not from
+  the RNGs. At 10 s a random live node accepts version 1 of the signed record
+  desired/sim-deployment (scope fleet) through publish_record, at 20 s (if the
+  run lasts longer) another one version 2. The report's `desired` key (after
+  the keys of issue 2; null in other scenarios, where `dissemination` is the
+  broadcast's and stays null here) has the same {s_all, rounds_all,
+  region_s_all, missing} as dissemination for version 1, measured from its
+  RecordsAccepted events (holding a newer version counts as holding it), the
+  same for each later version in `updates`, and `final_version_everywhere`:
+  every live node holds the last version at the end. The records_agree
+  invariant (once the last record had the region's settle time) compares every
+  live node's fleet-only state digest.
 - Convergence (warm-up, partition.heal_s and region_heal_s): every live node
   sees every live member of its region alive (suspect tolerated under loss or
   stalls) and, for "all", every region has 1-3 gateways that all see each

@@ -15,6 +15,7 @@ from gossip.config import MembershipConfig
 from gossip.events import Event, MemberState
 from gossip.io import Sealer
 from gossip.node import GossipNode, MemberView
+from gossip.state import Trust
 from sim.engine import Engine
 from sim.invariants import Invariants
 from sim.metrics import Metrics
@@ -49,6 +50,7 @@ class Fleet:
         rng: random.Random,
         sealer: Sealer | None = None,
         nonce_rng: random.Random | None = None,
+        trust: Trust | None = None,
     ) -> None:
         if not 1 <= region_count <= REGIONS_MAX:
             raise ValueError(f"regions must be between 1 and {REGIONS_MAX}, got {region_count}")
@@ -62,6 +64,8 @@ class Fleet:
         self.invariants = invariants
         # Node rngs and fault choices come from here, in a fixed order.
         self.rng = rng
+        # Who may write signed records: shared, read-only, by every core (None: no one).
+        self.trust = trust
         self.engine = Engine(
             network,
             self,
@@ -148,6 +152,7 @@ class Fleet:
             fleet_config=self.fleet_config,
             incarnation=incarnation,
             now=self.engine.now,
+            trust=self.trust,
         )
 
     def spawn(self, region: int, views: Sequence[MemberView] = (), *, drive: bool = True) -> NodeSlot:

@@ -127,6 +127,31 @@ class Invariants:
         if fleet.region_count > 1 and quiet_s >= max(region_settle_s, fleet_settle_s):
             self._check_fleet_liveness(fleet, now)
         self._check_crashes_dead(fleet, metrics, now)
+        if metrics.record_tracks and now - metrics.record_tracks[-1].at_s >= region_settle_s:
+            self._check_records_agree(fleet, now)
+
+    def _check_records_agree(self, fleet: Fleet, now: float) -> None:
+        """After published records had time to spread, every live node holds the same fleet records.
+
+        Compared by the fleet-only digest (author -> highest version, fingerprint),
+        which is what gateways compare in the fleet pool.
+        """
+        self._check("records_agree")
+        live = fleet.live()
+        if not live:
+            return
+        first = live[0]
+        want = fleet.core(first).state.digest(fleet_only=True)
+        for idx in live[1:]:
+            got = fleet.core(idx).state.digest(fleet_only=True)
+            if got != want:
+                self.violation(
+                    now,
+                    "records_agree",
+                    f"{fleet.slots[idx].node_id}'s fleet-record digest {got} differs from "
+                    f"{fleet.slots[first].node_id}'s {want}",
+                )
+                return
 
     def _check_views_match(self, fleet: Fleet, metrics: Metrics, now: float) -> None:
         """The views rebuilt from MemberChanged events equal what members() says."""

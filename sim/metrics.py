@@ -19,6 +19,7 @@ from gossip.events import (
     GatewayChanged,
     MemberChanged,
     MemberState,
+    RecordsAccepted,
 )
 from sim.report import RATE_DIGITS, stats
 from sim.slot import NodeSlot
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from gossip.node import MemberView
+    from gossip.records import Record
     from sim.fleet import Fleet
 
 ALIVE = MemberState.ALIVE
@@ -63,6 +65,18 @@ class Broadcast:
     delivered_s: dict[int, float] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class RecordTrack:
+    """One published signed record and who holds it (or a newer version of its slot)."""
+
+    origin_idx: int
+    slot: tuple[str, str]
+    version: int
+    at_s: float
+    live_at_start: list[int]
+    delivered_s: dict[int, float] = field(default_factory=dict)
+
+
 class Metrics:
     """Collects detection, false deaths, dissemination, traffic and convergence."""
 
@@ -83,6 +97,8 @@ class Metrics:
         # A node leaving gracefully that an observer recorded dead rather than left.
         self.leave_seen_dead_pairs: dict[tuple[int, int], None] = {}
         self.broadcast: Broadcast | None = None
+        # Published signed records, in publishing order.
+        self.record_tracks: list[RecordTrack] = []
         # Partition bookkeeping: the groups of the last split and when it healed.
         self._split_group: list[int] = []
         self._healed_at_s: float | None = None
@@ -175,6 +191,14 @@ class Metrics:
         # The origin delivers to itself synchronously, before this call returns the key.
         self.broadcast.delivered_s.setdefault(origin_idx, now)
 
+    def start_record(self, now: float, origin_idx: int, record: Record, accepted: bool) -> None:
+        """Track a signed record published at origin_idx from now on."""
+        track = RecordTrack(origin_idx, record.slot, record.version, now, self.fleet.live())
+        self.record_tracks.append(track)
+        # The origin's RecordsAccepted is drained after this call; it holds the record already.
+        if accepted:
+            track.delivered_s.setdefault(origin_idx, now)
+
     def start_traffic_window(self, now: float) -> None:
         """Start measuring traffic: snapshot every node's wire counters."""
         self._window_start_s = now
@@ -190,6 +214,12 @@ class Metrics:
             b = self.broadcast
             if b is not None and (event.origin_id, event.seq) == b.key:
                 b.delivered_s.setdefault(slot.idx, now)
+        elif type(event) is RecordsAccepted:
+            for r in event.records:
+                for track in self.record_tracks:
+                    # Holding a newer version of the slot counts as holding this one.
+                    if track.slot == r.slot and track.version <= r.version:
+                        track.delivered_s.setdefault(slot.idx, now)
         elif type(event) is GatewayChanged:
             idx = slot.idx
             self.gateway[idx] = event.is_gateway
@@ -371,16 +401,66 @@ class Metrics:
         b = self.broadcast
         if b is None:
             return None
+        return self._spread_stats(b.origin_idx, b.at_s, b.live_at_start, b.delivered_s, gossip_interval_s)
+
+    def desired(self, gossip_interval_s: float) -> dict[str, Any] | None:
+        """desired: the first published record's spread, as dissemination's; then each update's.
+
+        `updates` holds the same figures for every later record (by publishing
+        order), and final_version_everywhere says whether every live node ends
+        holding the last published version of each slot.
+        """
+        if not self.record_tracks:
+            return None
+        first, *later = self.record_tracks
+        out = self._spread_stats(
+            first.origin_idx, first.at_s, first.live_at_start, first.delivered_s, gossip_interval_s
+        )
+        out["version"] = first.version
+        out["updates"] = [
+            {
+                "version": t.version,
+                "at_s": t.at_s,
+                **self._spread_stats(t.origin_idx, t.at_s, t.live_at_start, t.delivered_s, gossip_interval_s),
+            }
+            for t in later
+        ]
+        out["final_version_everywhere"] = self.final_versions_everywhere()
+        return out
+
+    def final_versions_everywhere(self) -> bool:
+        """Every live node holds, right now, the last published version of every tracked slot."""
+        last: dict[tuple[str, str], int] = {}
+        for t in self.record_tracks:
+            last[t.slot] = t.version
         fleet = self.fleet
-        origin_region = fleet.slots[b.origin_idx].region
+        for idx in fleet.live():
+            store = fleet.core(idx).state
+            for (kind, key), version in last.items():
+                held = store.get(kind, key)
+                if held is None or held.version != version:
+                    return False
+        return True
+
+    def _spread_stats(
+        self,
+        origin_idx: int,
+        at_s: float,
+        live_at_start: list[int],
+        delivered_s: dict[int, float],
+        gossip_interval_s: float,
+    ) -> dict[str, Any]:
+        """{s_all, rounds_all, region_s_all, missing} over nodes up from at_s to the end."""
+        fleet = self.fleet
+        origin_region = fleet.slots[origin_idx].region
         delays: list[float] = []
         region_delays: list[float] = []
-        for idx in b.live_at_start:
+        for idx in live_at_start:
             slot = fleet.slots[idx]
             if not slot.up or fleet.crashed[idx] or fleet.left[idx]:
                 continue
-            t = b.delivered_s.get(idx)
-            d = t - b.at_s if t is not None else math.inf
+            t = delivered_s.get(idx)
+            d = t - at_s if t is not None else math.inf
             delays.append(d)
             if slot.region == origin_region:
                 region_delays.append(d)

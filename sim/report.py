@@ -76,6 +76,14 @@ def summary(report: dict[str, Any]) -> str:
     if dis is not None:
         lines.append(f"  broadcast: all nodes {_fmt(dis['s_all'])}  ({_fmt(dis['rounds_all'], ' rounds')})")
         lines.append(f"    origin region {_fmt(dis['region_s_all'])}  (missing: {dis['missing']})")
+    des = report.get("desired")
+    if des is not None:
+        rounds = _fmt(des["rounds_all"], " rounds")
+        lines.append(f"  desired v{des['version']}: all nodes {_fmt(des['s_all'])}  ({rounds})")
+        lines.append(f"    origin region {_fmt(des['region_s_all'])}  (missing: {des['missing']})")
+        for up in des["updates"]:
+            lines.append(f"    v{up['version']}: all nodes {_fmt(up['s_all'])}  (missing: {up['missing']})")
+        lines.append(f"    final version everywhere: {des['final_version_everywhere']}")
     tr = report["traffic"]
     if tr is not None:
         lines.append(f"  traffic bytes/node/s {_fmt(tr['bytes_per_node_s'], '')}")

@@ -14,6 +14,8 @@ from typing import Any
 from gossip.config import LOCAL, WAN
 from gossip.config import profile as named_profile
 from gossip.envelope import Keyring
+from gossip.records import Record
+from gossip.state import StaticTrust
 from sim import scenarios
 from sim.fleet import Fleet
 from sim.invariants import Invariants
@@ -100,6 +102,21 @@ def _joiner(seeds: list[str]) -> Callable[[Any, float], None]:
     return join
 
 
+def _publisher(fleet: Fleet, rng: random.Random, record: Record) -> Callable[[float], None]:
+    """At its time, a random live, unstalled node accepts the record (an operator command)."""
+
+    def publish(now: float) -> None:
+        candidates = [i for i in fleet.live() if not fleet.slots[i].stalled]
+        origin = rng.choice(candidates)
+
+        def accept(core: Any, t: float) -> None:
+            fleet.metrics.start_record(t, origin, record, core.publish_record(t, record))
+
+        fleet.engine.call_node_at(now, origin, accept)
+
+    return publish
+
+
 def run_simulation(
     nodes: int,
     regions: int,
@@ -137,6 +154,8 @@ def run_simulation(
     fault_rng = random.Random(master.getrandbits(64))
     nonce_rng = random.Random(master.getrandbits(64))
     network_key = master.randbytes(32)
+    # The operator key is derived from the seed apart from the RNGs (see scenarios.operator_key).
+    operator = scenarios.operator_key(seed)
 
     network = Network(network_rng, regions, loss=loss)
     # Under loss (or stalls) a member is briefly suspect now and then: that still counts as seen.
@@ -155,6 +174,7 @@ def run_simulation(
         rng=node_rng,
         sealer=Keyring([network_key]) if encrypt else None,
         nonce_rng=nonce_rng,
+        trust=StaticTrust(operators=[bytes(operator.verify_key)]),
     )
     engine = fleet.engine
 
@@ -166,7 +186,7 @@ def run_simulation(
     converged: dict[str, float | None] = {"warmup": None, "heal": None, "heal_region": None}
     _watch_convergence(fleet, 0.0, duration_s, "all", converged, "warmup")
 
-    plan = scenarios.schedule(fleet, scenario, duration_s, fault_rng, loss)
+    plan = scenarios.schedule(fleet, scenario, duration_s, fault_rng, loss, operator)
     engine.call_at(plan.fault_at_s, metrics.start_traffic_window)
     if plan.broadcast_at_s is not None:
         payload = fault_rng.randbytes(BROADCAST_PAYLOAD_BYTES)
@@ -183,6 +203,8 @@ def run_simulation(
             engine.call_node_at(now, origin, send)
 
         engine.call_at(plan.broadcast_at_s, inject)
+    for at_s, record in plan.records:
+        engine.call_at(at_s, _publisher(fleet, fault_rng, record))
     if plan.heal_at_s is not None and plan.heal_at_s < duration_s:
         _watch_convergence(fleet, plan.heal_at_s, duration_s, "all", converged, "heal")
         _watch_convergence(fleet, plan.heal_at_s, duration_s, "region", converged, "heal_region")
@@ -228,6 +250,8 @@ def run_simulation(
             "violations": invariants.violations,
             "violation_count": invariants.violation_count,
         },
+        # After the keys of issue 2: the desired scenario's signed record (issue 3).
+        "desired": metrics.desired(region_config.gossip_interval_s),
         "loss": loss,
         "encrypt": encrypt,
         "warmup": {

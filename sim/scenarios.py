@@ -12,17 +12,26 @@ FAULT_AT_S, after a warm start has had time to settle, and stop early enough
 - partition: at FAULT_AT_S the fleet splits in two halves, across and inside
   regions (half of every region on each side), for PARTITION_S; then it heals.
 - churn: nodes leave gracefully while new or restarted ones join, continuously.
+- desired: no faults; at FAULT_AT_S a random node accepts an operator's signed
+  `desired` record (version 1), and at DESIRED_UPDATE_AT_S (if the run lasts
+  that long) another random node accepts its update (version 2). The operator
+  key is derived from the seed (operator_key).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from dataclasses import dataclass
 
+import nacl.signing
+
+from gossip.records import Record, sign_record
 from sim import faults
 from sim.fleet import Fleet
 
-SCENARIOS = ("steady", "crash", "loss", "stall", "partition", "churn")
+SCENARIOS = ("steady", "crash", "loss", "stall", "partition", "churn", "desired")
 DEFAULT_LOSS = {"loss": 0.10}
 FAULT_AT_S = 10.0
 PARTITION_S = 30.0
@@ -33,6 +42,12 @@ STALL_GAP_S = (2.0, 10.0)
 # Churn: one leave and one join every 1 / rate seconds on average.
 CHURN_RATE_PER_NODE_S = 0.001
 CHURN_RATE_MIN_PER_S = 0.2
+# Desired state: the operator's record, and when its update (version 2) is published.
+DESIRED_KIND = "desired"
+DESIRED_KEY = "sim-deployment"
+DESIRED_SCOPE = "fleet"
+DESIRED_UPDATE_AT_S = 20.0
+OPERATOR_KEY_DOMAIN = b"murmur-sim-operator"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +61,20 @@ class Plan:
     broadcast_at_s: float | None
     heal_at_s: float | None
     lossy: bool
+    # Signed records a random live node publishes, with when: (time, record).
+    records: tuple[tuple[float, Record], ...] = ()
+
+
+def operator_key(seed: int) -> nacl.signing.SigningKey:
+    """The simulated operator's Ed25519 key, derived from the seed (no RNG draw)."""
+    return nacl.signing.SigningKey(hashlib.sha256(OPERATOR_KEY_DOMAIN + str(seed).encode()).digest())
+
+
+def desired_record(key: nacl.signing.SigningKey, version: int) -> Record:
+    """Version `version` of the simulated deployment, signed by the operator."""
+    payload = {"model": "sim-model", "model_version": version, "replicas_per_region": 1}
+    body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    return sign_record(key, DESIRED_KIND, DESIRED_KEY, version, DESIRED_SCOPE, body)
 
 
 def default_loss(scenario: str) -> float:
@@ -53,8 +82,18 @@ def default_loss(scenario: str) -> float:
     return DEFAULT_LOSS.get(scenario, 0.0)
 
 
-def schedule(fleet: Fleet, scenario: str, duration_s: float, rng: random.Random, loss: float) -> Plan:
-    """Schedule a scenario's faults on the fleet's engine; returns its plan."""
+def schedule(
+    fleet: Fleet,
+    scenario: str,
+    duration_s: float,
+    rng: random.Random,
+    loss: float,
+    operator: nacl.signing.SigningKey | None = None,
+) -> Plan:
+    """Schedule a scenario's faults on the fleet's engine; returns its plan.
+
+    `operator` signs the desired scenario's records (required for it).
+    """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; choose one of: {', '.join(SCENARIOS)}")
     n = len(fleet.slots)
@@ -63,6 +102,13 @@ def schedule(fleet: Fleet, scenario: str, duration_s: float, rng: random.Random,
     lossy = loss > 0.0
     if scenario in ("steady", "loss"):
         return Plan(scenario, FAULT_AT_S, 0.0, FAULT_AT_S, None, lossy)
+    if scenario == "desired":
+        if operator is None:
+            raise ValueError("the desired scenario needs an operator key")
+        records = [(FAULT_AT_S, desired_record(operator, 1))]
+        if duration_s > DESIRED_UPDATE_AT_S:
+            records.append((DESIRED_UPDATE_AT_S, desired_record(operator, 2)))
+        return Plan(scenario, FAULT_AT_S, 0.0, None, None, lossy, tuple(records))
     if scenario == "crash":
         for idx in sorted(rng.sample(range(n), faulty)):
             faults.crash_at(fleet, FAULT_AT_S, idx)

@@ -65,6 +65,33 @@ def test_steady(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", SEEDS)
+def test_desired_state_reaches_every_node_and_the_update_wins(seed: int) -> None:
+    report, why = simulate(60, 3, "desired", seed, 30.0)
+    assert_invariants_hold(report, why)
+    assert "records_agree" in report["invariants"]["checked"], why
+    assert report["false_dead"] == 0, why
+    assert report["dissemination"] is None, why
+    des = report["desired"]
+    assert des["version"] == 1 and des["missing"] == 0 and des["s_all"]["max"] is not None, why
+    assert des["region_s_all"]["max"] <= des["s_all"]["max"], why
+    assert [u["version"] for u in des["updates"]] == [2], why
+    assert des["updates"][0]["missing"] == 0 and des["updates"][0]["s_all"]["max"] is not None, why
+    assert des["final_version_everywhere"] is True, why
+
+
+def test_desired_without_time_for_the_update_publishes_one_version() -> None:
+    report, why = simulate(20, 2, "desired", 4, 19.0)
+    des = report["desired"]
+    assert des["missing"] == 0 and des["updates"] == [] and des["final_version_everywhere"] is True, why
+
+
+def test_same_seed_gives_the_same_desired_report_byte_for_byte() -> None:
+    a = run_simulation(30, 2, "desired", 9, 25.0)
+    b = run_simulation(30, 2, "desired", 9, 25.0)
+    assert without_host_figures(a) == without_host_figures(b)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
 def test_loss(seed: int) -> None:
     report, why = simulate(45, 3, "loss", seed, 30.0)
     assert report["loss"] == 0.10
