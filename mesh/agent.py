@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ipaddress
 import logging
 import random
 import signal
@@ -41,6 +42,7 @@ from gossip.records import Record
 from gossip.state import StaticTrust
 from mesh.api import ReceivedBroadcast, SubmitRefused, create_app
 from mesh.cluster import JoinToken
+from mesh.discovery import Discovery, DiscoveryError, Peer
 from mesh.identity import Identity
 from mesh.netaddr import AddressError, is_unspecified, join_hostport, split_hostport
 from mesh.runtime import Runtime
@@ -52,6 +54,8 @@ LEAVE_LINGER_S = 1.0
 PEERS_SAVE_INTERVAL_S = 5.0
 RECEIVED_BROADCASTS_MAX = 256
 KNOWN_PEERS_AS_SEEDS_MAX = 16
+DISCOVERED_PEERS_MAX = 256
+REJOIN_DISCOVERED_AFTER_S = 10.0
 
 
 class AgentError(Exception):
@@ -70,6 +74,8 @@ class AgentOptions:
     seeds: tuple[str, ...] = ()
     profile: str = "lan"
     debug_hooks: bool = False
+    mdns: bool = True
+    mdns_interfaces: tuple[str, ...] = ()  # empty: the --bind address
 
 
 class Agent:
@@ -94,6 +100,8 @@ class Agent:
             maxlen=RECEIVED_BROADCASTS_MAX
         )
         self._peers_dirty = False  # peers are saved in batches, not on every event
+        # mDNS finds: node id -> (gossip addr, monotonic time of our join through it); bounded.
+        self._discovered: collections.OrderedDict[str, tuple[str, float]] = collections.OrderedDict()
         runtime.subscribe(self._on_event)
 
     # --- NodeService -------------------------------------------------------------
@@ -242,6 +250,33 @@ class Agent:
                 log.info("broadcast %s/%d delivered (%d bytes)", origin_id, seq, len(payload))
                 self._received.append(ReceivedBroadcast(origin_id, seq, payload, time.time()))
 
+    def on_discovered(self, peer: Peer) -> None:
+        """A peer of our cluster seen by mDNS: join through it unless it is already an alive member.
+
+        mDNS only finds peers; whether they are alive is SWIM's call, so this never
+        changes a member's state, it only starts a join exchange.
+        """
+        if any(m.node_id == peer.node_id and str(m.state) == "alive" for m in self.node.members("region")):
+            return
+        if any(m.node_id == peer.node_id and str(m.state) == "alive" for m in self.node.members("fleet")):
+            return
+        now = time.monotonic()
+        previous = self._discovered.get(peer.node_id)
+        if (
+            previous is not None
+            and previous[0] == peer.gossip_addr
+            and now - previous[1] < REJOIN_DISCOVERED_AFTER_S
+        ):
+            return  # a join through it is under way (the core retries it)
+        self._discovered[peer.node_id] = (peer.gossip_addr, now)
+        self._discovered.move_to_end(peer.node_id)
+        while len(self._discovered) > DISCOVERED_PEERS_MAX:
+            self._discovered.popitem(last=False)
+        log.info(
+            "mDNS found %s (region %s) at %s: joining through it", peer.node_id, peer.region, peer.gossip_addr
+        )
+        self.runtime.drive(lambda now: self.node.join(now, [peer.gossip_addr]))
+
     def save_peers(self) -> None:
         """Persist the peers currently alive (they seed the next start)."""
         records: dict[str, PeerRecord] = {}
@@ -379,6 +414,15 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
             loop.add_signal_handler(sig, stop.set)
             stack.callback(loop.remove_signal_handler, sig)
 
+        if options.mdns:
+            discovery = _make_discovery(options, token, agent, gossip_addr, api_addr)
+            if discovery is not None:
+                stack.push_async_callback(discovery.close)
+                try:
+                    await discovery.start()
+                except DiscoveryError as exc:
+                    raise AgentError(str(exc)) from None
+
         seeds = await _resolve_seeds([*options.seeds, *_known_peers(store, options.region)], gossip_addr)
         saver = asyncio.create_task(agent.keep_saving_peers())
         if seeds:
@@ -404,6 +448,40 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
         agent.save_peers()
     log.info("stopped cleanly")
     return 0
+
+
+def _make_discovery(
+    options: AgentOptions, token: JoinToken, agent: Agent, gossip_addr: str, api_addr: str
+) -> Discovery | None:
+    """The mDNS advertiser/browser on --mdns-interface (default: the --bind IP); None if off."""
+    gossip_host, gossip_port = split_hostport(gossip_addr)
+    interfaces = list(options.mdns_interfaces)
+    if not interfaces:
+        try:
+            is_v4 = ipaddress.ip_address(gossip_host).version == 4
+        except ValueError:
+            is_v4 = False
+        if not is_v4:
+            log.warning(
+                "mDNS is off: --bind host %s is not an IPv4 address; pass --mdns-interface with the "
+                "LAN interface address to find peers automatically",
+                gossip_host,
+            )
+            return None
+        interfaces = [gossip_host]
+    try:
+        return Discovery(
+            interfaces=interfaces,
+            cluster_id=token.cluster_id,
+            node_id=agent.node_id,
+            region=options.region,
+            gossip_host=gossip_host,
+            gossip_port=gossip_port,
+            api_port=split_hostport(api_addr)[1],
+            on_peer=agent.on_discovered,
+        )
+    except DiscoveryError as exc:
+        raise AgentError(str(exc)) from None
 
 
 def _known_peers(store: Store, region: str) -> list[str]:

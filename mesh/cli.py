@@ -92,6 +92,8 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         seeds=tuple(args.seed),
         profile=args.profile,
         debug_hooks=args.debug_hooks,
+        mdns=not args.no_mdns,
+        mdns_interfaces=tuple(args.mdns_interface),
     )
     try:
         token = load_token(options.token)
@@ -211,6 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="lan",
         help="region pool timing profile (local: fleet pool too)",
     )
+    agent.add_argument(
+        "--mdns-interface",
+        action="append",
+        default=[],
+        metavar="IP",
+        help="find peers by mDNS on the interface with this IPv4 address (repeatable; default: the "
+        "--bind address; on a device, the LAN interface address)",
+    )
+    agent.add_argument("--no-mdns", action="store_true", help="do not advertise or browse with mDNS")
     agent.add_argument(
         "--debug-hooks", action="store_true", help="enable the test-only /v1/debug/broadcast(s) endpoints"
     )

@@ -153,6 +153,8 @@ class LocalMesh:
             agent.api,
             "--profile",
             self.profile,
+            # Seeds only: mDNS would bind on the host when the demo runs outside a namespace.
+            "--no-mdns",
         ]
         for seed in agent.seeds:
             cmd += ["--seed", seed]
