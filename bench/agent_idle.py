@@ -49,6 +49,7 @@ from types import FrameType
 from typing import Any
 
 import psutil
+from provenance import source_version
 
 from mesh.localmesh import LocalAgent, LocalMesh, wait_until
 
@@ -467,7 +468,7 @@ def report(
                 "platform": platform.platform(),
                 "loadavg_1m": os.getloadavg()[0],
             },
-            "source": _source_version(),
+            "source": source_version(),
             "agents": len(agents),
             "regions": list(REGIONS),
             "profile": PROFILE,
@@ -485,23 +486,6 @@ def report(
         }
     )
     return doc
-
-
-def _source_version() -> dict[str, Any]:
-    """The commit measured, and whether the code it runs differs from it (figures depend on both)."""
-
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    changed = git("status", "--porcelain", "--", "gossip", "consensus", "inference", "mesh", "sim")
-    return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "uncommitted_changes": None if changed is None else bool(changed),
-    }
 
 
 def _fmt(x: float | None, spec: str, suffix: str = "") -> str:

@@ -45,6 +45,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from provenance import source_version
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = "steady"
 SEED = 1
@@ -204,23 +206,6 @@ def _machine() -> dict[str, Any]:
     }
 
 
-def _source_version() -> dict[str, Any]:
-    """The commit measured, and whether the code it runs differs from it (figures depend on both)."""
-
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    changed = git("status", "--porcelain", "--", "gossip", "consensus", "inference", "mesh", "sim")
-    return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "uncommitted_changes": None if changed is None else bool(changed),
-    }
-
-
 def _print_table(runs: list[dict[str, Any]]) -> None:
     header = (
         f"{'run':<22} {'sim_s':>6} {'wall_s':>8} {'sim/wall':>9} {'cpu_s':>8} {'sim/cpu':>8} "
@@ -292,12 +277,12 @@ def main(argv: list[str] | None = None) -> int:
             "benchmark": "sim_speed",
             "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "machine": _machine(),
-            "source": _source_version(),
+            "source": source_version(),
             "runs": runs,
         }
         print(json.dumps(doc, indent=2))
     else:
-        source = _source_version()
+        source = source_version()
         print(f"source: commit {source['commit']}, uncommitted changes: {source['uncommitted_changes']}")
         _print_table(runs)
     return 0
