@@ -18,6 +18,13 @@ pytestmark = pytest.mark.real
 DEMO_TIMEOUT_S = 60.0
 
 
+def _sigint_as_in_a_terminal() -> None:
+    # A test runner started in the background (as CI may be) ignores SIGINT, and
+    # children inherit that; Python then never raises KeyboardInterrupt. A user's
+    # Ctrl-C arrives with the default disposition: give the demo that.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _demo(tmp_path: Path) -> subprocess.Popen[str]:
     env = os.environ | {"TMPDIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
@@ -26,6 +33,7 @@ def _demo(tmp_path: Path) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
+        preexec_fn=_sigint_as_in_a_terminal,
     )
 
 
