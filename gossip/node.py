@@ -33,6 +33,7 @@ from gossip.io import Outbound
 from gossip.membership import Member, Membership
 from gossip.records import Record, decode_digest, encode_digest, encode_record
 from gossip.state import StateStore, StaticTrust, StoreLimits, Trust
+from gossip.trust import MembershipTrust
 
 GATEWAYS_PER_REGION = 3
 # A member alive this long in our view is preferred as a gateway over newer ones.
@@ -84,9 +85,9 @@ class RegionSummary:
     version: int
 
 
-def encode_meta(region: str, api_addr: str) -> bytes:
-    """Member metadata carried in alive messages."""
-    packed: bytes = msgpack.packb([region, api_addr], use_bin_type=True)
+def encode_meta(region: str, api_addr: str, public_key: bytes = b"") -> bytes:
+    """Member metadata carried in alive messages: region, API address, Ed25519 public key."""
+    packed: bytes = msgpack.packb([region, api_addr, public_key], use_bin_type=True)
     return packed
 
 
@@ -99,6 +100,17 @@ def decode_meta(meta: bytes) -> tuple[str, str]:
     if type(v) is list and len(v) >= 2 and type(v[0]) is str and type(v[1]) is str:
         return v[0], v[1]
     return "", ""
+
+
+def decode_meta_key(meta: bytes) -> bytes:
+    """The public key a member announced in its metadata (b"" if none or unreadable)."""
+    try:
+        v = msgpack.unpackb(meta, raw=False)
+    except Exception:
+        return b""
+    if type(v) is list and len(v) >= 3 and type(v[2]) is bytes:
+        return v[2]
+    return b""
 
 
 def _rank_hash(node_id: str) -> bytes:
@@ -131,6 +143,7 @@ class GossipNode:
         now: float = 0.0,
         trust: Trust | None = None,
         store_limits: StoreLimits | None = None,
+        public_key: bytes = b"",
     ) -> None:
         self.node_id = node_id
         self.addr = addr
@@ -139,7 +152,7 @@ class GossipNode:
         self.region_config = region_config
         self.fleet_config = fleet_config
         self._rng = rng
-        self._meta = encode_meta(region, api_addr)
+        self._meta = encode_meta(region, api_addr, public_key)
         self._start_s = now
         # A restart always comes back above anything it said before it stopped.
         self._incarnation_floor = incarnation + 1
@@ -147,8 +160,13 @@ class GossipNode:
         self._events: list[Event] = []
         self._counters: dict[str, int] = {}
         # The signed, versioned state (gossip/state.py). Without a trust, it accepts nothing.
+        self.trust = MembershipTrust(
+            trust if trust is not None else StaticTrust(), learned_max=region_config.members_max
+        )
+        if public_key:
+            self.trust.learn_node(node_id, public_key)
         self.state = StateStore(
-            trust if trust is not None else StaticTrust(),
+            self.trust,
             random.Random(rng.getrandbits(64)),
             limits=store_limits or StoreLimits(),
             region=region,
@@ -488,6 +506,10 @@ class GossipNode:
 
     def merge_records(self, pool: Membership, now: float, blobs: Sequence[bytes]) -> None:
         """Records from a peer: the store verifies each once; what is new is passed on."""
+        # Members met in this same exchange must be known before their records are judged.
+        for e in self.region_pool.events:
+            if e.state == MemberState.ALIVE:
+                self._learn_key(e.node_id)
         new = self.state.merge_encoded(now, blobs)
         if new:
             self._records_accepted(now, new, origin=False)
@@ -752,6 +774,13 @@ class GossipNode:
             return self._retiring[-1][0]
         return None
 
+    def _learn_key(self, node_id: str) -> None:
+        m = self.region_pool.member(node_id)
+        if m is not None:
+            key = decode_meta_key(m.meta)
+            if key:
+                self.trust.learn_node(node_id, key)
+
     def _after(self, now: float) -> None:
         """After every input: collect pool events, re-choose gateways if the region changed."""
         self._now = now
@@ -770,6 +799,9 @@ class GossipNode:
                 self._ranked_live_version = self.region_pool.live_set_version
                 self._gateways_dirty = True
             self._events.extend(region_events)
+            for e in region_events:
+                if e.state == MemberState.ALIVE:
+                    self._learn_key(e.node_id)
             if self.fleet_pool is not None:
                 # The region pool's LAN failure detector is faster than the fleet's:
                 # a gateway vouches for the death of its own region's members.

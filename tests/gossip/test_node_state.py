@@ -8,7 +8,7 @@ from gossip import codec
 from gossip.config import LAN, WAN
 from gossip.events import RecordsAccepted
 from gossip.node import GossipNode
-from gossip.records import Record, encode_record, sign_record
+from gossip.records import Record, encode_record, key_id, sign_record
 from gossip.state import StaticTrust
 from tests.gossip.harness import Link
 
@@ -107,3 +107,58 @@ def test_newer_version_wins_everywhere() -> None:
     link.run_until(link.now + 10.0)
     payloads = {n.state.get("desired", "detector").payload for n in nodes}  # type: ignore[union-attr]
     assert payloads == {b"v2"}
+
+
+def _keyed_region(
+    count: int, regions: int = 1
+) -> tuple[Link, list[GossipNode], list[nacl.signing.SigningKey]]:
+    link = Link(seed=3, config=LAN, trust=StaticTrust(operators=[bytes(OPERATOR.verify_key)]))
+    keys = [nacl.signing.SigningKey(bytes([i + 1]) * 32) for i in range(count * regions)]
+    nodes = [
+        link.add(
+            f"r{i // count}n{i % count}", f"r{i // count}", fleet_config=WAN, public_key=bytes(k.verify_key)
+        )
+        for i, k in enumerate(keys)
+    ]
+    for node in nodes[1:]:
+        own_seed = next(n for n in nodes if n.region == node.region)
+        node.join(link.now, [a for a in (own_seed.addr, nodes[0].addr) if a != node.addr])
+        link._flush(node)
+    link.run_until(20.0)
+    return link, nodes, keys
+
+
+def inventory(key: nacl.signing.SigningKey, region: str, version: int, about: str | None = None) -> Record:
+    me = key_id(bytes(key.verify_key))
+    return sign_record(key, "inventory", about or me, version, f"region:{region}", b'{"cpu_count": 4}')
+
+
+def test_a_nodes_own_inventory_is_verified_with_the_key_it_announced() -> None:
+    link, nodes, keys = _keyed_region(4, regions=2)
+    author, author_key = nodes[1], keys[1]
+    assert author.publish_record(link.now, inventory(author_key, "r0", 1))
+    link._flush(author)
+    link.run_until(link.now + 10.0)
+    region_mates = [n for n in nodes if n.region == "r0"]
+    others = [n for n in nodes if n.region != "r0"]
+    assert all(n.state.get("inventory", author.node_id) is not None for n in region_mates)
+    assert all(n.state.get("inventory", author.node_id) is None for n in others)  # region-scoped
+
+
+def test_a_node_cannot_write_another_nodes_inventory() -> None:
+    link, nodes, keys = _keyed_region(3)
+    forged = inventory(keys[1], "r0", 1, about=nodes[2].node_id)  # node 1 writes node 2's slot
+    assert not nodes[1].publish_record(link.now, forged)
+    assert nodes[1].counters["state.drop_not_allowed"] == 1
+
+
+def test_an_announced_key_that_does_not_match_the_id_is_not_learned() -> None:
+    _link, nodes, keys = _keyed_region(2)
+    impostor = nacl.signing.SigningKey(b"\x55" * 32)
+    # An id someone claims with a key it was not derived from: refused and counted.
+    assert not nodes[0].trust.learn_node("0123456789abcdef", bytes(impostor.verify_key))
+    assert nodes[0].trust.refused == 1
+    assert nodes[0].trust.public_key("0123456789abcdef") is None
+    # A known member's key cannot be replaced by another.
+    assert not nodes[0].trust.learn_node(nodes[1].node_id, bytes(impostor.verify_key))
+    assert nodes[0].trust.public_key(nodes[1].node_id) == bytes(keys[1].verify_key)
