@@ -38,8 +38,9 @@ from gossip.events import (
     RecordsAccepted,
 )
 from gossip.node import GossipNode, MemberView, RegionSummary
-from gossip.records import Record
+from gossip.records import Record, sign_record
 from gossip.state import StaticTrust
+from mesh import inventory
 from mesh.api import ReceivedBroadcast, SubmitRefused, create_app
 from mesh.cluster import JoinToken
 from mesh.discovery import Discovery, DiscoveryError, Peer
@@ -76,6 +77,7 @@ class AgentOptions:
     debug_hooks: bool = False
     mdns: bool = True
     mdns_interfaces: tuple[str, ...] = ()  # empty: the --bind address
+    labels: tuple[tuple[str, str], ...] = ()  # --label k=v, in order
 
 
 class Agent:
@@ -102,6 +104,9 @@ class Agent:
         self._peers_dirty = False  # peers are saved in batches, not on every event
         # mDNS finds: node id -> (gossip addr, monotonic time of our join through it); bounded.
         self._discovered: collections.OrderedDict[str, tuple[str, float]] = collections.OrderedDict()
+        self._inventory: inventory.Inventory | None = None  # the one last published
+        self._inventory_published_s = 0.0  # monotonic
+        self._inventory_refused_logged = False
         runtime.subscribe(self._on_event)
 
     # --- NodeService -------------------------------------------------------------
@@ -209,6 +214,59 @@ class Agent:
                 "check that it is signed by an operator key of this cluster",
             )
         return True
+
+    # --- inventory -----------------------------------------------------------------
+
+    def inventory_version(self) -> int:
+        """Above everything this node signed before, even across restarts (unix ms, or latest + 1)."""
+        latest = self.node.state.latest_version(self.node_id)
+        return max(int(time.time() * 1000), (latest or 0) + 1)
+
+    def publish_inventory(self, inv: inventory.Inventory) -> bool:
+        """Sign `inv` as this node's inventory record and publish it; True if the store took it."""
+        record = sign_record(
+            self.identity.signing_key,
+            inventory.INVENTORY_KIND,
+            self.node_id,
+            self.inventory_version(),
+            f"region:{self.region}",
+            inventory.encode(inv),
+        )
+        accepted: bool = self.runtime.drive(lambda now: self.node.publish_record(now, record))
+        if not accepted and not self._inventory_refused_logged:
+            self._inventory_refused_logged = True
+            log.warning(
+                "own inventory record v%d was refused by this node's state store (counters %s); "
+                "its trust must know this node's own key (peers learn it from member metadata)",
+                record.version,
+                dict(sorted(self.node.state.counters.items())),
+            )
+        return accepted
+
+    def collect_inventory(self) -> inventory.Inventory:
+        return inventory.collect(dict(self.options.labels), self.region, self.options.data_dir)
+
+    def refresh_inventory(self, now_s: float, cur: inventory.Inventory | None = None) -> bool:
+        """Collect (unless given), and publish if should_publish says so; True if published."""
+        if cur is None:
+            cur = self.collect_inventory()
+        if not inventory.should_publish(self._inventory, cur, self._inventory_published_s, now_s):
+            return False
+        self.publish_inventory(cur)
+        # Remember it even if refused: retry at the refresh interval, not every check.
+        self._inventory = cur
+        self._inventory_published_s = now_s
+        return True
+
+    async def keep_publishing_inventory(self) -> None:
+        while True:
+            try:
+                # In a thread: the first onnxruntime import takes a moment; the loop keeps gossiping.
+                cur = await asyncio.to_thread(self.collect_inventory)
+                self.refresh_inventory(time.monotonic(), cur)
+            except Exception:  # a probe or a refusal must never stop the loop
+                log.exception("inventory refresh failed; retrying in %.0f s", inventory.INVENTORY_CHECK_S)
+            await asyncio.sleep(inventory.INVENTORY_CHECK_S)
 
     # --- events --------------------------------------------------------------------
 
@@ -356,7 +414,8 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
         persisted_records = store.load_records()
     except StoreError as exc:
         raise AgentError(str(exc)) from None
-    trust = StaticTrust(operators=[token.operator_key])
+    # This node's own key: its store must accept its own inventory record.
+    trust = StaticTrust(operators=[token.operator_key], nodes=[identity.public_key])
 
     runtime = Runtime(
         Keyring(list(token.network_keys)),
@@ -395,6 +454,7 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
             incarnation=persisted_incarnation,
             now=loop.time(),
             trust=trust,
+            public_key=identity.public_key,  # in member metadata: peers learn it to accept our inventory
         )
         # Restored records are re-verified; anti-entropy (the join's push-pull first)
         # carries them on to peers that lack them.
@@ -428,6 +488,7 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
         if seeds:
             # The core retries the join with backoff until a seed answers.
             runtime.drive(lambda now: node.join(now, seeds))
+        inventory_task = asyncio.create_task(agent.keep_publishing_inventory())
         log.info(
             "murmur agent ready: node %s region %s gossip %s api http://%s incarnation %d profile %s "
             "seeds %s",
@@ -442,7 +503,8 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
         await stop.wait()
         log.info("shutting down: leaving the mesh")
         saver.cancel()
-        await asyncio.gather(saver, return_exceptions=True)
+        inventory_task.cancel()
+        await asyncio.gather(saver, inventory_task, return_exceptions=True)
         runtime.drive(node.leave)
         await asyncio.sleep(LEAVE_LINGER_S)  # the runtime keeps driving: the leave goes out
         agent.save_peers()

@@ -33,6 +33,7 @@ from aiohttp import web
 from gossip.records import Record
 from inference.manifest import Deployment, ManifestError, desired_key, load_document, manifest_from_doc
 from mesh.deploy import DESIRED_KIND, check_record, deployment_json, record_from_b64
+from mesh.inventory import INVENTORY_KIND, decode
 from mesh.opsign import RequestVerifier, SignatureRefused
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,28 @@ def member_json(member: MemberLike) -> dict[str, Any]:
     }
 
 
+INVENTORY_SUMMARY_FIELDS = ("cpu_count", "memory_available_bytes", "accelerators", "labels")
+
+
+def inventory_json(service: NodeService, node_id: str) -> dict[str, Any] | None:
+    """The node's latest inventory payload held here, with its `version`; None if none or unreadable."""
+    record = service.record(INVENTORY_KIND, node_id)
+    if record is None or record.deleted:
+        return None
+    doc = decode(record.payload)
+    if doc is None:
+        return None
+    return {**doc, "version": record.version}
+
+
+def inventory_summary(service: NodeService, node_id: str) -> dict[str, Any] | None:
+    """The fields of the inventory `murmur nodes` shows; None if unknown here."""
+    doc = inventory_json(service, node_id)
+    if doc is None:
+        return None
+    return {k: doc.get(k) for k in INVENTORY_SUMMARY_FIELDS}
+
+
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
@@ -142,7 +165,13 @@ async def get_nodes(request: web.Request) -> web.Response:
     if pool not in POOLS:
         return _error(400, f"unknown pool {pool!r}; use pool=region or pool=fleet")
     if region == service.region or pool == "fleet":
-        return web.json_response([member_json(m) for m in service.members(pool)])
+        # Inventory is region-scoped: another region's is only known there (forwarded reads).
+        return web.json_response(
+            [
+                {**member_json(m), "inventory": inventory_summary(service, m.node_id)}
+                for m in service.members(pool)
+            ]
+        )
     if request.headers.get(FORWARDED_HEADER):
         # Forwarded here by a stale summary: answer, but never forward twice.
         return _error(421, f"node {service.node_id} is in region {service.region!r}, not {region!r}")
@@ -335,8 +364,7 @@ async def get_node(request: web.Request) -> web.Response:
             f"node {node_id} is not in this node's region or fleet view; ask a node of its region, "
             "or list members with murmur nodes --region R",
         )
-    # Inventory records are a later step of issue 3; the field is reserved.
-    return web.json_response({**member_json(member), "inventory": None})
+    return web.json_response({**member_json(member), "inventory": inventory_json(service, node_id)})
 
 
 async def _client_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -24,6 +24,8 @@ from sim.cli import register as register_sim
 DEFAULT_NODE_URL = "http://127.0.0.1:7800"
 NODES_TIMEOUT_S = 5.0
 REGION_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+LABEL_KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+LABEL_VALUE_MAX_CHARS = 128
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -47,6 +49,20 @@ def _region(text: str) -> str:
             "e.g. store-12"
         )
     return text
+
+
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not LABEL_KEY_PATTERN.match(key):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a label; use KEY=VALUE with a key of 1-63 letters, digits, '.', '_', "
+            "'/' or '-', e.g. --label zone=a"
+        )
+    if len(value) > LABEL_VALUE_MAX_CHARS or not value.isprintable():
+        raise argparse.ArgumentTypeError(
+            f"label {key!r}: the value must be at most {LABEL_VALUE_MAX_CHARS} printable characters"
+        )
+    return key, value
 
 
 # --- cluster init ------------------------------------------------------------------
@@ -94,6 +110,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         debug_hooks=args.debug_hooks,
         mdns=not args.no_mdns,
         mdns_interfaces=tuple(args.mdns_interface),
+        labels=tuple(args.label),
     )
     try:
         token = load_token(options.token)
@@ -135,15 +152,37 @@ def _get_json(url: str) -> Any:
         raise UserError(f"{url} did not answer with JSON; is --node a murmur agent's API?") from None
 
 
+def _gib(value: Any) -> str:
+    return f"{value / 2**30:.1f}G" if isinstance(value, int | float) else "?"
+
+
+def format_inventory(inv: Any) -> str:
+    """A compact inventory cell: cores, free memory, accelerators (`8c 3.2G CUDA,CPU`); `-` if unknown."""
+    if not isinstance(inv, dict):
+        return "-"
+    accelerators = inv.get("accelerators")
+    names = (
+        [str(a).removesuffix("ExecutionProvider") for a in accelerators if isinstance(a, str)]
+        if isinstance(accelerators, list)
+        else []
+    )
+    return f"{inv.get('cpu_count', '?')}c {_gib(inv.get('memory_available_bytes'))} {','.join(names) or '-'}"
+
+
+def _cell(row: dict[str, Any], key: str) -> str:
+    if key == "gateway":
+        return "yes" if row.get(key) else "no"
+    if key == "inventory":
+        return format_inventory(row.get(key))
+    return str(row.get(key, ""))
+
+
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """Members as an aligned text table."""
-    headers = ("ID", "REGION", "ADDR", "STATE", "INCARNATION", "GATEWAY", "API")
-    keys = ("id", "region", "addr", "state", "incarnation", "gateway", "api")
+    headers = ("ID", "REGION", "ADDR", "STATE", "INCARNATION", "GATEWAY", "API", "INVENTORY")
+    keys = ("id", "region", "addr", "state", "incarnation", "gateway", "api", "inventory")
     ordered = sorted(rows, key=lambda r: (str(r.get("region")), str(r.get("id"))))
-    cells = [
-        [("yes" if r.get(k) else "no") if k == "gateway" else str(r.get(k, "")) for k in keys]
-        for r in ordered
-    ]
+    cells = [[_cell(r, k) for k in keys] for r in ordered]
     widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
@@ -220,6 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="IP",
         help="find peers by mDNS on the interface with this IPv4 address (repeatable; default: the "
         "--bind address; on a device, the LAN interface address)",
+    )
+    agent.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        type=_label,
+        metavar="KEY=VALUE",
+        help="a label published in this node's inventory (repeatable), e.g. --label zone=a",
     )
     agent.add_argument("--no-mdns", action="store_true", help="do not advertise or browse with mDNS")
     agent.add_argument(

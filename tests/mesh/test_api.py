@@ -101,6 +101,7 @@ async def test_nodes_lists_own_region(client: Client) -> None:
         "incarnation": 3,
         "gateway": True,
         "api": "127.0.0.1:9",
+        "inventory": None,  # no inventory record held for it
     }
     assert rows[1]["state"] == "dead"
 

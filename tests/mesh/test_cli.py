@@ -135,8 +135,8 @@ ROWS = [
 
 def test_format_table() -> None:
     lines = format_table(ROWS).splitlines()
-    assert lines[0].split() == ["ID", "REGION", "ADDR", "STATE", "INCARNATION", "GATEWAY", "API"]
-    assert lines[1].split() == ["aaaa", "north", "127.0.0.1:1", "alive", "2", "yes", "127.0.0.1:7800"]
+    assert lines[0].split() == ["ID", "REGION", "ADDR", "STATE", "INCARNATION", "GATEWAY", "API", "INVENTORY"]
+    assert lines[1].split() == ["aaaa", "north", "127.0.0.1:1", "alive", "2", "yes", "127.0.0.1:7800", "-"]
     assert lines[2].split()[:6] == ["bbbb", "north", "127.0.0.1:2", "dead", "1", "no"]
 
 

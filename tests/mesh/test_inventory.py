@@ -1,0 +1,288 @@
+"""mesh/inventory.py (collect, encode, should_publish) and the inventory in the agent and API."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nacl.signing
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from gossip.config import LOCAL
+from gossip.node import GossipNode
+from gossip.records import Record, sign_record
+from gossip.state import StaticTrust
+from mesh.agent import Agent, AgentOptions
+from mesh.api import create_app
+from mesh.cli import build_parser, format_inventory, format_table
+from mesh.identity import Identity, node_id_for
+from mesh.inventory import (
+    DISK_CHANGE_FRACTION,
+    INVENTORY_REFRESH_S,
+    LOAD_CHANGE,
+    MEMORY_CHANGE_FRACTION,
+    Inventory,
+    collect,
+    encode,
+    should_publish,
+)
+from mesh.store import Store
+from tests.mesh.test_deploy_api import SyncRuntime
+
+GIB = 2**30
+BASE = Inventory(
+    cpu_count=4,
+    load_1m=0.5,
+    cpu_percent=10.0,
+    memory_total_bytes=8 * GIB,
+    memory_available_bytes=4 * GIB,
+    disk_free_bytes=100 * GIB,
+    accelerators=("CPUExecutionProvider",),
+    os="linux",
+    arch="x86_64",
+    python="3.11.0",
+    labels={"zone": "a"},
+    region="north",
+)
+
+
+def changed(**fields: object) -> Inventory:
+    return dataclasses.replace(BASE, **fields)  # type: ignore[arg-type]
+
+
+# --- should_publish -----------------------------------------------------------------------------
+
+
+def test_first_inventory_is_always_published() -> None:
+    assert should_publish(None, BASE, 0.0, 0.0)
+
+
+def test_unchanged_inventory_waits_for_the_refresh() -> None:
+    assert not should_publish(BASE, BASE, 100.0, 100.0 + INVENTORY_REFRESH_S - 0.1)
+    assert should_publish(BASE, BASE, 100.0, 100.0 + INVENTORY_REFRESH_S)
+
+
+def test_memory_threshold_is_a_fraction_of_total() -> None:
+    step = math.ceil(MEMORY_CHANGE_FRACTION * BASE.memory_total_bytes)
+    for sign in (1, -1):
+        assert not should_publish(BASE, changed(memory_available_bytes=4 * GIB + sign * (step - 1)), 0, 1)
+        assert should_publish(BASE, changed(memory_available_bytes=4 * GIB + sign * step), 0, 1)
+
+
+def test_disk_threshold_is_a_fraction_of_free_disk() -> None:
+    step = math.ceil(DISK_CHANGE_FRACTION * BASE.disk_free_bytes)
+    for sign in (1, -1):
+        assert not should_publish(BASE, changed(disk_free_bytes=100 * GIB + sign * (step - 1)), 0, 1)
+        assert should_publish(BASE, changed(disk_free_bytes=100 * GIB + sign * step), 0, 1)
+
+
+def test_load_threshold() -> None:
+    assert not should_publish(BASE, changed(load_1m=BASE.load_1m + LOAD_CHANGE - 0.01), 0, 1)
+    assert should_publish(BASE, changed(load_1m=BASE.load_1m + LOAD_CHANGE), 0, 1)
+    assert should_publish(BASE, changed(load_1m=BASE.load_1m + LOAD_CHANGE + 1), 0, 1)
+    assert not should_publish(BASE, changed(cpu_percent=99.0), 0, 1)  # cpu percent alone: too noisy
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"cpu_count": 8},
+        {"accelerators": ("CUDAExecutionProvider", "CPUExecutionProvider")},
+        {"accelerators": ()},
+        {"labels": {"zone": "b"}},
+        {"labels": {"zone": "a", "rack": "3"}},
+        {"models": ("vib-cnn",)},
+    ],
+)
+def test_discrete_changes_publish_at_once(fields: dict[str, object]) -> None:
+    assert should_publish(BASE, changed(**fields), 0, 1)
+
+
+# --- collect and encode -------------------------------------------------------------------------
+
+
+def test_collect_on_this_machine_is_plausible(tmp_path: Path) -> None:
+    inv = collect({"zone": "a"}, "north", tmp_path)
+    assert inv.cpu_count >= 1
+    assert inv.load_1m >= 0 and 0 <= inv.cpu_percent <= 100
+    assert 0 < inv.memory_available_bytes <= inv.memory_total_bytes
+    assert inv.disk_free_bytes > 0
+    assert all(isinstance(a, str) for a in inv.accelerators)
+    assert inv.os and inv.arch and inv.python.startswith("3.")
+    assert inv.labels == {"zone": "a"} and inv.region == "north" and inv.models == ()
+
+
+def test_collect_tolerates_a_missing_onnxruntime_and_data_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_onnxruntime(name: str, *args: object, **kwargs: object) -> object:
+        if name == "onnxruntime":
+            raise ImportError("no onnxruntime here")
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
+    inv = collect({}, "north", tmp_path / "missing")
+    assert inv.accelerators == () and inv.disk_free_bytes == 0
+
+
+def test_encode_is_canonical_json() -> None:
+    data = encode(BASE)
+    assert data == json.dumps(json.loads(data), sort_keys=True, separators=(",", ":")).encode()
+    doc = json.loads(data)
+    assert doc["accelerators"] == ["CPUExecutionProvider"] and doc["models"] == []
+    assert doc["labels"] == {"zone": "a"} and doc["cpu_count"] == 4
+    assert encode(changed(labels={"b": "1", "a": "2"})) == encode(changed(labels={"a": "2", "b": "1"}))
+
+
+# --- CLI ----------------------------------------------------------------------------------------
+
+
+def test_label_flag_is_validated(capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["agent", "--data-dir", "d", "--token", "t", "--region", "r", "--bind", "h:1", "--api", "h:2"]
+    args = build_parser().parse_args([*base, "--label", "zone=a", "--label", "gpu=none"])
+    assert args.label == [("zone", "a"), ("gpu", "none")]
+    for bad in ("zone", "=a", "bad key=a"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*base, "--label", bad])
+        assert "is not a label; use KEY=VALUE" in capsys.readouterr().err
+
+
+def test_nodes_table_shows_a_compact_inventory() -> None:
+    summary = {
+        "cpu_count": 8,
+        "memory_available_bytes": 3 * GIB,
+        "accelerators": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        "labels": {},
+    }
+    assert format_inventory(summary) == "8c 3.0G CUDA,CPU"
+    assert format_inventory(None) == "-"
+    table = format_table([{"id": "x", "region": "r", "gateway": True, "inventory": summary}])
+    assert "INVENTORY" in table.splitlines()[0] and "8c 3.0G CUDA,CPU" in table
+
+
+# --- the agent publishes, the API shows -----------------------------------------------------------
+
+NODE_KEY = nacl.signing.SigningKey(b"\x07" * 32)
+NODE_ID = node_id_for(bytes(NODE_KEY.verify_key))
+Client = TestClient[web.Request, web.Application]
+
+
+def make_node_agent(data_dir: Path) -> Agent:
+    data_dir.mkdir(exist_ok=True)
+    identity = Identity(NODE_ID, NODE_KEY)
+    trust = StaticTrust(nodes=[identity.public_key])
+    node = GossipNode(
+        NODE_ID,
+        "127.0.0.1:1",
+        "north",
+        random.Random(1),
+        region_config=LOCAL,
+        fleet_config=LOCAL,
+        api_addr="127.0.0.1:2",
+        trust=trust,
+    )
+    store = Store.open(data_dir, NODE_ID)
+    runtime = SyncRuntime()
+    runtime.node = node
+    options = AgentOptions(
+        data_dir=data_dir,
+        token=data_dir / "t",
+        region="north",
+        bind="x",
+        api="y",
+        labels=(("zone", "a"),),
+    )
+    return Agent(options, identity, store, node, runtime, trust)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def node_api(tmp_path: Path) -> AsyncIterator[tuple[Agent, Client]]:
+    agent = make_node_agent(tmp_path / "node")
+    client = TestClient(TestServer(create_app(agent), host="127.0.0.1"))
+    await client.start_server()
+    yield agent, client
+    await client.close()
+    agent.store.close()
+
+
+async def test_own_inventory_appears_in_the_api_after_publishing(node_api: tuple[Agent, Client]) -> None:
+    agent, client = node_api
+    body = await (await client.get(f"/v1/nodes/{NODE_ID}")).json()
+    assert body["id"] == NODE_ID and body["inventory"] is None
+
+    assert agent.refresh_inventory(1000.0)
+    record = agent.node.state.get("inventory", NODE_ID)
+    assert record is not None and record.scope == "region:north" and record.author == NODE_ID
+    assert [r.key for r in agent.store.load_records()] == [NODE_ID]  # persisted like any record
+
+    body = await (await client.get(f"/v1/nodes/{NODE_ID}")).json()
+    inv = body["inventory"]
+    assert inv["version"] == record.version and inv["labels"] == {"zone": "a"}
+    assert inv["cpu_count"] >= 1 and inv["region"] == "north"
+    listed = await (await client.get("/v1/nodes")).json()
+    assert listed[0]["inventory"] == {
+        k: inv[k] for k in ("cpu_count", "memory_available_bytes", "accelerators", "labels")
+    }
+
+    # Nothing meaningful changed: no new record until the refresh is due; versions only grow.
+    assert not agent.refresh_inventory(1005.0)
+    assert agent.refresh_inventory(1000.0 + INVENTORY_REFRESH_S)
+    newer = agent.node.state.get("inventory", NODE_ID)
+    assert newer is not None and newer.version > record.version
+
+
+def inventory_record(version: int) -> Record:
+    return sign_record(NODE_KEY, "inventory", NODE_ID, version, "region:north", encode(BASE))
+
+
+def test_inventory_version_stays_above_a_restored_counter(tmp_path: Path) -> None:
+    agent = make_node_agent(tmp_path / "node")
+    try:
+        far_future = 2**62
+        assert agent.node.state.restore([inventory_record(far_future)]) == 1  # as after a restart
+        assert agent.inventory_version() == far_future + 1
+        assert agent.publish_inventory(BASE)
+        held = agent.node.state.get("inventory", NODE_ID)
+        assert held is not None and held.version == far_future + 1
+    finally:
+        agent.store.close()
+
+
+def test_refused_inventory_is_logged_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    agent = make_node_agent(tmp_path / "node")
+    try:
+        untrusting = make_untrusting(agent)
+        with caplog.at_level("WARNING", logger="murmur.agent"):
+            assert not untrusting.publish_inventory(BASE)
+            assert not untrusting.publish_inventory(BASE)
+        assert caplog.text.count("own inventory record") == 1
+        assert "drop_unknown_author" in caplog.text
+    finally:
+        agent.store.close()
+
+
+def make_untrusting(agent: Agent) -> Agent:
+    """An agent whose node does not trust its own key (as a peer whose trust lacks node keys)."""
+    node = GossipNode(
+        NODE_ID,
+        "127.0.0.1:1",
+        "north",
+        random.Random(2),
+        region_config=LOCAL,
+        fleet_config=LOCAL,
+        api_addr="127.0.0.1:2",
+        trust=StaticTrust(),
+    )
+    runtime = SyncRuntime()
+    runtime.node = node
+    return Agent(agent.options, agent.identity, agent.store, node, runtime)  # type: ignore[arg-type]
