@@ -14,7 +14,7 @@ Modules, one idea each:
   reordering by jitter, partitions).
 - fleet.py: real GossipNodes on the engine; names, addresses, regions, warm start.
 - faults.py: crash, restart, stall, leave, join, partition/heal at virtual times.
-- scenarios.py: steady, crash, loss, stall, partition, churn, desired, drawn from the seed.
+- scenarios.py: steady, crash, loss, stall, partition, churn, desired, inventory, drawn from the seed.
 - metrics.py, invariants.py, report.py: what is measured, what must hold, the JSON.
 - run.py, cli.py: one run; the command line.
 
@@ -67,6 +67,19 @@ Choices, written down (the report's keys follow issue 2):
   every live node holds the last version at the end. The records_agree
   invariant (once the last record had the region's settle time) compares every
   live node's fleet-only state digest.
+- Inventory (scenario inventory; every other scenario keeps "n00001"-style
+  ids): node n's Ed25519 key is sha256(b"murmur-sim-node" + "<seed>/<n>"), its
+  id the key's id, and its core announces the key; the warm start restores
+  region members with that metadata and learns their keys. Each node publishes
+  its own signed inventory record (scope its region, canonical JSON like
+  mesh/inventory.encode) at a random time in the first 5 s, then every 60 s,
+  and 10% of the nodes once more on a meaningful change; all drawn from the
+  fault RNG after the warm start. The report's `inventory` key (last; null
+  elsewhere): published, records_per_node_expected, held_fraction (live
+  same-region (observer, author) pairs where the observer holds the author's
+  latest published version at the end) and missing (such pairs lacking it).
+  The inventory_held invariant (once the last record had the region's settle
+  time) requires held_fraction 1.
 - Convergence (warm-up, partition.heal_s and region_heal_s): every live node
   sees every live member of its region alive (suspect tolerated under loss or
   stalls) and, for "all", every region has 1-3 gateways that all see each

@@ -8,13 +8,17 @@ observers always hear about a fault at the moment it happens.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Sequence
+
+import nacl.signing
 
 from gossip.config import MembershipConfig
 from gossip.events import Event, MemberState
 from gossip.io import Sealer
-from gossip.node import GossipNode, MemberView
+from gossip.node import GossipNode, MemberView, encode_meta
+from gossip.records import key_id
 from gossip.state import Trust
 from sim.engine import Engine
 from sim.invariants import Invariants
@@ -26,6 +30,8 @@ PORT = 7946
 # Addresses are 10.<region>.<x>.<y>: one /16 per region.
 REGIONS_MAX = 250
 ADDRS_PER_REGION = 250 * 250
+# Node identities (only with node_keys): sha256(domain + "<seed>/<index>") seeds each node's Ed25519 key.
+NODE_KEY_DOMAIN = b"murmur-sim-node"
 
 
 def region_name(r: int, region_count: int) -> str:
@@ -51,7 +57,9 @@ class Fleet:
         sealer: Sealer | None = None,
         nonce_rng: random.Random | None = None,
         trust: Trust | None = None,
+        node_keys: bool = False,
     ) -> None:
+        """With node_keys, every node has an Ed25519 identity (node_key) and its id is the key's id."""
         if not 1 <= region_count <= REGIONS_MAX:
             raise ValueError(f"regions must be between 1 and {REGIONS_MAX}, got {region_count}")
         self.seed = seed
@@ -66,6 +74,10 @@ class Fleet:
         self.rng = rng
         # Who may write signed records: shared, read-only, by every core (None: no one).
         self.trust = trust
+        self.node_keys = node_keys
+        # node_keys: each node's signing key by node id, and the ids by creation index.
+        self.signing_keys: dict[str, nacl.signing.SigningKey] = {}
+        self._ids: dict[int, str] = {}
         self.engine = Engine(
             network,
             self,
@@ -142,6 +154,27 @@ class Fleet:
         self._next_addr[region] = k + 1
         return f"10.{region}.{k // 250}.{k % 250 + 1}:{PORT}"
 
+    def node_key(self, n: int) -> nacl.signing.SigningKey:
+        """The Ed25519 key of the n-th node created, derived from the seed (no RNG draw)."""
+        return nacl.signing.SigningKey(hashlib.sha256(NODE_KEY_DOMAIN + f"{self.seed}/{n}".encode()).digest())
+
+    def _identity(self, n: int) -> str:
+        """The id of the n-th node created: "n00001", or its key's id with node_keys."""
+        if not self.node_keys:
+            return f"n{n:05d}"
+        node_id = self._ids.get(n)
+        if node_id is None:
+            key = self.node_key(n)
+            node_id = key_id(bytes(key.verify_key))
+            self._ids[n] = node_id
+            self.signing_keys[node_id] = key
+        return node_id
+
+    def public_key(self, node_id: str) -> bytes:
+        """A node's public key (b"" without node_keys)."""
+        key = self.signing_keys.get(node_id)
+        return bytes(key.verify_key) if key is not None else b""
+
     def _make_core(self, node_id: str, addr: str, region: int, incarnation: int) -> GossipNode:
         return GossipNode(
             node_id,
@@ -153,6 +186,7 @@ class Fleet:
             incarnation=incarnation,
             now=self.engine.now,
             trust=self.trust,
+            public_key=self.public_key(node_id),
         )
 
     def spawn(self, region: int, views: Sequence[MemberView] = (), *, drive: bool = True) -> NodeSlot:
@@ -161,11 +195,13 @@ class Fleet:
         With drive False its first output waits for `engine.drive` (so a warm
         start can create every node before any of them sends).
         """
-        node_id = f"n{self._next_id:05d}"
+        node_id = self._identity(self._next_id)
         self._next_id += 1
         addr = self.new_addr(region)
         core = self._make_core(node_id, addr, region, 0)
         if views:
+            if self.node_keys:
+                self._restore_keyed(core, views)
             core.restore_view(self.engine.now, views)
         idx = len(self.engine.slots)
         self.idx_of[node_id] = idx
@@ -190,7 +226,7 @@ class Fleet:
         for r in range(self.region_count):
             count = base + (1 if r < extra else 0)
             first = self._next_id
-            ids = [f"n{first + k:05d}" for k in range(count)]
+            ids = [self._identity(first + k) for k in range(count)]
             start = self._next_addr[r]
             addrs = [f"10.{r}.{(start + k) // 250}.{(start + k) % 250 + 1}:{PORT}" for k in range(count)]
             name = self.region_names[r]
@@ -203,6 +239,23 @@ class Fleet:
                 assert slot.node_id == ids[k] and slot.addr == addrs[k]
         for idx in range(len(self.engine.slots)):
             self.engine.drive(idx)
+
+    def _restore_keyed(self, core: GossipNode, views: Sequence[MemberView]) -> None:
+        """Warm start with keys: restore members with the metadata they announce (their key).
+
+        restore_view then skips them (already known). A node learns a member's key
+        from that metadata when it hears it alive; a restored member is not heard
+        of, so the key is learned here, through the same check (id == key's id).
+        """
+        now = self.engine.now
+        for v in views:
+            if v.region != core.region or v.node_id == core.node_id:
+                continue
+            key = self.public_key(v.node_id)
+            core.region_pool.restore(
+                now, v.node_id, v.addr, encode_meta(v.region, v.api_addr, key), v.incarnation
+            )
+            core.trust.learn_node(v.node_id, key)
 
     def seeds_for(self, idx: int) -> list[str]:
         """Join seeds for node idx: a live node of its own region and one of region 0."""

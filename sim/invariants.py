@@ -129,6 +129,21 @@ class Invariants:
         self._check_crashes_dead(fleet, metrics, now)
         if metrics.record_tracks and now - metrics.record_tracks[-1].at_s >= region_settle_s:
             self._check_records_agree(fleet, now)
+        if metrics.inventory_scheduled is not None and now - metrics.inventory_last_s >= region_settle_s:
+            self._check_inventory_held(fleet, metrics, now)
+
+    def _check_inventory_held(self, fleet: Fleet, metrics: Metrics, now: float) -> None:
+        """Every live node holds the latest inventory of every live member of its region."""
+        self._check("inventory_held")
+        _, missing = metrics.inventory_missing()
+        if missing:
+            obs, author = missing[0]
+            self.violation(
+                now,
+                "inventory_held",
+                f"{fleet.slots[obs].node_id} lacks {fleet.slots[author].node_id}'s inventory version "
+                f"{metrics.inventory_latest[author]} ({len(missing)} pairs missing)",
+            )
 
     def _check_records_agree(self, fleet: Fleet, now: float) -> None:
         """After published records had time to spread, every live node holds the same fleet records.

@@ -99,6 +99,11 @@ class Metrics:
         self.broadcast: Broadcast | None = None
         # Published signed records, in publishing order.
         self.record_tracks: list[RecordTrack] = []
+        # Inventory scenario: records each node is to publish, how many it did, its latest version.
+        self.inventory_scheduled: int | None = None
+        self.inventory_published = 0
+        self.inventory_last_s = 0.0
+        self.inventory_latest: dict[int, int] = {}
         # Partition bookkeeping: the groups of the last split and when it healed.
         self._split_group: list[int] = []
         self._healed_at_s: float | None = None
@@ -198,6 +203,54 @@ class Metrics:
         # The origin's RecordsAccepted is drained after this call; it holds the record already.
         if accepted:
             track.delivered_s.setdefault(origin_idx, now)
+
+    def expect_inventory(self, scheduled: int) -> None:
+        """The run's nodes will publish `scheduled` inventory records in all."""
+        self.inventory_scheduled = scheduled
+
+    def on_inventory(self, now: float, idx: int, record: Record, accepted: bool) -> None:
+        """Node idx published its own inventory record (accepted: its store took it)."""
+        if accepted:
+            self.inventory_published += 1
+            self.inventory_last_s = now
+            self.inventory_latest[idx] = max(record.version, self.inventory_latest.get(idx, 0))
+
+    def inventory_missing(self) -> tuple[int, list[tuple[int, int]]]:
+        """(pairs, missing): live (observer, author) pairs of one region, the author having
+        published, and those where the observer lacks the author's latest inventory."""
+        fleet = self.fleet
+        pairs = 0
+        missing: list[tuple[int, int]] = []
+        for region in range(fleet.region_count):
+            live = fleet.live(region)
+            authors = [
+                (a, fleet.slots[a].node_id, self.inventory_latest[a])
+                for a in live
+                if a in self.inventory_latest
+            ]
+            for obs in live:
+                store = fleet.core(obs).state
+                for a, author_id, version in authors:
+                    if a == obs:
+                        continue
+                    pairs += 1
+                    held = store.get("inventory", author_id)
+                    if held is None or held.version < version:
+                        missing.append((obs, a))
+        return pairs, missing
+
+    def inventory(self) -> dict[str, Any] | None:
+        """published, records_per_node_expected, held_fraction, missing (inventory scenario only)."""
+        if self.inventory_scheduled is None:
+            return None
+        pairs, missing = self.inventory_missing()
+        nodes = len(self.fleet.slots)
+        return {
+            "published": self.inventory_published,
+            "records_per_node_expected": round(self.inventory_scheduled / nodes, 3) if nodes else None,
+            "held_fraction": round(1.0 - len(missing) / pairs, 6) if pairs else None,
+            "missing": len(missing),
+        }
 
     def start_traffic_window(self, now: float) -> None:
         """Start measuring traffic: snapshot every node's wire counters."""

@@ -117,6 +117,15 @@ def _publisher(fleet: Fleet, rng: random.Random, record: Record) -> Callable[[fl
     return publish
 
 
+def _own_publisher(fleet: Fleet, idx: int, record: Record) -> Callable[[Any, float], None]:
+    """Node idx publishes a record of its own (its inventory)."""
+
+    def publish(core: Any, t: float) -> None:
+        fleet.metrics.on_inventory(t, idx, record, core.publish_record(t, record))
+
+    return publish
+
+
 def run_simulation(
     nodes: int,
     regions: int,
@@ -175,6 +184,7 @@ def run_simulation(
         sealer=Keyring([network_key]) if encrypt else None,
         nonce_rng=nonce_rng,
         trust=StaticTrust(operators=[bytes(operator.verify_key)]),
+        node_keys=scenario == "inventory",
     )
     engine = fleet.engine
 
@@ -205,6 +215,10 @@ def run_simulation(
         engine.call_at(plan.broadcast_at_s, inject)
     for at_s, record in plan.records:
         engine.call_at(at_s, _publisher(fleet, fault_rng, record))
+    if plan.name == "inventory":
+        metrics.expect_inventory(len(plan.own_records))
+    for at_s, idx, record in plan.own_records:
+        engine.call_node_at(at_s, idx, _own_publisher(fleet, idx, record))
     if plan.heal_at_s is not None and plan.heal_at_s < duration_s:
         _watch_convergence(fleet, plan.heal_at_s, duration_s, "all", converged, "heal")
         _watch_convergence(fleet, plan.heal_at_s, duration_s, "region", converged, "heal_region")
@@ -265,4 +279,6 @@ def run_simulation(
             "duplicated": engine.duplicated,
             "dropped": dict(engine.drops),
         },
+        # After everything else: the inventory scenario's own records (null in other scenarios).
+        "inventory": metrics.inventory(),
     }

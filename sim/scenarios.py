@@ -16,6 +16,10 @@ FAULT_AT_S, after a warm start has had time to settle, and stop early enough
   `desired` record (version 1), and at DESIRED_UPDATE_AT_S (if the run lasts
   that long) another random node accepts its update (version 2). The operator
   key is derived from the seed (operator_key).
+- inventory: steady (the same broadcast), but every node has its own key and
+  publishes a signed `inventory` record (scope its region) at a random time in
+  the first INVENTORY_FIRST_S, republishes it every INVENTORY_REFRESH_S, and
+  10% of the nodes publish once more on a meaningful change at a random time.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import hashlib
 import json
 import random
 from dataclasses import dataclass
+from typing import Any
 
 import nacl.signing
 
@@ -31,7 +36,7 @@ from gossip.records import Record, sign_record
 from sim import faults
 from sim.fleet import Fleet
 
-SCENARIOS = ("steady", "crash", "loss", "stall", "partition", "churn", "desired")
+SCENARIOS = ("steady", "crash", "loss", "stall", "partition", "churn", "desired", "inventory")
 DEFAULT_LOSS = {"loss": 0.10}
 FAULT_AT_S = 10.0
 PARTITION_S = 30.0
@@ -48,6 +53,13 @@ DESIRED_KEY = "sim-deployment"
 DESIRED_SCOPE = "fleet"
 DESIRED_UPDATE_AT_S = 20.0
 OPERATOR_KEY_DOMAIN = b"murmur-sim-operator"
+# Inventory (mesh/inventory.py's rule): first record within INVENTORY_FIRST_S, then every
+# INVENTORY_REFRESH_S; INVENTORY_CHANGE_FRACTION of the nodes also publish on a meaningful change.
+INVENTORY_KIND = "inventory"
+INVENTORY_FIRST_S = 5.0
+INVENTORY_REFRESH_S = 60.0
+INVENTORY_CHANGE_FRACTION = 0.10
+GIB = 1 << 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +75,8 @@ class Plan:
     lossy: bool
     # Signed records a random live node publishes, with when: (time, record).
     records: tuple[tuple[float, Record], ...] = ()
+    # Records each node publishes itself, in time order: (time, node index, record).
+    own_records: tuple[tuple[float, int, Record], ...] = ()
 
 
 def operator_key(seed: int) -> nacl.signing.SigningKey:
@@ -75,6 +89,71 @@ def desired_record(key: nacl.signing.SigningKey, version: int) -> Record:
     payload = {"model": "sim-model", "model_version": version, "replicas_per_region": 1}
     body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     return sign_record(key, DESIRED_KIND, DESIRED_KEY, version, DESIRED_SCOPE, body)
+
+
+def inventory_payload(doc: dict[str, Any]) -> bytes:
+    """Canonical JSON, as mesh/inventory.encode writes it (sorted keys, compact, UTF-8)."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _inventories(fleet: Fleet, duration_s: float, rng: random.Random) -> list[tuple[float, int, Record]]:
+    """Every node's inventory records over the run, signed with its key, in time order.
+
+    Drawn in node order from rng: the device (cores, memory, disk, arch, a label),
+    the first publish time, whether (and when) it changes meaningfully; each
+    refresh moves load and free memory a little, a change moves free memory by
+    a quarter of the total and load by 1.5 (mesh/inventory.should_publish's thresholds).
+    """
+    n = len(fleet.slots)
+    changers = set(rng.sample(range(n), round(INVENTORY_CHANGE_FRACTION * n)))
+    change_end_s = max(INVENTORY_FIRST_S, duration_s - QUIET_TAIL_S)
+    out: list[tuple[float, int, Record]] = []
+    for idx in range(n):
+        slot = fleet.slots[idx]
+        key = fleet.signing_keys[slot.node_id]
+        region = fleet.region_names[slot.region]
+        cpus = rng.choice((2, 4, 8, 16))
+        total = rng.choice((4, 8, 16, 32)) * GIB
+        disk = rng.randrange(20 * GIB, 500 * GIB)
+        arch = rng.choice(("x86_64", "aarch64"))
+        site = f"site-{rng.randrange(100):02d}"
+        t0 = rng.uniform(0.0, INVENTORY_FIRST_S)
+        times: list[tuple[float, bool]] = []
+        while t0 + len(times) * INVENTORY_REFRESH_S < duration_s:
+            times.append((t0 + len(times) * INVENTORY_REFRESH_S, False))
+        if idx in changers:
+            times.append((rng.uniform(t0, change_end_s), True))
+        times.sort()
+        load = rng.uniform(0.0, cpus / 4)
+        avail = rng.uniform(0.4, 0.8) * total
+        for version, (at_s, change) in enumerate(times, start=1):
+            if change:
+                avail = max(0.05 * total, avail - 0.25 * total)
+                load += 1.5
+            else:
+                avail = min(0.95 * total, max(0.05 * total, avail + rng.uniform(-0.02, 0.02) * total))
+                load = max(0.0, load + rng.uniform(-0.3, 0.3))
+            disk = max(0, disk - rng.randrange(0, 64 << 20))
+            doc = {
+                "cpu_count": cpus,
+                "load_1m": round(load, 2),
+                "cpu_percent": round(min(100.0, 100.0 * load / cpus), 1),
+                "memory_total_bytes": total,
+                "memory_available_bytes": int(avail),
+                "disk_free_bytes": disk,
+                "accelerators": ["CPUExecutionProvider"],
+                "os": "linux",
+                "arch": arch,
+                "python": "3.11.9",
+                "labels": {"site": site},
+                "region": region,
+                "models": [],
+            }
+            scope = f"region:{region}"
+            record = sign_record(key, INVENTORY_KIND, slot.node_id, version, scope, inventory_payload(doc))
+            out.append((at_s, idx, record))
+    out.sort(key=lambda e: (e[0], e[1]))
+    return out
 
 
 def default_loss(scenario: str) -> float:
@@ -102,6 +181,11 @@ def schedule(
     lossy = loss > 0.0
     if scenario in ("steady", "loss"):
         return Plan(scenario, FAULT_AT_S, 0.0, FAULT_AT_S, None, lossy)
+    if scenario == "inventory":
+        if not fleet.node_keys:
+            raise ValueError("the inventory scenario needs a fleet with node keys")
+        own = tuple(_inventories(fleet, duration_s, rng))
+        return Plan(scenario, FAULT_AT_S, 0.0, FAULT_AT_S, None, lossy, own_records=own)
     if scenario == "desired":
         if operator is None:
             raise ValueError("the desired scenario needs an operator key")

@@ -5,10 +5,17 @@ Every assertion message carries the command that reproduces the run.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
 
+from gossip.config import LAN, WAN
+from gossip.records import key_id
+from sim.fleet import Fleet
+from sim.invariants import Invariants
+from sim.metrics import Metrics
+from sim.network import Network
 from sim.report import summary
 from sim.run import reproduce_command, run_simulation
 
@@ -89,6 +96,57 @@ def test_same_seed_gives_the_same_desired_report_byte_for_byte() -> None:
     a = run_simulation(30, 2, "desired", 9, 25.0)
     b = run_simulation(30, 2, "desired", 9, 25.0)
     assert without_host_figures(a) == without_host_figures(b)
+
+
+@pytest.mark.parametrize("seed", (1, 2))
+def test_inventory_every_node_holds_its_region_peers_latest_inventory(seed: int) -> None:
+    report, why = simulate(60, 3, "inventory", seed, 40.0)
+    assert_invariants_hold(report, why)
+    assert "inventory_held" in report["invariants"]["checked"], why
+    assert report["false_dead"] == 0, why
+    inv = report["inventory"]
+    # One record each in the first 5 s, plus a meaningful change for 10% of the nodes.
+    assert inv["records_per_node_expected"] == 1.1 and inv["published"] == 66, why
+    assert inv["held_fraction"] == 1.0 and inv["missing"] == 0, why
+    assert report["dissemination"]["missing"] == 0, why
+
+
+def _fleet(node_keys: bool) -> Fleet:
+    return Fleet(
+        seed=3,
+        region_count=2,
+        network=Network(random.Random(0), 2),
+        region_config=LAN,
+        fleet_config=WAN,
+        metrics=Metrics(),
+        invariants=Invariants(3, "test"),
+        rng=random.Random(1),
+        node_keys=node_keys,
+    )
+
+
+def test_only_a_keyed_fleet_names_nodes_by_their_keys_and_knows_region_peers_keys() -> None:
+    plain = _fleet(False)
+    plain.warm_start(4)
+    assert [s.node_id for s in plain.slots] == ["n00000", "n00001", "n00002", "n00003"]
+    keyed = _fleet(True)
+    keyed.warm_start(4)
+    ids = [key_id(bytes(keyed.node_key(n).verify_key)) for n in range(4)]
+    assert [s.node_id for s in keyed.slots] == ids
+    assert keyed.node_key(0).encode() == _fleet(True).node_key(0).encode()
+    for slot in keyed.slots:
+        for peer in keyed.slots:
+            if peer.region == slot.region:
+                assert keyed.core(slot.idx).trust.public_key(peer.node_id) == keyed.public_key(peer.node_id)
+    assert run_simulation(6, 2, "steady", 3, 20.0)["inventory"] is None
+
+
+def test_same_seed_gives_the_same_inventory_report_byte_for_byte() -> None:
+    a = run_simulation(30, 2, "inventory", 9, 25.0)
+    b = run_simulation(30, 2, "inventory", 9, 25.0)
+    assert without_host_figures(a) == without_host_figures(b)
+    c = run_simulation(30, 2, "inventory", 10, 25.0)
+    assert without_host_figures(c) != without_host_figures(a)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
