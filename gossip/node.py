@@ -32,8 +32,8 @@ from gossip.events import (
 from gossip.io import Outbound
 from gossip.membership import Member, Membership
 from gossip.records import Record, decode_digest, encode_digest, encode_record
-from gossip.state import StateStore, StaticTrust, StoreLimits, Trust
-from gossip.trust import MembershipTrust
+from gossip.state import StateStore, StoreLimits
+from gossip.trust import MembershipTrust, StaticTrust, Trust
 
 GATEWAYS_PER_REGION = 3
 # A member alive this long in our view is preferred as a gateway over newer ones.

@@ -39,7 +39,7 @@ from gossip.events import (
 )
 from gossip.node import GossipNode, MemberView, RegionSummary
 from gossip.records import Record, sign_record
-from gossip.state import StaticTrust
+from gossip.trust import StaticTrust
 from mesh import inventory
 from mesh.api import ReceivedBroadcast, SubmitRefused, create_app
 from mesh.cluster import JoinToken

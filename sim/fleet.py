@@ -19,7 +19,7 @@ from gossip.events import Event, MemberState
 from gossip.io import Sealer
 from gossip.node import GossipNode, MemberView, encode_meta
 from gossip.records import key_id
-from gossip.state import Trust
+from gossip.trust import Trust
 from sim.engine import Engine
 from sim.invariants import Invariants
 from sim.metrics import Metrics

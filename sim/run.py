@@ -15,7 +15,7 @@ from gossip.config import LOCAL, WAN
 from gossip.config import profile as named_profile
 from gossip.envelope import Keyring
 from gossip.records import Record
-from gossip.state import StaticTrust
+from gossip.trust import StaticTrust
 from sim import scenarios
 from sim.fleet import Fleet
 from sim.invariants import Invariants

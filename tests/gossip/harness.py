@@ -15,7 +15,7 @@ from gossip.events import Event, MemberState
 from gossip.io import Datagram, StreamOpen
 from gossip.node import GossipNode
 from gossip.records import key_id
-from gossip.state import Trust
+from gossip.trust import Trust
 
 LATENCY_S = 0.001
 

@@ -9,7 +9,7 @@ from gossip.config import LAN, WAN
 from gossip.events import RecordsAccepted
 from gossip.node import GossipNode
 from gossip.records import Record, encode_record, key_id, sign_record
-from gossip.state import StaticTrust
+from gossip.trust import StaticTrust
 from tests.gossip.harness import Link
 
 OPERATOR = nacl.signing.SigningKey(b"\x07" * 32)

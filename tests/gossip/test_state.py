@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from gossip import records
 from gossip.codec import U64_MAX
 from gossip.records import Record
-from gossip.state import Digest, StateStore, StaticTrust, StoreLimits, in_scope
+from gossip.state import Digest, StateStore, StoreLimits, in_scope
+from gossip.trust import StaticTrust
 
 OP = nacl.signing.SigningKey(b"\x01" * 32)
 OP2 = nacl.signing.SigningKey(b"\x02" * 32)

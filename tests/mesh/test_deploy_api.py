@@ -23,7 +23,7 @@ from gossip.config import LOCAL
 from gossip.events import Event
 from gossip.node import GossipNode
 from gossip.records import encode_record, key_id, sign_record
-from gossip.state import StaticTrust
+from gossip.trust import StaticTrust
 from inference.manifest import parse_manifest
 from mesh.agent import Agent, AgentOptions
 from mesh.api import REQUEST_BODY_MAX_BYTES, create_app

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from gossip.config import LOCAL
 from gossip.node import GossipNode
 from gossip.records import Record, sign_record
-from gossip.state import StaticTrust
+from gossip.trust import StaticTrust
 from mesh.agent import Agent, AgentOptions
 from mesh.api import create_app
 from mesh.cli import build_parser, format_inventory, format_table
