@@ -274,10 +274,13 @@ def encode_frame(m: Message) -> bytes:
 # --- decoding ---------------------------------------------------------------
 
 
-def _unpack(data: bytes, max_len: int) -> Any:
+def unpack_versioned(
+    data: bytes, version_byte: int, max_len: int, *, max_array_len: int, max_map_len: int = 0
+) -> Any:
+    """A version byte then one msgpack object, with every length bounded; raises only DecodeError."""
     if not data:
         raise DecodeError("empty")
-    if data[0] != WIRE_VERSION:
+    if data[0] != version_byte:
         raise DecodeError("bad_version")
     try:
         return msgpack.unpackb(
@@ -287,12 +290,18 @@ def _unpack(data: bytes, max_len: int) -> Any:
             strict_map_key=True,
             max_str_len=max_len,
             max_bin_len=max_len,
-            max_array_len=max(STATES_PER_STREAM_MAX, 64),
-            max_map_len=64,
+            max_array_len=max_array_len,
+            max_map_len=max_map_len,
             max_ext_len=0,
         )
     except Exception as exc:  # msgpack raises several types for malformed input
         raise DecodeError("malformed") from exc
+
+
+def _unpack(data: bytes, max_len: int) -> Any:
+    return unpack_versioned(
+        data, WIRE_VERSION, max_len, max_array_len=max(STATES_PER_STREAM_MAX, 64), max_map_len=64
+    )
 
 
 def _int(v: Any) -> int:

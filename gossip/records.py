@@ -28,7 +28,7 @@ import msgpack
 import nacl.exceptions
 import nacl.signing
 
-from gossip.codec import U64_MAX, DecodeError
+from gossip.codec import U64_MAX, DecodeError, unpack_versioned
 
 RECORD_FORMAT = 1
 DIGEST_FORMAT = 1
@@ -194,26 +194,9 @@ _RECORD_MAX_BYTES = max_encoded_bytes(PAYLOAD_MAX_BYTES)
 
 
 def _unpack(data: bytes, format_byte: int, max_bytes: int, max_array_len: int) -> Any:
-    if not data:
-        raise DecodeError("empty")
     if len(data) > max_bytes:
         raise DecodeError("oversized")
-    if data[0] != format_byte:
-        raise DecodeError("bad_version")
-    try:
-        return msgpack.unpackb(
-            data[1:],
-            raw=False,
-            use_list=True,
-            strict_map_key=True,
-            max_str_len=max_bytes,
-            max_bin_len=max_bytes,
-            max_array_len=max_array_len,
-            max_map_len=0,
-            max_ext_len=0,
-        )
-    except Exception as exc:  # msgpack raises several types for malformed input
-        raise DecodeError("malformed") from exc
+    return unpack_versioned(data, format_byte, max_bytes, max_array_len=max_array_len)
 
 
 def decode_record(data: bytes) -> Record:
