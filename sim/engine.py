@@ -373,16 +373,22 @@ class Engine:
         assert self._sealer is not None
         return self._sealer.seal(plaintext, self._nonce_rng.randbytes(24))
 
-    def _send_datagram(self, slot: NodeSlot, dg: Datagram, now: float) -> None:
-        size = len(dg.payload) + ENVELOPE_OVERHEAD_BYTES
+    def _count_out(
+        self, slot: NodeSlot, plain_bytes: int, limit_bytes: int, kind: str, what: str, now: float
+    ) -> None:
+        """Count a sealed message on the wire; a size over its limit breaks an invariant."""
+        size = plain_bytes + ENVELOPE_OVERHEAD_BYTES
         slot.tx_bytes += size
         slot.tx_msgs += 1
-        if size > self.packet_max_bytes:
+        if size > limit_bytes:
             self.listener.on_violation(
-                now,
-                "packet_max_bytes",
-                f"{slot.node_id} sent a {size}-byte datagram to {dg.dst} (limit {self.packet_max_bytes})",
+                now, kind, f"{slot.node_id} sent a {size}-byte {what} (limit {limit_bytes})"
             )
+
+    def _send_datagram(self, slot: NodeSlot, dg: Datagram, now: float) -> None:
+        self._count_out(
+            slot, len(dg.payload), self.packet_max_bytes, "packet_max_bytes", f"datagram to {dg.dst}", now
+        )
         dst_idx = self.by_addr.get(dg.dst)
         if dst_idx is None:
             self.drops["no_host"] += 1
@@ -422,15 +428,7 @@ class Engine:
         return self.network.delay_s(a.region, b.region)
 
     def _frame_out(self, slot: NodeSlot, payload: bytes, now: float, what: str) -> bytes:
-        size = len(payload) + ENVELOPE_OVERHEAD_BYTES
-        slot.tx_bytes += size
-        slot.tx_msgs += 1
-        if size > self.stream_max_bytes:
-            self.listener.on_violation(
-                now,
-                "stream_max_bytes",
-                f"{slot.node_id} sent a {size}-byte {what} frame (limit {self.stream_max_bytes})",
-            )
+        self._count_out(slot, len(payload), self.stream_max_bytes, "stream_max_bytes", f"{what} frame", now)
         return self._seal(payload) if self._sealer is not None else payload
 
     def _open_stream(self, slot: NodeSlot, so: StreamOpen, now: float) -> None:

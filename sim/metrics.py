@@ -397,17 +397,21 @@ class Metrics:
 
     def _region_converged(self) -> bool:
         fleet = self.fleet
-        slots = fleet.slots
+        return all(
+            self._all_see_all(fleet.live(region), self.region_view) for region in range(fleet.region_count)
+        )
+
+    def _all_see_all(self, members: list[int], views: list[dict[str, MemberState]]) -> bool:
+        """Every one of `members` holds every other as alive (or suspect, where tolerated) in `views`."""
+        slots = self.fleet.slots
         ok = self._ok_states
-        for region in range(fleet.region_count):
-            live = fleet.live(region)
-            ids = [slots[i].node_id for i in live]
-            for obs in live:
-                view = self.region_view[obs]
-                me = slots[obs].node_id
-                for node_id in ids:
-                    if node_id != me and view.get(node_id) not in ok:
-                        return False
+        ids = [slots[i].node_id for i in members]
+        for obs in members:
+            view = views[obs]
+            me = slots[obs].node_id
+            for node_id in ids:
+                if node_id != me and view.get(node_id) not in ok:
+                    return False
         return True
 
     def _fleet_converged(self) -> bool:
@@ -415,7 +419,6 @@ class Metrics:
         if fleet.region_count == 1:
             return True
         slots = fleet.slots
-        ok = self._ok_states
         gateways = [i for i in fleet.live() if self.gateway[i]]
         per_region = [0] * fleet.region_count
         for g in gateways:
@@ -423,14 +426,7 @@ class Metrics:
         for region in range(fleet.region_count):
             if fleet.live(region) and not 1 <= per_region[region] <= GATEWAYS_MAX:
                 return False
-        gw_ids = [slots[g].node_id for g in gateways]
-        for g in gateways:
-            view = self.fleet_view[g]
-            me = slots[g].node_id
-            for node_id in gw_ids:
-                if node_id != me and view.get(node_id) not in ok:
-                    return False
-        return True
+        return self._all_see_all(gateways, self.fleet_view)
 
     # -- results ---------------------------------------------------------------------------
 
