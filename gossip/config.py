@@ -38,7 +38,7 @@ class MembershipConfig:
     broadcast_queue_max: int = 1024
     members_max: int = 4096
     stream_max_bytes: int = 4 * 1024 * 1024
-    meta_max_bytes: int = 256
+    meta_max_bytes: int = 512
     user_payload_max_bytes: int = 1024
 
     @property

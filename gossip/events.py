@@ -58,4 +58,33 @@ class RecordsAccepted:
     records: tuple[Record, ...]
 
 
-Event = MemberChanged | BroadcastDelivered | GatewayChanged | IncarnationChanged | RecordsAccepted
+@dataclass(frozen=True, slots=True)
+class AdmissionRefused:
+    """A node's admission record was refused (reason: a gossip.admission.REFUSALS entry).
+
+    The node never becomes a member here; the owner logs why (once per node and reason).
+    """
+
+    node_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    """An operator revoked node_id: it was expelled here and is refused from now on.
+
+    When node_id is this node's own id, this node has been revoked: its owner should stop.
+    """
+
+    node_id: str
+
+
+Event = (
+    MemberChanged
+    | BroadcastDelivered
+    | GatewayChanged
+    | IncarnationChanged
+    | RecordsAccepted
+    | AdmissionRefused
+    | Revoked
+)

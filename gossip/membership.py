@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -107,6 +108,14 @@ class PoolDelegate(Protocol):
 
     def merge_records(self, pool: Membership, now: float, blobs: Sequence[bytes]) -> None: ...
 
+    def may_join(self, pool: Membership, node_id: str, meta: bytes) -> bool:
+        """True if node_id may be a member of pool (admitted); else its alive notice waits."""
+        ...
+
+    def introduction(self, pool: Membership) -> tuple[bytes, ...]:
+        """Encoded records a join request carries (our admission), so the peer can admit us."""
+        ...
+
 
 class Membership:
     """SWIM + Lifeguard for one pool."""
@@ -147,6 +156,7 @@ class Membership:
         self._probe: _Probe | None = None
         self._forwards: dict[int, _Forward] = {}
         self._suspicions: dict[str, Suspicion] = {}
+        self._unadmitted: OrderedDict[str, codec.Alive] = OrderedDict()  # see _park
         self._buddy_pinged_s: dict[str, float] = {}
         self._hold_expiry_until_s = -1e18
         self._revivals_since_sync = 0
@@ -275,6 +285,7 @@ class Membership:
             tuple(states),
             self._delegate.local_summaries(self),
             digest=self._delegate.state_digest(self),
+            records=self._delegate.introduction(self) if join else (),
         )
 
     def _next_incarnation(self, above: int) -> int:
@@ -329,8 +340,11 @@ class Membership:
             self._send(now, m.addr, [])
 
     def restore(self, now: float, node_id: str, addr: str, meta: bytes, incarnation: int) -> None:
-        """Install a member known alive without broadcasting (warm start)."""
+        """Install a member known alive without broadcasting (warm start); only if admitted."""
         if node_id == self.node_id or node_id in self._members:
+            return
+        if not self._delegate.may_join(self, node_id, meta):
+            self._count("drop_not_admitted")
             return
         self._add(now, node_id, addr, meta, incarnation, MemberState.ALIVE)
 
@@ -431,6 +445,9 @@ class Membership:
         if len(msg.meta) > self.config.meta_max_bytes:
             self._count("drop_meta_oversized")
             return
+        if not self._delegate.may_join(self, msg.node_id, msg.meta):
+            self._park(msg)
+            return
         m = self._members.get(msg.node_id)
         if m is None:
             added = self._add(now, msg.node_id, msg.addr, msg.meta, msg.incarnation, MemberState.ALIVE)
@@ -459,6 +476,35 @@ class Membership:
         if changed:
             self._emit(m)
         self._broadcast(msg, msg.node_id)
+
+    def _park(self, msg: codec.Alive) -> None:
+        """Keep the newest alive notice of a node not (yet) admitted: its admission record
+        may still be on its way. Bounded; the oldest parked node is forgotten first."""
+        parked = self._unadmitted.get(msg.node_id)
+        if parked is None:
+            self._count("admission_pending")
+            if len(self._unadmitted) >= self.config.members_max:
+                self._unadmitted.popitem(last=False)
+                self._count("drop_parked_full")
+        elif parked.incarnation >= msg.incarnation:
+            return
+        self._unadmitted[msg.node_id] = msg
+        self._unadmitted.move_to_end(msg.node_id)
+
+    def admitted(self, now: float, node_id: str) -> None:
+        """node_id's admission arrived: take its parked alive notice, if any."""
+        msg = self._unadmitted.pop(node_id, None)
+        if msg is not None:
+            self._count("admitted_parked")
+            self._on_alive(now, msg)
+
+    def expel(self, now: float, node_id: str) -> None:
+        """node_id lost its admission (revoked): dead here, and nothing of it is parked."""
+        self._unadmitted.pop(node_id, None)
+        m = self._members.get(node_id)
+        if m is not None and m.state in (MemberState.ALIVE, MemberState.SUSPECT):
+            self._count("expelled")
+            self._on_dead(now, codec.Dead(m.incarnation, node_id, self.node_id))
 
     def _clear_suspicion(self, node_id: str) -> None:
         self._suspicions.pop(node_id, None)
@@ -596,6 +642,9 @@ class Membership:
             self._open_stream(dst, codec.RecordPush(self.pool, missing), "push")
 
     def _merge(self, now: float, remote: codec.PushPull) -> None:
+        # Records first: the admissions among them let the members below in.
+        if remote.records:
+            self._delegate.merge_records(self, now, remote.records)
         for s in remote.states:
             if s.state == codec.STATE_ALIVE:
                 self._on_alive(now, codec.Alive(s.incarnation, s.node_id, s.addr, s.meta))
@@ -607,8 +656,6 @@ class Membership:
                     continue
                 self._on_suspect(now, codec.Suspect(s.incarnation, s.node_id, self.node_id))
         self._delegate.merge_summaries(self, now, remote.summaries)
-        if remote.records:
-            self._delegate.merge_records(self, now, remote.records)
 
     # --- timers ------------------------------------------------------------------------------
 

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 import msgpack
 
 from gossip import codec
+from gossip.admission import ADMISSION_KIND, check_admission
 from gossip.config import LAN, WAN, MembershipConfig
 from gossip.events import (
+    AdmissionRefused,
     BroadcastDelivered,
     Event,
     GatewayChanged,
@@ -28,12 +30,13 @@ from gossip.events import (
     MemberChanged,
     MemberState,
     RecordsAccepted,
+    Revoked,
 )
 from gossip.io import Outbound
 from gossip.membership import Member, Membership
-from gossip.records import Record, decode_digest, encode_digest, encode_record
+from gossip.records import Record, decode_digest, decode_record, encode_digest, encode_record, verify_record
 from gossip.state import StateStore, StoreLimits
-from gossip.trust import MembershipTrust, StaticTrust, Trust
+from gossip.trust import StaticTrust, Trust
 
 GATEWAYS_PER_REGION = 3
 # A member alive this long in our view is preferred as a gateway over newer ones.
@@ -59,6 +62,8 @@ RECORD_PIGGYBACK_MAX_BYTES = 1024
 DIGEST_AUTHORS_MAX = 16_384
 # Regions whose summaries a node keeps.
 SUMMARIES_MAX = 4096
+# Fleet-pool members whose admission (carried in their metadata) was verified, kept.
+FLEET_ADMISSIONS_KEPT = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +90,10 @@ class RegionSummary:
     version: int
 
 
-def encode_meta(region: str, api_addr: str, public_key: bytes = b"") -> bytes:
-    """Member metadata carried in alive messages: region, API address, Ed25519 public key."""
-    packed: bytes = msgpack.packb([region, api_addr, public_key], use_bin_type=True)
+def encode_meta(region: str, api_addr: str, admission: bytes = b"") -> bytes:
+    """Member metadata carried in alive messages: region, API address, and in the fleet
+    pool the encoded admission record (gateways of other regions cannot look it up)."""
+    packed: bytes = msgpack.packb([region, api_addr, admission], use_bin_type=True)
     return packed
 
 
@@ -102,8 +108,8 @@ def decode_meta(meta: bytes) -> tuple[str, str]:
     return "", ""
 
 
-def decode_meta_key(meta: bytes) -> bytes:
-    """The public key a member announced in its metadata (b"" if none or unreadable)."""
+def decode_meta_admission(meta: bytes) -> bytes:
+    """The encoded admission record a member carries in its metadata (b"" if none or unreadable)."""
     try:
         v = msgpack.unpackb(meta, raw=False)
     except Exception:
@@ -143,8 +149,13 @@ class GossipNode:
         now: float = 0.0,
         trust: Trust | None = None,
         store_limits: StoreLimits | None = None,
-        public_key: bytes = b"",
+        admission: Record | None = None,
     ) -> None:
+        """A node's gossip layer. With `admission` (this node's own admission record,
+        gossip/admission.py) the node is in admission mode: a peer is a member only
+        once its admission is held (region pool) or carried in its metadata and
+        verified (fleet pool). Without, the network key alone decides (simulations
+        of membership, tests)."""
         self.node_id = node_id
         self.addr = addr
         self.region = region
@@ -152,7 +163,10 @@ class GossipNode:
         self.region_config = region_config
         self.fleet_config = fleet_config
         self._rng = rng
-        self._meta = encode_meta(region, api_addr, public_key)
+        self._meta = encode_meta(region, api_addr)
+        self._admission_blob = encode_record(admission) if admission is not None else b""
+        self._fleet_meta = encode_meta(region, api_addr, self._admission_blob)
+        self._fleet_admitted: OrderedDict[str, bytes] = OrderedDict()  # node id -> verified meta
         self._start_s = now
         # A restart always comes back above anything it said before it stopped.
         self._incarnation_floor = incarnation + 1
@@ -160,17 +174,22 @@ class GossipNode:
         self._events: list[Event] = []
         self._counters: dict[str, int] = {}
         # The signed, versioned state (gossip/state.py). Without a trust, it accepts nothing.
-        self.trust = MembershipTrust(
-            trust if trust is not None else StaticTrust(), learned_max=region_config.members_max
-        )
-        if public_key:
-            self.trust.learn_node(node_id, public_key)
+        self.trust: Trust = trust if trust is not None else StaticTrust()
         self.state = StateStore(
             self.trust,
             random.Random(rng.getrandbits(64)),
             limits=store_limits or StoreLimits(),
             region=region,
         )
+        self.admission_mode = admission is not None
+        # Why our own admission is refused by our own rules (None: it is fine). Peers
+        # will refuse it for the same reason; the owner should say so.
+        self.admission_problem: str | None = None
+        if admission is not None:
+            self.state.merge(now, [admission])
+            if not self.state.is_admitted(node_id):
+                refusals = self.state.drain_refusals()
+                self.admission_problem = refusals[-1][1] if refusals else "refused"
         self.region_pool = Membership(
             pool=codec.POOL_REGION,
             node_id=node_id,
@@ -506,16 +525,48 @@ class GossipNode:
 
     def merge_records(self, pool: Membership, now: float, blobs: Sequence[bytes]) -> None:
         """Records from a peer: the store verifies each once; what is new is passed on."""
-        # Members met in this same exchange must be known before their records are judged.
-        for e in self.region_pool.events:
-            if e.state == MemberState.ALIVE:
-                self._learn_key(e.node_id)
         new = self.state.merge_encoded(now, blobs)
         if new:
             self._records_accepted(now, new, origin=False)
 
+    def may_join(self, pool: Membership, node_id: str, meta: bytes) -> bool:
+        """In admission mode: region members need their admission held, fleet members carry it."""
+        if not self.admission_mode or self.state.is_admitted(node_id):
+            return True
+        if pool is self.region_pool or self.state.is_revoked(node_id):
+            return False
+        return self._admitted_by_meta(node_id, meta)
+
+    def _admitted_by_meta(self, node_id: str, meta: bytes) -> bool:
+        """A fleet-pool member from another region: verify the admission in its metadata (once)."""
+        if self._fleet_admitted.get(node_id) == meta:
+            return True
+        try:
+            r = decode_record(decode_meta_admission(meta))
+        except codec.DecodeError:
+            self._count("fleet_drop_admission_undecodable")
+            return False
+        admission = check_admission(r, self.state) if r.kind == ADMISSION_KIND else "admission_malformed"
+        if isinstance(admission, str) or r.key != node_id or not verify_record(r, admission.public_key):
+            self._count("fleet_drop_not_admitted")
+            return False
+        self._fleet_admitted[node_id] = meta
+        self._fleet_admitted.move_to_end(node_id)
+        if len(self._fleet_admitted) > FLEET_ADMISSIONS_KEPT:
+            self._fleet_admitted.popitem(last=False)
+        return True
+
+    def introduction(self, pool: Membership) -> tuple[bytes, ...]:
+        """Our admission record rides on our join requests, so the peer admits us at once."""
+        return (self._admission_blob,) if self._admission_blob and pool is self.region_pool else ()
+
     def _records_accepted(self, now: float, records: list[Record], *, origin: bool) -> None:
         self._events.append(RecordsAccepted(tuple(records)))
+        for r in records:
+            if r.kind == ADMISSION_KIND:
+                self.region_pool.admitted(now, r.key)
+            elif r.kind == "revocation":
+                self._expel(now, r.key)
         for r in records:
             blob = encode_record(r)
             if len(blob) > RECORD_PIGGYBACK_MAX_BYTES:
@@ -687,7 +738,7 @@ class GossipNode:
             pool=codec.POOL_FLEET,
             node_id=self.node_id,
             addr=self.addr,
-            meta=self._meta,
+            meta=self._fleet_meta,
             region=self.region,
             config=self.fleet_config,
             rng=random.Random(self._rng.getrandbits(64)),
@@ -774,16 +825,19 @@ class GossipNode:
             return self._retiring[-1][0]
         return None
 
-    def _learn_key(self, node_id: str) -> None:
-        m = self.region_pool.member(node_id)
-        if m is not None:
-            key = decode_meta_key(m.meta)
-            if key:
-                self.trust.learn_node(node_id, key)
+    def _expel(self, now: float, node_id: str) -> None:
+        """An operator revoked node_id: out of every pool, and never let in again."""
+        self._fleet_admitted.pop(node_id, None)
+        for pool in (self.region_pool, self.fleet_pool):
+            if pool is not None:
+                pool.expel(now, node_id)
+        self._events.append(Revoked(node_id))
 
     def _after(self, now: float) -> None:
         """After every input: collect pool events, re-choose gateways if the region changed."""
         self._now = now
+        for node_id, reason in self.state.drain_refusals():
+            self._events.append(AdmissionRefused(node_id, reason))
         self._collect()
         if self._gateways_dirty and now >= self._start_s + GATEWAY_FIRST_CHECK_S:
             self._check_gateway(now)
@@ -799,9 +853,6 @@ class GossipNode:
                 self._ranked_live_version = self.region_pool.live_set_version
                 self._gateways_dirty = True
             self._events.extend(region_events)
-            for e in region_events:
-                if e.state == MemberState.ALIVE:
-                    self._learn_key(e.node_id)
             if self.fleet_pool is not None:
                 # The region pool's LAN failure detector is faster than the fleet's:
                 # a gateway vouches for the death of its own region's members.

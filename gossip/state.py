@@ -28,6 +28,7 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from gossip.admission import ADMISSION_KIND, REFUSALS, check_admission
 from gossip.codec import U64_MAX, DecodeError
 from gossip.records import (
     PAYLOAD_MAX_BYTES,
@@ -37,10 +38,11 @@ from gossip.records import (
     encoded_size,
     field_problem,
     fingerprint,
+    key_id,
     max_encoded_bytes,
     verify_record,
 )
-from gossip.trust import Trust
+from gossip.trust import TRUST_KIND, Trust, decode_grant
 
 FLEET_SCOPE = "fleet"
 REGION_SCOPE_PREFIX = "region:"
@@ -57,15 +59,29 @@ KIND_SCOPES: dict[str, str] = {
     "desired": "fleet",
     "revocation": "fleet",
     "trust": "fleet",
+    "admission": "region",
 }
 # Kinds whose key must be the author's id. Nodes can be revoked, and revoking removes
 # their records; if a node's record could have superseded another author's in a
 # shared slot, that older record would be gone, and the state would depend on whether
 # the revocation arrived first. Owner-keyed slots keep merge a pure function of the
 # set of records. Operators share slots, and are never revoked by records.
-OWNER_KEYED_KINDS = ("inventory", "placement")
-# Under a tight budget, what the store sends first.
-_KIND_PRIORITY = {"revocation": 0, "trust": 1, "desired": 2, "placement": 3, "inventory": 4}
+OWNER_KEYED_KINDS = ("inventory", "placement", ADMISSION_KIND)
+# What an admitted node may write: its own admission, inventory and placement.
+NODE_KINDS = OWNER_KEYED_KINDS
+# What operators write (root operators of the base trust, and keys they granted).
+OPERATOR_KINDS = ("desired", TRUST_KIND, "revocation")
+# Under a tight budget, what the store sends first; a batch is merged in this order
+# too, so a node's admission is judged before the records it signs.
+_KIND_PRIORITY = {
+    "revocation": 0,
+    "trust": 1,
+    ADMISSION_KIND: 2,
+    "desired": 3,
+    "placement": 4,
+    "inventory": 5,
+}
+REFUSALS_KEPT = 64  # admission refusals kept for the owner to report (drain_refusals)
 
 DROP_REASONS = (
     "malformed",
@@ -81,6 +97,8 @@ DROP_REASONS = (
     "full",
     "bad_signature",
     "undecodable",
+    "bad_grant",
+    *REFUSALS,
 )
 
 Digest = dict[str, tuple[int, int]]
@@ -98,6 +116,19 @@ def _scope_class(scope: str) -> str | None:
     ):
         return "region"
     return None
+
+
+def _merge_order(r: Record) -> int:
+    return _KIND_PRIORITY.get(r.kind, len(_KIND_PRIORITY)) if isinstance(r, Record) else 0
+
+
+def _grant_problem(r: Record) -> bool:
+    """True if a `trust` record's payload is not a grant of the key its slot names."""
+    try:
+        public_key, _active = decode_grant(r.payload)
+    except DecodeError:
+        return True
+    return key_id(public_key) != r.key
 
 
 def in_scope(scope: str, region: str | None) -> bool:
@@ -177,6 +208,12 @@ class StateStore:
         self._slots: dict[tuple[str, str], _Entry] = {}
         self._by_author: dict[str, dict[tuple[str, str], _Entry]] = {}
         self._digests: dict[bool, Digest] = {}  # cache by fleet_only, cleared on every change
+        # Keys learned from held records: operators granted by `trust` records (active or
+        # not: what a removed operator signed stays valid) and nodes proven by admissions.
+        self._granted: dict[str, tuple[bytes, bool]] = {}
+        self._admitted: dict[str, bytes] = {}
+        self._refusals: list[tuple[str, str]] = []
+        self._verified_invites: dict[bytes, None] = {}
         self._counters: dict[str, int] = {"accepted": 0, "removed_revoked": 0}
         self._counters.update({f"drop_{reason}": 0 for reason in DROP_REASONS})
 
@@ -201,15 +238,21 @@ class StateStore:
 
         `now` is the driver's clock; records carry no expiry yet, so it is unused today.
         """
-        accepted: list[_Entry] = []
-        for r in records:
+        accepted: list[tuple[int, _Entry]] = []
+        batch = list(records)
+        for i in sorted(range(len(batch)), key=lambda i: _merge_order(batch[i])):
+            r = batch[i]
             entry_or_reason = self._admit(r)
             if isinstance(entry_or_reason, str):
                 self._counters[f"drop_{entry_or_reason}"] += 1
+                if entry_or_reason in REFUSALS and isinstance(r, Record):
+                    self._refusals.append((r.key, entry_or_reason))
+                    del self._refusals[:-REFUSALS_KEPT]
             else:
-                accepted.append(entry_or_reason)
+                accepted.append((i, entry_or_reason))
         # A record accepted early in a batch may have been superseded or revoked by a later one.
-        return [e.record for e in accepted if self._slots.get(e.record.slot) is e]
+        accepted.sort(key=lambda item: item[0])
+        return [e.record for _, e in accepted if self._slots.get(e.record.slot) is e]
 
     def merge_encoded(self, now: float, blobs: Iterable[bytes]) -> list[Record]:
         """Decode (gossip.records wire form) and merge; undecodable blobs are dropped and counted."""
@@ -241,19 +284,29 @@ class StateStore:
             return "bad_scope"
         if not in_scope(r.scope, self._region):
             return "out_of_scope"
-        public_key = self._trust.public_key(r.author)
-        if public_key is None:
-            return "unknown_author"
         if self.is_revoked(r.author):
             return "revoked_author"
-        if not self._trust.may_write(r.author, r.kind, r.key):
-            return "not_allowed"
+        if r.kind == ADMISSION_KIND:
+            if r.deleted:
+                return "not_allowed"  # admissions end by revocation, never by deletion
+            admission = check_admission(r, self, verified=self._verified_invites)
+            if isinstance(admission, str):
+                return admission
+            public_key: bytes | None = admission.public_key
+        else:
+            public_key = self.public_key(r.author)
+            if public_key is None:
+                return "unknown_author"
+            if not self._may_write(r.author, r.kind, r.key):
+                return "not_allowed"
         if r.kind in OWNER_KEYED_KINDS and r.key != r.author:
             return "not_allowed"
         # Revocation is for ever (a revoked device needs a new identity), and a
         # self-revocation would remove the very record that revokes.
         if r.kind == "revocation" and (r.deleted or r.key == r.author):
             return "not_allowed"
+        if r.kind == TRUST_KIND and (r.deleted or _grant_problem(r)):
+            return "bad_grant"  # a grant is never deleted: removal is a grant with active False
         current = self._slots.get(r.slot)
         if current is not None and current.record == r:
             return "duplicate"  # the common case in gossip: no second verification
@@ -262,10 +315,12 @@ class StateStore:
             return "stale"
         if current is None and len(self._slots) >= self._limits.records_max:
             return "full"
-        if not verify_record(r, public_key):
+        if public_key is None or not verify_record(r, public_key):
             return "bad_signature"
         entry = _Entry(r, rank, fingerprint(r), encoded_size(r), r.scope == FLEET_SCOPE)
         self._install(entry)
+        if r.kind == ADMISSION_KIND:
+            self._admitted[r.key] = public_key
         self._counters["accepted"] += 1
         if r.kind == "revocation":
             self._counters["removed_revoked"] += self._remove_author(r.key)
@@ -279,20 +334,101 @@ class StateStore:
         self._slots[slot] = entry
         self._by_author.setdefault(entry.record.author, {})[slot] = entry
         self._digests.clear()
+        self._learn(entry.record)
+
+    def _learn(self, r: Record) -> None:
+        """Keep the operator key a held `trust` record grants (admissions: see _admit)."""
+        if r.kind == TRUST_KIND:
+            self._granted[r.key] = decode_grant(r.payload)
+
+    def _forget(self, r: Record) -> None:
+        if r.kind == TRUST_KIND:
+            self._granted.pop(r.key, None)
+        elif r.kind == ADMISSION_KIND:
+            self._admitted.pop(r.key, None)
 
     def _unindex(self, entry: _Entry) -> None:
         mine = self._by_author[entry.record.author]
         del mine[entry.record.slot]
         if not mine:
             del self._by_author[entry.record.author]
+        self._forget(entry.record)
 
     def _remove_author(self, author: str) -> int:
         entries = self._by_author.pop(author, {})
-        for slot in entries:
+        for slot, entry in entries.items():
             del self._slots[slot]
+            self._forget(entry.record)
         if entries:
             self._digests.clear()
         return len(entries)
+
+    # --- who is who (the trust the store adds to its base) -------------------------------
+
+    @property
+    def cluster_id(self) -> str:
+        """The base trust's cluster id."""
+        return self._trust.cluster_id
+
+    def is_operator(self, author: str) -> bool:
+        """A root operator, or a key a held `trust` record granted (unless revoked)."""
+        return self._trust.is_operator(author) or (author in self._granted and not self.is_revoked(author))
+
+    def is_root_operator(self, author: str) -> bool:
+        """An operator key of the base trust (the join token's)."""
+        return self._trust.is_operator(author)
+
+    def is_active_operator(self, author: str) -> bool:
+        """An operator whose new commands are taken: root, or granted and not removed."""
+        if self._trust.is_operator(author):
+            return True
+        grant = self._granted.get(author)
+        return grant is not None and grant[1] and not self.is_revoked(author)
+
+    def operators(self) -> dict[str, tuple[bytes, bool]]:
+        """Granted operator keys: key id -> (public key, active), sorted (root keys not included)."""
+        return dict(sorted(self._granted.items()))
+
+    def public_key(self, author: str) -> bytes | None:
+        """The key to verify author's records: base trust, then granted operators, then admitted nodes."""
+        key = self._trust.public_key(author)
+        if key is not None:
+            return key
+        grant = self._granted.get(author)
+        if grant is not None:
+            return grant[0]
+        return self._admitted.get(author)
+
+    def is_admitted(self, node_id: str) -> bool:
+        """True if an admission record of node_id is held (and it is not revoked)."""
+        return node_id in self._admitted and not self.is_revoked(node_id)
+
+    def admitted_key(self, node_id: str) -> bytes | None:
+        """An admitted node's public key, or None."""
+        return self._admitted.get(node_id) if not self.is_revoked(node_id) else None
+
+    def drain_refusals(self) -> list[tuple[str, str]]:
+        """(node id, reason) of admissions refused since the last call (at most REFUSALS_KEPT)."""
+        out, self._refusals = self._refusals, []
+        return out
+
+    def _may_write(self, author: str, kind: str, key: str) -> bool:
+        """Root operators: desired state, grants, revocations. Granted operators: desired state.
+        Admitted nodes: their own node records.
+
+        Root operators (the base trust's) are never revoked and their grants are never
+        deleted, so the set of known keys only grows and a record's fate never depends
+        on the order records arrive in (docs/state.md, "Who may write").
+        """
+        if self._trust.is_operator(author):
+            if kind == "revocation":
+                return not self._trust.is_operator(key)
+            return kind in OPERATOR_KINDS
+        if author in self._granted:
+            return kind == "desired"
+        if author in self._admitted:
+            return kind in NODE_KINDS and key == author
+        return self._trust.may_write(author, kind, key)
 
     # --- reading --------------------------------------------------------------------
 

@@ -1,15 +1,9 @@
-"""Who may author records: the Trust protocol, keys registered explicitly (StaticTrust),
-and node keys learned from membership layered over them (MembershipTrust). Sans-IO.
+"""Who may author records: the Trust protocol and keys registered explicitly (StaticTrust). Sans-IO.
 
-MembershipTrust:
-
-A node id is the key id of the node's Ed25519 public key (the first 16 hex
-characters of its sha256), so a member that announces its key in its metadata
-proves nothing about being invited, but does bind its id to that key: nobody
-else can sign records as that node. This layer lets a node verify its region
-peers' own records (inventory, placement) with the keys they announced. Who
-may be a member at all is decided elsewhere (the network key today, invites
-next); revocations in the base trust and in the store still apply.
+The base trust holds what a node is configured with: its cluster's id and the
+root operator key(s) from its join token. Everything else is learned from
+records the store holds (gossip/state.py): operator keys granted by `trust`
+records, and node keys proven by `admission` records (gossip/admission.py).
 """
 
 from __future__ import annotations
@@ -17,11 +11,23 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
+import msgpack
+
+from gossip.codec import DecodeError, unpack_versioned
 from gossip.records import PUBLIC_KEY_BYTES, key_id
 
 
 class Trust(Protocol):
     """Who may author records: the store asks it about every record it receives."""
+
+    @property
+    def cluster_id(self) -> str:
+        """The cluster this node belongs to (invites name it)."""
+        ...
+
+    def is_operator(self, author: str) -> bool:
+        """True if author is a root operator key."""
+        ...
 
     def public_key(self, author: str) -> bytes | None:
         """The author's Ed25519 public key, or None if the author is unknown."""
@@ -50,9 +56,15 @@ class StaticTrust:
     """
 
     def __init__(
-        self, operators: Iterable[bytes] = (), nodes: Iterable[bytes] = (), revoked: Iterable[str] = ()
+        self,
+        operators: Iterable[bytes] = (),
+        nodes: Iterable[bytes] = (),
+        revoked: Iterable[str] = (),
+        *,
+        cluster_id: str = "",
     ) -> None:
         """Trust the given operator and node public keys; refuse the revoked author ids."""
+        self._cluster_id = cluster_id
         self._operators: dict[str, bytes] = {}
         self._nodes: dict[str, bytes] = {}
         self._revoked: dict[str, None] = {}
@@ -85,6 +97,11 @@ class StaticTrust:
         """Refuse the author's records from now on."""
         self._revoked[author] = None
 
+    @property
+    def cluster_id(self) -> str:
+        """The cluster this node belongs to ("" if not configured: then no invite is valid)."""
+        return self._cluster_id
+
     def is_operator(self, author: str) -> bool:
         """True if author is a trusted operator key."""
         return author in self._operators
@@ -108,43 +125,27 @@ class StaticTrust:
         return False
 
 
-# Kinds a node may write, each keyed by its own id.
-NODE_KINDS = ("inventory", "placement")
+# --- trust records: operator keys granted by operators ------------------------------------
+
+TRUST_KIND = "trust"
+GRANT_FORMAT = 1
 
 
-class MembershipTrust:
-    """A Trust: the base (operators, configured nodes) plus node keys learned from members."""
+def encode_grant(public_key: bytes, active: bool) -> bytes:
+    """The payload of a `trust` record (keyed by the key's id): the operator key, and whether
+    it may still submit commands (False: removed; what it signed stays valid)."""
+    if type(public_key) is not bytes or len(public_key) != PUBLIC_KEY_BYTES:
+        raise ValueError(f"an Ed25519 public key is {PUBLIC_KEY_BYTES} bytes")
+    packed: bytes = msgpack.packb([public_key, bool(active)], use_bin_type=True)
+    return bytes([GRANT_FORMAT]) + packed
 
-    def __init__(self, base: Trust, *, learned_max: int) -> None:
-        """Layer over base; remember at most learned_max node keys (the pool's member limit)."""
-        self._base = base
-        self._learned: dict[str, bytes] = {}
-        self._learned_max = learned_max
-        self.refused = 0
 
-    def learn_node(self, node_id: str, public_key: bytes) -> bool:
-        """Remember a member's announced key if it is the key its id was derived from."""
-        if node_id in self._learned:
-            return False
-        if len(public_key) != PUBLIC_KEY_BYTES or key_id(public_key) != node_id:
-            self.refused += 1
-            return False
-        if len(self._learned) >= self._learned_max:
-            self.refused += 1
-            return False
-        self._learned[node_id] = public_key
-        return True
-
-    def public_key(self, author: str) -> bytes | None:
-        """The author's key from the base trust, else as learned from membership."""
-        return self._base.public_key(author) or self._learned.get(author)
-
-    def is_revoked(self, author: str) -> bool:
-        """Revoked in the base trust."""
-        return self._base.is_revoked(author)
-
-    def may_write(self, author: str, kind: str, key: str) -> bool:
-        """What the base allows; a learned node writes only its own node records."""
-        if self._base.may_write(author, kind, key):
-            return True
-        return author in self._learned and kind in NODE_KINDS and key == author
+def decode_grant(payload: bytes) -> tuple[bytes, bool]:
+    """(public key, active) from a `trust` record's payload; raises DecodeError, nothing else."""
+    fields = unpack_versioned(payload, GRANT_FORMAT, 64, max_array_len=4)
+    if type(fields) is not list or len(fields) != 2:
+        raise DecodeError("bad_arity")
+    public_key, active = fields
+    if type(public_key) is not bytes or len(public_key) != PUBLIC_KEY_BYTES or type(active) is not bool:
+        raise DecodeError("bad_field")
+    return public_key, active

@@ -11,6 +11,7 @@ then everything closes and the process exits 0.
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import ipaddress
@@ -20,7 +21,7 @@ import signal
 import socket
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,17 +31,20 @@ from aiohttp import web
 from gossip.config import LOCAL, WAN, profile
 from gossip.envelope import Keyring
 from gossip.events import (
+    AdmissionRefused,
     BroadcastDelivered,
     Event,
     GatewayChanged,
     IncarnationChanged,
     MemberChanged,
     RecordsAccepted,
+    Revoked,
 )
 from gossip.node import GossipNode, MemberView, RegionSummary
-from gossip.records import Record, sign_record
+from gossip.records import Record, key_id, sign_record
 from gossip.trust import StaticTrust
 from mesh import inventory
+from mesh.admission import describe_refusal, own_admission
 from mesh.api import ReceivedBroadcast, SubmitRefused, create_app
 from mesh.cluster import JoinToken
 from mesh.discovery import Discovery, DiscoveryError, Peer
@@ -55,6 +59,7 @@ LEAVE_LINGER_S = 1.0
 PEERS_SAVE_INTERVAL_S = 5.0
 RECEIVED_BROADCASTS_MAX = 256
 KNOWN_PEERS_AS_SEEDS_MAX = 16
+REFUSALS_LOGGED_MAX = 1024  # (node, reason) pairs already logged, so a retrying intruder logs once
 DISCOVERED_PEERS_MAX = 256
 REJOIN_DISCOVERED_AFTER_S = 10.0
 
@@ -107,6 +112,10 @@ class Agent:
         self._inventory: inventory.Inventory | None = None  # the one last published
         self._inventory_published_s = 0.0  # monotonic
         self._inventory_refused_logged = False
+        self._refusals_logged: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
+        self.revoked = False
+        self.root_operator_keys: tuple[bytes, ...] = ()
+        self.on_revoked: Callable[[], None] | None = None  # run_agent stops the agent
         runtime.subscribe(self._on_event)
 
     # --- NodeService -------------------------------------------------------------
@@ -137,6 +146,8 @@ class Agent:
             "addr": self.runtime.addr,
             "is_gateway": self.node.is_gateway,
             "incarnation": self.node.incarnation,
+            "admitted": self.node.admission_problem is None and not self.revoked,
+            "admission_problem": self.node.admission_problem,
             "members": {state: states.get(state, 0) for state in ("alive", "suspect", "dead", "left")},
             "regions": {name: s.alive for name, s in sorted(self.node.summaries().items())},
             "counters": {"runtime": dict(self.runtime.counters), "core": dict(self.node.counters)},
@@ -149,7 +160,43 @@ class Agent:
         return list(self._received)
 
     def operator_key(self, author: str) -> bytes | None:
-        return self.trust.public_key(author) if self.trust.is_operator(author) else None
+        """An operator key that may submit commands now: root, or granted and not removed."""
+        state = self.node.state
+        return state.public_key(author) if state.is_active_operator(author) else None
+
+    def is_operator(self, author: str) -> bool:
+        return self.node.state.is_operator(author)
+
+    def is_root_operator(self, author: str) -> bool:
+        return self.node.state.is_root_operator(author)
+
+    def operators(self) -> list[dict[str, Any]]:
+        """Root keys (from the join token) and granted ones, with whether they may act now."""
+        rows = [
+            {"id": key_id(k), "role": "root", "active": True, "public_key": base64.b64encode(k).decode()}
+            for k in self.root_operator_keys
+        ]
+        for author, (public_key, active) in self.node.state.operators().items():
+            rows.append(
+                {
+                    "id": author,
+                    "role": "granted",
+                    "active": active and not self.node.state.is_revoked(author),
+                    "public_key": base64.b64encode(public_key).decode(),
+                }
+            )
+        return rows
+
+    def revocations(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "node_id": r.key,
+                "version": r.version,
+                "author": r.author,
+                "reason": r.payload.decode("utf-8", errors="replace"),
+            }
+            for r in self.node.state.records("revocation")
+        ]
 
     def record(self, kind: str, key: str) -> Record | None:
         return self.node.state.get(kind, key)
@@ -237,7 +284,7 @@ class Agent:
             self._inventory_refused_logged = True
             log.warning(
                 "own inventory record v%d was refused by this node's state store (counters %s); "
-                "its trust must know this node's own key (peers learn it from member metadata)",
+                "is this node admitted (GET /v1/health: admitted)?",
                 record.version,
                 dict(sorted(self.node.state.counters.items())),
             )
@@ -304,6 +351,20 @@ class Agent:
                     first.version,
                     first.author,
                 )
+            case AdmissionRefused(node_id=node_id, reason=reason):
+                if (node_id, reason) not in self._refusals_logged:
+                    self._refusals_logged[(node_id, reason)] = None
+                    while len(self._refusals_logged) > REFUSALS_LOGGED_MAX:
+                        self._refusals_logged.popitem(last=False)
+                    log.warning("refused to admit node %s: %s", node_id, describe_refusal(reason))
+            case Revoked(node_id=node_id):
+                if node_id == self.node_id:
+                    log.error("this node was revoked by an operator: it leaves the mesh and stops")
+                    self.revoked = True
+                    if self.on_revoked is not None:
+                        self.on_revoked()
+                else:
+                    log.warning("node %s was revoked by an operator: expelled, refused from now on", node_id)
             case BroadcastDelivered(origin_id=origin_id, seq=seq, payload=payload):
                 log.info("broadcast %s/%d delivered (%d bytes)", origin_id, seq, len(payload))
                 self._received.append(ReceivedBroadcast(origin_id, seq, payload, time.time()))
@@ -415,7 +476,10 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
     except StoreError as exc:
         raise AgentError(str(exc)) from None
     # This node's own key: its store must accept its own inventory record.
-    trust = StaticTrust(operators=[token.operator_key], nodes=[identity.public_key])
+    # The root of trust: the cluster and its operator key. Everything else (granted
+    # operator keys, admitted nodes) the store learns from signed records.
+    trust = StaticTrust(operators=[token.operator_key], cluster_id=token.cluster_id)
+    admission = own_admission(identity, token, options.region, persisted_records, trust)
 
     runtime = Runtime(
         Keyring(list(token.network_keys)),
@@ -454,8 +518,16 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
             incarnation=persisted_incarnation,
             now=loop.time(),
             trust=trust,
-            public_key=identity.public_key,  # in member metadata: peers learn it to accept our inventory
+            admission=admission,
         )
+        if node.admission_problem is None:
+            store.save_records([admission])  # a restart presents the same admission
+        else:
+            log.error(
+                "this node's invite is not valid (%s): peers will refuse to admit it and it will see no "
+                "members; ask the operator for a new token (murmur invite --cluster DIR)",
+                describe_refusal(node.admission_problem),
+            )
         # Restored records are re-verified; anti-entropy (the join's push-pull first)
         # carries them on to peers that lack them.
         restored = node.state.restore(persisted_records)
@@ -470,6 +542,8 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
         await web.SockSite(runner, api_sock).start()
 
         stop = asyncio.Event()
+        agent.on_revoked = stop.set
+        agent.root_operator_keys = (token.operator_key,)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
             stack.callback(loop.remove_signal_handler, sig)

@@ -31,10 +31,12 @@ import aiohttp
 from aiohttp import web
 
 from gossip.records import Record
+from gossip.trust import TRUST_KIND
 from inference.manifest import Deployment, ManifestError, desired_key, load_document, manifest_from_doc
 from mesh.deploy import DESIRED_KIND, check_record, deployment_json, record_from_b64
 from mesh.inventory import INVENTORY_KIND, decode
 from mesh.opsign import RequestVerifier, SignatureRefused
+from mesh.trustrecords import REVOCATION_KIND, check_trust_record
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,10 @@ class NodeService(Protocol):
     def member(self, node_id: str) -> MemberLike | None: ...
     def state_summary(self) -> dict[str, Any]: ...
     def submit_record(self, record: Record) -> bool: ...
+    def is_operator(self, author: str) -> bool: ...
+    def is_root_operator(self, author: str) -> bool: ...
+    def operators(self) -> list[dict[str, Any]]: ...
+    def revocations(self) -> list[dict[str, Any]]: ...
 
 
 SERVICE = web.AppKey("service", NodeService)
@@ -335,6 +341,52 @@ async def delete_deployment(request: web.Request) -> web.Response:
     return await _submit(request, name, None, doc, signer)
 
 
+async def _submit_trust(request: web.Request, kind: str) -> web.Response:
+    """A revocation or an operator grant: signed by a root operator, well formed, then submitted."""
+    body, signer = await _read_signed(request)
+    service = request.app[SERVICE]
+    doc = _json_object(body, '{"record": "<base64 signed record>"}')
+    try:
+        record = record_from_b64(doc.get("record"))
+    except ValueError as exc:
+        raise SubmitRefused(400, f"{exc}; the murmur CLI signs and sends it") from None
+    if not service.is_root_operator(signer):
+        raise SubmitRefused(
+            403,
+            f"{kind} records need a root operator key (the operator.key of murmur cluster init); "
+            f"{signer} is a granted operator key",
+        )
+    public_key = service.operator_key(signer)
+    assert public_key is not None  # the verifier accepted the signer
+    problem = check_trust_record(record, kind=kind, signer=signer, public_key=public_key)
+    if problem is not None:
+        raise SubmitRefused(400, problem)
+    if kind == REVOCATION_KIND and service.is_operator(record.key):
+        raise SubmitRefused(
+            400, f"{record.key} is an operator key, not a node; remove it with murmur operator remove"
+        )
+    new = service.submit_record(record)
+    return web.json_response({"record": _record_json(record), "new": new}, status=202)
+
+
+@_refusals
+async def post_revocation(request: web.Request) -> web.Response:
+    return await _submit_trust(request, REVOCATION_KIND)
+
+
+@_refusals
+async def post_operator(request: web.Request) -> web.Response:
+    return await _submit_trust(request, TRUST_KIND)
+
+
+async def get_revocations(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SERVICE].revocations())
+
+
+async def get_operators(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SERVICE].operators())
+
+
 async def get_deployments(request: web.Request) -> web.Response:
     records = [r for r in request.app[SERVICE].records(DESIRED_KIND) if r.key.startswith("deployment/")]
     return web.json_response([deployment_json(r) for r in sorted(records, key=lambda r: r.key)])
@@ -388,6 +440,10 @@ def create_app(service: NodeService) -> web.Application:
     app.router.add_post("/v1/deployments", post_deployment)
     app.router.add_get("/v1/deployments/{name}", get_deployment)
     app.router.add_delete("/v1/deployments/{name}", delete_deployment)
+    app.router.add_get("/v1/revocations", get_revocations)
+    app.router.add_post("/v1/revocations", post_revocation)
+    app.router.add_get("/v1/operators", get_operators)
+    app.router.add_post("/v1/operators", post_operator)
     if service.debug_hooks:
         app.router.add_post("/v1/debug/broadcast", post_debug_broadcast)
         app.router.add_get("/v1/debug/broadcasts", get_debug_broadcasts)

@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -17,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from mesh.netaddr import AddressError, split_hostport
-from mesh.opcli import OperatorError
+from mesh.opcli import OperatorError, key_flags
 from mesh.opcli import register as register_operator_commands
+from mesh.trustcli import register as register_trust_commands
 from sim.cli import register as register_sim
 
 DEFAULT_NODE_URL = "http://127.0.0.1:7800"
@@ -72,7 +74,7 @@ def _cmd_cluster_init(args: argparse.Namespace) -> int:
     from mesh.cluster import ClusterError, init_cluster
 
     try:
-        cluster = init_cluster(Path(args.out))
+        cluster = init_cluster(Path(args.out), ttl_s=args.ttl)
     except ClusterError as exc:
         raise UserError(str(exc)) from None
     print(f"cluster {cluster.cluster_id} created in {cluster.path}")
@@ -82,6 +84,60 @@ def _cmd_cluster_init(args: argparse.Namespace) -> int:
         f"next: murmur agent --token {cluster.token_path} --data-dir DIR --region R "
         "--bind HOST:7946 --api HOST:7800"
     )
+    return 0
+
+
+_TTL_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _ttl(text: str) -> float:
+    """A duration: 3600, 90s, 30m, 24h or 7d."""
+    unit = text[-1:].lower()
+    number = text[:-1] if unit in _TTL_UNITS_S else text
+    try:
+        value = float(number) * _TTL_UNITS_S.get(unit, 1)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value > 10 * 365 * 86400:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a duration such as 3600, 30m, 24h or 7d (up to 10 years)"
+        )
+    return value
+
+
+def _cmd_invite(args: argparse.Namespace) -> int:
+    from mesh.cluster import ClusterError, issue_token
+    from mesh.files import write_new_file
+
+    cluster_dir = args.cluster or os.environ.get("MURMUR_CLUSTER")
+    if not cluster_dir:
+        raise UserError("--cluster DIR (or MURMUR_CLUSTER) must name the directory of `murmur cluster init`")
+    try:
+        token = issue_token(Path(cluster_dir), ttl_s=args.ttl, region=args.region or "")
+    except ClusterError as exc:
+        raise UserError(str(exc)) from None
+    text = token.to_json()
+    expires = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(token.invite.expires_at_s))
+    where = f"region {token.invite.region}" if token.invite.region else "any region"
+    if args.out:
+        try:
+            write_new_file(Path(args.out), text.encode("utf-8"))
+        except FileExistsError:
+            raise UserError(
+                f"{args.out} exists; refusing to overwrite a token (choose another --out)"
+            ) from None
+        except OSError as exc:
+            raise UserError(f"cannot write {args.out}: {exc}") from None
+        print(
+            f"join token for cluster {token.cluster_id} ({where}) written to {args.out}; "
+            f"devices can join with it until {expires}"
+        )
+    else:
+        sys.stdout.write(text)
+        print(
+            f"join token for cluster {token.cluster_id} ({where}); devices can join with it until {expires}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -231,7 +287,25 @@ def build_parser() -> argparse.ArgumentParser:
     cluster_sub = cluster.add_subparsers(dest="cluster_command", metavar="ACTION", required=True)
     init = cluster_sub.add_parser("init", help="create a cluster: ids, operator key, join token")
     init.add_argument("--out", required=True, help="directory to create (must not exist or be empty)")
+    init.add_argument(
+        "--ttl", type=_ttl, default=24 * 3600.0, help="how long the first token admits devices (default 24h)"
+    )
     init.set_defaults(func=_cmd_cluster_init)
+
+    invite = sub.add_parser("invite", help="issue a join token with a new operator-signed invite")
+    invite.add_argument(
+        "--cluster",
+        default=argparse.SUPPRESS,
+        help="the cluster dir of `murmur cluster init` (env MURMUR_CLUSTER)",
+    )
+    invite.add_argument("--region", type=_region, default=None, help="admit devices of this region only")
+    invite.add_argument(
+        "--ttl", type=_ttl, default=24 * 3600.0, help="devices can join with it for this long (default 24h)"
+    )
+    invite.add_argument(
+        "--out", default=None, help="write the token to this new file (mode 0600), not stdout"
+    )
+    invite.set_defaults(func=_cmd_invite)
 
     agent = sub.add_parser("agent", help="run a node")
     agent.add_argument("--data-dir", required=True, help="the node's own directory (identity, database)")
@@ -282,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     nodes.set_defaults(func=_cmd_nodes)
 
     register_operator_commands(sub, node_help)
+    register_trust_commands(sub, node_help, key_flags)
 
     demo = sub.add_parser("demo", help="run a 6-agent, 2-region mesh on loopback and show it heal")
     demo.set_defaults(func=_cmd_demo)

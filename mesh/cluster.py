@@ -6,10 +6,15 @@
 - join.token: what a device needs to join (mode 0600, it holds the network key).
 
 The join token is a small JSON document:
-    {"kind": "murmur-join-token", "version": 1, "cluster_id": "<16 hex>",
-     "network_keys": ["<base64 32 bytes>", ...], "operator_key": "<base64 32 bytes>"}
+    {"kind": "murmur-join-token", "version": 2, "cluster_id": "<16 hex>",
+     "network_keys": ["<base64 32 bytes>", ...], "operator_key": "<base64 32 bytes>",
+     "invite": "<base64 operator-signed invite>", "expires_unix": 1700000000, "region": ""}
 `network_keys[0]` is the primary key (it seals); every key opens, which lets an
-operator rotate the network key by issuing tokens with a new primary.
+operator rotate the network key by issuing tokens with a new primary. The invite
+(gossip/admission.py) is what peers check before they admit the device:
+signed by the operator, for this cluster, until `expires_unix`, for one region
+or any. `expires_unix` and `region` repeat the invite's fields for people; the
+signed invite is what counts. `murmur invite` writes new tokens.
 """
 
 from __future__ import annotations
@@ -19,15 +24,20 @@ import binascii
 import json
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import nacl.exceptions
 import nacl.signing
 
+from gossip.admission import Invite, decode_invite, encode_invite, sign_invite
+from gossip.codec import DecodeError
 from mesh.files import make_private_dir, write_new_file
 
 TOKEN_KIND = "murmur-join-token"
-TOKEN_VERSION = 1
+TOKEN_VERSION = 2
+DEFAULT_INVITE_TTL_S = 24 * 3600
 NETWORK_KEY_BYTES = 32
 NETWORK_KEYS_MAX = 8
 TOKEN_MAX_BYTES = 16 * 1024
@@ -47,6 +57,7 @@ class JoinToken:
     cluster_id: str
     network_keys: tuple[bytes, ...]
     operator_key: bytes
+    invite: Invite
 
     def to_json(self) -> str:
         doc = {
@@ -55,6 +66,9 @@ class JoinToken:
             "cluster_id": self.cluster_id,
             "network_keys": [base64.b64encode(key).decode("ascii") for key in self.network_keys],
             "operator_key": base64.b64encode(self.operator_key).decode("ascii"),
+            "invite": base64.b64encode(encode_invite(self.invite)).decode("ascii"),
+            "expires_unix": self.invite.expires_at_s,
+            "region": self.invite.region,
         }
         return json.dumps(doc, indent=2) + "\n"
 
@@ -69,7 +83,27 @@ class ClusterDir:
     operator_key_path: Path
 
 
-def init_cluster(out: Path) -> ClusterDir:
+def new_invite(
+    operator: nacl.signing.SigningKey,
+    cluster_id: str,
+    *,
+    ttl_s: float = DEFAULT_INVITE_TTL_S,
+    region: str = "",
+    now_unix: float | None = None,
+) -> Invite:
+    """A fresh invite (random nonce) valid for ttl_s from now."""
+    if ttl_s <= 0:
+        raise ClusterError(f"--ttl must be positive, got {ttl_s:g} s")
+    now = time.time() if now_unix is None else now_unix
+    try:
+        return sign_invite(
+            operator, cluster_id, expires_at_s=int(now + ttl_s), nonce=secrets.token_bytes(16), region=region
+        )
+    except ValueError as exc:
+        raise ClusterError(str(exc)) from None
+
+
+def init_cluster(out: Path, *, ttl_s: float = DEFAULT_INVITE_TTL_S) -> ClusterDir:
     """Create a new cluster directory at `out`; refuse to touch an existing cluster."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ClusterError(
@@ -84,6 +118,7 @@ def init_cluster(out: Path) -> ClusterDir:
         cluster_id=cluster_id,
         network_keys=(secrets.token_bytes(NETWORK_KEY_BYTES),),
         operator_key=operator_pub,
+        invite=new_invite(operator, cluster_id, ttl_s=ttl_s),
     )
     write_new_file(out / OPERATOR_KEY_FILE, bytes(operator).hex().encode("ascii") + b"\n")
     write_new_file(out / TOKEN_FILE, token.to_json().encode("utf-8"))
@@ -131,7 +166,17 @@ def parse_token(text: str) -> JoinToken:
         raise ValueError(f"network_keys must be a list of 1 to {NETWORK_KEYS_MAX} keys")
     network_keys = tuple(_decode_key(key, f"network_keys[{i}]") for i, key in enumerate(keys))
     operator_key = _decode_key(doc.get("operator_key"), "operator_key")
-    return JoinToken(cluster_id, network_keys, operator_key)
+    invite_b64 = doc.get("invite")
+    if not isinstance(invite_b64, str):
+        raise ValueError('"invite" must be the base64 of an operator-signed invite')
+    try:
+        invite = decode_invite(base64.b64decode(invite_b64, validate=True))
+    except (binascii.Error, ValueError) as exc:
+        reason = exc.reason if isinstance(exc, DecodeError) else "not base64"
+        raise ValueError(f'"invite" is not an invite ({reason})') from None
+    if invite.cluster_id != cluster_id:
+        raise ValueError(f"the invite is for cluster {invite.cluster_id}, the token for {cluster_id}")
+    return JoinToken(cluster_id, network_keys, operator_key, invite)
 
 
 def _is_hex(text: str) -> bool:
@@ -161,3 +206,32 @@ def load_token(path: Path) -> JoinToken:
             f"token {path} is not a murmur join token: {exc}; "
             "pass the join.token written by `murmur cluster init`"
         ) from None
+
+
+def load_cluster_dir(path: Path) -> tuple[str, nacl.signing.SigningKey, JoinToken]:
+    """(cluster id, operator signing key, first token) of a `murmur cluster init` directory."""
+    try:
+        doc = json.loads((path / CLUSTER_FILE).read_text(encoding="utf-8"))
+        seed = bytes.fromhex((path / OPERATOR_KEY_FILE).read_text(encoding="ascii").strip())
+        operator = nacl.signing.SigningKey(seed)
+    except FileNotFoundError as exc:
+        raise ClusterError(
+            f"{path} is not a cluster directory ({exc.filename} is missing); pass the --out of "
+            "`murmur cluster init`"
+        ) from None
+    except (OSError, ValueError, UnicodeDecodeError, nacl.exceptions.CryptoError) as exc:
+        raise ClusterError(f"{path}: cannot read the cluster directory ({exc})") from None
+    token = load_token(path / TOKEN_FILE)
+    cluster_id = doc.get("cluster_id") if isinstance(doc, dict) else None
+    if cluster_id != token.cluster_id or bytes(operator.verify_key) != token.operator_key:
+        raise ClusterError(f"{path}: cluster.json, operator.key and join.token do not belong together")
+    return token.cluster_id, operator, token
+
+
+def issue_token(
+    cluster_dir: Path, *, ttl_s: float = DEFAULT_INVITE_TTL_S, region: str = "", now_unix: float | None = None
+) -> JoinToken:
+    """A new join token: the cluster's network keys and a fresh invite signed by its operator."""
+    cluster_id, operator, first = load_cluster_dir(cluster_dir)
+    invite = new_invite(operator, cluster_id, ttl_s=ttl_s, region=region, now_unix=now_unix)
+    return JoinToken(cluster_id, first.network_keys, first.operator_key, invite)

@@ -75,7 +75,7 @@ def http_json(
         ) from None
 
 
-def _ok(url: str, status: int, doc: Any, expected: int = 200) -> Any:
+def ok(url: str, status: int, doc: Any, expected: int = 200) -> Any:
     if status != expected:
         message = doc.get("error", doc) if isinstance(doc, dict) else doc
         raise OperatorError(f"{url}: HTTP {status}: {message}")
@@ -155,9 +155,10 @@ def _hash_artifact(manifest_path: Path, artifact: dict[str, Any]) -> dict[str, A
     return {"sha256": sha256, "size_bytes": size}
 
 
-def _next_version(base: str, author: str) -> int:
+def next_record_version(base: str, author: str) -> int:
+    """The next version for a record signed by author: above its latest (GET /v1/state) and unix ms."""
     url = f"{base}/v1/state"
-    state = _ok(url, *http_json("GET", url))
+    state = ok(url, *http_json("GET", url))
     entry = state.get("digest", {}).get(author) if isinstance(state, dict) else None
     latest = entry.get("version") if isinstance(entry, dict) else None
     return next_version(latest if isinstance(latest, int) else None, time.time())
@@ -170,11 +171,11 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     deployment = read_manifest(Path(args.file))
     key = resolve_key(args)
     base = base_url(args.node)
-    version = _next_version(base, key_id(bytes(key.verify_key)))
+    version = next_record_version(base, key_id(bytes(key.verify_key)))
     record = sign_deployment(key, deployment, version)
     doc = {"manifest": deployment.to_doc(), "record": record_to_b64(record)}
     url = f"{base}/v1/deployments"
-    _ok(url, *signed_json(key, "POST", base, "/v1/deployments", doc), expected=202)
+    ok(url, *signed_json(key, "POST", base, "/v1/deployments", doc), expected=202)
     print(
         f"deployment {deployment.name}: accepted and persisted by {base} as desired record version {version}"
     )
@@ -186,10 +187,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 def cmd_delete(args: argparse.Namespace) -> int:
     key = resolve_key(args)
     base = base_url(args.node)
-    version = _next_version(base, key_id(bytes(key.verify_key)))
+    version = next_record_version(base, key_id(bytes(key.verify_key)))
     record = sign_deletion(key, args.name, version)
     path = f"/v1/deployments/{urllib.parse.quote(args.name, safe='')}"
-    _ok(base + path, *signed_json(key, "DELETE", base, path, {"record": record_to_b64(record)}), expected=202)
+    ok(base + path, *signed_json(key, "DELETE", base, path, {"record": record_to_b64(record)}), expected=202)
     print(f"deployment {args.name}: deletion accepted and persisted by {base} (version {version})")
     return 0
 
@@ -220,7 +221,7 @@ def format_deployments(rows: Sequence[dict[str, Any]]) -> str:
 def cmd_get(args: argparse.Namespace) -> int:
     base = base_url(args.node)
     url = f"{base}/v1/deployments"
-    rows = _ok(url, *http_json("GET", url))
+    rows = ok(url, *http_json("GET", url))
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -238,13 +239,13 @@ def alive_apis(base: str) -> dict[str, str]:
     over a region it could not see.
     """
     url = f"{base}/v1/health"
-    health = _ok(url, *http_json("GET", url))
+    health = ok(url, *http_json("GET", url))
     own_region = health.get("region")
     apis: dict[str, str] = {}
     for region in sorted(health.get("regions", {})):
         query = "" if region == own_region else "?" + urllib.parse.urlencode({"region": region})
         nodes_url = f"{base}/v1/nodes{query}"
-        members = _ok(nodes_url, *http_json("GET", nodes_url))
+        members = ok(nodes_url, *http_json("GET", nodes_url))
         if not isinstance(members, list):
             raise OperatorError(f"{nodes_url}: not a member list")
         for m in members:
@@ -291,7 +292,7 @@ def wait_for(
 # --- parser ----------------------------------------------------------------------------------
 
 
-def _key_flags(parser: argparse.ArgumentParser, node_help: str) -> None:
+def key_flags(parser: argparse.ArgumentParser, node_help: str) -> None:
     parser.add_argument("--node", default=argparse.SUPPRESS, help=node_help)
     parser.add_argument("--key", default=argparse.SUPPRESS, help="operator.key file (env MURMUR_KEY)")
     parser.add_argument(
@@ -307,16 +308,16 @@ def register(sub: Any, node_help: str) -> None:
     deploy.add_argument(
         "--timeout", type=float, default=WAIT_DEFAULT_TIMEOUT_S, help="seconds --wait waits (default 60)"
     )
-    _key_flags(deploy, node_help)
+    key_flags(deploy, node_help)
     deploy.set_defaults(func=cmd_deploy)
 
     get = sub.add_parser("get", help="list desired state")
     get.add_argument("what", choices=("deployments",), help="what to list")
     get.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    _key_flags(get, node_help)
+    key_flags(get, node_help)
     get.set_defaults(func=cmd_get)
 
     delete = sub.add_parser("delete", help="delete a deployment (a signed tombstone)")
     delete.add_argument("name", help="the deployment name")
-    _key_flags(delete, node_help)
+    key_flags(delete, node_help)
     delete.set_defaults(func=cmd_delete)

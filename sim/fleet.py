@@ -14,11 +14,12 @@ from collections.abc import Sequence
 
 import nacl.signing
 
+from gossip.admission import Invite, make_admission, sign_invite
 from gossip.config import MembershipConfig
 from gossip.events import Event, MemberState
 from gossip.io import Sealer
-from gossip.node import GossipNode, MemberView, encode_meta
-from gossip.records import key_id
+from gossip.node import GossipNode, MemberView
+from gossip.records import Record, key_id
 from gossip.trust import Trust
 from sim.engine import Engine
 from sim.invariants import Invariants
@@ -32,6 +33,16 @@ REGIONS_MAX = 250
 ADDRS_PER_REGION = 250 * 250
 # Node identities (only with node_keys): sha256(domain + "<seed>/<index>") seeds each node's Ed25519 key.
 NODE_KEY_DOMAIN = b"murmur-sim-node"
+# Keyed fleets (admission mode): the cluster id, when every node joined, and the invite's expiry.
+SIM_CLUSTER_ID = "sim"
+SIM_EPOCH_S = 1_700_000_000
+SIM_INVITE_TTL_S = 86_400
+
+
+def sim_invite(operator: nacl.signing.SigningKey, seed: int) -> Invite:
+    """The one invite every node of a keyed simulated fleet joined with (no RNG draw)."""
+    nonce = hashlib.sha256(b"murmur-sim-invite" + str(seed).encode()).digest()[:16]
+    return sign_invite(operator, SIM_CLUSTER_ID, expires_at_s=SIM_EPOCH_S + SIM_INVITE_TTL_S, nonce=nonce)
 
 
 def region_name(r: int, region_count: int) -> str:
@@ -57,9 +68,10 @@ class Fleet:
         sealer: Sealer | None = None,
         nonce_rng: random.Random | None = None,
         trust: Trust | None = None,
-        node_keys: bool = False,
+        invite: Invite | None = None,
     ) -> None:
-        """With node_keys, every node has an Ed25519 identity (node_key) and its id is the key's id."""
+        """With an invite, every node has an Ed25519 identity (node_key), its id is the key's id,
+        and it joins in admission mode with an admission record under that invite."""
         if not 1 <= region_count <= REGIONS_MAX:
             raise ValueError(f"regions must be between 1 and {REGIONS_MAX}, got {region_count}")
         self.seed = seed
@@ -74,7 +86,9 @@ class Fleet:
         self.rng = rng
         # Who may write signed records: shared, read-only, by every core (None: no one).
         self.trust = trust
-        self.node_keys = node_keys
+        self.invite = invite
+        self.node_keys = invite is not None
+        self._admissions: dict[str, Record] = {}
         # node_keys: each node's signing key by node id, and the ids by creation index.
         self.signing_keys: dict[str, nacl.signing.SigningKey] = {}
         self._ids: dict[int, str] = {}
@@ -175,6 +189,21 @@ class Fleet:
         key = self.signing_keys.get(node_id)
         return bytes(key.verify_key) if key is not None else b""
 
+    def admission(self, node_id: str, region: int) -> Record | None:
+        """A keyed node's admission record (made once: a restart presents the same one)."""
+        if self.invite is None:
+            return None
+        record = self._admissions.get(node_id)
+        if record is None:
+            record = make_admission(
+                self.signing_keys[node_id],
+                self.invite,
+                region=self.region_names[region],
+                admitted_at_s=SIM_EPOCH_S,
+            )
+            self._admissions[node_id] = record
+        return record
+
     def _make_core(self, node_id: str, addr: str, region: int, incarnation: int) -> GossipNode:
         return GossipNode(
             node_id,
@@ -186,7 +215,7 @@ class Fleet:
             incarnation=incarnation,
             now=self.engine.now,
             trust=self.trust,
-            public_key=self.public_key(node_id),
+            admission=self.admission(node_id, region),
         )
 
     def spawn(self, region: int, views: Sequence[MemberView] = (), *, drive: bool = True) -> NodeSlot:
@@ -201,7 +230,7 @@ class Fleet:
         core = self._make_core(node_id, addr, region, 0)
         if views:
             if self.node_keys:
-                self._restore_keyed(core, views)
+                self._restore_keyed(core, region, views)
             core.restore_view(self.engine.now, views)
         idx = len(self.engine.slots)
         self.idx_of[node_id] = idx
@@ -240,22 +269,14 @@ class Fleet:
         for idx in range(len(self.engine.slots)):
             self.engine.drive(idx)
 
-    def _restore_keyed(self, core: GossipNode, views: Sequence[MemberView]) -> None:
-        """Warm start with keys: restore members with the metadata they announce (their key).
-
-        restore_view then skips them (already known). A node learns a member's key
-        from that metadata when it hears it alive; a restored member is not heard
-        of, so the key is learned here, through the same check (id == key's id).
-        """
-        now = self.engine.now
-        for v in views:
-            if v.region != core.region or v.node_id == core.node_id:
-                continue
-            key = self.public_key(v.node_id)
-            core.region_pool.restore(
-                now, v.node_id, v.addr, encode_meta(v.region, v.api_addr, key), v.incarnation
-            )
-            core.trust.learn_node(v.node_id, key)
+    def _restore_keyed(self, core: GossipNode, region: int, views: Sequence[MemberView]) -> None:
+        """Warm start in admission mode: the node already holds its region's admissions
+        (verified by its store like any others), so restore_view lets the members in."""
+        core.state.restore(
+            record
+            for v in views
+            if v.node_id != core.node_id and (record := self.admission(v.node_id, region)) is not None
+        )
 
     def seeds_for(self, idx: int) -> list[str]:
         """Join seeds for node idx: a live node of its own region and one of region 0."""

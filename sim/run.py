@@ -17,7 +17,7 @@ from gossip.envelope import Keyring
 from gossip.records import Record
 from gossip.trust import StaticTrust
 from sim import scenarios
-from sim.fleet import Fleet
+from sim.fleet import SIM_CLUSTER_ID, Fleet, sim_invite
 from sim.invariants import Invariants
 from sim.metrics import Metrics
 from sim.network import Network
@@ -183,8 +183,8 @@ def run_simulation(
         rng=node_rng,
         sealer=Keyring([network_key]) if encrypt else None,
         nonce_rng=nonce_rng,
-        trust=StaticTrust(operators=[bytes(operator.verify_key)]),
-        node_keys=scenario == "inventory",
+        trust=StaticTrust(operators=[bytes(operator.verify_key)], cluster_id=SIM_CLUSTER_ID),
+        invite=sim_invite(operator, seed) if scenario == "inventory" else None,
     )
     engine = fleet.engine
 

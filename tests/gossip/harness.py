@@ -14,7 +14,7 @@ from gossip.config import LOCAL, MembershipConfig
 from gossip.events import Event, MemberState
 from gossip.io import Datagram, StreamOpen
 from gossip.node import GossipNode
-from gossip.records import key_id
+from gossip.records import Record
 from gossip.trust import Trust
 
 LATENCY_S = 0.001
@@ -45,11 +45,11 @@ class Link:
         *,
         incarnation: int = 0,
         fleet_config: MembershipConfig | None = None,
-        public_key: bytes = b"",
+        admission: Record | None = None,
     ) -> GossipNode:
         addr = f"{name}:7946"
         node = GossipNode(
-            key_id(public_key) if public_key else name,
+            admission.key if admission is not None else name,
             addr,
             region,
             random.Random(self.rng.getrandbits(64)),
@@ -59,7 +59,7 @@ class Link:
             incarnation=incarnation,
             now=self.now,
             trust=self.trust,
-            public_key=public_key,
+            admission=admission,
         )
         self.nodes[addr] = node
         self.down.pop(addr, None)

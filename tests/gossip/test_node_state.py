@@ -5,6 +5,7 @@ from __future__ import annotations
 import nacl.signing
 
 from gossip import codec
+from gossip.admission import make_admission, sign_invite
 from gossip.config import LAN, WAN
 from gossip.events import RecordsAccepted
 from gossip.node import GossipNode
@@ -109,14 +110,23 @@ def test_newer_version_wins_everywhere() -> None:
     assert payloads == {b"v2"}
 
 
+CLUSTER = "c-test"
+INVITE = sign_invite(OPERATOR, CLUSTER, expires_at_s=2_000_000_000, nonce=b"\x01" * 16)
+
+
 def _keyed_region(
     count: int, regions: int = 1
 ) -> tuple[Link, list[GossipNode], list[nacl.signing.SigningKey]]:
-    link = Link(seed=3, config=LAN, trust=StaticTrust(operators=[bytes(OPERATOR.verify_key)]))
+    """Nodes in admission mode: each with its own key and an admission under INVITE."""
+    trust = StaticTrust(operators=[bytes(OPERATOR.verify_key)], cluster_id=CLUSTER)
+    link = Link(seed=3, config=LAN, trust=trust)
     keys = [nacl.signing.SigningKey(bytes([i + 1]) * 32) for i in range(count * regions)]
     nodes = [
         link.add(
-            f"r{i // count}n{i % count}", f"r{i // count}", fleet_config=WAN, public_key=bytes(k.verify_key)
+            f"r{i // count}n{i % count}",
+            f"r{i // count}",
+            fleet_config=WAN,
+            admission=make_admission(k, INVITE, region=f"r{i // count}", admitted_at_s=1_700_000_000),
         )
         for i, k in enumerate(keys)
     ]
@@ -133,7 +143,7 @@ def inventory(key: nacl.signing.SigningKey, region: str, version: int, about: st
     return sign_record(key, "inventory", about or me, version, f"region:{region}", b'{"cpu_count": 4}')
 
 
-def test_a_nodes_own_inventory_is_verified_with_the_key_it_announced() -> None:
+def test_a_nodes_own_inventory_is_verified_with_the_key_its_admission_carries() -> None:
     link, nodes, keys = _keyed_region(4, regions=2)
     author, author_key = nodes[1], keys[1]
     assert author.publish_record(link.now, inventory(author_key, "r0", 1))
@@ -150,15 +160,3 @@ def test_a_node_cannot_write_another_nodes_inventory() -> None:
     forged = inventory(keys[1], "r0", 1, about=nodes[2].node_id)  # node 1 writes node 2's slot
     assert not nodes[1].publish_record(link.now, forged)
     assert nodes[1].counters["state.drop_not_allowed"] == 1
-
-
-def test_an_announced_key_that_does_not_match_the_id_is_not_learned() -> None:
-    _link, nodes, keys = _keyed_region(2)
-    impostor = nacl.signing.SigningKey(b"\x55" * 32)
-    # An id someone claims with a key it was not derived from: refused and counted.
-    assert not nodes[0].trust.learn_node("0123456789abcdef", bytes(impostor.verify_key))
-    assert nodes[0].trust.refused == 1
-    assert nodes[0].trust.public_key("0123456789abcdef") is None
-    # A known member's key cannot be replaced by another.
-    assert not nodes[0].trust.learn_node(nodes[1].node_id, bytes(impostor.verify_key))
-    assert nodes[0].trust.public_key(nodes[1].node_id) == bytes(keys[1].verify_key)

@@ -15,7 +15,7 @@ from gossip import records
 from gossip.codec import U64_MAX
 from gossip.records import Record
 from gossip.state import Digest, StateStore, StoreLimits, in_scope
-from gossip.trust import StaticTrust
+from gossip.trust import StaticTrust, encode_grant
 
 OP = nacl.signing.SigningKey(b"\x01" * 32)
 OP2 = nacl.signing.SigningKey(b"\x02" * 32)
@@ -177,7 +177,7 @@ def test_allowed_writes() -> None:
     s = make_store()
     ok = [
         desired("vib", 1),
-        records.sign_record(OP, "trust", "operator-3", 2, "fleet", b"key"),
+        records.sign_record(OP, "trust", kid(STRANGER), 2, "fleet", encode_grant(pk(STRANGER), True)),
         revocation(kid(NODE_B), 3),
         inventory(NODE_A, 1),
         records.sign_record(NODE_A, "placement", kid(NODE_A), 2, "region:a", b"plan"),

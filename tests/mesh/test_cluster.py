@@ -7,6 +7,7 @@ import json
 import stat
 from pathlib import Path
 
+import nacl.signing
 import pytest
 
 from mesh.cluster import (
@@ -15,6 +16,7 @@ from mesh.cluster import (
     JoinToken,
     init_cluster,
     load_token,
+    new_invite,
     parse_token,
 )
 
@@ -74,8 +76,12 @@ def test_init_accepts_an_existing_empty_dir(tmp_path: Path) -> None:
     assert (tmp_path / "empty" / "join.token").exists()
 
 
+OPERATOR = nacl.signing.SigningKey(bytes(range(32)))
+
+
 def _good_doc() -> dict[str, object]:
-    token = JoinToken("0123456789abcdef", (bytes(32),), bytes(range(32)))
+    invite = new_invite(OPERATOR, "0123456789abcdef", ttl_s=3600)
+    token = JoinToken("0123456789abcdef", (bytes(32),), bytes(OPERATOR.verify_key), invite)
     doc: dict[str, object] = json.loads(token.to_json())
     return doc
 
@@ -84,12 +90,15 @@ def _good_doc() -> dict[str, object]:
     ("change", "message"),
     [
         ({"kind": "something-else"}, "kind"),
-        ({"version": 2}, "format version 2"),
+        ({"version": 1}, "format version 1"),
         ({"cluster_id": "xyz"}, "cluster_id"),
         ({"network_keys": []}, "network_keys"),
         ({"network_keys": ["not base64!"]}, "not valid base64"),
         ({"network_keys": [base64.b64encode(b"short").decode()]}, "5 bytes, expected 32"),
         ({"operator_key": 7}, "operator_key"),
+        ({"invite": "!!"}, "not an invite (not base64)"),
+        ({"invite": base64.b64encode(b"\x01junk").decode()}, "not an invite"),
+        ({"cluster_id": "fedcba9876543210"}, "the invite is for cluster 0123456789abcdef"),
     ],
 )
 def test_bad_tokens_are_refused_with_the_reason(

@@ -1,0 +1,326 @@
+"""Invites and admission: the codec, every refusal, the store's keys, and the membership gate."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import random
+
+import nacl.signing
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gossip import admission as adm
+from gossip.codec import DecodeError
+from gossip.config import LAN, WAN
+from gossip.events import AdmissionRefused, MemberState, Revoked
+from gossip.node import GossipNode
+from gossip.records import Record, key_id, sign_record
+from gossip.state import StateStore
+from gossip.trust import StaticTrust, encode_grant
+from tests.gossip.harness import Link
+
+OPERATOR = nacl.signing.SigningKey(b"\x07" * 32)
+OTHER_OPERATOR = nacl.signing.SigningKey(b"\x08" * 32)
+CLUSTER = "c-admission"
+EXPIRES_S = 1_800_000_000
+JOINED_S = 1_700_000_000
+
+
+def pk(sk: nacl.signing.SigningKey) -> bytes:
+    return bytes(sk.verify_key)
+
+
+def node_key(i: int) -> nacl.signing.SigningKey:
+    return nacl.signing.SigningKey(bytes([0x40 + i]) * 32)
+
+
+def invite(signer: nacl.signing.SigningKey = OPERATOR, **kw: object) -> adm.Invite:
+    fields: dict[str, object] = {"expires_at_s": EXPIRES_S, "nonce": b"\x01" * 16}
+    fields.update(kw)
+    cluster = str(fields.pop("cluster_id", CLUSTER))
+    return adm.sign_invite(signer, cluster, **fields)  # type: ignore[arg-type]
+
+
+def admission_of(
+    key: nacl.signing.SigningKey, inv: adm.Invite | None = None, region: str = "r0", at_s: int = JOINED_S
+) -> Record:
+    return adm.make_admission(key, inv or invite(), region=region, admitted_at_s=at_s)
+
+
+def trust() -> StaticTrust:
+    return StaticTrust(operators=[pk(OPERATOR)], cluster_id=CLUSTER)
+
+
+def store(region: str | None = "r0") -> StateStore:
+    return StateStore(trust(), random.Random(0), region=region)
+
+
+def drops(s: StateStore) -> dict[str, int]:
+    return {k: v for k, v in s.counters.items() if k.startswith("drop_") and v}
+
+
+# --- the codec -----------------------------------------------------------------------------
+
+
+def test_invite_round_trip_and_signature() -> None:
+    inv = invite(region="r1", uses=3)
+    assert adm.decode_invite(adm.encode_invite(inv)) == inv
+    assert adm.invite_problem(inv, trust(), region="r1", at_s=JOINED_S) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600))
+def test_random_bytes_never_raise_anything_but_decode_error(data: bytes) -> None:
+    for decode in (adm.decode_invite, adm.decode_admission):
+        with contextlib.suppress(DecodeError):
+            decode(data)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 400), st.integers(0, 255))
+def test_any_changed_byte_of_an_invite_is_refused(position: int, value: int) -> None:
+    blob = bytearray(adm.encode_invite(invite()))
+    position %= len(blob)
+    if blob[position] == value:
+        return
+    blob[position] = value
+    try:
+        inv = adm.decode_invite(bytes(blob))
+    except DecodeError:
+        return
+    assert adm.invite_problem(inv, trust(), region="r0", at_s=JOINED_S) is not None
+
+
+# --- every refusal ------------------------------------------------------------------------
+
+
+def _forged() -> adm.Invite:
+    """An invite naming the real operator, signed by another key."""
+    real = invite()
+    other = invite(signer=OTHER_OPERATOR)
+    return dataclasses.replace(real, signature=other.signature)
+
+
+@pytest.mark.parametrize(
+    ("record", "reason"),
+    [
+        (admission_of(node_key(1), _forged()), "invite_forged"),
+        (admission_of(node_key(1), invite(signer=OTHER_OPERATOR)), "invite_unknown_operator"),
+        (admission_of(node_key(1), invite(cluster_id="someone-else")), "invite_other_cluster"),
+        (admission_of(node_key(1), invite(region="r9")), "invite_wrong_region"),
+        (admission_of(node_key(1), at_s=EXPIRES_S + 1), "invite_expired"),
+        (
+            sign_record(
+                node_key(1),
+                "admission",
+                key_id(pk(node_key(1))),
+                1,
+                "region:r0",
+                adm.encode_admission(pk(node_key(2)), invite(), JOINED_S),
+            ),
+            "admission_key_mismatch",
+        ),
+        (
+            sign_record(node_key(1), "admission", key_id(pk(node_key(1))), 1, "region:r0", b"\x01junk"),
+            "admission_malformed",
+        ),
+    ],
+    ids=["forged", "unknown-operator", "other-cluster", "wrong-region", "expired", "key-mismatch", "junk"],
+)
+def test_a_bad_admission_is_refused_with_its_reason(record: Record, reason: str) -> None:
+    s = store()
+    assert s.merge(0.0, [record]) == []
+    assert drops(s) == {f"drop_{reason}": 1}
+    assert s.drain_refusals() == [(record.key, reason)]
+    assert not s.is_admitted(record.key)
+
+
+def test_the_last_second_of_an_invite_still_admits() -> None:
+    s = store()
+    r = admission_of(node_key(1), at_s=EXPIRES_S)
+    assert s.merge(0.0, [r]) == [r]
+    assert s.is_admitted(r.key)
+
+
+def test_a_tampered_admission_is_refused() -> None:
+    r = admission_of(node_key(1))
+    tampered = dataclasses.replace(r, payload=adm.encode_admission(pk(node_key(1)), invite(uses=9), JOINED_S))
+    s = store()
+    assert s.merge(0.0, [tampered]) == []
+    assert drops(s) == {"drop_bad_signature": 1}
+
+
+def test_an_admitted_nodes_records_are_accepted_even_when_they_come_first_in_a_batch() -> None:
+    key = node_key(1)
+    me = key_id(pk(key))
+    inv_record = sign_record(key, "inventory", me, 5, "region:r0", b"{}")
+    s = store()
+    assert s.merge(0.0, [inv_record]) == []  # alone: unknown author
+    assert drops(s) == {"drop_unknown_author": 1}
+    accepted = s.merge(0.0, [inv_record, admission_of(key)])  # admission judged first
+    assert [r.kind for r in accepted] == ["inventory", "admission"]
+    assert s.admitted_key(me) == pk(key)
+
+
+def test_revocation_removes_the_admission_and_refuses_it_for_ever() -> None:
+    key = node_key(1)
+    me = key_id(pk(key))
+    s = store()
+    s.merge(0.0, [admission_of(key), sign_record(key, "inventory", me, 2, "region:r0", b"{}")])
+    revocation = sign_record(OPERATOR, "revocation", me, 1, "fleet", b"lost device")
+    assert s.merge(0.0, [revocation]) == [revocation]
+    assert not s.is_admitted(me)
+    assert s.get("inventory", me) is None
+    fresh = admission_of(key, invite(nonce=b"\x02" * 16))
+    assert s.merge(0.0, [fresh]) == []
+    assert drops(s) == {"drop_revoked_author": 1}
+
+
+# --- operator keys granted by trust records ------------------------------------------------------
+
+
+def grant(key: nacl.signing.SigningKey, version: int, active: bool = True, **kw: object) -> Record:
+    signer = kw.pop("signer", OPERATOR)
+    return sign_record(signer, "trust", key_id(pk(key)), version, "fleet", encode_grant(pk(key), active))  # type: ignore[arg-type]
+
+
+def test_a_granted_operator_writes_desired_state_and_invites() -> None:
+    s = store()
+    assert s.merge(0.0, [grant(OTHER_OPERATOR, 1)])
+    other = key_id(pk(OTHER_OPERATOR))
+    assert s.is_operator(other) and s.is_active_operator(other)
+    d = sign_record(OTHER_OPERATOR, "desired", "vib", 1, "fleet", b"x")
+    assert s.merge(0.0, [d]) == [d]
+    r = admission_of(node_key(3), invite(signer=OTHER_OPERATOR))
+    assert s.merge(0.0, [r]) == [r]
+
+
+def test_a_granted_operator_may_not_grant_revoke_or_be_deleted() -> None:
+    s = store()
+    s.merge(0.0, [grant(OTHER_OPERATOR, 1)])
+    third = nacl.signing.SigningKey(b"\x09" * 32)
+    refused = [
+        grant(third, 1, signer=OTHER_OPERATOR),
+        sign_record(OTHER_OPERATOR, "revocation", key_id(pk(node_key(1))), 1, "fleet", b"x"),
+        sign_record(OPERATOR, "trust", key_id(pk(OTHER_OPERATOR)), 2, "fleet", b"", True),
+        sign_record(OPERATOR, "trust", key_id(pk(third)), 1, "fleet", encode_grant(pk(OTHER_OPERATOR), True)),
+    ]
+    assert s.merge(0.0, refused) == []
+    assert drops(s) == {"drop_not_allowed": 2, "drop_bad_grant": 2}
+
+
+def test_removing_an_operator_stops_its_commands_but_keeps_what_it_signed() -> None:
+    s = store()
+    d = sign_record(OTHER_OPERATOR, "desired", "vib", 1, "fleet", b"x")
+    s.merge(0.0, [grant(OTHER_OPERATOR, 1), d])
+    s.merge(0.0, [grant(OTHER_OPERATOR, 2, active=False)])
+    other = key_id(pk(OTHER_OPERATOR))
+    assert not s.is_active_operator(other)
+    assert s.get("desired", "vib") == d
+    assert s.operators() == {other: (pk(OTHER_OPERATOR), False)}
+
+
+# --- the membership gate (nodes on an in-memory link) --------------------------------------------
+
+
+def admitted_region(count: int) -> tuple[Link, list[GossipNode]]:
+    link = Link(seed=5, config=LAN, trust=trust())
+    nodes = [
+        link.add(f"n{i}", "r0", fleet_config=WAN, admission=admission_of(node_key(i))) for i in range(count)
+    ]
+    for node in nodes[1:]:
+        node.join(link.now, [nodes[0].addr])
+        link._flush(node)
+    link.run_until(15.0)
+    return link, nodes
+
+
+def member_ids(node: GossipNode, pool: str = "region") -> set[str]:
+    return {v.node_id for v in node.members(pool) if v.state == MemberState.ALIVE}
+
+
+def test_admitted_nodes_see_each_other() -> None:
+    _link, nodes = admitted_region(4)
+    for n in nodes:
+        assert member_ids(n) == {m.node_id for m in nodes}
+
+
+@pytest.mark.parametrize(
+    ("bad_invite", "at_s", "reason"),
+    [
+        (_forged(), JOINED_S, "invite_forged"),
+        (invite(), EXPIRES_S + 60, "invite_expired"),
+        (invite(cluster_id="someone-else"), JOINED_S, "invite_other_cluster"),
+    ],
+    ids=["forged", "expired", "other-cluster"],
+)
+def test_a_node_without_a_valid_invite_never_appears_anywhere(
+    bad_invite: adm.Invite, at_s: int, reason: str
+) -> None:
+    link, nodes = admitted_region(3)
+    intruder = link.add("x", "r0", admission=admission_of(node_key(9), bad_invite, at_s=at_s))
+    assert intruder.admission_problem == reason  # it knows, and its owner can say so
+    intruder.join(link.now, [nodes[0].addr, nodes[1].addr])
+    link._flush(intruder)
+    link.run_until(link.now + 20.0)
+    for n in nodes:
+        assert intruder.node_id not in member_ids(n)
+        assert n.state.get("admission", intruder.node_id) is None
+    refusals = [(who, ev) for _t, who, ev in link.events if isinstance(ev, AdmissionRefused)]
+    assert (nodes[0].node_id, AdmissionRefused(intruder.node_id, reason)) in refusals
+    assert nodes[0].counters["region.admission_pending"] >= 1
+
+
+def test_a_revoked_node_is_expelled_everywhere_and_cannot_come_back() -> None:
+    link, nodes = admitted_region(4)
+    victim = nodes[3]
+    revocation = sign_record(OPERATOR, "revocation", victim.node_id, 1, "fleet", b"stolen")
+    assert nodes[1].publish_record(link.now, revocation)
+    link._flush(nodes[1])
+    link.run_until(link.now + 10.0)
+    for n in nodes[:3]:
+        assert victim.node_id not in member_ids(n)
+        assert n.state.is_revoked(victim.node_id)
+    assert any(who == victim.node_id and ev == Revoked(victim.node_id) for _t, who, ev in link.events)
+    # It restarts (a higher incarnation) and tries again: still refused.
+    link.crash(victim)
+    again = link.add("n3", "r0", incarnation=50, admission=admission_of(node_key(3)))
+    again.join(link.now, [nodes[0].addr])
+    link._flush(again)
+    link.run_until(link.now + 15.0)
+    for n in nodes[:3]:
+        assert victim.node_id not in member_ids(n)
+
+
+def test_gateways_admit_each_other_by_the_admission_in_their_metadata() -> None:
+    link = Link(seed=8, config=LAN, trust=trust())
+    nodes = [
+        link.add(
+            f"r{r}n{i}",
+            f"r{r}",
+            fleet_config=WAN,
+            admission=admission_of(node_key(4 * r + i), region=f"r{r}"),
+        )
+        for r in range(2)
+        for i in range(3)
+    ]
+    for node in nodes[1:]:
+        own = next(n for n in nodes if n.region == node.region)
+        node.join(link.now, [a for a in (own.addr, nodes[0].addr) if a != node.addr])
+        link._flush(node)
+    # A device without a valid invite forms a region of its own: it becomes its
+    # region's gateway and tries the fleet pool.
+    intruder = link.add(
+        "x", "r9", fleet_config=WAN, admission=admission_of(node_key(20), _forged(), region="r9")
+    )
+    intruder.join(link.now, [nodes[0].addr])
+    link._flush(intruder)
+    link.run_until(40.0)
+    gateways = [n for n in nodes if n.is_gateway]
+    assert {n.region for n in gateways} == {"r0", "r1"}
+    for gw in gateways:
+        fleet = member_ids(gw, "fleet")
+        assert {g.node_id for g in gateways} <= fleet
+        assert intruder.node_id not in fleet
