@@ -533,6 +533,12 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
         restored = node.state.restore(persisted_records)
         if persisted_records:
             log.info("restored %d of %d persisted records", restored, len(persisted_records))
+        if node.state.is_revoked(identity.node_id):
+            raise AgentError(
+                f"this node ({identity.node_id}) was revoked by an operator; it cannot rejoin with this "
+                "identity. To bring the device back, remove its data dir (its key) and start it with a "
+                "new token from murmur invite"
+            )
         agent = Agent(options, identity, store, node, runtime, trust)
         runtime.attach(node)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import json
 import os
 import secrets
@@ -26,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nacl.signing
 import pytest
 
-from mesh.cluster import init_cluster
+from mesh.cluster import JoinToken, init_cluster, issue_token, new_invite
 
 pytestmark = pytest.mark.real
 
@@ -263,3 +265,71 @@ def test_four_hosts_auto_join_by_mdns_and_another_cluster_is_never_admitted(lan:
     assert "another cluster" in outsider_log, "the outsider never saw (and ignored) our advertisements"
     assert "mDNS found" not in outsider_log
     print(f"another cluster's node ignored and never admitted for {REFUSE_WATCH_S:.0f} s")
+
+
+def _write_token(path: Path, token: JoinToken) -> Path:
+    path.write_text(token.to_json())
+    path.chmod(0o600)
+    return path
+
+
+def _forged_token(cluster_dir: Path) -> JoinToken:
+    """Our network key and operator id, but the invite is signed by somebody else's key."""
+    real = issue_token(cluster_dir, ttl_s=3600)
+    mallory = nacl.signing.SigningKey.generate()
+    fake = new_invite(mallory, real.cluster_id, ttl_s=3600)
+    forged = dataclasses.replace(real.invite, signature=fake.signature)
+    return dataclasses.replace(real, invite=forged)
+
+
+def _wait_alive(hosts: list[Host], count: int, since: float) -> float:
+    """Seconds after `since` until every host lists `count` alive members (AssertionError after 20 s)."""
+    views: list[list[dict[str, Any]] | None] = []
+    while time.monotonic() - since < STARTUP_TIMEOUT_S:
+        views = _nodes(hosts)
+        if all(len(_alive(v)) == count for v in views):
+            return time.monotonic() - since
+        time.sleep(0.05)
+    seen = {h.ns: sorted(_alive(v)) for h, v in zip(hosts, views, strict=True)}
+    raise AssertionError(f"no convergence to {count}; alive per host: {seen}\n{hosts[-1].log_tail()}")
+
+
+def test_invited_device_auto_joins_and_expired_or_forged_invites_are_refused_on_both_sides(lan: Lan) -> None:
+    ours = init_cluster(lan.root / "ours")
+    hosts = [lan.host(i) for i in range(1, HOSTS + 1)]
+    for host in hosts[:-1]:
+        lan.start(host, ours.token_path, "lan1")
+    _wait_alive(hosts[:-1], HOSTS - 1, time.monotonic())
+
+    # A new device with a token from `murmur invite` (for its region): found by mDNS, admitted.
+    invited = _write_token(lan.root / "invited.token", issue_token(ours.path, ttl_s=3600, region="lan1"))
+    lan.start(hosts[-1], invited, "lan1")
+    joined_s = _wait_alive(hosts, HOSTS, time.monotonic())
+    print(
+        f"\na device with a fresh invite is listed alive by all {HOSTS} hosts "
+        f"{joined_s:.2f} s after its start"
+    )
+    assert joined_s <= JOIN_BOUND_S
+
+    # Two devices with our network key but no valid invite: one expired an hour ago, one forged.
+    expired = _write_token(
+        lan.root / "expired.token", issue_token(ours.path, ttl_s=3600, now_unix=time.time() - 7200)
+    )
+    forged = _write_token(lan.root / "forged.token", _forged_token(ours.path))
+    bad = [(lan.host(HOSTS + 1), expired, "invite_expired"), (lan.host(HOSTS + 2), forged, "invite_forged")]
+    for host, token, _reason in bad:
+        lan.start(host, token, "lan1")
+    bad_ids = {_self_id(host): reason for host, _token, reason in bad}
+    watch_start = time.monotonic()
+    while time.monotonic() - watch_start < REFUSE_WATCH_S:
+        for host, rows in zip(hosts, _nodes(hosts), strict=True):
+            assert not (_listed(rows) & bad_ids.keys()), f"{host.ns} admitted a device without a valid invite"
+        time.sleep(0.2)
+    logs = "".join(h.log_path.read_text(errors="replace") for h in hosts)
+    for (host, _token, reason), node_id in zip(bad, bad_ids, strict=True):
+        assert f"refused to admit node {node_id}: {reason}" in logs, f"no member logged refusing {node_id}"
+        own_log = host.log_path.read_text(errors="replace")
+        assert f"this node's invite is not valid ({reason}" in own_log, host.log_tail()
+    print(
+        f"expired and forged invites: never listed for {REFUSE_WATCH_S:.0f} s; refusals logged on both sides"
+    )
