@@ -34,7 +34,7 @@ RECORD_FORMAT = 1
 DIGEST_FORMAT = 1
 SIGNING_DOMAIN = b"murmur-record-v1\x00"
 
-KINDS = ("inventory", "desired", "revocation", "trust", "placement")
+KINDS = ("inventory", "desired", "revocation", "trust", "placement", "admission")
 
 KEY_ID_HEX_CHARS = 16  # same derivation as node ids (mesh/identity.py)
 PUBLIC_KEY_BYTES = 32

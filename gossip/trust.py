@@ -106,6 +106,10 @@ class StaticTrust:
         """True if author is a trusted operator key."""
         return author in self._operators
 
+    def operator_keys(self) -> list[bytes]:
+        """The operator public keys, in the order they were added."""
+        return list(self._operators.values())
+
     def public_key(self, author: str) -> bytes | None:
         """The author's public key, or None if unknown."""
         return self._operators.get(author) or self._nodes.get(author)

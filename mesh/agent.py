@@ -114,7 +114,6 @@ class Agent:
         self._inventory_refused_logged = False
         self._refusals_logged: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
         self.revoked = False
-        self.root_operator_keys: tuple[bytes, ...] = ()
         self.on_revoked: Callable[[], None] | None = None  # run_agent stops the agent
         runtime.subscribe(self._on_event)
 
@@ -174,7 +173,7 @@ class Agent:
         """Root keys (from the join token) and granted ones, with whether they may act now."""
         rows = [
             {"id": key_id(k), "role": "root", "active": True, "public_key": base64.b64encode(k).decode()}
-            for k in self.root_operator_keys
+            for k in self.trust.operator_keys()
         ]
         for author, (public_key, active) in self.node.state.operators().items():
             rows.append(
@@ -549,7 +548,6 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
 
         stop = asyncio.Event()
         agent.on_revoked = stop.set
-        agent.root_operator_keys = (token.operator_key,)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
             stack.callback(loop.remove_signal_handler, sig)
