@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gossip import records
+from gossip.admission import make_admission, sign_invite
 from gossip.codec import U64_MAX
 from gossip.records import Record
 from gossip.state import Digest, StateStore, StoreLimits, in_scope
@@ -407,6 +408,7 @@ def test_static_trust_refuses_bad_keys() -> None:
 # --- properties -------------------------------------------------------------------------
 
 REGIONS = ("a", "b")
+WORLD_CLUSTER = "world"
 DESIRED_KEYS = ("d0", "d1", "d2")
 PROPERTY_LIMITS = {"records_max": 1000, "payload_max_bytes": 64, "delta_max_bytes": 2048}
 
@@ -416,9 +418,11 @@ class World:
     operators: tuple[nacl.signing.SigningKey, ...]
     nodes: tuple[nacl.signing.SigningKey, ...]
     records: tuple[Record, ...]
+    admitted: bool = False  # nodes are known by admission records among `records`, not configured
 
     def trust(self) -> StaticTrust:
-        return StaticTrust(operators=[pk(k) for k in self.operators], nodes=[pk(k) for k in self.nodes])
+        nodes = [] if self.admitted else [pk(k) for k in self.nodes]
+        return StaticTrust(operators=[pk(k) for k in self.operators], nodes=nodes, cluster_id=WORLD_CLUSTER)
 
     def record_cost_bytes(self) -> int:
         """What the largest record costs in a delta: budgets are small multiples of it."""
@@ -452,7 +456,13 @@ def worlds(draw: st.DrawFn, max_records: int = 14) -> World:
             region = draw(st.sampled_from(REGIONS))
             kind = draw(st.sampled_from(["inventory", "placement"]))
             out.append(records.sign_record(sk, kind, kid(sk), version, f"region:{region}", payload))
-    return World(operators, nodes, tuple(out))
+    admitted = draw(st.booleans(), label="nodes admitted by records")
+    if admitted:
+        invite = sign_invite(operators[0], WORLD_CLUSTER, expires_at_s=10**9, nonce=b"\x07" * 16)
+        for sk in nodes:
+            region = draw(st.sampled_from(REGIONS))
+            out.append(make_admission(sk, invite, region=region, admitted_at_s=draw(st.integers(0, 10**9))))
+    return World(operators, nodes, tuple(out), admitted)
 
 
 def state_of(store: StateStore) -> tuple[list[Record], Digest]:
