@@ -71,6 +71,7 @@ REFUSALS = (
     "invite_other_cluster",
     "invite_wrong_region",
     "invite_expired",  # the device joined after the invite expired
+    "invite_used_up",  # `uses` devices joined with it earlier
 )
 
 

@@ -838,6 +838,11 @@ class GossipNode:
         self._now = now
         for node_id, reason in self.state.drain_refusals():
             self._events.append(AdmissionRefused(node_id, reason))
+            if reason == "invite_used_up" and not self.state.is_admitted(node_id):
+                # Displaced by an earlier admission under the same invite: out of the pools.
+                for pool in (self.region_pool, self.fleet_pool):
+                    if pool is not None:
+                        pool.expel(now, node_id)
         self._collect()
         if self._gateways_dirty and now >= self._start_s + GATEWAY_FIRST_CHECK_S:
             self._check_gateway(now)

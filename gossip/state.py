@@ -28,7 +28,7 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from gossip.admission import ADMISSION_KIND, REFUSALS, check_admission
+from gossip.admission import ADMISSION_KIND, REFUSALS, Admission, check_admission
 from gossip.codec import U64_MAX, DecodeError
 from gossip.records import (
     PAYLOAD_MAX_BYTES,
@@ -214,7 +214,9 @@ class StateStore:
         self._admitted: dict[str, bytes] = {}
         self._refusals: list[tuple[str, str]] = []
         self._verified_invites: dict[bytes, None] = {}
-        self._counters: dict[str, int] = {"accepted": 0, "removed_revoked": 0}
+        # Invites of limited uses: nonce -> {node id: (admitted_at, node id)} of the admissions held.
+        self._invite_seats: dict[bytes, dict[str, tuple[int, str]]] = {}
+        self._counters: dict[str, int] = {"accepted": 0, "removed_revoked": 0, "removed_used_up": 0}
         self._counters.update({f"drop_{reason}": 0 for reason in DROP_REASONS})
 
     def __len__(self) -> int:
@@ -289,11 +291,13 @@ class StateStore:
         if r.kind == ADMISSION_KIND:
             if r.deleted:
                 return "not_allowed"  # admissions end by revocation, never by deletion
-            admission = check_admission(r, self, verified=self._verified_invites)
-            if isinstance(admission, str):
-                return admission
-            public_key: bytes | None = admission.public_key
+            checked = check_admission(r, self, verified=self._verified_invites)
+            if isinstance(checked, str):
+                return checked
+            admission: Admission | None = checked
+            public_key: bytes | None = checked.public_key
         else:
+            admission = None
             public_key = self.public_key(r.author)
             if public_key is None:
                 return "unknown_author"
@@ -315,12 +319,27 @@ class StateStore:
             return "stale"
         if current is None and len(self._slots) >= self._limits.records_max:
             return "full"
+        bumped: str | None = None
+        if admission is not None and admission.invite.uses:
+            seat = self._seat(r.key, admission)
+            if seat == "":
+                return "invite_used_up"
+            bumped = seat
         if public_key is None or not verify_record(r, public_key):
             return "bad_signature"
         entry = _Entry(r, rank, fingerprint(r), encoded_size(r), r.scope == FLEET_SCOPE)
         self._install(entry)
-        if r.kind == ADMISSION_KIND:
-            self._admitted[r.key] = public_key
+        if admission is not None:
+            self._admitted[r.key] = admission.public_key
+            if admission.invite.uses:
+                self._invite_seats.setdefault(admission.invite.nonce, {})[r.key] = (
+                    admission.admitted_at_s,
+                    r.key,
+                )
+            if bumped:
+                # An earlier admission under a used-up invite displaces the latest one.
+                self._counters["removed_used_up"] += self._remove_author(bumped)
+                self._refusals.append((bumped, "invite_used_up"))
         self._counters["accepted"] += 1
         if r.kind == "revocation":
             self._counters["removed_revoked"] += self._remove_author(r.key)
@@ -346,6 +365,23 @@ class StateStore:
             self._granted.pop(r.key, None)
         elif r.kind == ADMISSION_KIND:
             self._admitted.pop(r.key, None)
+            for nonce, seats in list(self._invite_seats.items()):
+                if seats.pop(r.key, None) is not None and not seats:
+                    del self._invite_seats[nonce]
+
+    def _seat(self, node_id: str, admission: Admission) -> str | None:
+        """Room for node_id under an invite of limited uses: None (a free seat), the node id
+        to displace (a later admission), or "" (used up by earlier admissions).
+
+        The devices an invite admits are the `uses` earliest by (admitted_at, node id)
+        among those not revoked: a pure function of the set of admissions, so stores
+        converge (a device that looked admitted can be displaced by an earlier one
+        arriving later; anti-entropy brings the earlier ones everywhere)."""
+        seats = {k: v for k, v in self._invite_seats.get(admission.invite.nonce, {}).items() if k != node_id}
+        if len(seats) < admission.invite.uses:
+            return None
+        latest = max(seats, key=lambda k: seats[k])
+        return latest if (admission.admitted_at_s, node_id) < seats[latest] else ""
 
     def _unindex(self, entry: _Entry) -> None:
         mine = self._by_author[entry.record.author]

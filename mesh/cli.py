@@ -105,6 +105,16 @@ def _ttl(text: str) -> float:
     return value
 
 
+def _uses(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: --uses takes a number of devices, 1 or more")
+    return value
+
+
 def _cmd_invite(args: argparse.Namespace) -> int:
     from mesh.cluster import ClusterError, issue_token
     from mesh.files import write_new_file
@@ -113,12 +123,14 @@ def _cmd_invite(args: argparse.Namespace) -> int:
     if not cluster_dir:
         raise UserError("--cluster DIR (or MURMUR_CLUSTER) must name the directory of `murmur cluster init`")
     try:
-        token = issue_token(Path(cluster_dir), ttl_s=args.ttl, region=args.region or "")
+        token = issue_token(Path(cluster_dir), ttl_s=args.ttl, region=args.region or "", uses=args.uses)
     except ClusterError as exc:
         raise UserError(str(exc)) from None
     text = token.to_json()
     expires = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(token.invite.expires_at_s))
     where = f"region {token.invite.region}" if token.invite.region else "any region"
+    if token.invite.uses:
+        where += f", {token.invite.uses} device{'s' if token.invite.uses > 1 else ''}"
     if args.out:
         try:
             write_new_file(Path(args.out), text.encode("utf-8"))
@@ -301,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     invite.add_argument("--region", type=_region, default=None, help="admit devices of this region only")
     invite.add_argument(
         "--ttl", type=_ttl, default=24 * 3600.0, help="devices can join with it for this long (default 24h)"
+    )
+    invite.add_argument(
+        "--uses", type=_uses, default=0, help="how many devices it admits (default: any number)"
     )
     invite.add_argument(
         "--out", default=None, help="write the token to this new file (mode 0600), not stdout"

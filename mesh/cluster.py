@@ -69,6 +69,7 @@ class JoinToken:
             "invite": base64.b64encode(encode_invite(self.invite)).decode("ascii"),
             "expires_unix": self.invite.expires_at_s,
             "region": self.invite.region,
+            "uses": self.invite.uses,
         }
         return json.dumps(doc, indent=2) + "\n"
 
@@ -89,15 +90,21 @@ def new_invite(
     *,
     ttl_s: float = DEFAULT_INVITE_TTL_S,
     region: str = "",
+    uses: int = 0,
     now_unix: float | None = None,
 ) -> Invite:
-    """A fresh invite (random nonce) valid for ttl_s from now."""
+    """A fresh invite (random nonce) valid for ttl_s from now, for `uses` devices (0: any number)."""
     if ttl_s <= 0:
         raise ClusterError(f"--ttl must be positive, got {ttl_s:g} s")
     now = time.time() if now_unix is None else now_unix
     try:
         return sign_invite(
-            operator, cluster_id, expires_at_s=int(now + ttl_s), nonce=secrets.token_bytes(16), region=region
+            operator,
+            cluster_id,
+            expires_at_s=int(now + ttl_s),
+            nonce=secrets.token_bytes(16),
+            region=region,
+            uses=uses,
         )
     except ValueError as exc:
         raise ClusterError(str(exc)) from None
@@ -229,9 +236,14 @@ def load_cluster_dir(path: Path) -> tuple[str, nacl.signing.SigningKey, JoinToke
 
 
 def issue_token(
-    cluster_dir: Path, *, ttl_s: float = DEFAULT_INVITE_TTL_S, region: str = "", now_unix: float | None = None
+    cluster_dir: Path,
+    *,
+    ttl_s: float = DEFAULT_INVITE_TTL_S,
+    region: str = "",
+    uses: int = 0,
+    now_unix: float | None = None,
 ) -> JoinToken:
     """A new join token: the cluster's network keys and a fresh invite signed by its operator."""
     cluster_id, operator, first = load_cluster_dir(cluster_dir)
-    invite = new_invite(operator, cluster_id, ttl_s=ttl_s, region=region, now_unix=now_unix)
+    invite = new_invite(operator, cluster_id, ttl_s=ttl_s, region=region, uses=uses, now_unix=now_unix)
     return JoinToken(cluster_id, first.network_keys, first.operator_key, invite)

@@ -324,3 +324,45 @@ def test_gateways_admit_each_other_by_the_admission_in_their_metadata() -> None:
         fleet = member_ids(gw, "fleet")
         assert {g.node_id for g in gateways} <= fleet
         assert intruder.node_id not in fleet
+
+
+# --- invites of limited uses ----------------------------------------------------------------
+
+
+def test_an_invite_admits_its_uses_earliest_devices_whatever_the_order() -> None:
+    two = invite(uses=2, nonce=b"\x03" * 16)
+    adm_a = admission_of(node_key(1), two, at_s=JOINED_S + 1)
+    adm_b = admission_of(node_key(2), two, at_s=JOINED_S + 2)
+    adm_c = admission_of(node_key(3), two, at_s=JOINED_S + 3)
+    ids = [r.key for r in (adm_a, adm_b, adm_c)]
+    forward, backward = store(), store()
+    forward.merge(0.0, [adm_a, adm_b, adm_c])
+    assert drops(forward) == {"drop_invite_used_up": 1}
+    for r in (adm_c, adm_b, adm_a):
+        backward.merge(0.0, [r])
+    # c looked admitted until a arrived; then it was displaced (its records with it).
+    assert backward.drain_refusals() == [(ids[2], "invite_used_up")]
+    assert backward.counters["removed_used_up"] == 1
+    for s in (forward, backward):
+        assert [s.is_admitted(i) for i in ids] == [True, True, False]
+    # A revoked device frees its seat: the next earliest is admitted.
+    revoke_a = sign_record(OPERATOR, "revocation", ids[0], 1, "fleet", b"")
+    forward.merge(0.0, [revoke_a, adm_c])
+    assert forward.is_admitted(ids[2])
+
+
+def test_a_displaced_member_is_expelled_from_the_pool() -> None:
+    one = invite(uses=1, nonce=b"\x04" * 16)
+    link = Link(seed=9, config=LAN, trust=trust())
+    first = link.add("n0", "r0", admission=admission_of(node_key(0)))
+    late = link.add("n1", "r0", admission=admission_of(node_key(1), one, at_s=JOINED_S + 5))
+    late.join(link.now, [first.addr])
+    link._flush(late)
+    link.run_until(5.0)
+    assert late.node_id in member_ids(first)
+    early = link.add("n2", "r0", admission=admission_of(node_key(2), one, at_s=JOINED_S))
+    early.join(link.now, [first.addr])
+    link._flush(early)
+    link.run_until(15.0)
+    assert early.node_id in member_ids(first)
+    assert late.node_id not in member_ids(first)

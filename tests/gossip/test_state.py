@@ -458,10 +458,12 @@ def worlds(draw: st.DrawFn, max_records: int = 14) -> World:
             out.append(records.sign_record(sk, kind, kid(sk), version, f"region:{region}", payload))
     admitted = draw(st.booleans(), label="nodes admitted by records")
     if admitted:
-        invite = sign_invite(operators[0], WORLD_CLUSTER, expires_at_s=10**9, nonce=b"\x07" * 16)
+        uses = draw(st.sampled_from([0, 1, 2]), label="invite uses")
+        invite = sign_invite(operators[0], WORLD_CLUSTER, expires_at_s=10**9, nonce=b"\x07" * 16, uses=uses)
         for sk in nodes:
             region = draw(st.sampled_from(REGIONS))
-            out.append(make_admission(sk, invite, region=region, admitted_at_s=draw(st.integers(0, 10**9))))
+            joined_s = draw(st.integers(0, 3))  # ties broken by node id
+            out.append(make_admission(sk, invite, region=region, admitted_at_s=joined_s))
     return World(operators, nodes, tuple(out), admitted)
 
 

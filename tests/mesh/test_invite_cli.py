@@ -38,16 +38,15 @@ def test_invite_writes_a_private_token_for_one_region(
     cluster: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = cluster.parent / "store-17.token"
-    assert (
-        main(["invite", "--cluster", str(cluster), "--region", "store-17", "--ttl", "30m", "--out", str(out)])
-        == 0
-    )
-    assert "region store-17" in capsys.readouterr().out
+    argv = ["invite", "--cluster", str(cluster), "--region", "store-17", "--ttl", "30m", "--uses", "3"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert "region store-17, 3 devices" in capsys.readouterr().out
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     token = load_token(out)
     first = load_token(cluster / "join.token")
     assert token.network_keys == first.network_keys and token.cluster_id == first.cluster_id
     assert token.invite.nonce != first.invite.nonce
+    assert token.invite.uses == 3 and first.invite.uses == 0
     trust = _trust(out)
     now = int(time.time())
     assert invite_problem(token.invite, trust, region="store-17", at_s=now) is None
@@ -82,7 +81,17 @@ def test_invite_refusals_say_what_to_do(
     assert message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("ttl", ["0", "-5m", "soon", "11000d"])
-def test_bad_ttls_are_rejected_by_the_parser(cluster: Path, ttl: str) -> None:
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--ttl", "0"],
+        ["--ttl", "-5m"],
+        ["--ttl", "soon"],
+        ["--ttl", "11000d"],
+        ["--uses", "0"],
+        ["--uses", "x"],
+    ],
+)
+def test_bad_ttls_and_uses_are_rejected_by_the_parser(cluster: Path, flags: list[str]) -> None:
     with pytest.raises(SystemExit):
-        main(["invite", "--cluster", str(cluster), "--ttl", ttl])
+        main(["invite", "--cluster", str(cluster), *flags])

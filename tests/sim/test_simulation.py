@@ -12,12 +12,16 @@ import pytest
 
 from gossip.config import LAN, WAN
 from gossip.records import key_id
-from sim.fleet import Fleet
+from gossip.trust import StaticTrust
+from sim.fleet import SIM_CLUSTER_ID, Fleet, sim_invite
 from sim.invariants import Invariants
 from sim.metrics import Metrics
 from sim.network import Network
 from sim.report import summary
 from sim.run import reproduce_command, run_simulation
+from sim.scenarios import operator_key
+
+OPERATOR = operator_key(3)
 
 SEEDS = (1, 2, 3)
 
@@ -121,11 +125,12 @@ def _fleet(node_keys: bool) -> Fleet:
         metrics=Metrics(),
         invariants=Invariants(3, "test"),
         rng=random.Random(1),
-        node_keys=node_keys,
+        trust=StaticTrust(operators=[bytes(OPERATOR.verify_key)], cluster_id=SIM_CLUSTER_ID),
+        invite=sim_invite(OPERATOR, 3) if node_keys else None,
     )
 
 
-def test_only_a_keyed_fleet_names_nodes_by_their_keys_and_knows_region_peers_keys() -> None:
+def test_only_a_keyed_fleet_names_nodes_by_their_keys_and_holds_region_peers_admissions() -> None:
     plain = _fleet(False)
     plain.warm_start(4)
     assert [s.node_id for s in plain.slots] == ["n00000", "n00001", "n00002", "n00003"]
@@ -137,7 +142,7 @@ def test_only_a_keyed_fleet_names_nodes_by_their_keys_and_knows_region_peers_key
     for slot in keyed.slots:
         for peer in keyed.slots:
             if peer.region == slot.region:
-                assert keyed.core(slot.idx).trust.public_key(peer.node_id) == keyed.public_key(peer.node_id)
+                assert keyed.core(slot.idx).state.admitted_key(peer.node_id) == keyed.public_key(peer.node_id)
     assert run_simulation(6, 2, "steady", 3, 20.0)["inventory"] is None
 
 
