@@ -43,6 +43,8 @@ from gossip.events import (
 from gossip.node import GossipNode, MemberView, RegionSummary
 from gossip.records import Record, key_id, sign_record
 from gossip.trust import StaticTrust
+from inference.artifacts import ArtifactStore
+from inference.manifest import ARTIFACT_SIZE_MAX_BYTES
 from mesh import inventory
 from mesh.admission import describe_refusal, own_admission
 from mesh.api import ReceivedBroadcast, SubmitRefused, create_app
@@ -114,6 +116,7 @@ class Agent:
         self._inventory_refused_logged = False
         self._refusals_logged: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
         self.revoked = False
+        self.artifacts = ArtifactStore(options.data_dir / "artifacts", size_max_bytes=ARTIFACT_SIZE_MAX_BYTES)
         self.on_revoked: Callable[[], None] | None = None  # run_agent stops the agent
         runtime.subscribe(self._on_event)
 

@@ -18,6 +18,7 @@ milestone replaces them with operator-signed desired-state records.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -32,6 +33,7 @@ from aiohttp import web
 
 from gossip.records import Record
 from gossip.trust import TRUST_KIND
+from inference.artifacts import ArtifactError, ArtifactStore
 from inference.manifest import Deployment, ManifestError, desired_key, load_document, manifest_from_doc
 from mesh.deploy import DESIRED_KIND, check_record, deployment_json, record_from_b64
 from mesh.inventory import INVENTORY_KIND, decode
@@ -118,6 +120,8 @@ class NodeService(Protocol):
     def is_root_operator(self, author: str) -> bool: ...
     def operators(self) -> list[dict[str, Any]]: ...
     def revocations(self) -> list[dict[str, Any]]: ...
+    @property
+    def artifacts(self) -> ArtifactStore: ...
 
 
 SERVICE = web.AppKey("service", NodeService)
@@ -387,6 +391,59 @@ async def get_operators(request: web.Request) -> web.Response:
     return web.json_response(request.app[SERVICE].operators())
 
 
+# --- artifacts -------------------------------------------------------------------------------
+
+ARTIFACT_CHUNK_BYTES = 1024 * 1024
+_ARTIFACT_STATUS = {"bad_id": 400, "too_large": 413, "no_space": 507}
+
+
+@_refusals
+async def put_artifact(request: web.Request) -> web.Response:
+    """Store an artifact, signed over its sha256 and streamed to disk, kept only if it hashes right."""
+    sha256 = request.match_info["sha256"]
+    store = request.app[SERVICE].artifacts
+    size = request.content_length
+    try:
+        store.check_id(sha256)
+    except ArtifactError as exc:
+        raise SubmitRefused(400, str(exc)) from None
+    if size is None:
+        raise SubmitRefused(411, "send Content-Length: the artifact's size in bytes")
+    # The signature covers the artifact's hash (the path's): checked before a byte is read.
+    request.app[VERIFIER].verify(
+        request.method, request.raw_path, request.headers, b"", time.time(), body_sha256=bytes.fromhex(sha256)
+    )
+    if store.size(sha256) == size:
+        return web.json_response({"sha256": sha256, "size_bytes": size, "new": False})
+    try:
+        writer = store.begin(sha256, size)
+    except ArtifactError as exc:
+        raise SubmitRefused(_ARTIFACT_STATUS.get(exc.reason, 400), f"artifact refused: {exc}") from None
+    try:
+        async for chunk in request.content.iter_chunked(ARTIFACT_CHUNK_BYTES):
+            writer.write(chunk)
+        await asyncio.to_thread(writer.commit)
+    except ArtifactError as exc:
+        raise SubmitRefused(400, f"artifact refused: {exc}") from None
+    except BaseException:
+        writer.abort()  # a dropped connection: nothing half-written stays
+        raise
+    log.info("artifact %s stored (%d bytes)", sha256, size)
+    return web.json_response({"sha256": sha256, "size_bytes": size, "new": True}, status=201)
+
+
+async def get_artifact(request: web.Request) -> web.StreamResponse:
+    sha256 = request.match_info["sha256"]
+    store = request.app[SERVICE].artifacts
+    try:
+        path = store.path(sha256)
+    except ArtifactError as exc:
+        return _error(400, str(exc))
+    if not path.exists():
+        return _error(404, f"artifact {sha256} is not on this node")
+    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
+
+
 async def get_deployments(request: web.Request) -> web.Response:
     records = [r for r in request.app[SERVICE].records(DESIRED_KIND) if r.key.startswith("deployment/")]
     return web.json_response([deployment_json(r) for r in sorted(records, key=lambda r: r.key)])
@@ -440,6 +497,8 @@ def create_app(service: NodeService) -> web.Application:
     app.router.add_post("/v1/deployments", post_deployment)
     app.router.add_get("/v1/deployments/{name}", get_deployment)
     app.router.add_delete("/v1/deployments/{name}", delete_deployment)
+    app.router.add_put("/v1/artifacts/{sha256}", put_artifact)
+    app.router.add_get("/v1/artifacts/{sha256}", get_artifact)
     app.router.add_get("/v1/revocations", get_revocations)
     app.router.add_post("/v1/revocations", post_revocation)
     app.router.add_get("/v1/operators", get_operators)

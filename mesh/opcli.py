@@ -13,7 +13,6 @@ import argparse
 import hashlib
 import json
 import os
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -125,21 +124,27 @@ def _sha256_file(path: Path) -> tuple[str, int]:
 
 def read_manifest(path: Path) -> Deployment:
     """Parse a manifest file; `artifact.file` (relative to the manifest) is hashed here."""
+    return read_manifest_and_artifact(path)[0]
+
+
+def read_manifest_and_artifact(path: Path) -> tuple[Deployment, Path | None]:
+    """The deployment, and the local artifact file it names (None if it gives sha256 and size)."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise OperatorError(f"{path}: cannot read the manifest ({exc})") from None
+    file: Path | None = None
     try:
         doc = load_document(text)
         artifact = doc.get("artifact") if isinstance(doc, dict) else None
         if isinstance(artifact, dict) and "file" in artifact:
-            doc["artifact"] = _hash_artifact(path, artifact)
-        return manifest_from_doc(doc)
+            file, doc["artifact"] = _hash_artifact(path, artifact)
+        return manifest_from_doc(doc), file
     except ManifestError as exc:
         raise OperatorError(f"{path}: {exc}") from None
 
 
-def _hash_artifact(manifest_path: Path, artifact: dict[str, Any]) -> dict[str, Any]:
+def _hash_artifact(manifest_path: Path, artifact: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     extra = sorted(set(artifact) - {"file"})
     if extra:
         raise ManifestError(f"artifact.{extra[0]}: give either artifact.file or sha256 and size_bytes")
@@ -150,9 +155,31 @@ def _hash_artifact(manifest_path: Path, artifact: dict[str, Any]) -> dict[str, A
         sha256, size = _sha256_file(file)
     except OSError as exc:
         raise ManifestError(f"artifact.file: cannot read {file} ({exc.strerror or exc})") from None
-    # Uploading the artifact to the mesh comes with the artifact store; today only its identity is sent.
-    print(f"artifact {file}: sha256 {sha256}, {size} bytes (hashed here; not uploaded yet)", file=sys.stderr)
-    return {"sha256": sha256, "size_bytes": size}
+    return file, {"sha256": sha256, "size_bytes": size}
+
+
+def upload_artifact(key: nacl.signing.SigningKey, base: str, file: Path, sha256: str, size: int) -> bool:
+    """Upload file to the node's artifact store unless it holds it; True if uploaded."""
+    path = f"/v1/artifacts/{sha256}"
+    try:
+        with urllib.request.urlopen(
+            urllib.request.Request(base + path, method="HEAD"), timeout=HTTP_TIMEOUT_S
+        ):
+            return False  # already there
+    except urllib.error.HTTPError as exc:
+        if exc.code != 404:
+            raise OperatorError(f"{base + path}: HTTP {exc.code} when asking for the artifact") from None
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        raise OperatorError(f"cannot reach a murmur node at {base} ({getattr(exc, 'reason', exc)})") from None
+    headers = sign_request(key, "PUT", path, b"", time.time(), body_sha256=bytes.fromhex(sha256))
+    headers.update({"Content-Length": str(size), "Content-Type": "application/octet-stream"})
+    try:
+        with file.open("rb") as body:
+            status, doc = http_json("PUT", base + path, body, headers)  # type: ignore[arg-type]
+    except OSError as exc:
+        raise OperatorError(f"cannot read {file}: {exc}") from None
+    ok(base + path, status, doc, expected=201)
+    return True
 
 
 def next_record_version(base: str, author: str) -> int:
@@ -168,9 +195,16 @@ def next_record_version(base: str, author: str) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    deployment = read_manifest(Path(args.file))
+    deployment, artifact_file = read_manifest_and_artifact(Path(args.file))
     key = resolve_key(args)
     base = base_url(args.node)
+    if artifact_file is not None:
+        sha256, size = deployment.artifact_sha256, deployment.artifact_size_bytes
+        uploaded = upload_artifact(key, base, artifact_file, sha256, size)
+        print(
+            f"artifact {artifact_file.name}: sha256 {sha256}, {size} bytes, "
+            f"{'uploaded to' if uploaded else 'already held by'} {base}"
+        )
     version = next_record_version(base, key_id(bytes(key.verify_key)))
     record = sign_deployment(key, deployment, version)
     doc = {"manifest": deployment.to_doc(), "record": record_to_b64(record)}

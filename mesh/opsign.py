@@ -61,8 +61,14 @@ def _prefixed(data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + data
 
 
-def request_signing_bytes(method: str, path: str, timestamp: str, nonce: str, body: bytes) -> bytes:
-    """The canonical bytes an operator signs for one request."""
+def request_signing_bytes(
+    method: str, path: str, timestamp: str, nonce: str, body: bytes, *, body_sha256: bytes | None = None
+) -> bytes:
+    """The canonical bytes an operator signs for one request.
+
+    body_sha256, if given, stands for sha256(body): an upload is signed over the hash
+    of the file it streams, and the node checks the bytes against it as they arrive.
+    """
     return b"".join(
         (
             REQUEST_DOMAIN,
@@ -70,18 +76,25 @@ def request_signing_bytes(method: str, path: str, timestamp: str, nonce: str, bo
             _prefixed(path.encode()),
             _prefixed(timestamp.encode()),
             _prefixed(nonce.encode()),
-            hashlib.sha256(body).digest(),
+            body_sha256 if body_sha256 is not None else hashlib.sha256(body).digest(),
         )
     )
 
 
 def sign_request(
-    key: nacl.signing.SigningKey, method: str, path: str, body: bytes, now_unix: float
+    key: nacl.signing.SigningKey,
+    method: str,
+    path: str,
+    body: bytes,
+    now_unix: float,
+    *,
+    body_sha256: bytes | None = None,
 ) -> dict[str, str]:
     """The signature headers for one request (`path` includes any query string)."""
     timestamp = str(int(now_unix))
     nonce = secrets.token_hex(16)
-    signature = key.sign(request_signing_bytes(method, path, timestamp, nonce, body)).signature
+    message = request_signing_bytes(method, path, timestamp, nonce, body, body_sha256=body_sha256)
+    signature = key.sign(message).signature
     return {
         KEY_HEADER: key_id(bytes(key.verify_key)),
         TIMESTAMP_HEADER: timestamp,
@@ -162,8 +175,20 @@ class RequestVerifier:
         # not monotone in insertion order, so pruning scans only the stale head.
         self._nonces: collections.OrderedDict[str, int] = collections.OrderedDict()
 
-    def verify(self, method: str, path: str, headers: Mapping[str, str], body: bytes, now_unix: float) -> str:
-        """The operator key id that signed the request; SignatureRefused otherwise."""
+    def verify(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        now_unix: float,
+        *,
+        body_sha256: bytes | None = None,
+    ) -> str:
+        """The operator key id that signed the request; SignatureRefused otherwise.
+
+        With body_sha256 the body is not read here: the caller checks it hashes to that.
+        """
         parsed = _parse_headers(headers)
         public_key = self._operator_key(parsed.key_id)
         if public_key is None:
@@ -172,7 +197,9 @@ class RequestVerifier:
                 f"key {parsed.key_id} is not an operator key of this cluster; sign with the operator.key "
                 "of the cluster this node joined",
             )
-        message = request_signing_bytes(method, path, str(parsed.timestamp), parsed.nonce, body)
+        message = request_signing_bytes(
+            method, path, str(parsed.timestamp), parsed.nonce, body, body_sha256=body_sha256
+        )
         try:
             nacl.signing.VerifyKey(public_key).verify(message, parsed.signature)
         except (nacl.exceptions.BadSignatureError, ValueError):

@@ -5,9 +5,11 @@ The bounds are the issue's functional timeouts; the observed figures are printed
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -128,3 +130,24 @@ def test_kill_9_right_after_the_202_loses_nothing_and_the_record_gossips_on(loca
         lambda: all(_version_at(mesh, a, "vibration") == version for a in mesh.agents), RESTART_S
     ), {a.name: _version_at(mesh, a, "vibration") for a in mesh.agents}
     print(f"two new peers hold it {time.monotonic() - started:.2f} s after they were started")
+
+
+def test_deploy_uploads_the_artifact_file_once(local_mesh: MeshFactory, tmp_path: Path) -> None:
+    mesh = local_mesh("lan")
+    lone = mesh.add("a0", "r1")
+    _start_all(mesh)
+    model = tmp_path / "vib.onnx"
+    model.write_bytes(bytes(range(256)) * 4096)  # 1 MiB
+    manifest = tmp_path / "vibration.yaml"
+    manifest.write_text(
+        "name: vibration\nmodel: {name: vib-cnn, version: '1.0'}\nartifact: {file: vib.onnx}\nreplicas: 1\n"
+    )
+    done = _murmur(mesh, lone, "deploy", str(manifest))
+    assert done.returncode == 0, done.stderr
+    assert "uploaded to" in done.stdout, done.stdout
+    sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    with urllib.request.urlopen(f"{lone.url}/v1/artifacts/{sha}", timeout=5) as resp:
+        assert resp.read() == model.read_bytes()
+    assert mesh.get(lone, "/v1/deployments/vibration")["manifest"]["artifact"]["sha256"] == sha
+    again = _murmur(mesh, lone, "deploy", str(manifest))
+    assert again.returncode == 0 and "already held by" in again.stdout, again.stdout + again.stderr

@@ -1,0 +1,135 @@
+"""The content-addressed artifact store: model files by sha256, written whole or not at all.
+
+A node keeps each artifact once, under `<root>/<sha256>`. A write streams into
+a temporary file while hashing; it becomes visible (an atomic rename after
+fsync) only if its size and sha256 are exactly those announced. A half-written
+upload (a crash, a dropped connection) leaves only a temporary file, which the
+next start removes. Peers will fetch artifacts from here (the transfer between
+nodes is the next step); `murmur deploy` uploads a manifest's `artifact.file`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import secrets
+from pathlib import Path
+
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+TMP_PREFIX = ".incoming-"
+# Room left free on the disk after an artifact is written.
+DISK_MARGIN_BYTES = 64 * 1024 * 1024
+
+
+class ArtifactError(Exception):
+    """An artifact write refused or failed; `reason` is a short key, the message says what to do."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ArtifactWriter:
+    """One artifact being written: write() the bytes in order, then commit() or abort()."""
+
+    def __init__(self, store: ArtifactStore, sha256: str, size_bytes: int) -> None:
+        self._store = store
+        self.sha256 = sha256
+        self.size_bytes = size_bytes
+        self.received_bytes = 0
+        self._hash = hashlib.sha256()
+        self._tmp = store.root / f"{TMP_PREFIX}{sha256[:16]}-{secrets.token_hex(4)}"
+        self._file = self._tmp.open("xb")
+
+    def write(self, chunk: bytes) -> None:
+        """Append chunk; ArtifactError("too_long") past the announced size."""
+        self.received_bytes += len(chunk)
+        if self.received_bytes > self.size_bytes:
+            self.abort()
+            raise ArtifactError(
+                "too_long", f"more than the announced {self.size_bytes} bytes; nothing was kept"
+            )
+        self._hash.update(chunk)
+        self._file.write(chunk)
+
+    def commit(self) -> Path:
+        """Check size and sha256, sync, and make the artifact visible; ArtifactError if they differ."""
+        if self.received_bytes != self.size_bytes:
+            self.abort()
+            raise ArtifactError(
+                "too_short",
+                f"got {self.received_bytes} of {self.size_bytes} bytes (connection cut?); nothing was kept",
+            )
+        if self._hash.hexdigest() != self.sha256:
+            self.abort()
+            raise ArtifactError(
+                "hash_mismatch",
+                f"the bytes hash to {self._hash.hexdigest()}, not {self.sha256}; nothing was kept",
+            )
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        final = self._store.path(self.sha256)
+        os.replace(self._tmp, final)
+        fd = os.open(self._store.root, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return final
+
+    def abort(self) -> None:
+        """Drop what was written."""
+        with contextlib.suppress(OSError):
+            self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self._tmp.unlink()
+
+
+class ArtifactStore:
+    """Artifacts by sha256 under `root`."""
+
+    def __init__(self, root: Path, *, size_max_bytes: int) -> None:
+        """Open (create) the store; leftovers of interrupted writes are removed."""
+        self.root = root
+        self.size_max_bytes = size_max_bytes
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for leftover in root.glob(TMP_PREFIX + "*"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+
+    @staticmethod
+    def check_id(sha256: str) -> None:
+        """ArtifactError("bad_id") unless sha256 is 64 lowercase hex characters."""
+        if not SHA256_HEX.match(sha256):
+            raise ArtifactError("bad_id", f"{sha256!r} is not a sha256 (64 lowercase hex characters)")
+
+    def path(self, sha256: str) -> Path:
+        """Where the artifact lives (whether or not it is there)."""
+        self.check_id(sha256)
+        return self.root / sha256
+
+    def size(self, sha256: str) -> int | None:
+        """The size of a held artifact, or None."""
+        try:
+            return self.path(sha256).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def begin(self, sha256: str, size_bytes: int) -> ArtifactWriter:
+        """Start writing an artifact; ArtifactError if too large for the limit or the disk."""
+        self.check_id(sha256)
+        if not 0 < size_bytes <= self.size_max_bytes:
+            raise ArtifactError(
+                "too_large",
+                f"{size_bytes} bytes; this node takes artifacts of 1 to {self.size_max_bytes} bytes",
+            )
+        free = os.statvfs(self.root)
+        free_bytes = free.f_bavail * free.f_frsize
+        if size_bytes + DISK_MARGIN_BYTES > free_bytes:
+            raise ArtifactError(
+                "no_space", f"{size_bytes} bytes do not fit: {free_bytes} bytes free on this node's disk"
+            )
+        return ArtifactWriter(self, sha256, size_bytes)
