@@ -157,9 +157,10 @@ def _cmd_invite(args: argparse.Namespace) -> int:
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:
-    from mesh.agent import AgentError, AgentOptions, run_agent
+    from mesh.agent import AgentError, AgentOptions
     from mesh.cluster import ClusterError, load_token
     from mesh.identity import IdentityError, load_or_create
+    from mesh.launch import run_agent
     from mesh.store import Store, StoreError
 
     logging.basicConfig(

@@ -1,0 +1,262 @@
+"""Running `murmur agent`: sockets, the core, the API, discovery, signals (mesh/agent.py is the node).
+
+Start-up order matters: the sockets are bound first (the core must know its own
+addresses), then the core is built with the persisted incarnation (it starts one
+above it, so a restart outranks every notice about its previous life) and this
+node's admission, then the API starts answering and the node joins its seeds
+plus the peers it knew. SIGTERM/SIGINT: a graceful leave, ~1 s of driving so the
+leave reaches peers, then everything closes and the process exits 0. A node that
+learns it was revoked stops the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import random
+import signal
+import socket
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from gossip.config import LOCAL, WAN, profile
+from gossip.envelope import Keyring
+from gossip.node import GossipNode
+from gossip.trust import StaticTrust
+from mesh.admission import describe_refusal, own_admission
+from mesh.agent import (
+    KNOWN_PEERS_AS_SEEDS_MAX,
+    LEAVE_LINGER_S,
+    Agent,
+    AgentError,
+    AgentOptions,
+)
+from mesh.api import create_app
+from mesh.cluster import JoinToken
+from mesh.discovery import Discovery, DiscoveryError
+from mesh.identity import Identity
+from mesh.netaddr import AddressError, is_unspecified, join_hostport, split_hostport
+from mesh.runtime import Runtime
+from mesh.store import Store, StoreError
+
+log = logging.getLogger("murmur.agent")
+
+
+def _bind_api_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def _parse_bind(flag: str, text: str) -> tuple[str, int]:
+    try:
+        host, port = split_hostport(text)
+    except AddressError as exc:
+        raise AgentError(f"{flag}: {exc}") from None
+    if is_unspecified(host):
+        raise AgentError(
+            f"{flag} {text}: {host} is an unspecified address that peers cannot reach; "
+            "bind the address peers use to reach this device, e.g. 192.168.1.20:7946"
+        )
+    return host, port
+
+
+async def _resolve_seeds(seeds: Sequence[str], own: str) -> list[str]:
+    loop = asyncio.get_running_loop()
+    resolved: list[str] = []
+    for seed in seeds:
+        host, port = split_hostport(seed)
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        except OSError as exc:
+            log.warning("seed %s does not resolve (%s); skipping it", seed, exc)
+            continue
+        addr = join_hostport(str(infos[0][4][0]), port)
+        if addr != own and addr not in resolved:
+            resolved.append(addr)
+    return resolved
+
+
+async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity, store: Store) -> int:
+    """Run the node until SIGTERM/SIGINT; returns the exit code."""
+    loop = asyncio.get_running_loop()
+    gossip_host, gossip_port = _parse_bind("--bind", options.bind)
+    api_host, api_port = _parse_bind("--api", options.api)
+    try:
+        region_config = profile(options.profile)
+    except ValueError as exc:
+        raise AgentError(f"--profile: {exc}") from None
+    fleet_config = LOCAL if region_config.name == "local" else WAN
+
+    # The core starts one above the persisted incarnation and reports it at once
+    # (IncarnationChanged), so every start, even after kill -9, outranks the last.
+    persisted_incarnation = store.incarnation
+    try:
+        persisted_records = store.load_records()
+    except StoreError as exc:
+        raise AgentError(str(exc)) from None
+    # This node's own key: its store must accept its own inventory record.
+    # The root of trust: the cluster and its operator key. Everything else (granted
+    # operator keys, admitted nodes) the store learns from signed records.
+    trust = StaticTrust(operators=[token.operator_key], cluster_id=token.cluster_id)
+    admission = own_admission(identity, token, options.region, persisted_records, trust)
+
+    runtime = Runtime(
+        Keyring(list(token.network_keys)),
+        packet_max_bytes=max(region_config.packet_max_bytes, fleet_config.packet_max_bytes),
+        stream_max_bytes=max(region_config.stream_max_bytes, fleet_config.stream_max_bytes),
+        # One timeout for every stream: fleet exchanges cross slow links, and a
+        # region exchange that takes longer only delays its failure report.
+        stream_timeout_s=max(region_config.stream_timeout_s, fleet_config.stream_timeout_s),
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            gossip_addr = await runtime.bind(gossip_host, gossip_port)
+        except OSError as exc:
+            raise AgentError(
+                f"--bind {options.bind}: cannot listen there ({exc.strerror or exc}); "
+                "pick a free port or stop what uses it"
+            ) from None
+        stack.push_async_callback(runtime.close)
+        try:
+            api_sock = _bind_api_socket(api_host, api_port)
+        except OSError as exc:
+            raise AgentError(
+                f"--api {options.api}: cannot listen there ({exc.strerror or exc}); "
+                "pick a free port or stop what uses it"
+            ) from None
+        api_addr = join_hostport(api_host, int(api_sock.getsockname()[1]))
+
+        node = GossipNode(
+            identity.node_id,
+            gossip_addr,
+            options.region,
+            random.Random(),
+            region_config=region_config,
+            fleet_config=fleet_config,
+            api_addr=api_addr,
+            incarnation=persisted_incarnation,
+            now=loop.time(),
+            trust=trust,
+            admission=admission,
+        )
+        if node.admission_problem is None:
+            store.save_records([admission])  # a restart presents the same admission
+        else:
+            log.error(
+                "this node's invite is not valid (%s): peers will refuse to admit it and it will see no "
+                "members; ask the operator for a new token (murmur invite --cluster DIR)",
+                describe_refusal(node.admission_problem),
+            )
+        # Restored records are re-verified; anti-entropy (the join's push-pull first)
+        # carries them on to peers that lack them.
+        restored = node.state.restore(persisted_records)
+        if persisted_records:
+            log.info("restored %d of %d persisted records", restored, len(persisted_records))
+        if node.state.is_revoked(identity.node_id):
+            raise AgentError(
+                f"this node ({identity.node_id}) was revoked by an operator; it cannot rejoin with this "
+                "identity. To bring the device back, remove its data dir (its key) and start it with a "
+                "new token from murmur invite"
+            )
+        agent = Agent(options, identity, store, node, runtime, trust)
+        runtime.attach(node)
+
+        runner = web.AppRunner(create_app(agent), access_log=None, handle_signals=False)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        await web.SockSite(runner, api_sock).start()
+
+        stop = asyncio.Event()
+        agent.on_revoked = stop.set
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+            stack.callback(loop.remove_signal_handler, sig)
+
+        if options.mdns:
+            discovery = _make_discovery(options, token, agent, gossip_addr, api_addr)
+            if discovery is not None:
+                stack.push_async_callback(discovery.close)
+                try:
+                    await discovery.start()
+                except DiscoveryError as exc:
+                    raise AgentError(str(exc)) from None
+
+        seeds = await _resolve_seeds([*options.seeds, *_known_peers(store, options.region)], gossip_addr)
+        saver = asyncio.create_task(agent.keep_saving_peers())
+        if seeds:
+            # The core retries the join with backoff until a seed answers.
+            runtime.drive(lambda now: node.join(now, seeds))
+        inventory_task = asyncio.create_task(agent.keep_publishing_inventory())
+        log.info(
+            "murmur agent ready: node %s region %s gossip %s api http://%s incarnation %d profile %s "
+            "seeds %s",
+            identity.node_id,
+            options.region,
+            gossip_addr,
+            api_addr,
+            node.incarnation,
+            region_config.name,
+            ", ".join(seeds) or "none (first node)",
+        )
+        await stop.wait()
+        log.info("shutting down: leaving the mesh")
+        saver.cancel()
+        inventory_task.cancel()
+        await asyncio.gather(saver, inventory_task, return_exceptions=True)
+        runtime.drive(node.leave)
+        await asyncio.sleep(LEAVE_LINGER_S)  # the runtime keeps driving: the leave goes out
+        agent.save_peers()
+    log.info("stopped cleanly")
+    return 0
+
+
+def _make_discovery(
+    options: AgentOptions, token: JoinToken, agent: Agent, gossip_addr: str, api_addr: str
+) -> Discovery | None:
+    """The mDNS advertiser/browser on --mdns-interface (default: the --bind IP); None if off."""
+    gossip_host, gossip_port = split_hostport(gossip_addr)
+    interfaces = list(options.mdns_interfaces)
+    if not interfaces:
+        try:
+            is_v4 = ipaddress.ip_address(gossip_host).version == 4
+        except ValueError:
+            is_v4 = False
+        if not is_v4:
+            log.warning(
+                "mDNS is off: --bind host %s is not an IPv4 address; pass --mdns-interface with the "
+                "LAN interface address to find peers automatically",
+                gossip_host,
+            )
+            return None
+        interfaces = [gossip_host]
+    try:
+        return Discovery(
+            interfaces=interfaces,
+            cluster_id=token.cluster_id,
+            node_id=agent.node_id,
+            region=options.region,
+            gossip_host=gossip_host,
+            gossip_port=gossip_port,
+            api_port=split_hostport(api_addr)[1],
+            on_peer=agent.on_discovered,
+        )
+    except DiscoveryError as exc:
+        raise AgentError(str(exc)) from None
+
+
+def _known_peers(store: Store, region: str) -> list[str]:
+    """Addresses of peers seen in an earlier run, own region first (extra seeds)."""
+    peers = sorted(store.peers(), key=lambda p: p.region != region)  # stable: recency within each
+    return [p.addr for p in peers[:KNOWN_PEERS_AS_SEEDS_MAX]]
