@@ -59,6 +59,17 @@ def _all_alive(mesh: LocalMesh, observers: Sequence[LocalAgent], ids: Sequence[s
     return True
 
 
+def converged_region(mesh: LocalMesh, count: int, region: str = "r1") -> dict[str, str]:
+    """Start `count` agents a0..a<count-1> in one region, joined through a0, and wait until
+    every one sees all alive; node ids by agent name."""
+    seed = mesh.add("a0", region)
+    for i in range(1, count):
+        mesh.add(f"a{i}", region, [seed])
+    ids = _start_all(mesh)
+    assert wait_until(lambda: _all_alive(mesh, mesh.agents, list(ids.values())), CONVERGE_S)
+    return ids
+
+
 def test_five_agents_converge_detect_a_crash_and_take_back_a_restart(local_mesh: MeshFactory) -> None:
     # The lan profile: the region profile real deployments use, so the bounds
     # below are shown for the production timings, not for the faster `local`.

@@ -21,7 +21,7 @@ from mesh.localmesh import LocalAgent, LocalMesh, wait_until
 from mesh.opcli import signed_json
 from mesh.opsign import load_signing_key
 from tests.real.conftest import MeshFactory
-from tests.real.test_agents import CONVERGE_S, _all_alive, _start_all
+from tests.real.test_agents import _start_all, converged_region
 
 pytestmark = pytest.mark.real
 
@@ -59,11 +59,7 @@ def _murmur(mesh: LocalMesh, node: LocalAgent, *args: str) -> subprocess.Complet
 
 def test_deploy_at_one_node_reaches_all_five_within_3_s(local_mesh: MeshFactory, tmp_path: Path) -> None:
     mesh = local_mesh("lan")
-    seed = mesh.add("a0", "r1")
-    for i in range(1, 5):
-        mesh.add(f"a{i}", "r1", [seed])
-    ids = _start_all(mesh)
-    assert wait_until(lambda: _all_alive(mesh, mesh.agents, list(ids.values())), CONVERGE_S)
+    converged_region(mesh, 5)
 
     manifest = tmp_path / "vibration.yaml"
     manifest.write_text(MANIFEST)

@@ -14,7 +14,7 @@ import pytest
 
 from mesh.localmesh import LocalMesh, wait_until
 from tests.real.conftest import MeshFactory
-from tests.real.test_agents import CONVERGE_S, _all_alive, _start_all
+from tests.real.test_agents import _all_alive, converged_region
 from tests.real.test_deploy import MANIFEST, _murmur
 
 pytestmark = pytest.mark.real
@@ -29,11 +29,7 @@ def _listed(mesh: LocalMesh, observer_index: int) -> set[str]:
 
 def test_a_revoked_node_is_expelled_stops_and_stays_out_after_restarts(local_mesh: MeshFactory) -> None:
     mesh = local_mesh("lan")
-    seed = mesh.add("a0", "r1")
-    for i in range(1, 4):
-        mesh.add(f"a{i}", "r1", [seed])
-    ids = _start_all(mesh)
-    assert wait_until(lambda: _all_alive(mesh, mesh.agents, list(ids.values())), CONVERGE_S)
+    ids = converged_region(mesh, 4)
     victim = mesh.agents[3]
     victim_id = ids[victim.name]
 
@@ -77,10 +73,7 @@ def test_a_granted_operator_deploys_and_once_removed_is_refused(
     local_mesh: MeshFactory, tmp_path: Path
 ) -> None:
     mesh = local_mesh("lan")
-    seed = mesh.add("a0", "r1")
-    mesh.add("a1", "r1", [seed])
-    ids = _start_all(mesh)
-    assert wait_until(lambda: _all_alive(mesh, mesh.agents, list(ids.values())), CONVERGE_S)
+    ids = converged_region(mesh, 2)
     alice = nacl.signing.SigningKey.generate()
     alice_file = tmp_path / "alice.key"
     alice_file.write_text(bytes(alice).hex() + "\n")
