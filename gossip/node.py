@@ -522,19 +522,49 @@ class GossipNode:
                 continue  # too big to piggyback: anti-entropy carries it
             msg = codec.RecordGossip(blob)
             key = f"rec:{r.kind}/{r.key}"
-            fleet_wide = r.scope == "fleet"
-            if origin and fleet_wide:
-                for gw_id, gw_addr in self._current_gateways(now):
-                    if gw_id != self.node_id:
-                        self.region_pool.send_direct(now, gw_addr, msg)
-            self.region_pool.queue_user(msg, key)
-            if fleet_wide and self.fleet_pool is not None:
-                self.fleet_pool.queue_user(msg, key)
-            if fleet_wide:  # operator commands: push at once, like fleet broadcasts
-                for pool in (self.region_pool, self.fleet_pool):
-                    if pool is not None:
-                        for m in self._eager_targets(pool, now):
-                            pool.send_direct(now, m.addr, msg)
+            if r.scope == "fleet":
+                self._spread_fleet_record(now, msg, key, origin=origin)
+            else:
+                self._spread_region_record(now, msg, key, origin=origin)
+
+    def _spread_fleet_record(self, now: float, msg: codec.RecordGossip, key: str, *, origin: bool) -> None:
+        """Operator records: pushed at once and gossiped in every pool, like fleet broadcasts."""
+        if origin:
+            for gw_id, gw_addr in self._current_gateways(now):
+                if gw_id != self.node_id:
+                    self.region_pool.send_direct(now, gw_addr, msg)
+        for pool in (self.region_pool, self.fleet_pool):
+            if pool is not None:
+                pool.queue_user(msg, key)
+                for m in self._eager_targets(pool, now):
+                    pool.send_direct(now, m.addr, msg)
+
+    def _spread_region_record(self, now: float, msg: codec.RecordGossip, key: str, *, origin: bool) -> None:
+        """Region records (a node's inventory, a leader's placement): the author tells every member.
+
+        Every member must receive each record once, so one datagram from the
+        author to each live member is the least any dissemination can send; an
+        epidemic sends each record about retransmit-limit times per member. What
+        this misses (loss, a member the author did not see yet) anti-entropy
+        repairs, and a member that joins gets it in its join's push-pull.
+        Relaying and piggybacking are off by default (docs/state.md has the figures).
+        """
+        pool = self.region_pool
+        cfg = self.region_config
+        if origin:
+            if cfg.region_record_push_all:
+                live = (MemberState.ALIVE, MemberState.SUSPECT)
+                targets = [m for m in pool.members() if m.state in live]
+            else:
+                targets = pool.gossip_targets(cfg.region_record_push, now)
+        elif cfg.region_record_relay > 0:
+            targets = pool.gossip_targets(cfg.region_record_relay, now)
+        else:
+            targets = []
+        for m in targets:
+            pool.send_direct(now, m.addr, msg)
+        if cfg.region_record_retransmit > 0:
+            pool.queue_user(msg, key, limit=cfg.region_record_retransmit)
 
     def redirect_summaries(self, pool: Membership | None) -> tuple[codec.Summary, ...]:
         """For a redirect: our region as we see it right now first, then what we know of others."""

@@ -216,7 +216,7 @@ def run_simulation(
     for at_s, record in plan.records:
         engine.call_at(at_s, _publisher(fleet, fault_rng, record))
     if plan.name == "inventory":
-        metrics.expect_inventory(len(plan.own_records))
+        metrics.expect_inventory(len(plan.own_records), scenarios.INVENTORY_FRESH_BOUND_S)
     for at_s, idx, record in plan.own_records:
         engine.call_node_at(at_s, idx, _own_publisher(fleet, idx, record))
     if plan.heal_at_s is not None and plan.heal_at_s < duration_s:
@@ -280,5 +280,5 @@ def run_simulation(
             "dropped": dict(engine.drops),
         },
         # After everything else: the inventory scenario's own records (null in other scenarios).
-        "inventory": metrics.inventory(),
+        "inventory": metrics.inventory(duration_s),
     }

@@ -59,6 +59,9 @@ INVENTORY_KIND = "inventory"
 INVENTORY_FIRST_S = 5.0
 INVENTORY_REFRESH_S = 60.0
 INVENTORY_CHANGE_FRACTION = 0.10
+# The freshness invariant: every published version is held by every live region peer
+# (or superseded there by a newer one) within two refresh periods.
+INVENTORY_FRESH_BOUND_S = 2 * INVENTORY_REFRESH_S
 GIB = 1 << 30
 
 

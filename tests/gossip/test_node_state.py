@@ -7,6 +7,7 @@ import nacl.signing
 from gossip import codec
 from gossip.config import LAN, WAN
 from gossip.events import RecordsAccepted
+from gossip.io import Datagram
 from gossip.node import GossipNode
 from gossip.records import Record, encode_record, key_id, sign_record
 from gossip.trust import StaticTrust
@@ -162,3 +163,79 @@ def test_an_announced_key_that_does_not_match_the_id_is_not_learned() -> None:
     # A known member's key cannot be replaced by another.
     assert not nodes[0].trust.learn_node(nodes[1].node_id, bytes(impostor.verify_key))
     assert nodes[0].trust.public_key(nodes[1].node_id) == bytes(keys[1].verify_key)
+
+
+def _record_datagrams(nodes: list[GossipNode]) -> list[tuple[str, str]]:
+    """Record (sender id, destination addr) of every RecordGossip message the nodes send from now on."""
+    sent: list[tuple[str, str]] = []
+    for node in nodes:
+
+        def poll(node: GossipNode = node, inner=node.poll_transmit) -> list:  # type: ignore[no-untyped-def]
+            out = inner()
+            for o in out:
+                if isinstance(o, Datagram):
+                    packet = codec.decode_packet(o.payload, max_bytes=2000)
+                    for m in packet.messages:
+                        if isinstance(m, codec.RecordGossip):
+                            sent.append((node.node_id, o.dst))
+            return out
+
+        node.poll_transmit = poll  # type: ignore[method-assign]
+    return sent
+
+
+def test_a_region_record_goes_from_its_author_to_each_region_member_once_and_no_further() -> None:
+    link, nodes, keys = _keyed_region(6, regions=2)
+    sent = _record_datagrams(nodes)
+    author = nodes[2]
+    assert author.publish_record(link.now, inventory(keys[2], "r0", 1))
+    link._flush(author)
+    mates = [n for n in nodes if n.region == "r0" and n is not author]
+    # One datagram to each live member of the region, at once: no gossip round needed.
+    assert sorted(dst for src, dst in sent) == sorted(n.addr for n in mates)
+    link.run_until(link.now + 0.01)
+    assert all(n.state.get("inventory", author.node_id) is not None for n in mates)
+    link.run_until(link.now + 10.0)
+    # Nobody re-gossips it: the author's datagrams were the whole cost.
+    assert len(sent) == len(mates)
+    assert all(n.state.get("inventory", author.node_id) is None for n in nodes if n.region != "r0")
+
+
+def test_a_region_record_the_author_could_not_deliver_arrives_by_anti_entropy() -> None:
+    link, nodes, keys = _keyed_region(5)
+    author, away = nodes[0], nodes[4]
+    link.drop = lambda src, dst: (src, dst) == (author.addr, away.addr)  # only the author's datagrams
+    assert author.publish_record(link.now, inventory(keys[0], "r0", 1))
+    link._flush(author)
+    link.run_until(link.now + 1.0)
+    assert away.state.get("inventory", author.node_id) is None
+    assert all(n.state.get("inventory", author.node_id) is not None for n in nodes[1:4])
+    link.run_until(link.now + 120.0)  # a push-pull with any other member carries it over
+    assert away.state.get("inventory", author.node_id) is not None
+
+
+def test_a_region_record_can_spread_by_a_bounded_epidemic_instead() -> None:
+    config = LAN.with_(
+        region_record_push_all=False, region_record_push=2, region_record_relay=1, region_record_retransmit=1
+    )
+    link = Link(seed=5, config=config, trust=StaticTrust())
+    keys = [nacl.signing.SigningKey(bytes([i + 1]) * 32) for i in range(8)]
+    nodes = [link.add(f"n{i}", "r0", public_key=bytes(k.verify_key)) for i, k in enumerate(keys)]
+    for node in nodes[1:]:
+        node.join(link.now, [nodes[0].addr])
+        link._flush(node)
+    link.run_until(20.0)
+    sent = _record_datagrams(nodes)
+    author = nodes[3]
+    assert author.publish_record(link.now, inventory(keys[3], "r0", 1))
+    link._flush(author)
+    assert len(sent) == 2  # pushed to two random members, not to all seven
+    link.run_until(link.now + 10.0)
+    per_node: dict[str, int] = {}
+    for src, _dst in sent:
+        per_node[src] = per_node.get(src, 0) + 1
+    # The author: 2 pushes + 1 piggyback; everyone else: at most 1 relay + 1 piggyback.
+    assert per_node.pop(author.node_id) <= 3
+    assert all(count <= 2 for count in per_node.values())
+    link.run_until(link.now + 200.0)  # whoever the epidemic missed, anti-entropy reaches
+    assert all(n.state.get("inventory", author.node_id) is not None for n in nodes)
