@@ -49,6 +49,10 @@ class MembershipConfig:
     region_record_relay: int = 0
     # Piggybacked transmissions of a region record per node (0: not piggybacked).
     region_record_retransmit: int = 0
+    # An urgent one (a meaningful change, not a periodic refresh), with push_all, the
+    # author sends to every live member once more this long after (0: never): a
+    # member that lost the first datagram rarely loses both.
+    region_record_repeat_s: float = 1.0
 
     @property
     def packet_plaintext_max_bytes(self) -> int:

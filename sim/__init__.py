@@ -78,8 +78,8 @@ Choices, written down (the report's keys follow issue 2):
   elsewhere): published, records_per_node_expected, held_fraction (live
   same-region (observer, author) pairs where the observer holds the author's
   latest published version at the end) and missing (such pairs lacking it).
-  The inventory_held invariant (once the last record had the region's settle
-  time) requires held_fraction 1. `freshness`: per published version, the time
+  The inventory_held invariant (lossless runs only, once the last record had
+  the region's settle time) requires held_fraction 1. `freshness`: per published version, the time
   until every region peer live at its publication (and still up) held it or a
   newer version (`all_peers_s` {p50, p99, max}; null where some version never
   got there), the same per (version, peer) pair (`peer_s`), `incomplete`

@@ -86,6 +86,7 @@ class InventoryVersion:
     at_s: float
     pending: dict[int, None]
     peers: int
+    urgent: bool = False
     done_s: float | None = None
 
 
@@ -237,15 +238,17 @@ class Metrics:
         self.inventory_scheduled = scheduled
         self.inventory_fresh_bound_s = fresh_bound_s
 
-    def on_inventory(self, now: float, idx: int, record: Record, accepted: bool) -> None:
-        """Node idx published its own inventory record (accepted: its store took it)."""
+    def on_inventory(
+        self, now: float, idx: int, record: Record, accepted: bool, *, urgent: bool = False
+    ) -> None:
+        """Node idx published its own inventory record (accepted: its store took it; urgent: a change)."""
         if accepted:
             self.inventory_published += 1
             self.inventory_last_s = now
             self.inventory_latest[idx] = max(record.version, self.inventory_latest.get(idx, 0))
             fleet = self.fleet
             pending = dict.fromkeys(i for i in fleet.live(fleet.slots[idx].region) if i != idx)
-            v = InventoryVersion(idx, record.version, now, pending, len(pending))
+            v = InventoryVersion(idx, record.version, now, pending, len(pending), urgent)
             if not pending:
                 v.done_s = now
             self.inventory_versions.append(v)
@@ -287,9 +290,15 @@ class Metrics:
         versions = self.inventory_versions
         pairs = sum(v.peers for v in versions)
         pending = sum(len(v.pending) for v in versions if v.done_s is None)
+
+        def took(v: InventoryVersion) -> float:
+            return v.done_s - v.at_s if v.done_s is not None else math.inf
+
         return {
             "versions": len(versions),
-            "all_peers_s": stats([v.done_s - v.at_s if v.done_s is not None else math.inf for v in versions]),
+            "all_peers_s": stats([took(v) for v in versions]),
+            # The same for the meaningful changes alone (published urgent).
+            "changes_all_peers_s": stats([took(v) for v in versions if v.urgent]),
             "peer_s": stats(self.inventory_peer_delays),
             "incomplete": sum(1 for v in versions if v.done_s is None),
             "missing_fraction": round(pending / pairs, 6) if pairs else None,

@@ -239,3 +239,26 @@ def test_a_region_record_can_spread_by_a_bounded_epidemic_instead() -> None:
     assert all(count <= 2 for count in per_node.values())
     link.run_until(link.now + 200.0)  # whoever the epidemic missed, anti-entropy reaches
     assert all(n.state.get("inventory", author.node_id) is not None for n in nodes)
+
+
+def test_an_urgent_region_record_is_sent_to_every_member_a_second_time() -> None:
+    link, nodes, keys = _keyed_region(5)
+    sent = _record_datagrams(nodes)
+    author, away = nodes[0], nodes[4]
+    repeat_s = LAN.region_record_repeat_s
+    cut_until = link.now + repeat_s / 2
+    link.drop = lambda src, dst: (src, dst) == (author.addr, away.addr) and link.now < cut_until
+    assert author.publish_record(link.now, inventory(keys[0], "r0", 1), urgent=True)
+    link._flush(author)
+    link.run_until(link.now + repeat_s / 2)
+    assert away.state.get("inventory", author.node_id) is None  # lost the first datagram
+    link.run_until(link.now + repeat_s)
+    assert away.state.get("inventory", author.node_id) is not None  # not the second
+    assert len(sent) == 2 * 4
+    # A periodic refresh is sent once; and it cancels a repeat still due for an older version.
+    assert author.publish_record(link.now, inventory(keys[0], "r0", 2), urgent=True)
+    link._flush(author)
+    assert author.publish_record(link.now, inventory(keys[0], "r0", 3))
+    link._flush(author)
+    link.run_until(link.now + 3 * repeat_s)
+    assert len(sent) == 2 * 4 + 4 + 4
