@@ -3,7 +3,9 @@
 Membership updates and user broadcasts ride on probes and gossip packets. Each
 item is sent a bounded number of times (retransmit_limit, which grows with log N
 so that an update reaches the whole pool with high probability), fresher items
-first, packed greedily into whatever room a packet has left.
+first, packed greedily into whatever room a packet has left. An item may carry
+its own, lower limit (region-scoped node records, which their author has
+already sent to every member: see docs/state.md).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ class _Item:
     size_bytes: int
     key: str | None
     transmits: int = 0
+    # This item's own retransmit limit (None: the pool's); the lower of the two applies.
+    limit: int | None = None
 
 
 class BroadcastQueue:
@@ -50,8 +54,14 @@ class BroadcastQueue:
         """Broadcasts discarded before their last transmit because the queue was full or pruned."""
         return self._dropped
 
-    def queue(self, payload: bytes, key: str | None = None) -> None:
-        """Queue payload; it replaces a queued item with the same non-None key."""
+    def queue(self, payload: bytes, key: str | None = None, limit: int | None = None) -> None:
+        """Queue payload; it replaces a queued item with the same non-None key.
+
+        limit, if given, caps this item's transmissions below the retransmit
+        limit that take() is given (at least one transmission, like take's).
+        """
+        if limit is not None and limit < 1:
+            raise ValueError(f"broadcast item limit must be at least 1, got {limit}")
         if key is not None:
             old = self._by_key.get(key)
             if old is not None:
@@ -61,7 +71,7 @@ class BroadcastQueue:
         if self._len >= self._max_items:
             self._drop_one()
         self._next_seq += 1
-        item = _Item(self._next_seq, payload, len(payload), key)
+        item = _Item(self._next_seq, payload, len(payload), key, 0, limit)
         # The new seq is the highest ever issued, so appending keeps bucket 0 in seq order.
         self._buckets.setdefault(0, {})[item.seq] = item
         if key is not None:
@@ -108,12 +118,17 @@ class BroadcastQueue:
             if not bucket:
                 del self._buckets[transmits]
             if transmits + 1 >= limit:
-                self._len -= len(taken)
-                for item in taken:
-                    if item.key is not None:
-                        del self._by_key[item.key]
+                done, kept = taken, []
             else:
-                self._promote(transmits + 1, taken)
+                # Items with their own lower limit may be done before the rest of their tier.
+                done = [i for i in taken if i.limit is not None and transmits + 1 >= i.limit]
+                kept = [i for i in taken if i.limit is None or transmits + 1 < i.limit] if done else taken
+            self._len -= len(done)
+            for item in done:
+                if item.key is not None:
+                    del self._by_key[item.key]
+            if kept:
+                self._promote(transmits + 1, kept)
         return out
 
     def prune(self, max_retained: int) -> None:

@@ -40,6 +40,19 @@ class MembershipConfig:
     stream_max_bytes: int = 4 * 1024 * 1024
     meta_max_bytes: int = 512
     user_payload_max_bytes: int = 1024
+    # Region-scoped records (inventory, placement; docs/state.md "Region records").
+    # The author sends a new record of its own straight to every live member of
+    # its region pool (False: to region_record_push random members instead).
+    region_record_push_all: bool = True
+    region_record_push: int = 3
+    # On first receipt from a peer, forward it to this many random members.
+    region_record_relay: int = 0
+    # Piggybacked transmissions of a region record per node (0: not piggybacked).
+    region_record_retransmit: int = 0
+    # An urgent one (a meaningful change, not a periodic refresh), with push_all, the
+    # author sends to every live member once more this long after (0: never): a
+    # member that lost the first datagram rarely loses both.
+    region_record_repeat_s: float = 1.0
 
     @property
     def packet_plaintext_max_bytes(self) -> int:

@@ -246,10 +246,16 @@ class Membership:
         self._queue.queue(codec.encode_message(msg), key)
 
     def queue_user(
-        self, msg: codec.UserBroadcast | codec.Summary | codec.RecordGossip, key: str | None = None
+        self,
+        msg: codec.UserBroadcast | codec.Summary | codec.RecordGossip,
+        key: str | None = None,
+        limit: int | None = None,
     ) -> None:
-        """Queue an owner's message for piggybacked dissemination in this pool."""
-        self._broadcast(msg, key)
+        """Queue an owner's message for piggybacked dissemination in this pool.
+
+        limit, if given, caps its transmissions below the pool's retransmit limit.
+        """
+        self._queue.queue(codec.encode_message(msg), key, limit)
 
     def send_direct(self, now: float, dst: str, msg: codec.Message) -> None:
         """Send one message straight to dst now (eager push), with gossip piggybacked."""

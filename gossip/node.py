@@ -58,6 +58,8 @@ RECENT_BROADCASTS_S = 60.0
 # A record whose encoding fits this is piggybacked on gossip; a larger one travels
 # by anti-entropy (push-pull) only.
 RECORD_PIGGYBACK_MAX_BYTES = 1024
+# Region records of its own an author keeps for their second sending (region_record_repeat_s).
+RECORD_REPEATS_MAX = 64
 # Authors a digest on the wire may name.
 DIGEST_AUTHORS_MAX = 16_384
 # Regions whose summaries a node keeps.
@@ -217,6 +219,8 @@ class GossipNode:
         self._recent: list[tuple[float, codec.UserBroadcast]] = []
         self._hashes: dict[str, bytes] = {}
         self._fleet_join_at_s = -1e18
+        # Region records of our own to send to every member once more: key -> (when, message).
+        self._record_repeats: dict[str, tuple[float, codec.RecordGossip]] = {}
         self._now = now
         self._after(now)
 
@@ -284,15 +288,19 @@ class GossipNode:
         self._after(now)
         return msg.origin_id, msg.seq
 
-    def publish_record(self, now: float, record: Record) -> bool:
+    def publish_record(self, now: float, record: Record, *, urgent: bool = False) -> bool:
         """Add a signed record made or received here (an operator command, our inventory).
 
         True if the store took it as new: it is then gossiped to the pools. False
         if it was already known, superseded, or refused (see counters "state.drop_*").
+        urgent marks a meaningful change, as opposed to a periodic refresh: a
+        region record is then sent to every member a second time
+        (region_record_repeat_s later), so one lost datagram rarely leaves a peer
+        with the old value until the next refresh. Fleet records ignore it.
         """
         new = self.state.merge(now, [record])
         if new:
-            self._records_accepted(now, new, origin=True)
+            self._records_accepted(now, new, origin=True, urgent=urgent)
         self._after(now)
         return bool(new)
 
@@ -388,6 +396,8 @@ class GossipNode:
             self._retiring = [(p, u) for p, u in self._retiring if now < u]
         if now >= self._next_gateway_check_s:
             self._check_gateway(now)
+        if self._record_repeats:
+            self._repeat_region_records(now)
         self._after(now)
 
     def next_deadline(self) -> float | None:
@@ -399,6 +409,8 @@ class GossipNode:
             t = min(t, self.fleet_pool.next_deadline())
         for pool, until in self._retiring:
             t = min(t, pool.next_deadline(), until)
+        for due_s, _msg in self._record_repeats.values():
+            t = min(t, due_s)
         return t
 
     def poll_transmit(self) -> list[Outbound]:
@@ -560,7 +572,9 @@ class GossipNode:
         """Our admission record rides on our join requests, so the peer admits us at once."""
         return (self._admission_blob,) if self._admission_blob and pool is self.region_pool else ()
 
-    def _records_accepted(self, now: float, records: list[Record], *, origin: bool) -> None:
+    def _records_accepted(
+        self, now: float, records: list[Record], *, origin: bool, urgent: bool = False
+    ) -> None:
         self._events.append(RecordsAccepted(tuple(records)))
         for r in records:
             if r.kind == ADMISSION_KIND:
@@ -573,19 +587,87 @@ class GossipNode:
                 continue  # too big to piggyback: anti-entropy carries it
             msg = codec.RecordGossip(blob)
             key = f"rec:{r.kind}/{r.key}"
-            fleet_wide = r.scope == "fleet"
-            if origin and fleet_wide:
-                for gw_id, gw_addr in self._current_gateways(now):
-                    if gw_id != self.node_id:
-                        self.region_pool.send_direct(now, gw_addr, msg)
-            self.region_pool.queue_user(msg, key)
-            if fleet_wide and self.fleet_pool is not None:
-                self.fleet_pool.queue_user(msg, key)
-            if fleet_wide:  # operator commands: push at once, like fleet broadcasts
-                for pool in (self.region_pool, self.fleet_pool):
-                    if pool is not None:
-                        for m in self._eager_targets(pool, now):
-                            pool.send_direct(now, m.addr, msg)
+            if r.scope == "fleet":
+                self._spread_fleet_record(now, msg, key, origin=origin)
+            elif r.kind == ADMISSION_KIND:
+                self._spread_admission(now, msg, key)
+            else:
+                self._spread_region_record(now, msg, key, origin=origin, urgent=urgent)
+
+    def _spread_admission(self, now: float, msg: codec.RecordGossip, key: str) -> None:
+        """A new member's admission: an epidemic in the region, like its alive notice.
+
+        Unlike other region records it is not published by its author (the joiner
+        hands it to its seed with the join), and every member needs it before it
+        lets the joiner in; joins are rare, so the epidemic's cost does not matter.
+        """
+        pool = self.region_pool
+        pool.queue_user(msg, key)
+        for m in self._eager_targets(pool, now):
+            pool.send_direct(now, m.addr, msg)
+
+    def _spread_fleet_record(self, now: float, msg: codec.RecordGossip, key: str, *, origin: bool) -> None:
+        """Operator records: pushed at once and gossiped in every pool, like fleet broadcasts."""
+        if origin:
+            for gw_id, gw_addr in self._current_gateways(now):
+                if gw_id != self.node_id:
+                    self.region_pool.send_direct(now, gw_addr, msg)
+        for pool in (self.region_pool, self.fleet_pool):
+            if pool is not None:
+                pool.queue_user(msg, key)
+                for m in self._eager_targets(pool, now):
+                    pool.send_direct(now, m.addr, msg)
+
+    def _spread_region_record(
+        self, now: float, msg: codec.RecordGossip, key: str, *, origin: bool, urgent: bool = False
+    ) -> None:
+        """Region records (a node's inventory, a leader's placement): the author tells every member.
+
+        Every member must receive each record once, so one datagram from the
+        author to each live member is the least any dissemination can send; an
+        epidemic sends each record about retransmit-limit times per member. What
+        this misses (loss, a member the author did not see yet) anti-entropy
+        repairs, and a member that joins gets it in its join's push-pull. An
+        urgent record is sent to every member a second time, a little later.
+        Relaying and piggybacking are off by default (docs/state.md has the figures).
+        """
+        pool = self.region_pool
+        cfg = self.region_config
+        if origin:
+            if cfg.region_record_push_all:
+                targets = self._live_region_members()
+                # A newer version, urgent or not, cancels the older one's repeat.
+                self._record_repeats.pop(key, None)
+                if urgent and cfg.region_record_repeat_s > 0:
+                    self._record_repeats[key] = (now + cfg.region_record_repeat_s, msg)
+                    if len(self._record_repeats) > RECORD_REPEATS_MAX:
+                        del self._record_repeats[next(iter(self._record_repeats))]
+                        self._count("drop_record_repeats_full")
+            else:
+                targets = pool.gossip_targets(cfg.region_record_push, now)
+        elif cfg.region_record_relay > 0:
+            targets = pool.gossip_targets(cfg.region_record_relay, now)
+        else:
+            targets = []
+        for m in targets:
+            pool.send_direct(now, m.addr, msg)
+        if cfg.region_record_retransmit > 0:
+            pool.queue_user(msg, key, limit=cfg.region_record_retransmit)
+
+    def _live_region_members(self) -> list[Member]:
+        live = (MemberState.ALIVE, MemberState.SUSPECT)
+        return [m for m in self.region_pool.members() if m.state in live]
+
+    def _repeat_region_records(self, now: float) -> None:
+        """Send our due region records to every member we now see alive (joiners included)."""
+        due = [key for key, (due_s, _msg) in self._record_repeats.items() if due_s <= now]
+        if not due:
+            return
+        targets = self._live_region_members()
+        for key in due:
+            _due_s, msg = self._record_repeats.pop(key)
+            for m in targets:
+                self.region_pool.send_direct(now, m.addr, msg)
 
     def redirect_summaries(self, pool: Membership | None) -> tuple[codec.Summary, ...]:
         """For a redirect: our region as we see it right now first, then what we know of others."""

@@ -254,8 +254,10 @@ class Agent:
         latest = self.node.state.latest_version(self.node_id)
         return max(int(time.time() * 1000), (latest or 0) + 1)
 
-    def publish_inventory(self, inv: inventory.Inventory) -> bool:
-        """Sign `inv` as this node's inventory record and publish it; True if the store took it."""
+    def publish_inventory(self, inv: inventory.Inventory, *, urgent: bool = False) -> bool:
+        """Sign `inv` as this node's inventory record and publish it; True if the store took it.
+
+        urgent: a meaningful change, sent to every region member twice (a refresh once)."""
         record = sign_record(
             self.identity.signing_key,
             inventory.INVENTORY_KIND,
@@ -264,7 +266,7 @@ class Agent:
             f"region:{self.region}",
             inventory.encode(inv),
         )
-        accepted: bool = self.runtime.drive(lambda now: self.node.publish_record(now, record))
+        accepted: bool = self.runtime.drive(lambda now: self.node.publish_record(now, record, urgent=urgent))
         if not accepted and not self._inventory_refused_logged:
             self._inventory_refused_logged = True
             log.warning(
@@ -284,7 +286,7 @@ class Agent:
             cur = self.collect_inventory()
         if not inventory.should_publish(self._inventory, cur, self._inventory_published_s, now_s):
             return False
-        self.publish_inventory(cur)
+        self.publish_inventory(cur, urgent=inventory.changed_meaningfully(self._inventory, cur))
         # Remember it even if refused: retry at the refresh interval, not every check.
         self._inventory = cur
         self._inventory_published_s = now_s

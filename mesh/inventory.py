@@ -128,6 +128,14 @@ def should_publish(prev: Inventory | None, cur: Inventory, last_published_s: flo
     """
     if prev is None or now_s - last_published_s >= INVENTORY_REFRESH_S:
         return True
+    return changed_meaningfully(prev, cur)
+
+
+def changed_meaningfully(prev: Inventory | None, cur: Inventory) -> bool:
+    """True if `cur` differs from `prev` by more than the thresholds (or there is no `prev`):
+    peers should hear of it at once and reliably (an urgent record), not at the next refresh."""
+    if prev is None:
+        return True
     if (
         cur.cpu_count != prev.cpu_count
         or cur.accelerators != prev.accelerators

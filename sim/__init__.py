@@ -78,8 +78,14 @@ Choices, written down (the report's keys follow issue 2):
   elsewhere): published, records_per_node_expected, held_fraction (live
   same-region (observer, author) pairs where the observer holds the author's
   latest published version at the end) and missing (such pairs lacking it).
-  The inventory_held invariant (once the last record had the region's settle
-  time) requires held_fraction 1.
+  The inventory_held invariant (lossless runs only, once the last record had
+  the region's settle time) requires held_fraction 1. `freshness`: per published version, the time
+  until every region peer live at its publication (and still up) held it or a
+  newer version (`all_peers_s` {p50, p99, max}; null where some version never
+  got there), the same per (version, peer) pair (`peer_s`), `incomplete`
+  versions and `missing_fraction` of pairs still lacking it at the end, and
+  `late`: versions that took longer than `bound_s` (two refresh periods, 120 s)
+  or still lack peers past it. The inventory_fresh invariant requires late 0.
 - Convergence (warm-up, partition.heal_s and region_heal_s): every live node
   sees every live member of its region alive (suspect tolerated under loss or
   stalls) and, for "all", every region has 1-3 gateways that all see each

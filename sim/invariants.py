@@ -129,8 +129,35 @@ class Invariants:
         self._check_crashes_dead(fleet, metrics, now)
         if metrics.record_tracks and now - metrics.record_tracks[-1].at_s >= region_settle_s:
             self._check_records_agree(fleet, now)
-        if metrics.inventory_scheduled is not None and now - metrics.inventory_last_s >= region_settle_s:
+        # Region records go once from their author to each member (docs/state.md): on a lossy
+        # network a member may hold the previous version until the next refresh or push-pull,
+        # which inventory_fresh bounds; holding every latest version is for a lossless one.
+        if (
+            metrics.inventory_scheduled is not None
+            and not lossy
+            and now - metrics.inventory_last_s >= region_settle_s
+        ):
             self._check_inventory_held(fleet, metrics, now)
+        if metrics.inventory_fresh_bound_s is not None:
+            self._check_inventory_fresh(fleet, metrics, now)
+
+    def _check_inventory_fresh(self, fleet: Fleet, metrics: Metrics, now: float) -> None:
+        """Every inventory version reached all live region peers within the bound (two refresh periods)."""
+        self._check("inventory_fresh")
+        late = metrics.inventory_late(now)
+        if late:
+            v = late[0]
+            if v.done_s is not None:
+                took = f"took {v.done_s - v.at_s:.3f} s"
+            else:
+                took = f"still misses {len(v.pending)} peers"
+            self.violation(
+                now,
+                "inventory_fresh",
+                f"{fleet.slots[v.author_idx].node_id}'s inventory version {v.version} published at "
+                f"t={v.at_s:.3f}s {took}; the bound is {metrics.inventory_fresh_bound_s:g} s "
+                f"({len(late)} versions late)",
+            )
 
     def _check_inventory_held(self, fleet: Fleet, metrics: Metrics, now: float) -> None:
         """Every live node holds the latest inventory of every live member of its region."""

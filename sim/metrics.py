@@ -77,6 +77,19 @@ class RecordTrack:
     delivered_s: dict[int, float] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class InventoryVersion:
+    """One published inventory version and the live region peers that do not hold it (or newer) yet."""
+
+    author_idx: int
+    version: int
+    at_s: float
+    pending: dict[int, None]
+    peers: int
+    urgent: bool = False
+    done_s: float | None = None
+
+
 class Metrics:
     """Collects detection, false deaths, dissemination, traffic and convergence."""
 
@@ -104,6 +117,12 @@ class Metrics:
         self.inventory_published = 0
         self.inventory_last_s = 0.0
         self.inventory_latest: dict[int, int] = {}
+        # Freshness: every published version, those not yet held by all (by author id), per-peer delays.
+        self.inventory_versions: list[InventoryVersion] = []
+        self._inventory_open: dict[str, list[InventoryVersion]] = {}
+        self.inventory_peer_delays: list[float] = []
+        # The inventory_fresh invariant's bound (the scenario sets it: two refresh periods).
+        self.inventory_fresh_bound_s: float | None = None
         # Partition bookkeeping: the groups of the last split and when it healed.
         self._split_group: list[int] = []
         self._healed_at_s: float | None = None
@@ -165,6 +184,13 @@ class Metrics:
         self.fleet_view[idx] = {}
         self.gateway[idx] = False
         self.changes += 1
+        if self._inventory_open:
+            # A node that stopped is no longer a peer anyone must reach.
+            for author_id in list(self._inventory_open):
+                for v in self._inventory_open[author_id]:
+                    if v.pending.pop(idx, 1) is None and not v.pending:
+                        v.done_s = now
+                self._close_inventory(author_id)
 
     def on_restart(self, now: float, idx: int) -> None:
         """Node idx comes back with an empty view, above its persisted incarnation."""
@@ -204,16 +230,81 @@ class Metrics:
         if accepted:
             track.delivered_s.setdefault(origin_idx, now)
 
-    def expect_inventory(self, scheduled: int) -> None:
-        """The run's nodes will publish `scheduled` inventory records in all."""
-        self.inventory_scheduled = scheduled
+    def expect_inventory(self, scheduled: int, fresh_bound_s: float | None = None) -> None:
+        """The run's nodes will publish `scheduled` inventory records in all.
 
-    def on_inventory(self, now: float, idx: int, record: Record, accepted: bool) -> None:
-        """Node idx published its own inventory record (accepted: its store took it)."""
+        fresh_bound_s: every version must reach all live region peers within it.
+        """
+        self.inventory_scheduled = scheduled
+        self.inventory_fresh_bound_s = fresh_bound_s
+
+    def on_inventory(
+        self, now: float, idx: int, record: Record, accepted: bool, *, urgent: bool = False
+    ) -> None:
+        """Node idx published its own inventory record (accepted: its store took it; urgent: a change)."""
         if accepted:
             self.inventory_published += 1
             self.inventory_last_s = now
             self.inventory_latest[idx] = max(record.version, self.inventory_latest.get(idx, 0))
+            fleet = self.fleet
+            pending = dict.fromkeys(i for i in fleet.live(fleet.slots[idx].region) if i != idx)
+            v = InventoryVersion(idx, record.version, now, pending, len(pending), urgent)
+            if not pending:
+                v.done_s = now
+            self.inventory_versions.append(v)
+            if pending:
+                self._inventory_open.setdefault(record.key, []).append(v)
+
+    def _inventory_received(self, now: float, obs: int, record: Record) -> None:
+        """obs accepted an inventory record: it now holds that version and every older one."""
+        versions = self._inventory_open.get(record.key)
+        if not versions:
+            return
+        for v in versions:
+            if v.version <= record.version and v.pending.pop(obs, 1) is None:
+                self.inventory_peer_delays.append(now - v.at_s)
+                if not v.pending:
+                    v.done_s = now
+        self._close_inventory(record.key)
+
+    def _close_inventory(self, author_id: str) -> None:
+        open_ = [v for v in self._inventory_open[author_id] if v.done_s is None]
+        if open_:
+            self._inventory_open[author_id] = open_
+        else:
+            del self._inventory_open[author_id]
+
+    def inventory_late(self, now: float) -> list[InventoryVersion]:
+        """Versions that reached all live region peers later than the bound, or still lack some past it."""
+        bound = self.inventory_fresh_bound_s
+        if bound is None:
+            return []
+        return [
+            v
+            for v in self.inventory_versions
+            if (v.done_s - v.at_s if v.done_s is not None else now - v.at_s) > bound
+        ]
+
+    def inventory_freshness(self, now: float) -> dict[str, Any]:
+        """Per published version, the time until every live region peer held it (or a newer one)."""
+        versions = self.inventory_versions
+        pairs = sum(v.peers for v in versions)
+        pending = sum(len(v.pending) for v in versions if v.done_s is None)
+
+        def took(v: InventoryVersion) -> float:
+            return v.done_s - v.at_s if v.done_s is not None else math.inf
+
+        return {
+            "versions": len(versions),
+            "all_peers_s": stats([took(v) for v in versions]),
+            # The same for the meaningful changes alone (published urgent).
+            "changes_all_peers_s": stats([took(v) for v in versions if v.urgent]),
+            "peer_s": stats(self.inventory_peer_delays),
+            "incomplete": sum(1 for v in versions if v.done_s is None),
+            "missing_fraction": round(pending / pairs, 6) if pairs else None,
+            "bound_s": self.inventory_fresh_bound_s,
+            "late": len(self.inventory_late(now)),
+        }
 
     def inventory_missing(self) -> tuple[int, list[tuple[int, int]]]:
         """(pairs, missing): live (observer, author) pairs of one region, the author having
@@ -239,8 +330,8 @@ class Metrics:
                         missing.append((obs, a))
         return pairs, missing
 
-    def inventory(self) -> dict[str, Any] | None:
-        """published, records_per_node_expected, held_fraction, missing (inventory scenario only)."""
+    def inventory(self, now: float) -> dict[str, Any] | None:
+        """published, records_per_node_expected, held_fraction, missing, freshness (inventory only)."""
         if self.inventory_scheduled is None:
             return None
         pairs, missing = self.inventory_missing()
@@ -250,6 +341,7 @@ class Metrics:
             "records_per_node_expected": round(self.inventory_scheduled / nodes, 3) if nodes else None,
             "held_fraction": round(1.0 - len(missing) / pairs, 6) if pairs else None,
             "missing": len(missing),
+            "freshness": self.inventory_freshness(now),
         }
 
     def start_traffic_window(self, now: float) -> None:
@@ -269,6 +361,8 @@ class Metrics:
                 b.delivered_s.setdefault(slot.idx, now)
         elif type(event) is RecordsAccepted:
             for r in event.records:
+                if self._inventory_open and r.kind == "inventory":
+                    self._inventory_received(now, slot.idx, r)
                 for track in self.record_tracks:
                     # Holding a newer version of the slot counts as holding this one.
                     if track.slot == r.slot and track.version <= r.version:

@@ -88,6 +88,19 @@ def summary(report: dict[str, Any]) -> str:
     if tr is not None:
         lines.append(f"  traffic bytes/node/s {_fmt(tr['bytes_per_node_s'], '')}")
         lines.append(f"    msgs/node/s {_fmt(tr['msgs_per_node_s'], '')}")
+    stock = report.get("inventory")
+    if stock is not None:
+        lines.append(
+            f"  inventory: {stock['published']} published, held fraction {stock['held_fraction']} "
+            f"(missing: {stock['missing']})"
+        )
+        fresh = stock.get("freshness")
+        if fresh is not None:
+            lines.append(f"    every region peer holds a version: {_fmt(fresh['all_peers_s'])}")
+            lines.append(
+                f"    changes only: {_fmt(fresh['changes_all_peers_s'])}  "
+                f"(incomplete: {fresh['incomplete']}, late past {fresh['bound_s']:g}s: {fresh['late']})"
+            )
     part = report["partition"]
     if part is not None:
         healed = "never" if part["heal_s"] is None else f"{part['heal_s']}s"

@@ -117,11 +117,12 @@ def _publisher(fleet: Fleet, rng: random.Random, record: Record) -> Callable[[fl
     return publish
 
 
-def _own_publisher(fleet: Fleet, idx: int, record: Record) -> Callable[[Any, float], None]:
-    """Node idx publishes a record of its own (its inventory)."""
+def _own_publisher(fleet: Fleet, idx: int, record: Record, urgent: bool) -> Callable[[Any, float], None]:
+    """Node idx publishes a record of its own (its inventory; urgent: a meaningful change)."""
 
     def publish(core: Any, t: float) -> None:
-        fleet.metrics.on_inventory(t, idx, record, core.publish_record(t, record))
+        accepted = core.publish_record(t, record, urgent=urgent)
+        fleet.metrics.on_inventory(t, idx, record, accepted, urgent=urgent)
 
     return publish
 
@@ -216,9 +217,9 @@ def run_simulation(
     for at_s, record in plan.records:
         engine.call_at(at_s, _publisher(fleet, fault_rng, record))
     if plan.name == "inventory":
-        metrics.expect_inventory(len(plan.own_records))
-    for at_s, idx, record in plan.own_records:
-        engine.call_node_at(at_s, idx, _own_publisher(fleet, idx, record))
+        metrics.expect_inventory(len(plan.own_records), scenarios.INVENTORY_FRESH_BOUND_S)
+    for at_s, idx, record, urgent in plan.own_records:
+        engine.call_node_at(at_s, idx, _own_publisher(fleet, idx, record, urgent))
     if plan.heal_at_s is not None and plan.heal_at_s < duration_s:
         _watch_convergence(fleet, plan.heal_at_s, duration_s, "all", converged, "heal")
         _watch_convergence(fleet, plan.heal_at_s, duration_s, "region", converged, "heal_region")
@@ -280,5 +281,5 @@ def run_simulation(
             "dropped": dict(engine.drops),
         },
         # After everything else: the inventory scenario's own records (null in other scenarios).
-        "inventory": metrics.inventory(),
+        "inventory": metrics.inventory(duration_s),
     }

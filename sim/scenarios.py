@@ -59,6 +59,9 @@ INVENTORY_KIND = "inventory"
 INVENTORY_FIRST_S = 5.0
 INVENTORY_REFRESH_S = 60.0
 INVENTORY_CHANGE_FRACTION = 0.10
+# The freshness invariant: every published version is held by every live region peer
+# (or superseded there by a newer one) within two refresh periods.
+INVENTORY_FRESH_BOUND_S = 2 * INVENTORY_REFRESH_S
 GIB = 1 << 30
 
 
@@ -75,8 +78,9 @@ class Plan:
     lossy: bool
     # Signed records a random live node publishes, with when: (time, record).
     records: tuple[tuple[float, Record], ...] = ()
-    # Records each node publishes itself, in time order: (time, node index, record).
-    own_records: tuple[tuple[float, int, Record], ...] = ()
+    # Records each node publishes itself, in time order: (time, node index, record, urgent).
+    # urgent: a meaningful change, not a periodic refresh (publish_record's keyword).
+    own_records: tuple[tuple[float, int, Record, bool], ...] = ()
 
 
 def operator_key(seed: int) -> nacl.signing.SigningKey:
@@ -96,7 +100,9 @@ def inventory_payload(doc: dict[str, Any]) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _inventories(fleet: Fleet, duration_s: float, rng: random.Random) -> list[tuple[float, int, Record]]:
+def _inventories(
+    fleet: Fleet, duration_s: float, rng: random.Random
+) -> list[tuple[float, int, Record, bool]]:
     """Every node's inventory records over the run, signed with its key, in time order.
 
     Drawn in node order from rng: the device (cores, memory, disk, arch, a label),
@@ -107,7 +113,7 @@ def _inventories(fleet: Fleet, duration_s: float, rng: random.Random) -> list[tu
     n = len(fleet.slots)
     changers = set(rng.sample(range(n), round(INVENTORY_CHANGE_FRACTION * n)))
     change_end_s = max(INVENTORY_FIRST_S, duration_s - QUIET_TAIL_S)
-    out: list[tuple[float, int, Record]] = []
+    out: list[tuple[float, int, Record, bool]] = []
     for idx in range(n):
         slot = fleet.slots[idx]
         key = fleet.signing_keys[slot.node_id]
@@ -151,7 +157,7 @@ def _inventories(fleet: Fleet, duration_s: float, rng: random.Random) -> list[tu
             }
             scope = f"region:{region}"
             record = sign_record(key, INVENTORY_KIND, slot.node_id, version, scope, inventory_payload(doc))
-            out.append((at_s, idx, record))
+            out.append((at_s, idx, record, change))
     out.sort(key=lambda e: (e[0], e[1]))
     return out
 

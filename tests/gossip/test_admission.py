@@ -366,3 +366,12 @@ def test_a_displaced_member_is_expelled_from_the_pool() -> None:
     link.run_until(15.0)
     assert early.node_id in member_ids(first)
     assert late.node_id not in member_ids(first)
+
+
+def test_a_joiners_admission_spreads_with_it_so_every_member_lets_it_in_within_seconds() -> None:
+    link, nodes = admitted_region(16)
+    joiner = link.add("j", "r0", fleet_config=WAN, admission=admission_of(node_key(30)))
+    joiner.join(link.now, [nodes[5].addr])
+    link._flush(joiner)
+    link.run_until(link.now + 3.0)  # far below the push-pull interval: gossip carried it
+    assert [n.node_id for n in nodes if joiner.node_id not in member_ids(n)] == []

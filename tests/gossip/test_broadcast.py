@@ -58,6 +58,39 @@ def test_items_leave_after_retransmit_limit() -> None:
     assert q.take(100, 0, 3) == []
 
 
+def test_an_item_limit_caps_its_transmits_below_the_pools() -> None:
+    q = BroadcastQueue(8)
+    q.queue(b"a", limit=1)
+    q.queue(b"b")
+    assert q.take(100, 0, 3) == [b"b", b"a"]
+    assert len(q) == 1  # a is done after its one transmission; b goes on
+    assert q.take(100, 0, 3) == [b"b"]
+    assert q.take(100, 0, 3) == [b"b"]
+    assert q.take(100, 0, 3) == []
+    assert len(q) == 0 and q.dropped == 0
+
+
+def test_an_item_limit_above_the_pools_changes_nothing() -> None:
+    q = BroadcastQueue(8)
+    q.queue(b"a", key="k", limit=10)
+    assert q.take(100, 0, 2) == [b"a"]
+    assert q.take(100, 0, 2) == [b"a"]
+    assert q.take(100, 0, 2) == []
+    q.queue(b"b", key="k")  # the key was released when a was done
+
+
+def test_an_item_limit_goes_with_the_item_not_its_key() -> None:
+    q = BroadcastQueue(8)
+    q.queue(b"old", key="k", limit=1)
+    q.queue(b"new", key="k")  # replaces old, with the pool's limit
+    assert [q.take(100, 0, 3) for _ in range(4)] == [[b"new"], [b"new"], [b"new"], []]
+
+
+def test_an_item_limit_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        BroadcastQueue(4).queue(b"a", limit=0)
+
+
 def test_retransmit_limit_below_one_still_sends_once() -> None:
     q = BroadcastQueue(8)
     q.queue(b"a")

@@ -8,6 +8,7 @@ from gossip import codec
 from gossip.admission import make_admission, sign_invite
 from gossip.config import LAN, WAN
 from gossip.events import RecordsAccepted
+from gossip.io import Datagram
 from gossip.node import GossipNode
 from gossip.records import Record, encode_record, key_id, sign_record
 from gossip.trust import StaticTrust
@@ -160,3 +161,107 @@ def test_a_node_cannot_write_another_nodes_inventory() -> None:
     forged = inventory(keys[1], "r0", 1, about=nodes[2].node_id)  # node 1 writes node 2's slot
     assert not nodes[1].publish_record(link.now, forged)
     assert nodes[1].counters["state.drop_not_allowed"] == 1
+
+
+def _record_datagrams(nodes: list[GossipNode]) -> list[tuple[str, str]]:
+    """Record (sender id, destination addr) of every RecordGossip message the nodes send from now on."""
+    sent: list[tuple[str, str]] = []
+    for node in nodes:
+
+        def poll(node: GossipNode = node, inner=node.poll_transmit) -> list:  # type: ignore[no-untyped-def]
+            out = inner()
+            for o in out:
+                if isinstance(o, Datagram):
+                    packet = codec.decode_packet(o.payload, max_bytes=2000)
+                    for m in packet.messages:
+                        if isinstance(m, codec.RecordGossip):
+                            sent.append((node.node_id, o.dst))
+            return out
+
+        node.poll_transmit = poll  # type: ignore[method-assign]
+    return sent
+
+
+def test_a_region_record_goes_from_its_author_to_each_region_member_once_and_no_further() -> None:
+    link, nodes, keys = _keyed_region(6, regions=2)
+    sent = _record_datagrams(nodes)
+    author = nodes[2]
+    assert author.publish_record(link.now, inventory(keys[2], "r0", 1))
+    link._flush(author)
+    mates = [n for n in nodes if n.region == "r0" and n is not author]
+    # One datagram to each live member of the region, at once: no gossip round needed.
+    assert sorted(dst for src, dst in sent) == sorted(n.addr for n in mates)
+    link.run_until(link.now + 0.01)
+    assert all(n.state.get("inventory", author.node_id) is not None for n in mates)
+    link.run_until(link.now + 10.0)
+    # Nobody re-gossips it: the author's datagrams were the whole cost.
+    assert len(sent) == len(mates)
+    assert all(n.state.get("inventory", author.node_id) is None for n in nodes if n.region != "r0")
+
+
+def test_a_region_record_the_author_could_not_deliver_arrives_by_anti_entropy() -> None:
+    link, nodes, keys = _keyed_region(5)
+    author, away = nodes[0], nodes[4]
+    link.drop = lambda src, dst: (src, dst) == (author.addr, away.addr)  # only the author's datagrams
+    assert author.publish_record(link.now, inventory(keys[0], "r0", 1))
+    link._flush(author)
+    link.run_until(link.now + 1.0)
+    assert away.state.get("inventory", author.node_id) is None
+    assert all(n.state.get("inventory", author.node_id) is not None for n in nodes[1:4])
+    link.run_until(link.now + 120.0)  # a push-pull with any other member carries it over
+    assert away.state.get("inventory", author.node_id) is not None
+
+
+def test_a_region_record_can_spread_by_a_bounded_epidemic_instead() -> None:
+    config = LAN.with_(
+        region_record_push_all=False, region_record_push=2, region_record_relay=1, region_record_retransmit=1
+    )
+    link = Link(
+        seed=5, config=config, trust=StaticTrust(operators=[bytes(OPERATOR.verify_key)], cluster_id=CLUSTER)
+    )
+    keys = [nacl.signing.SigningKey(bytes([i + 1]) * 32) for i in range(8)]
+    nodes = [
+        link.add(f"n{i}", "r0", admission=make_admission(k, INVITE, region="r0", admitted_at_s=1_700_000_000))
+        for i, k in enumerate(keys)
+    ]
+    for node in nodes[1:]:
+        node.join(link.now, [nodes[0].addr])
+        link._flush(node)
+    link.run_until(20.0)
+    sent = _record_datagrams(nodes)
+    author = nodes[3]
+    assert author.publish_record(link.now, inventory(keys[3], "r0", 1))
+    link._flush(author)
+    assert len(sent) == 2  # pushed to two random members, not to all seven
+    link.run_until(link.now + 10.0)
+    per_node: dict[str, int] = {}
+    for src, _dst in sent:
+        per_node[src] = per_node.get(src, 0) + 1
+    # The author: 2 pushes + 1 piggyback; everyone else: at most 1 relay + 1 piggyback.
+    assert per_node.pop(author.node_id) <= 3
+    assert all(count <= 2 for count in per_node.values())
+    link.run_until(link.now + 200.0)  # whoever the epidemic missed, anti-entropy reaches
+    assert all(n.state.get("inventory", author.node_id) is not None for n in nodes)
+
+
+def test_an_urgent_region_record_is_sent_to_every_member_a_second_time() -> None:
+    link, nodes, keys = _keyed_region(5)
+    sent = _record_datagrams(nodes)
+    author, away = nodes[0], nodes[4]
+    repeat_s = LAN.region_record_repeat_s
+    cut_until = link.now + repeat_s / 2
+    link.drop = lambda src, dst: (src, dst) == (author.addr, away.addr) and link.now < cut_until
+    assert author.publish_record(link.now, inventory(keys[0], "r0", 1), urgent=True)
+    link._flush(author)
+    link.run_until(link.now + repeat_s / 2)
+    assert away.state.get("inventory", author.node_id) is None  # lost the first datagram
+    link.run_until(link.now + repeat_s)
+    assert away.state.get("inventory", author.node_id) is not None  # not the second
+    assert len(sent) == 2 * 4
+    # A periodic refresh is sent once; and it cancels a repeat still due for an older version.
+    assert author.publish_record(link.now, inventory(keys[0], "r0", 2), urgent=True)
+    link._flush(author)
+    assert author.publish_record(link.now, inventory(keys[0], "r0", 3))
+    link._flush(author)
+    link.run_until(link.now + 3 * repeat_s)
+    assert len(sent) == 2 * 4 + 4 + 4

@@ -113,6 +113,23 @@ def test_inventory_every_node_holds_its_region_peers_latest_inventory(seed: int)
     assert inv["records_per_node_expected"] == 1.1 and inv["published"] == 66, why
     assert inv["held_fraction"] == 1.0 and inv["missing"] == 0, why
     assert report["dissemination"]["missing"] == 0, why
+    # Each author sends its record straight to every region peer: all hold it within latency.
+    fresh = inv["freshness"]
+    assert "inventory_fresh" in report["invariants"]["checked"], why
+    assert fresh["versions"] == 66 and fresh["incomplete"] == 0 and fresh["late"] == 0, why
+    assert fresh["missing_fraction"] == 0.0 and fresh["bound_s"] == 120.0, why
+    assert fresh["all_peers_s"]["max"] < 0.1 and fresh["changes_all_peers_s"]["max"] < 0.1, why
+
+
+def test_inventory_under_loss_stays_within_the_freshness_bound() -> None:
+    report, why = simulate(60, 3, "inventory", 4, 40.0, loss=0.05)
+    assert_invariants_hold(report, why)
+    checked = report["invariants"]["checked"]
+    assert "inventory_fresh" in checked and "inventory_held" not in checked, why
+    fresh = report["inventory"]["freshness"]
+    assert fresh["versions"] == 66 and fresh["late"] == 0, why
+    # Most peers get a version in the author's datagram; what loss took, repairs bring later.
+    assert fresh["peer_s"]["p50"] < 0.1 < fresh["peer_s"]["max"], why
 
 
 def _fleet(node_keys: bool) -> Fleet:
