@@ -17,7 +17,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sim.fleet import Fleet
 
@@ -71,12 +71,25 @@ def leave_at(fleet: Fleet, at_s: float, idx: int) -> None:
     fleet.engine.call_at(at_s, run)
 
 
-def join_new_at(fleet: Fleet, at_s: float, region: int) -> None:
-    """A brand-new node joins region cold at at_s, through a seed in its region and one in region 0."""
+def join_new_at(
+    fleet: Fleet,
+    at_s: float,
+    region: int,
+    *,
+    intruder: str | None = None,
+    then: Callable[[str, float], None] | None = None,
+) -> None:
+    """A brand-new node joins region cold at at_s, through a seed in its region and one in region 0.
+
+    intruder: a device without a valid invite (sim.admission.INTRUDER_KINDS).
+    then(node_id, now): told the new node's id once it exists.
+    """
 
     def run(now: float) -> None:
-        fleet.fault_counts["joins"] += 1
-        slot = fleet.spawn(region)
+        fleet.fault_counts["intrusions" if intruder is not None else "joins"] += 1
+        slot = fleet.spawn(region, intruder=intruder)
+        if then is not None:
+            then(slot.node_id, now)
         seeds = fleet.seeds_for(slot.idx)
         fleet.engine.call_node_at(now, slot.idx, lambda core, t: core.join(t, seeds))
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import nacl.signing
 
@@ -26,6 +28,9 @@ from sim.invariants import Invariants
 from sim.metrics import Metrics
 from sim.network import Network
 from sim.slot import NodeSlot
+
+if TYPE_CHECKING:
+    from sim.admission import AdmissionWatch
 
 PORT = 7946
 # Addresses are 10.<region>.<x>.<y>: one /16 per region.
@@ -119,7 +124,13 @@ class Fleet:
             "leaves": 0,
             "joins": 0,
             "partitions": 0,
+            "intrusions": 0,
         }
+        # The admission scenario: intruders (never members: left out of live()), revoked node
+        # ids (their deaths are the operator's doing, not false), and its watch.
+        self.outsiders: set[int] = set()
+        self.revoked_ids: set[str] = set()
+        self.watch: AdmissionWatch | None = None
         metrics.bind(self)
         invariants.bind(self)
 
@@ -129,6 +140,8 @@ class Fleet:
         """A core reported an event."""
         self.metrics.on_event(now, slot, event)
         self.invariants.on_event(now, slot, event)
+        if self.watch is not None:
+            self.watch.on_event(now, slot, event)
 
     def on_violation(self, now: float, kind: str, detail: str) -> None:
         """The engine saw a broken invariant (a core exception, an oversized packet, ...)."""
@@ -153,9 +166,13 @@ class Fleet:
         return core
 
     def live(self, region: int | None = None) -> list[int]:
-        """Indexes of the nodes that are up (in one region, or all), in index order."""
+        """Indexes of the fleet's nodes that are up (in one region, or all), in index order.
+
+        Intruders (outsiders) are not the fleet's: they never count as live members."""
         slots = self.engine.slots
         pool = range(len(slots)) if region is None else self.by_region[region]
+        if self.outsiders:
+            return [i for i in pool if slots[i].up and i not in self.outsiders]
         return [i for i in pool if slots[i].up]
 
     # -- creating nodes --------------------------------------------------------------------
@@ -204,6 +221,28 @@ class Fleet:
             self._admissions[node_id] = record
         return record
 
+    def _bad_admission(self, node_id: str, region: int, kind: str) -> Record:
+        """An admission an honest node must refuse: its invite forged, expired, or another cluster's."""
+        invite = self.invite
+        if invite is None:
+            raise ValueError("intruders need a keyed fleet (an invite)")
+        key = self.signing_keys[node_id]
+        name = self.region_names[region]
+        mallory = nacl.signing.SigningKey(hashlib.sha256(b"murmur-sim-mallory" + node_id.encode()).digest())
+        if kind == "forged":
+            fake = sign_invite(
+                mallory, invite.cluster_id, expires_at_s=invite.expires_at_s, nonce=invite.nonce
+            )
+            return make_admission(
+                key, replace(invite, signature=fake.signature), region=name, admitted_at_s=SIM_EPOCH_S
+            )
+        if kind == "expired":
+            return make_admission(key, invite, region=name, admitted_at_s=invite.expires_at_s + 1)
+        if kind == "other_cluster":
+            other = sign_invite(mallory, "elsewhere", expires_at_s=invite.expires_at_s, nonce=invite.nonce)
+            return make_admission(key, other, region=name, admitted_at_s=SIM_EPOCH_S)
+        raise ValueError(f"unknown intruder kind {kind!r}")
+
     def _make_core(self, node_id: str, addr: str, region: int, incarnation: int) -> GossipNode:
         return GossipNode(
             node_id,
@@ -218,14 +257,24 @@ class Fleet:
             admission=self.admission(node_id, region),
         )
 
-    def spawn(self, region: int, views: Sequence[MemberView] = (), *, drive: bool = True) -> NodeSlot:
+    def spawn(
+        self,
+        region: int,
+        views: Sequence[MemberView] = (),
+        *,
+        drive: bool = True,
+        intruder: str | None = None,
+    ) -> NodeSlot:
         """Create a new node in a region; with views, warm-started with that region view.
 
         With drive False its first output waits for `engine.drive` (so a warm
-        start can create every node before any of them sends).
+        start can create every node before any of them sends). An intruder (a
+        kind of sim.admission.INTRUDER_KINDS) has the network key but a bad admission.
         """
         node_id = self._identity(self._next_id)
         self._next_id += 1
+        if intruder is not None:
+            self._admissions[node_id] = self._bad_admission(node_id, region, intruder)
         addr = self.new_addr(region)
         core = self._make_core(node_id, addr, region, 0)
         if views:
@@ -240,6 +289,8 @@ class Fleet:
         self.leaving.append(False)
         self.metrics.on_spawn(idx, node_id, region, views)
         slot = self.engine.add_node(node_id, addr, region, core, drive=drive)
+        if intruder is not None:
+            self.outsiders.add(idx)
         self.invariants.on_start(slot)
         return slot
 
@@ -314,6 +365,14 @@ class Fleet:
             return
         self.left[idx] = True
         self.leaving[idx] = False
+        self.engine.crash(idx)
+        self.metrics.on_down(self.engine.now, idx)
+
+    def stop_revoked(self, idx: int) -> None:
+        """Node idx learned it was revoked and stops (the agent exits), without a leave."""
+        if not self.engine.slots[idx].up:
+            return
+        self.left[idx] = True
         self.engine.crash(idx)
         self.metrics.on_down(self.engine.now, idx)
 

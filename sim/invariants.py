@@ -61,7 +61,8 @@ class Invariants:
                 f"t={now:.3f}s {kind}: {detail}; reproduce with --seed {self.seed}: {self.reproduce}"
             )
 
-    def _check(self, name: str) -> None:
+    def check(self, name: str) -> None:
+        """Note that invariant `name` is checked in this run (listed in the report)."""
         if name not in self.checked:
             self.checked.append(name)
 
@@ -143,7 +144,7 @@ class Invariants:
 
     def _check_inventory_fresh(self, fleet: Fleet, metrics: Metrics, now: float) -> None:
         """Every inventory version reached all live region peers within the bound (two refresh periods)."""
-        self._check("inventory_fresh")
+        self.check("inventory_fresh")
         late = metrics.inventory_late(now)
         if late:
             v = late[0]
@@ -161,7 +162,7 @@ class Invariants:
 
     def _check_inventory_held(self, fleet: Fleet, metrics: Metrics, now: float) -> None:
         """Every live node holds the latest inventory of every live member of its region."""
-        self._check("inventory_held")
+        self.check("inventory_held")
         _, missing = metrics.inventory_missing()
         if missing:
             obs, author = missing[0]
@@ -178,7 +179,7 @@ class Invariants:
         Compared by the fleet-only digest (author -> highest version, fingerprint),
         which is what gateways compare in the fleet pool.
         """
-        self._check("records_agree")
+        self.check("records_agree")
         live = fleet.live()
         if not live:
             return
@@ -197,7 +198,7 @@ class Invariants:
 
     def _check_views_match(self, fleet: Fleet, metrics: Metrics, now: float) -> None:
         """The views rebuilt from MemberChanged events equal what members() says."""
-        self._check("events_match_view")
+        self.check("events_match_view")
         for idx in fleet.live():
             core = fleet.core(idx)
             for pool, tracked in (("region", metrics.region_view[idx]), ("fleet", metrics.fleet_view[idx])):
@@ -225,7 +226,7 @@ class Invariants:
 
     def _check_region_liveness(self, fleet: Fleet, now: float, *, lossy: bool) -> None:
         """Every live node sees every live member of its region alive (suspect tolerated under loss)."""
-        self._check("region_liveness")
+        self.check("region_liveness")
         ok = (MemberState.ALIVE, MemberState.SUSPECT) if lossy else (MemberState.ALIVE,)
         slots = fleet.slots
         for region in range(fleet.region_count):
@@ -245,7 +246,7 @@ class Invariants:
 
     def _check_gateways(self, fleet: Fleet, now: float) -> None:
         """Once converged, every region has 1 to 3 gateways."""
-        self._check("gateways_per_region")
+        self.check("gateways_per_region")
         for region in range(fleet.region_count):
             live = fleet.live(region)
             count = sum(1 for i in live if fleet.core(i).is_gateway)
@@ -258,7 +259,7 @@ class Invariants:
 
     def _check_fleet_liveness(self, fleet: Fleet, now: float) -> None:
         """Every live gateway sees every other live gateway in the fleet pool (not dead or left)."""
-        self._check("fleet_liveness")
+        self.check("fleet_liveness")
         slots = fleet.slots
         gateways = [i for i in fleet.live() if fleet.core(i).is_gateway and not slots[i].stalled]
         for g in gateways:
@@ -281,7 +282,7 @@ class Invariants:
         for rec in metrics.crashes:
             if now - rec.at_s < limit_s or slots[rec.idx].up:
                 continue
-            self._check("crashed_detected")
+            self.check("crashed_detected")
             region = slots[rec.idx].region
             for obs in fleet.live(region):
                 states = [m.state for m in fleet.core(obs).members("region") if m.node_id == rec.node_id]

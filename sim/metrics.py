@@ -409,8 +409,8 @@ class Metrics:
         if subj_idx is None:
             return
         subj = fleet.slots[subj_idx]
-        if not subj.up or subj.stalled:
-            return
+        if not subj.up or subj.stalled or ev.node_id in fleet.revoked_ids:
+            return  # (a revoked node is expelled on purpose)
         if ev.incarnation <= self.life_floor[subj_idx] or ev.addr != subj.addr:
             return  # a notice about an earlier life of a restarted node
         pair = (obs.idx, subj_idx)

@@ -101,6 +101,20 @@ def summary(report: dict[str, Any]) -> str:
                 f"    changes only: {_fmt(fresh['changes_all_peers_s'])}  "
                 f"(incomplete: {fresh['incomplete']}, late past {fresh['bound_s']:g}s: {fresh['late']})"
             )
+    adm = report.get("admission")
+    if adm is not None:
+        lines.append(
+            f"  admission: {adm['joiners']} invited joined, every region member lists them "
+            f"{_fmt(adm['joined_all_s'])} (not joined: {adm['not_joined']})"
+        )
+        lines.append(
+            f"    {adm['intruders']} intruders {adm['intruder_kinds']}: listed {adm['sightings']} times; "
+            f"refusals {adm['refusals']}"
+        )
+        lines.append(
+            f"    {adm['revoked']} revoked: expelled everywhere {_fmt(adm['expelled_all_s'])} "
+            f"(not expelled: {adm['not_expelled']}, stopped: {adm['revoked_stopped']})"
+        )
     part = report["partition"]
     if part is not None:
         healed = "never" if part["heal_s"] is None else f"{part['heal_s']}s"

@@ -17,6 +17,7 @@ from gossip.envelope import Keyring
 from gossip.records import Record
 from gossip.trust import StaticTrust
 from sim import scenarios
+from sim.admission import AdmissionWatch
 from sim.fleet import SIM_CLUSTER_ID, Fleet, sim_invite
 from sim.invariants import Invariants
 from sim.metrics import Metrics
@@ -185,9 +186,11 @@ def run_simulation(
         sealer=Keyring([network_key]) if encrypt else None,
         nonce_rng=nonce_rng,
         trust=StaticTrust(operators=[bytes(operator.verify_key)], cluster_id=SIM_CLUSTER_ID),
-        invite=sim_invite(operator, seed) if scenario == "inventory" else None,
+        invite=sim_invite(operator, seed) if scenario in ("inventory", "admission") else None,
     )
     engine = fleet.engine
+    if scenario == "admission":
+        fleet.watch = AdmissionWatch(fleet)
 
     # Warm start: a converged fleet, then every node joins through two seeds, staggered,
     # which is how the gateways find the fleet pool.
@@ -229,6 +232,8 @@ def run_simulation(
     invariants.check_end(
         metrics, duration_s, plan.quiet_since_s, lossy=plan.lossy, after_split=plan.heal_at_s is not None
     )
+    if fleet.watch is not None:
+        fleet.watch.check_end(invariants, duration_s)
 
     heal_at_s = plan.heal_at_s
     heal_done = converged["heal"]
@@ -282,4 +287,6 @@ def run_simulation(
         },
         # After everything else: the inventory scenario's own records (null in other scenarios).
         "inventory": metrics.inventory(duration_s),
+        # The admission scenario's newcomers, intruders and revocations (null in other scenarios).
+        "admission": fleet.watch.report() if fleet.watch is not None else None,
     }

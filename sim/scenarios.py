@@ -20,6 +20,12 @@ FAULT_AT_S, after a warm start has had time to settle, and stop early enough
   publishes a signed `inventory` record (scope its region) at a random time in
   the first INVENTORY_FIRST_S, republishes it every INVENTORY_REFRESH_S, and
   10% of the nodes publish once more on a meaningful change at a random time.
+- admission: every node has its own key and joined with an invite (admission
+  mode, docs/trust.md). Between FAULT_AT_S and FAULT_AT_S + ADMISSION_WINDOW_S,
+  0.5% of the fleet joins as new devices with a valid invite and as many (at
+  least 3) try to join with a forged, expired or other-cluster invite; at
+  REVOKE_AT_S the operator revokes 0.2% of the nodes (at least one) at a random
+  node. sim/admission.py measures who got in, who never did, who was thrown out.
 """
 
 from __future__ import annotations
@@ -34,9 +40,10 @@ import nacl.signing
 
 from gossip.records import Record, sign_record
 from sim import faults
+from sim.admission import INTRUDER_KINDS
 from sim.fleet import Fleet
 
-SCENARIOS = ("steady", "crash", "loss", "stall", "partition", "churn", "desired", "inventory")
+SCENARIOS = ("steady", "crash", "loss", "stall", "partition", "churn", "desired", "inventory", "admission")
 DEFAULT_LOSS = {"loss": 0.10}
 FAULT_AT_S = 10.0
 PARTITION_S = 30.0
@@ -63,6 +70,11 @@ INVENTORY_CHANGE_FRACTION = 0.10
 # (or superseded there by a newer one) within two refresh periods.
 INVENTORY_FRESH_BOUND_S = 2 * INVENTORY_REFRESH_S
 GIB = 1 << 30
+# Admission: newcomers arrive over this window after FAULT_AT_S; revocations at REVOKE_AT_S.
+ADMISSION_WINDOW_S = 10.0
+ADMISSION_JOINER_FRACTION = 0.005
+ADMISSION_REVOKED_FRACTION = 0.002
+REVOKE_AT_S = FAULT_AT_S + 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +204,10 @@ def schedule(
             raise ValueError("the inventory scenario needs a fleet with node keys")
         own = tuple(_inventories(fleet, duration_s, rng))
         return Plan(scenario, FAULT_AT_S, 0.0, FAULT_AT_S, None, lossy, own_records=own)
+    if scenario == "admission":
+        if operator is None or fleet.watch is None or not fleet.node_keys:
+            raise ValueError("the admission scenario needs a keyed fleet, its watch and an operator key")
+        return _admission(fleet, duration_s, rng, lossy, operator)
     if scenario == "desired":
         if operator is None:
             raise ValueError("the desired scenario needs an operator key")
@@ -270,3 +286,42 @@ def _churn(fleet: Fleet, faults_end_s: float, rng: random.Random, lossy: bool) -
         last_s = max(last_s, t_join)
         t += rng.expovariate(rate_per_s)
     return Plan("churn", FAULT_AT_S, last_s, None, None, lossy)
+
+
+def _admission(
+    fleet: Fleet, duration_s: float, rng: random.Random, lossy: bool, operator: nacl.signing.SigningKey
+) -> Plan:
+    """Invited joiners, intruders, and revocations (see the module docstring)."""
+    watch = fleet.watch
+    assert watch is not None
+    n = len(fleet.slots)
+    newcomers = max(3, round(ADMISSION_JOINER_FRACTION * n))
+    last_s = FAULT_AT_S
+    for k in range(2 * newcomers):
+        at_s = FAULT_AT_S + rng.uniform(0.0, ADMISSION_WINDOW_S)
+        region = rng.randrange(fleet.region_count)
+        last_s = max(last_s, at_s)
+        if k % 2 == 0:
+            faults.join_new_at(fleet, at_s, region, then=watch.joiner)
+        else:
+            kind = INTRUDER_KINDS[(k // 2) % len(INTRUDER_KINDS)]
+
+            def noted(node_id: str, _now: float, kind: str = kind) -> None:
+                watch.intruder(node_id, kind)
+
+            faults.join_new_at(fleet, at_s, region, intruder=kind, then=noted)
+    records: list[tuple[float, Record]] = []
+    if duration_s > REVOKE_AT_S:
+        for idx in sorted(rng.sample(range(n), max(1, round(ADMISSION_REVOKED_FRACTION * n)))):
+            node_id = fleet.slots[idx].node_id
+
+            def revoking(now: float, node_id: str = node_id) -> None:
+                fleet.revoked_ids.add(node_id)
+                watch.revoking(node_id, now)
+
+            fleet.engine.call_at(REVOKE_AT_S, revoking)
+            records.append(
+                (REVOKE_AT_S, sign_record(operator, "revocation", node_id, 1, "fleet", b"sim: revoked"))
+            )
+        last_s = REVOKE_AT_S
+    return Plan("admission", FAULT_AT_S, last_s, None, None, lossy, tuple(records))
