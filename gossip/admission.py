@@ -11,8 +11,8 @@ The record is self-certifying: its key is the id derived from the public key it
 carries, so anyone can check that the device holds that key and that an
 operator invited it, with no third party and without any clock of its own:
 
-- the invite's signature is an operator's (`Trust.is_operator`), over this
-  cluster's id (`Trust.cluster_id`);
+- the invite's signature is a root operator's (`is_root_operator`), over this
+  cluster's id (`cluster_id`);
 - the invite's region, if it names one, is the record's region;
 - the device joined (`admitted_at_s`) no later than the invite expired.
 
@@ -72,19 +72,20 @@ REFUSALS = (
     "invite_wrong_region",
     "invite_expired",  # the device joined after the invite expired
     "invite_used_up",  # `uses` devices joined with it earlier
+    "invite_reused",  # a second admission of a device under an invite of limited uses
 )
 
 
 class OperatorKeys(Protocol):
-    """What checking an invite needs of the trust: the cluster and its operator keys."""
+    """What checking an invite needs of the trust: the cluster and its root operator keys."""
 
     @property
     def cluster_id(self) -> str:
         """The id of the cluster this node belongs to."""
         ...
 
-    def is_operator(self, author: str) -> bool:
-        """True if author is an operator key (an invite's signer must be one)."""
+    def is_root_operator(self, author: str) -> bool:
+        """True if author is a root operator key: only those sign invites."""
         ...
 
     def public_key(self, author: str) -> bytes | None:
@@ -154,6 +155,8 @@ def sign_invite(
     """An invite signed by operator_key; raises ValueError on invalid fields."""
     operator = key_id(bytes(operator_key.verify_key))
     unsigned = Invite(cluster_id, region, expires_at_s, nonce, uses, operator, b"\x00" * SIGNATURE_BYTES)
+    if uses and not region:
+        raise ValueError("an invite of limited uses must name its region (seats are counted per region)")
     if _invite_field_problem(unsigned):
         raise ValueError(
             f"cannot sign invite: cluster id 1-{CLUSTER_ID_MAX_CHARS} chars, region up to "
@@ -204,8 +207,12 @@ def invite_problem(
     `verified`, if given, remembers the signing bytes + signature of invites already
     verified, so a fleet's shared invite costs one signature check, not one per device.
     """
-    if not trust.is_operator(invite.operator):
+    if not trust.is_root_operator(invite.operator):
         return "invite_unknown_operator"
+    if invite.uses and not invite.region:
+        # Seats are counted where the admissions live, in one region: an invite of
+        # limited uses valid in every region would give `uses` seats in each.
+        return "invite_malformed"
     operator_key = trust.public_key(invite.operator)
     if operator_key is None or key_id(operator_key) != invite.operator:
         return "invite_unknown_operator"

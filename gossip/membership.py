@@ -601,6 +601,14 @@ class Membership:
             return codec.PushPull(
                 self.pool, self.region, remote.join, (), self._delegate.redirect_summaries(self), True
             )
+        sender = remote.states[0] if remote.states else None
+        if remote.records:
+            # A joiner's admission rides on its request: judge it before answering.
+            self._delegate.merge_records(self, now, remote.records)
+        if sender is None or not self._delegate.may_join(self, sender.node_id, sender.meta):
+            # Not (yet) admitted: it learns nothing of the pool or its state from us.
+            self._count("drop_push_pull_not_admitted")
+            return codec.PushPull(self.pool, self.region, remote.join, (), ())
         reply = self._local_push_pull(join=False)
         # Anti-entropy of the state store rides along: answer with what the asker lacks.
         missing = self._delegate.state_missing(self, remote.digest)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import msgpack
 
 from gossip import codec
-from gossip.admission import ADMISSION_KIND, check_admission
+from gossip.admission import ADMISSION_KIND, admission_scope, check_admission
 from gossip.config import LAN, WAN, MembershipConfig
 from gossip.events import (
     AdmissionRefused,
@@ -187,11 +187,9 @@ class GossipNode:
         # Why our own admission is refused by our own rules (None: it is fine). Peers
         # will refuse it for the same reason; the owner should say so.
         self.admission_problem: str | None = None
+        self.fleet_pool: Membership | None = None
         if admission is not None:
-            self.state.merge(now, [admission])
-            if not self.state.is_admitted(node_id):
-                refusals = self.state.drain_refusals()
-                self.admission_problem = refusals[-1][1] if refusals else "refused"
+            self.present_admission(now, admission)
         self.region_pool = Membership(
             pool=codec.POOL_REGION,
             node_id=node_id,
@@ -204,7 +202,6 @@ class GossipNode:
             incarnation=self._incarnation_floor,
             now=now,
         )
-        self.fleet_pool: Membership | None = None
         self._retiring: list[tuple[Membership, float]] = []
         self._gateways: list[tuple[str, str]] = []
         self._gateways_dirty = True
@@ -287,6 +284,21 @@ class GossipNode:
         self._spread(now, msg, key=None)
         self._after(now)
         return msg.origin_id, msg.seq
+
+    def present_admission(self, now: float, record: Record) -> str | None:
+        """Take `record` as this node's admission (a new invite, after a restore showed the
+        old one no longer holds); returns admission_problem (None: admitted by our own rules)."""
+        self._admission_blob = encode_record(record)
+        self._fleet_meta = encode_meta(self.region, self.api_addr, self._admission_blob)
+        if self.fleet_pool is not None:
+            self.fleet_pool.set_meta(self._fleet_meta)
+        self.state.merge(now, [record])
+        if self.state.is_admitted(self.node_id):
+            self.admission_problem = None
+        else:
+            refusals = [reason for node_id, reason in self.state.drain_refusals() if node_id == self.node_id]
+            self.admission_problem = refusals[-1] if refusals else "refused"
+        return self.admission_problem
 
     def publish_record(self, now: float, record: Record, *, urgent: bool = False) -> bool:
         """Add a signed record made or received here (an operator command, our inventory).
@@ -559,7 +571,12 @@ class GossipNode:
             self._count("fleet_drop_admission_undecodable")
             return False
         admission = check_admission(r, self.state) if r.kind == ADMISSION_KIND else "admission_malformed"
-        if isinstance(admission, str) or r.key != node_id or not verify_record(r, admission.public_key):
+        if (
+            isinstance(admission, str)
+            or r.key != node_id
+            or r.scope != admission_scope(decode_meta(meta)[0])  # admitted to the region it claims
+            or not verify_record(r, admission.public_key)
+        ):
             self._count("fleet_drop_not_admitted")
             return False
         self._fleet_admitted[node_id] = meta
@@ -920,11 +937,11 @@ class GossipNode:
         self._now = now
         for node_id, reason in self.state.drain_refusals():
             self._events.append(AdmissionRefused(node_id, reason))
-            if reason == "invite_used_up" and not self.state.is_admitted(node_id):
-                # Displaced by an earlier admission under the same invite: out of the pools.
-                for pool in (self.region_pool, self.fleet_pool):
-                    if pool is not None:
-                        pool.expel(now, node_id)
+        for node_id in self.state.drain_displaced():
+            # Displaced by an earlier admission under the same invite: out of the pools.
+            for pool in (self.region_pool, self.fleet_pool):
+                if pool is not None:
+                    pool.expel(now, node_id)
         self._collect()
         if self._gateways_dirty and now >= self._start_s + GATEWAY_FIRST_CHECK_S:
             self._check_gateway(now)

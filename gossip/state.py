@@ -24,6 +24,7 @@ Anti-entropy (docs/state.md has the reasoning):
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -125,7 +126,7 @@ def _merge_order(r: Record) -> int:
 def _grant_problem(r: Record) -> bool:
     """True if a `trust` record's payload is not a grant of the key its slot names."""
     try:
-        public_key, _active = decode_grant(r.payload)
+        public_key, _active, _cutoff = decode_grant(r.payload)
     except DecodeError:
         return True
     return key_id(public_key) != r.key
@@ -210,13 +211,20 @@ class StateStore:
         self._digests: dict[bool, Digest] = {}  # cache by fleet_only, cleared on every change
         # Keys learned from held records: operators granted by `trust` records (active or
         # not: what a removed operator signed stays valid) and nodes proven by admissions.
-        self._granted: dict[str, tuple[bytes, bool]] = {}
+        self._granted: dict[str, tuple[bytes, bool, int]] = {}  # id -> (key, active, cutoff version)
         self._admitted: dict[str, bytes] = {}
         self._refusals: list[tuple[str, str]] = []
         self._verified_invites: dict[bytes, None] = {}
-        # Invites of limited uses: nonce -> {node id: (admitted_at, node id)} of the admissions held.
-        self._invite_seats: dict[bytes, dict[str, tuple[int, str]]] = {}
-        self._counters: dict[str, int] = {"accepted": 0, "removed_revoked": 0, "removed_used_up": 0}
+        # Invites of limited uses: invite signature -> its seats, the `uses` earliest
+        # (admitted_at, node id) ever seen (see _seat_free); and devices displaced, to expel.
+        self._invite_seats: dict[bytes, list[tuple[int, str]]] = {}
+        self._displaced: list[str] = []
+        self._counters: dict[str, int] = {
+            "accepted": 0,
+            "removed_revoked": 0,
+            "removed_used_up": 0,
+            "removed_by_cutoff": 0,
+        }
         self._counters.update({f"drop_{reason}": 0 for reason in DROP_REASONS})
 
     def __len__(self) -> int:
@@ -286,8 +294,8 @@ class StateStore:
             return "bad_scope"
         if not in_scope(r.scope, self._region):
             return "out_of_scope"
-        if self.is_revoked(r.author):
-            return "revoked_author"
+        if r.kind in NODE_KINDS and self.is_revoked(r.author):
+            return "revoked_author"  # revocation is of devices: it never touches operator records
         if r.kind == ADMISSION_KIND:
             if r.deleted:
                 return "not_allowed"  # admissions end by revocation, never by deletion
@@ -301,7 +309,7 @@ class StateStore:
             public_key = self.public_key(r.author)
             if public_key is None:
                 return "unknown_author"
-            if not self._may_write(r.author, r.kind, r.key):
+            if not self._may_write(r.author, r.kind, r.key, r.version):
                 return "not_allowed"
         if r.kind in OWNER_KEYED_KINDS and r.key != r.author:
             return "not_allowed"
@@ -319,30 +327,25 @@ class StateStore:
             return "stale"
         if current is None and len(self._slots) >= self._limits.records_max:
             return "full"
-        bumped: str | None = None
-        if admission is not None and admission.invite.uses:
-            seat = self._seat(r.key, admission)
-            if seat == "":
+        seated = admission is not None and admission.invite.uses > 0
+        if admission is not None and seated:
+            if r.version != 1:
+                return "invite_reused"  # one admission per device under an invite of limited uses
+            if not self._seat_free(r.key, admission):
                 return "invite_used_up"
-            bumped = seat
         if public_key is None or not verify_record(r, public_key):
             return "bad_signature"
         entry = _Entry(r, rank, fingerprint(r), encoded_size(r), r.scope == FLEET_SCOPE)
         self._install(entry)
         if admission is not None:
             self._admitted[r.key] = admission.public_key
-            if admission.invite.uses:
-                self._invite_seats.setdefault(admission.invite.nonce, {})[r.key] = (
-                    admission.admitted_at_s,
-                    r.key,
-                )
-            if bumped:
-                # An earlier admission under a used-up invite displaces the latest one.
-                self._counters["removed_used_up"] += self._remove_author(bumped)
-                self._refusals.append((bumped, "invite_used_up"))
+            if seated:
+                self._take_seat(r.key, admission)
         self._counters["accepted"] += 1
         if r.kind == "revocation":
-            self._counters["removed_revoked"] += self._remove_author(r.key)
+            self._counters["removed_revoked"] += self._remove_node_records(r.key)
+        elif r.kind == TRUST_KIND:
+            self._apply_cutoff(r.key)
         return entry
 
     def _install(self, entry: _Entry) -> None:
@@ -365,23 +368,52 @@ class StateStore:
             self._granted.pop(r.key, None)
         elif r.kind == ADMISSION_KIND:
             self._admitted.pop(r.key, None)
-            for nonce, seats in list(self._invite_seats.items()):
-                if seats.pop(r.key, None) is not None and not seats:
-                    del self._invite_seats[nonce]
 
-    def _seat(self, node_id: str, admission: Admission) -> str | None:
-        """Room for node_id under an invite of limited uses: None (a free seat), the node id
-        to displace (a later admission), or "" (used up by earlier admissions).
+    def _seat_free(self, node_id: str, admission: Admission) -> bool:
+        """Whether node_id is among the `uses` earliest devices ever seen under this invite.
 
-        The devices an invite admits are the `uses` earliest by (admitted_at, node id)
-        among those not revoked: a pure function of the set of admissions, so stores
-        converge (a device that looked admitted can be displaced by an earlier one
-        arriving later; anti-entropy brings the earlier ones everywhere)."""
-        seats = {k: v for k, v in self._invite_seats.get(admission.invite.nonce, {}).items() if k != node_id}
-        if len(seats) < admission.invite.uses:
-            return None
-        latest = max(seats, key=lambda k: seats[k])
-        return latest if (admission.admitted_at_s, node_id) < seats[latest] else ""
+        An invite's seats are a ledger of the `uses` earliest (admitted_at, node id)
+        of every valid admission received under it, revoked devices included: it
+        only ever moves to earlier ranks, so the devices it admits are a pure
+        function of the set of admissions received, whatever their order. A device
+        pushed out of the ledger by an earlier one is displaced everywhere; a seat
+        is never freed (a revoked device keeps it; issue a new invite)."""
+        ledger = self._invite_seats.get(admission.invite.signature, [])
+        rank = (admission.admitted_at_s, node_id)
+        return rank in ledger or len(ledger) < admission.invite.uses or rank < ledger[-1]
+
+    def _take_seat(self, node_id: str, admission: Admission) -> None:
+        ledger = self._invite_seats.setdefault(admission.invite.signature, [])
+        rank = (admission.admitted_at_s, node_id)
+        if rank in ledger:
+            return
+        bisect.insort(ledger, rank)
+        if len(ledger) > admission.invite.uses:
+            _at, bumped = ledger.pop()
+            if bumped in self._admitted:
+                # An earlier admission under a used-up invite displaces the latest one.
+                self._counters["removed_used_up"] += self._remove_node_records(bumped)
+                self._displaced.append(bumped)
+                self._refusals.append((bumped, "invite_used_up"))
+                del self._refusals[:-REFUSALS_KEPT]
+
+    def _apply_cutoff(self, operator: str) -> None:
+        """A removed operator's `desired` records above its cutoff are dropped, wherever they came first."""
+        grant = self._granted.get(operator)
+        if grant is None or grant[1]:
+            return
+        cutoff = grant[2]
+        late = [
+            e
+            for e in self._by_author.get(operator, {}).values()
+            if e.record.kind == "desired" and e.record.version > cutoff
+        ]
+        for e in late:
+            del self._slots[e.record.slot]
+            self._unindex(e)
+        if late:
+            self._digests.clear()
+            self._counters["removed_by_cutoff"] += len(late)
 
     def _unindex(self, entry: _Entry) -> None:
         mine = self._by_author[entry.record.author]
@@ -390,11 +422,12 @@ class StateStore:
             del self._by_author[entry.record.author]
         self._forget(entry.record)
 
-    def _remove_author(self, author: str) -> int:
-        entries = self._by_author.pop(author, {})
-        for slot, entry in entries.items():
-            del self._slots[slot]
-            self._forget(entry.record)
+    def _remove_node_records(self, author: str) -> int:
+        """Remove what a device wrote (its admission, inventory, placement); returns how many."""
+        entries = [e for e in self._by_author.get(author, {}).values() if e.record.kind in NODE_KINDS]
+        for e in entries:
+            del self._slots[e.record.slot]
+            self._unindex(e)
         if entries:
             self._digests.clear()
         return len(entries)
@@ -407,8 +440,8 @@ class StateStore:
         return self._trust.cluster_id
 
     def is_operator(self, author: str) -> bool:
-        """A root operator, or a key a held `trust` record granted (unless revoked)."""
-        return self._trust.is_operator(author) or (author in self._granted and not self.is_revoked(author))
+        """A root operator, or a key a held `trust` record granted (active or removed)."""
+        return self._trust.is_operator(author) or author in self._granted
 
     def is_root_operator(self, author: str) -> bool:
         """An operator key of the base trust (the join token's)."""
@@ -419,11 +452,11 @@ class StateStore:
         if self._trust.is_operator(author):
             return True
         grant = self._granted.get(author)
-        return grant is not None and grant[1] and not self.is_revoked(author)
+        return grant is not None and grant[1]
 
     def operators(self) -> dict[str, tuple[bytes, bool]]:
         """Granted operator keys: key id -> (public key, active), sorted (root keys not included)."""
-        return dict(sorted(self._granted.items()))
+        return {author: (g[0], g[1]) for author, g in sorted(self._granted.items())}
 
     def public_key(self, author: str) -> bytes | None:
         """The key to verify author's records: base trust, then granted operators, then admitted nodes."""
@@ -448,20 +481,28 @@ class StateStore:
         out, self._refusals = self._refusals, []
         return out
 
-    def _may_write(self, author: str, kind: str, key: str) -> bool:
-        """Root operators: desired state, grants, revocations. Granted operators: desired state.
-        Admitted nodes: their own node records.
+    def drain_displaced(self) -> list[str]:
+        """Devices displaced from an invite's seats since the last call (all of them: the
+        owner must expel each from its pools)."""
+        out, self._displaced = self._displaced, []
+        return out
+
+    def _may_write(self, author: str, kind: str, key: str, version: int) -> bool:
+        """Root operators: desired state, grants, revocations. Granted operators: desired state
+        (a removed one: only at versions up to its cutoff). Admitted nodes: their own node records.
 
         Root operators (the base trust's) are never revoked and their grants are never
-        deleted, so the set of known keys only grows and a record's fate never depends
-        on the order records arrive in (docs/state.md, "Who may write").
+        deleted, revocation touches device records only, and a removal's cutoff is
+        applied to records held as well as to records arriving: a record's fate never
+        depends on the order records arrive in (docs/state.md, "Who may write").
         """
         if self._trust.is_operator(author):
             if kind == "revocation":
                 return not self._trust.is_operator(key)
             return kind in OPERATOR_KINDS
-        if author in self._granted:
-            return kind == "desired"
+        grant = self._granted.get(author)
+        if grant is not None:
+            return kind == "desired" and (grant[1] or version <= grant[2])
         if author in self._admitted:
             return kind in NODE_KINDS and key == author
         return self._trust.may_write(author, kind, key)

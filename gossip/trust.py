@@ -29,6 +29,10 @@ class Trust(Protocol):
         """True if author is a root operator key."""
         ...
 
+    def is_root_operator(self, author: str) -> bool:
+        """True if author is a root operator key (the same as is_operator for a base trust)."""
+        ...
+
     def public_key(self, author: str) -> bytes | None:
         """The author's Ed25519 public key, or None if the author is unknown."""
         ...
@@ -106,6 +110,10 @@ class StaticTrust:
         """True if author is a trusted operator key."""
         return author in self._operators
 
+    def is_root_operator(self, author: str) -> bool:
+        """The same: every operator key configured here is a root key."""
+        return author in self._operators
+
     def operator_keys(self) -> list[bytes]:
         """The operator public keys, in the order they were added."""
         return list(self._operators.values())
@@ -135,21 +143,30 @@ TRUST_KIND = "trust"
 GRANT_FORMAT = 1
 
 
-def encode_grant(public_key: bytes, active: bool) -> bytes:
-    """The payload of a `trust` record (keyed by the key's id): the operator key, and whether
-    it may still submit commands (False: removed; what it signed stays valid)."""
+def encode_grant(public_key: bytes, active: bool, cutoff_version: int = 0) -> bytes:
+    """The payload of a `trust` record (keyed by the key's id): the operator key, whether it
+    may still act, and, for a removal, the cutoff: the key's `desired` records above this
+    version (operator versions are unix ms) are refused and dropped everywhere."""
     if type(public_key) is not bytes or len(public_key) != PUBLIC_KEY_BYTES:
         raise ValueError(f"an Ed25519 public key is {PUBLIC_KEY_BYTES} bytes")
-    packed: bytes = msgpack.packb([public_key, bool(active)], use_bin_type=True)
+    if type(cutoff_version) is not int or not 0 <= cutoff_version < 2**63:
+        raise ValueError("cutoff_version must be an integer 0..2^63-1")
+    packed: bytes = msgpack.packb([public_key, bool(active), cutoff_version], use_bin_type=True)
     return bytes([GRANT_FORMAT]) + packed
 
 
-def decode_grant(payload: bytes) -> tuple[bytes, bool]:
-    """(public key, active) from a `trust` record's payload; raises DecodeError, nothing else."""
-    fields = unpack_versioned(payload, GRANT_FORMAT, 64, max_array_len=4)
-    if type(fields) is not list or len(fields) != 2:
+def decode_grant(payload: bytes) -> tuple[bytes, bool, int]:
+    """(public key, active, cutoff version) from a `trust` record's payload; raises DecodeError only."""
+    fields = unpack_versioned(payload, GRANT_FORMAT, 80, max_array_len=4)
+    if type(fields) is not list or len(fields) != 3:
         raise DecodeError("bad_arity")
-    public_key, active = fields
-    if type(public_key) is not bytes or len(public_key) != PUBLIC_KEY_BYTES or type(active) is not bool:
+    public_key, active, cutoff = fields
+    if (
+        type(public_key) is not bytes
+        or len(public_key) != PUBLIC_KEY_BYTES
+        or type(active) is not bool
+        or type(cutoff) is not int
+        or not 0 <= cutoff < 2**63
+    ):
         raise DecodeError("bad_field")
-    return public_key, active
+    return public_key, active, cutoff

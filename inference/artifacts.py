@@ -17,7 +17,7 @@ import re
 import secrets
 from pathlib import Path
 
-SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 TMP_PREFIX = ".incoming-"
 # Room left free on the disk after an artifact is written.
 DISK_MARGIN_BYTES = 64 * 1024 * 1024
@@ -103,7 +103,7 @@ class ArtifactStore:
     @staticmethod
     def check_id(sha256: str) -> None:
         """ArtifactError("bad_id") unless sha256 is 64 lowercase hex characters."""
-        if not SHA256_HEX.match(sha256):
+        if not SHA256_HEX.fullmatch(sha256):
             raise ArtifactError("bad_id", f"{sha256!r} is not a sha256 (64 lowercase hex characters)")
 
     def path(self, sha256: str) -> Path:

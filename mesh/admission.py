@@ -11,7 +11,15 @@ import logging
 import time
 from collections.abc import Sequence
 
-from gossip.admission import ADMISSION_KIND, admission_scope, invite_problem, make_admission
+from gossip.admission import (
+    ADMISSION_KIND,
+    Invite,
+    admission_scope,
+    decode_admission,
+    invite_problem,
+    make_admission,
+)
+from gossip.codec import DecodeError
 from gossip.records import Record, sign_record
 from gossip.trust import StaticTrust
 from mesh.cluster import JoinToken
@@ -42,6 +50,23 @@ def own_admission(
     return record
 
 
+def admission_invite(record: Record) -> Invite | None:
+    """The invite an admission record carries (None if unreadable)."""
+    try:
+        return decode_admission(record.payload).invite
+    except DecodeError:
+        return None
+
+
+def renewed_admission(identity: Identity, token: JoinToken, region: str, old: Record) -> Record:
+    """A new admission from the token's invite, one version above `old`."""
+    now_s = int(time.time())
+    record = make_admission(identity.signing_key, token.invite, region=region, admitted_at_s=now_s)
+    return sign_record(
+        identity.signing_key, record.kind, record.key, old.version + 1, record.scope, record.payload
+    )
+
+
 def describe_refusal(reason: str) -> str:
     """A refusal reason (gossip.admission.REFUSALS) in words, with what to do."""
     return REFUSAL_TEXT.get(reason, reason)
@@ -57,4 +82,7 @@ REFUSAL_TEXT = {
     "invite_other_cluster": "invite_other_cluster: the invite is for another cluster",
     "invite_wrong_region": "invite_wrong_region: the invite is for another region",
     "invite_expired": "invite_expired: the node joined after the invite expired",
+    "invite_used_up": "invite_used_up: as many devices as the invite allows joined with it earlier",
+    "invite_reused": "invite_reused: this device already joined once with this invite of limited uses",
+    "refused": "refused: this node's own store does not admit it (see GET /v1/state counters)",
 }

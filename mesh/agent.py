@@ -131,7 +131,7 @@ class Agent:
             "addr": self.runtime.addr,
             "is_gateway": self.node.is_gateway,
             "incarnation": self.node.incarnation,
-            "admitted": self.node.admission_problem is None and not self.revoked,
+            "admitted": self.node.state.is_admitted(self.node_id) and not self.revoked,
             "admission_problem": self.node.admission_problem,
             "members": {state: states.get(state, 0) for state in ("alive", "suspect", "dead", "left")},
             "regions": {name: s.alive for name, s in sorted(self.node.summaries().items())},

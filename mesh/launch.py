@@ -26,7 +26,7 @@ from gossip.config import LOCAL, WAN, profile
 from gossip.envelope import Keyring
 from gossip.node import GossipNode
 from gossip.trust import StaticTrust
-from mesh.admission import describe_refusal, own_admission
+from mesh.admission import admission_invite, describe_refusal, own_admission, renewed_admission
 from mesh.agent import (
     KNOWN_PEERS_AS_SEEDS_MAX,
     LEAVE_LINGER_S,
@@ -106,7 +106,6 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
         persisted_records = store.load_records()
     except StoreError as exc:
         raise AgentError(str(exc)) from None
-    # This node's own key: its store must accept its own inventory record.
     # The root of trust: the cluster and its operator key. Everything else (granted
     # operator keys, admitted nodes) the store learns from signed records.
     trust = StaticTrust(operators=[token.operator_key], cluster_id=token.cluster_id)
@@ -151,14 +150,6 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
             trust=trust,
             admission=admission,
         )
-        if node.admission_problem is None:
-            store.save_records([admission])  # a restart presents the same admission
-        else:
-            log.error(
-                "this node's invite is not valid (%s): peers will refuse to admit it and it will see no "
-                "members; ask the operator for a new token (murmur invite --cluster DIR)",
-                describe_refusal(node.admission_problem),
-            )
         # Restored records are re-verified; anti-entropy (the join's push-pull first)
         # carries them on to peers that lack them.
         restored = node.state.restore(persisted_records)
@@ -169,6 +160,20 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
                 f"this node ({identity.node_id}) was revoked by an operator; it cannot rejoin with this "
                 "identity. To bring the device back, remove its data dir (its key) and start it with a "
                 "new token from murmur invite"
+            )
+        if not node.state.is_admitted(identity.node_id) and token.invite != admission_invite(admission):
+            # The admission we kept no longer holds (e.g. displaced): present the token's invite.
+            admission = renewed_admission(identity, token, options.region, admission)
+            node.present_admission(loop.time(), admission)
+        if not node.state.is_admitted(identity.node_id) and node.admission_problem is None:
+            node.admission_problem = "refused"  # what it restored displaced it (an invite used up)
+        if node.admission_problem is None:
+            store.save_records([admission])  # a restart presents the same admission
+        else:
+            log.error(
+                "this node's invite is not valid (%s): peers will refuse to admit it and it will see no "
+                "members; ask the operator for a new token (murmur invite --cluster DIR)",
+                describe_refusal(node.admission_problem),
             )
         agent = Agent(options, identity, store, node, runtime, trust)
         runtime.attach(node)

@@ -7,9 +7,10 @@ and the `murmur revoke` / `murmur operator` commands.
   also after restarts (the record is persisted and gossiped like desired state).
 - `murmur operator add PUBLIC_KEY` / `remove KEY_ID`: a `trust` record (key = the
   operator key's id) granting that key, active or removed. Granted keys sign
-  deployments and invites; only root keys revoke and grant (docs/state.md says
+  deployments; only root keys sign invites, revoke and grant (docs/trust.md says
   why: it keeps every node's state independent of the order records arrive in).
-  A removed key's commands are refused from then on; what it signed stays.
+  A removed key's commands are refused from then on; what it signed before the
+  removal stays, what it signed after is dropped everywhere.
 """
 
 from __future__ import annotations

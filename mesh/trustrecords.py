@@ -25,10 +25,13 @@ def sign_revocation(key: nacl.signing.SigningKey, node_id: str, version: int, re
 
 
 def sign_grant(key: nacl.signing.SigningKey, operator_key: bytes, version: int, *, active: bool) -> Record:
-    """A root operator's grant (active) or removal (not active) of operator_key."""
-    return sign_record(
-        key, TRUST_KIND, key_id(operator_key), version, FLEET_SCOPE, encode_grant(operator_key, active)
-    )
+    """A root operator's grant (active) or removal (not active) of operator_key.
+
+    A removal's cutoff is its own version (unix ms, as every operator version): what
+    the removed key signed after that is dropped everywhere, what it signed before stays."""
+    cutoff = 0 if active else version
+    payload = encode_grant(operator_key, active, cutoff)
+    return sign_record(key, TRUST_KIND, key_id(operator_key), version, FLEET_SCOPE, payload)
 
 
 def check_trust_record(record: Record, *, kind: str, signer: str, public_key: bytes) -> str | None:
@@ -44,7 +47,7 @@ def check_trust_record(record: Record, *, kind: str, signer: str, public_key: by
         return f"{record.key!r} is not a node id (16 hex characters; murmur nodes lists them)"
     if kind == TRUST_KIND:
         try:
-            operator_key, _active = decode_grant(record.payload)
+            operator_key, _active, _cutoff = decode_grant(record.payload)
         except DecodeError:
             return "the trust record's payload is not a grant of an operator key"
         if key_id(operator_key) != record.key:

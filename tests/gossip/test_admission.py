@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import random
 
 import nacl.signing
@@ -146,7 +147,9 @@ def test_the_last_second_of_an_invite_still_admits() -> None:
 
 def test_a_tampered_admission_is_refused() -> None:
     r = admission_of(node_key(1))
-    tampered = dataclasses.replace(r, payload=adm.encode_admission(pk(node_key(1)), invite(uses=9), JOINED_S))
+    tampered = dataclasses.replace(
+        r, payload=adm.encode_admission(pk(node_key(1)), invite(uses=9, region="r0"), JOINED_S)
+    )
     s = store()
     assert s.merge(0.0, [tampered]) == []
     assert drops(s) == {"drop_bad_signature": 1}
@@ -181,12 +184,18 @@ def test_revocation_removes_the_admission_and_refuses_it_for_ever() -> None:
 # --- operator keys granted by trust records ------------------------------------------------------
 
 
-def grant(key: nacl.signing.SigningKey, version: int, active: bool = True, **kw: object) -> Record:
-    signer = kw.pop("signer", OPERATOR)
-    return sign_record(signer, "trust", key_id(pk(key)), version, "fleet", encode_grant(pk(key), active))  # type: ignore[arg-type]
+def grant(
+    key: nacl.signing.SigningKey,
+    version: int,
+    active: bool = True,
+    signer: nacl.signing.SigningKey = OPERATOR,
+    cutoff: int = 0,
+) -> Record:
+    payload = encode_grant(pk(key), active, cutoff)
+    return sign_record(signer, "trust", key_id(pk(key)), version, "fleet", payload)
 
 
-def test_a_granted_operator_writes_desired_state_and_invites() -> None:
+def test_a_granted_operator_writes_desired_state_but_not_invites() -> None:
     s = store()
     assert s.merge(0.0, [grant(OTHER_OPERATOR, 1)])
     other = key_id(pk(OTHER_OPERATOR))
@@ -194,7 +203,8 @@ def test_a_granted_operator_writes_desired_state_and_invites() -> None:
     d = sign_record(OTHER_OPERATOR, "desired", "vib", 1, "fleet", b"x")
     assert s.merge(0.0, [d]) == [d]
     r = admission_of(node_key(3), invite(signer=OTHER_OPERATOR))
-    assert s.merge(0.0, [r]) == [r]
+    assert s.merge(0.0, [r]) == []
+    assert drops(s) == {"drop_invite_unknown_operator": 1}
 
 
 def test_a_granted_operator_may_not_grant_revoke_or_be_deleted() -> None:
@@ -211,15 +221,57 @@ def test_a_granted_operator_may_not_grant_revoke_or_be_deleted() -> None:
     assert drops(s) == {"drop_not_allowed": 2, "drop_bad_grant": 2}
 
 
-def test_removing_an_operator_stops_its_commands_but_keeps_what_it_signed() -> None:
-    s = store()
-    d = sign_record(OTHER_OPERATOR, "desired", "vib", 1, "fleet", b"x")
-    s.merge(0.0, [grant(OTHER_OPERATOR, 1), d])
-    s.merge(0.0, [grant(OTHER_OPERATOR, 2, active=False)])
+def test_removing_an_operator_keeps_what_it_signed_before_its_cutoff_in_any_order() -> None:
+    before = sign_record(OTHER_OPERATOR, "desired", "vib", 1000, "fleet", b"x")
+    after = sign_record(OTHER_OPERATOR, "desired", "cam", 3000, "fleet", b"y")
+    batch = [grant(OTHER_OPERATOR, 1), before, after, grant(OTHER_OPERATOR, 2, active=False, cutoff=2000)]
     other = key_id(pk(OTHER_OPERATOR))
-    assert not s.is_active_operator(other)
-    assert s.get("desired", "vib") == d
-    assert s.operators() == {other: (pk(OTHER_OPERATOR), False)}
+    outcomes = set()
+    for order in itertools.permutations(batch):
+        s = store()
+        for r in order * 2:  # twice: a record before its author's grant comes again by anti-entropy
+            s.merge(0.0, [r])
+        assert not s.is_active_operator(other) and s.operators() == {other: (pk(OTHER_OPERATOR), False)}
+        outcomes.add(tuple(s.snapshot()))
+    # The same state whatever the order: `after` (signed past the cutoff) is nowhere.
+    assert len(outcomes) == 1
+    (held,) = outcomes
+    assert before in held and after not in held
+
+
+def test_revoking_a_granted_operator_key_never_touches_operator_records() -> None:
+    d = sign_record(OTHER_OPERATOR, "desired", "vib", 1000, "fleet", b"x")
+    revoke = sign_record(OPERATOR, "revocation", key_id(pk(OTHER_OPERATOR)), 1, "fleet", b"")
+    batch = [grant(OTHER_OPERATOR, 1), d, revoke]
+    outcomes = set()
+    for order in itertools.permutations(batch):
+        s = store()
+        for r in order * 2:
+            s.merge(0.0, [r])
+        outcomes.add(tuple(s.snapshot()))
+    assert len(outcomes) == 1 and d in next(iter(outcomes))
+
+
+def test_invite_seats_are_the_same_in_every_order_and_one_admission_per_device() -> None:
+    one = invite(uses=1, nonce=b"\x05" * 16, region="r0")
+    x1 = admission_of(node_key(1), one, at_s=JOINED_S + 100)
+    y = admission_of(node_key(2), one, at_s=JOINED_S + 200)
+    x2 = sign_record(node_key(1), "admission", x1.key, 2, x1.scope, x1.payload)
+    outcomes = set()
+    for order in itertools.permutations([x1, y, x2]):
+        s = store()
+        for r in order * 2:
+            s.merge(0.0, [r])
+        outcomes.add(tuple(s.snapshot()))
+    assert outcomes == {(x1,)}
+    s = store()
+    s.merge(0.0, [x2])
+    assert drops(s) == {"drop_invite_reused": 1}
+
+
+def test_an_invite_of_limited_uses_must_name_its_region() -> None:
+    with pytest.raises(ValueError, match="must name its region"):
+        invite(uses=2)
 
 
 # --- the membership gate (nodes on an in-memory link) --------------------------------------------
@@ -270,7 +322,10 @@ def test_a_node_without_a_valid_invite_never_appears_anywhere(
         assert n.state.get("admission", intruder.node_id) is None
     refusals = [(who, ev) for _t, who, ev in link.events if isinstance(ev, AdmissionRefused)]
     assert (nodes[0].node_id, AdmissionRefused(intruder.node_id, reason)) in refusals
-    assert nodes[0].counters["region.admission_pending"] >= 1
+    assert nodes[0].counters["region.drop_push_pull_not_admitted"] >= 1
+    # And it learned nothing from the pool: no members, no records (the network key is not enough).
+    assert member_ids(intruder) <= {intruder.node_id}
+    assert {r.author for r in intruder.state.snapshot()} <= {intruder.node_id}
 
 
 def test_a_revoked_node_is_expelled_everywhere_and_cannot_come_back() -> None:
@@ -330,7 +385,7 @@ def test_gateways_admit_each_other_by_the_admission_in_their_metadata() -> None:
 
 
 def test_an_invite_admits_its_uses_earliest_devices_whatever_the_order() -> None:
-    two = invite(uses=2, nonce=b"\x03" * 16)
+    two = invite(uses=2, nonce=b"\x03" * 16, region="r0")
     adm_a = admission_of(node_key(1), two, at_s=JOINED_S + 1)
     adm_b = admission_of(node_key(2), two, at_s=JOINED_S + 2)
     adm_c = admission_of(node_key(3), two, at_s=JOINED_S + 3)
@@ -345,14 +400,15 @@ def test_an_invite_admits_its_uses_earliest_devices_whatever_the_order() -> None
     assert backward.counters["removed_used_up"] == 1
     for s in (forward, backward):
         assert [s.is_admitted(i) for i in ids] == [True, True, False]
-    # A revoked device frees its seat: the next earliest is admitted.
+    # A revoked device keeps its seat (seats are never freed: the outcome must not
+    # depend on whether c arrived before or after the revocation).
     revoke_a = sign_record(OPERATOR, "revocation", ids[0], 1, "fleet", b"")
     forward.merge(0.0, [revoke_a, adm_c])
-    assert forward.is_admitted(ids[2])
+    assert not forward.is_admitted(ids[0]) and not forward.is_admitted(ids[2])
 
 
 def test_a_displaced_member_is_expelled_from_the_pool() -> None:
-    one = invite(uses=1, nonce=b"\x04" * 16)
+    one = invite(uses=1, nonce=b"\x04" * 16, region="r0")
     link = Link(seed=9, config=LAN, trust=trust())
     first = link.add("n0", "r0", admission=admission_of(node_key(0)))
     late = link.add("n1", "r0", admission=admission_of(node_key(1), one, at_s=JOINED_S + 5))
@@ -375,3 +431,29 @@ def test_a_joiners_admission_spreads_with_it_so_every_member_lets_it_in_within_s
     link._flush(joiner)
     link.run_until(link.now + 3.0)  # far below the push-pull interval: gossip carried it
     assert [n.node_id for n in nodes if joiner.node_id not in member_ids(n)] == []
+
+
+def test_a_gateway_claiming_another_region_than_its_admission_is_refused_by_the_fleet_pool() -> None:
+    link = Link(seed=8, config=LAN, trust=trust())
+    nodes = [
+        link.add(
+            f"r{r}n{i}",
+            f"r{r}",
+            fleet_config=WAN,
+            admission=admission_of(node_key(4 * r + i), region=f"r{r}"),
+        )
+        for r in range(2)
+        for i in range(2)
+    ]
+    for node in nodes[1:]:
+        own = next(n for n in nodes if n.region == node.region)
+        node.join(link.now, [a for a in (own.addr, nodes[0].addr) if a != node.addr])
+        link._flush(node)
+    # Admitted to r0, but it runs as the only node of "r9" and so becomes r9's gateway.
+    liar = link.add("x", "r9", fleet_config=WAN, admission=admission_of(node_key(21), region="r0"))
+    liar.join(link.now, [nodes[0].addr])
+    link._flush(liar)
+    link.run_until(40.0)
+    gateways = [n for n in nodes if n.is_gateway]
+    assert gateways and all(liar.node_id not in member_ids(gw, "fleet") for gw in gateways)
+    assert sum(gw.counters.get("fleet_drop_not_admitted", 0) for gw in gateways) >= 1

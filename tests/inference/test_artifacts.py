@@ -81,3 +81,9 @@ def test_leftovers_of_an_interrupted_write_are_removed_at_open(tmp_path: Path) -
     assert any(p.name.startswith(TMP_PREFIX) for p in s.root.iterdir())
     reopened = store(tmp_path)
     assert list(reopened.root.iterdir()) == []
+
+
+def test_an_id_with_a_trailing_newline_is_not_an_id(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError) as info:
+        store(tmp_path).begin(SHA + "\n", len(DATA))
+    assert info.value.reason == "bad_id"
