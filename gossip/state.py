@@ -496,6 +496,8 @@ class StateStore:
         applied to records held as well as to records arriving: a record's fate never
         depends on the order records arrive in (docs/state.md, "Who may write").
         """
+        if kind in NODE_KINDS and author in self._admitted:
+            return key == author  # (checked first: a device key may also be granted as an operator)
         if self._trust.is_operator(author):
             if kind == "revocation":
                 return not self._trust.is_operator(key)
@@ -503,8 +505,6 @@ class StateStore:
         grant = self._granted.get(author)
         if grant is not None:
             return kind == "desired" and (grant[1] or version <= grant[2])
-        if author in self._admitted:
-            return kind in NODE_KINDS and key == author
         return self._trust.may_write(author, kind, key)
 
     # --- reading --------------------------------------------------------------------

@@ -571,6 +571,12 @@ def test_fleet_pool_exchange_converges_on_fleet_records(world: World, data: st.D
 def test_merge_is_commutative_associative_and_idempotent(
     world: World, rnd: random.Random, data: st.DataObject
 ) -> None:
+    if world.learns_keys:
+        # A record that comes before its author's grant or admission is dropped, and one a
+        # removal's cutoff evicts can leave its slot empty where another store kept the
+        # older value: one store alone is then not order-free; the stores together
+        # converge (test_any_delivery_then_anti_entropy_converges covers those worlds).
+        return
     trust = world.trust()
     rs = list(world.records)
 
