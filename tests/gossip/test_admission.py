@@ -289,6 +289,26 @@ def admitted_region(count: int) -> tuple[Link, list[GossipNode]]:
     return link, nodes
 
 
+def admitted_regions(regions: int, per_region: int) -> tuple[Link, list[GossipNode]]:
+    """Admitted nodes in regions r0.., each joining through its region's first node and n0 of r0."""
+    link = Link(seed=8, config=LAN, trust=trust())
+    nodes = [
+        link.add(
+            f"r{r}n{i}",
+            f"r{r}",
+            fleet_config=WAN,
+            admission=admission_of(node_key(4 * r + i), region=f"r{r}"),
+        )
+        for r in range(regions)
+        for i in range(per_region)
+    ]
+    for node in nodes[1:]:
+        own = next(n for n in nodes if n.region == node.region)
+        node.join(link.now, [a for a in (own.addr, nodes[0].addr) if a != node.addr])
+        link._flush(node)
+    return link, nodes
+
+
 def member_ids(node: GossipNode, pool: str = "region") -> set[str]:
     return {v.node_id for v in node.members(pool) if v.state == MemberState.ALIVE}
 
@@ -350,21 +370,7 @@ def test_a_revoked_node_is_expelled_everywhere_and_cannot_come_back() -> None:
 
 
 def test_gateways_admit_each_other_by_the_admission_in_their_metadata() -> None:
-    link = Link(seed=8, config=LAN, trust=trust())
-    nodes = [
-        link.add(
-            f"r{r}n{i}",
-            f"r{r}",
-            fleet_config=WAN,
-            admission=admission_of(node_key(4 * r + i), region=f"r{r}"),
-        )
-        for r in range(2)
-        for i in range(3)
-    ]
-    for node in nodes[1:]:
-        own = next(n for n in nodes if n.region == node.region)
-        node.join(link.now, [a for a in (own.addr, nodes[0].addr) if a != node.addr])
-        link._flush(node)
+    link, nodes = admitted_regions(2, 3)
     # A device without a valid invite forms a region of its own: it becomes its
     # region's gateway and tries the fleet pool.
     intruder = link.add(
@@ -434,21 +440,7 @@ def test_a_joiners_admission_spreads_with_it_so_every_member_lets_it_in_within_s
 
 
 def test_a_gateway_claiming_another_region_than_its_admission_is_refused_by_the_fleet_pool() -> None:
-    link = Link(seed=8, config=LAN, trust=trust())
-    nodes = [
-        link.add(
-            f"r{r}n{i}",
-            f"r{r}",
-            fleet_config=WAN,
-            admission=admission_of(node_key(4 * r + i), region=f"r{r}"),
-        )
-        for r in range(2)
-        for i in range(2)
-    ]
-    for node in nodes[1:]:
-        own = next(n for n in nodes if n.region == node.region)
-        node.join(link.now, [a for a in (own.addr, nodes[0].addr) if a != node.addr])
-        link._flush(node)
+    link, nodes = admitted_regions(2, 2)
     # Admitted to r0, but it runs as the only node of "r9" and so becomes r9's gateway.
     liar = link.add("x", "r9", fleet_config=WAN, admission=admission_of(node_key(21), region="r0"))
     liar.join(link.now, [nodes[0].addr])
