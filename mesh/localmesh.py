@@ -76,6 +76,7 @@ class LocalAgent:
     data_dir: Path
     log_path: Path
     seeds: tuple[str, ...]
+    token: Path | None = None  # its own join token (None: the mesh's first token)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -113,8 +114,10 @@ class LocalMesh:
         self.token_path = cluster.token_path
         return cluster.cluster_id
 
-    def add(self, name: str, region: str, seeds: Sequence[LocalAgent] = ()) -> LocalAgent:
-        """Define an agent with fresh ports (not started)."""
+    def add(
+        self, name: str, region: str, seeds: Sequence[LocalAgent] = (), token: Path | None = None
+    ) -> LocalAgent:
+        """Define an agent with fresh ports (not started); `token`: its own join token."""
         while True:
             with _reserved_ports(2) as (gossip_port, api_port):
                 pass
@@ -129,6 +132,7 @@ class LocalMesh:
             data_dir=self.root / "nodes" / name,
             log_path=self.root / "logs" / f"{name}.log",
             seeds=tuple(s.gossip for s in seeds),
+            token=token,
         )
         self.agents.append(agent)
         return agent
@@ -144,7 +148,7 @@ class LocalMesh:
             "--data-dir",
             str(agent.data_dir),
             "--token",
-            str(self.token_path),
+            str(agent.token or self.token_path),
             "--region",
             agent.region,
             "--bind",

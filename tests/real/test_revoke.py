@@ -105,3 +105,30 @@ def test_a_granted_operator_deploys_and_once_removed_is_refused(
     assert again.returncode != 0 and "401" in again.stderr, again.stderr
     # What alice signed while she was an operator stays.
     assert mesh.get(mesh.agents[0], "/v1/deployments/vibration") is not None
+
+
+def test_an_invite_for_one_device_admits_the_first_and_refuses_the_second(local_mesh: MeshFactory) -> None:
+    mesh = local_mesh("lan")
+    ids = converged_region(mesh, 2)
+    assert mesh.token_path is not None
+    one = mesh.root / "one-device.token"
+    done = _murmur(mesh, mesh.agents[0], "invite", "--region", "r1", "--uses", "1", "--out", str(one))
+    assert done.returncode == 0, done.stderr
+    first = mesh.add("first", "r1", [mesh.agents[0]], token=one)
+    mesh.start(first)
+    assert wait_until(lambda: mesh.node_id(first) is not None, 20.0), first.log_tail()
+    first_id = mesh.node_id(first)
+    assert first_id is not None
+    assert wait_until(lambda: _all_alive(mesh, mesh.agents[:2], [first_id]), 10.0)
+    time.sleep(1.1)  # the second device joins later: a later admitted_at, so it is the one refused
+    second = mesh.add("second", "r1", [mesh.agents[1]], token=one)
+    mesh.start(second)
+    assert wait_until(lambda: mesh.node_id(second) is not None, 20.0), second.log_tail()
+    second_id = mesh.node_id(second)
+    time.sleep(3.0)
+    for observer in (*mesh.agents[:2], first):
+        assert mesh.state_of(observer, second_id or "") in (None, "dead", "left"), observer.name
+    logs = "".join(a.log_path.read_text() for a in mesh.agents[:2])
+    assert f"refused to admit node {second_id}: invite_used_up" in logs
+    assert all(mesh.state_of(a, first_id) == "alive" for a in mesh.agents[:2])
+    print(f"\none-device invite: {first_id} admitted, {second_id} refused (invite_used_up); {sorted(ids)}")
