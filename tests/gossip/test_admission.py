@@ -449,3 +449,20 @@ def test_a_gateway_claiming_another_region_than_its_admission_is_refused_by_the_
     gateways = [n for n in nodes if n.is_gateway]
     assert gateways and all(liar.node_id not in member_ids(gw, "fleet") for gw in gateways)
     assert sum(gw.counters.get("fleet_drop_not_admitted", 0) for gw in gateways) >= 1
+
+
+def test_a_displaced_node_presents_a_fresh_invite_and_is_admitted_again() -> None:
+    one = invite(uses=1, nonce=b"\x06" * 16, region="r0")
+    link = Link(seed=4, config=LAN, trust=trust())
+    node = link.add("n0", "r0", admission=admission_of(node_key(1), one, at_s=JOINED_S + 9))
+    earlier = admission_of(node_key(2), one, at_s=JOINED_S)
+    node.state.merge(link.now, [earlier])  # as a restore would bring it: n0 is displaced
+    assert not node.state.is_admitted(node.node_id)
+    fresh = admission_of(node_key(1), invite(nonce=b"\x07" * 16, region="r0"), at_s=JOINED_S + 20)
+    fresh = sign_record(node_key(1), "admission", fresh.key, 2, fresh.scope, fresh.payload)
+    assert node.present_admission(link.now, fresh) is None
+    assert node.state.is_admitted(node.node_id)
+    # A node whose own admission is no good says why.
+    bad = sign_record(node_key(4), "admission", key_id(pk(node_key(4))), 1, "region:r0", b"\x01junk")
+    lone = link.add("n2", "r0", admission=bad)
+    assert lone.admission_problem == "admission_malformed"
