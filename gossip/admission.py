@@ -61,19 +61,20 @@ VERIFIED_INVITES_KEPT = 64
 _INVITE_FIELDS = 7
 _ADMISSION_FIELDS = 3
 
-# Why an admission is refused: each is a store counter "drop_<reason>" and a logged reason.
-REFUSALS = (
-    "admission_malformed",  # the payload is not an admission
-    "admission_key_mismatch",  # the key it carries is not the author's, or the slot is not the author's
-    "invite_malformed",
-    "invite_unknown_operator",  # signed by a key that is not an operator of this cluster
-    "invite_forged",  # the signature does not verify
-    "invite_other_cluster",
-    "invite_wrong_region",
-    "invite_expired",  # the device joined after the invite expired
-    "invite_used_up",  # `uses` devices joined with it earlier
-    "invite_reused",  # a second admission of a device under an invite of limited uses
-)
+# Why an admission is refused, and what that means: each is a store counter
+# "drop_<reason>" and, in words, a logged reason.
+REFUSALS: dict[str, str] = {
+    "admission_malformed": "the admission record is not readable",
+    "admission_key_mismatch": "the admission carries a key or a slot that is not the node's",
+    "invite_malformed": "the invite is not readable, or it limits uses without naming a region",
+    "invite_unknown_operator": "the invite is signed by a key that is not a root operator key here",
+    "invite_forged": "the invite's signature does not verify with the operator's key",
+    "invite_other_cluster": "the invite is for another cluster",
+    "invite_wrong_region": "the invite is for another region",
+    "invite_expired": "the node joined after the invite expired",
+    "invite_used_up": "as many devices as the invite allows joined with it earlier",
+    "invite_reused": "this device already joined once with this invite of limited uses",
+}
 
 
 class OperatorKeys(Protocol):

@@ -603,8 +603,9 @@ class Membership:
             )
         sender = remote.states[0] if remote.states else None
         if remote.records:
-            # A joiner's admission rides on its request: judge it before answering.
+            # A joiner's admission rides on its request: judge it (once) before answering.
             self._delegate.merge_records(self, now, remote.records)
+            remote = replace(remote, records=())
         if sender is None or not self._delegate.may_join(self, sender.node_id, sender.meta):
             # Not (yet) admitted: it learns nothing of the pool or its state from us.
             self._count("drop_push_pull_not_admitted")

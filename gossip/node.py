@@ -176,9 +176,8 @@ class GossipNode:
         self._events: list[Event] = []
         self._counters: dict[str, int] = {}
         # The signed, versioned state (gossip/state.py). Without a trust, it accepts nothing.
-        self.trust: Trust = trust if trust is not None else StaticTrust()
         self.state = StateStore(
-            self.trust,
+            trust if trust is not None else StaticTrust(),
             random.Random(rng.getrandbits(64)),
             limits=store_limits or StoreLimits(),
             region=region,

@@ -408,12 +408,7 @@ class StateStore:
             for e in self._by_author.get(operator, {}).values()
             if e.record.kind == "desired" and e.record.version > cutoff
         ]
-        for e in late:
-            del self._slots[e.record.slot]
-            self._unindex(e)
-        if late:
-            self._digests.clear()
-            self._counters["removed_by_cutoff"] += len(late)
+        self._counters["removed_by_cutoff"] += self._drop(late)
 
     def _unindex(self, entry: _Entry) -> None:
         mine = self._by_author[entry.record.author]
@@ -424,7 +419,12 @@ class StateStore:
 
     def _remove_node_records(self, author: str) -> int:
         """Remove what a device wrote (its admission, inventory, placement); returns how many."""
-        entries = [e for e in self._by_author.get(author, {}).values() if e.record.kind in NODE_KINDS]
+        return self._drop(
+            [e for e in self._by_author.get(author, {}).values() if e.record.kind in NODE_KINDS]
+        )
+
+    def _drop(self, entries: list[_Entry]) -> int:
+        """Remove held entries (revoked, displaced, past a cutoff); returns how many."""
         for e in entries:
             del self._slots[e.record.slot]
             self._unindex(e)
@@ -469,12 +469,12 @@ class StateStore:
         return self._admitted.get(author)
 
     def is_admitted(self, node_id: str) -> bool:
-        """True if an admission record of node_id is held (and it is not revoked)."""
-        return node_id in self._admitted and not self.is_revoked(node_id)
+        """True if an admission record of node_id is held (revocation removes it for good)."""
+        return node_id in self._admitted
 
     def admitted_key(self, node_id: str) -> bytes | None:
         """An admitted node's public key, or None."""
-        return self._admitted.get(node_id) if not self.is_revoked(node_id) else None
+        return self._admitted.get(node_id)
 
     def drain_refusals(self) -> list[tuple[str, str]]:
         """(node id, reason) of admissions refused since the last call (at most REFUSALS_KEPT)."""

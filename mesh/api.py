@@ -294,13 +294,23 @@ async def _submit(
     request: web.Request, name: str, deployment: Deployment | None, doc: dict[str, Any], signer: str
 ) -> web.Response:
     service = request.app[SERVICE]
-    try:
-        record = record_from_b64(doc.get("record"))
-    except ValueError as exc:
-        raise SubmitRefused(400, f"{exc}; the murmur CLI signs and sends it") from None
+    record = _record_of(doc)
     public_key = service.operator_key(signer)
     assert public_key is not None  # the verifier accepted the signer
     problem = check_record(record, signer=signer, public_key=public_key, name=name, deployment=deployment)
+    return _accepted(service, record, problem)
+
+
+def _record_of(doc: dict[str, Any]) -> Record:
+    """The operator-signed record a request carries; 400 if it is not one."""
+    try:
+        return record_from_b64(doc.get("record"))
+    except ValueError as exc:
+        raise SubmitRefused(400, f"{exc}; the murmur CLI signs and sends it") from None
+
+
+def _accepted(service: NodeService, record: Record, problem: str | None) -> web.Response:
+    """400 with the problem, else persist and publish the record: 202."""
     if problem is not None:
         raise SubmitRefused(400, problem)
     new = service.submit_record(record)
@@ -349,11 +359,7 @@ async def _submit_trust(request: web.Request, kind: str) -> web.Response:
     """A revocation or an operator grant: signed by a root operator, well formed, then submitted."""
     body, signer = await _read_signed(request)
     service = request.app[SERVICE]
-    doc = _json_object(body, '{"record": "<base64 signed record>"}')
-    try:
-        record = record_from_b64(doc.get("record"))
-    except ValueError as exc:
-        raise SubmitRefused(400, f"{exc}; the murmur CLI signs and sends it") from None
+    record = _record_of(_json_object(body, '{"record": "<base64 signed record>"}'))
     if not service.is_root_operator(signer):
         raise SubmitRefused(
             403,
@@ -363,14 +369,9 @@ async def _submit_trust(request: web.Request, kind: str) -> web.Response:
     public_key = service.operator_key(signer)
     assert public_key is not None  # the verifier accepted the signer
     problem = check_trust_record(record, kind=kind, signer=signer, public_key=public_key)
-    if problem is not None:
-        raise SubmitRefused(400, problem)
-    if kind == REVOCATION_KIND and service.is_operator(record.key):
-        raise SubmitRefused(
-            400, f"{record.key} is an operator key, not a node; remove it with murmur operator remove"
-        )
-    new = service.submit_record(record)
-    return web.json_response({"record": _record_json(record), "new": new}, status=202)
+    if problem is None and kind == REVOCATION_KIND and service.is_operator(record.key):
+        problem = f"{record.key} is an operator key, not a node; remove it with murmur operator remove"
+    return _accepted(service, record, problem)
 
 
 @_refusals

@@ -26,7 +26,7 @@ from gossip.config import LOCAL, WAN, profile
 from gossip.envelope import Keyring
 from gossip.node import GossipNode
 from gossip.trust import StaticTrust
-from mesh.admission import admission_invite, describe_refusal, own_admission, renewed_admission
+from mesh.admission import admission_invite, describe_refusal, new_admission, own_admission
 from mesh.agent import (
     KNOWN_PEERS_AS_SEEDS_MAX,
     LEAVE_LINGER_S,
@@ -109,7 +109,7 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
     # The root of trust: the cluster and its operator key. Everything else (granted
     # operator keys, admitted nodes) the store learns from signed records.
     trust = StaticTrust(operators=[token.operator_key], cluster_id=token.cluster_id)
-    admission = own_admission(identity, token, options.region, persisted_records, trust)
+    admission = own_admission(identity, token, options.region, persisted_records)
 
     runtime = Runtime(
         Keyring(list(token.network_keys)),
@@ -163,7 +163,7 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
             )
         if not node.state.is_admitted(identity.node_id) and token.invite != admission_invite(admission):
             # The admission we kept no longer holds (e.g. displaced): present the token's invite.
-            admission = renewed_admission(identity, token, options.region, admission)
+            admission = new_admission(identity, token, options.region, above=admission)
             node.present_admission(loop.time(), admission)
         if not node.state.is_admitted(identity.node_id) and node.admission_problem is None:
             node.admission_problem = "refused"  # what it restored displaced it (an invite used up)

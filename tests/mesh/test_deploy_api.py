@@ -92,14 +92,19 @@ class _FakeIdentity:
 Client = TestClient[web.Request, web.Application]
 
 
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[tuple[Agent, Client]]:
-    agent = make_agent(tmp_path / "node")
+async def served(agent: Agent) -> AsyncIterator[tuple[Agent, Client]]:
+    """The agent's API on a test server (a fixture body: yields once, then closes everything)."""
     client = TestClient(TestServer(create_app(agent), host="127.0.0.1"))
     await client.start_server()
     yield agent, client
     await client.close()
     agent.store.close()
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[tuple[Agent, Client]]:
+    async for served_api in served(make_agent(tmp_path / "node")):
+        yield served_api
 
 
 async def signed(

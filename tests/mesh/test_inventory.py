@@ -12,14 +12,13 @@ from pathlib import Path
 import nacl.signing
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from gossip.config import LOCAL
 from gossip.node import GossipNode
 from gossip.records import Record, sign_record
 from gossip.trust import StaticTrust
 from mesh.agent import Agent, AgentOptions
-from mesh.api import create_app
 from mesh.cli import build_parser, format_inventory, format_table
 from mesh.identity import Identity, node_id_for
 from mesh.inventory import (
@@ -33,7 +32,7 @@ from mesh.inventory import (
     should_publish,
 )
 from mesh.store import Store
-from tests.mesh.test_deploy_api import SyncRuntime
+from tests.mesh.test_deploy_api import SyncRuntime, served
 
 GIB = 2**30
 BASE = Inventory(
@@ -207,12 +206,8 @@ def make_node_agent(data_dir: Path) -> Agent:
 
 @pytest.fixture
 async def node_api(tmp_path: Path) -> AsyncIterator[tuple[Agent, Client]]:
-    agent = make_node_agent(tmp_path / "node")
-    client = TestClient(TestServer(create_app(agent), host="127.0.0.1"))
-    await client.start_server()
-    yield agent, client
-    await client.close()
-    agent.store.close()
+    async for served_api in served(make_node_agent(tmp_path / "node")):
+        yield served_api
 
 
 async def test_own_inventory_appears_in_the_api_after_publishing(node_api: tuple[Agent, Client]) -> None:
