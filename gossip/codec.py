@@ -12,9 +12,17 @@ skipped and counted so newer peers can add messages without breaking older ones.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any
 
 import msgpack
+
+from gossip import wire
+from gossip.wire import ADDR_MAX_CHARS as ADDR_MAX_CHARS
+from gossip.wire import ID_MAX_CHARS as ID_MAX_CHARS
+from gossip.wire import U64_MAX as U64_MAX
+from gossip.wire import DecodeError as DecodeError
+from gossip.wire import unpack_versioned as unpack_versioned
 
 WIRE_VERSION = 1
 _VERSION_BYTE = bytes([WIRE_VERSION])
@@ -23,23 +31,12 @@ POOL_REGION = 0
 POOL_FLEET = 1
 POOL_NAMES = {POOL_REGION: "region", POOL_FLEET: "fleet"}
 
-ID_MAX_CHARS = 64
-ADDR_MAX_CHARS = 64
 REGION_MAX_CHARS = 64
 MESSAGES_PER_PACKET_MAX = 64
 STATES_PER_STREAM_MAX = 20_000
 SUMMARIES_PER_STREAM_MAX = 10_000
 GATEWAYS_PER_SUMMARY_MAX = 8
 API_ADDRS_PER_SUMMARY_MAX = 8
-U64_MAX = 2**64 - 1
-
-
-class DecodeError(ValueError):
-    """A packet or frame that is not a valid message; `reason` is a short counter key."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 # --- messages ---------------------------------------------------------------
@@ -115,8 +112,8 @@ class Summary:
 
 
 @dataclass(frozen=True, slots=True)
-class MemberState:
-    """One member's entry in a push-pull exchange."""
+class MemberEntry:
+    """One member's entry in a push-pull exchange (its state is a STATE_* code)."""
 
     node_id: str
     addr: str
@@ -138,7 +135,7 @@ class PushPull:
     pool: int
     region: str
     join: bool
-    states: tuple[MemberState, ...]
+    states: tuple[MemberEntry, ...]
     summaries: tuple[Summary, ...]
     # True when the answering node cannot serve this pool for the asker (another
     # region, or not a gateway): no states, only what it knows of the fleet.
@@ -154,6 +151,20 @@ class RecordGossip:
     """One encoded signed record (gossip/records.py), piggybacked like any broadcast."""
 
     blob: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AppMessage:
+    """An application message from one member to another (election, placement, rollout cores).
+
+    `channel` names the hosted core it is for (node/channels.py); the payload is
+    that core's own encoding, opaque here. Like memberlist's user messages, it
+    rides the sealed datagram transport, with gossip piggybacked.
+    """
+
+    channel: int
+    from_id: str
+    payload: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,11 +188,30 @@ Message = (
     | PushPull
     | RecordGossip
     | RecordPush
+    | AppMessage
 )
 
-_PING, _INDIRECT, _ACK, _NACK, _ALIVE, _SUSPECT, _DEAD, _USER, _SUMMARY, _PUSHPULL, _RECORD, _RECORD_PUSH = (
-    range(1, 13)
-)
+
+class MsgType(IntEnum):
+    """The one table of message type codes (the first field of every message on the wire)."""
+
+    PING = 1
+    INDIRECT_PING = 2
+    ACK = 3
+    NACK = 4
+    ALIVE = 5
+    SUSPECT = 6
+    DEAD = 7
+    USER_BROADCAST = 8
+    SUMMARY = 9
+    PUSH_PULL = 10
+    RECORD_GOSSIP = 11
+    RECORD_PUSH = 12
+    APP = 13
+
+
+# Application channels a message may name (a small number; a hosted core owns one).
+APP_CHANNEL_MAX = 255
 RECORDS_PER_STREAM_MAX = 20_000
 
 
@@ -195,28 +225,28 @@ def _summary_fields(m: Summary) -> list[Any]:
 def _fields(m: Message) -> list[Any]:
     match m:
         case Ping():
-            return [_PING, m.seq, m.target_id, m.src_id]
+            return [MsgType.PING, m.seq, m.target_id, m.src_id]
         case IndirectPing():
-            return [_INDIRECT, m.seq, m.target_id, m.target_addr, m.src_id, m.nack]
+            return [MsgType.INDIRECT_PING, m.seq, m.target_id, m.target_addr, m.src_id, m.nack]
         case Ack():
-            return [_ACK, m.seq]
+            return [MsgType.ACK, m.seq]
         case Nack():
-            return [_NACK, m.seq]
+            return [MsgType.NACK, m.seq]
         case Alive():
-            return [_ALIVE, m.incarnation, m.node_id, m.addr, m.meta]
+            return [MsgType.ALIVE, m.incarnation, m.node_id, m.addr, m.meta]
         case Suspect():
-            return [_SUSPECT, m.incarnation, m.node_id, m.from_id]
+            return [MsgType.SUSPECT, m.incarnation, m.node_id, m.from_id]
         case Dead():
-            return [_DEAD, m.incarnation, m.node_id, m.from_id]
+            return [MsgType.DEAD, m.incarnation, m.node_id, m.from_id]
         case UserBroadcast():
-            return [_USER, m.origin_id, m.seq, m.payload]
+            return [MsgType.USER_BROADCAST, m.origin_id, m.seq, m.payload]
         case Summary():
-            return [_SUMMARY, *_summary_fields(m)]
+            return [MsgType.SUMMARY, *_summary_fields(m)]
         case PushPull():
             states = [[s.node_id, s.addr, s.meta, s.incarnation, s.state] for s in m.states]
             summaries = [_summary_fields(s) for s in m.summaries]
             return [
-                _PUSHPULL,
+                MsgType.PUSH_PULL,
                 m.pool,
                 m.region,
                 m.join,
@@ -227,9 +257,11 @@ def _fields(m: Message) -> list[Any]:
                 list(m.records),
             ]
         case RecordGossip():
-            return [_RECORD, m.blob]
+            return [MsgType.RECORD_GOSSIP, m.blob]
         case RecordPush():
-            return [_RECORD_PUSH, m.pool, list(m.records)]
+            return [MsgType.RECORD_PUSH, m.pool, list(m.records)]
+        case AppMessage():
+            return [MsgType.APP, m.channel, m.from_id, m.payload]
 
 
 def encode_message(m: Message) -> bytes:
@@ -271,31 +303,41 @@ def encode_frame(m: Message) -> bytes:
     return _VERSION_BYTE + encode_message(m)
 
 
-# --- decoding ---------------------------------------------------------------
+# --- member metadata ----------------------------------------------------------
+# Carried in Alive messages and push-pull entries: [region, api_addr, admission].
+# Readers tolerate anything: metadata is only advice until the member is admitted.
 
 
-def unpack_versioned(
-    data: bytes, version_byte: int, max_len: int, *, max_array_len: int, max_map_len: int = 0
-) -> Any:
-    """A version byte then one msgpack object, with every length bounded; raises only DecodeError."""
-    if not data:
-        raise DecodeError("empty")
-    if data[0] != version_byte:
-        raise DecodeError("bad_version")
+def encode_meta(region: str, api_addr: str, admission: bytes = b"") -> bytes:
+    """Member metadata: region, API address, and in the fleet pool the encoded admission
+    record (gateways of other regions cannot look it up)."""
+    packed: bytes = msgpack.packb([region, api_addr, admission], use_bin_type=True)
+    return packed
+
+
+def decode_meta(meta: bytes) -> tuple[str, str]:
+    """(region, api_addr) from member metadata; empty strings if unreadable."""
     try:
-        return msgpack.unpackb(
-            data[1:],
-            raw=False,
-            use_list=True,
-            strict_map_key=True,
-            max_str_len=max_len,
-            max_bin_len=max_len,
-            max_array_len=max_array_len,
-            max_map_len=max_map_len,
-            max_ext_len=0,
-        )
-    except Exception as exc:  # msgpack raises several types for malformed input
-        raise DecodeError("malformed") from exc
+        v = msgpack.unpackb(meta, raw=False)
+    except Exception:
+        return "", ""
+    if type(v) is list and len(v) >= 2 and type(v[0]) is str and type(v[1]) is str:
+        return v[0], v[1]
+    return "", ""
+
+
+def decode_meta_admission(meta: bytes) -> bytes:
+    """The encoded admission record a member carries in its metadata (b"" if none or unreadable)."""
+    try:
+        v = msgpack.unpackb(meta, raw=False)
+    except Exception:
+        return b""
+    if type(v) is list and len(v) >= 3 and type(v[2]) is bytes:
+        return v[2]
+    return b""
+
+
+# --- decoding ---------------------------------------------------------------
 
 
 def _unpack(data: bytes, max_len: int) -> Any:
@@ -304,72 +346,25 @@ def _unpack(data: bytes, max_len: int) -> Any:
     )
 
 
-def _int(v: Any) -> int:
-    if type(v) is not int or v < 0 or v > U64_MAX:
-        raise DecodeError("bad_field")
-    return v
-
-
-def _str(v: Any, max_chars: int) -> str:
-    if type(v) is not str or len(v) > max_chars:
-        raise DecodeError("bad_field")
-    return v
-
-
-def _id(v: Any) -> str:
-    s = _str(v, ID_MAX_CHARS)
-    if not s:
-        raise DecodeError("bad_field")
-    return s
-
-
-def _addr(v: Any) -> str:
-    return _str(v, ADDR_MAX_CHARS)
-
-
-def _bytes(v: Any, max_len: int) -> bytes:
-    if type(v) is not bytes or len(v) > max_len:
-        raise DecodeError("bad_field")
-    return v
-
-
-def _bool(v: Any) -> bool:
-    if type(v) is not bool:
-        raise DecodeError("bad_field")
-    return v
-
-
-def _list(v: Any, max_items: int) -> list[Any]:
-    if type(v) is not list or len(v) > max_items:
-        raise DecodeError("bad_field")
-    return v
-
-
-def _arity(f: list[Any], n: int) -> None:
-    # Extra trailing fields are allowed (a newer peer may append some); missing ones are not.
-    if len(f) < n:
-        raise DecodeError("bad_arity")
-
-
 def _summary(f: list[Any]) -> Summary:
-    _arity(f, 6)
+    wire.arity(f, 6)
     gateways = []
-    for g in _list(f[4], GATEWAYS_PER_SUMMARY_MAX):
-        pair = _list(g, 2)
-        _arity(pair, 2)
-        gateways.append((_id(pair[0]), _addr(pair[1])))
-    apis = tuple(_addr(a) for a in _list(f[5], API_ADDRS_PER_SUMMARY_MAX))
+    for g in wire.array(f[4], GATEWAYS_PER_SUMMARY_MAX):
+        pair = wire.array(g, 2)
+        wire.arity(pair, 2)
+        gateways.append((wire.ident(pair[0]), wire.addr(pair[1])))
+    apis = tuple(wire.addr(a) for a in wire.array(f[5], API_ADDRS_PER_SUMMARY_MAX))
     return Summary(
-        region=_str(f[0], REGION_MAX_CHARS),
-        version=_int(f[1]),
-        author_id=_id(f[2]),
-        alive=_int(f[3]),
+        region=wire.text(f[0], REGION_MAX_CHARS),
+        version=wire.u64(f[1]),
+        author_id=wire.ident(f[2]),
+        alive=wire.u64(f[3]),
         gateways=tuple(gateways),
         api_addrs=apis,
     )
 
 
-def _member_state(v: Any, meta_max_bytes: int) -> MemberState:
+def _member_entry(v: Any, meta_max_bytes: int) -> MemberEntry:
     # Inlined checks: a push-pull carries a whole region, so this runs per member.
     if type(v) is not list or not 5 <= len(v) <= 16:
         raise DecodeError("bad_field")
@@ -387,11 +382,11 @@ def _member_state(v: Any, meta_max_bytes: int) -> MemberState:
         or not STATE_ALIVE <= state <= STATE_LEFT
     ):
         raise DecodeError("bad_field")
-    return MemberState(node_id, addr, meta, inc, state)
+    return MemberEntry(node_id, addr, meta, inc, state)
 
 
 def _blobs(v: Any, max_bytes: int) -> tuple[bytes, ...]:
-    return tuple(_bytes(b, max_bytes) for b in _list(v, RECORDS_PER_STREAM_MAX))
+    return tuple(wire.blob(b, max_bytes) for b in wire.array(v, RECORDS_PER_STREAM_MAX))
 
 
 class UnknownMessage(DecodeError):
@@ -399,61 +394,76 @@ class UnknownMessage(DecodeError):
 
 
 def _message(v: Any, meta_max_bytes: int, payload_max_bytes: int) -> Message:
-    f = _list(v, 64)
+    f = wire.array(v, 64)
     if not f:
         raise DecodeError("bad_arity")
     code = f[0]
     if type(code) is not int:
         raise DecodeError("bad_field")
     match code:
-        case 1:
-            _arity(f, 4)
-            return Ping(_int(f[1]), _id(f[2]), _id(f[3]))
-        case 2:
-            _arity(f, 6)
-            return IndirectPing(_int(f[1]), _id(f[2]), _addr(f[3]), _id(f[4]), _bool(f[5]))
-        case 3:
-            _arity(f, 2)
-            return Ack(_int(f[1]))
-        case 4:
-            _arity(f, 2)
-            return Nack(_int(f[1]))
-        case 5:
-            _arity(f, 5)
-            return Alive(_int(f[1]), _id(f[2]), _addr(f[3]), _bytes(f[4], meta_max_bytes))
-        case 6:
-            _arity(f, 4)
-            return Suspect(_int(f[1]), _id(f[2]), _id(f[3]))
-        case 7:
-            _arity(f, 4)
-            return Dead(_int(f[1]), _id(f[2]), _id(f[3]))
-        case 8:
-            _arity(f, 4)
-            return UserBroadcast(_id(f[1]), _int(f[2]), _bytes(f[3], payload_max_bytes))
-        case 9:
+        case MsgType.PING:
+            wire.arity(f, 4)
+            return Ping(wire.u64(f[1]), wire.ident(f[2]), wire.ident(f[3]))
+        case MsgType.INDIRECT_PING:
+            wire.arity(f, 6)
+            return IndirectPing(
+                wire.u64(f[1]), wire.ident(f[2]), wire.addr(f[3]), wire.ident(f[4]), wire.boolean(f[5])
+            )
+        case MsgType.ACK:
+            wire.arity(f, 2)
+            return Ack(wire.u64(f[1]))
+        case MsgType.NACK:
+            wire.arity(f, 2)
+            return Nack(wire.u64(f[1]))
+        case MsgType.ALIVE:
+            wire.arity(f, 5)
+            return Alive(wire.u64(f[1]), wire.ident(f[2]), wire.addr(f[3]), wire.blob(f[4], meta_max_bytes))
+        case MsgType.SUSPECT:
+            wire.arity(f, 4)
+            return Suspect(wire.u64(f[1]), wire.ident(f[2]), wire.ident(f[3]))
+        case MsgType.DEAD:
+            wire.arity(f, 4)
+            return Dead(wire.u64(f[1]), wire.ident(f[2]), wire.ident(f[3]))
+        case MsgType.USER_BROADCAST:
+            wire.arity(f, 4)
+            return UserBroadcast(wire.ident(f[1]), wire.u64(f[2]), wire.blob(f[3], payload_max_bytes))
+        case MsgType.SUMMARY:
             return _summary(f[1:])
-        case 10:
-            _arity(f, 6)
-            pool = _int(f[1])
+        case MsgType.PUSH_PULL:
+            wire.arity(f, 6)
+            pool = wire.u64(f[1])
             if pool not in POOL_NAMES:
                 raise DecodeError("bad_field")
-            states = tuple(_member_state(s, meta_max_bytes) for s in _list(f[4], STATES_PER_STREAM_MAX))
-            sums = tuple(_summary(_list(s, 16)) for s in _list(f[5], SUMMARIES_PER_STREAM_MAX))
-            redirect = _bool(f[6]) if len(f) > 6 else False
-            digest = _bytes(f[7], payload_max_bytes) if len(f) > 7 else b""
+            states = tuple(_member_entry(s, meta_max_bytes) for s in wire.array(f[4], STATES_PER_STREAM_MAX))
+            sums = tuple(_summary(wire.array(s, 16)) for s in wire.array(f[5], SUMMARIES_PER_STREAM_MAX))
+            redirect = wire.boolean(f[6]) if len(f) > 6 else False
+            digest = wire.blob(f[7], payload_max_bytes) if len(f) > 7 else b""
             records = _blobs(f[8], payload_max_bytes) if len(f) > 8 else ()
             return PushPull(
-                pool, _str(f[2], REGION_MAX_CHARS), _bool(f[3]), states, sums, redirect, digest, records
+                pool,
+                wire.text(f[2], REGION_MAX_CHARS),
+                wire.boolean(f[3]),
+                states,
+                sums,
+                redirect,
+                digest,
+                records,
             )
-        case 11:
-            _arity(f, 2)
-            return RecordGossip(_bytes(f[1], payload_max_bytes))
-        case 12:
-            _arity(f, 3)
-            pool = _int(f[1])
+        case MsgType.RECORD_GOSSIP:
+            wire.arity(f, 2)
+            return RecordGossip(wire.blob(f[1], payload_max_bytes))
+        case MsgType.RECORD_PUSH:
+            wire.arity(f, 3)
+            pool = wire.u64(f[1])
             if pool not in POOL_NAMES:
                 raise DecodeError("bad_field")
             return RecordPush(pool, _blobs(f[2], payload_max_bytes))
+        case MsgType.APP:
+            wire.arity(f, 4)
+            channel = wire.u64(f[1])
+            if channel > APP_CHANNEL_MAX:
+                raise DecodeError("bad_field")
+            return AppMessage(channel, wire.ident(f[2]), wire.blob(f[3], payload_max_bytes))
         case _:
             raise UnknownMessage("unknown_type")
 
@@ -483,7 +493,7 @@ def decode_packet(
     pool = top[0]
     if type(pool) is not int or pool not in POOL_NAMES:
         raise DecodeError("bad_pool")
-    region = _str(top[1], REGION_MAX_CHARS)
+    region = wire.text(top[1], REGION_MAX_CHARS)
     items = top[2]
     if type(items) is not list or len(items) > MESSAGES_PER_PACKET_MAX:
         raise DecodeError("bad_packet")

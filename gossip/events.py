@@ -79,6 +79,29 @@ class Revoked:
     node_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class AppMessageReceived:
+    """An application message from member from_id of `pool` for the hosted core on `channel`.
+
+    The sender was a live member of the pool at the address the message came
+    from; the payload is the hosted core's own encoding, not yet validated.
+    """
+
+    pool: str
+    channel: int
+    from_id: str
+    payload: bytes
+
+
+class HostedEvent:
+    """Base of the events that cores hosted by the composite node report (node/hosted.py).
+
+    Gossip does not know them; it only lets them travel the same event queue to the driver.
+    """
+
+    __slots__ = ()
+
+
 Event = (
     MemberChanged
     | BroadcastDelivered
@@ -87,4 +110,6 @@ Event = (
     | RecordsAccepted
     | AdmissionRefused
     | Revoked
+    | AppMessageReceived
+    | HostedEvent
 )

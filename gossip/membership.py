@@ -9,7 +9,14 @@ of mult x log(N), periodic push-pull over a stream, gossip to the recently dead,
 and (as Serf does) push-pull reconnects to dead members so split pools merge.
 
 The owner (gossip/node.py) decodes packets, hands this pool its messages, and
-drains `outbox` and `events` after every call.
+takes `poll_transmit()` and `drain_events()` after every call. What the pool
+does not decide itself it asks of its owner through narrow roles
+(gossip/roles.py).
+
+membership.py is long because SWIM's probe, suspicion, dissemination and
+push-pull paths share one member table and read best together, as in
+memberlist's state.go; the Lifeguard pieces (awareness, suspicion) and the
+broadcast queue live in modules of their own.
 """
 
 from __future__ import annotations
@@ -19,7 +26,6 @@ import random
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
 
 from gossip import codec
 from gossip.awareness import Awareness
@@ -27,6 +33,7 @@ from gossip.broadcast import BroadcastQueue
 from gossip.config import MembershipConfig, retransmit_limit, suspicion_timeout_s
 from gossip.events import MemberChanged, MemberState
 from gossip.io import Datagram, Outbound, StreamOpen
+from gossip.roles import PoolRoles
 from gossip.suspicion import Suspicion
 
 _WIRE_STATE = {
@@ -87,36 +94,6 @@ class _Forward:
     deadline_s: float
 
 
-class PoolDelegate(Protocol):
-    """What a pool asks of its owner (the node that composes pools)."""
-
-    def on_user_message(
-        self, pool: Membership, now: float, msg: codec.UserBroadcast | codec.Summary | codec.RecordGossip
-    ) -> None: ...
-
-    def local_summaries(self, pool: Membership) -> tuple[codec.Summary, ...]: ...
-
-    def redirect_summaries(self, pool: Membership) -> tuple[codec.Summary, ...]: ...
-
-    def merge_summaries(self, pool: Membership, now: float, summaries: Sequence[codec.Summary]) -> None: ...
-
-    def on_redirect(self, pool: Membership, now: float, reply: codec.PushPull) -> None: ...
-
-    def state_digest(self, pool: Membership) -> bytes: ...
-
-    def state_missing(self, pool: Membership, remote_digest: bytes) -> tuple[bytes, ...]: ...
-
-    def merge_records(self, pool: Membership, now: float, blobs: Sequence[bytes]) -> None: ...
-
-    def may_join(self, pool: Membership, node_id: str, meta: bytes) -> bool:
-        """True if node_id may be a member of pool (admitted); else its alive notice waits."""
-        ...
-
-    def introduction(self, pool: Membership) -> tuple[bytes, ...]:
-        """Encoded records a join request carries (our admission), so the peer can admit us."""
-        ...
-
-
 class Membership:
     """SWIM + Lifeguard for one pool."""
 
@@ -130,7 +107,7 @@ class Membership:
         region: str,
         config: MembershipConfig,
         rng: random.Random,
-        delegate: PoolDelegate,
+        roles: PoolRoles,
         incarnation: int = 0,
         now: float = 0.0,
     ) -> None:
@@ -143,11 +120,11 @@ class Membership:
         self.config = config
         self.incarnation = incarnation
         self.leaving = False
-        self.outbox: list[Outbound] = []
-        self.events: list[MemberChanged] = []
+        self._outbox: list[Outbound] = []
+        self._events: list[MemberChanged] = []
         self.counters: dict[str, int] = {}
         self._rng = rng
-        self._delegate = delegate
+        self._roles = roles
         self._members: dict[str, Member] = {}
         self._probe_order: list[str] = []
         self._probe_index = 0
@@ -182,12 +159,27 @@ class Membership:
         self.counters[key] = self.counters.get(key, 0) + n
 
     def _emit(self, m: Member) -> None:
-        self.events.append(MemberChanged(self.pool_name, m.node_id, m.addr, m.state, m.incarnation))
+        self._events.append(MemberChanged(self.pool_name, m.node_id, m.addr, m.state, m.incarnation))
 
     def _live_changed(self, delta: int) -> None:
         """A member entered (+1) or left (-1) the live set (alive or suspect)."""
         self._alive_count += delta
         self.live_set_version += 1
+
+    def poll_transmit(self) -> list[Outbound]:
+        """Everything this pool has to send (plaintext; the owner passes it to the driver)."""
+        out, self._outbox = self._outbox, []
+        return out
+
+    def drain_events(self) -> list[MemberChanged]:
+        """The membership changes seen since the last call."""
+        out, self._events = self._events, []
+        return out
+
+    @property
+    def has_events(self) -> bool:
+        """True when drain_events would return something."""
+        return bool(self._events)
 
     @property
     def alive_count(self) -> int:
@@ -240,7 +232,7 @@ class Membership:
             messages = messages + self._queue.take(budget, 0, self._retransmit_limit(), room)
         if not messages:
             return
-        self.outbox.append(Datagram(dst, codec.encode_packet(self.pool, self.region, messages)))
+        self._outbox.append(Datagram(dst, codec.encode_packet(self.pool, self.region, messages)))
 
     def _broadcast(self, msg: codec.Message, key: str | None) -> None:
         self._queue.queue(codec.encode_message(msg), key)
@@ -261,6 +253,17 @@ class Membership:
         """Send one message straight to dst now (eager push), with gossip piggybacked."""
         self._send(now, dst, [codec.encode_message(msg)])
 
+    def send_alone(self, dst: str, msg: codec.Message) -> None:
+        """Send one message to dst in a packet of its own, with no gossip piggybacked.
+
+        For application messages, as memberlist's SendBestEffort: a hosted core
+        talking to a few peers often must not spend the retransmissions of queued
+        gossip on those peers alone.
+        """
+        self._outbox.append(
+            Datagram(dst, codec.encode_packet(self.pool, self.region, [codec.encode_message(msg)]))
+        )
+
     def _open_stream(self, dst: str, msg: codec.PushPull | codec.RecordPush, purpose: str) -> None:
         if len(self._streams) >= STREAMS_OPEN_MAX:
             self._count("drop_streams_full")
@@ -268,12 +271,12 @@ class Membership:
         self._stream_seq += 1
         request_id = (self._stream_seq << 1) | self.pool
         self._streams[request_id] = (dst, purpose)
-        self.outbox.append(StreamOpen(dst, request_id, codec.encode_frame(msg)))
+        self._outbox.append(StreamOpen(dst, request_id, codec.encode_frame(msg)))
 
     # --- local state -----------------------------------------------------------
 
     def _local_push_pull(self, join: bool) -> codec.PushPull:
-        me = codec.MemberState(
+        me = codec.MemberEntry(
             self.node_id,
             self.addr,
             self.meta,
@@ -281,7 +284,7 @@ class Membership:
             codec.STATE_LEFT if self.leaving else codec.STATE_ALIVE,
         )
         states = [me] + [
-            codec.MemberState(m.node_id, m.addr, m.meta, m.incarnation, _WIRE_STATE[m.state])
+            codec.MemberEntry(m.node_id, m.addr, m.meta, m.incarnation, _WIRE_STATE[m.state])
             for m in self.members()
         ]
         return codec.PushPull(
@@ -289,9 +292,9 @@ class Membership:
             self.region,
             join,
             tuple(states),
-            self._delegate.local_summaries(self),
-            digest=self._delegate.state_digest(self),
-            records=self._delegate.introduction(self) if join else (),
+            self._roles.directory.local_summaries(self.pool),
+            digest=self._roles.state.digest(self.pool),
+            records=self._roles.gate.introduction(self.pool) if join else (),
         )
 
     def _next_incarnation(self, above: int) -> int:
@@ -349,7 +352,7 @@ class Membership:
         """Install a member known alive without broadcasting (warm start); only if admitted."""
         if node_id == self.node_id or node_id in self._members:
             return
-        if not self._delegate.may_join(self, node_id, meta):
+        if not self._roles.gate.may_join(self.pool, node_id, meta):
             self._count("drop_not_admitted")
             return
         self._add(now, node_id, addr, meta, incarnation, MemberState.ALIVE)
@@ -398,8 +401,8 @@ class Membership:
                     self._on_suspect(now, msg, src)
                 case codec.Dead():
                     self._on_dead(now, msg, src)
-                case codec.UserBroadcast() | codec.Summary() | codec.RecordGossip():
-                    self._delegate.on_user_message(self, now, msg)
+                case codec.UserBroadcast() | codec.Summary() | codec.RecordGossip() | codec.AppMessage():
+                    self._roles.messages.on_message(self.pool, now, src, msg)
                 case _:
                     self._count("drop_unexpected_message")
 
@@ -451,7 +454,7 @@ class Membership:
         if len(msg.meta) > self.config.meta_max_bytes:
             self._count("drop_meta_oversized")
             return
-        if not self._delegate.may_join(self, msg.node_id, msg.meta):
+        if not self._roles.gate.may_join(self.pool, msg.node_id, msg.meta):
             self._park(msg)
             return
         m = self._members.get(msg.node_id)
@@ -599,20 +602,25 @@ class Membership:
             # fleet (summaries) so it can find its own region and the gateways.
             self._count("redirects_sent")
             return codec.PushPull(
-                self.pool, self.region, remote.join, (), self._delegate.redirect_summaries(self), True
+                self.pool,
+                self.region,
+                remote.join,
+                (),
+                self._roles.directory.redirect_summaries(self.pool),
+                True,
             )
         sender = remote.states[0] if remote.states else None
         if remote.records:
             # A joiner's admission rides on its request: judge it (once) before answering.
-            self._delegate.merge_records(self, now, remote.records)
+            self._roles.state.merge(self.pool, now, remote.records)
             remote = replace(remote, records=())
-        if sender is None or not self._delegate.may_join(self, sender.node_id, sender.meta):
+        if sender is None or not self._roles.gate.may_join(self.pool, sender.node_id, sender.meta):
             # Not (yet) admitted: it learns nothing of the pool or its state from us.
             self._count("drop_push_pull_not_admitted")
             return codec.PushPull(self.pool, self.region, remote.join, (), ())
         reply = self._local_push_pull(join=False)
         # Anti-entropy of the state store rides along: answer with what the asker lacks.
-        missing = self._delegate.state_missing(self, remote.digest)
+        missing = self._roles.state.missing(self.pool, remote.digest)
         if missing:
             reply = replace(reply, records=missing)
         self._merge(now, remote)
@@ -647,19 +655,19 @@ class Membership:
             self._push_pull_soon(now)
         if reply.redirect:
             self._count("redirects_received")
-            self._delegate.on_redirect(self, now, reply)
+            self._roles.directory.on_redirect(self.pool, now, reply)
             return
         self._merge(now, reply)
         self._push_refutation(now)
         # The other half of anti-entropy: push what the peer lacks of ours.
-        missing = self._delegate.state_missing(self, reply.digest)
+        missing = self._roles.state.missing(self.pool, reply.digest)
         if missing:
             self._open_stream(dst, codec.RecordPush(self.pool, missing), "push")
 
     def _merge(self, now: float, remote: codec.PushPull) -> None:
         # Records first: the admissions among them let the members below in.
         if remote.records:
-            self._delegate.merge_records(self, now, remote.records)
+            self._roles.state.merge(self.pool, now, remote.records)
         for s in remote.states:
             if s.state == codec.STATE_ALIVE:
                 self._on_alive(now, codec.Alive(s.incarnation, s.node_id, s.addr, s.meta))
@@ -670,7 +678,7 @@ class Membership:
                 if s.node_id not in self._members and s.node_id != self.node_id:
                     continue
                 self._on_suspect(now, codec.Suspect(s.incarnation, s.node_id, self.node_id))
-        self._delegate.merge_summaries(self, now, remote.summaries)
+        self._roles.directory.merge_summaries(self.pool, now, remote.summaries)
 
     # --- timers ------------------------------------------------------------------------------
 

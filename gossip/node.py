@@ -2,27 +2,28 @@
 
 Every node runs SWIM with its region (the `lan` profile). Up to
 `GATEWAYS_PER_REGION` members of each region, chosen by the same deterministic
-rule at every node, also run SWIM with the gateways of all other regions (the
-`wan` profile). Gateways carry fleet-wide broadcasts and one small summary per
-region between the pools, so a node's memory and traffic grow with its region,
-not with the fleet. See docs/design.md and docs/core-api.md.
+rule at every node (gossip/gateways.py), also run SWIM with the gateways of all
+other regions (the `wan` profile). Gateways carry fleet-wide broadcasts and one
+small summary per region (gossip/summaries.py) between the pools, so a node's
+memory and traffic grow with its region, not with the fleet. The pools ask this
+node what they do not decide themselves through narrow roles (gossip/roles.py):
+the admission gate (gossip/gate.py), the state exchange (gossip/exchange.py),
+and the directory of summaries and the messages they carry (this class).
+See docs/design.md and docs/core-api.md.
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import msgpack
-
 from gossip import codec
-from gossip.admission import ADMISSION_KIND, admission_scope, check_admission
+from gossip.admission import ADMISSION_KIND
 from gossip.config import LAN, WAN, MembershipConfig
 from gossip.events import (
     AdmissionRefused,
+    AppMessageReceived,
     BroadcastDelivered,
     Event,
     GatewayChanged,
@@ -32,40 +33,27 @@ from gossip.events import (
     RecordsAccepted,
     Revoked,
 )
+from gossip.exchange import StoreExchange
+from gossip.gate import MemberGate
+from gossip.gateways import GATEWAY_STABLE_S, GATEWAYS_PER_REGION, Candidate, choose_gateways, rank_hash
 from gossip.io import Outbound
 from gossip.membership import Member, Membership
-from gossip.records import Record, decode_digest, decode_record, encode_digest, encode_record, verify_record
+from gossip.records import Record, encode_record
+from gossip.relay import BroadcastLog, RepeatQueue, spread
+from gossip.roles import OwnerMessage, PoolRoles
 from gossip.state import StateStore, StoreLimits
+from gossip.summaries import SUMMARY_MIN_INTERVAL_S, RegionSummary, SummaryTable
 from gossip.trust import StaticTrust, Trust
 
-GATEWAYS_PER_REGION = 3
-# A member alive this long in our view is preferred as a gateway over newer ones.
-GATEWAY_STABLE_S = 10.0
 # Re-evaluate the gateway choice at least this often (stability changes with time).
 GATEWAY_RECHECK_S = 5.0
 # Gateways are first chosen this long after start, once the join has had time to answer.
 GATEWAY_FIRST_CHECK_S = 2.0
-# A primary gateway republishes its region's summary at most this often.
-SUMMARY_MIN_INTERVAL_S = 5.0
 # A gateway that steps down keeps its fleet pool running this long to deliver its leave.
 FLEET_RETIRE_S = 2.0
-# Fleet-wide broadcasts remembered for de-duplication.
-SEEN_BROADCASTS_MAX = 8192
-# A new gateway passes on to the fleet the broadcasts of this recent past
-# (a broadcast sent while a region had no gateway yet still leaves the region).
-RECENT_BROADCASTS_MAX = 64
-RECENT_BROADCASTS_S = 60.0
 # A record whose encoding fits this is piggybacked on gossip; a larger one travels
 # by anti-entropy (push-pull) only.
 RECORD_PIGGYBACK_MAX_BYTES = 1024
-# Region records of its own an author keeps for their second sending (region_record_repeat_s).
-RECORD_REPEATS_MAX = 64
-# Authors a digest on the wire may name.
-DIGEST_AUTHORS_MAX = 16_384
-# Regions whose summaries a node keeps.
-SUMMARIES_MAX = 4096
-# Fleet-pool members whose admission (carried in their metadata) was verified, kept.
-FLEET_ADMISSIONS_KEPT = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,59 +67,6 @@ class MemberView:
     incarnation: int
     gateway: bool
     api_addr: str
-
-
-@dataclass(frozen=True, slots=True)
-class RegionSummary:
-    """What the fleet knows of one region."""
-
-    region: str
-    alive: int
-    gateways: tuple[tuple[str, str], ...]
-    api_addrs: tuple[str, ...]
-    version: int
-
-
-def encode_meta(region: str, api_addr: str, admission: bytes = b"") -> bytes:
-    """Member metadata carried in alive messages: region, API address, and in the fleet
-    pool the encoded admission record (gateways of other regions cannot look it up)."""
-    packed: bytes = msgpack.packb([region, api_addr, admission], use_bin_type=True)
-    return packed
-
-
-def decode_meta(meta: bytes) -> tuple[str, str]:
-    """(region, api_addr) from member metadata; empty strings if unreadable."""
-    try:
-        v = msgpack.unpackb(meta, raw=False)
-    except Exception:
-        return "", ""
-    if type(v) is list and len(v) >= 2 and type(v[0]) is str and type(v[1]) is str:
-        return v[0], v[1]
-    return "", ""
-
-
-def decode_meta_admission(meta: bytes) -> bytes:
-    """The encoded admission record a member carries in its metadata (b"" if none or unreadable)."""
-    try:
-        v = msgpack.unpackb(meta, raw=False)
-    except Exception:
-        return b""
-    if type(v) is list and len(v) >= 3 and type(v[2]) is bytes:
-        return v[2]
-    return b""
-
-
-def _rank_hash(node_id: str) -> bytes:
-    return hashlib.sha256(node_id.encode()).digest()
-
-
-def _summary_content(s: codec.Summary) -> tuple[object, ...]:
-    return (s.alive, s.gateways, s.api_addrs)
-
-
-def _newer(a: codec.Summary, b: codec.Summary | None) -> bool:
-    """True if summary a supersedes b: higher version, ties broken by author id."""
-    return b is None or (a.version, a.author_id) > (b.version, b.author_id)
 
 
 class GossipNode:
@@ -165,10 +100,8 @@ class GossipNode:
         self.region_config = region_config
         self.fleet_config = fleet_config
         self._rng = rng
-        self._meta = encode_meta(region, api_addr)
-        self._admission_blob = encode_record(admission) if admission is not None else b""
-        self._fleet_meta = encode_meta(region, api_addr, self._admission_blob)
-        self._fleet_admitted: OrderedDict[str, bytes] = OrderedDict()  # node id -> verified meta
+        self._meta = codec.encode_meta(region, api_addr)
+        self._fleet_meta = self._meta
         self._start_s = now
         # A restart always comes back above anything it said before it stopped.
         self._incarnation_floor = incarnation + 1
@@ -182,7 +115,11 @@ class GossipNode:
             limits=store_limits or StoreLimits(),
             region=region,
         )
-        self.admission_mode = admission is not None
+        self._gate = MemberGate(self.state, admission_mode=admission is not None, count=self._count)
+        self._exchange = StoreExchange(
+            self.state, on_new=lambda t, new: self._records_accepted(t, new, origin=False), count=self._count
+        )
+        self._roles = PoolRoles(gate=self._gate, state=self._exchange, directory=self, messages=self)
         # Why our own admission is refused by our own rules (None: it is fine). Peers
         # will refuse it for the same reason; the owner should say so.
         self.admission_problem: str | None = None
@@ -197,30 +134,33 @@ class GossipNode:
             region=region,
             config=region_config,
             rng=random.Random(rng.getrandbits(64)),
-            delegate=self,
+            roles=self._roles,
             incarnation=self._incarnation_floor,
             now=now,
         )
         self._retiring: list[tuple[Membership, float]] = []
         self._gateways: list[tuple[str, str]] = []
         self._gateways_dirty = True
+        self._preferred_gateways: tuple[str, ...] = ()
         self._next_gateway_check_s = now + GATEWAY_FIRST_CHECK_S
-        self._summaries: dict[str, codec.Summary] = {}
+        self._summaries = SummaryTable(region, self._count)
         self._last_summary_publish_s = now  # the first summary waits until the join settled
-        self._fleet_hints: dict[str, tuple[tuple[str, str], ...]] = {}
         self._stability_change_s = now
         self._ranked_live_version = -1
-        self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._broadcasts = BroadcastLog()
         self._broadcast_seq = 0
-        self._recent: list[tuple[float, codec.UserBroadcast]] = []
         self._hashes: dict[str, bytes] = {}
         self._fleet_join_at_s = -1e18
-        # Region records of our own to send to every member once more: key -> (when, message).
-        self._record_repeats: dict[str, tuple[float, codec.RecordGossip]] = {}
+        self._record_repeats = RepeatQueue()
         self._now = now
         self._after(now)
 
     # --- the API of docs/core-api.md -----------------------------------------------
+
+    @property
+    def admission_mode(self) -> bool:
+        """True when peers must show an admission (this node was given one)."""
+        return self._gate.admission_mode
 
     @property
     def incarnation(self) -> int:
@@ -272,23 +212,52 @@ class GossipNode:
             )
         self._broadcast_seq += 1
         msg = codec.UserBroadcast(self.node_id, self._broadcast_seq, payload)
-        self._remember((msg.origin_id, msg.seq))
-        self._keep_recent(now, msg)
+        self._broadcasts.first_sight(now, msg)
         self._events.append(BroadcastDelivered(msg.origin_id, msg.seq, payload))
         # Straight to our gateways, so the fleet hears of it without waiting for
         # the region's epidemic to reach them.
-        for gw_id, gw_addr in self._current_gateways(now):
-            if gw_id != self.node_id:
-                self.region_pool.send_direct(now, gw_addr, msg)
-        self._spread(now, msg, key=None)
+        self._push_to_gateways(now, msg)
+        spread(now, (self.region_pool, self.fleet_pool), msg, None)
         self._after(now)
         return msg.origin_id, msg.seq
+
+    def send_app(
+        self, now: float, dst_id: str, channel: int, payload: bytes, *, pool: str = "region"
+    ) -> bool:
+        """Send one application message to member dst_id of a pool ("region" or "fleet").
+
+        It rides the sealed datagram transport in a packet of its own (no gossip
+        piggybacked); delivery is not guaranteed (the hosted core retries). False,
+        and counted, when dst_id is not a live member of that pool here or the
+        payload is over the limit (user_payload_max_bytes).
+        """
+        src = self.region_pool if pool == "region" else self.fleet_pool
+        if len(payload) > self.region_config.user_payload_max_bytes:
+            self._count("drop_app_oversized")
+            return False
+        m = src.member(dst_id) if src is not None else None
+        if src is None or m is None or m.state not in (MemberState.ALIVE, MemberState.SUSPECT):
+            self._count("drop_app_no_route")
+            return False
+        src.send_alone(m.addr, codec.AppMessage(channel, self.node_id, payload))
+        self._count("app_sent")
+        self._after(now)
+        return True
+
+    def prefer_gateways(self, now: float, node_ids: Sequence[str]) -> None:
+        """Make these members (live ones, in this order) the region's gateways, the rule
+        filling the remaining places (gossip/gateways.py): the hook for a region's voters."""
+        preferred = tuple(node_ids)
+        if preferred != self._preferred_gateways:
+            self._preferred_gateways = preferred
+            self._gateways_dirty = True
+            self._after(now)
 
     def present_admission(self, now: float, record: Record) -> str | None:
         """Take `record` as this node's admission (a new invite, after a restore showed the
         old one no longer holds); returns admission_problem (None: admitted by our own rules)."""
-        self._admission_blob = encode_record(record)
-        self._fleet_meta = encode_meta(self.region, self.api_addr, self._admission_blob)
+        self._gate.admission_blob = encode_record(record)
+        self._fleet_meta = codec.encode_meta(self.region, self.api_addr, self._gate.admission_blob)
         if self.fleet_pool is not None:
             self.fleet_pool.set_meta(self._fleet_meta)
         self.state.merge(now, [record])
@@ -355,7 +324,7 @@ class GossipNode:
         if isinstance(msg, codec.RecordPush):
             target = self._pool_for(msg.pool)
             if target is not None:
-                self.merge_records(target, now, msg.records)
+                self._exchange.merge(msg.pool, now, msg.records)
             self._after(now)
             return codec.encode_frame(codec.RecordPush(msg.pool, ()))
         if not isinstance(msg, codec.PushPull):
@@ -420,22 +389,17 @@ class GossipNode:
             t = min(t, self.fleet_pool.next_deadline())
         for pool, until in self._retiring:
             t = min(t, pool.next_deadline(), until)
-        for due_s, _msg in self._record_repeats.values():
-            t = min(t, due_s)
+        if self._record_repeats:
+            t = min(t, self._record_repeats.next_deadline())
         return t
 
     def poll_transmit(self) -> list[Outbound]:
         """Everything to send now (plaintext; the driver seals it)."""
-        out = self.region_pool.outbox
-        self.region_pool.outbox = []
-        fleet = self.fleet_pool
-        if fleet is not None and fleet.outbox:
-            out.extend(fleet.outbox)
-            fleet.outbox = []
+        out = self.region_pool.poll_transmit()
+        if self.fleet_pool is not None:
+            out.extend(self.fleet_pool.poll_transmit())
         for pool, _until in self._retiring:
-            if pool.outbox:
-                out.extend(pool.outbox)
-                pool.outbox = []
+            out.extend(pool.poll_transmit())
         return out
 
     def next_event(self) -> Event | None:
@@ -466,7 +430,7 @@ class GossipNode:
         )
         views = [me]
         for m in src.members():
-            region, api = decode_meta(m.meta)
+            region, api = codec.decode_meta(m.meta)
             is_gw = m.node_id in gw_ids if pool == "region" else True
             views.append(MemberView(m.node_id, m.addr, region, m.state, m.incarnation, is_gw, api))
         views.sort(key=lambda v: v.node_id)
@@ -474,119 +438,86 @@ class GossipNode:
 
     def summaries(self) -> dict[str, RegionSummary]:
         """Every region this node knows of, its own included."""
-        out = {
-            r: RegionSummary(s.region, s.alive, s.gateways, s.api_addrs, s.version)
-            for r, s in sorted(self._summaries.items())
-        }
-        own = self._fresh_own_summary(self._now)
-        out[self.region] = RegionSummary(own.region, own.alive, own.gateways, own.api_addrs, own.version)
-        return out
+        return self._summaries.views(self._fresh_own_summary(self._now))
 
     def restore_view(self, now: float, members: Sequence[MemberView]) -> None:
         """Install members known to be alive without broadcasting (warm start, restart)."""
         for v in members:
             if v.region == self.region and v.node_id != self.node_id:
                 self.region_pool.restore(
-                    now, v.node_id, v.addr, encode_meta(v.region, v.api_addr), v.incarnation
+                    now, v.node_id, v.addr, codec.encode_meta(v.region, v.api_addr), v.incarnation
                 )
         self._gateways_dirty = True
         self._after(now)
 
-    # --- the pool delegate (called by Membership) --------------------------------------
+    # --- the roles the pools ask of this node: messages and the directory (gossip/roles.py) -----
 
-    def on_user_message(
-        self, pool: Membership, now: float, msg: codec.UserBroadcast | codec.Summary | codec.RecordGossip
-    ) -> None:
-        """A broadcast arrived in one of our pools: deliver and relay it once."""
-        if isinstance(msg, codec.Summary):
-            self._on_summary(now, pool, msg)
-            return
-        if isinstance(msg, codec.RecordGossip):
-            self.merge_records(pool, now, (msg.blob,))
-            return
-        key = (msg.origin_id, msg.seq)
-        if key in self._seen:
-            self._count("duplicate_broadcasts")
-            return
-        self._remember(key)
-        self._keep_recent(now, msg)
-        self._events.append(BroadcastDelivered(msg.origin_id, msg.seq, msg.payload))
-        self._spread(now, msg, key=None)
+    def on_message(self, pool: int, now: float, src: str, msg: OwnerMessage) -> None:
+        """A message a pool carried for us: deliver it, and relay a broadcast once."""
+        match msg:
+            case codec.Summary():
+                self._on_summary(now, msg)
+            case codec.RecordGossip():
+                self._exchange.merge(pool, now, (msg.blob,))
+            case codec.AppMessage():
+                self._on_app_message(self._pool_for(pool), src, msg)
+            case codec.UserBroadcast():
+                if not self._broadcasts.first_sight(now, msg):
+                    self._count("duplicate_broadcasts")
+                    return
+                self._events.append(BroadcastDelivered(msg.origin_id, msg.seq, msg.payload))
+                spread(now, (self.region_pool, self.fleet_pool), msg, None)
 
-    def local_summaries(self, pool: Membership) -> tuple[codec.Summary, ...]:
-        """Summaries we carry in push-pull exchanges (anti-entropy for summaries)."""
-        out = dict(self._summaries)
-        if self.region not in out:
-            # Nothing published yet (a young region): say what we see, at version 0.
-            out[self.region] = self._fresh_own_summary(0.0)
-        return tuple(out[r] for r in sorted(out))
+    def _on_app_message(self, pool: Membership | None, src: str, msg: codec.AppMessage) -> None:
+        """Only a live member of the pool, at the address we know for it, speaks to our cores."""
+        m = pool.member(msg.from_id) if pool is not None else None
+        if m is None or m.addr != src or m.state not in (MemberState.ALIVE, MemberState.SUSPECT):
+            self._count("drop_app_not_member")
+            return
+        self._count("app_received")
+        assert pool is not None
+        self._events.append(AppMessageReceived(pool.pool_name, msg.channel, msg.from_id, msg.payload))
 
-    def merge_summaries(self, pool: Membership, now: float, summaries: Sequence[codec.Summary]) -> None:
+    def local_summaries(self, pool: int) -> tuple[codec.Summary, ...]:
+        """Summaries we carry in push-pull exchanges (anti-entropy for summaries).
+
+        Before our region published one (a young region), we say what we see, at version 0.
+        """
+        return self._summaries.with_own(self._fresh_own_summary(0.0))
+
+    def redirect_summaries(self, pool: int | None) -> tuple[codec.Summary, ...]:
+        """For a redirect: our region as we see it right now first, then what we know of others."""
+        return (self._fresh_own_summary(self._now), *self._summaries.others())
+
+    def merge_summaries(self, pool: int, now: float, summaries: Sequence[codec.Summary]) -> None:
         """Keep the newest summary of each region, and pass on what was news to us."""
         for s in summaries:
-            if self._store_summary(s):
+            if self._summaries.store(s):
                 self._relay_summary(now, s)
         self._maybe_join_fleet(now)
 
-    def state_digest(self, pool: Membership) -> bytes:
-        """Our state digest for a push-pull in `pool` (the fleet pool sees fleet records only)."""
-        return encode_digest(self.state.digest(fleet_only=pool.pool == codec.POOL_FLEET))
-
-    def state_missing(self, pool: Membership, remote_digest: bytes) -> tuple[bytes, ...]:
-        """Encoded records a peer lacks, by its digest (bounded by the store's delta budget)."""
-        if not remote_digest:
-            return ()  # a peer that does not run the state store (or an empty redirect)
-        try:
-            digest = decode_digest(remote_digest, authors_max=DIGEST_AUTHORS_MAX)
-        except codec.DecodeError as exc:
-            self._count("drop_digest_" + exc.reason)
-            return ()
-        missing = self.state.missing_for(
-            digest, self.state.limits.delta_max_bytes, fleet_only=pool.pool == codec.POOL_FLEET
-        )
-        return tuple(encode_record(r) for r in missing)
-
-    def merge_records(self, pool: Membership, now: float, blobs: Sequence[bytes]) -> None:
-        """Records from a peer: the store verifies each once; what is new is passed on."""
-        new = self.state.merge_encoded(now, blobs)
-        if new:
-            self._records_accepted(now, new, origin=False)
-
-    def may_join(self, pool: Membership, node_id: str, meta: bytes) -> bool:
-        """In admission mode: region members need their admission held, fleet members carry it."""
-        if not self.admission_mode or self.state.is_admitted(node_id):
-            return True
-        if pool is self.region_pool or self.state.is_revoked(node_id):
-            return False
-        return self._admitted_by_meta(node_id, meta)
-
-    def _admitted_by_meta(self, node_id: str, meta: bytes) -> bool:
-        """A fleet-pool member from another region: verify the admission in its metadata (once)."""
-        if self._fleet_admitted.get(node_id) == meta:
-            return True
-        try:
-            r = decode_record(decode_meta_admission(meta))
-        except codec.DecodeError:
-            self._count("fleet_drop_admission_undecodable")
-            return False
-        admission = check_admission(r, self.state) if r.kind == ADMISSION_KIND else "admission_malformed"
+    def on_redirect(self, pool: int, now: float, reply: codec.PushPull) -> None:
+        """A node that cannot serve us answered with what it knows: find our way from there."""
+        for s in reply.summaries:
+            if self._summaries.store(s):
+                self._relay_summary(now, s)
+        fresh = next((s for s in reply.summaries if s.region == reply.region), None)
         if (
-            isinstance(admission, str)
-            or r.key != node_id
-            or r.scope != admission_scope(decode_meta(meta)[0])  # admitted to the region it claims
-            or not verify_record(r, admission.public_key)
+            fresh is not None
+            and fresh.region != self.region
+            and fresh.gateways
+            and self._summaries.hint(fresh.region, fresh.gateways)
         ):
-            self._count("fleet_drop_not_admitted")
-            return False
-        self._fleet_admitted[node_id] = meta
-        self._fleet_admitted.move_to_end(node_id)
-        if len(self._fleet_admitted) > FLEET_ADMISSIONS_KEPT:
-            self._fleet_admitted.popitem(last=False)
-        return True
+            self._fleet_join_at_s = -1e18  # new directions: try them now
+        own = self._summaries.get(self.region)
+        if pool == codec.POOL_REGION and own is not None and self.region_pool.alive_count == 1:
+            seeds = [addr for gid, addr in own.gateways if gid != self.node_id]
+            if seeds:
+                self.region_pool.join(now, seeds)
+        self._gateways_dirty = True
+        self._maybe_join_fleet(now)
 
-    def introduction(self, pool: Membership) -> tuple[bytes, ...]:
-        """Our admission record rides on our join requests, so the peer admits us at once."""
-        return (self._admission_blob,) if self._admission_blob and pool is self.region_pool else ()
+    # --- records ------------------------------------------------------------------------------
 
     def _records_accepted(
         self, now: float, records: list[Record], *, origin: bool, urgent: bool = False
@@ -604,35 +535,18 @@ class GossipNode:
             msg = codec.RecordGossip(blob)
             key = f"rec:{r.kind}/{r.key}"
             if r.scope == "fleet":
-                self._spread_fleet_record(now, msg, key, origin=origin)
+                # Operator records: pushed at once and gossiped in every pool, like fleet broadcasts.
+                if origin:
+                    self._push_to_gateways(now, msg)
+                spread(now, (self.region_pool, self.fleet_pool), msg, key)
             elif r.kind == ADMISSION_KIND:
-                self._spread_admission(now, msg, key)
+                # A new member's admission: an epidemic in the region, like its alive notice.
+                # Unlike other region records it is not published by its author (the joiner
+                # hands it to its seed with the join), and every member needs it before it
+                # lets the joiner in; joins are rare, so the epidemic's cost does not matter.
+                spread(now, (self.region_pool,), msg, key)
             else:
                 self._spread_region_record(now, msg, key, origin=origin, urgent=urgent)
-
-    def _spread_admission(self, now: float, msg: codec.RecordGossip, key: str) -> None:
-        """A new member's admission: an epidemic in the region, like its alive notice.
-
-        Unlike other region records it is not published by its author (the joiner
-        hands it to its seed with the join), and every member needs it before it
-        lets the joiner in; joins are rare, so the epidemic's cost does not matter.
-        """
-        pool = self.region_pool
-        pool.queue_user(msg, key)
-        for m in self._eager_targets(pool, now):
-            pool.send_direct(now, m.addr, msg)
-
-    def _spread_fleet_record(self, now: float, msg: codec.RecordGossip, key: str, *, origin: bool) -> None:
-        """Operator records: pushed at once and gossiped in every pool, like fleet broadcasts."""
-        if origin:
-            for gw_id, gw_addr in self._current_gateways(now):
-                if gw_id != self.node_id:
-                    self.region_pool.send_direct(now, gw_addr, msg)
-        for pool in (self.region_pool, self.fleet_pool):
-            if pool is not None:
-                pool.queue_user(msg, key)
-                for m in self._eager_targets(pool, now):
-                    pool.send_direct(now, m.addr, msg)
 
     def _spread_region_record(
         self, now: float, msg: codec.RecordGossip, key: str, *, origin: bool, urgent: bool = False
@@ -652,13 +566,14 @@ class GossipNode:
         if origin:
             if cfg.region_record_push_all:
                 targets = self._live_region_members()
-                # A newer version, urgent or not, cancels the older one's repeat.
-                self._record_repeats.pop(key, None)
-                if urgent and cfg.region_record_repeat_s > 0:
-                    self._record_repeats[key] = (now + cfg.region_record_repeat_s, msg)
-                    if len(self._record_repeats) > RECORD_REPEATS_MAX:
-                        del self._record_repeats[next(iter(self._record_repeats))]
-                        self._count("drop_record_repeats_full")
+                self._record_repeats.cancel(key)
+                due_s = now + cfg.region_record_repeat_s
+                if (
+                    urgent
+                    and cfg.region_record_repeat_s > 0
+                    and not self._record_repeats.schedule(key, due_s, msg)
+                ):
+                    self._count("drop_record_repeats_full")
             else:
                 targets = pool.gossip_targets(cfg.region_record_push, now)
         elif cfg.region_record_relay > 0:
@@ -676,38 +591,18 @@ class GossipNode:
 
     def _repeat_region_records(self, now: float) -> None:
         """Send our due region records to every member we now see alive (joiners included)."""
-        due = [key for key, (due_s, _msg) in self._record_repeats.items() if due_s <= now]
+        due = self._record_repeats.pop_due(now)
         if not due:
             return
         targets = self._live_region_members()
-        for key in due:
-            _due_s, msg = self._record_repeats.pop(key)
+        for msg in due:
             for m in targets:
                 self.region_pool.send_direct(now, m.addr, msg)
 
-    def redirect_summaries(self, pool: Membership | None) -> tuple[codec.Summary, ...]:
-        """For a redirect: our region as we see it right now first, then what we know of others."""
-        fresh = self._fresh_own_summary(self._now)
-        return (fresh, *(s for r, s in sorted(self._summaries.items()) if r != self.region))
-
-    def on_redirect(self, pool: Membership, now: float, reply: codec.PushPull) -> None:
-        """A node that cannot serve us answered with what it knows: find our way from there."""
-        for s in reply.summaries:
-            if self._store_summary(s):
-                self._relay_summary(now, s)
-        fresh = next((s for s in reply.summaries if s.region == reply.region), None)
-        if fresh is not None and fresh.region != self.region and fresh.gateways:
-            if self._fleet_hints.get(fresh.region) != fresh.gateways:
-                self._fleet_join_at_s = -1e18  # new directions: try them now
-            if fresh.region in self._fleet_hints or len(self._fleet_hints) < SUMMARIES_MAX:
-                self._fleet_hints[fresh.region] = fresh.gateways
-        own = self._summaries.get(self.region)
-        if pool is self.region_pool and own is not None and self.region_pool.alive_count == 1:
-            seeds = [addr for gid, addr in own.gateways if gid != self.node_id]
-            if seeds:
-                self.region_pool.join(now, seeds)
-        self._gateways_dirty = True
-        self._maybe_join_fleet(now)
+    def _push_to_gateways(self, now: float, msg: codec.Message) -> None:
+        for gw_id, gw_addr in self._current_gateways(now):
+            if gw_id != self.node_id:
+                self.region_pool.send_direct(now, gw_addr, msg)
 
     # --- summaries -------------------------------------------------------------------------
 
@@ -719,7 +614,7 @@ class GossipNode:
                 api = self.api_addr
             else:
                 m = self.region_pool.member(gid)
-                api = decode_meta(m.meta)[1] if m is not None else ""
+                api = codec.decode_meta(m.meta)[1] if m is not None else ""
             if api:
                 apis.append(api)
         prev = self._summaries.get(self.region)
@@ -732,19 +627,8 @@ class GossipNode:
             tuple(apis),
         )
 
-    def _store_summary(self, s: codec.Summary) -> bool:
-        if not s.region:
-            return False
-        if not _newer(s, self._summaries.get(s.region)):
-            return False
-        if s.region not in self._summaries and len(self._summaries) >= SUMMARIES_MAX:
-            self._count("drop_summaries_full")
-            return False
-        self._summaries[s.region] = s
-        return True
-
-    def _on_summary(self, now: float, pool: Membership, s: codec.Summary) -> None:
-        if not self._store_summary(s):
+    def _on_summary(self, now: float, s: codec.Summary) -> None:
+        if not self._summaries.store(s):
             return
         self._relay_summary(now, s)
         self._maybe_join_fleet(now)
@@ -760,28 +644,24 @@ class GossipNode:
             return  # only the primary gateway speaks for the region
         if now - self._last_summary_publish_s < SUMMARY_MIN_INTERVAL_S:
             return
-        fresh = self._fresh_own_summary(now)
-        prev = self._summaries.get(self.region)
-        if prev is not None and _summary_content(prev) == _summary_content(fresh):
+        s = self._summaries.next_own(self._fresh_own_summary(now))
+        if s is None:
             return
-        version = (prev.version if prev else 0) + 1
-        s = codec.Summary(fresh.region, version, self.node_id, fresh.alive, fresh.gateways, fresh.api_addrs)
-        self._summaries[self.region] = s
         self._last_summary_publish_s = now
         self._count("summaries_published")
         self._relay_summary(now, s)
         if self.fleet_pool is not None:
-            for m in self._eager_targets(self.fleet_pool, now):
+            for m in self.fleet_pool.gossip_targets(self.fleet_pool.config.gossip_nodes, now):
                 self.fleet_pool.send_direct(now, m.addr, s)
 
     # --- gateways ------------------------------------------------------------------------------
 
-    def _hash(self, node_id: str) -> bytes:
+    def _rank(self, node_id: str) -> bytes:
         h = self._hashes.get(node_id)
         if h is None:
             if len(self._hashes) > 4 * self.region_config.members_max:
                 self._hashes.clear()
-            h = self._hashes[node_id] = _rank_hash(node_id)
+            h = self._hashes[node_id] = rank_hash(node_id)
         return h
 
     def _current_gateways(self, now: float) -> list[tuple[str, str]]:
@@ -790,31 +670,23 @@ class GossipNode:
         return self._gateways
 
     def _choose_gateways(self, now: float) -> list[tuple[str, str]]:
-        """The region's gateways by the rule every member applies.
-
-        Rank alive members by the sha256 of their id. Once the region has enough
-        stable members (alive for GATEWAY_STABLE_S in our view), newer ones rank
-        after them, so a node that just joined is never made a gateway at once;
-        before that, stability is ignored so a young region does not flap.
-        """
-        ranked: list[tuple[bool, bytes, str, str]] = []
-        next_change_s = float("inf")
+        """The region's gateways by the rule every member applies (gossip/gateways.py)."""
+        candidates: list[Candidate] = []
         if not self.region_pool.leaving:
-            young = now - self._start_s < GATEWAY_STABLE_S
-            if young:
-                next_change_s = self._start_s + GATEWAY_STABLE_S
-            ranked.append((young, self._hash(self.node_id), self.node_id, self.addr))
+            candidates.append(Candidate(self.node_id, self.addr, self._start_s))
         for m in self.region_pool.members():
             if m.state in (MemberState.ALIVE, MemberState.SUSPECT):
-                young = now - m.alive_since_s < GATEWAY_STABLE_S
-                if young:
-                    next_change_s = min(next_change_s, m.alive_since_s + GATEWAY_STABLE_S)
-                ranked.append((young, self._hash(m.node_id), m.node_id, m.addr))
-        self._stability_change_s = next_change_s
-        if sum(1 for r in ranked if not r[0]) < GATEWAYS_PER_REGION:
-            ranked = [(False, h, nid, addr) for _y, h, nid, addr in ranked]
-        ranked.sort()
-        return [(nid, addr) for _y, _h, nid, addr in ranked[:GATEWAYS_PER_REGION]]
+                candidates.append(Candidate(m.node_id, m.addr, m.alive_since_s))
+        choice = choose_gateways(
+            candidates,
+            now,
+            rank=self._rank,
+            count=GATEWAYS_PER_REGION,
+            stable_s=GATEWAY_STABLE_S,
+            preferred=self._preferred_gateways,
+        )
+        self._stability_change_s = choice.next_change_s
+        return list(choice.gateways)
 
     def _check_gateway(self, now: float) -> None:
         # Without a membership change the choice can only change when a young member turns stable.
@@ -840,14 +712,14 @@ class GossipNode:
             region=self.region,
             config=self.fleet_config,
             rng=random.Random(self._rng.getrandbits(64)),
-            delegate=self,
+            roles=self._roles,
             incarnation=max(self._incarnation_floor, self.region_pool.incarnation),
             now=now,
         )
         self._events.append(GatewayChanged(True))
         self._count("became_gateway")
         self._fleet_join_at_s = -1e18
-        for _t, msg in self._recent:
+        for msg in self._broadcasts.recent():
             self.fleet_pool.queue_user(msg)
         self._maybe_join_fleet(now)
 
@@ -867,14 +739,12 @@ class GossipNode:
         present: dict[str, None] = {self.region: None}
         for m in fleet.members():
             if m.state in (MemberState.ALIVE, MemberState.SUSPECT):
-                present[decode_meta(m.meta)[0]] = None
+                present[codec.decode_meta(m.meta)[0]] = None
         seeds: list[str] = []
-        for region in sorted({*self._summaries, *self._fleet_hints}):
+        for region in self._summaries.known_regions():
             if region in present:
                 continue
-            hint = self._fleet_hints.get(region)
-            gateways = hint if hint is not None else self._summaries[region].gateways
-            for gid, addr in gateways:
+            for gid, addr in self._summaries.gateways_of(region):
                 if gid != self.node_id and addr not in seeds:
                     seeds.append(addr)
         if fleet.alive_count == 1:
@@ -884,33 +754,6 @@ class GossipNode:
         self._fleet_join_at_s = now + GATEWAY_RECHECK_S
         self._count("fleet_joins")
         fleet.join(now, seeds[:8])
-
-    # --- fleet-wide broadcasts ----------------------------------------------------------------------
-
-    def _remember(self, key: tuple[str, int]) -> None:
-        self._seen[key] = None
-        if len(self._seen) > SEEN_BROADCASTS_MAX:
-            self._seen.popitem(last=False)
-
-    def _keep_recent(self, now: float, msg: codec.UserBroadcast) -> None:
-        """Keep the last few broadcasts so a node that becomes a gateway can carry them on."""
-        self._recent.append((now, msg))
-        while self._recent and (
-            len(self._recent) > RECENT_BROADCASTS_MAX or now - self._recent[0][0] > RECENT_BROADCASTS_S
-        ):
-            self._recent.pop(0)
-
-    def _eager_targets(self, pool: Membership, now: float) -> list[Member]:
-        return pool.gossip_targets(pool.config.gossip_nodes, now)
-
-    def _spread(self, now: float, msg: codec.UserBroadcast, key: str | None) -> None:
-        """Queue msg for gossip in every pool we are in, and push it to a few members at once."""
-        for pool in (self.region_pool, self.fleet_pool):
-            if pool is None:
-                continue
-            pool.queue_user(msg, key)
-            for m in self._eager_targets(pool, now):
-                pool.send_direct(now, m.addr, msg)
 
     # --- plumbing ---------------------------------------------------------------------------------
 
@@ -925,7 +768,7 @@ class GossipNode:
 
     def _expel(self, now: float, node_id: str) -> None:
         """An operator revoked node_id: out of every pool, and never let in again."""
-        self._fleet_admitted.pop(node_id, None)
+        self._gate.forget(node_id)
         for pool in (self.region_pool, self.fleet_pool):
             if pool is not None:
                 pool.expel(now, node_id)
@@ -948,9 +791,8 @@ class GossipNode:
 
     def _collect(self) -> None:
         """Move pool events into our queue and note what they change."""
-        region_events = self.region_pool.events
+        region_events = self.region_pool.drain_events()
         if region_events:
-            self.region_pool.events = []
             if self.region_pool.live_set_version != self._ranked_live_version:
                 # Suspect <-> alive flips leave the candidates as they were; joins and deaths do not.
                 self._ranked_live_version = self.region_pool.live_set_version
@@ -964,13 +806,10 @@ class GossipNode:
                         left = e.state == MemberState.LEFT
                         self.fleet_pool.declare_dead(self._now, e.node_id, left=left)
         fleet = self.fleet_pool
-        if fleet is not None and fleet.events:
-            self._events.extend(fleet.events)
-            fleet.events = []
+        if fleet is not None:
+            self._events.extend(fleet.drain_events())
         for pool, _until in self._retiring:
-            if pool.events:
-                self._events.extend(pool.events)
-                pool.events = []
+            self._events.extend(pool.drain_events())
         inc = self.region_pool.incarnation
         if fleet is not None and fleet.incarnation > inc:
             inc = fleet.incarnation
@@ -979,4 +818,4 @@ class GossipNode:
             self._events.append(IncarnationChanged(inc))
 
 
-__all__ = ["GossipNode", "MemberChanged", "MemberView", "RegionSummary", "decode_meta", "encode_meta"]
+__all__ = ["GATEWAYS_PER_REGION", "GossipNode", "MemberChanged", "MemberView", "RegionSummary"]

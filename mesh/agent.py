@@ -25,7 +25,7 @@ from gossip.events import (
     RecordsAccepted,
     Revoked,
 )
-from gossip.node import GossipNode, MemberView, RegionSummary
+from gossip.node import MemberView, RegionSummary
 from gossip.records import Record, key_id, sign_record
 from gossip.trust import StaticTrust
 from inference.artifacts import ArtifactStore
@@ -37,6 +37,7 @@ from mesh.discovery import Peer
 from mesh.identity import Identity
 from mesh.runtime import Runtime
 from mesh.store import PeerRecord, Store, StoreError
+from node.core import Node
 
 log = logging.getLogger("murmur.agent")
 
@@ -78,7 +79,7 @@ class Agent:
         options: AgentOptions,
         identity: Identity,
         store: Store,
-        node: GossipNode,
+        node: Node,
         runtime: Runtime,
         trust: StaticTrust | None = None,
     ) -> None:

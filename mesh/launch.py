@@ -41,6 +41,7 @@ from mesh.identity import Identity
 from mesh.netaddr import AddressError, is_unspecified, join_hostport, split_hostport
 from mesh.runtime import Runtime
 from mesh.store import Store, StoreError
+from node.core import Node
 
 log = logging.getLogger("murmur.agent")
 
@@ -137,18 +138,20 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
             ) from None
         api_addr = join_hostport(api_host, int(api_sock.getsockname()[1]))
 
-        node = GossipNode(
-            identity.node_id,
-            gossip_addr,
-            options.region,
-            random.Random(),
-            region_config=region_config,
-            fleet_config=fleet_config,
-            api_addr=api_addr,
-            incarnation=persisted_incarnation,
-            now=loop.time(),
-            trust=trust,
-            admission=admission,
+        node = Node(
+            GossipNode(
+                identity.node_id,
+                gossip_addr,
+                options.region,
+                random.Random(),
+                region_config=region_config,
+                fleet_config=fleet_config,
+                api_addr=api_addr,
+                incarnation=persisted_incarnation,
+                now=loop.time(),
+                trust=trust,
+                admission=admission,
+            )
         )
         # Restored records are re-verified; anti-entropy (the join's push-pull first)
         # carries them on to peers that lack them.
@@ -166,7 +169,7 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
             admission = new_admission(identity, token, options.region, above=admission)
             node.present_admission(loop.time(), admission)
         if not node.state.is_admitted(identity.node_id) and node.admission_problem is None:
-            node.admission_problem = "refused"  # what it restored displaced it (an invite used up)
+            node.gossip.admission_problem = "refused"  # what it restored displaced it (an invite used up)
         if node.admission_problem is None:
             store.save_records([admission])  # a restart presents the same admission
         else:

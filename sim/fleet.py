@@ -23,6 +23,7 @@ from gossip.io import Sealer
 from gossip.node import GossipNode, MemberView
 from gossip.records import Record, key_id
 from gossip.trust import Trust
+from node.core import Node
 from sim.engine import Engine
 from sim.invariants import Invariants
 from sim.metrics import Metrics
@@ -159,10 +160,10 @@ class Fleet:
         """The virtual clock."""
         return self.engine.now
 
-    def core(self, idx: int) -> GossipNode:
+    def core(self, idx: int) -> Node:
         """The live core of node idx."""
         core = self.engine.slots[idx].core
-        assert isinstance(core, GossipNode), f"node {idx} is down"
+        assert isinstance(core, Node), f"node {idx} is down"
         return core
 
     def live(self, region: int | None = None) -> list[int]:
@@ -243,8 +244,8 @@ class Fleet:
             return make_admission(key, other, region=name, admitted_at_s=SIM_EPOCH_S)
         raise ValueError(f"unknown intruder kind {kind!r}")
 
-    def _make_core(self, node_id: str, addr: str, region: int, incarnation: int) -> GossipNode:
-        return GossipNode(
+    def _make_core(self, node_id: str, addr: str, region: int, incarnation: int) -> Node:
+        gossip = GossipNode(
             node_id,
             addr,
             self.region_names[region],
@@ -256,6 +257,7 @@ class Fleet:
             trust=self.trust,
             admission=self.admission(node_id, region),
         )
+        return Node(gossip)
 
     def spawn(
         self,
@@ -320,7 +322,7 @@ class Fleet:
         for idx in range(len(self.engine.slots)):
             self.engine.drive(idx)
 
-    def _restore_keyed(self, core: GossipNode, region: int, views: Sequence[MemberView]) -> None:
+    def _restore_keyed(self, core: Node, region: int, views: Sequence[MemberView]) -> None:
         """Warm start in admission mode: the node already holds its region's admissions
         (verified by its store like any others), so restore_view lets the members in."""
         core.state.restore(

@@ -1,6 +1,6 @@
 """The import contract: the sans-IO cores never touch a clock, a socket or global randomness.
 
-gossip/ and consensus/ are pure state machines: they take `now` and bytes in and
+gossip/, consensus/ and node/ (the composite node) are pure state machines: they take `now` and bytes in and
 hand messages out, and draw randomness only from the `random.Random` they are
 given. sim/ drives those same cores on a virtual clock, so it may use the
 standard library but never the real runtime (asyncio, sockets, mesh/).
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FIRST_PARTY = frozenset({"gossip", "consensus", "inference", "mesh", "sim"})
+FIRST_PARTY = frozenset({"gossip", "consensus", "inference", "node", "mesh", "sim"})
 
 # Modules a core may never import, with the reason shown on failure.
 _RUNTIME = "a core is sans-IO: the driver owns sockets, clocks, threads and logs"
@@ -47,15 +47,17 @@ CORE_FORBIDDEN: dict[str, str] = {
     "psutil": "inventory is read by mesh/ and handed to the cores",
 }
 
-# First-party layering: gossip talks to nothing but itself; consensus sees gossip only.
+# First-party layering: gossip talks to nothing but itself; consensus sees gossip only;
+# the composite node (node/) sees the cores it hosts, never a driver.
 CORE_FORBIDDEN_FIRST_PARTY: dict[str, frozenset[str]] = {
-    "gossip": frozenset({"consensus", "inference", "mesh", "sim"}),
-    "consensus": frozenset({"inference", "mesh", "sim"}),
+    "gossip": frozenset({"consensus", "inference", "node", "mesh", "sim"}),
+    "consensus": frozenset({"inference", "node", "mesh", "sim"}),
+    "node": frozenset({"mesh", "sim"}),
 }
 
 # sim/ runs the real cores on a virtual clock: standard library, the cores, and the
 # pure data libraries the cores themselves use. Never the asyncio runtime or mesh/.
-SIM_ALLOWED_FIRST_PARTY = frozenset({"gossip", "consensus", "inference", "sim"})
+SIM_ALLOWED_FIRST_PARTY = frozenset({"gossip", "consensus", "inference", "node", "sim"})
 SIM_ALLOWED_THIRD_PARTY = frozenset({"msgpack", "nacl"})
 SIM_FORBIDDEN_STDLIB = frozenset({"asyncio", "socket", "selectors", "ssl", "socketserver"})
 
@@ -71,7 +73,7 @@ NONDETERMINISTIC_CALLS = frozenset(
     }
 )
 
-CHECKED_PACKAGES = ("gossip", "consensus", "sim")
+CHECKED_PACKAGES = ("gossip", "consensus", "node", "sim")
 
 
 @dataclass(frozen=True)

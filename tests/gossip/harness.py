@@ -1,14 +1,17 @@
 """A minimal in-memory link for core tests: a lost packet is a packet not delivered.
 
 Deliberately tiny (the real simulator lives in sim/): one heap of deliveries and
-timers, a fixed latency, and a `drop` predicate the test controls.
+timers, a fixed latency, and a `drop` predicate the test controls. It drives
+composite nodes (node/core.py), as the runtime and the simulator do; `add`
+returns a node's gossip layer (what most core tests inspect), `add_node` the
+composite node with hosted cores.
 """
 
 from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from gossip.config import LOCAL, MembershipConfig
 from gossip.events import Event, MemberState
@@ -16,6 +19,8 @@ from gossip.io import Datagram, StreamOpen
 from gossip.node import GossipNode
 from gossip.records import Record
 from gossip.trust import Trust
+from node.core import Node
+from node.hosted import HostedCore
 
 LATENCY_S = 0.001
 
@@ -30,7 +35,7 @@ class Link:
         self.trust = trust
         self.config = config
         self.now = 0.0
-        self.nodes: dict[str, GossipNode] = {}  # addr -> node
+        self.nodes: dict[str, Node] = {}  # addr -> node
         self.down: dict[str, None] = {}  # crashed addrs
         self.drop: DropRule = lambda src, dst: False
         self.events: list[tuple[float, str, Event]] = []
@@ -47,8 +52,24 @@ class Link:
         fleet_config: MembershipConfig | None = None,
         admission: Record | None = None,
     ) -> GossipNode:
+        """A node named name; returns its gossip layer."""
+        return self.add_node(
+            name, region, incarnation=incarnation, fleet_config=fleet_config, admission=admission
+        ).gossip
+
+    def add_node(
+        self,
+        name: str,
+        region: str = "r1",
+        *,
+        incarnation: int = 0,
+        fleet_config: MembershipConfig | None = None,
+        admission: Record | None = None,
+        hosted: Sequence[HostedCore] = (),
+    ) -> Node:
+        """A composite node named name, hosting `hosted`."""
         addr = f"{name}:7946"
-        node = GossipNode(
+        gossip = GossipNode(
             admission.key if admission is not None else name,
             addr,
             region,
@@ -61,23 +82,33 @@ class Link:
             trust=self.trust,
             admission=admission,
         )
+        node = Node(gossip, hosted)
         self.nodes[addr] = node
         self.down.pop(addr, None)
         self._flush(node)
         return node
 
-    def crash(self, node: GossipNode) -> None:
+    def replace(self, gossip: GossipNode) -> None:
+        """Put gossip (a restarted node) at its address in place of what ran there."""
+        node = Node(gossip)
+        self.nodes[gossip.addr] = node
+        self.down.pop(gossip.addr, None)
+        self._flush(node)
+
+    def crash(self, node: GossipNode | Node) -> None:
         self.down[node.addr] = None
 
     def _push(self, t: float, kind: str, item: object) -> None:
         self._seq += 1
         heapq.heappush(self._heap, (t, self._seq, kind, item))
 
-    def _flush(self, node: GossipNode) -> None:
+    def _flush(self, core: GossipNode | Node) -> None:
+        """Deliver what core has to send and record its events (a gossip layer: its node's)."""
+        node = self.nodes[core.addr] if isinstance(core, GossipNode) else core
         for out in node.poll_transmit():
             if isinstance(out, Datagram):
                 self.sent_datagrams += 1
-                assert len(out.payload) <= node.region_config.packet_plaintext_max_bytes
+                assert len(out.payload) <= node.gossip.region_config.packet_plaintext_max_bytes
                 if not self.drop(node.addr, out.dst):
                     self._push(self.now + LATENCY_S, "dgram", (node.addr, out.dst, out.payload))
             elif isinstance(out, StreamOpen):
@@ -130,4 +161,4 @@ class Link:
         return None
 
     def live(self) -> list[GossipNode]:
-        return [n for a, n in self.nodes.items() if a not in self.down]
+        return [n.gossip for a, n in self.nodes.items() if a not in self.down]

@@ -35,6 +35,7 @@ datagram_messages = st.one_of(
     st.builds(codec.Suspect, u64, ids, ids),
     st.builds(codec.Dead, u64, ids, ids),
     st.builds(codec.UserBroadcast, ids, u64, small_bytes),
+    st.builds(codec.AppMessage, st.integers(0, codec.APP_CHANNEL_MAX), ids, small_bytes),
     summaries,
 )
 
@@ -44,7 +45,7 @@ push_pulls = st.builds(
     region=st.text(max_size=codec.REGION_MAX_CHARS),
     join=st.booleans(),
     states=st.lists(
-        st.builds(codec.MemberState, ids, addrs, small_bytes, u64, st.integers(0, 3)), max_size=5
+        st.builds(codec.MemberEntry, ids, addrs, small_bytes, u64, st.integers(0, 3)), max_size=5
     ).map(tuple),
     summaries=st.lists(summaries, max_size=3).map(tuple),
 )

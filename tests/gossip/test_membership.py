@@ -130,7 +130,7 @@ def test_restart_with_persisted_incarnation_and_new_address_is_not_a_conflict() 
         incarnation=persisted,
         now=link.now,
     )
-    link.nodes[reborn.addr] = reborn
+    link.replace(reborn)
     reborn.join(link.now, [nodes[0].addr])
     link._flush(reborn)
     link.run_until(link.now + 10.0)

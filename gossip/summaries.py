@@ -1,0 +1,115 @@
+"""Region summaries: what the fleet knows of each region (sans-IO).
+
+The primary gateway of a region publishes a small, versioned summary of it
+(members alive, gateways, API addresses); summaries travel in both pools and in
+push-pull, and a redirect answers a node that asked the wrong place with them.
+This module is the table of summaries and its rules; gossip/node.py moves them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gossip import codec
+
+# Regions whose summaries (and gateway hints) a node keeps.
+SUMMARIES_MAX = 4096
+# A primary gateway republishes its region's summary at most this often.
+SUMMARY_MIN_INTERVAL_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class RegionSummary:
+    """What the fleet knows of one region."""
+
+    region: str
+    alive: int
+    gateways: tuple[tuple[str, str], ...]
+    api_addrs: tuple[str, ...]
+    version: int
+
+
+def newer(a: codec.Summary, b: codec.Summary | None) -> bool:
+    """True if summary a supersedes b: higher version, ties broken by author id."""
+    return b is None or (a.version, a.author_id) > (b.version, b.author_id)
+
+
+def _content(s: codec.Summary) -> tuple[object, ...]:
+    return (s.alive, s.gateways, s.api_addrs)
+
+
+class SummaryTable:
+    """The newest summary of each region, and gateway hints learned from redirects."""
+
+    def __init__(self, own_region: str, count: Callable[[str], None]) -> None:
+        self.own_region = own_region
+        self._by_region: dict[str, codec.Summary] = {}
+        self._hints: dict[str, tuple[tuple[str, str], ...]] = {}
+        self._count = count
+
+    def get(self, region: str) -> codec.Summary | None:
+        return self._by_region.get(region)
+
+    def store(self, s: codec.Summary) -> bool:
+        """Keep s if it is news; True if stored (the caller relays it)."""
+        if not s.region:
+            return False
+        if not newer(s, self._by_region.get(s.region)):
+            return False
+        if s.region not in self._by_region and len(self._by_region) >= SUMMARIES_MAX:
+            self._count("drop_summaries_full")
+            return False
+        self._by_region[s.region] = s
+        return True
+
+    def hint(self, region: str, gateways: tuple[tuple[str, str], ...]) -> bool:
+        """Remember the gateways a redirect named for region; True if they are new directions."""
+        changed = self._hints.get(region) != gateways
+        if region in self._hints or len(self._hints) < SUMMARIES_MAX:
+            self._hints[region] = gateways
+        return changed
+
+    def known_regions(self) -> list[str]:
+        """Every region we have a summary or a hint for, sorted."""
+        return sorted({*self._by_region, *self._hints})
+
+    def gateways_of(self, region: str) -> tuple[tuple[str, str], ...]:
+        """Where to reach region's gateways: a redirect's fresh hint first, else its summary."""
+        hint = self._hints.get(region)
+        if hint is not None:
+            return hint
+        s = self._by_region.get(region)
+        return s.gateways if s is not None else ()
+
+    def others(self) -> tuple[codec.Summary, ...]:
+        """Every region's summary but our own, sorted by region."""
+        return tuple(s for r, s in sorted(self._by_region.items()) if r != self.own_region)
+
+    def with_own(self, own: codec.Summary) -> tuple[codec.Summary, ...]:
+        """Every summary, ours as given when none was published yet, sorted by region."""
+        out = dict(self._by_region)
+        if self.own_region not in out:
+            out[self.own_region] = own
+        return tuple(out[r] for r in sorted(out))
+
+    def next_own(self, fresh: codec.Summary) -> codec.Summary | None:
+        """Our region's next summary if what we see changed since the last one, else None."""
+        prev = self._by_region.get(self.own_region)
+        if prev is not None and _content(prev) == _content(fresh):
+            return None
+        version = (prev.version if prev else 0) + 1
+        s = codec.Summary(
+            fresh.region, version, fresh.author_id, fresh.alive, fresh.gateways, fresh.api_addrs
+        )
+        self._by_region[self.own_region] = s
+        return s
+
+    def views(self, own: codec.Summary) -> dict[str, RegionSummary]:
+        """Every region's summary for readers, with `own` (fresh) for our region."""
+        out = {
+            r: RegionSummary(s.region, s.alive, s.gateways, s.api_addrs, s.version)
+            for r, s in sorted(self._by_region.items())
+        }
+        out[self.own_region] = RegionSummary(own.region, own.alive, own.gateways, own.api_addrs, own.version)
+        return out

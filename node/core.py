@@ -1,0 +1,230 @@
+"""The composite node core: the gossip layer plus the cores hosted above it (sans-IO).
+
+`Node` is what every driver builds and drives (docs/core-api.md): it implements
+`gossip.io.Core`, so the asyncio runtime and the simulator drive it exactly as
+they drove a bare gossip node. It hosts a `GossipNode` and any number of hosted
+cores (node/hosted.py), each owning one application channel, and it merges
+their deadlines, outgoing messages and events:
+
+- inputs (datagrams, streams, timers, commands) go to the gossip node; the
+  gossip events that follow are shown to every hosted core, and application
+  messages are handed to the core that owns their channel;
+- timers: each core's `handle_timer` runs when its own deadline is due, and
+  `next_deadline` is the earliest of all;
+- outputs: what hosted cores want sent goes out through the gossip node's
+  sealed transport (`GossipNode.send_app`), so `poll_transmit` returns it with
+  the gossip traffic; the driver sees gossip's events and the hosted cores' events.
+
+With no hosted core the node adds nothing: every call is the gossip node's.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+
+from gossip.events import AppMessageReceived, Event
+from gossip.io import Outbound
+from gossip.node import GossipNode, MemberView, RegionSummary
+from gossip.records import Record
+from gossip.state import StateStore
+from node.hosted import HostedCore
+
+
+class Node:
+    """One node's protocol cores, driven as one (implements gossip.io.Core)."""
+
+    def __init__(self, gossip: GossipNode, hosted: Sequence[HostedCore] = ()) -> None:
+        self.gossip = gossip
+        self._hosted: dict[int, HostedCore] = {}
+        for core in hosted:
+            if core.channel in self._hosted:
+                raise ValueError(f"two hosted cores on channel {core.channel}")
+            self._hosted[core.channel] = core
+        self._events: deque[Event] = deque()
+        self._counters: dict[str, int] = {}
+        self._now = 0.0
+
+    def hosted(self, channel: int) -> HostedCore:
+        """The hosted core on `channel` (KeyError if none)."""
+        return self._hosted[channel]
+
+    # --- gossip.io.Core -----------------------------------------------------------------
+
+    def handle_datagram(self, now: float, src: str, data: bytes) -> None:
+        """One datagram (plaintext) from src; bad input is dropped and counted."""
+        self.gossip.handle_datagram(now, src, data)
+        self._pump(now)
+
+    def handle_stream_request(self, now: float, src: str, data: bytes) -> bytes | None:
+        """A peer opened a stream with one frame; returns our reply frame (None: refuse)."""
+        reply = self.gossip.handle_stream_request(now, src, data)
+        self._pump(now)
+        return reply
+
+    def handle_stream_reply(self, now: float, request_id: int, data: bytes | None) -> None:
+        """The reply to a stream this node opened; None when the peer was unreachable."""
+        self.gossip.handle_stream_reply(now, request_id, data)
+        self._pump(now)
+
+    def handle_timer(self, now: float) -> None:
+        """Run every core whose deadline is due at now."""
+        if not self._hosted:
+            self.gossip.handle_timer(now)
+            return
+        due = self.gossip.next_deadline()
+        if due is not None and due <= now:
+            self.gossip.handle_timer(now)
+        self._pump(now)
+        for core in self._hosted.values():
+            due = core.next_deadline()
+            if due is not None and due <= now:
+                core.handle_timer(now)
+        self._pump(now)
+
+    def next_deadline(self) -> float | None:
+        """The earliest deadline of every core."""
+        t = self.gossip.next_deadline()
+        for core in self._hosted.values():
+            d = core.next_deadline()
+            if d is not None and (t is None or d < t):
+                t = d
+        return t
+
+    def poll_transmit(self) -> list[Outbound]:
+        """Everything to send now, of every core (plaintext; the driver seals it)."""
+        return self.gossip.poll_transmit()
+
+    def next_event(self) -> Event | None:
+        """The next event for the driver, or None."""
+        if not self._hosted:
+            return self.gossip.next_event()
+        self._pump(self._now)
+        return self._events.popleft() if self._events else None
+
+    def drain_events(self) -> list[Event]:
+        """Every pending event at once."""
+        if not self._hosted:
+            return self.gossip.drain_events()
+        self._pump(self._now)
+        out = list(self._events)
+        self._events.clear()
+        return out
+
+    # --- commands (each goes through the node, so hosted cores see what follows) ----------
+
+    def join(self, now: float, seeds: Sequence[str]) -> None:
+        """Join the mesh through any known nodes ("host:port"), in any region."""
+        self.gossip.join(now, seeds)
+        self._pump(now)
+
+    def leave(self, now: float) -> None:
+        """Leave gracefully: every pool hears that we left, not that we died."""
+        self.gossip.leave(now)
+        self._pump(now)
+
+    def broadcast(self, now: float, payload: bytes) -> tuple[str, int]:
+        """Send payload to every node of the fleet; returns its (origin_id, seq)."""
+        out = self.gossip.broadcast(now, payload)
+        self._pump(now)
+        return out
+
+    def publish_record(self, now: float, record: Record, *, urgent: bool = False) -> bool:
+        """Add a signed record made or received here (GossipNode.publish_record)."""
+        new = self.gossip.publish_record(now, record, urgent=urgent)
+        self._pump(now)
+        return new
+
+    def present_admission(self, now: float, record: Record) -> str | None:
+        """Take record as this node's admission (GossipNode.present_admission)."""
+        problem = self.gossip.present_admission(now, record)
+        self._pump(now)
+        return problem
+
+    def restore_view(self, now: float, members: Sequence[MemberView]) -> None:
+        """Install members known to be alive without broadcasting (warm start, restart)."""
+        self.gossip.restore_view(now, members)
+        self._pump(now)
+
+    # --- reads (what drivers show: the API, the CLI, the simulator's observers) -------------
+
+    @property
+    def node_id(self) -> str:
+        return self.gossip.node_id
+
+    @property
+    def addr(self) -> str:
+        return self.gossip.addr
+
+    @property
+    def region(self) -> str:
+        return self.gossip.region
+
+    @property
+    def state(self) -> StateStore:
+        """The signed state store (read it; publish through publish_record)."""
+        return self.gossip.state
+
+    @property
+    def incarnation(self) -> int:
+        """This node's highest incarnation in any pool (persist it)."""
+        return self.gossip.incarnation
+
+    @property
+    def is_gateway(self) -> bool:
+        return self.gossip.is_gateway
+
+    @property
+    def admission_problem(self) -> str | None:
+        """Why our own admission is refused by our own rules (None: admitted)."""
+        return self.gossip.admission_problem
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Every core's counters: gossip's as they are, the node's under "node."."""
+        out = self.gossip.counters
+        for k, v in self._counters.items():
+            out["node." + k] = v
+        return out
+
+    def members(self, pool: str = "region") -> list[MemberView]:
+        """This node's view of a pool ("region" or "fleet"), itself included, in id order."""
+        return self.gossip.members(pool)
+
+    def summaries(self) -> dict[str, RegionSummary]:
+        """Every region this node knows of, its own included."""
+        return self.gossip.summaries()
+
+    # --- plumbing -------------------------------------------------------------------------------
+
+    def _count(self, key: str) -> None:
+        self._counters[key] = self._counters.get(key, 0) + 1
+
+    def _pump(self, now: float) -> None:
+        """Show gossip's events to the hosted cores, route app messages, send what they ask."""
+        self._now = now
+        if not self._hosted:
+            return
+        # Hosted cores may answer an event with messages, whose sending makes more events: loop.
+        for _round in range(4):
+            events = self.gossip.drain_events()
+            for e in events:
+                if type(e) is AppMessageReceived:
+                    core = self._hosted.get(e.channel)
+                    if core is None:
+                        self._count("drop_app_unknown_channel")
+                    else:
+                        core.handle_message(now, e.pool, e.from_id, e.payload)
+                    continue
+                for core in self._hosted.values():
+                    core.observe(now, e)
+                self._events.append(e)
+            sent = False
+            for core in self._hosted.values():
+                for m in core.poll_messages():
+                    sent = True
+                    if not self.gossip.send_app(now, m.dst_id, core.channel, m.payload, pool=m.pool):
+                        self._count("drop_app_unsent")
+                self._events.extend(core.drain_events())
+            if not events and not sent:
+                return
