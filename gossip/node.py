@@ -10,6 +10,11 @@ node what they do not decide themselves through narrow roles (gossip/roles.py):
 the admission gate (gossip/gate.py), the state exchange (gossip/exchange.py),
 and the directory of summaries and the messages they carry (this class).
 See docs/design.md and docs/core-api.md.
+
+node.py is long because it is the one place where the two pools meet: what a
+gateway relays between them, when it joins or leaves the fleet pool, and how a
+record or broadcast moves through both share its state; the rules themselves
+live in the modules named above.
 """
 
 from __future__ import annotations
