@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from gossip import codec
 from gossip.config import LOCAL
 from gossip.events import Event
 from gossip.node import GossipNode
@@ -30,6 +31,7 @@ from mesh.api import REQUEST_BODY_MAX_BYTES, create_app
 from mesh.deploy import record_to_b64, sign_deletion, sign_deployment
 from mesh.opsign import sign_request
 from mesh.store import Store
+from node.core import Node
 
 OPERATOR = nacl.signing.SigningKey(b"\x05" * 32)
 STRANGER = nacl.signing.SigningKey(b"\x06" * 32)
@@ -67,15 +69,17 @@ class SyncRuntime:
 def make_agent(data_dir: Path) -> Agent:
     data_dir.mkdir(exist_ok=True)
     trust = StaticTrust(operators=[bytes(OPERATOR.verify_key)])
-    node = GossipNode(
-        "aaaaaaaaaaaaaaaa",
-        "127.0.0.1:1",
-        "north",
-        random.Random(1),
-        region_config=LOCAL,
-        fleet_config=LOCAL,
-        api_addr="127.0.0.1:2",
-        trust=trust,
+    node = Node(
+        GossipNode(
+            "aaaaaaaaaaaaaaaa",
+            "127.0.0.1:1",
+            "north",
+            random.Random(1),
+            region_config=LOCAL,
+            fleet_config=LOCAL,
+            api_addr="127.0.0.1:2",
+            trust=trust,
+        )
     )
     store = Store.open(data_dir, "aaaaaaaaaaaaaaaa")
     node.state.restore(store.load_records())
@@ -170,9 +174,11 @@ async def test_a_restarted_agent_still_holds_the_record(tmp_path: Path) -> None:
 async def test_records_learned_from_peers_are_persisted(tmp_path: Path) -> None:
     agent = make_agent(tmp_path / "node")
     record = sign_deployment(OPERATOR, parse_manifest(MANIFEST), 9)
-    agent.runtime.drive(
-        lambda now: agent.node.merge_records(agent.node.region_pool, now, [encode_record(record)])
+    # As a peer's gossip delivers it: one datagram carrying the record.
+    packet = codec.encode_packet(
+        codec.POOL_REGION, "north", [codec.encode_message(codec.RecordGossip(encode_record(record)))]
     )
+    agent.runtime.drive(lambda now: agent.node.handle_datagram(now, "127.0.0.1:9", packet))
     assert agent.store.load_records() == [record]
     agent.store.close()
 

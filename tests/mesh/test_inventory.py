@@ -32,6 +32,7 @@ from mesh.inventory import (
     should_publish,
 )
 from mesh.store import Store
+from node.core import Node
 from tests.mesh.test_deploy_api import SyncRuntime, served
 
 GIB = 2**30
@@ -180,15 +181,17 @@ def make_node_agent(data_dir: Path) -> Agent:
     data_dir.mkdir(exist_ok=True)
     identity = Identity(NODE_ID, NODE_KEY)
     trust = StaticTrust(nodes=[identity.public_key])
-    node = GossipNode(
-        NODE_ID,
-        "127.0.0.1:1",
-        "north",
-        random.Random(1),
-        region_config=LOCAL,
-        fleet_config=LOCAL,
-        api_addr="127.0.0.1:2",
-        trust=trust,
+    node = Node(
+        GossipNode(
+            NODE_ID,
+            "127.0.0.1:1",
+            "north",
+            random.Random(1),
+            region_config=LOCAL,
+            fleet_config=LOCAL,
+            api_addr="127.0.0.1:2",
+            trust=trust,
+        )
     )
     store = Store.open(data_dir, NODE_ID)
     runtime = SyncRuntime()
@@ -268,15 +271,17 @@ def test_refused_inventory_is_logged_once(tmp_path: Path, caplog: pytest.LogCapt
 
 def make_untrusting(agent: Agent) -> Agent:
     """An agent whose node does not trust its own key (as a peer whose trust lacks node keys)."""
-    node = GossipNode(
-        NODE_ID,
-        "127.0.0.1:1",
-        "north",
-        random.Random(2),
-        region_config=LOCAL,
-        fleet_config=LOCAL,
-        api_addr="127.0.0.1:2",
-        trust=StaticTrust(),
+    node = Node(
+        GossipNode(
+            NODE_ID,
+            "127.0.0.1:1",
+            "north",
+            random.Random(2),
+            region_config=LOCAL,
+            fleet_config=LOCAL,
+            api_addr="127.0.0.1:2",
+            trust=StaticTrust(),
+        )
     )
     runtime = SyncRuntime()
     runtime.node = node
