@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import msgpack
 
 from gossip import codec
-from gossip.admission import ADMISSION_KIND, admission_scope, check_admission
+from gossip.admission import admission_scope, check_admission
 from gossip.config import LAN, WAN, MembershipConfig
 from gossip.events import (
     AdmissionRefused,
@@ -33,6 +33,7 @@ from gossip.events import (
     Revoked,
 )
 from gossip.io import Outbound
+from gossip.kinds import ADMISSION_KIND, REVOCATION_KIND
 from gossip.membership import Member, Membership
 from gossip.records import Record, decode_digest, decode_record, encode_digest, encode_record, verify_record
 from gossip.state import StateStore, StoreLimits
@@ -595,7 +596,7 @@ class GossipNode:
         for r in records:
             if r.kind == ADMISSION_KIND:
                 self.region_pool.admitted(now, r.key)
-            elif r.kind == "revocation":
+            elif r.kind == REVOCATION_KIND:
                 self._expel(now, r.key)
         for r in records:
             blob = encode_record(r)
