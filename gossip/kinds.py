@@ -123,8 +123,6 @@ DEFAULT_KINDS: KindTable = kind_table(
         # One record per leader: readers apply the newest term.
         KindPolicy(PLACEMENT_KIND, Scope.REGION, Writer.NODE, owner_keyed=True, priority=4),
         # Admissions end by revocation, never by deletion.
-        KindPolicy(
-            ADMISSION_KIND, Scope.REGION, Writer.NODE, owner_keyed=True, priority=2, deletable=False
-        ),
+        KindPolicy(ADMISSION_KIND, Scope.REGION, Writer.NODE, owner_keyed=True, priority=2, deletable=False),
     )
 )

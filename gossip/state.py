@@ -24,10 +24,10 @@ Anti-entropy (docs/state.md has the reasoning):
 What each kind may be (scope, writer, key, priority) is data: the `KindTable`
 of gossip/kinds.py, given at construction.
 
-gossip/state.py is long because verifying a record is one ordered sequence of
-checks whose order fixes the drop reason counted, and the trust the store learns
-from its own records (grants, admissions and their invite seats, revocations)
-must be applied inside that sequence; split, the order would be spread over files.
+gossip/state.py is long because its one verification path (`_admit`, whose order
+fixes the drop reason counted) and the trust the store learns from the records it
+holds (grants, admissions and their invite seats, revocations) depend on each
+other's order; the rules about kinds themselves are in gossip/kinds.py.
 """
 
 from __future__ import annotations
@@ -207,11 +207,6 @@ class StateStore:
     def limits(self) -> StoreLimits:
         """The bounds this store was built with."""
         return self._limits
-
-    @property
-    def kinds(self) -> KindTable:
-        """The kinds this store accepts, and their rules."""
-        return self._kinds
 
     def _priority(self, kind: str) -> int:
         policy = self._kinds.get(kind)
@@ -470,7 +465,7 @@ class StateStore:
 
     def _may_write(self, author: str, policy: KindPolicy, key: str, version: int) -> bool:
         """By the kind's writer (gossip/kinds.py). Admitted nodes: their own records of node kinds.
-        Root operators: every other kind, and revocations of any key but a root one. Granted
+        Root operators: every operator kind (revocations: of any key but a root one). Granted
         operators: Writer.OPERATOR kinds (a removed one: only at versions up to its cutoff).
 
         Root operators (the base trust's) are never revoked and their grants are never
