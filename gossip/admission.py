@@ -40,6 +40,7 @@ import nacl.exceptions
 import nacl.signing
 
 from gossip.codec import U64_MAX, DecodeError, unpack_versioned
+from gossip.kinds import ADMISSION_KIND
 from gossip.records import (
     PUBLIC_KEY_BYTES,
     SIGNATURE_BYTES,
@@ -48,7 +49,6 @@ from gossip.records import (
     sign_record,
 )
 
-ADMISSION_KIND = "admission"
 INVITE_FORMAT = 1
 ADMISSION_FORMAT = 1
 INVITE_SIGNING_DOMAIN = b"murmur-invite-v1\x00"

@@ -13,7 +13,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from gossip import codec
-from gossip.admission import ADMISSION_KIND, admission_scope, check_admission
+from gossip.admission import admission_scope, check_admission
+from gossip.kinds import ADMISSION_KIND
 from gossip.records import decode_record, verify_record
 from gossip.state import StateStore
 

@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gossip import codec
-from gossip.admission import ADMISSION_KIND
 from gossip.config import LAN, WAN, MembershipConfig
 from gossip.events import (
     AdmissionRefused,
@@ -42,6 +41,7 @@ from gossip.exchange import StoreExchange
 from gossip.gate import MemberGate
 from gossip.gateways import GATEWAY_STABLE_S, GATEWAYS_PER_REGION, Candidate, choose_gateways, rank_hash
 from gossip.io import Outbound
+from gossip.kinds import ADMISSION_KIND, FLEET_SCOPE, REVOCATION_KIND
 from gossip.membership import Member, Membership
 from gossip.records import Record, encode_record
 from gossip.relay import BroadcastLog, RepeatQueue, spread
@@ -531,7 +531,7 @@ class GossipNode:
         for r in records:
             if r.kind == ADMISSION_KIND:
                 self.region_pool.admitted(now, r.key)
-            elif r.kind == "revocation":
+            elif r.kind == REVOCATION_KIND:
                 self._expel(now, r.key)
         for r in records:
             blob = encode_record(r)
@@ -539,7 +539,7 @@ class GossipNode:
                 continue  # too big to piggyback: anti-entropy carries it
             msg = codec.RecordGossip(blob)
             key = f"rec:{r.kind}/{r.key}"
-            if r.scope == "fleet":
+            if r.scope == FLEET_SCOPE:
                 # Operator records: pushed at once and gossiped in every pool, like fleet broadcasts.
                 if origin:
                     self._push_to_gateways(now, msg)

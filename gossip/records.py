@@ -29,12 +29,14 @@ import nacl.exceptions
 import nacl.signing
 
 from gossip.codec import U64_MAX, DecodeError, unpack_versioned
+from gossip.kinds import DEFAULT_KINDS
 
 RECORD_FORMAT = 1
 DIGEST_FORMAT = 1
 SIGNING_DOMAIN = b"murmur-record-v1\x00"
 
-KINDS = ("inventory", "desired", "revocation", "trust", "placement", "admission")
+# The kinds this version's store accepts (gossip/kinds.py has their rules); others decode.
+KINDS = tuple(DEFAULT_KINDS)
 
 KEY_ID_HEX_CHARS = 16  # same derivation as node ids (mesh/identity.py)
 PUBLIC_KEY_BYTES = 32

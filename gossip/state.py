@@ -20,6 +20,14 @@ Anti-entropy (docs/state.md has the reasoning):
 - When everything does not fit the budget, half of the time the store fills it
   in priority order (revocations first) and half of the time from a random
   start, so no record is starved by others the peer keeps refusing.
+
+What each kind may be (scope, writer, key, priority) is data: the `KindTable`
+of gossip/kinds.py, given at construction.
+
+gossip/state.py is long because its one verification path (`_admit`, whose order
+fixes the drop reason counted) and the trust the store learns from the records it
+holds (grants, admissions and their invite seats, revocations) depend on each
+other's order; the rules about kinds themselves are in gossip/kinds.py.
 """
 
 from __future__ import annotations
@@ -29,8 +37,20 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from gossip.admission import ADMISSION_KIND, REFUSALS, Admission, check_admission
+from gossip.admission import REFUSALS, Admission, check_admission
 from gossip.codec import U64_MAX, DecodeError
+from gossip.kinds import (
+    ADMISSION_KIND,
+    DEFAULT_KINDS,
+    FLEET_SCOPE,
+    REGION_SCOPE_PREFIX,
+    REVOCATION_KIND,
+    TRUST_KIND,
+    KindPolicy,
+    KindTable,
+    Writer,
+    scope_class,
+)
 from gossip.records import (
     PAYLOAD_MAX_BYTES,
     Record,
@@ -39,49 +59,15 @@ from gossip.records import (
     encoded_size,
     field_problem,
     fingerprint,
-    key_id,
     max_encoded_bytes,
     verify_record,
 )
-from gossip.trust import TRUST_KIND, Trust, decode_grant
+from gossip.trust import Trust, decode_grant, grant_problem
 
-FLEET_SCOPE = "fleet"
-REGION_SCOPE_PREFIX = "region:"
-REGION_MAX_CHARS = 64
 # What missing_for counts per record on top of its encoding: the msgpack bin header
 # the record gets as one item of a list (5 bytes at most).
 RECORD_FRAMING_BYTES = 5
 
-# The scope each kind must carry: inventory and placement stay in their region, so
-# a node's memory and traffic grow with its region, never with the fleet.
-KIND_SCOPES: dict[str, str] = {
-    "inventory": "region",
-    "placement": "region",
-    "desired": "fleet",
-    "revocation": "fleet",
-    "trust": "fleet",
-    "admission": "region",
-}
-# Kinds whose key must be the author's id. Nodes can be revoked, and revoking removes
-# their records; if a node's record could have superseded another author's in a
-# shared slot, that older record would be gone, and the state would depend on whether
-# the revocation arrived first. Owner-keyed slots keep merge a pure function of the
-# set of records. Operators share slots, and are never revoked by records.
-OWNER_KEYED_KINDS = ("inventory", "placement", ADMISSION_KIND)
-# What an admitted node may write: its own admission, inventory and placement.
-NODE_KINDS = OWNER_KEYED_KINDS
-# What operators write (root operators of the base trust, and keys they granted).
-OPERATOR_KINDS = ("desired", TRUST_KIND, "revocation")
-# Under a tight budget, what the store sends first; a batch is merged in this order
-# too, so a node's admission is judged before the records it signs.
-_KIND_PRIORITY = {
-    "revocation": 0,
-    "trust": 1,
-    ADMISSION_KIND: 2,
-    "desired": 3,
-    "placement": 4,
-    "inventory": 5,
-}
 REFUSALS_KEPT = 64  # admission refusals kept for the owner to report (drain_refusals)
 
 DROP_REASONS = (
@@ -106,30 +92,6 @@ Digest = dict[str, tuple[int, int]]
 """author -> (highest version held, XOR of the fingerprints of the records held)."""
 
 _Rank = tuple[int, str, bytes, bytes]
-
-
-def _scope_class(scope: str) -> str | None:
-    if scope == FLEET_SCOPE:
-        return "fleet"
-    if (
-        scope.startswith(REGION_SCOPE_PREFIX)
-        and 0 < len(scope) - len(REGION_SCOPE_PREFIX) <= REGION_MAX_CHARS
-    ):
-        return "region"
-    return None
-
-
-def _merge_order(r: Record) -> int:
-    return _KIND_PRIORITY.get(r.kind, len(_KIND_PRIORITY)) if isinstance(r, Record) else 0
-
-
-def _grant_problem(r: Record) -> bool:
-    """True if a `trust` record's payload is not a grant of the key its slot names."""
-    try:
-        public_key, _active, _cutoff = decode_grant(r.payload)
-    except DecodeError:
-        return True
-    return key_id(public_key) != r.key
 
 
 def in_scope(scope: str, region: str | None) -> bool:
@@ -200,12 +162,17 @@ class StateStore:
         *,
         limits: StoreLimits = StoreLimits(),  # frozen, so one shared default is safe
         region: str | None = None,
+        kinds: KindTable = DEFAULT_KINDS,
     ) -> None:
-        """An empty store; region None keeps every region's records, else only its own and fleet ones."""
+        """An empty store of the given kinds; region None keeps every region's records, else
+        only its own and fleet ones."""
         self._trust = trust
         self._rng = rng
         self._limits = limits
         self._region = region
+        self._kinds = kinds
+        # Records of unknown kinds (dropped anyway) come last in a batch.
+        self._unknown_priority = max((k.priority for k in kinds.values()), default=-1) + 1
         self._slots: dict[tuple[str, str], _Entry] = {}
         self._by_author: dict[str, dict[tuple[str, str], _Entry]] = {}
         self._digests: dict[bool, Digest] = {}  # cache by fleet_only, cleared on every change
@@ -241,6 +208,10 @@ class StateStore:
         """The bounds this store was built with."""
         return self._limits
 
+    def _priority(self, kind: str) -> int:
+        policy = self._kinds.get(kind)
+        return policy.priority if policy is not None else self._unknown_priority
+
     # --- receiving ------------------------------------------------------------------
 
     def merge(self, now: float, records: Iterable[Record]) -> list[Record]:
@@ -250,7 +221,8 @@ class StateStore:
         """
         accepted: list[tuple[int, _Entry]] = []
         batch = list(records)
-        for i in sorted(range(len(batch)), key=lambda i: _merge_order(batch[i])):
+        order = [self._priority(r.kind) if isinstance(r, Record) else 0 for r in batch]
+        for i in sorted(range(len(batch)), key=order.__getitem__):
             r = batch[i]
             entry_or_reason = self._admit(r)
             if isinstance(entry_or_reason, str):
@@ -287,18 +259,20 @@ class StateStore:
             return "oversized" if problem == "oversized" else "malformed"
         if len(r.payload) > self._limits.payload_max_bytes:
             return "oversized"
-        scope_class = KIND_SCOPES.get(r.kind)
-        if scope_class is None:
+        policy = self._kinds.get(r.kind)
+        if policy is None:
             return "unknown_kind"
-        if _scope_class(r.scope) != scope_class:
+        if policy.payload_max_bytes is not None and len(r.payload) > policy.payload_max_bytes:
+            return "oversized"
+        if scope_class(r.scope) != policy.scope:
             return "bad_scope"
         if not in_scope(r.scope, self._region):
             return "out_of_scope"
-        if r.kind in NODE_KINDS and self.is_revoked(r.author):
+        if policy.node_record and self.is_revoked(r.author):
             return "revoked_author"  # revocation is of devices: it never touches operator records
-        if r.kind == ADMISSION_KIND:
-            if r.deleted:
-                return "not_allowed"  # admissions end by revocation, never by deletion
+        if r.kind == ADMISSION_KIND:  # self-certifying: the key is in the payload
+            if r.deleted and not policy.deletable:
+                return "not_allowed"
             checked = check_admission(r, self, verified=self._verified_invites)
             if isinstance(checked, str):
                 return checked
@@ -309,16 +283,17 @@ class StateStore:
             public_key = self.public_key(r.author)
             if public_key is None:
                 return "unknown_author"
-            if not self._may_write(r.author, r.kind, r.key, r.version):
+            if not self._may_write(r.author, policy, r.key, r.version):
                 return "not_allowed"
-        if r.kind in OWNER_KEYED_KINDS and r.key != r.author:
+        if policy.owner_keyed and r.key != r.author:
             return "not_allowed"
-        # Revocation is for ever (a revoked device needs a new identity), and a
-        # self-revocation would remove the very record that revokes.
-        if r.kind == "revocation" and (r.deleted or r.key == r.author):
+        if r.deleted and not policy.deletable:  # (a `trust` tombstone grants nothing: a bad grant)
+            return "bad_grant" if r.kind == TRUST_KIND else "not_allowed"
+        # A self-revocation would remove the very record that revokes.
+        if r.kind == REVOCATION_KIND and r.key == r.author:
             return "not_allowed"
-        if r.kind == TRUST_KIND and (r.deleted or _grant_problem(r)):
-            return "bad_grant"  # a grant is never deleted: removal is a grant with active False
+        if r.kind == TRUST_KIND and grant_problem(r):
+            return "bad_grant"
         current = self._slots.get(r.slot)
         if current is not None and current.record == r:
             return "duplicate"  # the common case in gossip: no second verification
@@ -342,7 +317,7 @@ class StateStore:
             if seated:
                 self._take_seat(r.key, admission)
         self._counters["accepted"] += 1
-        if r.kind == "revocation":
+        if r.kind == REVOCATION_KIND:
             self._counters["removed_revoked"] += self._remove_node_records(r.key)
         elif r.kind == TRUST_KIND:
             self._apply_cutoff(r.key)
@@ -398,7 +373,8 @@ class StateStore:
                 del self._refusals[:-REFUSALS_KEPT]
 
     def _apply_cutoff(self, operator: str) -> None:
-        """A removed operator's `desired` records above its cutoff are dropped, wherever they came first."""
+        """A removed operator's records (of kinds operators write: `desired`) above its cutoff are
+        dropped, wherever they came first."""
         grant = self._granted.get(operator)
         if grant is None or grant[1]:
             return
@@ -406,7 +382,7 @@ class StateStore:
         late = [
             e
             for e in self._by_author.get(operator, {}).values()
-            if e.record.kind == "desired" and e.record.version > cutoff
+            if self._kinds[e.record.kind].writer is Writer.OPERATOR and e.record.version > cutoff
         ]
         self._counters["removed_by_cutoff"] += self._drop(late)
 
@@ -420,7 +396,7 @@ class StateStore:
     def _remove_node_records(self, author: str) -> int:
         """Remove what a device wrote (its admission, inventory, placement); returns how many."""
         return self._drop(
-            [e for e in self._by_author.get(author, {}).values() if e.record.kind in NODE_KINDS]
+            [e for e in self._by_author.get(author, {}).values() if self._kinds[e.record.kind].node_record]
         )
 
     def _drop(self, entries: list[_Entry]) -> int:
@@ -487,25 +463,26 @@ class StateStore:
         out, self._displaced = self._displaced, []
         return out
 
-    def _may_write(self, author: str, kind: str, key: str, version: int) -> bool:
-        """Root operators: desired state, grants, revocations. Granted operators: desired state
-        (a removed one: only at versions up to its cutoff). Admitted nodes: their own node records.
+    def _may_write(self, author: str, policy: KindPolicy, key: str, version: int) -> bool:
+        """By the kind's writer (gossip/kinds.py). Admitted nodes: their own records of node kinds.
+        Root operators: every operator kind (revocations: of any key but a root one). Granted
+        operators: Writer.OPERATOR kinds (a removed one: only at versions up to its cutoff).
 
         Root operators (the base trust's) are never revoked and their grants are never
         deleted, revocation touches device records only, and a removal's cutoff is
         applied to records held as well as to records arriving: a record's fate never
         depends on the order records arrive in (docs/state.md, "Who may write").
         """
-        if kind in NODE_KINDS and author in self._admitted:
+        if policy.writer is Writer.NODE and author in self._admitted:
             return key == author  # (checked first: a device key may also be granted as an operator)
         if self._trust.is_operator(author):
-            if kind == "revocation":
+            if policy.name == REVOCATION_KIND:
                 return not self._trust.is_operator(key)
-            return kind in OPERATOR_KINDS
+            return policy.writer is not Writer.NODE
         grant = self._granted.get(author)
         if grant is not None:
-            return kind == "desired" and (grant[1] or version <= grant[2])
-        return self._trust.may_write(author, kind, key)
+            return policy.writer is Writer.OPERATOR and (grant[1] or version <= grant[2])
+        return self._trust.may_write(author, policy.name, key)
 
     # --- reading --------------------------------------------------------------------
 
@@ -532,11 +509,11 @@ class StateStore:
 
     def revoked(self) -> list[str]:
         """Author ids revoked by a revocation record held here, sorted."""
-        return sorted(key for kind, key in self._slots if kind == "revocation")
+        return sorted(key for kind, key in self._slots if kind == REVOCATION_KIND)
 
     def is_revoked(self, author: str) -> bool:
         """True if a revocation record or the trust refuses the author."""
-        return ("revocation", author) in self._slots or self._trust.is_revoked(author)
+        return (REVOCATION_KIND, author) in self._slots or self._trust.is_revoked(author)
 
     def latest_version(self, author: str) -> int | None:
         """The highest version of the author's records held here, or None."""
@@ -594,7 +571,7 @@ class StateStore:
                 older = []  # the peer holds exactly these: nothing to repair
             for tier, tier_entries in ((0, newer), (1, older)):
                 for age, e in enumerate(tier_entries):
-                    priority = _KIND_PRIORITY.get(e.record.kind, len(_KIND_PRIORITY))
+                    priority = self._kinds[e.record.kind].priority
                     candidates.append(((tier, priority, age, author), e))
         candidates.sort(key=lambda c: c[0])
         chosen = self._fill([e for _, e in candidates], budget)

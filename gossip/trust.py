@@ -14,7 +14,8 @@ from typing import Protocol
 import msgpack
 
 from gossip.codec import DecodeError, unpack_versioned
-from gossip.records import PUBLIC_KEY_BYTES, key_id
+from gossip.kinds import DEFAULT_KINDS, REVOCATION_KIND, KindTable, Writer
+from gossip.records import PUBLIC_KEY_BYTES, Record, key_id
 
 
 class Trust(Protocol):
@@ -53,10 +54,11 @@ class Trust(Protocol):
 class StaticTrust:
     """A Trust with keys registered explicitly: operators and nodes.
 
-    Operators write desired state, trust records, and revocations of nodes (never of
-    an operator: operator keys are managed by trust records, which mesh/ interprets).
-    A node writes its own inventory and placement records, each keyed by its own id
-    (readers pick the placement of the newest term; fencing comes with elections).
+    Who writes which kind is the kind table's (gossip/kinds.py): operators write the
+    operator kinds (desired state, trust records, and revocations of nodes, never of
+    an operator: operator keys are managed by trust records, which mesh/ interprets);
+    a node writes the node kinds (inventory, placement), each keyed by its own id.
+    Admissions are self-certifying: the store never asks the trust about them.
     """
 
     def __init__(
@@ -66,9 +68,11 @@ class StaticTrust:
         revoked: Iterable[str] = (),
         *,
         cluster_id: str = "",
+        kinds: KindTable = DEFAULT_KINDS,
     ) -> None:
-        """Trust the given operator and node public keys; refuse the revoked author ids."""
+        """Trust the given operator and node public keys, for the given kinds; refuse the revoked ids."""
         self._cluster_id = cluster_id
+        self._kinds = kinds
         self._operators: dict[str, bytes] = {}
         self._nodes: dict[str, bytes] = {}
         self._revoked: dict[str, None] = {}
@@ -127,19 +131,22 @@ class StaticTrust:
         return author in self._revoked
 
     def may_write(self, author: str, kind: str, key: str) -> bool:
-        """Operators: desired, trust, revocation of non-operators. Nodes: own inventory and placement."""
+        """By the kind's writer: operators write operator kinds (revocations of non-operators
+        only), nodes write node kinds, keyed by their own id."""
+        policy = self._kinds.get(kind)
+        if policy is None:
+            return False
         if author in self._operators:
-            if kind == "revocation":
+            if kind == REVOCATION_KIND:
                 return key not in self._operators
-            return kind in ("desired", "trust")
+            return policy.writer is not Writer.NODE
         if author in self._nodes:
-            return kind in ("inventory", "placement") and key == author
+            return policy.writer is Writer.NODE and key == author
         return False
 
 
 # --- trust records: operator keys granted by operators ------------------------------------
 
-TRUST_KIND = "trust"
 GRANT_FORMAT = 1
 
 
@@ -170,3 +177,12 @@ def decode_grant(payload: bytes) -> tuple[bytes, bool, int]:
     ):
         raise DecodeError("bad_field")
     return public_key, active, cutoff
+
+
+def grant_problem(r: Record) -> bool:
+    """True if a `trust` record's payload is not a grant of the key its slot names."""
+    try:
+        public_key, _active, _cutoff = decode_grant(r.payload)
+    except DecodeError:
+        return True
+    return key_id(public_key) != r.key

@@ -12,7 +12,6 @@ import time
 from collections.abc import Sequence
 
 from gossip.admission import (
-    ADMISSION_KIND,
     REFUSALS,
     Invite,
     admission_scope,
@@ -20,6 +19,7 @@ from gossip.admission import (
     make_admission,
 )
 from gossip.codec import DecodeError
+from gossip.kinds import ADMISSION_KIND
 from gossip.records import Record, sign_record
 from mesh.cluster import JoinToken
 from mesh.identity import Identity

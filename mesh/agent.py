@@ -25,6 +25,7 @@ from gossip.events import (
     RecordsAccepted,
     Revoked,
 )
+from gossip.kinds import INVENTORY_KIND, REVOCATION_KIND
 from gossip.node import MemberView, RegionSummary
 from gossip.records import Record, key_id, sign_record
 from gossip.trust import StaticTrust
@@ -181,7 +182,7 @@ class Agent:
                 "author": r.author,
                 "reason": r.payload.decode("utf-8", errors="replace"),
             }
-            for r in self.node.state.records("revocation")
+            for r in self.node.state.records(REVOCATION_KIND)
         ]
 
     def record(self, kind: str, key: str) -> Record | None:
@@ -261,7 +262,7 @@ class Agent:
         urgent: a meaningful change, sent to every region member twice (a refresh once)."""
         record = sign_record(
             self.identity.signing_key,
-            inventory.INVENTORY_KIND,
+            INVENTORY_KIND,
             self.node_id,
             self.inventory_version(),
             f"region:{self.region}",

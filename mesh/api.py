@@ -31,14 +31,14 @@ from typing import Any, Protocol
 import aiohttp
 from aiohttp import web
 
+from gossip.kinds import DESIRED_KIND, INVENTORY_KIND, REVOCATION_KIND, TRUST_KIND
 from gossip.records import Record
-from gossip.trust import TRUST_KIND
 from inference.artifacts import ArtifactError, ArtifactStore
 from inference.manifest import Deployment, ManifestError, desired_key, load_document, manifest_from_doc
-from mesh.deploy import DESIRED_KIND, check_record, deployment_json, record_from_b64
-from mesh.inventory import INVENTORY_KIND, decode
+from mesh.deploy import check_record, deployment_json, record_from_b64
+from mesh.inventory import decode
 from mesh.opsign import RequestVerifier, SignatureRefused
-from mesh.trustrecords import REVOCATION_KIND, check_trust_record
+from mesh.trustrecords import check_trust_record
 
 log = logging.getLogger(__name__)
 

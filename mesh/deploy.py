@@ -17,11 +17,9 @@ from typing import Any
 import nacl.signing
 
 from gossip.codec import DecodeError
+from gossip.kinds import DESIRED_KIND, FLEET_SCOPE
 from gossip.records import Record, decode_record, encode_record, sign_record, verify_record
 from inference.manifest import Deployment, ManifestError, canonical_bytes, decode_payload, desired_key
-
-DESIRED_KIND = "desired"
-FLEET_SCOPE = "fleet"
 
 
 def next_version(latest: int | None, now_unix: float) -> int:

@@ -22,7 +22,6 @@ import psutil
 
 log = logging.getLogger(__name__)
 
-INVENTORY_KIND = "inventory"
 INVENTORY_REFRESH_S = 60.0  # republish at least this often, seconds
 INVENTORY_CHECK_S = 5.0  # the agent collects and compares this often, seconds
 MEMORY_CHANGE_FRACTION = 0.10  # of memory_total_bytes: available memory moved by this much

@@ -10,11 +10,10 @@ import re
 import nacl.signing
 
 from gossip.codec import DecodeError
+from gossip.kinds import FLEET_SCOPE, REVOCATION_KIND, TRUST_KIND
 from gossip.records import Record, key_id, sign_record, verify_record
-from gossip.trust import TRUST_KIND, decode_grant, encode_grant
-from mesh.deploy import FLEET_SCOPE
+from gossip.trust import decode_grant, encode_grant
 
-REVOCATION_KIND = "revocation"
 REASON_MAX_CHARS = 200
 NODE_ID = re.compile(r"^[0-9a-f]{16}$")
 

@@ -21,6 +21,7 @@ from gossip.events import (
     MemberState,
     RecordsAccepted,
 )
+from gossip.kinds import INVENTORY_KIND
 from sim.report import RATE_DIGITS, stats
 from sim.slot import NodeSlot
 
@@ -325,7 +326,7 @@ class Metrics:
                     if a == obs:
                         continue
                     pairs += 1
-                    held = store.get("inventory", author_id)
+                    held = store.get(INVENTORY_KIND, author_id)
                     if held is None or held.version < version:
                         missing.append((obs, a))
         return pairs, missing
@@ -361,7 +362,7 @@ class Metrics:
                 b.delivered_s.setdefault(slot.idx, now)
         elif type(event) is RecordsAccepted:
             for r in event.records:
-                if self._inventory_open and r.kind == "inventory":
+                if self._inventory_open and r.kind == INVENTORY_KIND:
                     self._inventory_received(now, slot.idx, r)
                 for track in self.record_tracks:
                     # Holding a newer version of the slot counts as holding this one.

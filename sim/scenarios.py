@@ -38,6 +38,7 @@ from typing import Any
 
 import nacl.signing
 
+from gossip.kinds import DESIRED_KIND, INVENTORY_KIND, REVOCATION_KIND
 from gossip.records import Record, sign_record
 from sim import faults
 from sim.admission import INTRUDER_KINDS
@@ -55,14 +56,12 @@ STALL_GAP_S = (2.0, 10.0)
 CHURN_RATE_PER_NODE_S = 0.001
 CHURN_RATE_MIN_PER_S = 0.2
 # Desired state: the operator's record, and when its update (version 2) is published.
-DESIRED_KIND = "desired"
 DESIRED_KEY = "sim-deployment"
 DESIRED_SCOPE = "fleet"
 DESIRED_UPDATE_AT_S = 20.0
 OPERATOR_KEY_DOMAIN = b"murmur-sim-operator"
 # Inventory (mesh/inventory.py's rule): first record within INVENTORY_FIRST_S, then every
 # INVENTORY_REFRESH_S; INVENTORY_CHANGE_FRACTION of the nodes also publish on a meaningful change.
-INVENTORY_KIND = "inventory"
 INVENTORY_FIRST_S = 5.0
 INVENTORY_REFRESH_S = 60.0
 INVENTORY_CHANGE_FRACTION = 0.10
@@ -321,7 +320,7 @@ def _admission(
 
             fleet.engine.call_at(REVOKE_AT_S, revoking)
             records.append(
-                (REVOKE_AT_S, sign_record(operator, "revocation", node_id, 1, "fleet", b"sim: revoked"))
+                (REVOKE_AT_S, sign_record(operator, REVOCATION_KIND, node_id, 1, "fleet", b"sim: revoked"))
             )
         last_s = REVOKE_AT_S
     return Plan("admission", FAULT_AT_S, last_s, None, None, lossy, tuple(records))
