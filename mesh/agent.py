@@ -28,13 +28,14 @@ from gossip.events import (
 from gossip.node import GossipNode, MemberView, RegionSummary
 from gossip.records import Record, key_id, sign_record
 from gossip.trust import StaticTrust
-from inference.artifacts import ArtifactStore
+from inference import inventory
 from inference.manifest import ARTIFACT_SIZE_MAX_BYTES
-from mesh import inventory
 from mesh.admission import describe_refusal
 from mesh.api import ReceivedBroadcast, SubmitRefused
+from mesh.artifacts import ArtifactStore
 from mesh.discovery import Peer
 from mesh.identity import Identity
+from mesh.inventory import INVENTORY_CHECK_S, collect
 from mesh.runtime import Runtime
 from mesh.store import PeerRecord, Store, StoreError
 
@@ -263,7 +264,7 @@ class Agent:
             inventory.INVENTORY_KIND,
             self.node_id,
             self.inventory_version(),
-            f"region:{self.region}",
+            inventory.inventory_scope(self.region),
             inventory.encode(inv),
         )
         accepted: bool = self.runtime.drive(lambda now: self.node.publish_record(now, record, urgent=urgent))
@@ -278,7 +279,7 @@ class Agent:
         return accepted
 
     def collect_inventory(self) -> inventory.Inventory:
-        return inventory.collect(dict(self.options.labels), self.region, self.options.data_dir)
+        return collect(dict(self.options.labels), self.region, self.options.data_dir)
 
     def refresh_inventory(self, now_s: float, cur: inventory.Inventory | None = None) -> bool:
         """Collect (unless given), and publish if should_publish says so; True if published."""
@@ -299,8 +300,8 @@ class Agent:
                 cur = await asyncio.to_thread(self.collect_inventory)
                 self.refresh_inventory(time.monotonic(), cur)
             except Exception:  # a probe or a refusal must never stop the loop
-                log.exception("inventory refresh failed; retrying in %.0f s", inventory.INVENTORY_CHECK_S)
-            await asyncio.sleep(inventory.INVENTORY_CHECK_S)
+                log.exception("inventory refresh failed; retrying in %.0f s", INVENTORY_CHECK_S)
+            await asyncio.sleep(INVENTORY_CHECK_S)
 
     # --- events --------------------------------------------------------------------
 

@@ -33,10 +33,11 @@ from aiohttp import web
 
 from gossip.records import Record
 from gossip.trust import TRUST_KIND
-from inference.artifacts import ArtifactError, ArtifactStore
+from inference.desired import DESIRED_KIND
+from inference.inventory import INVENTORY_KIND, decode
 from inference.manifest import Deployment, ManifestError, desired_key, load_document, manifest_from_doc
-from mesh.deploy import DESIRED_KIND, check_record, deployment_json, record_from_b64
-from mesh.inventory import INVENTORY_KIND, decode
+from mesh.artifacts import ArtifactError, ArtifactStore
+from mesh.deploy import check_record, deployment_json, record_from_b64
 from mesh.opsign import RequestVerifier, SignatureRefused
 from mesh.trustrecords import REVOCATION_KIND, check_trust_record
 
