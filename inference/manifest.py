@@ -255,7 +255,7 @@ def _string(value: Any, path: str, pattern: re.Pattern[str], hint: str) -> str:
             else ""
         )
         raise ManifestError(f"{path}: must be a string, got {_show(value)}{extra}")
-    if not pattern.match(value):
+    if not pattern.fullmatch(value):
         raise ManifestError(f"{path}: {_show(value)} is not valid; use {hint}")
     return value
 
@@ -295,7 +295,7 @@ def _replicas(value: Any) -> Replicas:
         raise ManifestError(f"replicas: a region mapping must name 1 to {REGIONS_MAX} regions")
     counts: list[tuple[str, int]] = []
     for region, count in value.items():
-        if not isinstance(region, str) or not REGION_PATTERN.match(region):
+        if not isinstance(region, str) or not REGION_PATTERN.fullmatch(region):
             raise ManifestError(
                 f"replicas.{region}: not a region name; use 1-63 lowercase letters, digits, '.', '_' or '-'"
             )
@@ -318,7 +318,7 @@ def _requirements(value: Any) -> Requirements:
     labels: list[tuple[str, str]] = []
     for key, label in labels_doc.items():
         path = f"requirements.labels.{key}"
-        if not isinstance(key, str) or not LABEL_KEY_PATTERN.match(key):
+        if not isinstance(key, str) or not LABEL_KEY_PATTERN.fullmatch(key):
             raise ManifestError(f"{path}: not a label name; use letters, digits and ._/- (1-63)")
         if not isinstance(label, str) or len(label) > LABEL_VALUE_MAX_CHARS:
             raise ManifestError(
@@ -337,7 +337,7 @@ def _memory(value: Any) -> int:
     path = "requirements.min_memory_bytes"
     if type(value) is int:
         return _integer(value, path, 0, MEMORY_MAX_BYTES)
-    match = _MEMORY_PATTERN.match(value) if isinstance(value, str) else None
+    match = _MEMORY_PATTERN.fullmatch(value) if isinstance(value, str) else None
     if match is None:
         raise ManifestError(
             f"{path}: must be an integer number of bytes or a size like 512Mi, 2Gi, 500M, got {_show(value)}"

@@ -1,1 +1,2 @@
-"""The node: composes the cores; identity, persistence, asyncio runtime, API, CLI."""
+"""The node: composes the cores; identity, persistence, the artifact store, inventory collection,
+asyncio runtime, API, CLI."""

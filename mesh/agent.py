@@ -29,13 +29,14 @@ from gossip.kinds import INVENTORY_KIND, REVOCATION_KIND
 from gossip.node import MemberView, RegionSummary
 from gossip.records import Record, key_id, sign_record
 from gossip.trust import StaticTrust
-from inference.artifacts import ArtifactStore
+from inference import inventory
 from inference.manifest import ARTIFACT_SIZE_MAX_BYTES
-from mesh import inventory
 from mesh.admission import describe_refusal
 from mesh.api import ReceivedBroadcast, SubmitRefused
+from mesh.artifacts import ArtifactStore
 from mesh.discovery import Peer
 from mesh.identity import Identity
+from mesh.inventory import INVENTORY_CHECK_S, collect
 from mesh.runtime import Runtime
 from mesh.store import PeerRecord, Store, StoreError
 from node.core import Node
@@ -265,7 +266,7 @@ class Agent:
             INVENTORY_KIND,
             self.node_id,
             self.inventory_version(),
-            f"region:{self.region}",
+            inventory.inventory_scope(self.region),
             inventory.encode(inv),
         )
         accepted: bool = self.runtime.drive(lambda now: self.node.publish_record(now, record, urgent=urgent))
@@ -280,7 +281,7 @@ class Agent:
         return accepted
 
     def collect_inventory(self) -> inventory.Inventory:
-        return inventory.collect(dict(self.options.labels), self.region, self.options.data_dir)
+        return collect(dict(self.options.labels), self.region, self.options.data_dir)
 
     def refresh_inventory(self, now_s: float, cur: inventory.Inventory | None = None) -> bool:
         """Collect (unless given), and publish if should_publish says so; True if published."""
@@ -301,8 +302,8 @@ class Agent:
                 cur = await asyncio.to_thread(self.collect_inventory)
                 self.refresh_inventory(time.monotonic(), cur)
             except Exception:  # a probe or a refusal must never stop the loop
-                log.exception("inventory refresh failed; retrying in %.0f s", inventory.INVENTORY_CHECK_S)
-            await asyncio.sleep(inventory.INVENTORY_CHECK_S)
+                log.exception("inventory refresh failed; retrying in %.0f s", INVENTORY_CHECK_S)
+            await asyncio.sleep(INVENTORY_CHECK_S)
 
     # --- events --------------------------------------------------------------------
 

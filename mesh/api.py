@@ -33,10 +33,10 @@ from aiohttp import web
 
 from gossip.kinds import DESIRED_KIND, INVENTORY_KIND, REVOCATION_KIND, TRUST_KIND
 from gossip.records import Record
-from inference.artifacts import ArtifactError, ArtifactStore
+from inference.inventory import decode
 from inference.manifest import Deployment, ManifestError, desired_key, load_document, manifest_from_doc
+from mesh.artifacts import ArtifactError, ArtifactStore
 from mesh.deploy import check_record, deployment_json, record_from_b64
-from mesh.inventory import decode
 from mesh.opsign import RequestVerifier, SignatureRefused
 from mesh.trustrecords import check_trust_record
 

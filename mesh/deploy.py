@@ -1,11 +1,11 @@
-"""Deployments as `desired` records: what the CLI signs and what the API checks.
+"""Deployments as `desired` records, at the API: what the node checks and shows.
 
 Only an operator key can author a record other nodes accept, so the CLI signs
-the record itself (as well as the request) and the node that receives it checks
-that the record says exactly what the manifest beside it says: kind `desired`,
-key `deployment/<name>`, scope `fleet`, payload the manifest's canonical bytes,
-author the operator who signed the request. A deletion is a signed tombstone of
-the same slot.
+the record itself (inference/desired.py) as well as the request, and the node
+that receives it checks that the record says exactly what the manifest beside
+it says: kind `desired`, key `deployment/<name>`, scope `fleet`, payload the
+manifest's canonical bytes, author the operator who signed the request. A
+deletion is a signed tombstone of the same slot.
 """
 
 from __future__ import annotations
@@ -14,11 +14,9 @@ import base64
 import binascii
 from typing import Any
 
-import nacl.signing
-
 from gossip.codec import DecodeError
 from gossip.kinds import DESIRED_KIND, FLEET_SCOPE
-from gossip.records import Record, decode_record, encode_record, sign_record, verify_record
+from gossip.records import Record, decode_record, encode_record, verify_record
 from inference.manifest import Deployment, ManifestError, canonical_bytes, decode_payload, desired_key
 
 
@@ -28,18 +26,6 @@ def next_version(latest: int | None, now_unix: float) -> int:
     Versions are compared across operators, so time order decides between them.
     """
     return max(int(now_unix * 1000), (latest or 0) + 1)
-
-
-def sign_deployment(key: nacl.signing.SigningKey, deployment: Deployment, version: int) -> Record:
-    """The operator-signed `desired` record of `deployment`."""
-    return sign_record(
-        key, DESIRED_KIND, deployment.record_key, version, FLEET_SCOPE, canonical_bytes(deployment)
-    )
-
-
-def sign_deletion(key: nacl.signing.SigningKey, name: str, version: int) -> Record:
-    """The operator-signed tombstone of the deployment `name`."""
-    return sign_record(key, DESIRED_KIND, desired_key(name), version, FLEET_SCOPE, b"", deleted=True)
 
 
 def record_to_b64(record: Record) -> str:

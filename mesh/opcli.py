@@ -24,9 +24,10 @@ from typing import Any
 import nacl.signing
 
 from gossip.records import key_id
+from inference.desired import sign_deletion, sign_deployment
 from inference.manifest import Deployment, ManifestError, load_document, manifest_from_doc
 from mesh.cluster import OPERATOR_KEY_FILE
-from mesh.deploy import next_version, record_to_b64, sign_deletion, sign_deployment
+from mesh.deploy import next_version, record_to_b64
 from mesh.opsign import load_signing_key, sign_request
 
 HTTP_TIMEOUT_S = 5.0

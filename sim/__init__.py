@@ -57,8 +57,10 @@ Choices, written down (the report's keys follow issue 2):
 - Desired state (scenario desired): every node trusts one operator key,
   derived from the seed (sha256(b"murmur-sim-operator" + str(seed))), not from
   the RNGs. At 10 s a random live node accepts version 1 of the signed record
-  desired/sim-deployment (scope fleet) through publish_record, at 20 s (if the
-  run lasts longer) another one version 2. The report's `desired` key (after
+  desired/deployment/sim-deployment (scope fleet) through publish_record, at
+  20 s (if the run lasts longer) another one version 2. Each is what `murmur
+  deploy` signs (inference/desired.py) for a real, validated manifest: one
+  replica per region of sim-model, every version a new artifact. The report's `desired` key (after
   the keys of issue 2; null in other scenarios, where `dissemination` is the
   broadcast's and stays null here) has the same {s_all, rounds_all,
   region_s_all, missing} as dissemination for version 1, measured from its
@@ -71,9 +73,9 @@ Choices, written down (the report's keys follow issue 2):
   ids): node n's Ed25519 key is sha256(b"murmur-sim-node" + "<seed>/<n>"), its
   id the key's id, and its core announces the key; the warm start restores
   region members with that metadata and learns their keys. Each node publishes
-  its own signed inventory record (scope its region, canonical JSON like
-  mesh/inventory.encode) at a random time in the first 5 s, then every 60 s,
-  and 10% of the nodes once more on a meaningful change; all drawn from the
+  its own signed inventory record (scope its region, payload
+  inference/inventory.encode's) at a random time in the first 5 s, then every
+  60 s, and 10% of the nodes once more on a meaningful change; all drawn from the
   fault RNG after the warm start. The report's `inventory` key (last; null
   elsewhere): published, records_per_node_expected, held_fraction (live
   same-region (observer, author) pairs where the observer holds the author's

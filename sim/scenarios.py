@@ -14,10 +14,12 @@ FAULT_AT_S, after a warm start has had time to settle, and stop early enough
 - churn: nodes leave gracefully while new or restarted ones join, continuously.
 - desired: no faults; at FAULT_AT_S a random node accepts an operator's signed
   `desired` record (version 1), and at DESIRED_UPDATE_AT_S (if the run lasts
-  that long) another random node accepts its update (version 2). The operator
-  key is derived from the seed (operator_key).
+  that long) another random node accepts its update (version 2). Each is the
+  record `murmur deploy` signs for a real manifest (desired_deployment); the
+  operator key is derived from the seed (operator_key).
 - inventory: steady (the same broadcast), but every node has its own key and
-  publishes a signed `inventory` record (scope its region) at a random time in
+  publishes a signed `inventory` record (scope its region; inference/inventory.py's
+  schema and payload, as a device's agent publishes it) at a random time in
   the first INVENTORY_FIRST_S, republishes it every INVENTORY_REFRESH_S, and
   10% of the nodes publish once more on a meaningful change at a random time.
 - admission: every node has its own key and joined with an invite (admission
@@ -31,15 +33,16 @@ FAULT_AT_S, after a warm start has had time to settle, and stop early enough
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from dataclasses import dataclass
-from typing import Any
 
 import nacl.signing
 
-from gossip.kinds import DESIRED_KIND, INVENTORY_KIND, REVOCATION_KIND
+from gossip.kinds import INVENTORY_KIND, REVOCATION_KIND
 from gossip.records import Record, sign_record
+from inference.desired import sign_deployment
+from inference.inventory import INVENTORY_REFRESH_S, Inventory, encode, inventory_scope
+from inference.manifest import Deployment, manifest_from_doc
 from sim import faults
 from sim.admission import INTRUDER_KINDS
 from sim.fleet import Fleet
@@ -55,15 +58,15 @@ STALL_GAP_S = (2.0, 10.0)
 # Churn: one leave and one join every 1 / rate seconds on average.
 CHURN_RATE_PER_NODE_S = 0.001
 CHURN_RATE_MIN_PER_S = 0.2
-# Desired state: the operator's record, and when its update (version 2) is published.
-DESIRED_KEY = "sim-deployment"
-DESIRED_SCOPE = "fleet"
+# Desired state: the operator's deployment, and when its update (version 2) is published.
+DESIRED_NAME = "sim-deployment"
+DESIRED_MODEL = "sim-model"
+DESIRED_ARTIFACT_SIZE_BYTES = 4 << 20
 DESIRED_UPDATE_AT_S = 20.0
 OPERATOR_KEY_DOMAIN = b"murmur-sim-operator"
-# Inventory (mesh/inventory.py's rule): first record within INVENTORY_FIRST_S, then every
+# Inventory (inference/inventory.py's rule): first record within INVENTORY_FIRST_S, then every
 # INVENTORY_REFRESH_S; INVENTORY_CHANGE_FRACTION of the nodes also publish on a meaningful change.
 INVENTORY_FIRST_S = 5.0
-INVENTORY_REFRESH_S = 60.0
 INVENTORY_CHANGE_FRACTION = 0.10
 # The freshness invariant: every published version is held by every live region peer
 # (or superseded there by a newer one) within two refresh periods.
@@ -99,16 +102,24 @@ def operator_key(seed: int) -> nacl.signing.SigningKey:
     return nacl.signing.SigningKey(hashlib.sha256(OPERATOR_KEY_DOMAIN + str(seed).encode()).digest())
 
 
+def desired_deployment(version: int) -> Deployment:
+    """Version `version` of the simulated deployment: one replica per region of a model
+    whose every version is a new build (a new artifact), validated as the API validates
+    an operator's manifest."""
+    artifact_sha256 = hashlib.sha256(f"{DESIRED_MODEL}/{version}".encode()).hexdigest()
+    return manifest_from_doc(
+        {
+            "name": DESIRED_NAME,
+            "model": {"name": DESIRED_MODEL, "version": str(version)},
+            "artifact": {"sha256": artifact_sha256, "size_bytes": DESIRED_ARTIFACT_SIZE_BYTES},
+            "replicas": 1,
+        }
+    )
+
+
 def desired_record(key: nacl.signing.SigningKey, version: int) -> Record:
-    """Version `version` of the simulated deployment, signed by the operator."""
-    payload = {"model": "sim-model", "model_version": version, "replicas_per_region": 1}
-    body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
-    return sign_record(key, DESIRED_KIND, DESIRED_KEY, version, DESIRED_SCOPE, body)
-
-
-def inventory_payload(doc: dict[str, Any]) -> bytes:
-    """Canonical JSON, as mesh/inventory.encode writes it (sorted keys, compact, UTF-8)."""
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """Record version `version` of the simulated deployment, as `murmur deploy` signs it."""
+    return sign_deployment(key, desired_deployment(version), version)
 
 
 def _inventories(
@@ -119,7 +130,7 @@ def _inventories(
     Drawn in node order from rng: the device (cores, memory, disk, arch, a label),
     the first publish time, whether (and when) it changes meaningfully; each
     refresh moves load and free memory a little, a change moves free memory by
-    a quarter of the total and load by 1.5 (mesh/inventory.should_publish's thresholds).
+    a quarter of the total and load by 1.5 (inference/inventory.should_publish's thresholds).
     """
     n = len(fleet.slots)
     changers = set(rng.sample(range(n), round(INVENTORY_CHANGE_FRACTION * n)))
@@ -151,23 +162,22 @@ def _inventories(
                 avail = min(0.95 * total, max(0.05 * total, avail + rng.uniform(-0.02, 0.02) * total))
                 load = max(0.0, load + rng.uniform(-0.3, 0.3))
             disk = max(0, disk - rng.randrange(0, 64 << 20))
-            doc = {
-                "cpu_count": cpus,
-                "load_1m": round(load, 2),
-                "cpu_percent": round(min(100.0, 100.0 * load / cpus), 1),
-                "memory_total_bytes": total,
-                "memory_available_bytes": int(avail),
-                "disk_free_bytes": disk,
-                "accelerators": ["CPUExecutionProvider"],
-                "os": "linux",
-                "arch": arch,
-                "python": "3.11.9",
-                "labels": {"site": site},
-                "region": region,
-                "models": [],
-            }
-            scope = f"region:{region}"
-            record = sign_record(key, INVENTORY_KIND, slot.node_id, version, scope, inventory_payload(doc))
+            inv = Inventory(
+                cpu_count=cpus,
+                load_1m=round(load, 2),
+                cpu_percent=round(min(100.0, 100.0 * load / cpus), 1),
+                memory_total_bytes=total,
+                memory_available_bytes=int(avail),
+                disk_free_bytes=disk,
+                accelerators=("CPUExecutionProvider",),
+                os="linux",
+                arch=arch,
+                python="3.11.9",
+                labels={"site": site},
+                region=region,
+            )
+            scope = inventory_scope(region)
+            record = sign_record(key, INVENTORY_KIND, slot.node_id, version, scope, encode(inv))
             out.append((at_s, idx, record, change))
     out.sort(key=lambda e: (e[0], e[1]))
     return out

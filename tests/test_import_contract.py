@@ -1,9 +1,10 @@
 """The import contract: the sans-IO cores never touch a clock, a socket or global randomness.
 
-gossip/, consensus/ and node/ (the composite node) are pure state machines: they take `now` and bytes in and
-hand messages out, and draw randomness only from the `random.Random` they are
-given. sim/ drives those same cores on a virtual clock, so it may use the
-standard library but never the real runtime (asyncio, sockets, mesh/).
+gossip/, consensus/, inference/ and node/ (the composite node) are pure: state
+machines and functions that take `now` and bytes in and hand messages out, read
+no files, and draw randomness only from the `random.Random` they are given. sim/
+drives those same cores on a virtual clock, so it may use the standard library
+but never the real runtime (asyncio, sockets, mesh/).
 
 This test reads the source (AST, nothing is imported), so a violation is found
 even in a module no other test imports. import-linter (`lint-imports`, configured
@@ -48,10 +49,11 @@ CORE_FORBIDDEN: dict[str, str] = {
 }
 
 # First-party layering: gossip talks to nothing but itself; consensus sees gossip only;
-# the composite node (node/) sees the cores it hosts, never a driver.
+# inference sees both; the composite node (node/) sees the cores it hosts; none sees a driver.
 CORE_FORBIDDEN_FIRST_PARTY: dict[str, frozenset[str]] = {
     "gossip": frozenset({"consensus", "inference", "node", "mesh", "sim"}),
     "consensus": frozenset({"inference", "node", "mesh", "sim"}),
+    "inference": frozenset({"node", "mesh", "sim"}),
     "node": frozenset({"mesh", "sim"}),
 }
 
@@ -73,7 +75,7 @@ NONDETERMINISTIC_CALLS = frozenset(
     }
 )
 
-CHECKED_PACKAGES = ("gossip", "consensus", "node", "sim")
+CHECKED_PACKAGES = ("gossip", "consensus", "inference", "node", "sim")
 
 
 @dataclass(frozen=True)
@@ -238,7 +240,14 @@ def checked_files() -> list[Path]:
 def test_contract_sees_the_cores() -> None:
     """Guard against checking nothing (a moved folder would otherwise pass silently)."""
     names = {str(p.relative_to(REPO_ROOT)) for p in checked_files()}
-    assert {"gossip/__init__.py", "gossip/envelope.py", "consensus/__init__.py", "sim/__init__.py"} <= names
+    assert {
+        "gossip/__init__.py",
+        "gossip/envelope.py",
+        "consensus/__init__.py",
+        "inference/__init__.py",
+        "inference/manifest.py",
+        "sim/__init__.py",
+    } <= names
 
 
 @pytest.mark.parametrize("path", checked_files(), ids=lambda p: str(p.relative_to(REPO_ROOT)))
@@ -289,11 +298,24 @@ def test_checker_flags_socket_in_a_core() -> None:
 def test_checker_flags_forbidden_imports_in_cores(source: str) -> None:
     assert _whats(source, "gossip.example"), source
     assert _whats(source, "consensus.example"), source
+    assert _whats(source, "inference.example"), source
 
 
 def test_gossip_must_not_import_consensus_but_consensus_may_import_gossip() -> None:
     assert _whats("from consensus import election", "gossip.node") == ["from consensus import election"]
     assert _whats("from gossip.node import GossipNode", "consensus.election") == []
+
+
+def test_inference_sees_the_cores_below_it_and_no_driver() -> None:
+    below = "from gossip.records import Record\nfrom consensus import election\nimport yaml\nimport json"
+    assert _whats(below, "inference.placement") == []
+    assert _whats("from mesh.artifacts import ArtifactStore", "inference.placement") == [
+        "from mesh.artifacts import ArtifactStore"
+    ]
+    assert _whats("from sim import fleet", "inference.placement") == ["from sim import fleet"]
+    assert _whats("from inference import manifest", "consensus.election") == [
+        "from inference import manifest"
+    ]
 
 
 @pytest.mark.parametrize(

@@ -111,6 +111,12 @@ def _with(field_yaml: str, drop: str | None = None) -> str:
         ("- just\n- a list\n", "manifest: must be a mapping, got a list"),
         ("name: [unclosed\n", "manifest: not valid YAML or JSON at line"),
         ("", "manifest: must be a mapping, got nothing (null)"),
+        # A value must match whole: `$` alone would let a trailing newline through.
+        (_with('name: "vibration\\n"'), "name: 'vibration\\n' is not valid"),
+        (_with(f'artifact: {{sha256: "{SHA}\\n", size_bytes: 1}}'), "artifact.sha256: "),
+        (_with('replicas: {"north\\n": 1}'), "replicas.north\n: not a region name"),
+        (_with('requirements: {labels: {"camera\\n": "yes"}}'), "requirements.labels.camera\n: not a label"),
+        (_with('requirements: {min_memory_bytes: "512Mi\\n"}'), "requirements.min_memory_bytes: must be"),
     ],
 )
 def test_each_error_names_the_field_and_the_problem(text: str, message: str) -> None:

@@ -1,10 +1,7 @@
-"""mesh/inventory.py (collect, encode, should_publish) and the inventory in the agent and API."""
+"""mesh/inventory.py (collect) and the inventory in the agent and API (the pure rules: tests/inference)."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,93 +15,17 @@ from gossip.config import LOCAL
 from gossip.node import GossipNode
 from gossip.records import Record, sign_record
 from gossip.trust import StaticTrust
+from inference.inventory import INVENTORY_REFRESH_S, encode
 from mesh.agent import Agent, AgentOptions
 from mesh.cli import build_parser, format_inventory, format_table
 from mesh.identity import Identity, node_id_for
-from mesh.inventory import (
-    DISK_CHANGE_FRACTION,
-    INVENTORY_REFRESH_S,
-    LOAD_CHANGE,
-    MEMORY_CHANGE_FRACTION,
-    Inventory,
-    collect,
-    encode,
-    should_publish,
-)
+from mesh.inventory import collect
 from mesh.store import Store
 from node.core import Node
+from tests.inference.test_inventory import BASE, GIB
 from tests.mesh.test_deploy_api import SyncRuntime, served
 
-GIB = 2**30
-BASE = Inventory(
-    cpu_count=4,
-    load_1m=0.5,
-    cpu_percent=10.0,
-    memory_total_bytes=8 * GIB,
-    memory_available_bytes=4 * GIB,
-    disk_free_bytes=100 * GIB,
-    accelerators=("CPUExecutionProvider",),
-    os="linux",
-    arch="x86_64",
-    python="3.11.0",
-    labels={"zone": "a"},
-    region="north",
-)
-
-
-def changed(**fields: object) -> Inventory:
-    return dataclasses.replace(BASE, **fields)  # type: ignore[arg-type]
-
-
-# --- should_publish -----------------------------------------------------------------------------
-
-
-def test_first_inventory_is_always_published() -> None:
-    assert should_publish(None, BASE, 0.0, 0.0)
-
-
-def test_unchanged_inventory_waits_for_the_refresh() -> None:
-    assert not should_publish(BASE, BASE, 100.0, 100.0 + INVENTORY_REFRESH_S - 0.1)
-    assert should_publish(BASE, BASE, 100.0, 100.0 + INVENTORY_REFRESH_S)
-
-
-def test_memory_threshold_is_a_fraction_of_total() -> None:
-    step = math.ceil(MEMORY_CHANGE_FRACTION * BASE.memory_total_bytes)
-    for sign in (1, -1):
-        assert not should_publish(BASE, changed(memory_available_bytes=4 * GIB + sign * (step - 1)), 0, 1)
-        assert should_publish(BASE, changed(memory_available_bytes=4 * GIB + sign * step), 0, 1)
-
-
-def test_disk_threshold_is_a_fraction_of_free_disk() -> None:
-    step = math.ceil(DISK_CHANGE_FRACTION * BASE.disk_free_bytes)
-    for sign in (1, -1):
-        assert not should_publish(BASE, changed(disk_free_bytes=100 * GIB + sign * (step - 1)), 0, 1)
-        assert should_publish(BASE, changed(disk_free_bytes=100 * GIB + sign * step), 0, 1)
-
-
-def test_load_threshold() -> None:
-    assert not should_publish(BASE, changed(load_1m=BASE.load_1m + LOAD_CHANGE - 0.01), 0, 1)
-    assert should_publish(BASE, changed(load_1m=BASE.load_1m + LOAD_CHANGE), 0, 1)
-    assert should_publish(BASE, changed(load_1m=BASE.load_1m + LOAD_CHANGE + 1), 0, 1)
-    assert not should_publish(BASE, changed(cpu_percent=99.0), 0, 1)  # cpu percent alone: too noisy
-
-
-@pytest.mark.parametrize(
-    "fields",
-    [
-        {"cpu_count": 8},
-        {"accelerators": ("CUDAExecutionProvider", "CPUExecutionProvider")},
-        {"accelerators": ()},
-        {"labels": {"zone": "b"}},
-        {"labels": {"zone": "a", "rack": "3"}},
-        {"models": ("vib-cnn",)},
-    ],
-)
-def test_discrete_changes_publish_at_once(fields: dict[str, object]) -> None:
-    assert should_publish(BASE, changed(**fields), 0, 1)
-
-
-# --- collect and encode -------------------------------------------------------------------------
+# --- collect -------------------------------------------------------------------------------------
 
 
 def test_collect_on_this_machine_is_plausible(tmp_path: Path) -> None:
@@ -133,15 +54,6 @@ def test_collect_tolerates_a_missing_onnxruntime_and_data_dir(
     monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
     inv = collect({}, "north", tmp_path / "missing")
     assert inv.accelerators == () and inv.disk_free_bytes == 0
-
-
-def test_encode_is_canonical_json() -> None:
-    data = encode(BASE)
-    assert data == json.dumps(json.loads(data), sort_keys=True, separators=(",", ":")).encode()
-    doc = json.loads(data)
-    assert doc["accelerators"] == ["CPUExecutionProvider"] and doc["models"] == []
-    assert doc["labels"] == {"zone": "a"} and doc["cpu_count"] == 4
-    assert encode(changed(labels={"b": "1", "a": "2"})) == encode(changed(labels={"a": "2", "b": "1"}))
 
 
 # --- CLI ----------------------------------------------------------------------------------------

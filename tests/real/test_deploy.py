@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from gossip.records import key_id
+from inference.desired import sign_deployment
 from inference.manifest import parse_manifest
-from mesh.deploy import next_version, record_to_b64, sign_deployment
+from mesh.deploy import next_version, record_to_b64
 from mesh.localmesh import LocalAgent, LocalMesh, wait_until
 from mesh.opcli import signed_json
 from mesh.opsign import load_signing_key

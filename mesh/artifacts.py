@@ -6,6 +6,8 @@ fsync) only if its size and sha256 are exactly those announced. A half-written
 upload (a crash, a dropped connection) leaves only a temporary file, which the
 next start removes. Peers will fetch artifacts from here (the transfer between
 nodes is the next step); `murmur deploy` uploads a manifest's `artifact.file`.
+It writes files, so it is a driver (mesh/); an artifact id is what a manifest's
+`artifact.sha256` must be (inference/manifest.py's SHA256_PATTERN).
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 import secrets
 from pathlib import Path
 
-SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+from inference.manifest import SHA256_PATTERN
+
 TMP_PREFIX = ".incoming-"
 # Room left free on the disk after an artifact is written.
 DISK_MARGIN_BYTES = 64 * 1024 * 1024
@@ -103,7 +105,7 @@ class ArtifactStore:
     @staticmethod
     def check_id(sha256: str) -> None:
         """ArtifactError("bad_id") unless sha256 is 64 lowercase hex characters."""
-        if not SHA256_HEX.fullmatch(sha256):
+        if not SHA256_PATTERN.fullmatch(sha256):
             raise ArtifactError("bad_id", f"{sha256!r} is not a sha256 (64 lowercase hex characters)")
 
     def path(self, sha256: str) -> Path:
