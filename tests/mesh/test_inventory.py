@@ -18,10 +18,9 @@ from gossip.config import LOCAL
 from gossip.node import GossipNode
 from gossip.records import Record, sign_record
 from gossip.trust import StaticTrust
-from mesh.agent import Agent, AgentOptions
-from mesh.cli import build_parser, format_inventory, format_table
-from mesh.identity import Identity, node_id_for
-from mesh.inventory import (
+from mesh.cli.murmur import build_parser, format_inventory, format_table
+from mesh.node.agent import Agent, AgentOptions
+from mesh.node.inventory import (
     DISK_CHANGE_FRACTION,
     INVENTORY_REFRESH_S,
     LOAD_CHANGE,
@@ -31,7 +30,8 @@ from mesh.inventory import (
     encode,
     should_publish,
 )
-from mesh.store import Store
+from mesh.node.store import Store
+from mesh.trust.identity import Identity, node_id_for
 from tests.mesh.test_deploy_api import SyncRuntime, served
 
 GIB = 2**30

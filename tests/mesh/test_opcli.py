@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from mesh import opcli
-from mesh.cli import build_parser, main
-from mesh.cluster import init_cluster
+from mesh.cli import deploy as opcli
+from mesh.cli.murmur import build_parser, main
+from mesh.trust.cluster import init_cluster
 
 
 def _args(**kwargs: object) -> argparse.Namespace:

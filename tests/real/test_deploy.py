@@ -16,10 +16,10 @@ import pytest
 
 from gossip.records import key_id
 from inference.manifest import parse_manifest
-from mesh.deploy import next_version, record_to_b64, sign_deployment
-from mesh.localmesh import LocalAgent, LocalMesh, wait_until
-from mesh.opcli import signed_json
-from mesh.opsign import load_signing_key
+from mesh.cli.deploy import signed_json
+from mesh.dev.localmesh import LocalAgent, LocalMesh, wait_until
+from mesh.trust.deploy import next_version, record_to_b64, sign_deployment
+from mesh.trust.opsign import load_signing_key
 from tests.real.conftest import MeshFactory
 from tests.real.test_agents import _start_all, converged_region
 

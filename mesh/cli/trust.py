@@ -22,9 +22,17 @@ import json
 from typing import Any
 
 from gossip.records import PUBLIC_KEY_BYTES, key_id
-from mesh.deploy import record_to_b64
-from mesh.opcli import OperatorError, base_url, http_json, next_record_version, ok, resolve_key, signed_json
-from mesh.trustrecords import NODE_ID, REASON_MAX_CHARS, sign_grant, sign_revocation
+from mesh.cli.deploy import (
+    OperatorError,
+    base_url,
+    http_json,
+    next_record_version,
+    ok,
+    resolve_key,
+    signed_json,
+)
+from mesh.trust.deploy import record_to_b64
+from mesh.trust.records import NODE_ID, REASON_MAX_CHARS, sign_grant, sign_revocation
 
 # --- CLI -----------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import nacl.signing
 from gossip.codec import DecodeError
 from gossip.records import Record, key_id, sign_record, verify_record
 from gossip.trust import TRUST_KIND, decode_grant, encode_grant
-from mesh.deploy import FLEET_SCOPE
+from mesh.trust.deploy import FLEET_SCOPE
 
 REVOCATION_KIND = "revocation"
 REASON_MAX_CHARS = 200

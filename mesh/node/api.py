@@ -5,7 +5,7 @@ Mutating requests (POST/DELETE /v1/deployments) are signed by an operator key
 verifies both, persists the record (SQLite, synced), publishes it to gossip and
 only then answers 202. docs/api.md lists every endpoint and error.
 
-Handlers ask the node service (mesh.agent.Agent) and never reach into a core.
+Handlers ask the node service (mesh.node.agent.Agent) and never reach into a core.
 A read about another region is forwarded to one of the API addresses that
 region publishes in its summary; the forwarded request carries a header so it
 is answered where it lands and never forwarded again.
@@ -35,10 +35,10 @@ from gossip.records import Record
 from gossip.trust import TRUST_KIND
 from inference.artifacts import ArtifactError, ArtifactStore
 from inference.manifest import Deployment, ManifestError, desired_key, load_document, manifest_from_doc
-from mesh.deploy import DESIRED_KIND, check_record, deployment_json, record_from_b64
-from mesh.inventory import INVENTORY_KIND, decode
-from mesh.opsign import RequestVerifier, SignatureRefused
-from mesh.trustrecords import REVOCATION_KIND, check_trust_record
+from mesh.node.inventory import INVENTORY_KIND, decode
+from mesh.trust.deploy import DESIRED_KIND, check_record, deployment_json, record_from_b64
+from mesh.trust.opsign import RequestVerifier, SignatureRefused
+from mesh.trust.records import REVOCATION_KIND, check_trust_record
 
 log = logging.getLogger(__name__)
 

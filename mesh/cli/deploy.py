@@ -25,9 +25,9 @@ import nacl.signing
 
 from gossip.records import key_id
 from inference.manifest import Deployment, ManifestError, load_document, manifest_from_doc
-from mesh.cluster import OPERATOR_KEY_FILE
-from mesh.deploy import next_version, record_to_b64, sign_deletion, sign_deployment
-from mesh.opsign import load_signing_key, sign_request
+from mesh.trust.cluster import OPERATOR_KEY_FILE
+from mesh.trust.deploy import next_version, record_to_b64, sign_deletion, sign_deployment
+from mesh.trust.opsign import load_signing_key, sign_request
 
 HTTP_TIMEOUT_S = 5.0
 WAIT_POLL_S = 0.2

@@ -17,10 +17,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from mesh.cli.deploy import OperatorError, key_flags
+from mesh.cli.deploy import register as register_operator_commands
+from mesh.cli.trust import register as register_trust_commands
 from mesh.netaddr import AddressError, split_hostport
-from mesh.opcli import OperatorError, key_flags
-from mesh.opcli import register as register_operator_commands
-from mesh.trustcli import register as register_trust_commands
 from sim.cli import register as register_sim
 
 DEFAULT_NODE_URL = "http://127.0.0.1:7800"
@@ -71,7 +71,7 @@ def _label(text: str) -> tuple[str, str]:
 
 
 def _cmd_cluster_init(args: argparse.Namespace) -> int:
-    from mesh.cluster import ClusterError, init_cluster
+    from mesh.trust.cluster import ClusterError, init_cluster
 
     try:
         cluster = init_cluster(Path(args.out), ttl_s=args.ttl)
@@ -116,8 +116,8 @@ def _uses(text: str) -> int:
 
 
 def _cmd_invite(args: argparse.Namespace) -> int:
-    from mesh.cluster import ClusterError, issue_token
     from mesh.files import write_new_file
+    from mesh.trust.cluster import ClusterError, issue_token
 
     cluster_dir = args.cluster or os.environ.get("MURMUR_CLUSTER")
     if not cluster_dir:
@@ -157,11 +157,11 @@ def _cmd_invite(args: argparse.Namespace) -> int:
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:
-    from mesh.agent import AgentError, AgentOptions
-    from mesh.cluster import ClusterError, load_token
-    from mesh.identity import IdentityError, load_or_create
-    from mesh.launch import run_agent
-    from mesh.store import Store, StoreError
+    from mesh.node.agent import AgentError, AgentOptions
+    from mesh.node.launch import run_agent
+    from mesh.node.store import Store, StoreError
+    from mesh.trust.cluster import ClusterError, load_token
+    from mesh.trust.identity import IdentityError, load_or_create
 
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
@@ -277,7 +277,7 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from mesh.demo import run_demo
+    from mesh.dev.demo import run_demo
 
     return run_demo()
 

@@ -30,13 +30,13 @@ from gossip.records import Record, key_id, sign_record
 from gossip.trust import StaticTrust
 from inference.artifacts import ArtifactStore
 from inference.manifest import ARTIFACT_SIZE_MAX_BYTES
-from mesh import inventory
-from mesh.admission import describe_refusal
-from mesh.api import ReceivedBroadcast, SubmitRefused
-from mesh.discovery import Peer
-from mesh.identity import Identity
-from mesh.runtime import Runtime
-from mesh.store import PeerRecord, Store, StoreError
+from mesh.node import inventory
+from mesh.node.admission import describe_refusal
+from mesh.node.api import ReceivedBroadcast, SubmitRefused
+from mesh.node.discovery import Peer
+from mesh.node.runtime import Runtime
+from mesh.node.store import PeerRecord, Store, StoreError
+from mesh.trust.identity import Identity
 
 log = logging.getLogger("murmur.agent")
 
