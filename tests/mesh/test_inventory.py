@@ -18,7 +18,8 @@ from gossip.config import LOCAL
 from gossip.node import GossipNode
 from gossip.records import Record, sign_record
 from gossip.trust import StaticTrust
-from mesh.cli.murmur import build_parser, format_inventory, format_table
+from mesh.cli.murmur import build_parser
+from mesh.cli.nodes import format_inventory, format_table
 from mesh.node.agent import Agent, AgentOptions
 from mesh.node.inventory import (
     DISK_CHANGE_FRACTION,
