@@ -1,5 +1,5 @@
 """The node behind `murmur agent`: the API's service over the gossip core, its events
-(persisted, logged), inventory publishing and mDNS finds. mesh/launch.py starts it.
+(persisted, logged), inventory publishing and mDNS finds. mesh/node/launch.py starts it.
 """
 
 from __future__ import annotations

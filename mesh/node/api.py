@@ -1,7 +1,7 @@
 """The node's HTTP API (aiohttp): membership reads, health, deployments, state, debug hooks.
 
 Mutating requests (POST/DELETE /v1/deployments) are signed by an operator key
-(mesh/opsign.py) and carry the operator-signed record (mesh/deploy.py); the node
+(mesh/trust/opsign.py) and carry the operator-signed record (mesh/trust/deploy.py); the node
 verifies both, persists the record (SQLite, synced), publishes it to gossip and
 only then answers 202. docs/api.md lists every endpoint and error.
 

@@ -1,4 +1,4 @@
-"""Running `murmur agent`: sockets, the core, the API, discovery, signals (mesh/agent.py is the node).
+"""Running `murmur agent`: sockets, the core, the API, discovery, signals (mesh/node/agent.py is the node).
 
 Start-up order matters: the sockets are bound first (the core must know its own
 addresses), then the core is built with the persisted incarnation (it starts one

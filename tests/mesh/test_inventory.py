@@ -1,4 +1,4 @@
-"""mesh/inventory.py (collect, encode, should_publish) and the inventory in the agent and API."""
+"""mesh/node/inventory.py (collect, encode, should_publish) and the inventory in the agent and API."""
 
 from __future__ import annotations
 
