@@ -34,7 +34,7 @@ def upload_artifact(
     """Upload file to the node's artifact store unless it holds it; True if uploaded."""
     path = f"/v1/artifacts/{sha256}"
     status = node.status("HEAD", path)
-    if status == 200:
+    if 200 <= status < 300:
         return False  # already there
     if status != 404:
         raise CliError(f"{node.url(path)}: HTTP {status} when asking for the artifact")
