@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/agent_idle.py [--window-s 60] [--json]
 
-Starts 20 agents in two regions of 10 (profile lan) with mesh.localmesh, waits
+Starts 20 agents in two regions of 10 (profile lan) with mesh.dev.localmesh, waits
 until every agent sees all 10 members of its region alive, lets the mesh settle,
 then measures every agent over an idle window: CPU (user + sys seconds per wall
 second), resident memory, and its gossip traffic (the UDP and stream counters of
@@ -51,7 +51,7 @@ from typing import Any
 import psutil
 from provenance import source_version
 
-from mesh.localmesh import LocalAgent, LocalMesh, wait_until
+from mesh.dev.localmesh import LocalAgent, LocalMesh, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -38,7 +38,7 @@ SIGNING_DOMAIN = b"murmur-record-v1\x00"
 # The kinds this version's store accepts (gossip/kinds.py has their rules); others decode.
 KINDS = tuple(DEFAULT_KINDS)
 
-KEY_ID_HEX_CHARS = 16  # same derivation as node ids (mesh/identity.py)
+KEY_ID_HEX_CHARS = 16  # same derivation as node ids (mesh/trust/identity.py)
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
 KIND_MAX_CHARS = 32

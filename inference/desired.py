@@ -2,7 +2,7 @@
 `fleet`, payload the manifest's canonical bytes (inference/manifest.py), signed by an
 operator. A deletion is a signed tombstone of the same slot.
 
-Pure, so the CLI (mesh/opcli.py), the API's check of what it is sent (mesh/deploy.py)
+Pure, so the CLI (mesh/cli/deploy.py), the API's check of what it is sent (mesh/trust/deploy.py)
 and the simulator build the same record from the same manifest.
 """
 

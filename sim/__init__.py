@@ -1,7 +1,7 @@
 """Deterministic fleet simulator running the real gossip cores on a virtual clock.
 
     python -m sim --nodes 1000 --regions 10 --scenario crash --seed 1 --duration 60 --loss 0.05 --json
-    murmur sim ...                       (the same flags; mesh/cli.py calls sim.cli.register)
+    murmur sim ...                       (the same flags; mesh/cli/murmur.py calls sim.cli.register)
     sim.run.run_simulation(nodes, regions, scenario, seed, duration_s, loss=None, profile="lan",
                            encrypt=False) -> dict
 

@@ -2,7 +2,7 @@
 
     murmur sim --nodes 1000 --regions 10 --scenario crash --seed 1 --duration 60 --loss 0.05 --json
 
-mesh/cli.py calls `register(subparsers)`; the parser it adds sets `func`, which
+mesh/cli/murmur.py calls `register(subparsers)`; the parser it adds sets `func`, which
 takes the parsed arguments and returns the exit status (1 when an invariant
 was violated, 2 on bad arguments).
 """

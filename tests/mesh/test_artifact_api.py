@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 
-from mesh.opsign import sign_request
+from mesh.trust.opsign import sign_request
 from tests.mesh.test_deploy_api import OPERATOR, STRANGER, Client
 from tests.mesh.test_deploy_api import api as api  # the fixture
 

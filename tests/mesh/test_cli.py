@@ -10,7 +10,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from mesh.cli import build_parser, format_table, main
+from mesh.cli.murmur import build_parser, main
+from mesh.cli.nodes import format_table
 
 
 def test_cluster_init_then_refuse_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import nacl.signing
 import pytest
 
-from mesh.cluster import (
+from mesh.trust.cluster import (
     TOKEN_MAX_BYTES,
     ClusterError,
     JoinToken,

@@ -27,11 +27,11 @@ from gossip.records import encode_record, key_id, sign_record
 from gossip.trust import StaticTrust
 from inference.desired import sign_deletion, sign_deployment
 from inference.manifest import parse_manifest
-from mesh.agent import Agent, AgentOptions
-from mesh.api import REQUEST_BODY_MAX_BYTES, create_app
-from mesh.deploy import record_to_b64
-from mesh.opsign import sign_request
-from mesh.store import Store
+from mesh.node.agent import Agent, AgentOptions
+from mesh.node.api import REQUEST_BODY_MAX_BYTES, create_app
+from mesh.node.store import Store
+from mesh.trust.deploy import record_to_b64
+from mesh.trust.opsign import sign_request
 from node.core import Node
 
 OPERATOR = nacl.signing.SigningKey(b"\x05" * 32)

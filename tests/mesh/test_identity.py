@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mesh.identity import IDENTITY_FILE, IdentityError, load_or_create, node_id_for
+from mesh.trust.identity import IDENTITY_FILE, IdentityError, load_or_create, node_id_for
 
 
 def test_identity_is_created_private_and_persists(tmp_path: Path) -> None:

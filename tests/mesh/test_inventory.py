@@ -1,4 +1,4 @@
-"""mesh/inventory.py (collect) and the inventory in the agent and API (the pure rules: tests/inference)."""
+"""mesh/node/inventory.py (collect) and the inventory in the agent and API (pure rules: tests/inference)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ from gossip.node import GossipNode
 from gossip.records import Record, sign_record
 from gossip.trust import StaticTrust
 from inference.inventory import INVENTORY_REFRESH_S, encode
-from mesh.agent import Agent, AgentOptions
-from mesh.cli import build_parser, format_inventory, format_table
-from mesh.identity import Identity, node_id_for
-from mesh.inventory import collect
-from mesh.store import Store
+from mesh.cli.murmur import build_parser
+from mesh.cli.nodes import format_inventory, format_table
+from mesh.node.agent import Agent, AgentOptions
+from mesh.node.inventory import collect
+from mesh.node.store import Store
+from mesh.trust.identity import Identity, node_id_for
 from node.core import Node
 from tests.inference.test_inventory import BASE, GIB
 from tests.mesh.test_deploy_api import SyncRuntime, served

@@ -10,8 +10,8 @@ import pytest
 
 from gossip.admission import invite_problem
 from gossip.trust import StaticTrust
-from mesh.cli import main
-from mesh.cluster import load_token
+from mesh.cli.murmur import main
+from mesh.trust.cluster import load_token
 
 
 @pytest.fixture

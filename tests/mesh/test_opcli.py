@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from mesh import opcli
-from mesh.cli import build_parser, main
-from mesh.cluster import init_cluster
+from mesh.cli import deploy as opcli
+from mesh.cli.client import CliError
+from mesh.cli.manifest import read_manifest
+from mesh.cli.murmur import build_parser, main
+from mesh.cli.signing import resolve_key
+from mesh.trust.cluster import init_cluster
 
 
 def _args(**kwargs: object) -> argparse.Namespace:
@@ -23,32 +26,32 @@ def test_the_key_comes_from_flags_then_the_environment(
     cluster = init_cluster(tmp_path / "c")
     monkeypatch.delenv("MURMUR_KEY", raising=False)
     monkeypatch.delenv("MURMUR_CLUSTER", raising=False)
-    with pytest.raises(opcli.OperatorError, match="no operator key: pass --key FILE"):
-        opcli.resolve_key(_args())
-    from_cluster = opcli.resolve_key(_args(cluster=str(cluster.path)))
-    from_key = opcli.resolve_key(_args(key=str(cluster.operator_key_path)))
+    with pytest.raises(CliError, match="no operator key: pass --key FILE"):
+        resolve_key(_args())
+    from_cluster = resolve_key(_args(cluster=str(cluster.path)))
+    from_key = resolve_key(_args(key=str(cluster.operator_key_path)))
     assert bytes(from_cluster) == bytes(from_key)
     monkeypatch.setenv("MURMUR_CLUSTER", str(cluster.path))
-    assert bytes(opcli.resolve_key(_args())) == bytes(from_key)
-    with pytest.raises(opcli.OperatorError, match="not found"):
-        opcli.resolve_key(_args(key=str(tmp_path / "nope")))
+    assert bytes(resolve_key(_args())) == bytes(from_key)
+    with pytest.raises(CliError, match="not found"):
+        resolve_key(_args(key=str(tmp_path / "nope")))
 
 
 def test_artifact_file_is_hashed_by_the_cli(tmp_path: Path) -> None:
     (tmp_path / "model.onnx").write_bytes(b"onnx" * 1000)
     manifest = tmp_path / "m.yaml"
     manifest.write_text("name: a\nmodel: {name: m, version: v}\nartifact: {file: model.onnx}\nreplicas: 1\n")
-    deployment = opcli.read_manifest(manifest)
+    deployment = read_manifest(manifest)
     assert deployment.artifact_sha256 == hashlib.sha256(b"onnx" * 1000).hexdigest()
     assert deployment.artifact_size_bytes == 4000
     manifest.write_text("name: a\nmodel: {name: m, version: v}\nartifact: {file: gone.onnx}\nreplicas: 1\n")
-    with pytest.raises(opcli.OperatorError, match=r"m.yaml: artifact.file: cannot read"):
-        opcli.read_manifest(manifest)
+    with pytest.raises(CliError, match=r"m.yaml: artifact.file: cannot read"):
+        read_manifest(manifest)
     manifest.write_text(
         "name: a\nmodel: {name: m, version: v}\nartifact: {file: x, sha256: y}\nreplicas: 1\n"
     )
-    with pytest.raises(opcli.OperatorError, match=r"artifact\.sha256: give either artifact\.file or sha256"):
-        opcli.read_manifest(manifest)
+    with pytest.raises(CliError, match=r"artifact\.sha256: give either artifact\.file or sha256"):
+        read_manifest(manifest)
 
 
 def test_an_invalid_manifest_fails_before_any_request(
@@ -80,7 +83,5 @@ def test_wait_gives_up_at_its_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(opcli, "_holds", lambda api, name, version: False)
     monkeypatch.setattr(opcli, "WAIT_POLL_S", 0.0)
     ticks = iter(range(100))
-    with pytest.raises(
-        opcli.OperatorError, match="after 3 s, 0 of 2 alive nodes hold it; still missing: n1, n2"
-    ):
+    with pytest.raises(CliError, match="after 3 s, 0 of 2 alive nodes hold it; still missing: n1, n2"):
         opcli.wait_for("http://x", "a", 1, 3.0, clock=lambda: float(next(ticks)))

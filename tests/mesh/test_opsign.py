@@ -8,7 +8,7 @@ import nacl.signing
 import pytest
 
 from gossip.records import key_id
-from mesh.opsign import (
+from mesh.trust.opsign import (
     KEY_HEADER,
     NONCE_HEADER,
     SIGNATURE_HEADER,

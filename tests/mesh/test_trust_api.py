@@ -8,8 +8,8 @@ import nacl.signing
 import pytest
 
 from gossip.records import encode_record, key_id, sign_record
-from mesh.deploy import record_to_b64
-from mesh.trustrecords import sign_grant, sign_revocation
+from mesh.trust.deploy import record_to_b64
+from mesh.trust.records import sign_grant, sign_revocation
 from tests.mesh.test_deploy_api import OPERATOR, STRANGER, Client, signed
 from tests.mesh.test_deploy_api import api as api  # the fixture
 

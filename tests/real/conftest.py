@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mesh.localmesh import LocalMesh, pid_alive
+from mesh.dev.localmesh import LocalMesh, pid_alive
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from mesh.localmesh import LocalAgent, LocalMesh, wait_until
+from mesh.dev.localmesh import LocalAgent, LocalMesh, wait_until
 from tests.real.conftest import MeshFactory
 
 pytestmark = pytest.mark.real

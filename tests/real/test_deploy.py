@@ -17,10 +17,10 @@ import pytest
 from gossip.records import key_id
 from inference.desired import sign_deployment
 from inference.manifest import parse_manifest
-from mesh.deploy import next_version, record_to_b64
-from mesh.localmesh import LocalAgent, LocalMesh, wait_until
-from mesh.opcli import signed_json
-from mesh.opsign import load_signing_key
+from mesh.cli.client import NodeClient
+from mesh.dev.localmesh import LocalAgent, LocalMesh, wait_until
+from mesh.trust.deploy import next_version, record_to_b64
+from mesh.trust.opsign import load_signing_key
 from tests.real.conftest import MeshFactory
 from tests.real.test_agents import _start_all, converged_region
 
@@ -109,7 +109,7 @@ def test_kill_9_right_after_the_202_loses_nothing_and_the_record_gossips_on(loca
     version = next_version(None, time.time())
     record = sign_deployment(key, deployment, version)
     doc = {"manifest": deployment.to_doc(), "record": record_to_b64(record)}
-    status, body = signed_json(key, "POST", lone.url, "/v1/deployments", doc)
+    status, body = NodeClient(lone.url).signed(key, "POST", "/v1/deployments", doc)
     mesh.kill(lone)
     assert status == 202, body
     assert body["record"]["author"] == key_id(bytes(key.verify_key))

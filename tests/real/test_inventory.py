@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from mesh.localmesh import LocalAgent, LocalMesh, wait_until
+from mesh.dev.localmesh import LocalAgent, LocalMesh, wait_until
 from tests.real.conftest import MeshFactory
 from tests.real.test_agents import _start_all
 

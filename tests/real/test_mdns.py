@@ -30,7 +30,7 @@ from typing import Any
 import nacl.signing
 import pytest
 
-from mesh.cluster import JoinToken, init_cluster, issue_token, new_invite
+from mesh.trust.cluster import JoinToken, init_cluster, issue_token, new_invite
 
 pytestmark = pytest.mark.real
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import nacl.signing
 import pytest
 
-from mesh.localmesh import LocalMesh, wait_until
+from mesh.dev.localmesh import LocalMesh, wait_until
 from tests.real.conftest import MeshFactory
 from tests.real.test_agents import _all_alive, converged_region
 from tests.real.test_deploy import MANIFEST, _murmur

@@ -1,4 +1,4 @@
-"""`python -m sim` and the `sim` subcommand that mesh/cli.py registers."""
+"""`python -m sim` and the `sim` subcommand that mesh/cli/murmur.py registers."""
 
 from __future__ import annotations
 

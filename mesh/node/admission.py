@@ -21,8 +21,8 @@ from gossip.admission import (
 from gossip.codec import DecodeError
 from gossip.kinds import ADMISSION_KIND
 from gossip.records import Record, sign_record
-from mesh.cluster import JoinToken
-from mesh.identity import Identity
+from mesh.trust.cluster import JoinToken
+from mesh.trust.identity import Identity
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,11 @@
 """The node's HTTP API (aiohttp): membership reads, health, deployments, state, debug hooks.
 
 Mutating requests (POST/DELETE /v1/deployments) are signed by an operator key
-(mesh/opsign.py) and carry the operator-signed record (mesh/deploy.py); the node
+(mesh/trust/opsign.py) and carry the operator-signed record (mesh/trust/deploy.py); the node
 verifies both, persists the record (SQLite, synced), publishes it to gossip and
 only then answers 202. docs/api.md lists every endpoint and error.
 
-Handlers ask the node service (mesh.agent.Agent) and never reach into a core.
+Handlers ask the node service (mesh.node.agent.Agent) and never reach into a core.
 A read about another region is forwarded to one of the API addresses that
 region publishes in its summary; the forwarded request carries a header so it
 is answered where it lands and never forwarded again.
@@ -35,10 +35,10 @@ from gossip.kinds import DESIRED_KIND, INVENTORY_KIND, REVOCATION_KIND, TRUST_KI
 from gossip.records import Record
 from inference.inventory import decode
 from inference.manifest import Deployment, ManifestError, desired_key, load_document, manifest_from_doc
-from mesh.artifacts import ArtifactError, ArtifactStore
-from mesh.deploy import check_record, deployment_json, record_from_b64
-from mesh.opsign import RequestVerifier, SignatureRefused
-from mesh.trustrecords import check_trust_record
+from mesh.node.artifacts import ArtifactError, ArtifactStore
+from mesh.trust.deploy import check_record, deployment_json, record_from_b64
+from mesh.trust.opsign import RequestVerifier, SignatureRefused
+from mesh.trust.records import check_trust_record
 
 log = logging.getLogger(__name__)
 

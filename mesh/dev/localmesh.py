@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mesh.cluster import init_cluster
+from mesh.trust.cluster import init_cluster
 
 HOST = "127.0.0.1"
 STOP_GRACE_S = 5.0

@@ -1,6 +1,6 @@
 """Revocations and operator grants as records: what a root operator signs and what a node checks.
 
-See mesh/trustcli.py for the commands and docs/state.md for the rules.
+See mesh/cli/trust.py for the commands and docs/state.md for the rules.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from mesh.localmesh import LocalAgent, LocalMesh, wait_until
+from mesh.dev.localmesh import LocalAgent, LocalMesh, wait_until
 
 REGIONS = ("north", "south")
 AGENTS_PER_REGION = 3

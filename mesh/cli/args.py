@@ -1,0 +1,74 @@
+"""Flag values checked by the parser, with messages that say what to type instead."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from mesh.netaddr import AddressError, split_hostport
+
+REGION_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+LABEL_KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+LABEL_VALUE_MAX_CHARS = 128
+DURATION_MAX_S = 10 * 365 * 86400
+_DURATION_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def address(text: str) -> str:
+    """HOST:PORT (an IPv6 host in brackets)."""
+    try:
+        split_hostport(text)
+    except AddressError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def region(text: str) -> str:
+    """A region name: 1-63 lowercase letters, digits, '.', '_' or '-'."""
+    if not REGION_PATTERN.match(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a region name; use 1-63 lowercase letters, digits, '.', '_' or '-', "
+            "e.g. store-12"
+        )
+    return text
+
+
+def label(text: str) -> tuple[str, str]:
+    """KEY=VALUE, as (key, value)."""
+    key, sep, value = text.partition("=")
+    if not sep or not LABEL_KEY_PATTERN.match(key):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a label; use KEY=VALUE with a key of 1-63 letters, digits, '.', '_', "
+            "'/' or '-', e.g. --label zone=a"
+        )
+    if len(value) > LABEL_VALUE_MAX_CHARS or not value.isprintable():
+        raise argparse.ArgumentTypeError(
+            f"label {key!r}: the value must be at most {LABEL_VALUE_MAX_CHARS} printable characters"
+        )
+    return key, value
+
+
+def duration_s(text: str) -> float:
+    """A duration: 3600, 90s, 30m, 24h or 7d."""
+    unit = text[-1:].lower()
+    number = text[:-1] if unit in _DURATION_UNITS_S else text
+    try:
+        value = float(number) * _DURATION_UNITS_S.get(unit, 1)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value > DURATION_MAX_S:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a duration such as 3600, 30m, 24h or 7d (up to 10 years)"
+        )
+    return value
+
+
+def uses(text: str) -> int:
+    """How many devices an invite admits: 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: --uses takes a number of devices, 1 or more")
+    return value

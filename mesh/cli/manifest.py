@@ -1,0 +1,59 @@
+"""Reading a deployment manifest for `murmur deploy`: `artifact.file` is hashed here, on the
+operator's machine, so the signed record names the exact bytes the node will be sent."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from inference.manifest import Deployment, ManifestError, load_document, manifest_from_doc
+from mesh.cli.client import CliError
+
+HASH_CHUNK_BYTES = 1 << 20
+
+
+def _sha256_file(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        while chunk := f.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def read_manifest(path: Path) -> Deployment:
+    """Parse a manifest file; `artifact.file` (relative to the manifest) is hashed here."""
+    return read_manifest_and_artifact(path)[0]
+
+
+def read_manifest_and_artifact(path: Path) -> tuple[Deployment, Path | None]:
+    """The deployment, and the local artifact file it names (None if it gives sha256 and size)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"{path}: cannot read the manifest ({exc})") from None
+    file: Path | None = None
+    try:
+        doc = load_document(text)
+        artifact = doc.get("artifact") if isinstance(doc, dict) else None
+        if isinstance(artifact, dict) and "file" in artifact:
+            file, doc["artifact"] = _hash_artifact(path, artifact)
+        return manifest_from_doc(doc), file
+    except ManifestError as exc:
+        raise CliError(f"{path}: {exc}") from None
+
+
+def _hash_artifact(manifest_path: Path, artifact: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+    extra = sorted(set(artifact) - {"file"})
+    if extra:
+        raise ManifestError(f"artifact.{extra[0]}: give either artifact.file or sha256 and size_bytes")
+    if not isinstance(artifact["file"], str):
+        raise ManifestError("artifact.file: must be a path (a string)")
+    file = (manifest_path.parent / artifact["file"]).resolve()
+    try:
+        sha256, size = _sha256_file(file)
+    except OSError as exc:
+        raise ManifestError(f"artifact.file: cannot read {file} ({exc.strerror or exc})") from None
+    return file, {"sha256": sha256, "size_bytes": size}

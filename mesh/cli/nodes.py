@@ -1,0 +1,69 @@
+"""`murmur nodes`: the members a node sees, in its region or (forwarded) another one."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from mesh.cli import args as flags
+from mesh.cli.client import CliError, NodeClient
+
+
+def _gib(value: Any) -> str:
+    return f"{value / 2**30:.1f}G" if isinstance(value, int | float) else "?"
+
+
+def format_inventory(inv: Any) -> str:
+    """A compact inventory cell: cores, free memory, accelerators (`8c 3.2G CUDA,CPU`); `-` if unknown."""
+    if not isinstance(inv, dict):
+        return "-"
+    accelerators = inv.get("accelerators")
+    names = (
+        [str(a).removesuffix("ExecutionProvider") for a in accelerators if isinstance(a, str)]
+        if isinstance(accelerators, list)
+        else []
+    )
+    return f"{inv.get('cpu_count', '?')}c {_gib(inv.get('memory_available_bytes'))} {','.join(names) or '-'}"
+
+
+def _cell(row: dict[str, Any], key: str) -> str:
+    if key == "gateway":
+        return "yes" if row.get(key) else "no"
+    if key == "inventory":
+        return format_inventory(row.get(key))
+    return str(row.get(key, ""))
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Members as an aligned text table."""
+    headers = ("ID", "REGION", "ADDR", "STATE", "INCARNATION", "GATEWAY", "API", "INVENTORY")
+    keys = ("id", "region", "addr", "state", "incarnation", "gateway", "api", "inventory")
+    ordered = sorted(rows, key=lambda r: (str(r.get("region")), str(r.get("id"))))
+    cells = [[_cell(r, k) for k in keys] for r in ordered]
+    widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    node = NodeClient(args.node)
+    rows = node.get("/v1/nodes", {"region": args.region} if args.region else None)
+    if not isinstance(rows, list):
+        raise CliError(f"{node.base} answered something other than a member list; is it a murmur agent?")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(format_table(rows))
+    return 0
+
+
+def register(sub: Any, node_help: str) -> None:
+    """Add nodes to the `murmur` subcommands."""
+    nodes = sub.add_parser("nodes", help="list the members a node sees")
+    nodes.add_argument("--node", default=argparse.SUPPRESS, help=node_help)
+    nodes.add_argument("--region", type=flags.region, help="another region's members (forwarded there)")
+    nodes.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    nodes.set_defaults(func=cmd_nodes)

@@ -1,0 +1,216 @@
+"""Trust commands of the CLI: who may join and who may command.
+
+- `murmur cluster init`: a new cluster directory (ids, operator key, first join token).
+- `murmur invite`: a join token with a fresh invite signed by the operator key.
+- `murmur revoke NODE_ID`: a `revocation` record (key = the node id, scope fleet),
+  signed by a root operator key (the one from `murmur cluster init`). Every node
+  that holds it expels the node, drops its records and refuses it from then on,
+  also after restarts (the record is persisted and gossiped like desired state).
+- `murmur operator add PUBLIC_KEY` / `remove KEY_ID`: a `trust` record (key = the
+  operator key's id) granting that key, active or removed. Granted keys sign
+  deployments; only root keys sign invites, revoke and grant (docs/trust.md says
+  why: it keeps every node's state independent of the order records arrive in).
+  A removed key's commands are refused from then on; what it signed before the
+  removal stays, what it signed after is dropped everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from gossip.records import PUBLIC_KEY_BYTES, key_id
+from mesh.cli import args as flags
+from mesh.cli.client import CliError, NodeClient
+from mesh.cli.signing import key_flags, resolve_key
+from mesh.files import write_new_file
+from mesh.trust.cluster import ClusterError, init_cluster, issue_token
+from mesh.trust.deploy import record_to_b64
+from mesh.trust.records import NODE_ID, REASON_MAX_CHARS, sign_grant, sign_revocation
+
+DEFAULT_INVITE_TTL_S = 24 * 3600.0
+
+# --- cluster and invites --------------------------------------------------------------------
+
+
+def cmd_cluster_init(args: argparse.Namespace) -> int:
+    try:
+        cluster = init_cluster(Path(args.out), ttl_s=args.ttl)
+    except ClusterError as exc:
+        raise CliError(str(exc)) from None
+    print(f"cluster {cluster.cluster_id} created in {cluster.path}")
+    print(f"  operator key: {cluster.operator_key_path} (keep it secret; it signs operator commands)")
+    print(f"  join token:   {cluster.token_path} (copy it to each device; it holds the network key)")
+    print(
+        f"next: murmur agent --token {cluster.token_path} --data-dir DIR --region R "
+        "--bind HOST:7946 --api HOST:7800"
+    )
+    return 0
+
+
+def cmd_invite(args: argparse.Namespace) -> int:
+    cluster_dir = args.cluster or os.environ.get("MURMUR_CLUSTER")
+    if not cluster_dir:
+        raise CliError("--cluster DIR (or MURMUR_CLUSTER) must name the directory of `murmur cluster init`")
+    try:
+        token = issue_token(Path(cluster_dir), ttl_s=args.ttl, region=args.region or "", uses=args.uses)
+    except ClusterError as exc:
+        raise CliError(str(exc)) from None
+    text = token.to_json()
+    expires = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(token.invite.expires_at_s))
+    where = f"region {token.invite.region}" if token.invite.region else "any region"
+    if token.invite.uses:
+        where += f", {token.invite.uses} device{'s' if token.invite.uses > 1 else ''}"
+    if args.out:
+        try:
+            write_new_file(Path(args.out), text.encode("utf-8"))
+        except FileExistsError:
+            raise CliError(
+                f"{args.out} exists; refusing to overwrite a token (choose another --out)"
+            ) from None
+        except OSError as exc:
+            raise CliError(f"cannot write {args.out}: {exc}") from None
+        print(
+            f"join token for cluster {token.cluster_id} ({where}) written to {args.out}; "
+            f"devices can join with it until {expires}"
+        )
+    else:
+        sys.stdout.write(text)
+        print(
+            f"join token for cluster {token.cluster_id} ({where}); devices can join with it until {expires}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+# --- revocations and operator keys ------------------------------------------------------------
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    if not NODE_ID.match(args.node_id):
+        raise CliError(f"{args.node_id!r} is not a node id (16 hex characters)")
+    if len(args.reason) > REASON_MAX_CHARS:
+        raise CliError(f"--reason is limited to {REASON_MAX_CHARS} characters")
+    key = resolve_key(args)
+    node = NodeClient(args.node)
+    version = node.next_record_version(key_id(bytes(key.verify_key)))
+    record = sign_revocation(key, args.node_id, version, args.reason)
+    node.submit(key, "POST", "/v1/revocations", {"record": record_to_b64(record)})
+    print(f"node {args.node_id}: revocation accepted and persisted by {node.base}; it is expelled everywhere")
+    return 0
+
+
+def _public_key_arg(text: str) -> bytes:
+    """An operator public key: base64 of 32 bytes, or a file holding it (an operator.key file
+    gives its public half)."""
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) == PUBLIC_KEY_BYTES:
+        return raw
+    raise CliError(
+        f"{text!r}: give the operator's public key in base64 (murmur operator key --key FILE prints it)"
+    )
+
+
+def cmd_operator(args: argparse.Namespace) -> int:
+    if args.action == "key":
+        key = resolve_key(args)
+        public = bytes(key.verify_key)
+        print(f"{base64.b64encode(public).decode('ascii')}  (key id {key_id(public)})")
+        return 0
+    node = NodeClient(args.node)
+    if args.action == "list":
+        rows = node.get("/v1/operators")
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            for row in rows:
+                print(f"{row['id']}  {row['role']:<7}  {'active' if row['active'] else 'removed'}")
+        return 0
+    key = resolve_key(args)
+    if args.action == "add":
+        operator_key, active = _public_key_arg(args.target), True
+    else:
+        operator_key, active = _granted_key(node, args.target), False
+    version = node.next_record_version(key_id(bytes(key.verify_key)))
+    record = sign_grant(key, operator_key, version, active=active)
+    node.submit(key, "POST", "/v1/operators", {"record": record_to_b64(record)})
+    verb = "granted" if active else "removed"
+    print(f"operator key {key_id(operator_key)} {verb}; accepted and persisted by {node.base}")
+    return 0
+
+
+def _granted_key(node: NodeClient, target: str) -> bytes:
+    rows: Any = node.get("/v1/operators")
+    for row in rows:
+        if row.get("id") == target and row.get("role") == "granted":
+            return base64.b64decode(row["public_key"])
+    raise CliError(
+        f"{target!r} is not a granted operator key id (murmur operator list shows them; root keys stay)"
+    )
+
+
+# --- parser ----------------------------------------------------------------------------------
+
+
+def register_cluster(sub: Any) -> None:
+    """Add cluster (init) and invite to the `murmur` subcommands."""
+    cluster = sub.add_parser("cluster", help="create and manage a cluster")
+    cluster_sub = cluster.add_subparsers(dest="cluster_command", metavar="ACTION", required=True)
+    init = cluster_sub.add_parser("init", help="create a cluster: ids, operator key, join token")
+    init.add_argument("--out", required=True, help="directory to create (must not exist or be empty)")
+    init.add_argument(
+        "--ttl",
+        type=flags.duration_s,
+        default=DEFAULT_INVITE_TTL_S,
+        help="how long the first token admits devices (default 24h)",
+    )
+    init.set_defaults(func=cmd_cluster_init)
+
+    invite = sub.add_parser("invite", help="issue a join token with a new operator-signed invite")
+    invite.add_argument(
+        "--cluster",
+        default=argparse.SUPPRESS,
+        help="the cluster dir of `murmur cluster init` (env MURMUR_CLUSTER)",
+    )
+    invite.add_argument("--region", type=flags.region, default=None, help="admit devices of this region only")
+    invite.add_argument(
+        "--ttl",
+        type=flags.duration_s,
+        default=DEFAULT_INVITE_TTL_S,
+        help="devices can join with it for this long (default 24h)",
+    )
+    invite.add_argument(
+        "--uses", type=flags.uses, default=0, help="how many devices it admits (default: any number)"
+    )
+    invite.add_argument(
+        "--out", default=None, help="write the token to this new file (mode 0600), not stdout"
+    )
+    invite.set_defaults(func=cmd_invite)
+
+
+def register_grants(sub: Any, node_help: str) -> None:
+    """Add revoke and operator to the `murmur` subcommands."""
+    revoke = sub.add_parser("revoke", help="revoke a node: expelled everywhere, refused from then on")
+    revoke.add_argument("node_id", help="the node's id (murmur nodes lists them)")
+    revoke.add_argument("--reason", default="", help="why (kept with the revocation)")
+    key_flags(revoke, node_help)
+    revoke.set_defaults(func=cmd_revoke)
+
+    operator = sub.add_parser("operator", help="list, add or remove operator keys")
+    operator.add_argument("action", choices=("list", "add", "remove", "key"))
+    operator.add_argument(
+        "target", nargs="?", default="", help="add: the public key (base64); remove: the key id"
+    )
+    operator.add_argument("--json", action="store_true", help="list: print JSON")
+    key_flags(operator, node_help)
+    operator.set_defaults(func=cmd_operator)

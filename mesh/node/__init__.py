@@ -1,0 +1,1 @@
+"""The node service behind `murmur agent`: runtime, API, persistence, discovery, inventory."""

@@ -1,0 +1,1 @@
+"""Identity and trust: node keys, the cluster and its invites, operator-signed requests and records."""
