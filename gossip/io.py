@@ -1,7 +1,7 @@
 """The I/O vocabulary of the sans-IO cores: what a core asks its driver to send.
 
 A core never touches a socket. It returns these values from `poll_transmit()`;
-the driver (mesh/node/runtime.py on a device, sim/ in the simulator) seals them with
+the driver (mesh/service/runtime.py on a device, sim/ in the simulator) seals them with
 the envelope and puts them on the wire, and feeds what arrives back in.
 """
 

@@ -1,6 +1,6 @@
 """A node's inventory record: its schema, its payload, and when a node republishes it.
 
-Pure: mesh/node/inventory.py reads the device (psutil, onnxruntime) into an
+Pure: mesh/service/inventory.py reads the device (psutil, onnxruntime) into an
 `Inventory`, and the simulator builds them from its seed; both sign `encode`'s
 bytes as an `inventory` record (key = node id, scope `region:<region>`), so
 placement (here in inference/) reads the same schema either way.

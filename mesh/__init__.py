@@ -1,2 +1,2 @@
-"""The node: composes the cores; identity, persistence, the artifact store, inventory collection,
-asyncio runtime, API, CLI."""
+"""The drivers and services of a real node, by audience: service/ (murmur agent), trust/
+(keys, invites, signed requests and records), cli/ (murmur), dev/ (demo, loopback meshes)."""

@@ -1,4 +1,4 @@
-"""`murmur agent`: run a node (mesh/node/launch.py) with the flags of its command line."""
+"""`murmur agent`: run a node (mesh/service/launch.py) with the flags of its command line."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from mesh.cli.client import CliError
 
 def cmd_agent(args: argparse.Namespace) -> int:
     # Imported here: the node's runtime (aiohttp, zeroconf) is not needed by other commands.
-    from mesh.node.agent import AgentError, AgentOptions
-    from mesh.node.launch import run_agent
-    from mesh.node.store import Store, StoreError
+    from mesh.service.agent import AgentError, AgentOptions
+    from mesh.service.launch import run_agent
+    from mesh.service.store import Store, StoreError
     from mesh.trust.cluster import ClusterError, load_token
     from mesh.trust.identity import IdentityError, load_or_create
 

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gossip.events import MemberState
 from gossip.node import MemberView, RegionSummary
-from mesh.node.api import FORWARDED_HEADER, ReceivedBroadcast, create_app
+from mesh.service.api import FORWARDED_HEADER, ReceivedBroadcast, create_app
 
 
 @dataclass

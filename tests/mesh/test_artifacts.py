@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mesh.node.artifacts import TMP_PREFIX, ArtifactError, ArtifactStore
+from mesh.service.artifacts import TMP_PREFIX, ArtifactError, ArtifactStore
 
 DATA = b"onnx-model-bytes" * 1000
 SHA = hashlib.sha256(DATA).hexdigest()

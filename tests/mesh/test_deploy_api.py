@@ -27,9 +27,9 @@ from gossip.records import encode_record, key_id, sign_record
 from gossip.trust import StaticTrust
 from inference.desired import sign_deletion, sign_deployment
 from inference.manifest import parse_manifest
-from mesh.node.agent import Agent, AgentOptions
-from mesh.node.api import REQUEST_BODY_MAX_BYTES, create_app
-from mesh.node.store import Store
+from mesh.service.agent import Agent, AgentOptions
+from mesh.service.api import REQUEST_BODY_MAX_BYTES, create_app
+from mesh.service.store import Store
 from mesh.trust.deploy import record_to_b64
 from mesh.trust.opsign import sign_request
 from node.core import Node

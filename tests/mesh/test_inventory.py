@@ -1,4 +1,4 @@
-"""mesh/node/inventory.py (collect) and the inventory in the agent and API (pure rules: tests/inference)."""
+"""mesh/service/inventory.py (collect) and the inventory in the agent and API (pure rules: tests/inference)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from gossip.trust import StaticTrust
 from inference.inventory import INVENTORY_REFRESH_S, encode
 from mesh.cli.murmur import build_parser
 from mesh.cli.nodes import format_inventory, format_table
-from mesh.node.agent import Agent, AgentOptions
-from mesh.node.inventory import collect
-from mesh.node.store import Store
+from mesh.service.agent import Agent, AgentOptions
+from mesh.service.inventory import collect
+from mesh.service.store import Store
 from mesh.trust.identity import Identity, node_id_for
 from node.core import Node
 from tests.inference.test_inventory import BASE, GIB

@@ -15,7 +15,7 @@ from gossip.envelope import Keyring
 from gossip.events import Event, MemberChanged, MemberState
 from gossip.io import Datagram, StreamOpen
 from gossip.node import GossipNode
-from mesh.node.runtime import Runtime
+from mesh.service.runtime import Runtime
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(32)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gossip.records import Record
-from mesh.node.store import DB_FILE, PEERS_MAX, PeerRecord, Store, StoreError
+from mesh.service.store import DB_FILE, PEERS_MAX, PeerRecord, Store, StoreError
 
 
 def test_incarnation_persists_and_never_goes_down(tmp_path: Path) -> None:
@@ -85,7 +85,7 @@ def test_database_file_is_private(tmp_path: Path) -> None:
 _WRITER = """
 import sys
 from pathlib import Path
-from mesh.node.store import PeerRecord, Store
+from mesh.service.store import PeerRecord, Store
 store = Store.open(Path(sys.argv[1]), "n1")
 i = store.incarnation
 while True:

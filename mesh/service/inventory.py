@@ -3,7 +3,7 @@
 `collect` reads this device (psutil; onnxruntime for the accelerators, imported
 lazily and optional) into inference/inventory.py's `Inventory`; the schema, the
 record payload and the republish rules live there, pure. The agent
-(mesh/node/agent.py) collects every INVENTORY_CHECK_S and publishes what
+(mesh/service/agent.py) collects every INVENTORY_CHECK_S and publishes what
 `should_publish` asks for.
 """
 

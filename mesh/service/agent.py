@@ -1,5 +1,5 @@
 """The node behind `murmur agent`: the API's service over the gossip core, its events
-(persisted, logged), inventory publishing and mDNS finds. mesh/node/launch.py starts it.
+(persisted, logged), inventory publishing and mDNS finds. mesh/service/launch.py starts it.
 """
 
 from __future__ import annotations
@@ -31,13 +31,13 @@ from gossip.records import Record, key_id, sign_record
 from gossip.trust import StaticTrust
 from inference import inventory
 from inference.manifest import ARTIFACT_SIZE_MAX_BYTES
-from mesh.node.admission import describe_refusal
-from mesh.node.api import ReceivedBroadcast, SubmitRefused
-from mesh.node.artifacts import ArtifactStore
-from mesh.node.discovery import Peer
-from mesh.node.inventory import INVENTORY_CHECK_S, collect
-from mesh.node.runtime import Runtime
-from mesh.node.store import PeerRecord, Store, StoreError
+from mesh.service.admission import describe_refusal
+from mesh.service.api import ReceivedBroadcast, SubmitRefused
+from mesh.service.artifacts import ArtifactStore
+from mesh.service.discovery import Peer
+from mesh.service.inventory import INVENTORY_CHECK_S, collect
+from mesh.service.runtime import Runtime
+from mesh.service.store import PeerRecord, Store, StoreError
 from mesh.trust.identity import Identity
 from node.core import Node
 

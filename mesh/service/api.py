@@ -5,7 +5,7 @@ Mutating requests (POST/DELETE /v1/deployments) are signed by an operator key
 verifies both, persists the record (SQLite, synced), publishes it to gossip and
 only then answers 202. docs/api.md lists every endpoint and error.
 
-Handlers ask the node service (mesh.node.agent.Agent) and never reach into a core.
+Handlers ask the node service (mesh.service.agent.Agent) and never reach into a core.
 A read about another region is forwarded to one of the API addresses that
 region publishes in its summary; the forwarded request carries a header so it
 is answered where it lands and never forwarded again.
@@ -35,7 +35,7 @@ from gossip.kinds import DESIRED_KIND, INVENTORY_KIND, REVOCATION_KIND, TRUST_KI
 from gossip.records import Record
 from inference.inventory import decode
 from inference.manifest import Deployment, ManifestError, desired_key, load_document, manifest_from_doc
-from mesh.node.artifacts import ArtifactError, ArtifactStore
+from mesh.service.artifacts import ArtifactError, ArtifactStore
 from mesh.trust.deploy import check_record, deployment_json, record_from_b64
 from mesh.trust.opsign import RequestVerifier, SignatureRefused
 from mesh.trust.records import check_trust_record

@@ -1,4 +1,4 @@
-"""Running `murmur agent`: sockets, the core, the API, discovery, signals (mesh/node/agent.py is the node).
+"""Running `murmur agent`: sockets, the core, the API, discovery, signals (mesh/service/agent.py is the node).
 
 Start-up order matters: the sockets are bound first (the core must know its own
 addresses), then the core is built with the persisted incarnation (it starts one
@@ -27,18 +27,18 @@ from gossip.envelope import Keyring
 from gossip.node import GossipNode
 from gossip.trust import StaticTrust
 from mesh.netaddr import AddressError, is_unspecified, join_hostport, split_hostport
-from mesh.node.admission import admission_invite, describe_refusal, new_admission, own_admission
-from mesh.node.agent import (
+from mesh.service.admission import admission_invite, describe_refusal, new_admission, own_admission
+from mesh.service.agent import (
     KNOWN_PEERS_AS_SEEDS_MAX,
     LEAVE_LINGER_S,
     Agent,
     AgentError,
     AgentOptions,
 )
-from mesh.node.api import create_app
-from mesh.node.discovery import Discovery, DiscoveryError
-from mesh.node.runtime import Runtime
-from mesh.node.store import Store, StoreError
+from mesh.service.api import create_app
+from mesh.service.discovery import Discovery, DiscoveryError
+from mesh.service.runtime import Runtime
+from mesh.service.store import Store, StoreError
 from mesh.trust.cluster import JoinToken
 from mesh.trust.identity import Identity
 from node.core import Node
