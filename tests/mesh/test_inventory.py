@@ -1,4 +1,4 @@
-"""mesh/service/inventory.py (collect) and the inventory in the agent and API (pure rules: tests/inference)."""
+"""mesh/service/inventory.py (collect) and the inventory in the agent and API (rules: tests/inference)."""
 
 from __future__ import annotations
 
