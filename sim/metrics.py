@@ -1,16 +1,16 @@
 """What the simulator measures, from the cores' events and from the wire.
 
-Each node's view of its pools is rebuilt from its MemberChanged events (the
-warm start's restored view is installed here too, since restoring emits no
-events), so convergence can be checked without asking the cores. The
-invariant checker compares these views with `members()` at the end.
+Convergence is judged from each node's views rebuilt from its events
+(sim/views.py), without asking the cores; the invariant checker compares those
+views with what the cores list at the end.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gossip.config import suspicion_timeout_s
 from gossip.events import (
@@ -21,21 +21,18 @@ from gossip.events import (
     MemberState,
     RecordsAccepted,
 )
-from sim.report import RATE_DIGITS, stats
+from gossip.node import GATEWAYS_PER_REGION, MemberView
+from gossip.records import Record
+from sim.fleet import Fleet
+from sim.observer import Observer
+from sim.report import RATE_DIGITS, TIME_DIGITS, stats
 from sim.slot import NodeSlot
-
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-    from gossip.node import MemberView
-    from gossip.records import Record
-    from sim.fleet import Fleet
+from sim.views import held_version
 
 ALIVE = MemberState.ALIVE
 DEAD = MemberState.DEAD
 LEFT = MemberState.LEFT
 SUSPECT = MemberState.SUSPECT
-GATEWAYS_MAX = 3
 # A node up for less than this in the traffic window has no meaningful rate.
 TRAFFIC_UPTIME_MIN_S = 1.0
 
@@ -90,15 +87,13 @@ class InventoryVersion:
     done_s: float | None = None
 
 
-class Metrics:
+class Metrics(Observer):
     """Collects detection, false deaths, dissemination, traffic and convergence."""
 
-    def __init__(self, *, tolerate_suspect: bool = False) -> None:
-        self._fleet: Fleet | None = None
+    def __init__(self, fleet: Fleet, *, tolerate_suspect: bool = False) -> None:
+        self.fleet = fleet
+        self.views = fleet.views
         self._ok_states: tuple[MemberState, ...] = (ALIVE, SUSPECT) if tolerate_suspect else (ALIVE,)
-        self.region_view: list[dict[str, MemberState]] = []
-        self.fleet_view: list[dict[str, MemberState]] = []
-        self.gateway: list[bool] = []
         # The incarnation a node restarted above: death notices at or below it are about an earlier life.
         self.life_floor: list[int] = []
         self.crashes: list[CrashRecord] = []
@@ -126,49 +121,33 @@ class Metrics:
         # Partition bookkeeping: the groups of the last split and when it healed.
         self._split_group: list[int] = []
         self._healed_at_s: float | None = None
-        # Convergence: bumped on any view or gateway change; the last change towards convergence.
-        self.changes = 0
-        self.last_region_alive_s = 0.0
-        self.last_fleet_change_s = 0.0
+        # Convergence, by the views' change count it was computed at.
         self._convergence_cache: dict[str, tuple[int, bool]] = {}
         # Traffic snapshots: (bytes, msgs, uptime) per node at the window's start.
         self._window_start_s: float | None = None
         self._window: list[tuple[int, int, float]] = []
         self.stalls = 0
 
-    def bind(self, fleet: Fleet) -> None:
-        """Attach to the fleet (the fleet is created after the metrics)."""
-        self._fleet = fleet
-
-    @property
-    def fleet(self) -> Fleet:
-        """The fleet being measured."""
-        assert self._fleet is not None
-        return self._fleet
-
     # -- lifecycle hooks (from the fleet) -------------------------------------------------
 
     def on_spawn(self, idx: int, node_id: str, region: int, views: Sequence[MemberView]) -> None:
         """A node was created; `views` is its restored region view (warm start)."""
-        self.region_view.append({v.node_id: v.state for v in views if v.node_id != node_id})
-        self.fleet_view.append({})
-        self.gateway.append(False)
         self.life_floor.append(0)
-        self.changes += 1
 
     def on_crash(self, now: float, idx: int) -> None:
         """Node idx is about to crash: note who must notice."""
         fleet = self.fleet
+        views = self.views
         slot = fleet.slots[idx]
-        rec = CrashRecord(idx, slot.node_id, now, self.gateway[idx])
+        rec = CrashRecord(idx, slot.node_id, now, views.gateway[idx])
         for obs in fleet.live(slot.region):
-            state = self.region_view[obs].get(slot.node_id)
+            state = views.region[obs].get(slot.node_id)
             if obs != idx and state is not None and state not in (DEAD, LEFT):
                 rec.pending_region[obs] = None
         if rec.was_gateway:
             for obs in fleet.live():
-                state = self.fleet_view[obs].get(slot.node_id)
-                if obs != idx and self.gateway[obs] and state is not None and state not in (DEAD, LEFT):
+                state = views.fleet[obs].get(slot.node_id)
+                if obs != idx and views.gateway[obs] and state is not None and state not in (DEAD, LEFT):
                     rec.pending_fleet[obs] = None
         self.crashes.append(rec)
         self._open_crashes[slot.node_id] = rec
@@ -180,10 +159,6 @@ class Metrics:
             rec.pending_region.pop(idx, None)
             rec.pending_fleet.pop(idx, None)
             self._maybe_done(rec, now)
-        self.region_view[idx] = {}
-        self.fleet_view[idx] = {}
-        self.gateway[idx] = False
-        self.changes += 1
         if self._inventory_open:
             # A node that stopped is no longer a peer anyone must reach.
             for author_id in list(self._inventory_open):
@@ -192,15 +167,11 @@ class Metrics:
                         v.done_s = now
                 self._close_inventory(author_id)
 
-    def on_restart(self, now: float, idx: int) -> None:
-        """Node idx comes back with an empty view, above its persisted incarnation."""
-        slot = self.fleet.slots[idx]
+    def on_restart(self, now: float, slot: NodeSlot) -> None:
+        """A node comes back with an empty view, above its persisted incarnation."""
         rec = self._open_crashes.pop(slot.node_id, None)
         del rec  # a crash not yet detected by all when the node came back stays undetected
-        self.life_floor[idx] = slot.incarnation
-        self.region_view[idx] = {}
-        self.fleet_view[idx] = {}
-        self.changes += 1
+        self.life_floor[slot.idx] = slot.incarnation
 
     def on_stall(self, now: float, idx: int, duration_s: float) -> None:
         """Node idx stalls."""
@@ -320,13 +291,13 @@ class Metrics:
                 if a in self.inventory_latest
             ]
             for obs in live:
-                store = fleet.core(obs).state
+                core = fleet.core(obs)
                 for a, author_id, version in authors:
                     if a == obs:
                         continue
                     pairs += 1
-                    held = store.get("inventory", author_id)
-                    if held is None or held.version < version:
+                    held = held_version(core, "inventory", author_id)
+                    if held is None or held < version:
                         missing.append((obs, a))
         return pairs, missing
 
@@ -367,29 +338,14 @@ class Metrics:
                     # Holding a newer version of the slot counts as holding this one.
                     if track.slot == r.slot and track.version <= r.version:
                         track.delivered_s.setdefault(slot.idx, now)
-        elif type(event) is GatewayChanged:
-            idx = slot.idx
-            self.gateway[idx] = event.is_gateway
-            self.fleet_view[idx] = {}
-            self.changes += 1
-            self.last_fleet_change_s = now
-            if not event.is_gateway:
-                for rec in list(self._open_crashes.values()):
-                    rec.pending_fleet.pop(idx, None)
-                    self._maybe_done(rec, now)
+        elif type(event) is GatewayChanged and not event.is_gateway:
+            for rec in list(self._open_crashes.values()):
+                rec.pending_fleet.pop(slot.idx, None)
+                self._maybe_done(rec, now)
 
     def _member_changed(self, now: float, slot: NodeSlot, ev: MemberChanged) -> None:
-        if ev.node_id == slot.node_id:
-            return
-        view = self.region_view[slot.idx] if ev.pool == "region" else self.fleet_view[slot.idx]
-        view[ev.node_id] = ev.state
-        self.changes += 1
         state = ev.state
-        if state == ALIVE:
-            if ev.pool == "region":
-                self.last_region_alive_s = now
-            else:
-                self.last_fleet_change_s = now
+        if ev.node_id == slot.node_id or state == ALIVE:
             return
         rec = self._open_crashes.get(ev.node_id)
         if rec is not None:
@@ -455,7 +411,7 @@ class Metrics:
             size = max((len(r) for r in fleet.by_region), default=1)
         else:
             cfg = fleet.fleet_config
-            size = GATEWAYS_MAX * fleet.region_count
+            size = GATEWAYS_PER_REGION * fleet.region_count
         return (
             suspicion_timeout_s(cfg.suspicion_mult, size, cfg.probe_interval_s)
             * cfg.suspicion_max_timeout_mult
@@ -472,27 +428,29 @@ class Metrics:
         """Every live node sees every live member of its pools alive (pools "region" or "all").
 
         "all" adds the fleet pool: with more than one region, each region with
-        live nodes has 1 to 3 gateways, and every gateway sees every other one
-        alive in the fleet pool. Suspect counts as alive when the metrics were
-        built with tolerate_suspect (lossy networks, stalls).
+        live nodes has 1 to GATEWAYS_PER_REGION gateways, and every gateway sees
+        every other one alive in the fleet pool. Suspect counts as alive when the
+        metrics were built with tolerate_suspect (lossy networks, stalls).
         """
+        changes = self.views.changes
         cached = self._convergence_cache.get(pools)
-        if cached is not None and cached[0] == self.changes:
+        if cached is not None and cached[0] == changes:
             return cached[1]
         result = self._region_converged() and (pools == "region" or self._fleet_converged())
-        self._convergence_cache[pools] = (self.changes, result)
+        self._convergence_cache[pools] = (changes, result)
         return result
 
     def settled_at_s(self, pools: str = "all") -> float:
         """When the last change towards convergence happened (a member turned alive, a gateway changed)."""
+        views = self.views
         if pools == "region":
-            return self.last_region_alive_s
-        return max(self.last_region_alive_s, self.last_fleet_change_s)
+            return views.last_region_alive_s
+        return max(views.last_region_alive_s, views.last_fleet_change_s)
 
     def _region_converged(self) -> bool:
         fleet = self.fleet
         return all(
-            self._all_see_all(fleet.live(region), self.region_view) for region in range(fleet.region_count)
+            self._all_see_all(fleet.live(region), self.views.region) for region in range(fleet.region_count)
         )
 
     def _all_see_all(self, members: list[int], views: list[dict[str, MemberState]]) -> bool:
@@ -513,14 +471,14 @@ class Metrics:
         if fleet.region_count == 1:
             return True
         slots = fleet.slots
-        gateways = [i for i in fleet.live() if self.gateway[i]]
+        gateways = [i for i in fleet.live() if self.views.gateway[i]]
         per_region = [0] * fleet.region_count
         for g in gateways:
             per_region[slots[g].region] += 1
         for region in range(fleet.region_count):
-            if fleet.live(region) and not 1 <= per_region[region] <= GATEWAYS_MAX:
+            if fleet.live(region) and not 1 <= per_region[region] <= GATEWAYS_PER_REGION:
                 return False
-        return self._all_see_all(gateways, self.fleet_view)
+        return self._all_see_all(gateways, self.views.fleet)
 
     # -- results ---------------------------------------------------------------------------
 
@@ -578,10 +536,9 @@ class Metrics:
             last[t.slot] = t.version
         fleet = self.fleet
         for idx in fleet.live():
-            store = fleet.core(idx).state
+            core = fleet.core(idx)
             for (kind, key), version in last.items():
-                held = store.get(kind, key)
-                if held is None or held.version != version:
+                if held_version(core, kind, key) != version:
                     return False
         return True
 
@@ -620,7 +577,7 @@ class Metrics:
             return None
         bytes_rates, msgs_rates = self._rates(now, self._window)
         return {
-            "window_s": round(now - self._window_start_s, 4),
+            "window_s": round(now - self._window_start_s, TIME_DIGITS),
             "bytes_per_node_s": stats(bytes_rates, RATE_DIGITS),
             "msgs_per_node_s": stats(msgs_rates, RATE_DIGITS),
         }

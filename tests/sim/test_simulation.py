@@ -14,8 +14,6 @@ from gossip.config import LAN, WAN
 from gossip.records import key_id
 from gossip.trust import StaticTrust
 from sim.fleet import SIM_CLUSTER_ID, Fleet, sim_invite
-from sim.invariants import Invariants
-from sim.metrics import Metrics
 from sim.network import Network
 from sim.report import summary
 from sim.run import reproduce_command, run_simulation
@@ -139,8 +137,6 @@ def _fleet(node_keys: bool) -> Fleet:
         network=Network(random.Random(0), 2),
         region_config=LAN,
         fleet_config=WAN,
-        metrics=Metrics(),
-        invariants=Invariants(3, "test"),
         rng=random.Random(1),
         trust=StaticTrust(operators=[bytes(OPERATOR.verify_key)], cluster_id=SIM_CLUSTER_ID),
         invite=sim_invite(OPERATOR, 3) if node_keys else None,
