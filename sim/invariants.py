@@ -18,7 +18,7 @@ from sim.fleet import Fleet
 from sim.metrics import Metrics
 from sim.observer import Observer
 from sim.slot import NodeSlot
-from sim.views import fleet_digest, members
+from sim.views import first_unseen, fleet_digest, members
 
 VIOLATIONS_MAX = 50
 # Quiet time needed before the end-of-run liveness checks, in probe intervals of each pool.
@@ -233,21 +233,19 @@ class Invariants(Observer):
         slots = fleet.slots
         for region in range(fleet.region_count):
             live = [i for i in fleet.live(region) if not slots[i].stalled]
-            for obs in live:
-                view = members(fleet.core(obs), "region")
-                for subj in live:
-                    state = view.get(slots[subj].node_id)
-                    if subj != obs and state not in ok:
-                        self.violation(
-                            now,
-                            "region_liveness",
-                            f"{slots[obs].node_id} sees live {slots[subj].node_id} as {state} "
-                            f"at the end of the liveness phase",
-                        )
-                        return
+            unseen = first_unseen(live, slots, lambda i: members(fleet.core(i), "region"), ok)
+            if unseen is not None:
+                obs, subj, state = unseen
+                self.violation(
+                    now,
+                    "region_liveness",
+                    f"{slots[obs].node_id} sees live {slots[subj].node_id} as {state} "
+                    f"at the end of the liveness phase",
+                )
+                return
 
     def _check_gateways(self, fleet: Fleet, now: float) -> None:
-        """Once converged, every region has 1 to 3 gateways."""
+        """Once converged, every region has 1 to GATEWAYS_PER_REGION gateways."""
         self.check("gateways_per_region")
         for region in range(fleet.region_count):
             live = fleet.live(region)
@@ -265,18 +263,15 @@ class Invariants(Observer):
         self.check("fleet_liveness")
         slots = fleet.slots
         gateways = [i for i in fleet.live() if fleet.core(i).is_gateway and not slots[i].stalled]
-        for g in gateways:
-            view = members(fleet.core(g), "fleet")
-            for h in gateways:
-                state = view.get(slots[h].node_id)
-                if h != g and state not in (MemberState.ALIVE, MemberState.SUSPECT):
-                    self.violation(
-                        now,
-                        "fleet_liveness",
-                        f"gateway {slots[g].node_id} sees gateway {slots[h].node_id} as {state} "
-                        "in the fleet pool",
-                    )
-                    return
+        ok = (MemberState.ALIVE, MemberState.SUSPECT)
+        unseen = first_unseen(gateways, slots, lambda i: members(fleet.core(i), "fleet"), ok)
+        if unseen is not None:
+            g, h, state = unseen
+            self.violation(
+                now,
+                "fleet_liveness",
+                f"gateway {slots[g].node_id} sees gateway {slots[h].node_id} as {state} in the fleet pool",
+            )
 
     def _check_crashes_dead(self, fleet: Fleet, metrics: Metrics, now: float) -> None:
         """A node crashed for longer than the longest suspicion is dead at every live region member."""

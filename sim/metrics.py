@@ -27,7 +27,7 @@ from sim.fleet import Fleet
 from sim.observer import Observer
 from sim.report import RATE_DIGITS, TIME_DIGITS, stats
 from sim.slot import NodeSlot
-from sim.views import held_version
+from sim.views import first_unseen, held_version
 
 ALIVE = MemberState.ALIVE
 DEAD = MemberState.DEAD
@@ -52,26 +52,28 @@ class CrashRecord:
 
 
 @dataclass(slots=True)
-class Broadcast:
+class Spread:
+    """Something one node published at at_s, the nodes live then, and when each one had it."""
+
+    origin_idx: int
+    at_s: float
+    live_at_start: list[int]
+    delivered_s: dict[int, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True, kw_only=True)
+class Broadcast(Spread):
     """The injected fleet-wide broadcast and who has it."""
 
-    origin_idx: int
     key: tuple[str, int]
-    at_s: float
-    live_at_start: list[int]
-    delivered_s: dict[int, float] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
-class RecordTrack:
+@dataclass(slots=True, kw_only=True)
+class RecordTrack(Spread):
     """One published signed record and who holds it (or a newer version of its slot)."""
 
-    origin_idx: int
     slot: tuple[str, str]
     version: int
-    at_s: float
-    live_at_start: list[int]
-    delivered_s: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -189,13 +191,13 @@ class Metrics(Observer):
     def start_broadcast(self, now: float, origin_idx: int, key: tuple[str, int]) -> None:
         """Track the injected broadcast from now on."""
         live = self.fleet.live()
-        self.broadcast = Broadcast(origin_idx, key, now, live)
+        self.broadcast = Broadcast(origin_idx, now, live, key=key)
         # The origin delivers to itself synchronously, before this call returns the key.
         self.broadcast.delivered_s.setdefault(origin_idx, now)
 
     def start_record(self, now: float, origin_idx: int, record: Record, accepted: bool) -> None:
         """Track a signed record published at origin_idx from now on."""
-        track = RecordTrack(origin_idx, record.slot, record.version, now, self.fleet.live())
+        track = RecordTrack(origin_idx, now, self.fleet.live(), slot=record.slot, version=record.version)
         self.record_tracks.append(track)
         # The origin's RecordsAccepted is drained after this call; it holds the record already.
         if accepted:
@@ -455,16 +457,7 @@ class Metrics(Observer):
 
     def _all_see_all(self, members: list[int], views: list[dict[str, MemberState]]) -> bool:
         """Every one of `members` holds every other as alive (or suspect, where tolerated) in `views`."""
-        slots = self.fleet.slots
-        ok = self._ok_states
-        ids = [slots[i].node_id for i in members]
-        for obs in members:
-            view = views[obs]
-            me = slots[obs].node_id
-            for node_id in ids:
-                if node_id != me and view.get(node_id) not in ok:
-                    return False
-        return True
+        return first_unseen(members, self.fleet.slots, views.__getitem__, self._ok_states) is None
 
     def _fleet_converged(self) -> bool:
         fleet = self.fleet
@@ -502,7 +495,7 @@ class Metrics(Observer):
         b = self.broadcast
         if b is None:
             return None
-        return self._spread_stats(b.origin_idx, b.at_s, b.live_at_start, b.delivered_s, gossip_interval_s)
+        return self._spread_stats(b, gossip_interval_s)
 
     def desired(self, gossip_interval_s: float) -> dict[str, Any] | None:
         """desired: the first published record's spread, as dissemination's; then each update's.
@@ -514,15 +507,13 @@ class Metrics(Observer):
         if not self.record_tracks:
             return None
         first, *later = self.record_tracks
-        out = self._spread_stats(
-            first.origin_idx, first.at_s, first.live_at_start, first.delivered_s, gossip_interval_s
-        )
+        out = self._spread_stats(first, gossip_interval_s)
         out["version"] = first.version
         out["updates"] = [
             {
                 "version": t.version,
                 "at_s": t.at_s,
-                **self._spread_stats(t.origin_idx, t.at_s, t.live_at_start, t.delivered_s, gossip_interval_s),
+                **self._spread_stats(t, gossip_interval_s),
             }
             for t in later
         ]
@@ -542,25 +533,18 @@ class Metrics(Observer):
                     return False
         return True
 
-    def _spread_stats(
-        self,
-        origin_idx: int,
-        at_s: float,
-        live_at_start: list[int],
-        delivered_s: dict[int, float],
-        gossip_interval_s: float,
-    ) -> dict[str, Any]:
-        """{s_all, rounds_all, region_s_all, missing} over nodes up from at_s to the end."""
+    def _spread_stats(self, spread: Spread, gossip_interval_s: float) -> dict[str, Any]:
+        """{s_all, rounds_all, region_s_all, missing} over nodes up from its publication to the end."""
         fleet = self.fleet
-        origin_region = fleet.slots[origin_idx].region
+        origin_region = fleet.slots[spread.origin_idx].region
         delays: list[float] = []
         region_delays: list[float] = []
-        for idx in live_at_start:
+        for idx in spread.live_at_start:
             slot = fleet.slots[idx]
             if not slot.up or fleet.crashed[idx] or fleet.left[idx]:
                 continue
-            t = delivered_s.get(idx)
-            d = t - at_s if t is not None else math.inf
+            t = spread.delivered_s.get(idx)
+            d = t - spread.at_s if t is not None else math.inf
             delays.append(d)
             if slot.region == origin_region:
                 region_delays.append(d)

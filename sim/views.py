@@ -7,11 +7,12 @@ the admission watch read the same thing:
   restoring emits no events). Cheap enough to read at every convergence poll.
 - `members`, `held_version`, `fleet_digest`: what a live core itself answers,
   read at the end of a run (the events_match_view invariant compares the two).
+`first_unseen` finds a node that does not see another, in either source.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from gossip.events import Event, GatewayChanged, MemberChanged, MemberState
 from gossip.node import GossipNode, MemberView
@@ -87,3 +88,22 @@ def held_version(core: GossipNode, kind: str, key: str) -> int | None:
 def fleet_digest(core: GossipNode) -> object:
     """A live core's fleet-only state digest (author -> highest version, fingerprint), as gateways compare."""
     return core.state.digest(fleet_only=True)
+
+
+def first_unseen(
+    group: Sequence[int],
+    slots: Sequence[NodeSlot],
+    view_of: Callable[[int], Mapping[str, MemberState]],
+    ok: tuple[MemberState, ...],
+) -> tuple[int, int, MemberState | None] | None:
+    """The first (observer, subject, state) among `group` (node indexes, in order) where the
+    observer's view does not hold the subject in one of the `ok` states; None when all see all."""
+    ids = [slots[i].node_id for i in group]
+    for obs in group:
+        view = view_of(obs)
+        for subj, node_id in zip(group, ids, strict=True):
+            if subj != obs:
+                state = view.get(node_id)
+                if state not in ok:
+                    return obs, subj, state
+    return None
