@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from gossip.events import Event, GatewayChanged, MemberChanged, MemberState
 from gossip.node import GossipNode, MemberView
+from gossip.state import Digest
 from sim.observer import Observer
 from sim.slot import NodeSlot
 
@@ -85,7 +86,7 @@ def held_version(core: GossipNode, kind: str, key: str) -> int | None:
     return None if held is None else held.version
 
 
-def fleet_digest(core: GossipNode) -> object:
+def fleet_digest(core: GossipNode) -> Digest:
     """A live core's fleet-only state digest (author -> highest version, fingerprint), as gateways compare."""
     return core.state.digest(fleet_only=True)
 
