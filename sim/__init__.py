@@ -22,12 +22,14 @@ Modules, one idea each:
 - faults.py: crash, restart, stall, leave, join, partition/heal at virtual times.
 - scenarios.py: steady, crash, loss, stall, partition, churn, desired, inventory,
   admission, drawn from the seed.
-- metrics.py, invariants.py, admission.py (observers), report.py: what is
-  measured, what must hold, the admission scenario's figures, the JSON.
+- metrics.py, inventory.py, invariants.py, admission.py (observers), report.py:
+  what is measured (the inventory and admission scenarios' own figures apart),
+  what must hold, the JSON.
 - run.py, cli.py: one run (builds the fleet, then registers its observers); the command line.
 
-Imports go one way: slot, network, report < engine < observer < views < fleet <
-metrics < invariants < admission < faults, scenarios < run < cli.
+Imports go one way (an import-linter layers contract in pyproject.toml): slot,
+network, report < engine < observer < views < fleet < metrics, inventory <
+invariants < admission < faults < scenarios < run < cli.
 
 Choices, written down (the report's keys follow issue 2):
 

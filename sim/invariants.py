@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from gossip.events import BroadcastDelivered, Event, IncarnationChanged, MemberState
 from gossip.node import GATEWAYS_PER_REGION, MemberView
 from sim.fleet import Fleet
+from sim.inventory import InventoryWatch
 from sim.metrics import Metrics
 from sim.observer import Observer
 from sim.slot import NodeSlot
@@ -104,7 +105,14 @@ class Invariants(Observer):
     # -- end-of-run checks ------------------------------------------------------------------
 
     def check_end(
-        self, metrics: Metrics, now: float, quiet_since_s: float, *, lossy: bool, after_split: bool = False
+        self,
+        metrics: Metrics,
+        now: float,
+        quiet_since_s: float,
+        *,
+        lossy: bool,
+        after_split: bool = False,
+        inventory: InventoryWatch | None = None,
     ) -> None:
         """The liveness checks that apply, given how long the run has been quiet.
 
@@ -132,19 +140,17 @@ class Invariants(Observer):
         # Region records go once from their author to each member (docs/state.md): on a lossy
         # network a member may hold the previous version until the next refresh or push-pull,
         # which inventory_fresh bounds; holding every latest version is for a lossless one.
-        if (
-            metrics.inventory_scheduled is not None
-            and not lossy
-            and now - metrics.inventory_last_s >= region_settle_s
-        ):
-            self._check_inventory_held(fleet, metrics, now)
-        if metrics.inventory_fresh_bound_s is not None:
-            self._check_inventory_fresh(fleet, metrics, now)
+        if inventory is None:
+            return
+        if inventory.scheduled is not None and not lossy and now - inventory.last_s >= region_settle_s:
+            self._check_inventory_held(fleet, inventory, now)
+        if inventory.fresh_bound_s is not None:
+            self._check_inventory_fresh(fleet, inventory, now)
 
-    def _check_inventory_fresh(self, fleet: Fleet, metrics: Metrics, now: float) -> None:
+    def _check_inventory_fresh(self, fleet: Fleet, inventory: InventoryWatch, now: float) -> None:
         """Every inventory version reached all live region peers within the bound (two refresh periods)."""
         self.check("inventory_fresh")
-        late = metrics.inventory_late(now)
+        late = inventory.late(now)
         if late:
             v = late[0]
             if v.done_s is not None:
@@ -155,21 +161,21 @@ class Invariants(Observer):
                 now,
                 "inventory_fresh",
                 f"{fleet.slots[v.author_idx].node_id}'s inventory version {v.version} published at "
-                f"t={v.at_s:.3f}s {took}; the bound is {metrics.inventory_fresh_bound_s:g} s "
+                f"t={v.at_s:.3f}s {took}; the bound is {inventory.fresh_bound_s:g} s "
                 f"({len(late)} versions late)",
             )
 
-    def _check_inventory_held(self, fleet: Fleet, metrics: Metrics, now: float) -> None:
+    def _check_inventory_held(self, fleet: Fleet, inventory: InventoryWatch, now: float) -> None:
         """Every live node holds the latest inventory of every live member of its region."""
         self.check("inventory_held")
-        _, missing = metrics.inventory_missing()
+        _, missing = inventory.missing()
         if missing:
             obs, author = missing[0]
             self.violation(
                 now,
                 "inventory_held",
                 f"{fleet.slots[obs].node_id} lacks {fleet.slots[author].node_id}'s inventory version "
-                f"{metrics.inventory_latest[author]} ({len(missing)} pairs missing)",
+                f"{inventory.latest[author]} ({len(missing)} pairs missing)",
             )
 
     def _check_records_agree(self, fleet: Fleet, now: float) -> None:

@@ -76,19 +76,6 @@ class RecordTrack(Spread):
     version: int
 
 
-@dataclass(slots=True)
-class InventoryVersion:
-    """One published inventory version and the live region peers that do not hold it (or newer) yet."""
-
-    author_idx: int
-    version: int
-    at_s: float
-    pending: dict[int, None]
-    peers: int
-    urgent: bool = False
-    done_s: float | None = None
-
-
 class Metrics(Observer):
     """Collects detection, false deaths, dissemination, traffic and convergence."""
 
@@ -109,17 +96,6 @@ class Metrics(Observer):
         self.broadcast: Broadcast | None = None
         # Published signed records, in publishing order.
         self.record_tracks: list[RecordTrack] = []
-        # Inventory scenario: records each node is to publish, how many it did, its latest version.
-        self.inventory_scheduled: int | None = None
-        self.inventory_published = 0
-        self.inventory_last_s = 0.0
-        self.inventory_latest: dict[int, int] = {}
-        # Freshness: every published version, those not yet held by all (by author id), per-peer delays.
-        self.inventory_versions: list[InventoryVersion] = []
-        self._inventory_open: dict[str, list[InventoryVersion]] = {}
-        self.inventory_peer_delays: list[float] = []
-        # The inventory_fresh invariant's bound (the scenario sets it: two refresh periods).
-        self.inventory_fresh_bound_s: float | None = None
         # Partition bookkeeping: the groups of the last split and when it healed.
         self._split_group: list[int] = []
         self._healed_at_s: float | None = None
@@ -161,13 +137,6 @@ class Metrics(Observer):
             rec.pending_region.pop(idx, None)
             rec.pending_fleet.pop(idx, None)
             self._maybe_done(rec, now)
-        if self._inventory_open:
-            # A node that stopped is no longer a peer anyone must reach.
-            for author_id in list(self._inventory_open):
-                for v in self._inventory_open[author_id]:
-                    if v.pending.pop(idx, 1) is None and not v.pending:
-                        v.done_s = now
-                self._close_inventory(author_id)
 
     def on_restart(self, now: float, slot: NodeSlot) -> None:
         """A node comes back with an empty view, above its persisted incarnation."""
@@ -203,120 +172,6 @@ class Metrics(Observer):
         if accepted:
             track.delivered_s.setdefault(origin_idx, now)
 
-    def expect_inventory(self, scheduled: int, fresh_bound_s: float | None = None) -> None:
-        """The run's nodes will publish `scheduled` inventory records in all.
-
-        fresh_bound_s: every version must reach all live region peers within it.
-        """
-        self.inventory_scheduled = scheduled
-        self.inventory_fresh_bound_s = fresh_bound_s
-
-    def on_inventory(
-        self, now: float, idx: int, record: Record, accepted: bool, *, urgent: bool = False
-    ) -> None:
-        """Node idx published its own inventory record (accepted: its store took it; urgent: a change)."""
-        if accepted:
-            self.inventory_published += 1
-            self.inventory_last_s = now
-            self.inventory_latest[idx] = max(record.version, self.inventory_latest.get(idx, 0))
-            fleet = self.fleet
-            pending = dict.fromkeys(i for i in fleet.live(fleet.slots[idx].region) if i != idx)
-            v = InventoryVersion(idx, record.version, now, pending, len(pending), urgent)
-            if not pending:
-                v.done_s = now
-            self.inventory_versions.append(v)
-            if pending:
-                self._inventory_open.setdefault(record.key, []).append(v)
-
-    def _inventory_received(self, now: float, obs: int, record: Record) -> None:
-        """obs accepted an inventory record: it now holds that version and every older one."""
-        versions = self._inventory_open.get(record.key)
-        if not versions:
-            return
-        for v in versions:
-            if v.version <= record.version and v.pending.pop(obs, 1) is None:
-                self.inventory_peer_delays.append(now - v.at_s)
-                if not v.pending:
-                    v.done_s = now
-        self._close_inventory(record.key)
-
-    def _close_inventory(self, author_id: str) -> None:
-        open_ = [v for v in self._inventory_open[author_id] if v.done_s is None]
-        if open_:
-            self._inventory_open[author_id] = open_
-        else:
-            del self._inventory_open[author_id]
-
-    def inventory_late(self, now: float) -> list[InventoryVersion]:
-        """Versions that reached all live region peers later than the bound, or still lack some past it."""
-        bound = self.inventory_fresh_bound_s
-        if bound is None:
-            return []
-        return [
-            v
-            for v in self.inventory_versions
-            if (v.done_s - v.at_s if v.done_s is not None else now - v.at_s) > bound
-        ]
-
-    def inventory_freshness(self, now: float) -> dict[str, Any]:
-        """Per published version, the time until every live region peer held it (or a newer one)."""
-        versions = self.inventory_versions
-        pairs = sum(v.peers for v in versions)
-        pending = sum(len(v.pending) for v in versions if v.done_s is None)
-
-        def took(v: InventoryVersion) -> float:
-            return v.done_s - v.at_s if v.done_s is not None else math.inf
-
-        return {
-            "versions": len(versions),
-            "all_peers_s": stats([took(v) for v in versions]),
-            # The same for the meaningful changes alone (published urgent).
-            "changes_all_peers_s": stats([took(v) for v in versions if v.urgent]),
-            "peer_s": stats(self.inventory_peer_delays),
-            "incomplete": sum(1 for v in versions if v.done_s is None),
-            "missing_fraction": round(pending / pairs, 6) if pairs else None,
-            "bound_s": self.inventory_fresh_bound_s,
-            "late": len(self.inventory_late(now)),
-        }
-
-    def inventory_missing(self) -> tuple[int, list[tuple[int, int]]]:
-        """(pairs, missing): live (observer, author) pairs of one region, the author having
-        published, and those where the observer lacks the author's latest inventory."""
-        fleet = self.fleet
-        pairs = 0
-        missing: list[tuple[int, int]] = []
-        for region in range(fleet.region_count):
-            live = fleet.live(region)
-            authors = [
-                (a, fleet.slots[a].node_id, self.inventory_latest[a])
-                for a in live
-                if a in self.inventory_latest
-            ]
-            for obs in live:
-                core = fleet.core(obs)
-                for a, author_id, version in authors:
-                    if a == obs:
-                        continue
-                    pairs += 1
-                    held = held_version(core, "inventory", author_id)
-                    if held is None or held < version:
-                        missing.append((obs, a))
-        return pairs, missing
-
-    def inventory(self, now: float) -> dict[str, Any] | None:
-        """published, records_per_node_expected, held_fraction, missing, freshness (inventory only)."""
-        if self.inventory_scheduled is None:
-            return None
-        pairs, missing = self.inventory_missing()
-        nodes = len(self.fleet.slots)
-        return {
-            "published": self.inventory_published,
-            "records_per_node_expected": round(self.inventory_scheduled / nodes, 3) if nodes else None,
-            "held_fraction": round(1.0 - len(missing) / pairs, 6) if pairs else None,
-            "missing": len(missing),
-            "freshness": self.inventory_freshness(now),
-        }
-
     def start_traffic_window(self, now: float) -> None:
         """Start measuring traffic: snapshot every node's wire counters."""
         self._window_start_s = now
@@ -334,8 +189,6 @@ class Metrics(Observer):
                 b.delivered_s.setdefault(slot.idx, now)
         elif type(event) is RecordsAccepted:
             for r in event.records:
-                if self._inventory_open and r.kind == "inventory":
-                    self._inventory_received(now, slot.idx, r)
                 for track in self.record_tracks:
                     # Holding a newer version of the slot counts as holding this one.
                     if track.slot == r.slot and track.version <= r.version:

@@ -20,6 +20,7 @@ from sim import scenarios
 from sim.admission import AdmissionWatch
 from sim.fleet import SIM_CLUSTER_ID, Fleet, sim_invite
 from sim.invariants import Invariants
+from sim.inventory import InventoryWatch
 from sim.metrics import Metrics
 from sim.network import Network
 from sim.report import TIME_DIGITS
@@ -123,12 +124,15 @@ def _publisher(fleet: Fleet, metrics: Metrics, rng: random.Random, record: Recor
     return publish
 
 
-def _own_publisher(metrics: Metrics, idx: int, record: Record, urgent: bool) -> Callable[[Any, float], None]:
+def _own_publisher(
+    inventory: InventoryWatch | None, idx: int, record: Record, urgent: bool
+) -> Callable[[Any, float], None]:
     """Node idx publishes a record of its own (its inventory; urgent: a meaningful change)."""
 
     def publish(core: Any, t: float) -> None:
         accepted = core.publish_record(t, record, urgent=urgent)
-        metrics.on_inventory(t, idx, record, accepted, urgent=urgent)
+        if inventory is not None:
+            inventory.on_published(t, idx, record, accepted, urgent=urgent)
 
     return publish
 
@@ -197,6 +201,7 @@ def run_simulation(
     )
     watch = fleet.observe(AdmissionWatch(fleet)) if scenario == "admission" else None
     fleet.watch = watch
+    inventory = fleet.observe(InventoryWatch(fleet)) if scenario == "inventory" else None
 
     # Warm start: a converged fleet, then every node joins through two seeds, staggered,
     # which is how the gateways find the fleet pool.
@@ -225,10 +230,10 @@ def run_simulation(
         engine.call_at(plan.broadcast_at_s, inject)
     for at_s, record in plan.records:
         engine.call_at(at_s, _publisher(fleet, metrics, fault_rng, record))
-    if plan.name == "inventory":
-        metrics.expect_inventory(len(plan.own_records), scenarios.INVENTORY_FRESH_BOUND_S)
+    if inventory is not None:
+        inventory.expect(len(plan.own_records), scenarios.INVENTORY_FRESH_BOUND_S)
     for at_s, idx, record, urgent in plan.own_records:
-        engine.call_node_at(at_s, idx, _own_publisher(metrics, idx, record, urgent))
+        engine.call_node_at(at_s, idx, _own_publisher(inventory, idx, record, urgent))
     if plan.heal_at_s is not None and plan.heal_at_s < duration_s:
         _watch_convergence(fleet, metrics, plan.heal_at_s, duration_s, "all", converged, "heal")
         _watch_convergence(fleet, metrics, plan.heal_at_s, duration_s, "region", converged, "heal_region")
@@ -236,7 +241,12 @@ def run_simulation(
     with _lean_gc():
         engine.run_until(duration_s)
     invariants.check_end(
-        metrics, duration_s, plan.quiet_since_s, lossy=plan.lossy, after_split=plan.heal_at_s is not None
+        metrics,
+        duration_s,
+        plan.quiet_since_s,
+        lossy=plan.lossy,
+        after_split=plan.heal_at_s is not None,
+        inventory=inventory,
     )
     if watch is not None:
         watch.check_end(invariants, duration_s)
@@ -292,7 +302,7 @@ def run_simulation(
             "dropped": dict(engine.drops),
         },
         # After everything else: the inventory scenario's own records (null in other scenarios).
-        "inventory": metrics.inventory(duration_s),
+        "inventory": inventory.report(duration_s) if inventory is not None else None,
         # The admission scenario's newcomers, intruders and revocations (null in other scenarios).
         "admission": watch.report() if watch is not None else None,
     }
