@@ -34,9 +34,10 @@ from sim.views import Views
 ObserverT = TypeVar("ObserverT", bound=Observer)
 
 PORT = 7946
-# Addresses are 10.<region>.<x>.<y>: one /16 per region.
-REGIONS_MAX = 250
-ADDRS_PER_REGION = 250 * 250
+# Addresses are 10.<region>.<x>.<y>: one /16 per region, 250 values per octet.
+OCTET_VALUES = 250
+REGIONS_MAX = OCTET_VALUES
+ADDRS_PER_REGION = OCTET_VALUES * OCTET_VALUES
 # Node identities (only with node_keys): sha256(domain + "<seed>/<index>") seeds each node's Ed25519 key.
 NODE_KEY_DOMAIN = b"murmur-sim-node"
 # Keyed fleets (admission mode): the cluster id, when every node joined, and the invite's expiry.
@@ -49,6 +50,11 @@ def sim_invite(operator: nacl.signing.SigningKey, seed: int) -> Invite:
     """The one invite every node of a keyed simulated fleet joined with (no RNG draw)."""
     nonce = hashlib.sha256(b"murmur-sim-invite" + str(seed).encode()).digest()[:NONCE_BYTES]
     return sign_invite(operator, SIM_CLUSTER_ID, expires_at_s=SIM_EPOCH_S + SIM_INVITE_TTL_S, nonce=nonce)
+
+
+def _addr(region: int, k: int) -> str:
+    """The k-th address of a region's /16."""
+    return f"10.{region}.{k // OCTET_VALUES}.{k % OCTET_VALUES + 1}:{PORT}"
 
 
 def region_name(r: int, region_count: int) -> str:
@@ -193,7 +199,7 @@ class Fleet:
         if k >= ADDRS_PER_REGION:
             raise ValueError(f"region {self.region_names[region]} ran out of addresses")
         self._next_addr[region] = k + 1
-        return f"10.{region}.{k // 250}.{k % 250 + 1}:{PORT}"
+        return _addr(region, k)
 
     def node_key(self, n: int) -> nacl.signing.SigningKey:
         """The Ed25519 key of the n-th node created, derived from the seed (no RNG draw)."""
@@ -328,7 +334,7 @@ class Fleet:
             first = self._next_id
             ids = [self._identity(first + k) for k in range(count)]
             start = self._next_addr[r]
-            addrs = [f"10.{r}.{(start + k) // 250}.{(start + k) % 250 + 1}:{PORT}" for k in range(count)]
+            addrs = [_addr(r, start + k) for k in range(count)]
             name = self.region_names[r]
             views = [
                 MemberView(i, a, name, MemberState.ALIVE, 1, False, "")
