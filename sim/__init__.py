@@ -12,11 +12,24 @@ Modules, one idea each:
 - slot.py: a node's driver state (NodeSlot) and the interfaces the engine drives.
 - network.py: the seeded network model (LAN/WAN latency, loss, duplication,
   reordering by jitter, partitions).
-- fleet.py: real GossipNodes on the engine; names, addresses, regions, warm start.
+- fleet.py: real composite nodes (node/core.py) on the engine (built in one place,
+  Fleet._build_core); names, addresses, regions, warm start; creates, stops, restarts and stalls nodes
+  and splits the network, telling its observers.
+- observer.py: the hooks an observer of the fleet may override (Observer); a new
+  observer is one `fleet.observe(...)` before the first node exists.
+- views.py: what each node sees (pool views rebuilt from its events; what its core
+  lists and holds), read by metrics, invariants and the admission watch alike.
 - faults.py: crash, restart, stall, leave, join, partition/heal at virtual times.
-- scenarios.py: steady, crash, loss, stall, partition, churn, desired, inventory, drawn from the seed.
-- metrics.py, invariants.py, report.py: what is measured, what must hold, the JSON.
-- run.py, cli.py: one run; the command line.
+- scenarios.py: steady, crash, loss, stall, partition, churn, desired, inventory,
+  admission, drawn from the seed.
+- metrics.py, inventory.py, invariants.py, admission.py (observers), report.py:
+  what is measured (the inventory and admission scenarios' own figures apart),
+  what must hold, the JSON.
+- run.py, cli.py: one run (builds the fleet, then registers its observers); the command line.
+
+Imports go one way (an import-linter layers contract in pyproject.toml): slot,
+network, report < engine < observer < views < fleet < metrics, inventory <
+invariants < admission < faults < scenarios < run < cli.
 
 Choices, written down (the report's keys follow issue 2):
 

@@ -17,22 +17,21 @@ Three kinds of newcomers and one operator action, on a fleet in admission mode
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gossip.events import AdmissionRefused, Event, MemberChanged, MemberState, Revoked
+from sim.fleet import Fleet
+from sim.invariants import Invariants
+from sim.observer import Observer
 from sim.report import stats
 from sim.slot import NodeSlot
-
-if TYPE_CHECKING:
-    from sim.fleet import Fleet
-    from sim.invariants import Invariants
 
 INTRUDER_KINDS = ("forged", "expired", "other_cluster")
 SIGHTING_EXAMPLES_MAX = 10
 _LISTED = (MemberState.ALIVE, MemberState.SUSPECT)
 
 
-class AdmissionWatch:
+class AdmissionWatch(Observer):
     """Listens to every core's events (through the fleet) and reports the admission figures."""
 
     def __init__(self, fleet: Fleet) -> None:
@@ -107,7 +106,7 @@ class AdmissionWatch:
         return [i for i in fleet.live(fleet.slots[idx].region) if i != idx]
 
     def _listed_by_region(self, node_id: str, *, alive_only: bool) -> int:
-        views = self.fleet.metrics.region_view
+        views = self.fleet.views.region
         states = (MemberState.ALIVE,) if alive_only else _LISTED
         return sum(1 for i in self._region_peers(node_id) if views[i].get(node_id) in states)
 
@@ -115,7 +114,7 @@ class AdmissionWatch:
         """Live honest nodes that list node_id alive or suspect, in the region or fleet pool."""
         fleet = self.fleet
         region = self._listed_by_region(node_id, alive_only=False)
-        fleet_views = fleet.metrics.fleet_view
+        fleet_views = fleet.views.fleet
         in_fleet = sum(
             1
             for i in fleet.live()

@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any
 
 from gossip.config import ENVELOPE_OVERHEAD_BYTES
+from gossip.envelope import NONCE_BYTES
 from gossip.events import IncarnationChanged
 from gossip.io import Core, Datagram, Sealer, StreamOpen
 from sim.network import Network
@@ -250,16 +251,12 @@ class Engine:
             self._after(slot, now)
             self._check_timer_advanced(slot, now)
         elif kind == K_DGRAM:
-            data: bytes | None = entry[6]
-            if self._sealer is not None:
-                data = self._sealer.open(entry[6])
-                if data is None:
-                    self.drops["unopenable"] += 1
-                    return
+            data = self._unseal(entry[6])
+            if data is None:
+                return
             if self.network.partitioned and self.network.blocked(entry[4], idx):
                 self.drops["partition"] += 1
                 return
-            assert data is not None
             core.handle_datagram(now, entry[5], data)
             self._after(slot, now)
         elif kind == K_STREAM_REQ:
@@ -273,11 +270,8 @@ class Engine:
                 self.drops["partition"] += 1
                 return
             del slot.streams[request_id]
-            reply: bytes | None = entry[6]
-            if reply is not None and self._sealer is not None:
-                reply = self._sealer.open(reply)
-                if reply is None:
-                    self.drops["unopenable"] += 1
+            # None is a reset (refused connection); a reply that does not open is one too.
+            reply = self._unseal(entry[6]) if entry[6] is not None else None
             core.handle_stream_reply(now, request_id, reply)
             self._after(slot, now)
         elif kind == K_STREAM_TIMEOUT:
@@ -371,7 +365,16 @@ class Engine:
 
     def _seal(self, plaintext: bytes) -> bytes:
         assert self._sealer is not None
-        return self._sealer.seal(plaintext, self._nonce_rng.randbytes(24))
+        return self._sealer.seal(plaintext, self._nonce_rng.randbytes(NONCE_BYTES))
+
+    def _unseal(self, frame: bytes) -> bytes | None:
+        """A datagram's or stream frame's plaintext; None (counted) when it does not open."""
+        if self._sealer is None:
+            return frame
+        data = self._sealer.open(frame)
+        if data is None:
+            self.drops["unopenable"] += 1
+        return data
 
     def _count_out(
         self, slot: NodeSlot, plain_bytes: int, limit_bytes: int, kind: str, what: str, now: float
@@ -464,14 +467,9 @@ class Engine:
         if network.partitioned and network.blocked(client.idx, server.idx):
             self.drops["partition"] += 1
             return
-        data: bytes | None = entry[6]
-        if self._sealer is not None:
-            data = self._sealer.open(entry[6])
-            if data is None:
-                # The server drops a connection it cannot authenticate.
-                self.drops["unopenable"] += 1
-                return
-        assert data is not None
+        data = self._unseal(entry[6])
+        if data is None:
+            return  # the server drops a connection it cannot authenticate
         reply = core.handle_stream_request(now, client.addr, data)
         self._after(server, now)
         if reply is None:

@@ -101,12 +101,10 @@ def partition_at(fleet: Fleet, at_s: float, groups: Sequence[Sequence[int]], hea
 
     def split(now: float) -> None:
         fleet.fault_counts["partitions"] += 1
-        fleet.network.partition(groups)
-        fleet.metrics.on_partition([fleet.network.group_of(i) for i in range(len(fleet.slots))])
+        fleet.partition(groups)
 
     def heal(now: float) -> None:
-        fleet.network.heal()
-        fleet.metrics.on_heal(now)
+        fleet.heal()
 
     fleet.engine.call_at(at_s, split)
     if heal_at_s is not None:

@@ -1,22 +1,24 @@
-"""The simulated fleet: real GossipNodes on the engine, their names, addresses and regions.
+"""The simulated fleet: real composite nodes (node/core.py) on the engine, their names, addresses and regions.
 
-The fleet is the engine's listener: it forwards every core event to the
-metrics and the invariant checkers, and it is the one place that creates,
-crashes, restarts, stalls and retires nodes (sim/faults.py calls it), so the
-observers always hear about a fault at the moment it happens.
+The fleet is the engine's listener: it passes every core event to its
+observers (sim/observer.py: its own views, then the metrics, the invariant
+checkers, the admission watch, in registration order), and it is the one place
+that creates, crashes, restarts, stalls and retires nodes and splits or heals
+the network (sim/faults.py calls it), so the observers always hear about a
+fault at the moment it happens.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TypeVar
 
 import nacl.signing
 
-from gossip.admission import Invite, make_admission, sign_invite
+from gossip.admission import NONCE_BYTES, Invite, make_admission, sign_invite
 from gossip.config import MembershipConfig
 from gossip.events import Event, MemberState
 from gossip.io import Sealer
@@ -25,18 +27,18 @@ from gossip.records import Record, key_id
 from gossip.trust import Trust
 from node.core import Node
 from sim.engine import Engine
-from sim.invariants import Invariants
-from sim.metrics import Metrics
 from sim.network import Network
+from sim.observer import AdmissionLog, Observer
 from sim.slot import NodeSlot
+from sim.views import Views
 
-if TYPE_CHECKING:
-    from sim.admission import AdmissionWatch
+ObserverT = TypeVar("ObserverT", bound=Observer)
 
 PORT = 7946
-# Addresses are 10.<region>.<x>.<y>: one /16 per region.
-REGIONS_MAX = 250
-ADDRS_PER_REGION = 250 * 250
+# Addresses are 10.<region>.<x>.<y>: one /16 per region, 250 values per octet.
+OCTET_VALUES = 250
+REGIONS_MAX = OCTET_VALUES
+ADDRS_PER_REGION = OCTET_VALUES * OCTET_VALUES
 # Node identities (only with node_keys): sha256(domain + "<seed>/<index>") seeds each node's Ed25519 key.
 NODE_KEY_DOMAIN = b"murmur-sim-node"
 # Keyed fleets (admission mode): the cluster id, when every node joined, and the invite's expiry.
@@ -47,8 +49,13 @@ SIM_INVITE_TTL_S = 86_400
 
 def sim_invite(operator: nacl.signing.SigningKey, seed: int) -> Invite:
     """The one invite every node of a keyed simulated fleet joined with (no RNG draw)."""
-    nonce = hashlib.sha256(b"murmur-sim-invite" + str(seed).encode()).digest()[:16]
+    nonce = hashlib.sha256(b"murmur-sim-invite" + str(seed).encode()).digest()[:NONCE_BYTES]
     return sign_invite(operator, SIM_CLUSTER_ID, expires_at_s=SIM_EPOCH_S + SIM_INVITE_TTL_S, nonce=nonce)
+
+
+def _addr(region: int, k: int) -> str:
+    """The k-th address of a region's /16."""
+    return f"10.{region}.{k // OCTET_VALUES}.{k % OCTET_VALUES + 1}:{PORT}"
 
 
 def region_name(r: int, region_count: int) -> str:
@@ -68,8 +75,6 @@ class Fleet:
         network: Network,
         region_config: MembershipConfig,
         fleet_config: MembershipConfig,
-        metrics: Metrics,
-        invariants: Invariants,
         rng: random.Random,
         sealer: Sealer | None = None,
         nonce_rng: random.Random | None = None,
@@ -86,8 +91,6 @@ class Fleet:
         self.region_config = region_config
         self.fleet_config = fleet_config
         self.network = network
-        self.metrics = metrics
-        self.invariants = invariants
         # Node rngs and fault choices come from here, in a fixed order.
         self.rng = rng
         # Who may write signed records: shared, read-only, by every core (None: no one).
@@ -131,22 +134,35 @@ class Fleet:
         # ids (their deaths are the operator's doing, not false), and its watch.
         self.outsiders: set[int] = set()
         self.revoked_ids: set[str] = set()
-        self.watch: AdmissionWatch | None = None
-        metrics.bind(self)
-        invariants.bind(self)
+        self.watch: AdmissionLog | None = None
+        # What each node sees, rebuilt from its events: the first observer, so every
+        # other one reads views that already include the event it is told about.
+        self.views = Views()
+        self._observers: list[Observer] = []
+        # The observers' on_event, bound once (the hottest call of a run), only where overridden.
+        self._event_hooks: list[Callable[[float, NodeSlot, Event], None]] = []
+        self.observe(self.views)
+
+    def observe(self, observer: ObserverT) -> ObserverT:
+        """Register an observer (before the first node exists, so it hears everything); returns it."""
+        if self.engine.slots:
+            raise ValueError("register observers before creating nodes, or they miss events")
+        self._observers.append(observer)
+        if type(observer).on_event is not Observer.on_event:
+            self._event_hooks.append(observer.on_event)
+        return observer
 
     # -- the engine's listener -------------------------------------------------------
 
     def on_event(self, now: float, slot: NodeSlot, event: Event) -> None:
         """A core reported an event."""
-        self.metrics.on_event(now, slot, event)
-        self.invariants.on_event(now, slot, event)
-        if self.watch is not None:
-            self.watch.on_event(now, slot, event)
+        for hook in self._event_hooks:
+            hook(now, slot, event)
 
     def on_violation(self, now: float, kind: str, detail: str) -> None:
         """The engine saw a broken invariant (a core exception, an oversized packet, ...)."""
-        self.invariants.violation(now, kind, detail)
+        for o in self._observers:
+            o.on_violation(now, kind, detail)
 
     # -- queries -------------------------------------------------------------------------
 
@@ -184,7 +200,7 @@ class Fleet:
         if k >= ADDRS_PER_REGION:
             raise ValueError(f"region {self.region_names[region]} ran out of addresses")
         self._next_addr[region] = k + 1
-        return f"10.{region}.{k // 250}.{k % 250 + 1}:{PORT}"
+        return _addr(region, k)
 
     def node_key(self, n: int) -> nacl.signing.SigningKey:
         """The Ed25519 key of the n-th node created, derived from the seed (no RNG draw)."""
@@ -244,7 +260,10 @@ class Fleet:
             return make_admission(key, other, region=name, admitted_at_s=SIM_EPOCH_S)
         raise ValueError(f"unknown intruder kind {kind!r}")
 
-    def _make_core(self, node_id: str, addr: str, region: int, incarnation: int) -> Node:
+    def _build_core(
+        self, node_id: str, addr: str, region: int, incarnation: int, views: Sequence[MemberView] = ()
+    ) -> Node:
+        """A node's core (the one place one is made); with views, warm-started with that region view."""
         gossip = GossipNode(
             node_id,
             addr,
@@ -257,6 +276,16 @@ class Fleet:
             trust=self.trust,
             admission=self.admission(node_id, region),
         )
+        if views:
+            if self.node_keys:
+                # Admission mode: the node already holds its region's admissions (verified
+                # by its store like any others), so restore_view lets the members in.
+                gossip.state.restore(
+                    record
+                    for v in views
+                    if v.node_id != node_id and (record := self.admission(v.node_id, region)) is not None
+                )
+            gossip.restore_view(self.engine.now, views)
         return Node(gossip)
 
     def spawn(
@@ -278,22 +307,18 @@ class Fleet:
         if intruder is not None:
             self._admissions[node_id] = self._bad_admission(node_id, region, intruder)
         addr = self.new_addr(region)
-        core = self._make_core(node_id, addr, region, 0)
-        if views:
-            if self.node_keys:
-                self._restore_keyed(core, region, views)
-            core.restore_view(self.engine.now, views)
+        core = self._build_core(node_id, addr, region, 0, views)
         idx = len(self.engine.slots)
         self.idx_of[node_id] = idx
         self.by_region[region].append(idx)
         self.crashed.append(False)
         self.left.append(False)
         self.leaving.append(False)
-        self.metrics.on_spawn(idx, node_id, region, views)
+        for o in self._observers:
+            o.on_spawn(idx, node_id, region, views)
         slot = self.engine.add_node(node_id, addr, region, core, drive=drive)
         if intruder is not None:
             self.outsiders.add(idx)
-        self.invariants.on_start(slot)
         return slot
 
     def warm_start(self, nodes: int) -> None:
@@ -310,7 +335,7 @@ class Fleet:
             first = self._next_id
             ids = [self._identity(first + k) for k in range(count)]
             start = self._next_addr[r]
-            addrs = [f"10.{r}.{(start + k) // 250}.{(start + k) % 250 + 1}:{PORT}" for k in range(count)]
+            addrs = [_addr(r, start + k) for k in range(count)]
             name = self.region_names[r]
             views = [
                 MemberView(i, a, name, MemberState.ALIVE, 1, False, "")
@@ -321,15 +346,6 @@ class Fleet:
                 assert slot.node_id == ids[k] and slot.addr == addrs[k]
         for idx in range(len(self.engine.slots)):
             self.engine.drive(idx)
-
-    def _restore_keyed(self, core: Node, region: int, views: Sequence[MemberView]) -> None:
-        """Warm start in admission mode: the node already holds its region's admissions
-        (verified by its store like any others), so restore_view lets the members in."""
-        core.state.restore(
-            record
-            for v in views
-            if v.node_id != core.node_id and (record := self.admission(v.node_id, region)) is not None
-        )
 
     def seeds_for(self, idx: int) -> list[str]:
         """Join seeds for node idx: a live node of its own region and one of region 0."""
@@ -350,9 +366,10 @@ class Fleet:
         if not self.engine.slots[idx].up:
             return
         self.crashed[idx] = True
-        self.metrics.on_crash(self.engine.now, idx)
-        self.engine.crash(idx)
-        self.metrics.on_down(self.engine.now, idx)
+        now = self.engine.now
+        for o in self._observers:
+            o.on_crash(now, idx)
+        self._stop(idx)
 
     def leave(self, idx: int) -> None:
         """Node idx leaves gracefully now; `retire` stops it once its notice is out."""
@@ -367,16 +384,20 @@ class Fleet:
             return
         self.left[idx] = True
         self.leaving[idx] = False
-        self.engine.crash(idx)
-        self.metrics.on_down(self.engine.now, idx)
+        self._stop(idx)
 
     def stop_revoked(self, idx: int) -> None:
         """Node idx learned it was revoked and stops (the agent exits), without a leave."""
         if not self.engine.slots[idx].up:
             return
         self.left[idx] = True
+        self._stop(idx)
+
+    def _stop(self, idx: int) -> None:
         self.engine.crash(idx)
-        self.metrics.on_down(self.engine.now, idx)
+        now = self.engine.now
+        for o in self._observers:
+            o.on_down(now, idx)
 
     def restart(self, idx: int, *, new_addr: bool) -> None:
         """Bring node idx back with its persisted incarnation, and join through seeds."""
@@ -384,19 +405,36 @@ class Fleet:
         if slot.up:
             return
         addr = self.new_addr(slot.region) if new_addr else slot.addr
-        core = self._make_core(slot.node_id, addr, slot.region, slot.incarnation)
+        core = self._build_core(slot.node_id, addr, slot.region, slot.incarnation)
         self.crashed[idx] = False
         self.left[idx] = False
         self.leaving[idx] = False
-        self.metrics.on_restart(self.engine.now, idx)
-        self.invariants.on_restart(slot)
+        now = self.engine.now
+        for o in self._observers:
+            o.on_restart(now, slot)
         self.engine.restart(idx, core, addr)
         seeds = self.seeds_for(idx)
-        self.engine.call_node_at(self.engine.now, idx, lambda c, now: c.join(now, seeds))
+        self.engine.call_node_at(now, idx, lambda c, t: c.join(t, seeds))
 
     def stall(self, idx: int, duration_s: float) -> None:
         """Freeze node idx for duration_s."""
         if not self.engine.slots[idx].up:
             return
-        self.metrics.on_stall(self.engine.now, idx, duration_s)
+        now = self.engine.now
+        for o in self._observers:
+            o.on_stall(now, idx, duration_s)
         self.engine.stall(idx, duration_s)
+
+    def partition(self, groups: Sequence[Sequence[int]]) -> None:
+        """Split the network into groups of node indexes."""
+        self.network.partition(groups)
+        sides = [self.network.group_of(i) for i in range(len(self.engine.slots))]
+        for o in self._observers:
+            o.on_partition(sides)
+
+    def heal(self) -> None:
+        """Make the network whole again."""
+        self.network.heal()
+        now = self.engine.now
+        for o in self._observers:
+            o.on_heal(now)

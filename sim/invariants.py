@@ -10,17 +10,18 @@ liveness phase that must converge).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 from gossip.events import BroadcastDelivered, Event, IncarnationChanged, MemberState
+from gossip.node import GATEWAYS_PER_REGION, MemberView
+from sim.fleet import Fleet
+from sim.inventory import InventoryWatch
+from sim.metrics import Metrics
+from sim.observer import Observer
 from sim.slot import NodeSlot
-
-if TYPE_CHECKING:
-    from sim.fleet import Fleet
-    from sim.metrics import Metrics
+from sim.views import first_unseen, fleet_digest, members
 
 VIOLATIONS_MAX = 50
-GATEWAYS_MAX = 3
 # Quiet time needed before the end-of-run liveness checks, in probe intervals of each pool.
 REGION_SETTLE_PROBES = 15
 FLEET_SETTLE_PROBES = 6
@@ -35,23 +36,19 @@ STREAMING_CHECKS = (
 )
 
 
-class Invariants:
+class Invariants(Observer):
     """Records violations, each with the command that reproduces it."""
 
-    def __init__(self, seed: int, reproduce: str) -> None:
+    def __init__(self, fleet: Fleet, seed: int, reproduce: str) -> None:
+        self.fleet = fleet
         self.seed = seed
         self.reproduce = reproduce
         self.checked: list[str] = list(STREAMING_CHECKS)
         self.violations: list[str] = []
         self.violation_count = 0
-        self._fleet: Fleet | None = None
         # The incarnation each node's next IncarnationChanged must exceed.
         self._floor: list[int] = []
         self._delivered: dict[tuple[int, str, int], None] = {}
-
-    def bind(self, fleet: Fleet) -> None:
-        """Attach to the fleet."""
-        self._fleet = fleet
 
     def violation(self, now: float, kind: str, detail: str) -> None:
         """Record one broken invariant."""
@@ -68,12 +65,16 @@ class Invariants:
 
     # -- streaming checks ----------------------------------------------------------------
 
-    def on_start(self, slot: NodeSlot) -> None:
-        """A node was created (its first events are already in)."""
-        while len(self._floor) <= slot.idx:
+    def on_violation(self, now: float, kind: str, detail: str) -> None:
+        """The engine saw a broken invariant."""
+        self.violation(now, kind, detail)
+
+    def on_spawn(self, idx: int, node_id: str, region: int, views: Sequence[MemberView]) -> None:
+        """A node is being created."""
+        while len(self._floor) <= idx:
             self._floor.append(0)
 
-    def on_restart(self, slot: NodeSlot) -> None:
+    def on_restart(self, now: float, slot: NodeSlot) -> None:
         """A node restarts: it must come back above the incarnation it persisted."""
         self._floor[slot.idx] = max(self._floor[slot.idx], slot.incarnation)
 
@@ -104,7 +105,14 @@ class Invariants:
     # -- end-of-run checks ------------------------------------------------------------------
 
     def check_end(
-        self, metrics: Metrics, now: float, quiet_since_s: float, *, lossy: bool, after_split: bool = False
+        self,
+        metrics: Metrics,
+        now: float,
+        quiet_since_s: float,
+        *,
+        lossy: bool,
+        after_split: bool = False,
+        inventory: InventoryWatch | None = None,
     ) -> None:
         """The liveness checks that apply, given how long the run has been quiet.
 
@@ -112,10 +120,9 @@ class Invariants:
         to come back through push-pull (gossip to the dead is the fast path), so
         the quiet phase must also cover one push-pull interval of the pool.
         """
-        fleet = self._fleet
-        assert fleet is not None
+        fleet = self.fleet
         quiet_s = now - quiet_since_s
-        self._check_views_match(fleet, metrics, now)
+        self._check_views_match(fleet, now)
         region_settle_s = REGION_SETTLE_PROBES * fleet.region_config.probe_interval_s
         fleet_settle_s = FLEET_SETTLE_PROBES * fleet.fleet_config.probe_interval_s
         if after_split:
@@ -133,19 +140,17 @@ class Invariants:
         # Region records go once from their author to each member (docs/state.md): on a lossy
         # network a member may hold the previous version until the next refresh or push-pull,
         # which inventory_fresh bounds; holding every latest version is for a lossless one.
-        if (
-            metrics.inventory_scheduled is not None
-            and not lossy
-            and now - metrics.inventory_last_s >= region_settle_s
-        ):
-            self._check_inventory_held(fleet, metrics, now)
-        if metrics.inventory_fresh_bound_s is not None:
-            self._check_inventory_fresh(fleet, metrics, now)
+        if inventory is None:
+            return
+        if inventory.scheduled is not None and not lossy and now - inventory.last_s >= region_settle_s:
+            self._check_inventory_held(fleet, inventory, now)
+        if inventory.fresh_bound_s is not None:
+            self._check_inventory_fresh(fleet, inventory, now)
 
-    def _check_inventory_fresh(self, fleet: Fleet, metrics: Metrics, now: float) -> None:
+    def _check_inventory_fresh(self, fleet: Fleet, inventory: InventoryWatch, now: float) -> None:
         """Every inventory version reached all live region peers within the bound (two refresh periods)."""
         self.check("inventory_fresh")
-        late = metrics.inventory_late(now)
+        late = inventory.late(now)
         if late:
             v = late[0]
             if v.done_s is not None:
@@ -156,21 +161,21 @@ class Invariants:
                 now,
                 "inventory_fresh",
                 f"{fleet.slots[v.author_idx].node_id}'s inventory version {v.version} published at "
-                f"t={v.at_s:.3f}s {took}; the bound is {metrics.inventory_fresh_bound_s:g} s "
+                f"t={v.at_s:.3f}s {took}; the bound is {inventory.fresh_bound_s:g} s "
                 f"({len(late)} versions late)",
             )
 
-    def _check_inventory_held(self, fleet: Fleet, metrics: Metrics, now: float) -> None:
+    def _check_inventory_held(self, fleet: Fleet, inventory: InventoryWatch, now: float) -> None:
         """Every live node holds the latest inventory of every live member of its region."""
         self.check("inventory_held")
-        _, missing = metrics.inventory_missing()
+        _, missing = inventory.missing()
         if missing:
             obs, author = missing[0]
             self.violation(
                 now,
                 "inventory_held",
                 f"{fleet.slots[obs].node_id} lacks {fleet.slots[author].node_id}'s inventory version "
-                f"{metrics.inventory_latest[author]} ({len(missing)} pairs missing)",
+                f"{inventory.latest[author]} ({len(missing)} pairs missing)",
             )
 
     def _check_records_agree(self, fleet: Fleet, now: float) -> None:
@@ -184,9 +189,9 @@ class Invariants:
         if not live:
             return
         first = live[0]
-        want = fleet.core(first).state.digest(fleet_only=True)
+        want = fleet_digest(fleet.core(first))
         for idx in live[1:]:
-            got = fleet.core(idx).state.digest(fleet_only=True)
+            got = fleet_digest(fleet.core(idx))
             if got != want:
                 self.violation(
                     now,
@@ -196,21 +201,24 @@ class Invariants:
                 )
                 return
 
-    def _check_views_match(self, fleet: Fleet, metrics: Metrics, now: float) -> None:
+    def _check_views_match(self, fleet: Fleet, now: float) -> None:
         """The views rebuilt from MemberChanged events equal what members() says."""
         self.check("events_match_view")
         for idx in fleet.live():
             core = fleet.core(idx)
-            for pool, tracked in (("region", metrics.region_view[idx]), ("fleet", metrics.fleet_view[idx])):
+            me = fleet.slots[idx].node_id
+            for pool in ("region", "fleet"):
                 if pool == "fleet" and not core.is_gateway:
                     continue
-                actual = {m.node_id: m.state for m in core.members(pool) if m.node_id != core.node_id}
+                tracked = fleet.views.pool(pool)[idx]
+                actual = members(core, pool)
+                actual.pop(me, None)
                 for node_id, state in actual.items():
                     if tracked.get(node_id) != state:
                         self.violation(
                             now,
                             "events_match_view",
-                            f"{core.node_id} lists {node_id} as {state} in pool {pool}, but its "
+                            f"{me} lists {node_id} as {state} in pool {pool}, but its "
                             f"events say {tracked.get(node_id)}",
                         )
                         return
@@ -219,7 +227,7 @@ class Invariants:
                         self.violation(
                             now,
                             "events_match_view",
-                            f"{core.node_id}'s events left {node_id} {state} in pool {pool}, "
+                            f"{me}'s events left {node_id} {state} in pool {pool}, "
                             "but members() does not list it",
                         )
                         return
@@ -231,30 +239,29 @@ class Invariants:
         slots = fleet.slots
         for region in range(fleet.region_count):
             live = [i for i in fleet.live(region) if not slots[i].stalled]
-            for obs in live:
-                view = {m.node_id: m.state for m in fleet.core(obs).members("region")}
-                for subj in live:
-                    state = view.get(slots[subj].node_id)
-                    if subj != obs and state not in ok:
-                        self.violation(
-                            now,
-                            "region_liveness",
-                            f"{slots[obs].node_id} sees live {slots[subj].node_id} as {state} "
-                            f"at the end of the liveness phase",
-                        )
-                        return
+            unseen = first_unseen(live, slots, lambda i: members(fleet.core(i), "region"), ok)
+            if unseen is not None:
+                obs, subj, state = unseen
+                self.violation(
+                    now,
+                    "region_liveness",
+                    f"{slots[obs].node_id} sees live {slots[subj].node_id} as {state} "
+                    f"at the end of the liveness phase",
+                )
+                return
 
     def _check_gateways(self, fleet: Fleet, now: float) -> None:
-        """Once converged, every region has 1 to 3 gateways."""
+        """Once converged, every region has 1 to GATEWAYS_PER_REGION gateways."""
         self.check("gateways_per_region")
         for region in range(fleet.region_count):
             live = fleet.live(region)
             count = sum(1 for i in live if fleet.core(i).is_gateway)
-            if live and not 1 <= count <= GATEWAYS_MAX:
+            if live and not 1 <= count <= GATEWAYS_PER_REGION:
                 self.violation(
                     now,
                     "gateways_per_region",
-                    f"region {fleet.region_names[region]} has {count} gateways (want 1..{GATEWAYS_MAX})",
+                    f"region {fleet.region_names[region]} has {count} gateways "
+                    f"(want 1..{GATEWAYS_PER_REGION})",
                 )
 
     def _check_fleet_liveness(self, fleet: Fleet, now: float) -> None:
@@ -262,18 +269,15 @@ class Invariants:
         self.check("fleet_liveness")
         slots = fleet.slots
         gateways = [i for i in fleet.live() if fleet.core(i).is_gateway and not slots[i].stalled]
-        for g in gateways:
-            view = {m.node_id: m.state for m in fleet.core(g).members("fleet")}
-            for h in gateways:
-                state = view.get(slots[h].node_id)
-                if h != g and state not in (MemberState.ALIVE, MemberState.SUSPECT):
-                    self.violation(
-                        now,
-                        "fleet_liveness",
-                        f"gateway {slots[g].node_id} sees gateway {slots[h].node_id} as {state} "
-                        "in the fleet pool",
-                    )
-                    return
+        ok = (MemberState.ALIVE, MemberState.SUSPECT)
+        unseen = first_unseen(gateways, slots, lambda i: members(fleet.core(i), "fleet"), ok)
+        if unseen is not None:
+            g, h, state = unseen
+            self.violation(
+                now,
+                "fleet_liveness",
+                f"gateway {slots[g].node_id} sees gateway {slots[h].node_id} as {state} in the fleet pool",
+            )
 
     def _check_crashes_dead(self, fleet: Fleet, metrics: Metrics, now: float) -> None:
         """A node crashed for longer than the longest suspicion is dead at every live region member."""
@@ -285,12 +289,12 @@ class Invariants:
             self.check("crashed_detected")
             region = slots[rec.idx].region
             for obs in fleet.live(region):
-                states = [m.state for m in fleet.core(obs).members("region") if m.node_id == rec.node_id]
-                if states and states[0] in (MemberState.ALIVE, MemberState.SUSPECT):
+                state = members(fleet.core(obs), "region").get(rec.node_id)
+                if state in (MemberState.ALIVE, MemberState.SUSPECT):
                     self.violation(
                         now,
                         "crashed_detected",
-                        f"{slots[obs].node_id} still sees {rec.node_id} as {states[0]} "
+                        f"{slots[obs].node_id} still sees {rec.node_id} as {state} "
                         f"{now - rec.at_s:.1f}s after it crashed",
                     )
                     return

@@ -1,16 +1,16 @@
 """What the simulator measures, from the cores' events and from the wire.
 
-Each node's view of its pools is rebuilt from its MemberChanged events (the
-warm start's restored view is installed here too, since restoring emits no
-events), so convergence can be checked without asking the cores. The
-invariant checker compares these views with `members()` at the end.
+Convergence is judged from each node's views rebuilt from its events
+(sim/views.py), without asking the cores; the invariant checker compares those
+views with what the cores list at the end.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gossip.config import suspicion_timeout_s
 from gossip.events import (
@@ -21,22 +21,18 @@ from gossip.events import (
     MemberState,
     RecordsAccepted,
 )
-from gossip.kinds import INVENTORY_KIND
-from sim.report import RATE_DIGITS, stats
+from gossip.node import GATEWAYS_PER_REGION, MemberView
+from gossip.records import Record
+from sim.fleet import Fleet
+from sim.observer import Observer
+from sim.report import RATE_DIGITS, TIME_DIGITS, stats
 from sim.slot import NodeSlot
-
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-    from gossip.node import MemberView
-    from gossip.records import Record
-    from sim.fleet import Fleet
+from sim.views import first_unseen, held_version
 
 ALIVE = MemberState.ALIVE
 DEAD = MemberState.DEAD
 LEFT = MemberState.LEFT
 SUSPECT = MemberState.SUSPECT
-GATEWAYS_MAX = 3
 # A node up for less than this in the traffic window has no meaningful rate.
 TRAFFIC_UPTIME_MIN_S = 1.0
 
@@ -56,50 +52,37 @@ class CrashRecord:
 
 
 @dataclass(slots=True)
-class Broadcast:
+class Spread:
+    """Something one node published at at_s, the nodes live then, and when each one had it."""
+
+    origin_idx: int
+    at_s: float
+    live_at_start: list[int]
+    delivered_s: dict[int, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True, kw_only=True)
+class Broadcast(Spread):
     """The injected fleet-wide broadcast and who has it."""
 
-    origin_idx: int
     key: tuple[str, int]
-    at_s: float
-    live_at_start: list[int]
-    delivered_s: dict[int, float] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
-class RecordTrack:
+@dataclass(slots=True, kw_only=True)
+class RecordTrack(Spread):
     """One published signed record and who holds it (or a newer version of its slot)."""
 
-    origin_idx: int
     slot: tuple[str, str]
     version: int
-    at_s: float
-    live_at_start: list[int]
-    delivered_s: dict[int, float] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
-class InventoryVersion:
-    """One published inventory version and the live region peers that do not hold it (or newer) yet."""
-
-    author_idx: int
-    version: int
-    at_s: float
-    pending: dict[int, None]
-    peers: int
-    urgent: bool = False
-    done_s: float | None = None
-
-
-class Metrics:
+class Metrics(Observer):
     """Collects detection, false deaths, dissemination, traffic and convergence."""
 
-    def __init__(self, *, tolerate_suspect: bool = False) -> None:
-        self._fleet: Fleet | None = None
+    def __init__(self, fleet: Fleet, *, tolerate_suspect: bool = False) -> None:
+        self.fleet = fleet
+        self.views = fleet.views
         self._ok_states: tuple[MemberState, ...] = (ALIVE, SUSPECT) if tolerate_suspect else (ALIVE,)
-        self.region_view: list[dict[str, MemberState]] = []
-        self.fleet_view: list[dict[str, MemberState]] = []
-        self.gateway: list[bool] = []
         # The incarnation a node restarted above: death notices at or below it are about an earlier life.
         self.life_floor: list[int] = []
         self.crashes: list[CrashRecord] = []
@@ -113,63 +96,36 @@ class Metrics:
         self.broadcast: Broadcast | None = None
         # Published signed records, in publishing order.
         self.record_tracks: list[RecordTrack] = []
-        # Inventory scenario: records each node is to publish, how many it did, its latest version.
-        self.inventory_scheduled: int | None = None
-        self.inventory_published = 0
-        self.inventory_last_s = 0.0
-        self.inventory_latest: dict[int, int] = {}
-        # Freshness: every published version, those not yet held by all (by author id), per-peer delays.
-        self.inventory_versions: list[InventoryVersion] = []
-        self._inventory_open: dict[str, list[InventoryVersion]] = {}
-        self.inventory_peer_delays: list[float] = []
-        # The inventory_fresh invariant's bound (the scenario sets it: two refresh periods).
-        self.inventory_fresh_bound_s: float | None = None
         # Partition bookkeeping: the groups of the last split and when it healed.
         self._split_group: list[int] = []
         self._healed_at_s: float | None = None
-        # Convergence: bumped on any view or gateway change; the last change towards convergence.
-        self.changes = 0
-        self.last_region_alive_s = 0.0
-        self.last_fleet_change_s = 0.0
+        # Convergence, by the views' change count it was computed at.
         self._convergence_cache: dict[str, tuple[int, bool]] = {}
         # Traffic snapshots: (bytes, msgs, uptime) per node at the window's start.
         self._window_start_s: float | None = None
         self._window: list[tuple[int, int, float]] = []
         self.stalls = 0
 
-    def bind(self, fleet: Fleet) -> None:
-        """Attach to the fleet (the fleet is created after the metrics)."""
-        self._fleet = fleet
-
-    @property
-    def fleet(self) -> Fleet:
-        """The fleet being measured."""
-        assert self._fleet is not None
-        return self._fleet
-
     # -- lifecycle hooks (from the fleet) -------------------------------------------------
 
     def on_spawn(self, idx: int, node_id: str, region: int, views: Sequence[MemberView]) -> None:
         """A node was created; `views` is its restored region view (warm start)."""
-        self.region_view.append({v.node_id: v.state for v in views if v.node_id != node_id})
-        self.fleet_view.append({})
-        self.gateway.append(False)
         self.life_floor.append(0)
-        self.changes += 1
 
     def on_crash(self, now: float, idx: int) -> None:
         """Node idx is about to crash: note who must notice."""
         fleet = self.fleet
+        views = self.views
         slot = fleet.slots[idx]
-        rec = CrashRecord(idx, slot.node_id, now, self.gateway[idx])
+        rec = CrashRecord(idx, slot.node_id, now, views.gateway[idx])
         for obs in fleet.live(slot.region):
-            state = self.region_view[obs].get(slot.node_id)
+            state = views.region[obs].get(slot.node_id)
             if obs != idx and state is not None and state not in (DEAD, LEFT):
                 rec.pending_region[obs] = None
         if rec.was_gateway:
             for obs in fleet.live():
-                state = self.fleet_view[obs].get(slot.node_id)
-                if obs != idx and self.gateway[obs] and state is not None and state not in (DEAD, LEFT):
+                state = views.fleet[obs].get(slot.node_id)
+                if obs != idx and views.gateway[obs] and state is not None and state not in (DEAD, LEFT):
                     rec.pending_fleet[obs] = None
         self.crashes.append(rec)
         self._open_crashes[slot.node_id] = rec
@@ -181,27 +137,12 @@ class Metrics:
             rec.pending_region.pop(idx, None)
             rec.pending_fleet.pop(idx, None)
             self._maybe_done(rec, now)
-        self.region_view[idx] = {}
-        self.fleet_view[idx] = {}
-        self.gateway[idx] = False
-        self.changes += 1
-        if self._inventory_open:
-            # A node that stopped is no longer a peer anyone must reach.
-            for author_id in list(self._inventory_open):
-                for v in self._inventory_open[author_id]:
-                    if v.pending.pop(idx, 1) is None and not v.pending:
-                        v.done_s = now
-                self._close_inventory(author_id)
 
-    def on_restart(self, now: float, idx: int) -> None:
-        """Node idx comes back with an empty view, above its persisted incarnation."""
-        slot = self.fleet.slots[idx]
+    def on_restart(self, now: float, slot: NodeSlot) -> None:
+        """A node comes back with an empty view, above its persisted incarnation."""
         rec = self._open_crashes.pop(slot.node_id, None)
         del rec  # a crash not yet detected by all when the node came back stays undetected
-        self.life_floor[idx] = slot.incarnation
-        self.region_view[idx] = {}
-        self.fleet_view[idx] = {}
-        self.changes += 1
+        self.life_floor[slot.idx] = slot.incarnation
 
     def on_stall(self, now: float, idx: int, duration_s: float) -> None:
         """Node idx stalls."""
@@ -219,131 +160,17 @@ class Metrics:
     def start_broadcast(self, now: float, origin_idx: int, key: tuple[str, int]) -> None:
         """Track the injected broadcast from now on."""
         live = self.fleet.live()
-        self.broadcast = Broadcast(origin_idx, key, now, live)
+        self.broadcast = Broadcast(origin_idx, now, live, key=key)
         # The origin delivers to itself synchronously, before this call returns the key.
         self.broadcast.delivered_s.setdefault(origin_idx, now)
 
     def start_record(self, now: float, origin_idx: int, record: Record, accepted: bool) -> None:
         """Track a signed record published at origin_idx from now on."""
-        track = RecordTrack(origin_idx, record.slot, record.version, now, self.fleet.live())
+        track = RecordTrack(origin_idx, now, self.fleet.live(), slot=record.slot, version=record.version)
         self.record_tracks.append(track)
         # The origin's RecordsAccepted is drained after this call; it holds the record already.
         if accepted:
             track.delivered_s.setdefault(origin_idx, now)
-
-    def expect_inventory(self, scheduled: int, fresh_bound_s: float | None = None) -> None:
-        """The run's nodes will publish `scheduled` inventory records in all.
-
-        fresh_bound_s: every version must reach all live region peers within it.
-        """
-        self.inventory_scheduled = scheduled
-        self.inventory_fresh_bound_s = fresh_bound_s
-
-    def on_inventory(
-        self, now: float, idx: int, record: Record, accepted: bool, *, urgent: bool = False
-    ) -> None:
-        """Node idx published its own inventory record (accepted: its store took it; urgent: a change)."""
-        if accepted:
-            self.inventory_published += 1
-            self.inventory_last_s = now
-            self.inventory_latest[idx] = max(record.version, self.inventory_latest.get(idx, 0))
-            fleet = self.fleet
-            pending = dict.fromkeys(i for i in fleet.live(fleet.slots[idx].region) if i != idx)
-            v = InventoryVersion(idx, record.version, now, pending, len(pending), urgent)
-            if not pending:
-                v.done_s = now
-            self.inventory_versions.append(v)
-            if pending:
-                self._inventory_open.setdefault(record.key, []).append(v)
-
-    def _inventory_received(self, now: float, obs: int, record: Record) -> None:
-        """obs accepted an inventory record: it now holds that version and every older one."""
-        versions = self._inventory_open.get(record.key)
-        if not versions:
-            return
-        for v in versions:
-            if v.version <= record.version and v.pending.pop(obs, 1) is None:
-                self.inventory_peer_delays.append(now - v.at_s)
-                if not v.pending:
-                    v.done_s = now
-        self._close_inventory(record.key)
-
-    def _close_inventory(self, author_id: str) -> None:
-        open_ = [v for v in self._inventory_open[author_id] if v.done_s is None]
-        if open_:
-            self._inventory_open[author_id] = open_
-        else:
-            del self._inventory_open[author_id]
-
-    def inventory_late(self, now: float) -> list[InventoryVersion]:
-        """Versions that reached all live region peers later than the bound, or still lack some past it."""
-        bound = self.inventory_fresh_bound_s
-        if bound is None:
-            return []
-        return [
-            v
-            for v in self.inventory_versions
-            if (v.done_s - v.at_s if v.done_s is not None else now - v.at_s) > bound
-        ]
-
-    def inventory_freshness(self, now: float) -> dict[str, Any]:
-        """Per published version, the time until every live region peer held it (or a newer one)."""
-        versions = self.inventory_versions
-        pairs = sum(v.peers for v in versions)
-        pending = sum(len(v.pending) for v in versions if v.done_s is None)
-
-        def took(v: InventoryVersion) -> float:
-            return v.done_s - v.at_s if v.done_s is not None else math.inf
-
-        return {
-            "versions": len(versions),
-            "all_peers_s": stats([took(v) for v in versions]),
-            # The same for the meaningful changes alone (published urgent).
-            "changes_all_peers_s": stats([took(v) for v in versions if v.urgent]),
-            "peer_s": stats(self.inventory_peer_delays),
-            "incomplete": sum(1 for v in versions if v.done_s is None),
-            "missing_fraction": round(pending / pairs, 6) if pairs else None,
-            "bound_s": self.inventory_fresh_bound_s,
-            "late": len(self.inventory_late(now)),
-        }
-
-    def inventory_missing(self) -> tuple[int, list[tuple[int, int]]]:
-        """(pairs, missing): live (observer, author) pairs of one region, the author having
-        published, and those where the observer lacks the author's latest inventory."""
-        fleet = self.fleet
-        pairs = 0
-        missing: list[tuple[int, int]] = []
-        for region in range(fleet.region_count):
-            live = fleet.live(region)
-            authors = [
-                (a, fleet.slots[a].node_id, self.inventory_latest[a])
-                for a in live
-                if a in self.inventory_latest
-            ]
-            for obs in live:
-                store = fleet.core(obs).state
-                for a, author_id, version in authors:
-                    if a == obs:
-                        continue
-                    pairs += 1
-                    held = store.get(INVENTORY_KIND, author_id)
-                    if held is None or held.version < version:
-                        missing.append((obs, a))
-        return pairs, missing
-
-    def inventory(self, now: float) -> dict[str, Any] | None:
-        """published, records_per_node_expected, held_fraction, missing, freshness (inventory only)."""
-        if self.inventory_scheduled is None:
-            return None
-        pairs, missing = self.inventory_missing()
-        nodes = len(self.fleet.slots)
-        return {
-            "published": self.inventory_published,
-            "records_per_node_expected": round(self.inventory_scheduled / nodes, 3) if nodes else None,
-            "held_fraction": round(1.0 - len(missing) / pairs, 6) if pairs else None,
-            "missing": len(missing),
-            "freshness": self.inventory_freshness(now),
-        }
 
     def start_traffic_window(self, now: float) -> None:
         """Start measuring traffic: snapshot every node's wire counters."""
@@ -362,35 +189,18 @@ class Metrics:
                 b.delivered_s.setdefault(slot.idx, now)
         elif type(event) is RecordsAccepted:
             for r in event.records:
-                if self._inventory_open and r.kind == INVENTORY_KIND:
-                    self._inventory_received(now, slot.idx, r)
                 for track in self.record_tracks:
                     # Holding a newer version of the slot counts as holding this one.
                     if track.slot == r.slot and track.version <= r.version:
                         track.delivered_s.setdefault(slot.idx, now)
-        elif type(event) is GatewayChanged:
-            idx = slot.idx
-            self.gateway[idx] = event.is_gateway
-            self.fleet_view[idx] = {}
-            self.changes += 1
-            self.last_fleet_change_s = now
-            if not event.is_gateway:
-                for rec in list(self._open_crashes.values()):
-                    rec.pending_fleet.pop(idx, None)
-                    self._maybe_done(rec, now)
+        elif type(event) is GatewayChanged and not event.is_gateway:
+            for rec in list(self._open_crashes.values()):
+                rec.pending_fleet.pop(slot.idx, None)
+                self._maybe_done(rec, now)
 
     def _member_changed(self, now: float, slot: NodeSlot, ev: MemberChanged) -> None:
-        if ev.node_id == slot.node_id:
-            return
-        view = self.region_view[slot.idx] if ev.pool == "region" else self.fleet_view[slot.idx]
-        view[ev.node_id] = ev.state
-        self.changes += 1
         state = ev.state
-        if state == ALIVE:
-            if ev.pool == "region":
-                self.last_region_alive_s = now
-            else:
-                self.last_fleet_change_s = now
+        if ev.node_id == slot.node_id or state == ALIVE:
             return
         rec = self._open_crashes.get(ev.node_id)
         if rec is not None:
@@ -456,7 +266,7 @@ class Metrics:
             size = max((len(r) for r in fleet.by_region), default=1)
         else:
             cfg = fleet.fleet_config
-            size = GATEWAYS_MAX * fleet.region_count
+            size = GATEWAYS_PER_REGION * fleet.region_count
         return (
             suspicion_timeout_s(cfg.suspicion_mult, size, cfg.probe_interval_s)
             * cfg.suspicion_max_timeout_mult
@@ -473,55 +283,48 @@ class Metrics:
         """Every live node sees every live member of its pools alive (pools "region" or "all").
 
         "all" adds the fleet pool: with more than one region, each region with
-        live nodes has 1 to 3 gateways, and every gateway sees every other one
-        alive in the fleet pool. Suspect counts as alive when the metrics were
-        built with tolerate_suspect (lossy networks, stalls).
+        live nodes has 1 to GATEWAYS_PER_REGION gateways, and every gateway sees
+        every other one alive in the fleet pool. Suspect counts as alive when the
+        metrics were built with tolerate_suspect (lossy networks, stalls).
         """
+        changes = self.views.changes
         cached = self._convergence_cache.get(pools)
-        if cached is not None and cached[0] == self.changes:
+        if cached is not None and cached[0] == changes:
             return cached[1]
         result = self._region_converged() and (pools == "region" or self._fleet_converged())
-        self._convergence_cache[pools] = (self.changes, result)
+        self._convergence_cache[pools] = (changes, result)
         return result
 
     def settled_at_s(self, pools: str = "all") -> float:
         """When the last change towards convergence happened (a member turned alive, a gateway changed)."""
+        views = self.views
         if pools == "region":
-            return self.last_region_alive_s
-        return max(self.last_region_alive_s, self.last_fleet_change_s)
+            return views.last_region_alive_s
+        return max(views.last_region_alive_s, views.last_fleet_change_s)
 
     def _region_converged(self) -> bool:
         fleet = self.fleet
         return all(
-            self._all_see_all(fleet.live(region), self.region_view) for region in range(fleet.region_count)
+            self._all_see_all(fleet.live(region), self.views.region) for region in range(fleet.region_count)
         )
 
     def _all_see_all(self, members: list[int], views: list[dict[str, MemberState]]) -> bool:
         """Every one of `members` holds every other as alive (or suspect, where tolerated) in `views`."""
-        slots = self.fleet.slots
-        ok = self._ok_states
-        ids = [slots[i].node_id for i in members]
-        for obs in members:
-            view = views[obs]
-            me = slots[obs].node_id
-            for node_id in ids:
-                if node_id != me and view.get(node_id) not in ok:
-                    return False
-        return True
+        return first_unseen(members, self.fleet.slots, views.__getitem__, self._ok_states) is None
 
     def _fleet_converged(self) -> bool:
         fleet = self.fleet
         if fleet.region_count == 1:
             return True
         slots = fleet.slots
-        gateways = [i for i in fleet.live() if self.gateway[i]]
+        gateways = [i for i in fleet.live() if self.views.gateway[i]]
         per_region = [0] * fleet.region_count
         for g in gateways:
             per_region[slots[g].region] += 1
         for region in range(fleet.region_count):
-            if fleet.live(region) and not 1 <= per_region[region] <= GATEWAYS_MAX:
+            if fleet.live(region) and not 1 <= per_region[region] <= GATEWAYS_PER_REGION:
                 return False
-        return self._all_see_all(gateways, self.fleet_view)
+        return self._all_see_all(gateways, self.views.fleet)
 
     # -- results ---------------------------------------------------------------------------
 
@@ -545,7 +348,7 @@ class Metrics:
         b = self.broadcast
         if b is None:
             return None
-        return self._spread_stats(b.origin_idx, b.at_s, b.live_at_start, b.delivered_s, gossip_interval_s)
+        return self._spread_stats(b, gossip_interval_s)
 
     def desired(self, gossip_interval_s: float) -> dict[str, Any] | None:
         """desired: the first published record's spread, as dissemination's; then each update's.
@@ -557,15 +360,13 @@ class Metrics:
         if not self.record_tracks:
             return None
         first, *later = self.record_tracks
-        out = self._spread_stats(
-            first.origin_idx, first.at_s, first.live_at_start, first.delivered_s, gossip_interval_s
-        )
+        out = self._spread_stats(first, gossip_interval_s)
         out["version"] = first.version
         out["updates"] = [
             {
                 "version": t.version,
                 "at_s": t.at_s,
-                **self._spread_stats(t.origin_idx, t.at_s, t.live_at_start, t.delivered_s, gossip_interval_s),
+                **self._spread_stats(t, gossip_interval_s),
             }
             for t in later
         ]
@@ -579,32 +380,24 @@ class Metrics:
             last[t.slot] = t.version
         fleet = self.fleet
         for idx in fleet.live():
-            store = fleet.core(idx).state
+            core = fleet.core(idx)
             for (kind, key), version in last.items():
-                held = store.get(kind, key)
-                if held is None or held.version != version:
+                if held_version(core, kind, key) != version:
                     return False
         return True
 
-    def _spread_stats(
-        self,
-        origin_idx: int,
-        at_s: float,
-        live_at_start: list[int],
-        delivered_s: dict[int, float],
-        gossip_interval_s: float,
-    ) -> dict[str, Any]:
-        """{s_all, rounds_all, region_s_all, missing} over nodes up from at_s to the end."""
+    def _spread_stats(self, spread: Spread, gossip_interval_s: float) -> dict[str, Any]:
+        """{s_all, rounds_all, region_s_all, missing} over nodes up from its publication to the end."""
         fleet = self.fleet
-        origin_region = fleet.slots[origin_idx].region
+        origin_region = fleet.slots[spread.origin_idx].region
         delays: list[float] = []
         region_delays: list[float] = []
-        for idx in live_at_start:
+        for idx in spread.live_at_start:
             slot = fleet.slots[idx]
             if not slot.up or fleet.crashed[idx] or fleet.left[idx]:
                 continue
-            t = delivered_s.get(idx)
-            d = t - at_s if t is not None else math.inf
+            t = spread.delivered_s.get(idx)
+            d = t - spread.at_s if t is not None else math.inf
             delays.append(d)
             if slot.region == origin_region:
                 region_delays.append(d)
@@ -621,7 +414,7 @@ class Metrics:
             return None
         bytes_rates, msgs_rates = self._rates(now, self._window)
         return {
-            "window_s": round(now - self._window_start_s, 4),
+            "window_s": round(now - self._window_start_s, TIME_DIGITS),
             "bytes_per_node_s": stats(bytes_rates, RATE_DIGITS),
             "msgs_per_node_s": stats(msgs_rates, RATE_DIGITS),
         }

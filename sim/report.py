@@ -54,6 +54,14 @@ def _fmt(s: dict[str, Any] | None, unit: str = "s") -> str:
     return f"p50 {one(s['p50'])}  p99 {one(s['p99'])}  max {one(s['max'])}"
 
 
+def _spread(label: str, spread: dict[str, Any]) -> list[str]:
+    """Two lines for a broadcast's or a record's spread: all nodes (seconds and rounds), origin region."""
+    return [
+        f"  {label}: all nodes {_fmt(spread['s_all'])}  ({_fmt(spread['rounds_all'], ' rounds')})",
+        f"    origin region {_fmt(spread['region_s_all'])}  (missing: {spread['missing']})",
+    ]
+
+
 def summary(report: dict[str, Any]) -> str:
     """A few lines for a human: what ran, what it showed, whether invariants held."""
     lines = [
@@ -74,13 +82,10 @@ def summary(report: dict[str, Any]) -> str:
     lines.append(f"  false dead: {report['false_dead']}")
     dis = report["dissemination"]
     if dis is not None:
-        lines.append(f"  broadcast: all nodes {_fmt(dis['s_all'])}  ({_fmt(dis['rounds_all'], ' rounds')})")
-        lines.append(f"    origin region {_fmt(dis['region_s_all'])}  (missing: {dis['missing']})")
+        lines.extend(_spread("broadcast", dis))
     des = report.get("desired")
     if des is not None:
-        rounds = _fmt(des["rounds_all"], " rounds")
-        lines.append(f"  desired v{des['version']}: all nodes {_fmt(des['s_all'])}  ({rounds})")
-        lines.append(f"    origin region {_fmt(des['region_s_all'])}  (missing: {des['missing']})")
+        lines.extend(_spread(f"desired v{des['version']}", des))
         for up in des["updates"]:
             lines.append(f"    v{up['version']}: all nodes {_fmt(up['s_all'])}  (missing: {up['missing']})")
         lines.append(f"    final version everywhere: {des['final_version_everywhere']}")

@@ -20,6 +20,7 @@ from sim import scenarios
 from sim.admission import AdmissionWatch
 from sim.fleet import SIM_CLUSTER_ID, Fleet, sim_invite
 from sim.invariants import Invariants
+from sim.inventory import InventoryWatch
 from sim.metrics import Metrics
 from sim.network import Network
 from sim.report import TIME_DIGITS
@@ -57,14 +58,19 @@ def _peak_rss_bytes() -> int:
 
 
 def _watch_convergence(
-    fleet: Fleet, start_s: float, end_s: float, pools: str, done: dict[str, float | None], key: str
+    fleet: Fleet,
+    metrics: Metrics,
+    start_s: float,
+    end_s: float,
+    pools: str,
+    done: dict[str, float | None],
+    key: str,
 ) -> None:
     """From start_s, poll until the pools converge; store when they did in done[key].
 
     The time stored is that of the last change towards convergence before the
     poll that found it, so the poll period does not blur the figure.
     """
-    metrics = fleet.metrics
 
     def poll(now: float) -> None:
         if metrics.converged(pools):
@@ -103,7 +109,7 @@ def _joiner(seeds: list[str]) -> Callable[[Any, float], None]:
     return join
 
 
-def _publisher(fleet: Fleet, rng: random.Random, record: Record) -> Callable[[float], None]:
+def _publisher(fleet: Fleet, metrics: Metrics, rng: random.Random, record: Record) -> Callable[[float], None]:
     """At its time, a random live, unstalled node accepts the record (an operator command)."""
 
     def publish(now: float) -> None:
@@ -111,19 +117,22 @@ def _publisher(fleet: Fleet, rng: random.Random, record: Record) -> Callable[[fl
         origin = rng.choice(candidates)
 
         def accept(core: Any, t: float) -> None:
-            fleet.metrics.start_record(t, origin, record, core.publish_record(t, record))
+            metrics.start_record(t, origin, record, core.publish_record(t, record))
 
         fleet.engine.call_node_at(now, origin, accept)
 
     return publish
 
 
-def _own_publisher(fleet: Fleet, idx: int, record: Record, urgent: bool) -> Callable[[Any, float], None]:
+def _own_publisher(
+    inventory: InventoryWatch | None, idx: int, record: Record, urgent: bool
+) -> Callable[[Any, float], None]:
     """Node idx publishes a record of its own (its inventory; urgent: a meaningful change)."""
 
     def publish(core: Any, t: float) -> None:
         accepted = core.publish_record(t, record, urgent=urgent)
-        fleet.metrics.on_inventory(t, idx, record, accepted, urgent=urgent)
+        if inventory is not None:
+            inventory.on_published(t, idx, record, accepted, urgent=urgent)
 
     return publish
 
@@ -169,19 +178,12 @@ def run_simulation(
     operator = scenarios.operator_key(seed)
 
     network = Network(network_rng, regions, loss=loss)
-    # Under loss (or stalls) a member is briefly suspect now and then: that still counts as seen.
-    metrics = Metrics(tolerate_suspect=loss > 0.0 or scenario == "stall")
-    invariants = Invariants(
-        seed, reproduce_command(nodes, regions, scenario, seed, duration_s, loss, profile, encrypt)
-    )
     fleet = Fleet(
         seed=seed,
         region_count=regions,
         network=network,
         region_config=region_config,
         fleet_config=fleet_config,
-        metrics=metrics,
-        invariants=invariants,
         rng=node_rng,
         sealer=Keyring([network_key]) if encrypt else None,
         nonce_rng=nonce_rng,
@@ -189,8 +191,17 @@ def run_simulation(
         invite=sim_invite(operator, seed) if scenario in ("inventory", "admission") else None,
     )
     engine = fleet.engine
-    if scenario == "admission":
-        fleet.watch = AdmissionWatch(fleet)
+    # The fleet's observers, in the order they hear each event (after the fleet's own views).
+    # Under loss (or stalls) a member is briefly suspect now and then: that still counts as seen.
+    metrics = fleet.observe(Metrics(fleet, tolerate_suspect=loss > 0.0 or scenario == "stall"))
+    invariants = fleet.observe(
+        Invariants(
+            fleet, seed, reproduce_command(nodes, regions, scenario, seed, duration_s, loss, profile, encrypt)
+        )
+    )
+    watch = fleet.observe(AdmissionWatch(fleet)) if scenario == "admission" else None
+    fleet.watch = watch
+    inventory = fleet.observe(InventoryWatch(fleet)) if scenario == "inventory" else None
 
     # Warm start: a converged fleet, then every node joins through two seeds, staggered,
     # which is how the gateways find the fleet pool.
@@ -198,7 +209,7 @@ def run_simulation(
     for idx in range(nodes):
         engine.call_node_at(fault_rng.uniform(0.0, JOIN_STAGGER_S), idx, _joiner(fleet.seeds_for(idx)))
     converged: dict[str, float | None] = {"warmup": None, "heal": None, "heal_region": None}
-    _watch_convergence(fleet, 0.0, duration_s, "all", converged, "warmup")
+    _watch_convergence(fleet, metrics, 0.0, duration_s, "all", converged, "warmup")
 
     plan = scenarios.schedule(fleet, scenario, duration_s, fault_rng, loss, operator)
     engine.call_at(plan.fault_at_s, metrics.start_traffic_window)
@@ -218,22 +229,27 @@ def run_simulation(
 
         engine.call_at(plan.broadcast_at_s, inject)
     for at_s, record in plan.records:
-        engine.call_at(at_s, _publisher(fleet, fault_rng, record))
-    if plan.name == "inventory":
-        metrics.expect_inventory(len(plan.own_records), scenarios.INVENTORY_FRESH_BOUND_S)
+        engine.call_at(at_s, _publisher(fleet, metrics, fault_rng, record))
+    if inventory is not None:
+        inventory.expect(len(plan.own_records), scenarios.INVENTORY_FRESH_BOUND_S)
     for at_s, idx, record, urgent in plan.own_records:
-        engine.call_node_at(at_s, idx, _own_publisher(fleet, idx, record, urgent))
+        engine.call_node_at(at_s, idx, _own_publisher(inventory, idx, record, urgent))
     if plan.heal_at_s is not None and plan.heal_at_s < duration_s:
-        _watch_convergence(fleet, plan.heal_at_s, duration_s, "all", converged, "heal")
-        _watch_convergence(fleet, plan.heal_at_s, duration_s, "region", converged, "heal_region")
+        _watch_convergence(fleet, metrics, plan.heal_at_s, duration_s, "all", converged, "heal")
+        _watch_convergence(fleet, metrics, plan.heal_at_s, duration_s, "region", converged, "heal_region")
 
     with _lean_gc():
         engine.run_until(duration_s)
     invariants.check_end(
-        metrics, duration_s, plan.quiet_since_s, lossy=plan.lossy, after_split=plan.heal_at_s is not None
+        metrics,
+        duration_s,
+        plan.quiet_since_s,
+        lossy=plan.lossy,
+        after_split=plan.heal_at_s is not None,
+        inventory=inventory,
     )
-    if fleet.watch is not None:
-        fleet.watch.check_end(invariants, duration_s)
+    if watch is not None:
+        watch.check_end(invariants, duration_s)
 
     heal_at_s = plan.heal_at_s
     heal_done = converged["heal"]
@@ -286,7 +302,7 @@ def run_simulation(
             "dropped": dict(engine.drops),
         },
         # After everything else: the inventory scenario's own records (null in other scenarios).
-        "inventory": metrics.inventory(duration_s),
+        "inventory": inventory.report(duration_s) if inventory is not None else None,
         # The admission scenario's newcomers, intruders and revocations (null in other scenarios).
-        "admission": fleet.watch.report() if fleet.watch is not None else None,
+        "admission": watch.report() if watch is not None else None,
     }

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from gossip.io import Datagram
+from gossip.io import Datagram, Sealer
 from sim.engine import Engine
 from sim.network import Network
 from tests.sim.toycore import RecordingListener, ToyCore
@@ -23,6 +23,7 @@ def make_engine(
     loss: float = 0.0,
     duplicate: float = 0.0,
     stream_interval_s: float | None = None,
+    sealer: Sealer | None = None,
 ) -> tuple[Engine, list[ToyCore], RecordingListener]:
     rng = random.Random(seed)
     network = Network(random.Random(rng.getrandbits(64)), regions, loss=loss, duplicate=duplicate)
@@ -34,6 +35,7 @@ def make_engine(
         fleet_stream_timeout_s=FLEET_TIMEOUT_S,
         packet_max_bytes=1400,
         stream_max_bytes=1 << 20,
+        sealer=sealer,
     )
     addrs = [f"10.{i % regions}.0.{i + 1}:7946" for i in range(n)]
     cores = []
@@ -226,3 +228,33 @@ def test_a_simulator_bug_is_not_mistaken_for_a_core_exception() -> None:
     with pytest.raises(IndexError):
         engine.run_until(2.0)
     assert listener.violations == []
+
+
+class GarblingSealer:
+    """Seals by prefixing a byte; a frame carrying b"garble", or the echo of b"bad", does not open."""
+
+    def seal(self, plaintext: bytes, nonce: bytes) -> bytes:
+        return b"S" + plaintext
+
+    def open(self, data: bytes) -> bytes | None:
+        return None if b"garble" in data or b"echo:bad" in data else data[1:]
+
+
+def test_a_frame_that_does_not_open_is_dropped_and_counted() -> None:
+    engine, cores, _ = make_engine(4, 2, sealer=GarblingSealer())
+    client, server = cores
+    engine.call_node_at(1.0, 0, lambda core, now: core.send(server.addr, "garble"))
+    engine.call_node_at(1.0, 0, lambda core, now: core.open_stream(server.addr, b"garble"))
+    engine.call_node_at(1.0, 0, lambda core, now: core.open_stream(server.addr, b"bad"))
+    engine.run_until(2.0 + REGION_TIMEOUT_S)
+    assert engine.drops["unopenable"] == 3
+    assert [
+        text for _, kind, text in server.log if kind != "timer" and "ping" not in text and "ack" not in text
+    ] == [f"{client.addr} bad"]
+    replies = {request_id: (t, data) for t, request_id, data in client.replies}
+    # The request the server could not open: the server drops the connection, the client times out.
+    assert replies[1][1] is None and replies[1][0] == pytest.approx(1.0 + REGION_TIMEOUT_S)
+    # The reply the client could not open: a failed stream at once, not a timeout.
+    assert replies[2][1] is None and replies[2][0] < 1.5
+    # Everything else opened: the pings were answered.
+    assert any("ack" in text for _, kind, text in client.log if kind == "dgram")

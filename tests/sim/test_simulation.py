@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from gossip.config import LAN, WAN
+from gossip.events import MemberState
 from gossip.records import key_id
 from gossip.trust import StaticTrust
 from sim.fleet import SIM_CLUSTER_ID, Fleet, sim_invite
-from sim.invariants import Invariants
-from sim.metrics import Metrics
 from sim.network import Network
+from sim.observer import Observer
 from sim.report import summary
 from sim.run import reproduce_command, run_simulation
 from sim.scenarios import operator_key
@@ -139,8 +139,6 @@ def _fleet(node_keys: bool) -> Fleet:
         network=Network(random.Random(0), 2),
         region_config=LAN,
         fleet_config=WAN,
-        metrics=Metrics(),
-        invariants=Invariants(3, "test"),
         rng=random.Random(1),
         trust=StaticTrust(operators=[bytes(OPERATOR.verify_key)], cluster_id=SIM_CLUSTER_ID),
         invite=sim_invite(OPERATOR, 3) if node_keys else None,
@@ -161,6 +159,62 @@ def test_only_a_keyed_fleet_names_nodes_by_their_keys_and_holds_region_peers_adm
             if peer.region == slot.region:
                 assert keyed.core(slot.idx).state.admitted_key(peer.node_id) == keyed.public_key(peer.node_id)
     assert run_simulation(6, 2, "steady", 3, 20.0)["inventory"] is None
+
+
+class HookLog(Observer):
+    """Notes every lifecycle hook the fleet calls, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    def on_spawn(self, idx: int, node_id: str, region: int, views: Any) -> None:
+        self.calls.append(("spawn", idx))
+
+    def on_crash(self, now: float, idx: int) -> None:
+        self.calls.append(("crash", idx))
+
+    def on_down(self, now: float, idx: int) -> None:
+        self.calls.append(("down", idx))
+
+    def on_restart(self, now: float, slot: Any) -> None:
+        self.calls.append(("restart", slot.idx))
+
+    def on_stall(self, now: float, idx: int, duration_s: float) -> None:
+        self.calls.append(("stall", idx))
+
+    def on_partition(self, groups: list[int]) -> None:
+        self.calls.append(("partition", len(groups)))
+
+    def on_heal(self, now: float) -> None:
+        self.calls.append(("heal", -1))
+
+
+def test_a_registered_observer_hears_every_lifecycle_hook_and_late_ones_are_refused() -> None:
+    fleet = _fleet(False)
+    log = fleet.observe(HookLog())
+    fleet.warm_start(4)
+    with pytest.raises(ValueError, match="before creating nodes"):
+        fleet.observe(HookLog())
+    fleet.crash(1)
+    fleet.restart(1, new_addr=False)
+    fleet.stall(2, 1.0)
+    fleet.retire(3)
+    fleet.partition([[0, 1], [2, 3]])
+    fleet.heal()
+    assert log.calls == [
+        *(("spawn", i) for i in range(4)),
+        ("crash", 1),
+        ("down", 1),
+        ("restart", 1),
+        ("stall", 2),
+        ("down", 3),
+        ("partition", 4),
+        ("heal", -1),
+    ]
+    # The fleet's own views: a warm-started node sees its region's members (two per region);
+    # a restarted one starts empty, a stopped one sees nothing.
+    assert fleet.views.region[0] == {fleet.slots[1].node_id: MemberState.ALIVE}
+    assert fleet.views.region[1] == {} and fleet.views.region[3] == {}
 
 
 def test_same_seed_gives_the_same_inventory_report_byte_for_byte() -> None:
