@@ -70,10 +70,17 @@ class Nack:
 
 @dataclass(frozen=True, slots=True)
 class Alive:
+    """A member's claim that it is alive at an incarnation, address and metadata.
+
+    In admission mode the claim carries the member's signature (node key) over
+    `alive_signing_bytes`, so no one else can make it (docs/design.md).
+    """
+
     incarnation: int
     node_id: str
     addr: str
     meta: bytes
+    signature: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +127,7 @@ class MemberEntry:
     meta: bytes
     incarnation: int
     state: int  # STATE_* below
+    signature: bytes = b""  # the member's own signature of its alive claim at this incarnation
 
 
 STATE_ALIVE = 0
@@ -210,6 +218,13 @@ class MsgType(IntEnum):
     APP = 13
 
 
+# The highest incarnation a member may claim or be accused at. Far above any real
+# count (a refutation adds one), and low enough that one more always encodes: a
+# node never holds, persists or sends a value its peers would refuse.
+INCARNATION_MAX = 2**62
+# An Ed25519 signature.
+SIGNATURE_BYTES = 64
+
 # Application channels a message may name (a small number; a hosted core owns one).
 APP_CHANNEL_MAX = 255
 RECORDS_PER_STREAM_MAX = 20_000
@@ -233,7 +248,8 @@ def _fields(m: Message) -> list[Any]:
         case Nack():
             return [MsgType.NACK, m.seq]
         case Alive():
-            return [MsgType.ALIVE, m.incarnation, m.node_id, m.addr, m.meta]
+            alive = [MsgType.ALIVE, m.incarnation, m.node_id, m.addr, m.meta]
+            return [*alive, m.signature] if m.signature else alive
         case Suspect():
             return [MsgType.SUSPECT, m.incarnation, m.node_id, m.from_id]
         case Dead():
@@ -243,7 +259,12 @@ def _fields(m: Message) -> list[Any]:
         case Summary():
             return [MsgType.SUMMARY, *_summary_fields(m)]
         case PushPull():
-            states = [[s.node_id, s.addr, s.meta, s.incarnation, s.state] for s in m.states]
+            states = [
+                [s.node_id, s.addr, s.meta, s.incarnation, s.state, s.signature]
+                if s.signature
+                else [s.node_id, s.addr, s.meta, s.incarnation, s.state]
+                for s in m.states
+            ]
             summaries = [_summary_fields(s) for s in m.summaries]
             return [
                 MsgType.PUSH_PULL,
@@ -301,6 +322,17 @@ def packet_overhead_bytes(region: str, message_count: int) -> int:
 def encode_frame(m: Message) -> bytes:
     """A stream frame carrying one message."""
     return _VERSION_BYTE + encode_message(m)
+
+
+# --- alive claims -------------------------------------------------------------
+
+_ALIVE_DOMAIN = b"murmur-alive-v1\x00"
+
+
+def alive_signing_bytes(pool: int, node_id: str, incarnation: int, addr: str, meta: bytes) -> bytes:
+    """What a member signs to claim it is alive (domain-separated, per pool)."""
+    packed: bytes = msgpack.packb([pool, node_id, incarnation, addr, meta], use_bin_type=True)
+    return _ALIVE_DOMAIN + packed
 
 
 # --- member metadata ----------------------------------------------------------
@@ -377,12 +409,22 @@ def _member_entry(v: Any, meta_max_bytes: int) -> MemberEntry:
         or type(meta) is not bytes
         or len(meta) > meta_max_bytes
         or type(inc) is not int
-        or not 0 <= inc <= U64_MAX
+        or not 0 <= inc <= INCARNATION_MAX
         or type(state) is not int
         or not STATE_ALIVE <= state <= STATE_LEFT
     ):
         raise DecodeError("bad_field")
-    return MemberEntry(node_id, addr, meta, inc, state)
+    sig = v[5] if len(v) > 5 else b""
+    if type(sig) is not bytes or len(sig) > SIGNATURE_BYTES:
+        raise DecodeError("bad_field")
+    return MemberEntry(node_id, addr, meta, inc, state, sig)
+
+
+def _incarnation(v: Any) -> int:
+    i = wire.u64(v)
+    if i > INCARNATION_MAX:
+        raise DecodeError("bad_incarnation")
+    return i
 
 
 def _blobs(v: Any, max_bytes: int) -> tuple[bytes, ...]:
@@ -417,13 +459,19 @@ def _message(v: Any, meta_max_bytes: int, payload_max_bytes: int) -> Message:
             return Nack(wire.u64(f[1]))
         case MsgType.ALIVE:
             wire.arity(f, 5)
-            return Alive(wire.u64(f[1]), wire.ident(f[2]), wire.addr(f[3]), wire.blob(f[4], meta_max_bytes))
+            return Alive(
+                _incarnation(f[1]),
+                wire.ident(f[2]),
+                wire.addr(f[3]),
+                wire.blob(f[4], meta_max_bytes),
+                wire.blob(f[5], SIGNATURE_BYTES) if len(f) > 5 else b"",
+            )
         case MsgType.SUSPECT:
             wire.arity(f, 4)
-            return Suspect(wire.u64(f[1]), wire.ident(f[2]), wire.ident(f[3]))
+            return Suspect(_incarnation(f[1]), wire.ident(f[2]), wire.ident(f[3]))
         case MsgType.DEAD:
             wire.arity(f, 4)
-            return Dead(wire.u64(f[1]), wire.ident(f[2]), wire.ident(f[3]))
+            return Dead(_incarnation(f[1]), wire.ident(f[2]), wire.ident(f[3]))
         case MsgType.USER_BROADCAST:
             wire.arity(f, 4)
             return UserBroadcast(wire.ident(f[1]), wire.u64(f[2]), wire.blob(f[3], payload_max_bytes))

@@ -12,6 +12,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 
+import nacl.exceptions
+import nacl.signing
+
 from gossip import codec
 from gossip.admission import admission_scope, check_admission
 from gossip.kinds import ADMISSION_KIND
@@ -20,18 +23,76 @@ from gossip.state import StateStore
 
 # Fleet-pool members whose admission (carried in their metadata) was verified, kept.
 FLEET_ADMISSIONS_KEPT = 4096
+# Members' verify keys kept, ready for their next alive claim.
+VERIFY_KEYS_KEPT = 8192
 
 
 class MemberGate:
     """The admission checks of a node's pools."""
 
-    def __init__(self, state: StateStore, *, admission_mode: bool, count: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        state: StateStore,
+        *,
+        admission_mode: bool,
+        count: Callable[[str], None],
+        node_key: nacl.signing.SigningKey | None = None,
+    ) -> None:
+        if admission_mode and node_key is None:
+            raise ValueError("admission mode needs the node's key: its alive claims are signed")
         self._state = state
         self.admission_mode = admission_mode
+        self._node_key = node_key
         # Our own encoded admission record (b"" outside admission mode).
         self.admission_blob = b""
-        self._fleet_admitted: OrderedDict[str, bytes] = OrderedDict()  # node id -> verified meta
+        # node id -> (verified meta, public key from the admission it carries)
+        self._fleet_admitted: OrderedDict[str, tuple[bytes, bytes]] = OrderedDict()
+        self._verify_keys: OrderedDict[bytes, nacl.signing.VerifyKey] = OrderedDict()
+        self._own_claims: dict[int, tuple[tuple[int, str, bytes], bytes]] = {}  # pool -> last signed
         self._count = count
+
+    @property
+    def authenticated(self) -> bool:
+        """Members' alive claims carry their own signature (admission mode)."""
+        return self.admission_mode
+
+    def sign_alive(self, pool: int, node_id: str, incarnation: int, addr: str, meta: bytes) -> bytes:
+        """Our signature of our alive claim (b"" when not authenticated); the last one is reused."""
+        if self._node_key is None:
+            return b""
+        claim = (incarnation, addr, meta)
+        last = self._own_claims.get(pool)
+        if last is not None and last[0] == claim:
+            return last[1]
+        signature: bytes = self._node_key.sign(
+            codec.alive_signing_bytes(pool, node_id, incarnation, addr, meta)
+        ).signature
+        self._own_claims[pool] = (claim, signature)
+        return signature
+
+    def verify_alive(self, pool: int, msg: codec.Alive) -> bool:
+        """True if msg is its member's own claim (always True when not authenticated)."""
+        if not self.admission_mode:
+            return True
+        if len(msg.signature) != codec.SIGNATURE_BYTES:
+            return False
+        public_key = self._state.admitted_key(msg.node_id)
+        if public_key is None:
+            held = self._fleet_admitted.get(msg.node_id)
+            if held is None:
+                return False
+            public_key = held[1]
+        vk = self._verify_keys.get(public_key)
+        if vk is None:
+            vk = self._verify_keys[public_key] = nacl.signing.VerifyKey(public_key)
+            if len(self._verify_keys) > VERIFY_KEYS_KEPT:
+                self._verify_keys.popitem(last=False)
+        data = codec.alive_signing_bytes(pool, msg.node_id, msg.incarnation, msg.addr, msg.meta)
+        try:
+            vk.verify(data, msg.signature)
+        except nacl.exceptions.BadSignatureError:
+            return False
+        return True
 
     def may_join(self, pool: int, node_id: str, meta: bytes) -> bool:
         """In admission mode: region members need their admission held, fleet members carry it."""
@@ -51,7 +112,8 @@ class MemberGate:
 
     def _admitted_by_meta(self, node_id: str, meta: bytes) -> bool:
         """A fleet-pool member from another region: verify the admission in its metadata (once)."""
-        if self._fleet_admitted.get(node_id) == meta:
+        held = self._fleet_admitted.get(node_id)
+        if held is not None and held[0] == meta:
             return True
         try:
             r = decode_record(codec.decode_meta_admission(meta))
@@ -67,7 +129,7 @@ class MemberGate:
         ):
             self._count("fleet_drop_not_admitted")
             return False
-        self._fleet_admitted[node_id] = meta
+        self._fleet_admitted[node_id] = (meta, admission.public_key)
         self._fleet_admitted.move_to_end(node_id)
         if len(self._fleet_admitted) > FLEET_ADMISSIONS_KEPT:
             self._fleet_admitted.popitem(last=False)

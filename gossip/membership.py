@@ -69,6 +69,7 @@ class Member:
     state: MemberState
     state_change_s: float
     alive_since_s: float  # when it last became alive from unknown, dead or left (not reset by suspicion)
+    signature: bytes = b""  # its own signature of its alive claim at this incarnation (admission mode)
 
 
 @dataclass(slots=True)
@@ -126,6 +127,7 @@ class Membership:
         self._rng = rng
         self._roles = roles
         self._members: dict[str, Member] = {}
+        self._by_addr: dict[str, str] = {}  # a member's address -> its id (who a datagram is from)
         self._probe_order: list[str] = []
         self._probe_index = 0
         self._seq = 0
@@ -282,9 +284,10 @@ class Membership:
             self.meta,
             self.incarnation,
             codec.STATE_LEFT if self.leaving else codec.STATE_ALIVE,
+            self._self_alive().signature,
         )
         states = [me] + [
-            codec.MemberEntry(m.node_id, m.addr, m.meta, m.incarnation, _WIRE_STATE[m.state])
+            codec.MemberEntry(m.node_id, m.addr, m.meta, m.incarnation, _WIRE_STATE[m.state], m.signature)
             for m in self.members()
         ]
         return codec.PushPull(
@@ -298,16 +301,24 @@ class Membership:
         )
 
     def _next_incarnation(self, above: int) -> int:
-        self.incarnation = max(self.incarnation, above) + 1
+        # Never past what peers accept: accusations are bounded by what we signed, so
+        # only our own refutations raise it, one at a time.
+        self.incarnation = min(max(self.incarnation, above) + 1, codec.INCARNATION_MAX)
         return self.incarnation
+
+    def _self_alive(self) -> codec.Alive:
+        """Our alive claim at our incarnation, signed in admission mode."""
+        signature = self._roles.gate.sign_alive(
+            self.pool, self.node_id, self.incarnation, self.addr, self.meta
+        )
+        return codec.Alive(self.incarnation, self.node_id, self.addr, self.meta, signature)
 
     def _refute(self, accused_incarnation: int) -> None:
         """Someone says we are suspect or dead: assert we are alive with a higher incarnation."""
         self._next_incarnation(accused_incarnation)
         self._awareness.apply_delta(1)
         self._count("refutations")
-        alive = codec.Alive(self.incarnation, self.node_id, self.addr, self.meta)
-        self._broadcast(alive, self.node_id)
+        self._broadcast(self._self_alive(), self.node_id)
         # Push the refutation out at once: timers at the accusers are running.
         self._refute_pending = True
 
@@ -315,7 +326,7 @@ class Membership:
         """Change this node's metadata and announce it with a higher incarnation."""
         self.meta = meta
         self._next_incarnation(self.incarnation)
-        self._broadcast(codec.Alive(self.incarnation, self.node_id, self.addr, self.meta), self.node_id)
+        self._broadcast(self._self_alive(), self.node_id)
 
     # --- joining and leaving -----------------------------------------------------
 
@@ -323,7 +334,7 @@ class Membership:
         """Push-pull with every seed; retried with backoff until one answers."""
         self._join_seeds = [s for s in seeds if s != self.addr]
         # Announce ourselves; the join exchange carries our state to the seed too.
-        self._broadcast(codec.Alive(self.incarnation, self.node_id, self.addr, self.meta), self.node_id)
+        self._broadcast(self._self_alive(), self.node_id)
         self._join_backoff_s = JOIN_RETRY_FIRST_S
         self._attempt_join(now)
 
@@ -348,14 +359,22 @@ class Membership:
         for m in self.gossip_targets(self.config.gossip_nodes, now):
             self._send(now, m.addr, [])
 
-    def restore(self, now: float, node_id: str, addr: str, meta: bytes, incarnation: int) -> None:
-        """Install a member known alive without broadcasting (warm start); only if admitted."""
+    def restore(
+        self, now: float, node_id: str, addr: str, meta: bytes, incarnation: int, signature: bytes = b""
+    ) -> None:
+        """Install a member known alive without broadcasting (warm start); only if admitted.
+
+        signature: the member's own signature of that claim, which we pass on in
+        push-pull (without it, peers in admission mode learn the member only from
+        its next signed claim)."""
         if node_id == self.node_id or node_id in self._members:
             return
         if not self._roles.gate.may_join(self.pool, node_id, meta):
             self._count("drop_not_admitted")
             return
-        self._add(now, node_id, addr, meta, incarnation, MemberState.ALIVE)
+        m = self._add(now, node_id, addr, meta, incarnation, MemberState.ALIVE)
+        if m is not None:
+            m.signature = signature
 
     def _add(
         self, now: float, node_id: str, addr: str, meta: bytes, inc: int, state: MemberState
@@ -365,6 +384,7 @@ class Membership:
             return None
         m = Member(node_id, addr, meta, inc, state, now, now)
         self._members[node_id] = m
+        self._by_addr[addr] = node_id
         # Insert at a random position so a new member is probed within one round.
         self._probe_order.insert(self._rng.randint(0, len(self._probe_order)), node_id)
         if state in (MemberState.ALIVE, MemberState.SUSPECT):
@@ -375,8 +395,34 @@ class Membership:
 
     def handle_messages(self, now: float, src: str, messages: Sequence[codec.Message]) -> None:
         """Process the messages of one decoded packet from src."""
-        self._dispatch(now, src, messages)
+        if self._roles.gate.authenticated and src not in self._by_addr:
+            self._from_stranger(now, src, messages)
+        else:
+            self._dispatch(now, src, messages)
         self._push_refutation(now)
+
+    def _from_stranger(self, now: float, src: str, messages: Sequence[codec.Message]) -> None:
+        """A packet from an address no member of ours has (admission mode).
+
+        A stranger gets nothing back but a bare ack: no piggybacked members or
+        records. We take from it only what lets a real member in (its own signed
+        alive claim, still subject to admission) and answers to our probes.
+        """
+        for msg in messages:
+            match msg:
+                case codec.Ping() if msg.target_id == self.node_id:
+                    packet = codec.encode_packet(
+                        self.pool, self.region, [codec.encode_message(codec.Ack(msg.seq))]
+                    )
+                    self._outbox.append(Datagram(src, packet))
+                case codec.Ack():
+                    self._on_ack(now, msg)
+                case codec.Nack():
+                    self._on_nack(msg)
+                case codec.Alive() if msg.addr == src:
+                    self._on_alive(now, msg)
+                case _:
+                    self._count("drop_from_stranger")
 
     def _push_refutation(self, now: float) -> None:
         if self._refute_pending:
@@ -443,12 +489,16 @@ class Membership:
             probe.nacks += 1
 
     def _on_alive(self, now: float, msg: codec.Alive, *, from_push_pull: bool = False) -> None:
+        gate = self._roles.gate
         if msg.node_id == self.node_id:
             if self.leaving:
                 return
             if msg.incarnation > self.incarnation or (
                 msg.incarnation == self.incarnation and (msg.addr, msg.meta) != (self.addr, self.meta)
             ):
+                if gate.authenticated and not gate.verify_alive(self.pool, msg):
+                    self._count("drop_alive_forged")  # a claim in our name we did not make
+                    return
                 self._refute(msg.incarnation)
             return
         if len(msg.meta) > self.config.meta_max_bytes:
@@ -458,20 +508,27 @@ class Membership:
             self._park(msg)
             return
         m = self._members.get(msg.node_id)
+        if m is not None and msg.incarnation <= m.incarnation:
+            return
+        if gate.authenticated and not gate.verify_alive(self.pool, msg):
+            self._count("drop_alive_forged")
+            return
         if m is None:
             added = self._add(now, msg.node_id, msg.addr, msg.meta, msg.incarnation, MemberState.ALIVE)
             if added is None:
                 return
+            added.signature = msg.signature
             self._emit(added)
             self._broadcast(msg, msg.node_id)
-            return
-        if msg.incarnation <= m.incarnation:
             return
         changed = m.state != MemberState.ALIVE or m.addr != msg.addr
         if m.addr != msg.addr:
             self.live_set_version += 1  # same member, new address: owners re-read addresses
+            if self._by_addr.get(m.addr) == m.node_id:
+                del self._by_addr[m.addr]
+            self._by_addr[msg.addr] = m.node_id
         self._clear_suspicion(msg.node_id)
-        m.incarnation, m.addr, m.meta = msg.incarnation, msg.addr, msg.meta
+        m.incarnation, m.addr, m.meta, m.signature = msg.incarnation, msg.addr, msg.meta, msg.signature
         if m.state != MemberState.ALIVE:
             if m.state != MemberState.SUSPECT:
                 m.alive_since_s = now
@@ -528,10 +585,29 @@ class Membership:
         """
         if src is not None and not self.leaving:
             self._count("accusations_answered")
-            alive = codec.Alive(self.incarnation, self.node_id, self.addr, self.meta)
-            self._send(now, src, [codec.encode_message(alive)])
+            self._send(now, src, [codec.encode_message(self._self_alive())])
+
+    def _above_signed(self, accused: str, incarnation: int) -> bool:
+        """True (and counted) if an accusation names an incarnation the accused never signed.
+
+        In admission mode a member's incarnation here only rises with its own signed
+        alive claims, so an accusation above it is made up: taking it would let
+        anyone out-bid the accused's refutations.
+        """
+        if not self._roles.gate.authenticated:
+            return False
+        held = self.incarnation if accused == self.node_id else None
+        if held is None:
+            m = self._members.get(accused)
+            held = m.incarnation if m is not None else None
+        if held is None or incarnation <= held:
+            return False
+        self._count("drop_accusation_above_signed")
+        return True
 
     def _on_suspect(self, now: float, msg: codec.Suspect, src: str | None = None) -> None:
+        if self._above_signed(msg.node_id, msg.incarnation):
+            return
         if msg.node_id == self.node_id:
             if msg.incarnation >= self.incarnation and not self.leaving:
                 self._refute(msg.incarnation)
@@ -564,6 +640,8 @@ class Membership:
         self._emit(m)
 
     def _on_dead(self, now: float, msg: codec.Dead, src: str | None = None) -> None:
+        if self._above_signed(msg.node_id, msg.incarnation):
+            return
         if msg.node_id == self.node_id:
             if not self.leaving:
                 self._refute(msg.incarnation)
@@ -670,7 +748,7 @@ class Membership:
             self._roles.state.merge(self.pool, now, remote.records)
         for s in remote.states:
             if s.state == codec.STATE_ALIVE:
-                self._on_alive(now, codec.Alive(s.incarnation, s.node_id, s.addr, s.meta))
+                self._on_alive(now, codec.Alive(s.incarnation, s.node_id, s.addr, s.meta, s.signature))
             elif s.state == codec.STATE_LEFT:
                 self._on_dead(now, codec.Dead(s.incarnation, s.node_id, s.node_id))
             else:

@@ -20,8 +20,10 @@ live in the modules named above.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+import nacl.signing
 
 from gossip import codec
 from gossip.config import LAN, WAN, MembershipConfig
@@ -92,12 +94,14 @@ class GossipNode:
         trust: Trust | None = None,
         store_limits: StoreLimits | None = None,
         admission: Record | None = None,
+        node_key: nacl.signing.SigningKey | None = None,
     ) -> None:
         """A node's gossip layer. With `admission` (this node's own admission record,
         gossip/admission.py) the node is in admission mode: a peer is a member only
         once its admission is held (region pool) or carried in its metadata and
-        verified (fleet pool). Without, the network key alone decides (simulations
-        of membership, tests)."""
+        verified (fleet pool), and members' alive claims are signed with their node
+        keys (`node_key` is this node's; required in admission mode). Without, the
+        network key alone decides (simulations of membership, tests)."""
         self.node_id = node_id
         self.addr = addr
         self.region = region
@@ -108,8 +112,9 @@ class GossipNode:
         self._meta = codec.encode_meta(region, api_addr)
         self._fleet_meta = self._meta
         self._start_s = now
-        # A restart always comes back above anything it said before it stopped.
-        self._incarnation_floor = incarnation + 1
+        # A restart always comes back above anything it said before it stopped (and
+        # never above what peers accept, whatever was persisted).
+        self._incarnation_floor = min(incarnation + 1, codec.INCARNATION_MAX)
         self._reported_incarnation = 0
         self._events: list[Event] = []
         self._counters: dict[str, int] = {}
@@ -120,7 +125,9 @@ class GossipNode:
             limits=store_limits or StoreLimits(),
             region=region,
         )
-        self._gate = MemberGate(self.state, admission_mode=admission is not None, count=self._count)
+        self._gate = MemberGate(
+            self.state, admission_mode=admission is not None, count=self._count, node_key=node_key
+        )
         self._exchange = StoreExchange(
             self.state, on_new=lambda t, new: self._records_accepted(t, new, origin=False), count=self._count
         )
@@ -445,13 +452,18 @@ class GossipNode:
         """Every region this node knows of, its own included."""
         return self._summaries.views(self._fresh_own_summary(self._now))
 
-    def restore_view(self, now: float, members: Sequence[MemberView]) -> None:
-        """Install members known to be alive without broadcasting (warm start, restart)."""
+    def restore_view(
+        self, now: float, members: Sequence[MemberView], signatures: Mapping[str, bytes] | None = None
+    ) -> None:
+        """Install members known to be alive without broadcasting (warm start, restart).
+
+        signatures: node id -> its signature of its region-pool alive claim at that
+        view (codec.alive_signing_bytes), kept to pass on in push-pull."""
         for v in members:
             if v.region == self.region and v.node_id != self.node_id:
-                self.region_pool.restore(
-                    now, v.node_id, v.addr, codec.encode_meta(v.region, v.api_addr), v.incarnation
-                )
+                meta = codec.encode_meta(v.region, v.api_addr)
+                sig = signatures.get(v.node_id, b"") if signatures else b""
+                self.region_pool.restore(now, v.node_id, v.addr, meta, v.incarnation, sig)
         self._gateways_dirty = True
         self._after(now)
 

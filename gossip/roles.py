@@ -26,7 +26,20 @@ OwnerMessage = codec.UserBroadcast | codec.Summary | codec.RecordGossip | codec.
 
 
 class AdmissionGate(Protocol):
-    """Admission checks for one pool."""
+    """Admission checks for one pool, and the proof of a member's own claims."""
+
+    @property
+    def authenticated(self) -> bool:
+        """True when members' alive claims must carry their own signature (admission mode)."""
+        ...
+
+    def sign_alive(self, pool: int, node_id: str, incarnation: int, addr: str, meta: bytes) -> bytes:
+        """Our signature of our alive claim (b"" when not authenticated)."""
+        ...
+
+    def verify_alive(self, pool: int, msg: codec.Alive) -> bool:
+        """True if msg is its member's own claim (always True when not authenticated)."""
+        ...
 
     def may_join(self, pool: int, node_id: str, meta: bytes) -> bool:
         """True if node_id may be a member of pool (admitted); else its alive notice waits."""

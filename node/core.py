@@ -21,7 +21,7 @@ With no hosted core the node adds nothing: every call is the gossip node's.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from gossip.events import AppMessageReceived, Event
 from gossip.io import Outbound
@@ -141,9 +141,11 @@ class Node:
         self._pump(now)
         return problem
 
-    def restore_view(self, now: float, members: Sequence[MemberView]) -> None:
+    def restore_view(
+        self, now: float, members: Sequence[MemberView], signatures: Mapping[str, bytes] | None = None
+    ) -> None:
         """Install members known to be alive without broadcasting (warm start, restart)."""
-        self.gossip.restore_view(now, members)
+        self.gossip.restore_view(now, members, signatures)
         self._pump(now)
 
     # --- reads (what drivers show: the API, the CLI, the simulator's observers) -------------

@@ -19,6 +19,7 @@ from typing import TypeVar
 import nacl.signing
 
 from gossip.admission import NONCE_BYTES, Invite, make_admission, sign_invite
+from gossip.codec import POOL_REGION, alive_signing_bytes, encode_meta
 from gossip.config import MembershipConfig
 from gossip.events import Event, MemberState
 from gossip.io import Sealer
@@ -100,6 +101,7 @@ class Fleet:
         self._admissions: dict[str, Record] = {}
         # node_keys: each node's signing key by node id, and the ids by creation index.
         self.signing_keys: dict[str, nacl.signing.SigningKey] = {}
+        self._signed_claims: dict[tuple[str, int, str, str, str], bytes] = {}
         self._ids: dict[int, str] = {}
         self.engine = Engine(
             network,
@@ -275,6 +277,7 @@ class Fleet:
             now=self.engine.now,
             trust=self.trust,
             admission=self.admission(node_id, region),
+            node_key=self.signing_keys.get(node_id),
         )
         if views:
             if self.node_keys:
@@ -285,8 +288,21 @@ class Fleet:
                     for v in views
                     if v.node_id != node_id and (record := self.admission(v.node_id, region)) is not None
                 )
-            gossip.restore_view(self.engine.now, views)
+            gossip.restore_view(self.engine.now, views, self._claims(views) if self.node_keys else None)
         return Node(gossip)
+
+    def _claims(self, views: Sequence[MemberView]) -> dict[str, bytes]:
+        """Each keyed member's own signature of the alive claim its view shows (signed once)."""
+        out: dict[str, bytes] = {}
+        for v in views:
+            claim = (v.node_id, v.incarnation, v.addr, v.region, v.api_addr)
+            sig = self._signed_claims.get(claim)
+            if sig is None:
+                meta = encode_meta(v.region, v.api_addr)
+                data = alive_signing_bytes(POOL_REGION, v.node_id, v.incarnation, v.addr, meta)
+                sig = self._signed_claims[claim] = self.signing_keys[v.node_id].sign(data).signature
+            out[v.node_id] = sig
+        return out
 
     def spawn(
         self,

@@ -151,6 +151,7 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
                 now=loop.time(),
                 trust=trust,
                 admission=admission,
+                node_key=identity.signing_key,
             )
         )
         # Restored records are re-verified; anti-entropy (the join's push-pull first)

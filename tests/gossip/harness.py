@@ -13,6 +13,8 @@ import heapq
 import random
 from collections.abc import Callable, Sequence
 
+import nacl.signing
+
 from gossip.config import LOCAL, MembershipConfig
 from gossip.events import Event, MemberState
 from gossip.io import Datagram, StreamOpen
@@ -51,10 +53,16 @@ class Link:
         incarnation: int = 0,
         fleet_config: MembershipConfig | None = None,
         admission: Record | None = None,
+        node_key: nacl.signing.SigningKey | None = None,
     ) -> GossipNode:
         """A node named name; returns its gossip layer."""
         return self.add_node(
-            name, region, incarnation=incarnation, fleet_config=fleet_config, admission=admission
+            name,
+            region,
+            incarnation=incarnation,
+            fleet_config=fleet_config,
+            admission=admission,
+            node_key=node_key,
         ).gossip
 
     def add_node(
@@ -66,6 +74,7 @@ class Link:
         fleet_config: MembershipConfig | None = None,
         admission: Record | None = None,
         hosted: Sequence[HostedCore] = (),
+        node_key: nacl.signing.SigningKey | None = None,
     ) -> Node:
         """A composite node named name, hosting `hosted`."""
         addr = f"{name}:7946"
@@ -81,6 +90,7 @@ class Link:
             now=self.now,
             trust=self.trust,
             admission=admission,
+            node_key=node_key,
         )
         node = Node(gossip, hosted)
         self.nodes[addr] = node

@@ -280,7 +280,8 @@ def test_an_invite_of_limited_uses_must_name_its_region() -> None:
 def admitted_region(count: int) -> tuple[Link, list[GossipNode]]:
     link = Link(seed=5, config=LAN, trust=trust())
     nodes = [
-        link.add(f"n{i}", "r0", fleet_config=WAN, admission=admission_of(node_key(i))) for i in range(count)
+        link.add(f"n{i}", "r0", fleet_config=WAN, node_key=node_key(i), admission=admission_of(node_key(i)))
+        for i in range(count)
     ]
     for node in nodes[1:]:
         node.join(link.now, [nodes[0].addr])
@@ -297,6 +298,7 @@ def admitted_regions(regions: int, per_region: int) -> tuple[Link, list[GossipNo
             f"r{r}n{i}",
             f"r{r}",
             fleet_config=WAN,
+            node_key=node_key(4 * r + i),
             admission=admission_of(node_key(4 * r + i), region=f"r{r}"),
         )
         for r in range(regions)
@@ -332,7 +334,9 @@ def test_a_node_without_a_valid_invite_never_appears_anywhere(
     bad_invite: adm.Invite, at_s: int, reason: str
 ) -> None:
     link, nodes = admitted_region(3)
-    intruder = link.add("x", "r0", admission=admission_of(node_key(9), bad_invite, at_s=at_s))
+    intruder = link.add(
+        "x", "r0", node_key=node_key(9), admission=admission_of(node_key(9), bad_invite, at_s=at_s)
+    )
     assert intruder.admission_problem == reason  # it knows, and its owner can say so
     intruder.join(link.now, [nodes[0].addr, nodes[1].addr])
     link._flush(intruder)
@@ -361,7 +365,7 @@ def test_a_revoked_node_is_expelled_everywhere_and_cannot_come_back() -> None:
     assert any(who == victim.node_id and ev == Revoked(victim.node_id) for _t, who, ev in link.events)
     # It restarts (a higher incarnation) and tries again: still refused.
     link.crash(victim)
-    again = link.add("n3", "r0", incarnation=50, admission=admission_of(node_key(3)))
+    again = link.add("n3", "r0", incarnation=50, node_key=node_key(3), admission=admission_of(node_key(3)))
     again.join(link.now, [nodes[0].addr])
     link._flush(again)
     link.run_until(link.now + 15.0)
@@ -374,7 +378,11 @@ def test_gateways_admit_each_other_by_the_admission_in_their_metadata() -> None:
     # A device without a valid invite forms a region of its own: it becomes its
     # region's gateway and tries the fleet pool.
     intruder = link.add(
-        "x", "r9", fleet_config=WAN, admission=admission_of(node_key(20), _forged(), region="r9")
+        "x",
+        "r9",
+        fleet_config=WAN,
+        node_key=node_key(20),
+        admission=admission_of(node_key(20), _forged(), region="r9"),
     )
     intruder.join(link.now, [nodes[0].addr])
     link._flush(intruder)
@@ -416,13 +424,17 @@ def test_an_invite_admits_its_uses_earliest_devices_whatever_the_order() -> None
 def test_a_displaced_member_is_expelled_from_the_pool() -> None:
     one = invite(uses=1, nonce=b"\x04" * 16, region="r0")
     link = Link(seed=9, config=LAN, trust=trust())
-    first = link.add("n0", "r0", admission=admission_of(node_key(0)))
-    late = link.add("n1", "r0", admission=admission_of(node_key(1), one, at_s=JOINED_S + 5))
+    first = link.add("n0", "r0", node_key=node_key(0), admission=admission_of(node_key(0)))
+    late = link.add(
+        "n1", "r0", node_key=node_key(1), admission=admission_of(node_key(1), one, at_s=JOINED_S + 5)
+    )
     late.join(link.now, [first.addr])
     link._flush(late)
     link.run_until(5.0)
     assert late.node_id in member_ids(first)
-    early = link.add("n2", "r0", admission=admission_of(node_key(2), one, at_s=JOINED_S))
+    early = link.add(
+        "n2", "r0", node_key=node_key(2), admission=admission_of(node_key(2), one, at_s=JOINED_S)
+    )
     early.join(link.now, [first.addr])
     link._flush(early)
     link.run_until(15.0)
@@ -432,7 +444,9 @@ def test_a_displaced_member_is_expelled_from_the_pool() -> None:
 
 def test_a_joiners_admission_spreads_with_it_so_every_member_lets_it_in_within_seconds() -> None:
     link, nodes = admitted_region(16)
-    joiner = link.add("j", "r0", fleet_config=WAN, admission=admission_of(node_key(30)))
+    joiner = link.add(
+        "j", "r0", fleet_config=WAN, node_key=node_key(30), admission=admission_of(node_key(30))
+    )
     joiner.join(link.now, [nodes[5].addr])
     link._flush(joiner)
     link.run_until(link.now + 3.0)  # far below the push-pull interval: gossip carried it
@@ -442,7 +456,9 @@ def test_a_joiners_admission_spreads_with_it_so_every_member_lets_it_in_within_s
 def test_a_gateway_claiming_another_region_than_its_admission_is_refused_by_the_fleet_pool() -> None:
     link, nodes = admitted_regions(2, 2)
     # Admitted to r0, but it runs as the only node of "r9" and so becomes r9's gateway.
-    liar = link.add("x", "r9", fleet_config=WAN, admission=admission_of(node_key(21), region="r0"))
+    liar = link.add(
+        "x", "r9", fleet_config=WAN, node_key=node_key(21), admission=admission_of(node_key(21), region="r0")
+    )
     liar.join(link.now, [nodes[0].addr])
     link._flush(liar)
     link.run_until(40.0)
@@ -454,7 +470,9 @@ def test_a_gateway_claiming_another_region_than_its_admission_is_refused_by_the_
 def test_a_displaced_node_presents_a_fresh_invite_and_is_admitted_again() -> None:
     one = invite(uses=1, nonce=b"\x06" * 16, region="r0")
     link = Link(seed=4, config=LAN, trust=trust())
-    node = link.add("n0", "r0", admission=admission_of(node_key(1), one, at_s=JOINED_S + 9))
+    node = link.add(
+        "n0", "r0", node_key=node_key(1), admission=admission_of(node_key(1), one, at_s=JOINED_S + 9)
+    )
     earlier = admission_of(node_key(2), one, at_s=JOINED_S)
     node.state.merge(link.now, [earlier])  # as a restore would bring it: n0 is displaced
     assert not node.state.is_admitted(node.node_id)
@@ -464,5 +482,5 @@ def test_a_displaced_node_presents_a_fresh_invite_and_is_admitted_again() -> Non
     assert node.state.is_admitted(node.node_id)
     # A node whose own admission is no good says why.
     bad = sign_record(node_key(4), "admission", key_id(pk(node_key(4))), 1, "region:r0", b"\x01junk")
-    lone = link.add("n2", "r0", admission=bad)
+    lone = link.add("n2", "r0", node_key=node_key(4), admission=bad)
     assert lone.admission_problem == "admission_malformed"

@@ -15,6 +15,10 @@ ids = st.text(min_size=1, max_size=codec.ID_MAX_CHARS)
 addrs = st.text(max_size=codec.ADDR_MAX_CHARS)
 u64 = st.integers(min_value=0, max_value=codec.U64_MAX)
 small_bytes = st.binary(max_size=64)
+incarnations = st.integers(min_value=0, max_value=codec.INCARNATION_MAX)
+signatures = st.one_of(
+    st.just(b""), st.binary(min_size=codec.SIGNATURE_BYTES, max_size=codec.SIGNATURE_BYTES)
+)
 
 summaries = st.builds(
     codec.Summary,
@@ -31,9 +35,9 @@ datagram_messages = st.one_of(
     st.builds(codec.IndirectPing, u64, ids, addrs, ids, st.booleans()),
     st.builds(codec.Ack, u64),
     st.builds(codec.Nack, u64),
-    st.builds(codec.Alive, u64, ids, addrs, small_bytes),
-    st.builds(codec.Suspect, u64, ids, ids),
-    st.builds(codec.Dead, u64, ids, ids),
+    st.builds(codec.Alive, incarnations, ids, addrs, small_bytes, signatures),
+    st.builds(codec.Suspect, incarnations, ids, ids),
+    st.builds(codec.Dead, incarnations, ids, ids),
     st.builds(codec.UserBroadcast, ids, u64, small_bytes),
     st.builds(codec.AppMessage, st.integers(0, codec.APP_CHANNEL_MAX), ids, small_bytes),
     summaries,
@@ -45,7 +49,8 @@ push_pulls = st.builds(
     region=st.text(max_size=codec.REGION_MAX_CHARS),
     join=st.booleans(),
     states=st.lists(
-        st.builds(codec.MemberEntry, ids, addrs, small_bytes, u64, st.integers(0, 3)), max_size=5
+        st.builds(codec.MemberEntry, ids, addrs, small_bytes, incarnations, st.integers(0, 3), signatures),
+        max_size=5,
     ).map(tuple),
     summaries=st.lists(summaries, max_size=3).map(tuple),
 )
@@ -136,3 +141,11 @@ def test_limits_on_strings_and_payloads() -> None:
     big_meta = msgpack.packb([5, 1, "a", "h:1", b"m" * 300], use_bin_type=True)
     packet = codec.decode_packet(codec.encode_packet(0, "r", [long_id, big_meta]), meta_max_bytes=256)
     assert packet.messages == () and packet.invalid == 2
+
+
+@given(st.integers(min_value=codec.INCARNATION_MAX + 1, max_value=codec.U64_MAX), st.sampled_from([5, 6, 7]))
+def test_incarnations_above_the_bound_are_refused(incarnation: int, code: int) -> None:
+    """Dead(2**64-1) once killed a node for good: no such value gets past the decoder."""
+    fields = [code, incarnation, "victim", "a:1", b""] if code == 5 else [code, incarnation, "victim", "x"]
+    packet = codec.decode_packet(codec.encode_packet(codec.POOL_REGION, "r", [msgpack.packb(fields)]))
+    assert packet.messages == () and packet.invalid == 1

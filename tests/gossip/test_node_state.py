@@ -127,6 +127,7 @@ def _keyed_region(
             f"r{i // count}n{i % count}",
             f"r{i // count}",
             fleet_config=WAN,
+            node_key=k,
             admission=make_admission(k, INVITE, region=f"r{i // count}", admitted_at_s=1_700_000_000),
         )
         for i, k in enumerate(keys)
@@ -221,7 +222,12 @@ def test_a_region_record_can_spread_by_a_bounded_epidemic_instead() -> None:
     )
     keys = [nacl.signing.SigningKey(bytes([i + 1]) * 32) for i in range(8)]
     nodes = [
-        link.add(f"n{i}", "r0", admission=make_admission(k, INVITE, region="r0", admitted_at_s=1_700_000_000))
+        link.add(
+            f"n{i}",
+            "r0",
+            node_key=k,
+            admission=make_admission(k, INVITE, region="r0", admitted_at_s=1_700_000_000),
+        )
         for i, k in enumerate(keys)
     ]
     for node in nodes[1:]:

@@ -1,0 +1,151 @@
+"""Only members speak for members: signed alive claims, bounded accusations, strangers get nothing.
+
+Issue 8, finding 1: a holder of the network key sealed Dead(2**64-1, victim) and
+the victim could never refute again. In the harness, "holding the network key"
+is injecting a plaintext datagram: the envelope is the drivers' job.
+"""
+
+from __future__ import annotations
+
+import random
+
+import msgpack
+
+from gossip import codec
+from gossip.config import LAN
+from gossip.events import MemberState
+from gossip.node import GossipNode
+from tests.gossip.harness import Link
+from tests.gossip.test_admission import (
+    EXPIRES_S,
+    admission_of,
+    admitted_region,
+    invite,
+    member_ids,
+    node_key,
+)
+
+
+def _inject(link: Link, dst: GossipNode, src: str, *messages: codec.Message) -> None:
+    packet = codec.encode_packet(codec.POOL_REGION, dst.region, [codec.encode_message(m) for m in messages])
+    link.nodes[dst.addr].handle_datagram(link.now, src, packet)
+    link._flush(dst)
+
+
+def _states(nodes: list[GossipNode], victim: GossipNode) -> set[MemberState]:
+    return {link_state for n in nodes if n is not victim for link_state in _state(n, victim)}
+
+
+def _state(observer: GossipNode, subject: GossipNode) -> list[MemberState]:
+    return [v.state for v in observer.members() if v.node_id == subject.node_id]
+
+
+def test_an_accusation_at_the_top_of_the_range_never_reaches_a_member() -> None:
+    link, nodes = admitted_region(4)
+    victim, member = nodes[3], nodes[0]
+    before = victim.incarnation
+    raw = msgpack.packb([codec.MsgType.DEAD, codec.U64_MAX, victim.node_id, "mallory"])
+    packet = codec.encode_packet(codec.POOL_REGION, "r0", [raw])
+    link.nodes[member.addr].handle_datagram(link.now, nodes[1].addr, packet)
+    link.run_until(link.now + 20.0)
+    assert member.counters["drop_invalid_message"] >= 1
+    assert _states(nodes, victim) == {MemberState.ALIVE}
+    assert victim.incarnation == before
+
+
+def test_no_one_can_out_bid_a_members_refutation() -> None:
+    link, nodes = admitted_region(4)
+    victim = nodes[3]
+    before = victim.incarnation
+    # A member's address (datagrams from strangers are not even read) and an incarnation
+    # the victim never signed.
+    for i, n in enumerate(nodes[:3]):
+        peer = nodes[(i + 1) % 3].addr
+        _inject(link, n, peer, codec.Dead(before + 1000, victim.node_id, "mallory"))
+        _inject(link, n, peer, codec.Suspect(codec.INCARNATION_MAX, victim.node_id, "mallory"))
+    link.run_until(link.now + 20.0)
+    assert all(n.counters.get("region.drop_accusation_above_signed", 0) >= 2 for n in nodes[:3])
+    assert _states(nodes, victim) == {MemberState.ALIVE}
+    assert victim.incarnation == before  # nothing pushed it up
+
+
+def test_an_accusation_at_the_signed_incarnation_is_refuted_as_before() -> None:
+    link, nodes = admitted_region(4)
+    victim = nodes[3]
+    before = victim.incarnation
+    _inject(link, nodes[0], nodes[1].addr, codec.Dead(before, victim.node_id, nodes[1].node_id))
+    link.run_until(link.now + 20.0)
+    assert victim.incarnation > before
+    assert _states(nodes, victim) == {MemberState.ALIVE}
+
+
+def test_a_forged_alive_claim_cannot_move_or_revive_a_member() -> None:
+    link, nodes = admitted_region(4)
+    victim = nodes[3]
+    forged = codec.Alive(victim.incarnation + 5, victim.node_id, "mallory:7946", b"", b"\x00" * 64)
+    unsigned = codec.Alive(victim.incarnation + 6, victim.node_id, "mallory:7946", b"")
+    for i, n in enumerate(nodes[:3]):
+        _inject(link, n, nodes[(i + 1) % 3].addr, forged, unsigned)
+    # In the victim's own name, to the victim: no refutation, so no incarnation race either.
+    before = victim.incarnation
+    _inject(link, victim, nodes[1].addr, forged)
+    link.run_until(link.now + 10.0)
+    for n in nodes[:3]:
+        assert n.counters["region.drop_alive_forged"] >= 2
+        assert next(v.addr for v in n.members() if v.node_id == victim.node_id) == victim.addr
+    assert victim.counters["region.drop_alive_forged"] >= 1
+    assert victim.incarnation == before
+
+
+def test_alive_claims_are_signed_and_verified_in_admission_mode() -> None:
+    _link, nodes = admitted_region(3)
+    # Every member holds every other's signature of its claim, ready to pass on in push-pull.
+    for n in nodes:
+        for m in n.region_pool.members():
+            assert len(m.signature) == codec.SIGNATURE_BYTES
+
+
+def test_a_node_whose_invite_expired_learns_nothing_of_the_mesh() -> None:
+    """docs/trust.md: a refused device learns neither the members nor the state."""
+    link, nodes = admitted_region(4)
+    late = admission_of(node_key(9), invite(), at_s=EXPIRES_S + 60)
+    stranger = link.add("x", "r0", node_key=node_key(9), admission=late)
+    assert stranger.admission_problem == "invite_expired"
+    stranger.join(link.now, [nodes[0].addr])
+    link._flush(stranger)
+    # It probes whoever it hears of; here it pings members directly, over and over.
+    for i in range(20):
+        for n in nodes:
+            _inject(link, n, stranger.addr, codec.Ping(i + 1, n.node_id, stranger.node_id))
+        link.run_until(link.now + 1.0)
+    assert member_ids(stranger) <= {stranger.node_id}  # itself at most
+    assert [r for r in stranger.state.records() if r.key != stranger.node_id] == []
+    assert all(stranger.node_id not in member_ids(n) for n in nodes)
+
+
+def test_strangers_get_a_bare_ack_and_nothing_else() -> None:
+    link, nodes = admitted_region(3)
+    member = nodes[0]
+    sent_before = len(link.nodes[member.addr].poll_transmit())
+    assert sent_before == 0
+    packet = codec.encode_packet(
+        codec.POOL_REGION,
+        "r0",
+        [
+            codec.encode_message(codec.Ping(7, member.node_id, "mallory")),
+            codec.encode_message(codec.Suspect(1, nodes[1].node_id, "mallory")),
+        ],
+    )
+    member.handle_datagram(link.now, "mallory:7946", packet)
+    out = member.poll_transmit()
+    assert len(out) == 1 and out[0].dst == "mallory:7946"
+    reply = codec.decode_packet(out[0].payload)
+    assert reply.messages == (codec.Ack(7),)  # nothing piggybacked
+    assert member.counters["region.drop_from_stranger"] == 1
+
+
+def test_a_persisted_incarnation_past_the_bound_starts_within_it() -> None:
+    node = GossipNode("a", "a:1", "r", random.Random(1), region_config=LAN, incarnation=2**64 + 4)
+    assert node.incarnation == codec.INCARNATION_MAX
+    frame = codec.encode_frame(node.region_pool._local_push_pull(join=True))
+    assert codec.decode_frame(frame, max_bytes=1 << 20).states[0].incarnation == codec.INCARNATION_MAX
