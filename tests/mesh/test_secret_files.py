@@ -78,3 +78,21 @@ def test_every_key_read_is_bounded(tmp_path: Path) -> None:
     exact = tmp_path / "exact"
     exact.write_bytes(b"x" * 10)
     assert read_bounded(exact, 10, "file") == b"x" * 10
+
+
+def test_agent_refuses_a_data_dir_of_another_cluster(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mesh.service.store import Store
+    from mesh.trust.identity import load_or_create
+
+    first = init_cluster(tmp_path / "a")
+    other = init_cluster(tmp_path / "b")
+    data_dir = tmp_path / "n"
+    Store.open(data_dir, load_or_create(data_dir).node_id, first.cluster_id).close()  # its first life
+    argv = ["agent", "--data-dir", str(data_dir), "--token", str(other.token_path)]
+    argv += ["--region", "r1", "--bind", "127.0.0.1:0", "--api", "127.0.0.1:0"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"data dir {data_dir} belongs to cluster {first.cluster_id}" in err
+    assert f"the join token is for cluster {other.cluster_id}" in err
