@@ -48,13 +48,15 @@ def _fake_node(rows_south: list[dict[str, Any]]) -> web.Application:
     return app
 
 
-LAST_KNOWN_SOUTH = [
-    {"id": SEEN, "region": "south", "state": "alive", "last_known": True, "last_heard_unix": time.time() - 60}
-]
+def _last_known_south() -> list[dict[str, Any]]:
+    heard_unix = time.time() - 60
+    return [
+        {"id": SEEN, "region": "south", "state": "alive", "last_known": True, "last_heard_unix": heard_unix}
+    ]
 
 
 async def test_ever_seen_looks_at_members_records_and_last_known_regions() -> None:
-    async with TestServer(_fake_node(LAST_KNOWN_SOUTH), host="127.0.0.1") as server:
+    async with TestServer(_fake_node(_last_known_south()), host="127.0.0.1") as server:
         node = NodeClient(f"127.0.0.1:{server.port}")
 
         def check() -> None:
@@ -69,7 +71,7 @@ async def test_ever_seen_looks_at_members_records_and_last_known_regions() -> No
 async def test_nodes_of_an_offline_region_shows_last_known_members(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    async with TestServer(_fake_node(LAST_KNOWN_SOUTH), host="127.0.0.1") as server:
+    async with TestServer(_fake_node(_last_known_south()), host="127.0.0.1") as server:
         code = await asyncio.to_thread(
             main, ["nodes", "--region", "south", "--node", f"127.0.0.1:{server.port}"]
         )
