@@ -42,7 +42,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     try:
         token = load_token(options.token)
         identity = load_or_create(options.data_dir)
-        store = Store.open(options.data_dir, identity.node_id)
+        store = Store.open(options.data_dir, identity.node_id, token.cluster_id)
     except (ClusterError, IdentityError, StoreError) as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:

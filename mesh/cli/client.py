@@ -23,6 +23,11 @@ from mesh.trust.opsign import sign_request
 
 HTTP_TIMEOUT_S = 5.0
 DEFAULT_NODE_URL = "http://127.0.0.1:7800"
+# Exit statuses of every command (docs/api.md, "Exit status").
+EXIT_OK = 0
+EXIT_FAILED = 1  # a CliError: refused, failed, or not done in time
+EXIT_USAGE = 2  # argparse: a wrong flag or value
+EXIT_UNREACHABLE = 3  # deploy --wait: every reachable region holds it; some regions did not answer
 
 
 class CliError(Exception):
@@ -33,6 +38,13 @@ def base_url(node: str) -> str:
     """`--node` as a URL without a trailing slash (`host:port` gets http://)."""
     base = node.rstrip("/")
     return base if "://" in base else f"http://{base}"
+
+
+def heard(unix_s: float, now_unix: float | None = None) -> str:
+    """When something was last heard, for people: `2026-05-01 10:00:00Z (42 s ago)`."""
+    now = time.time() if now_unix is None else now_unix
+    stamp = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(unix_s))
+    return f"{stamp} ({max(0.0, now - unix_s):.0f} s ago)"
 
 
 def _error_message(doc: Any) -> Any:

@@ -12,6 +12,7 @@ import json
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import nacl.signing
 
 from gossip.records import key_id
 from inference.desired import sign_deletion, sign_deployment
-from mesh.cli.client import CliError, NodeClient
+from mesh.cli.client import EXIT_UNREACHABLE, CliError, NodeClient, heard
 from mesh.cli.manifest import read_manifest_and_artifact
 from mesh.cli.signing import key_flags, resolve_key
 from mesh.trust.deploy import record_to_b64
@@ -27,6 +28,10 @@ from mesh.trust.opsign import sign_request
 
 WAIT_POLL_S = 0.2
 WAIT_DEFAULT_TIMEOUT_S = 60.0
+# --wait gives a region that does not answer this long, once every reachable region
+# holds the deployment, before it reports and exits EXIT_UNREACHABLE: long enough to
+# ride out one failed forward, short enough not to hold up a deploy to an offline site.
+UNREACHABLE_SETTLE_S = 5.0
 
 
 def upload_artifact(
@@ -123,25 +128,44 @@ def cmd_get(args: argparse.Namespace) -> int:
 # --- --wait ----------------------------------------------------------------------------------
 
 
-def alive_apis(base: str) -> dict[str, str]:
-    """API address by node id of every alive member of every region the node knows.
+@dataclass(frozen=True, slots=True)
+class RegionView:
+    """One region as the asked node sees it this poll."""
 
-    CliError if a region does not answer: --wait must not declare success
-    over a region it could not see.
-    """
+    region: str
+    reachable: bool
+    apis: dict[str, str]  # alive members' API addresses by node id (reachable regions)
+    heard_unix: float | None = None  # unreachable: when the asked node last heard its members
+    members_then: int = 0  # unreachable: how many members it had then
+
+
+def region_views(base: str) -> list[RegionView]:
+    """Every region the asked node knows (its own first): reachable with its alive members'
+    APIs, or unreachable with when it was last heard. CliError if the asked node does not answer."""
     node = NodeClient(base)
     health = node.get("/v1/health")
-    own_region = health.get("region")
-    apis: dict[str, str] = {}
-    for region in sorted(health.get("regions", {})):
+    own_region = str(health.get("region"))
+    others = sorted(str(r) for r in health.get("regions", {}) if r != own_region)
+    views: list[RegionView] = []
+    for region in [own_region, *others]:
         params = None if region == own_region else {"region": region}
-        members = node.get("/v1/nodes", params)
-        if not isinstance(members, list):
-            raise CliError(f"{node.url('/v1/nodes', params)}: not a member list")
-        for m in members:
-            if m.get("state") == "alive" and m.get("api"):
-                apis[str(m["id"])] = str(m["api"])
-    return apis
+        status, rows = node.exchange("GET", "/v1/nodes", params=params)
+        rows = [r for r in rows if isinstance(r, dict)] if status == 200 and isinstance(rows, list) else None
+        if rows is None or any(r.get("last_known") for r in rows):
+            heard_unix = rows[0].get("last_heard_unix") if rows else None
+            views.append(
+                RegionView(
+                    region,
+                    reachable=False,
+                    apis={},
+                    heard_unix=heard_unix if isinstance(heard_unix, int | float) else None,
+                    members_then=len(rows or ()),
+                )
+            )
+            continue
+        apis = {str(m["id"]): str(m["api"]) for m in rows if m.get("state") == "alive" and m.get("api")}
+        views.append(RegionView(region, reachable=True, apis=apis))
+    return views
 
 
 def _holds(api: str, name: str, version: int) -> bool:
@@ -152,27 +176,81 @@ def _holds(api: str, name: str, version: int) -> bool:
     return status == 200 and isinstance(doc, dict) and int(doc.get("version", -1)) >= version
 
 
+def _report(views: Sequence[RegionView], pending: dict[str, list[str]]) -> str:
+    lines = []
+    for view in views:
+        if view.reachable:
+            missing = pending.get(view.region, [])
+            held = len(view.apis) - len(missing)
+            state = (
+                f"held by all {len(view.apis)} alive nodes"
+                if not missing
+                else f"held by {held} of {len(view.apis)} alive nodes; missing: {', '.join(missing)}"
+            )
+        else:
+            when = (
+                f"last heard {heard(view.heard_unix)} with {view.members_then} members"
+                if view.heard_unix is not None
+                else "not heard since the asked node started"
+            )
+            state = f"unreachable ({when}); it gets the deployment when it is reachable again"
+        lines.append(f"  region {view.region}: {state}")
+    return "\n".join(lines)
+
+
 def wait_for(
     base: str, name: str, version: int, timeout_s: float, clock: Callable[[], float] = time.monotonic
 ) -> int:
-    """Poll until every alive node of every region holds `name` at `version` (or newer)."""
+    """Poll until every alive node of every reachable region holds `name` at `version` (or newer).
+
+    0: every region answered and all hold it. EXIT_UNREACHABLE: every reachable
+    region holds it, and the others stayed unreachable for UNREACHABLE_SETTLE_S
+    (or until the timeout). CliError: a reachable node still lacks it at the timeout.
+    """
     started = clock()
-    pending: list[str] = []
-    apis: dict[str, str] = {}
+    unreachable_since: dict[str, float] = {}
+    views: list[RegionView] = []
+    pending: dict[str, list[str]] = {}
+    problem = ""
     while True:
+        now = clock()
         try:
-            apis, complete = alive_apis(base), True
-        except CliError:  # a region did not answer this time: never report success on it
-            complete = False
-        pending = sorted(node for node, api in apis.items() if not _holds(api, name, version))
-        if complete and apis and not pending:
-            print(f"deployment {name}: held by all {len(apis)} alive nodes after {clock() - started:.2f} s")
-            return 0
+            views, problem = region_views(base), ""
+        except CliError as exc:  # the asked node itself did not answer this time: poll again
+            problem = str(exc)
+        if not problem:
+            pending = {
+                v.region: sorted(n for n, api in v.apis.items() if not _holds(api, name, version))
+                for v in views
+                if v.reachable
+            }
+            for v in views:
+                if v.reachable:
+                    unreachable_since.pop(v.region, None)
+                else:
+                    unreachable_since.setdefault(v.region, now)
+            done = not any(pending.values())
+            offline = [v.region for v in views if not v.reachable]
+            elapsed_s = clock() - started
+            if done and not offline:
+                total = sum(len(v.apis) for v in views)
+                print(f"deployment {name}: held by all {total} alive nodes after {elapsed_s:.2f} s")
+                print(_report(views, pending))
+                return 0
+            settled = all(now - unreachable_since[r] >= UNREACHABLE_SETTLE_S for r in offline)
+            if done and (settled or elapsed_s >= timeout_s):
+                total = sum(len(v.apis) for v in views if v.reachable)
+                print(
+                    f"deployment {name}: held by all {total} alive nodes of every reachable region after "
+                    f"{elapsed_s:.2f} s; {len(offline)} region(s) unreachable: {', '.join(offline)}"
+                )
+                print(_report(views, pending))
+                return EXIT_UNREACHABLE
         if clock() - started >= timeout_s:
-            missing = ", ".join(pending) or "no node answered"
+            detail = f"the asked node did not answer ({problem})" if problem else _report(views, pending)
             raise CliError(
-                f"deployment {name} version {version}: after {timeout_s:g} s, {len(apis) - len(pending)} of "
-                f"{len(apis)} alive nodes hold it; still missing: {missing}. "
+                f"deployment {name} version {version}: not held by every alive node of the reachable "
+                f"regions after {timeout_s:g} s:\n{detail}\n"
                 "It is persisted and keeps spreading; check again with murmur get deployments"
             )
         time.sleep(WAIT_POLL_S)
@@ -185,7 +263,13 @@ def register(sub: Any, node_help: str) -> None:
     """Add deploy, get and delete to the `murmur` subcommands."""
     deploy = sub.add_parser("deploy", help="create or update a deployment from a manifest (YAML or JSON)")
     deploy.add_argument("file", help="the manifest file")
-    deploy.add_argument("--wait", action="store_true", help="return once every alive node holds it")
+    deploy.add_argument(
+        "--wait",
+        action="store_true",
+        help="return once every alive node holds it; reports each region. Exit status 0: every "
+        f"region holds it; {EXIT_UNREACHABLE}: every reachable region holds it, some regions are "
+        "unreachable (listed with when they were last heard); 1: not done in time",
+    )
     deploy.add_argument(
         "--timeout", type=float, default=WAIT_DEFAULT_TIMEOUT_S, help="seconds --wait waits (default 60)"
     )

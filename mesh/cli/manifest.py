@@ -7,8 +7,15 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from inference.manifest import Deployment, ManifestError, load_document, manifest_from_doc
+from inference.manifest import (
+    MANIFEST_TEXT_MAX_BYTES,
+    Deployment,
+    ManifestError,
+    load_document,
+    manifest_from_doc,
+)
 from mesh.cli.client import CliError
+from mesh.files import FileRefused, read_bounded
 
 HASH_CHUNK_BYTES = 1 << 20
 
@@ -31,7 +38,9 @@ def read_manifest(path: Path) -> Deployment:
 def read_manifest_and_artifact(path: Path) -> tuple[Deployment, Path | None]:
     """The deployment, and the local artifact file it names (None if it gives sha256 and size)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bounded(path, MANIFEST_TEXT_MAX_BYTES, "manifest").decode("utf-8")
+    except FileRefused as exc:
+        raise CliError(str(exc)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"{path}: cannot read the manifest ({exc})") from None
     file: Path | None = None

@@ -13,7 +13,14 @@ import sys
 from collections.abc import Callable, Sequence
 
 from mesh.cli import agent, deploy, nodes, trust
-from mesh.cli.client import DEFAULT_NODE_URL, CliError
+from mesh.cli.client import (
+    DEFAULT_NODE_URL,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    CliError,
+)
 from sim.cli import register as register_sim
 
 Handler = Callable[[argparse.Namespace], int]
@@ -27,7 +34,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full `murmur` argument parser."""
-    parser = argparse.ArgumentParser(prog="murmur", description="Murmuration: peer-to-peer edge AI mesh")
+    parser = argparse.ArgumentParser(
+        prog="murmur",
+        description="Murmuration: peer-to-peer edge AI mesh",
+        epilog=f"exit status: {EXIT_OK} done; {EXIT_FAILED} refused or failed (the message says why); "
+        f"{EXIT_USAGE} usage; {EXIT_UNREACHABLE} deploy --wait: every reachable region holds it, "
+        "some regions are unreachable",
+    )
     node_help = f"a node's API URL (env MURMUR_NODE; default {DEFAULT_NODE_URL})"
     parser.add_argument("--node", default=os.environ.get("MURMUR_NODE", DEFAULT_NODE_URL), help=node_help)
     parser.add_argument("--key", default=None, help="operator.key file that signs commands (env MURMUR_KEY)")
@@ -56,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except CliError as exc:
         print(f"murmur {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
 

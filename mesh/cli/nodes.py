@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mesh.cli import args as flags
-from mesh.cli.client import CliError, NodeClient
+from mesh.cli.client import CliError, NodeClient, heard
 
 
 def _gib(value: Any) -> str:
@@ -33,6 +33,8 @@ def _cell(row: dict[str, Any], key: str) -> str:
         return "yes" if row.get(key) else "no"
     if key == "inventory":
         return format_inventory(row.get(key))
+    if key == "state" and row.get("last_known"):
+        return f"{row.get(key)} (last known)"
     return str(row.get(key, ""))
 
 
@@ -55,8 +57,14 @@ def cmd_nodes(args: argparse.Namespace) -> int:
         raise CliError(f"{node.base} answered something other than a member list; is it a murmur agent?")
     if args.json:
         print(json.dumps(rows, indent=2))
-    else:
-        print(format_table(rows))
+        return 0
+    heard_unix = [r["last_heard_unix"] for r in rows if isinstance(r, dict) and r.get("last_known")]
+    if heard_unix and isinstance(heard_unix[0], int | float):
+        print(
+            f"region {args.region} did not answer: its last-known members, as {node.base} last heard "
+            f"them at {heard(heard_unix[0])}; their states may have changed since"
+        )
+    print(format_table(rows))
     return 0
 
 
@@ -64,6 +72,11 @@ def register(sub: Any, node_help: str) -> None:
     """Add nodes to the `murmur` subcommands."""
     nodes = sub.add_parser("nodes", help="list the members a node sees")
     nodes.add_argument("--node", default=argparse.SUPPRESS, help=node_help)
-    nodes.add_argument("--region", type=flags.region, help="another region's members (forwarded there)")
+    nodes.add_argument(
+        "--region",
+        type=flags.region,
+        help="another region's members (forwarded there; if it does not answer, its last-known "
+        "members, marked (last known))",
+    )
     nodes.add_argument("--json", action="store_true", help="print JSON instead of a table")
     nodes.set_defaults(func=cmd_nodes)

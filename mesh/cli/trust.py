@@ -100,11 +100,38 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         raise CliError(f"--reason is limited to {REASON_MAX_CHARS} characters")
     key = resolve_key(args)
     node = NodeClient(args.node)
+    if not args.force and not ever_seen(node, args.node_id):
+        raise CliError(
+            f"no node reachable from {node.base} has ever seen node {args.node_id}: it is in no reachable "
+            "region's member list (last-known ones included), and no node holds a record it signed. "
+            "A revocation is permanent, so check the id (murmur nodes, murmur nodes --region R). If it "
+            "is right (a device whose region is offline, or one that never joined), run again with --force"
+        )
     version = node.next_record_version(key_id(bytes(key.verify_key)))
     record = sign_revocation(key, args.node_id, version, args.reason)
     node.submit(key, "POST", "/v1/revocations", {"record": record_to_b64(record)})
     print(f"node {args.node_id}: revocation accepted and persisted by {node.base}; it is expelled everywhere")
     return 0
+
+
+def ever_seen(node: NodeClient, node_id: str) -> bool:
+    """True if the asked node, or a region it reaches, knows `node_id`: a member (region or fleet
+    view, or another region's list, live or last-known), or the author of a record it holds."""
+    status, _ = node.exchange("GET", f"/v1/nodes/{node_id}")
+    if status == 200:
+        return True
+    state = node.get("/v1/state")
+    if isinstance(state, dict) and node_id in (state.get("digest") or {}):
+        return True  # it signed a record this node holds (its admission, its inventory)
+    health = node.get("/v1/health")
+    own_region = health.get("region") if isinstance(health, dict) else None
+    regions = health.get("regions", {}) if isinstance(health, dict) else {}
+    for region in sorted(str(r) for r in regions if r != own_region):
+        status, rows = node.exchange("GET", "/v1/nodes", params={"region": region})
+        listed = rows if status == 200 and isinstance(rows, list) else []
+        if any(isinstance(r, dict) and r.get("id") == node_id for r in listed):
+            return True
+    return False
 
 
 def _public_key_arg(text: str) -> bytes:
@@ -203,6 +230,11 @@ def register_grants(sub: Any, node_help: str) -> None:
     revoke = sub.add_parser("revoke", help="revoke a node: expelled everywhere, refused from then on")
     revoke.add_argument("node_id", help="the node's id (murmur nodes lists them)")
     revoke.add_argument("--reason", default="", help="why (kept with the revocation)")
+    revoke.add_argument(
+        "--force",
+        action="store_true",
+        help="revoke even if no reachable node has ever seen this id (revocation is permanent)",
+    )
     key_flags(revoke, node_help)
     revoke.set_defaults(func=cmd_revoke)
 

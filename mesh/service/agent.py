@@ -213,6 +213,7 @@ class Agent:
             "records": dict(sorted(kinds.items())),
             "tombstones": tombstones,
             "persisted_records": self.store.record_count(),
+            "storage": self.store.damage,
             "counters": dict(sorted(state.counters.items())),
         }
 

@@ -36,6 +36,7 @@ from gossip.records import Record
 from inference.inventory import decode
 from inference.manifest import Deployment, ManifestError, desired_key, load_document, manifest_from_doc
 from mesh.service.artifacts import ArtifactError, ArtifactStore
+from mesh.service.lastknown import LastKnown
 from mesh.trust.deploy import check_record, deployment_json, record_from_b64
 from mesh.trust.opsign import RequestVerifier, SignatureRefused
 from mesh.trust.records import check_trust_record
@@ -44,7 +45,11 @@ log = logging.getLogger(__name__)
 
 REQUEST_BODY_MAX_BYTES = 64 * 1024
 FORWARD_TIMEOUT_S = 2.0
+# All of a region's addresses together: the CLI waits 5 s, and a region whose every
+# address times out must still get a (last-known) answer to it in time.
+FORWARD_BUDGET_S = 3.0
 FORWARDED_HEADER = "X-Murmur-Forwarded"
+LAST_KNOWN_HEADER = "X-Murmur-Last-Known"
 POOLS = ("region", "fleet")
 
 
@@ -127,6 +132,7 @@ class NodeService(Protocol):
 SERVICE = web.AppKey("service", NodeService)
 VERIFIER = web.AppKey("verifier", RequestVerifier)
 CLIENT = web.AppKey("client", aiohttp.ClientSession)
+LAST_KNOWN = web.AppKey("last_known", LastKnown)
 
 
 def member_json(member: MemberLike) -> dict[str, Any]:
@@ -187,22 +193,46 @@ async def get_nodes(request: web.Request) -> web.Response:
         return _error(421, f"node {service.node_id} is in region {service.region!r}, not {region!r}")
     summaries = service.summaries()
     summary = summaries.get(region)
-    if summary is None:
+    last_known = request.app[LAST_KNOWN]
+    if summary is None and last_known.get(region) is None:
         known = ", ".join(sorted(summaries)) or "none yet"
         return _error(404, f"unknown region {region!r}; regions this node knows: {known}")
-    return await _forward(request.app[CLIENT], region, summary.api_addrs)
+    api_addrs = summary.api_addrs if summary is not None else ()
+    body, failure = await _forward(request.app[CLIENT], region, api_addrs)
+    if body is not None:
+        last_known.remember(region, body, time.time())
+        return web.json_response(body)
+    answer = last_known.get(region)
+    if answer is None:
+        return _error(502, f"{failure}; this node has not heard its member list since it started")
+    # An offline site is the normal case: serve what it last said, marked as such.
+    return web.json_response(answer.marked(), headers={LAST_KNOWN_HEADER: f"{answer.heard_unix:.3f}"})
 
 
-async def _forward(client: aiohttp.ClientSession, region: str, api_addrs: Sequence[str]) -> web.Response:
+async def _forward(
+    client: aiohttp.ClientSession, region: str, api_addrs: Sequence[str]
+) -> tuple[list[Any] | None, str]:
+    """(the member list one of `api_addrs` answered, "") or (None, why none did)."""
     if not api_addrs:
-        return _error(502, f"region {region!r} publishes no API address yet; retry in a few seconds")
+        return None, f"region {region!r} publishes no API address yet; retry in a few seconds"
     order = list(api_addrs)
     random.shuffle(order)  # spread reads over the region's published nodes
     failures: list[str] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + FORWARD_BUDGET_S
     for api in order:
+        left_s = deadline - loop.time()
+        if left_s <= 0:
+            failures.append(f"{api}: not tried (out of time)")
+            continue
         url = f"http://{api}/v1/nodes"
         try:
-            async with client.get(url, params={"region": region}, headers={FORWARDED_HEADER: "1"}) as resp:
+            async with client.get(
+                url,
+                params={"region": region},
+                headers={FORWARDED_HEADER: "1"},
+                timeout=aiohttp.ClientTimeout(total=min(FORWARD_TIMEOUT_S, left_s)),
+            ) as resp:
                 if resp.status != 200:
                     failures.append(f"{api}: HTTP {resp.status}")
                     continue
@@ -211,13 +241,12 @@ async def _forward(client: aiohttp.ClientSession, region: str, api_addrs: Sequen
             failures.append(f"{api}: {type(exc).__name__}")
             continue
         if isinstance(body, list):
-            return web.json_response(body)
+            return body, ""
         failures.append(f"{api}: not a member list")
     log.info("region %s: no API address answered (%s)", region, "; ".join(failures))
-    return _error(
-        502,
+    return None, (
         f"region {region!r}: none of its API addresses answered ({'; '.join(failures)}); "
-        "its nodes may be down or unreachable from here",
+        "its nodes may be down or unreachable from here"
     )
 
 
@@ -489,6 +518,7 @@ def create_app(service: NodeService) -> web.Application:
     app = web.Application(client_max_size=REQUEST_BODY_MAX_BYTES)
     app[SERVICE] = service
     app[VERIFIER] = RequestVerifier(service.operator_key)
+    app[LAST_KNOWN] = LastKnown()
     app.cleanup_ctx.append(_client_ctx)
     app.router.add_get("/v1/nodes", get_nodes)
     app.router.add_get("/v1/nodes/{node_id}", get_node)

@@ -37,6 +37,7 @@ from mesh.service.agent import (
 )
 from mesh.service.api import create_app
 from mesh.service.discovery import Discovery, DiscoveryError
+from mesh.service.restore import restore_records
 from mesh.service.runtime import Runtime
 from mesh.service.store import Store, StoreError
 from mesh.trust.cluster import JoinToken
@@ -154,11 +155,9 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
                 node_key=identity.signing_key,
             )
         )
-        # Restored records are re-verified; anti-entropy (the join's push-pull first)
-        # carries them on to peers that lack them.
-        restored = node.state.restore(persisted_records)
-        if persisted_records:
-            log.info("restored %d of %d persisted records", restored, len(persisted_records))
+        # Restored records are re-verified (rows that fail are removed and counted);
+        # anti-entropy (the join's push-pull first) carries them on to peers that lack them.
+        restore_records(node.state, store, persisted_records)
         if node.state.is_revoked(identity.node_id):
             raise AgentError(
                 f"this node ({identity.node_id}) was revoked by an operator; it cannot rejoin with this "

@@ -7,16 +7,25 @@ on restart) and the signed records of the state store (one row per slot, the
 encoded record; the store re-verifies them when they are restored). WAL with
 synchronous=FULL: a committed write survives kill -9 and power loss, and an
 interrupted one is rolled back on the next open.
+
+Damage is reported, never silent (docs/api.md, "What a crash can lose"): an
+existing but empty (0-byte) node.db, and committed transactions SQLite would
+skip because a write-ahead log frame before them no longer checksums, are
+warned about at open and counted in `damage`; record rows that no longer verify
+are removed by `remove_records` (the caller re-verifies them) and counted too.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
+import logging
 import os
 import sqlite3
+import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -28,6 +37,12 @@ DB_FILE = "node.db"
 LOCK_FILE = "agent.lock"
 SCHEMA_VERSION = 2
 PEERS_MAX = 64
+WAL_CHECK_MAX_BYTES = 64 * 1024 * 1024  # a larger log is not checked (SQLite checkpoints at ~4 MiB)
+_WAL_MAGICS = (0x377F0682, 0x377F0683)  # the low bit: checksums in big-endian words
+_WAL_HEADER_BYTES = 32
+_WAL_FRAME_HEADER_BYTES = 24
+
+log = logging.getLogger("murmur.store")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -78,26 +93,55 @@ class Store:
         self.path = path
         self._conn = conn
         self._lock = lock
+        # What was found damaged or dropped since this open (GET /v1/state: storage).
+        self.empty_at_start = False
+        self.wal_lost_transactions = 0
+        self.removed_records: collections.Counter[str] = collections.Counter()
 
     @classmethod
-    def open(cls, data_dir: Path, node_id: str) -> Store:
-        """Open (or create) the database of the node `node_id` in `data_dir`, checking its integrity."""
+    def open(cls, data_dir: Path, node_id: str, cluster_id: str | None = None) -> Store:
+        """Open (or create) the database of the node `node_id` in `data_dir`, checking its integrity.
+
+        cluster_id (the join token's): refuse a database of another cluster; a new
+        database is stamped with it.
+        """
         lock = _lock_data_dir(data_dir)
         path = data_dir / DB_FILE
         try:
+            empty_at_start = path.exists() and path.stat().st_size == 0
+            wal_lost = _wal_lost_transactions(path.with_name(path.name + "-wal"))
             conn = _connect(path)
         except BaseException:
             lock.close()
             raise
         store = cls(path, conn, lock)
         try:
-            store._check_owner(node_id)
+            store._check_owner(node_id, cluster_id)
         except BaseException:
             store.close()
             raise
+        store.empty_at_start = empty_at_start
+        store.wal_lost_transactions = wal_lost
+        if empty_at_start:
+            log.warning(
+                "database %s was empty (0 bytes) although it existed: whatever it held is lost "
+                "(a truncated file, or a first start interrupted at once). The node starts over as if "
+                "new: same identity, incarnation from 0 (it outbids its old one when peers tell it), "
+                "records re-learned from peers; operator commands accepted only by this node are lost",
+                path,
+            )
+        if wal_lost:
+            log.warning(
+                "database %s: its write-ahead log is damaged; %d committed transaction(s) after the "
+                "damage were skipped (lost). Records are re-learned from peers; restore %s from a "
+                "backup if this node alone held an operator command",
+                path,
+                wal_lost,
+                path,
+            )
         return store
 
-    def _check_owner(self, node_id: str) -> None:
+    def _check_owner(self, node_id: str, cluster_id: str | None) -> None:
         owner = self._get("node_id")
         if owner is None:
             self._set("node_id", node_id)
@@ -106,6 +150,30 @@ class Store:
                 f"database {self.path} belongs to node {owner}, but this data dir's identity is "
                 f"node {node_id}; use the data dir the database came from, or move {self.path} aside"
             )
+        if cluster_id is None:
+            return
+        stored = self._get("cluster_id")
+        if stored is None:
+            self._set("cluster_id", cluster_id)
+        elif stored != cluster_id:
+            data_dir = self.path.parent
+            raise StoreError(
+                f"data dir {data_dir} belongs to cluster {stored}, but the join token is for cluster "
+                f"{cluster_id}. To run this node in cluster {stored}, pass a join token of that cluster. "
+                f"To make this device a new node of cluster {cluster_id}, give it another --data-dir "
+                f"(or move {data_dir} aside): it gets a new node id, and an operator of cluster {stored} "
+                f"can revoke the old one"
+            )
+
+    @property
+    def damage(self) -> dict[str, object]:
+        """What this open found damaged or dropped (GET /v1/state reports it as `storage`)."""
+        return {
+            "empty_at_start": self.empty_at_start,
+            "wal_lost_transactions": self.wal_lost_transactions,
+            "records_removed": sum(self.removed_records.values()),
+            "records_removed_by_reason": dict(sorted(self.removed_records.items())),
+        }
 
     def _get(self, key: str) -> str | None:
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -186,6 +254,14 @@ class Store:
             records.append(record)
         return records
 
+    def remove_records(self, reasons: Mapping[tuple[str, str], str]) -> None:
+        """Delete the rows of these slots (kind, key) in one transaction, counting each by reason."""
+        if not reasons:
+            return
+        with self._conn:
+            self._conn.executemany("DELETE FROM records WHERE kind = ? AND key = ?", list(reasons))
+        self.removed_records.update(reasons.values())
+
     def record_count(self) -> int:
         """Rows in the records table."""
         return int(self._conn.execute("SELECT COUNT(*) FROM records").fetchone()[0])
@@ -249,3 +325,60 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _wal_checksum(data: bytes, s0: int, s1: int, big_endian: bool) -> tuple[int, int]:
+    """SQLite's WAL checksum (fibonacci-weighted sums of 32-bit words), continued from (s0, s1)."""
+    words = struct.unpack(f"{'>' if big_endian else '<'}{len(data) // 4}I", data)
+    for i in range(0, len(words), 2):
+        s0 = (s0 + words[i] + s1) & 0xFFFFFFFF
+        s1 = (s1 + words[i + 1] + s0) & 0xFFFFFFFF
+    return s0, s1
+
+
+def _wal_lost_transactions(wal: Path) -> int:
+    """Committed transactions in `wal` that SQLite's recovery will skip because a frame before
+    them does not checksum (damage: with synchronous=FULL a commit is on disk before it returns).
+
+    Recovery replays frames up to the first one whose checksum or salt does not
+    match, so everything committed after that frame is silently lost. A bad frame
+    with no commit after it is an interrupted write (rolled back, as it should be),
+    and frames with other salts are an older log's leftovers: neither is damage.
+    A damaged header makes SQLite ignore the whole log: every commit in it is lost.
+    """
+    try:
+        size = wal.stat().st_size
+        if size <= _WAL_HEADER_BYTES or size > WAL_CHECK_MAX_BYTES:
+            return 0
+        data = wal.read_bytes()
+    except OSError:
+        return 0
+    magic, _version, page_size, _seq, salt1, salt2, c1, c2 = struct.unpack(">8I", data[:_WAL_HEADER_BYTES])
+    big_endian = bool(magic & 1)
+    header_ok = magic in _WAL_MAGICS and _wal_checksum(data[:24], 0, 0, big_endian) == (c1, c2)
+    if not header_ok or not 512 <= page_size <= 65536:
+        # The salts cannot be trusted either: count every frame that says it commits.
+        page_size = page_size if 512 <= page_size <= 65536 else 4096
+        frame_bytes = _WAL_FRAME_HEADER_BYTES + page_size
+        return sum(
+            1
+            for at in range(_WAL_HEADER_BYTES, len(data) - frame_bytes + 1, frame_bytes)
+            if struct.unpack(">I", data[at + 4 : at + 8])[0] != 0
+        )
+    frame_bytes = _WAL_FRAME_HEADER_BYTES + page_size
+    s0, s1 = c1, c2
+    damaged = False
+    lost = 0
+    for at in range(_WAL_HEADER_BYTES, len(data) - frame_bytes + 1, frame_bytes):
+        _page, commit, f_salt1, f_salt2, f_c1, f_c2 = struct.unpack(">6I", data[at : at + 24])
+        if (f_salt1, f_salt2) != (salt1, salt2):
+            if damaged:
+                continue  # an older log's frame among this one's: not this log's commit
+            break  # this log ends here; the rest is an older log's leftovers
+        if damaged:
+            lost += commit != 0
+            continue
+        s0, s1 = _wal_checksum(data[at : at + 8] + data[at + 24 : at + frame_bytes], s0, s1, big_endian)
+        if (s0, s1) != (f_c1, f_c2):
+            damaged = True
+    return lost

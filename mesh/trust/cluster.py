@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ import nacl.signing
 
 from gossip.admission import Invite, decode_invite, encode_invite, sign_invite
 from gossip.codec import DecodeError
-from mesh.files import make_private_dir, write_new_file
+from mesh.files import FileRefused, make_private_dir, read_bounded, write_new_file
 
 TOKEN_KIND = "murmur-join-token"
 TOKEN_VERSION = 2
@@ -41,6 +40,8 @@ DEFAULT_INVITE_TTL_S = 24 * 3600
 NETWORK_KEY_BYTES = 32
 NETWORK_KEYS_MAX = 8
 TOKEN_MAX_BYTES = 16 * 1024
+CLUSTER_FILE_MAX_BYTES = 16 * 1024
+OPERATOR_KEY_MAX_BYTES = 1024  # 64 hex characters and a newline
 CLUSTER_FILE = "cluster.json"
 OPERATOR_KEY_FILE = "operator.key"
 TOKEN_FILE = "join.token"
@@ -191,15 +192,16 @@ def _is_hex(text: str) -> bool:
 
 
 def load_token(path: Path) -> JoinToken:
-    """Read and validate the join token at `path`; ClusterError names the problem and the fix."""
+    """Read and validate the join token at `path`; ClusterError names the problem and the fix.
+
+    The token holds the network key: a file other users can read is refused (with
+    the chmod to run), and no more than TOKEN_MAX_BYTES are ever read.
+    """
     try:
-        size = os.stat(path).st_size
-        if size > TOKEN_MAX_BYTES:
-            raise ClusterError(
-                f"token {path} is not a murmur join token: {size} bytes is too large "
-                f"(a token is under {TOKEN_MAX_BYTES} bytes); pass the join.token from `murmur cluster init`"
-            )
-        text = path.read_text(encoding="utf-8")
+        raw = read_bounded(path, TOKEN_MAX_BYTES, "join token", secret=True)
+        text = raw.decode("utf-8")
+    except FileRefused as exc:
+        raise ClusterError(str(exc)) from None
     except FileNotFoundError:
         raise ClusterError(
             f"token {path} not found; pass the join.token written by `murmur cluster init`"
@@ -218,9 +220,11 @@ def load_token(path: Path) -> JoinToken:
 def load_cluster_dir(path: Path) -> tuple[str, nacl.signing.SigningKey, JoinToken]:
     """(cluster id, operator signing key, first token) of a `murmur cluster init` directory."""
     try:
-        doc = json.loads((path / CLUSTER_FILE).read_text(encoding="utf-8"))
-        seed = bytes.fromhex((path / OPERATOR_KEY_FILE).read_text(encoding="ascii").strip())
-        operator = nacl.signing.SigningKey(seed)
+        doc = json.loads(read_bounded(path / CLUSTER_FILE, CLUSTER_FILE_MAX_BYTES, "cluster file"))
+        key_text = read_bounded(path / OPERATOR_KEY_FILE, OPERATOR_KEY_MAX_BYTES, "operator key", secret=True)
+        operator = nacl.signing.SigningKey(bytes.fromhex(key_text.decode("ascii").strip()))
+    except FileRefused as exc:
+        raise ClusterError(str(exc)) from None
     except FileNotFoundError as exc:
         raise ClusterError(
             f"{path} is not a cluster directory ({exc.filename} is missing); pass the --out of "

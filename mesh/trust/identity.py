@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import nacl.signing
 
-from mesh.files import is_private, make_private_dir, write_new_file
+from mesh.files import FileRefused, check_private_dir, make_private_dir, read_bounded, write_new_file
 
 IDENTITY_FILE = "identity.key"
 NODE_ID_HEX_CHARS = 16
 SEED_BYTES = 32
-
-log = logging.getLogger(__name__)
+IDENTITY_MAX_BYTES = 1024  # 64 hex characters and a newline; room for stray whitespace
 
 
 class IdentityError(Exception):
@@ -40,8 +38,16 @@ def node_id_for(public_key: bytes) -> str:
 
 
 def load_or_create(data_dir: Path) -> Identity:
-    """Load the identity in `data_dir`, creating it (mode 0600) on first start."""
+    """Load the identity in `data_dir`, creating it (mode 0600) on first start.
+
+    Refused (IdentityError with the chmod to run): a data dir other users may
+    write into, or an identity key they may read.
+    """
     make_private_dir(data_dir)
+    try:
+        check_private_dir(data_dir, "data dir")
+    except FileRefused as exc:
+        raise IdentityError(str(exc)) from None
     path = data_dir / IDENTITY_FILE
     if not path.exists():
         key = nacl.signing.SigningKey.generate()
@@ -51,10 +57,13 @@ def load_or_create(data_dir: Path) -> Identity:
             pass  # another process created it first: load theirs
         else:
             return Identity(node_id_for(bytes(key.verify_key)), key)
-    if not is_private(path):
-        log.warning("identity key %s is readable by other users; run: chmod 600 %s", path, path)
     try:
-        seed = bytes.fromhex(path.read_text(encoding="ascii").strip())
+        text = read_bounded(path, IDENTITY_MAX_BYTES, "identity key", secret=True).decode("ascii")
+        seed = bytes.fromhex(text.strip())
+    except FileRefused as exc:
+        raise IdentityError(str(exc)) from None
+    except OSError as exc:
+        raise IdentityError(f"identity key {path} is not readable: {exc}") from None
     except (ValueError, UnicodeDecodeError):
         seed = b""
     if len(seed) != SEED_BYTES:

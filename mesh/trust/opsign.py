@@ -37,6 +37,7 @@ import nacl.exceptions
 import nacl.signing
 
 from gossip.records import key_id
+from mesh.files import FileRefused, read_bounded
 
 REQUEST_DOMAIN = b"murmur-api-request-v1\x00"
 KEY_HEADER = "X-Murmur-Key"
@@ -47,6 +48,7 @@ CLOCK_WINDOW_S = 300
 NONCE_CACHE_MAX = 10_000
 NONCE_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 KEY_ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
+OPERATOR_KEY_MAX_BYTES = 1024  # 64 hex characters and a newline
 
 
 class SignatureRefused(Exception):
@@ -104,9 +106,15 @@ def sign_request(
 
 
 def load_signing_key(path: Path) -> nacl.signing.SigningKey:
-    """Read an operator key file (hex Ed25519 seed, as `murmur cluster init` writes it)."""
+    """Read an operator key file (hex Ed25519 seed, as `murmur cluster init` writes it).
+
+    ValueError names the fix; a key file other users can read is refused (the
+    message gives the chmod to run), and at most OPERATOR_KEY_MAX_BYTES are read.
+    """
     try:
-        text = path.read_text(encoding="ascii").strip()
+        text = read_bounded(path, OPERATOR_KEY_MAX_BYTES, "operator key", secret=True).decode("ascii").strip()
+    except FileRefused as exc:
+        raise ValueError(str(exc)) from None
     except FileNotFoundError:
         raise ValueError(
             f"operator key {path} not found; pass --key FILE (or --cluster DIR) with the operator.key "

@@ -26,6 +26,7 @@ def test_cluster_init_then_refuse_overwrite(tmp_path: Path, capsys: pytest.Captu
 def test_agent_with_bad_token_names_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     token = tmp_path / "join.token"
     token.write_text("{}")
+    token.chmod(0o600)
     argv = [
         "agent",
         "--data-dir",

@@ -107,6 +107,7 @@ def test_bad_tokens_are_refused_with_the_reason(
     doc = _good_doc() | change
     path = tmp_path / "join.token"
     path.write_text(json.dumps(doc))
+    path.chmod(0o600)
     with pytest.raises(ClusterError, match="is not a murmur join token") as info:
         load_token(path)
     assert message in str(info.value)
@@ -116,6 +117,7 @@ def test_bad_tokens_are_refused_with_the_reason(
 def test_token_that_is_not_json(tmp_path: Path) -> None:
     path = tmp_path / "join.token"
     path.write_bytes(b"\x00\x01garbage")
+    path.chmod(0o600)
     with pytest.raises(ClusterError, match=r"token .* is not a murmur join token: not JSON"):
         load_token(path)
 
@@ -128,5 +130,6 @@ def test_token_file_missing(tmp_path: Path) -> None:
 def test_token_file_too_large(tmp_path: Path) -> None:
     path = tmp_path / "join.token"
     path.write_bytes(b" " * (TOKEN_MAX_BYTES + 1))
+    path.chmod(0o600)
     with pytest.raises(ClusterError, match="too large"):
         load_token(path)

@@ -38,8 +38,20 @@ def test_damaged_identity_is_refused_with_the_fix(tmp_path: Path) -> None:
         load_or_create(tmp_path)
 
 
-def test_loose_mode_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_key_others_can_read_is_refused_with_the_chmod_to_run(tmp_path: Path) -> None:
     load_or_create(tmp_path)
-    (tmp_path / IDENTITY_FILE).chmod(0o644)
+    path = tmp_path / IDENTITY_FILE
+    path.chmod(0o644)
+    with pytest.raises(IdentityError, match=rf"readable by others \(mode 0644\).*Run: chmod 600 {path}"):
+        load_or_create(tmp_path)
+    path.chmod(0o600)
     load_or_create(tmp_path)
-    assert "chmod 600" in caplog.text
+
+
+def test_a_data_dir_others_can_write_is_refused(tmp_path: Path) -> None:
+    data_dir = tmp_path / "node"
+    load_or_create(data_dir)
+    data_dir.chmod(0o777)
+    refused = rf"writable by other users \(mode 0777\).*Run: chmod 700 {data_dir}"
+    with pytest.raises(IdentityError, match=refused):
+        load_or_create(data_dir)

@@ -76,12 +76,3 @@ def test_tables_and_parser() -> None:
     assert "m:1" in opcli.format_deployments([row]) and '{"r1":2}' in opcli.format_deployments([row])
     args = build_parser().parse_args(["get", "deployments", "--json", "--node", "http://x:1"])
     assert args.node == "http://x:1" and args.json and args.key is None
-
-
-def test_wait_gives_up_at_its_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(opcli, "alive_apis", lambda base: {"n1": "127.0.0.1:9", "n2": "127.0.0.1:9"})
-    monkeypatch.setattr(opcli, "_holds", lambda api, name, version: False)
-    monkeypatch.setattr(opcli, "WAIT_POLL_S", 0.0)
-    ticks = iter(range(100))
-    with pytest.raises(CliError, match="after 3 s, 0 of 2 alive nodes hold it; still missing: n1, n2"):
-        opcli.wait_for("http://x", "a", 1, 3.0, clock=lambda: float(next(ticks)))

@@ -133,6 +133,7 @@ def test_load_signing_key(tmp_path: pytest.TempPathFactory) -> None:
 
     path = Path(str(tmp_path)) / "operator.key"
     path.write_text(bytes(KEY).hex() + "\n")
+    path.chmod(0o600)
     assert bytes(load_signing_key(path).verify_key) == bytes(KEY.verify_key)
     path.write_text("nonsense")
     with pytest.raises(ValueError, match="not an operator key"):
