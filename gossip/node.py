@@ -41,7 +41,7 @@ from gossip.exchange import StoreExchange
 from gossip.gate import MemberGate
 from gossip.gateways import GATEWAY_STABLE_S, GATEWAYS_PER_REGION, Candidate, choose_gateways, rank_hash
 from gossip.io import Outbound
-from gossip.kinds import ADMISSION_KIND, FLEET_SCOPE, REVOCATION_KIND
+from gossip.kinds import ADMISSION_KIND, DEFAULT_KINDS, FLEET_SCOPE, REVOCATION_KIND, KindTable
 from gossip.membership import Member, Membership
 from gossip.records import Record, encode_record
 from gossip.relay import BroadcastLog, RepeatQueue, spread
@@ -92,6 +92,7 @@ class GossipNode:
         trust: Trust | None = None,
         store_limits: StoreLimits | None = None,
         admission: Record | None = None,
+        kinds: KindTable = DEFAULT_KINDS,
     ) -> None:
         """A node's gossip layer. With `admission` (this node's own admission record,
         gossip/admission.py) the node is in admission mode: a peer is a member only
@@ -119,6 +120,7 @@ class GossipNode:
             random.Random(rng.getrandbits(64)),
             limits=store_limits or StoreLimits(),
             region=region,
+            kinds=kinds,  # drivers pass inference/kinds.py's table: payloads checked on acceptance
         )
         self._gate = MemberGate(self.state, admission_mode=admission is not None, count=self._count)
         self._exchange = StoreExchange(

@@ -25,6 +25,7 @@ from gossip.io import Sealer
 from gossip.node import GossipNode, MemberView
 from gossip.records import Record, key_id
 from gossip.trust import Trust
+from inference.kinds import CHECKED_KINDS
 from node.core import Node
 from sim.engine import Engine
 from sim.network import Network
@@ -275,6 +276,7 @@ class Fleet:
             now=self.engine.now,
             trust=self.trust,
             admission=self.admission(node_id, region),
+            kinds=CHECKED_KINDS,
         )
         if views:
             if self.node_keys:
