@@ -31,12 +31,13 @@ from inference.documents import DocumentError, DocumentLimits, load_json, load_y
 MANIFEST_TEXT_MAX_BYTES = 64 * 1024
 # The payload must fit one state-store record (gossip/state.py payload_max_bytes).
 PAYLOAD_MAX_BYTES = 16 * 1024
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-REGION_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-REGION_GLOB_PATTERN = re.compile(r"^[a-z0-9._*?-]{1,63}$")
-SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
-TEXT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/+@-]{0,127}$")
-LABEL_KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+# Every pattern is used with fullmatch: `match` with `$` would let a trailing newline through.
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+REGION_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+REGION_GLOB_PATTERN = re.compile(r"[a-z0-9._*?-]{1,63}")
+SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
+TEXT_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+@-]{0,127}")
+LABEL_KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")
 LABEL_VALUE_MAX_CHARS = 63
 LABELS_MAX = 32
 REGIONS_MAX = 256
@@ -55,7 +56,7 @@ _MEMORY_UNITS = {
     "Gi": 1 << 30,
     "Ti": 1 << 40,
 }
-_MEMORY_PATTERN = re.compile(r"([0-9]{1,20})(K|M|G|T|Ki|Mi|Gi|Ti)?")  # used with fullmatch
+_MEMORY_PATTERN = re.compile(r"([0-9]{1,20})(K|M|G|T|Ki|Mi|Gi|Ti)?")
 DESIRED_KEY_PREFIX = "deployment/"
 
 

@@ -7,7 +7,13 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from inference.manifest import Deployment, ManifestError, load_document, manifest_from_doc
+from inference.manifest import (
+    MANIFEST_TEXT_MAX_BYTES,
+    Deployment,
+    ManifestError,
+    load_document,
+    manifest_from_doc,
+)
 from mesh.cli.client import CliError
 
 HASH_CHUNK_BYTES = 1 << 20
@@ -31,9 +37,13 @@ def read_manifest(path: Path) -> Deployment:
 def read_manifest_and_artifact(path: Path) -> tuple[Deployment, Path | None]:
     """The deployment, and the local artifact file it names (None if it gives sha256 and size)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            data = f.read(MANIFEST_TEXT_MAX_BYTES + 1)  # bounded: the path may be /dev/zero
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"{path}: cannot read the manifest ({exc})") from None
+    if len(data) > MANIFEST_TEXT_MAX_BYTES:
+        raise CliError(f"{path}: a manifest is at most {MANIFEST_TEXT_MAX_BYTES} bytes; this file is larger")
     file: Path | None = None
     try:
         doc = load_document(text)
@@ -46,7 +56,7 @@ def read_manifest_and_artifact(path: Path) -> tuple[Deployment, Path | None]:
 
 
 def _hash_artifact(manifest_path: Path, artifact: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
-    extra = sorted(set(artifact) - {"file"})
+    extra = [str(k)[:64] for k in artifact if k != "file"]  # keys may be of any type: no sorting
     if extra:
         raise ManifestError(f"artifact.{extra[0]}: give either artifact.file or sha256 and size_bytes")
     if not isinstance(artifact["file"], str):
