@@ -74,6 +74,8 @@ def test_tables_and_parser() -> None:
         "manifest": {"model": {"name": "m", "version": "1"}, "replicas": {"r1": 2}, "priority": 3},
     }
     assert "m:1" in opcli.format_deployments([row]) and '{"r1":2}' in opcli.format_deployments([row])
+    unreadable = {"name": "b", "version": 6, "author": "x", "manifest": None, "error": "stored payload..."}
+    assert opcli.format_deployments([unreadable]).endswith("\nb: stored payload...")
     args = build_parser().parse_args(["get", "deployments", "--json", "--node", "http://x:1"])
     assert args.node == "http://x:1" and args.json and args.key is None
 
@@ -85,3 +87,14 @@ def test_wait_gives_up_at_its_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     ticks = iter(range(100))
     with pytest.raises(CliError, match="after 3 s, 0 of 2 alive nodes hold it; still missing: n1, n2"):
         opcli.wait_for("http://x", "a", 1, 3.0, clock=lambda: float(next(ticks)))
+
+
+def test_a_manifest_file_is_read_bounded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"#" * (64 * 1024 + 1))
+    assert main(["--node", "http://127.0.0.1:9", "deploy", str(big)]) == 1
+    assert "a manifest is at most 65536 bytes" in capsys.readouterr().err
+    odd = tmp_path / "odd.yaml"
+    odd.write_text("name: a\nmodel: {name: m, version: v}\nartifact: {file: m, 1: 2, b: 3}\nreplicas: 1\n")
+    assert main(["--node", "http://127.0.0.1:9", "deploy", str(odd)]) == 1
+    assert "artifact.1: give either artifact.file or sha256" in capsys.readouterr().err
