@@ -47,8 +47,8 @@ REQUEST_BODY_MAX_BYTES = 64 * 1024
 # A request body is parsed with a manifest's limits (inference/documents.py) but for its
 # strings: the YAML text of a manifest and the base64 of a record are strings of the body
 # (the text is then loaded with the manifest's own limits). A deployment is parsed off the
-# event loop within the budget: within the limits a parse takes milliseconds, so running
-# out means something is wrong and the answer is a 400.
+# event loop within the budget: within the limits the largest manifest parses in well under
+# a second, so running out means something is wrong and the answer is a 400.
 BODY_LIMITS = DocumentLimits(text_max_bytes=REQUEST_BODY_MAX_BYTES, scalar_max_chars=REQUEST_BODY_MAX_BYTES)
 MANIFEST_PARSE_BUDGET_S = 2.0
 INVALID_LOGGED_MAX = 1024  # stored records already logged as unreadable (each is logged once)
