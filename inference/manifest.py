@@ -11,7 +11,10 @@ A manifest is YAML (JSON is YAML too) with exactly these fields:
     priority: 100                   # 0..1000000, higher displaces lower
 
 `parse_manifest` refuses unknown fields and names the exact path of the first
-problem ("replicas.north: must be an integer >= 0, got 'two'"). `canonical_bytes`
+problem ("replicas.north: must be an integer >= 0, got 'two'"). Text is loaded by
+inference/documents.py within limits (no anchors or aliases, shallow, short values,
+integers bounded before `int()`), and an error never prints more than a few
+characters of a value: a manifest is untrusted input. `canonical_bytes`
 is the payload of the `desired` record: compact, key-sorted JSON of the fully
 normalised manifest (defaults filled in, memory in bytes), so parsing it again
 gives the same bytes and two nodes can compare a manifest with a signed payload.
