@@ -14,7 +14,7 @@ data alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 from types import MappingProxyType
@@ -38,6 +38,10 @@ class Scope(StrEnum):
     FLEET = "fleet"
 
 
+PayloadCheck = Callable[[bytes], str | None]
+"""A kind's payload schema: why a payload is not valid, or None if it is."""
+
+
 class Writer(Enum):
     """Who may write a kind's records."""
 
@@ -59,6 +63,10 @@ class KindPolicy:
     priority: int
     deletable: bool = True  # False: a tombstone of this kind is refused
     payload_max_bytes: int | None = None  # None: the store's limit (StoreLimits) alone
+    # Run once when a signed record is accepted (tombstones have no payload to check): a
+    # payload it refuses is dropped and counted (drop_bad_payload). Schemas live above
+    # gossip, so the table with the checks is built there (inference/kinds.py); None: none.
+    payload_check: PayloadCheck | None = None
 
     def __post_init__(self) -> None:
         if not self.name:

@@ -43,7 +43,7 @@ from gossip.exchange import StoreExchange
 from gossip.gate import MemberGate
 from gossip.gateways import GATEWAY_STABLE_S, GATEWAYS_PER_REGION, Candidate, choose_gateways, rank_hash
 from gossip.io import Outbound
-from gossip.kinds import ADMISSION_KIND, FLEET_SCOPE, REVOCATION_KIND
+from gossip.kinds import ADMISSION_KIND, DEFAULT_KINDS, FLEET_SCOPE, REVOCATION_KIND, KindTable
 from gossip.membership import Member, Membership
 from gossip.records import Record, encode_record
 from gossip.relay import BroadcastLog, RepeatQueue, spread
@@ -95,6 +95,7 @@ class GossipNode:
         store_limits: StoreLimits | None = None,
         admission: Record | None = None,
         node_key: nacl.signing.SigningKey | None = None,
+        kinds: KindTable = DEFAULT_KINDS,
     ) -> None:
         """A node's gossip layer. With `admission` (this node's own admission record,
         gossip/admission.py) the node is in admission mode: a peer is a member only
@@ -124,6 +125,7 @@ class GossipNode:
             random.Random(rng.getrandbits(64)),
             limits=store_limits or StoreLimits(),
             region=region,
+            kinds=kinds,  # drivers pass inference/kinds.py's table: payloads checked on acceptance
         )
         self._gate = MemberGate(
             self.state, admission_mode=admission is not None, count=self._count, node_key=node_key

@@ -83,6 +83,7 @@ DROP_REASONS = (
     "stale",
     "full",
     "bad_signature",
+    "bad_payload",
     "undecodable",
     "bad_grant",
     *REFUSALS,
@@ -310,6 +311,10 @@ class StateStore:
                 return "invite_used_up"
         if public_key is None or not verify_record(r, public_key):
             return "bad_signature"
+        # After the signature: only a key holder can make a node parse a payload, and a
+        # valid signature on a payload that is not its kind's never spreads from here.
+        if not r.deleted and policy.payload_check is not None and policy.payload_check(r.payload) is not None:
+            return "bad_payload"
         entry = _Entry(r, rank, fingerprint(r), encoded_size(r), r.scope == FLEET_SCOPE)
         self._install(entry)
         if admission is not None:

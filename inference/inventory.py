@@ -11,8 +11,12 @@ INVENTORY_REFRESH_S, never on every check.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from inference.documents import DocumentError, DocumentLimits, load_json
+from inference.manifest import LABEL_KEY_PATTERN, REGION_PATTERN
 
 INVENTORY_REFRESH_S = 60.0  # republish at least this often, seconds
 MEMORY_CHANGE_FRACTION = 0.10  # of memory_total_bytes: available memory moved by this much
@@ -57,13 +61,74 @@ def encode(inv: Inventory) -> bytes:
     return json.dumps(to_json(inv), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+# The store's payload limit; an inventory is flat but for labels and lists (depth 2).
+PAYLOAD_LIMITS = DocumentLimits(text_max_bytes=16 * 1024, depth_max=4)
+TEXT_MAX_CHARS = 128  # os, arch, python, an accelerator or model name, a label value
+LIST_MAX = 256  # accelerators, models
+LABELS_MAX = 64
+COUNT_MAX = 1 << 63  # any byte or cpu count a device can report
+_INT_FIELDS = ("cpu_count", "memory_total_bytes", "memory_available_bytes", "disk_free_bytes")
+_NUMBER_FIELDS = ("load_1m", "cpu_percent")
+_TEXT_FIELDS = ("os", "arch", "python")
+_LIST_FIELDS = ("accelerators", "models")
+
+
 def decode(payload: bytes) -> dict[str, Any] | None:
-    """A payload as a JSON object, or None if it is not one (a peer's newer or broken payload)."""
+    """A payload as an inventory JSON object, or None if it is not one (payload_problem says why)."""
     try:
-        doc = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+        doc = load_json(payload, PAYLOAD_LIMITS)
+    except DocumentError:
         return None
-    return doc if isinstance(doc, dict) else None
+    return doc if isinstance(doc, dict) and _schema_problem(doc) is None else None
+
+
+def payload_problem(payload: bytes) -> str | None:
+    """Why `payload` is not an inventory (None if it is): the store refuses such a record.
+
+    Every field of `Inventory` must be there with its type and within bounds; fields
+    this version does not know are allowed (a newer node may add some), within the
+    loader's limits."""
+    try:
+        doc = load_json(payload, PAYLOAD_LIMITS)
+    except DocumentError as exc:
+        return f"inventory: {exc}"
+    if not isinstance(doc, dict):
+        return "inventory: not a JSON object"
+    return _schema_problem(doc)
+
+
+def _schema_problem(doc: dict[str, Any]) -> str | None:
+    for name in _INT_FIELDS:
+        value = doc.get(name)
+        if type(value) is not int or not 0 <= value <= COUNT_MAX:
+            return f"inventory.{name}: must be an integer 0..{COUNT_MAX}"
+    for name in _NUMBER_FIELDS:
+        number = doc.get(name)
+        if not isinstance(number, int | float) or isinstance(number, bool):
+            return f"inventory.{name}: must be a finite number >= 0"
+        if not math.isfinite(number) or number < 0:
+            return f"inventory.{name}: must be a finite number >= 0"
+    for name in _TEXT_FIELDS:
+        if not _text(doc.get(name)):
+            return f"inventory.{name}: must be a string of at most {TEXT_MAX_CHARS} characters"
+    for name in _LIST_FIELDS:
+        items = doc.get(name)
+        if not isinstance(items, list) or len(items) > LIST_MAX or not all(_text(i) for i in items):
+            return f"inventory.{name}: must be a list of at most {LIST_MAX} short strings"
+    region = doc.get("region")
+    if not isinstance(region, str) or not REGION_PATTERN.fullmatch(region):
+        return "inventory.region: not a region name"
+    labels = doc.get("labels")
+    if not isinstance(labels, dict) or len(labels) > LABELS_MAX:
+        return f"inventory.labels: must be a mapping of at most {LABELS_MAX} labels"
+    for key, value in labels.items():
+        if not LABEL_KEY_PATTERN.fullmatch(key) or not _text(value):
+            return "inventory.labels: a label name or value is not valid"
+    return None
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= TEXT_MAX_CHARS
 
 
 def should_publish(prev: Inventory | None, cur: Inventory, last_published_s: float, now_s: float) -> bool:

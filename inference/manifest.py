@@ -11,7 +11,10 @@ A manifest is YAML (JSON is YAML too) with exactly these fields:
     priority: 100                   # 0..1000000, higher displaces lower
 
 `parse_manifest` refuses unknown fields and names the exact path of the first
-problem ("replicas.north: must be an integer >= 0, got 'two'"). `canonical_bytes`
+problem ("replicas.north: must be an integer >= 0, got 'two'"). Text is loaded by
+inference/documents.py within limits (no anchors or aliases, shallow, short values,
+integers bounded before `int()`), and an error never prints more than a few
+characters of a value: a manifest is untrusted input. `canonical_bytes`
 is the payload of the `desired` record: compact, key-sorted JSON of the fully
 normalised manifest (defaults filled in, memory in bytes), so parsing it again
 gives the same bytes and two nodes can compare a manifest with a signed payload.
@@ -26,17 +29,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
+from inference.documents import DocumentError, DocumentLimits, load_json, load_yaml
 
 MANIFEST_TEXT_MAX_BYTES = 64 * 1024
 # The payload must fit one state-store record (gossip/state.py payload_max_bytes).
 PAYLOAD_MAX_BYTES = 16 * 1024
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-REGION_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-REGION_GLOB_PATTERN = re.compile(r"^[a-z0-9._*?-]{1,63}$")
-SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
-TEXT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/+@-]{0,127}$")
-LABEL_KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+# Every pattern is used with fullmatch: `match` with `$` would let a trailing newline through.
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+REGION_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+REGION_GLOB_PATTERN = re.compile(r"[a-z0-9._*?-]{1,63}")
+SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
+TEXT_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+@-]{0,127}")
+LABEL_KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")
 LABEL_VALUE_MAX_CHARS = 63
 LABELS_MAX = 32
 REGIONS_MAX = 256
@@ -55,7 +59,7 @@ _MEMORY_UNITS = {
     "Gi": 1 << 30,
     "Ti": 1 << 40,
 }
-_MEMORY_PATTERN = re.compile(r"^([0-9]+)(K|M|G|T|Ki|Mi|Gi|Ti)?$")
+_MEMORY_PATTERN = re.compile(r"([0-9]{1,20})(K|M|G|T|Ki|Mi|Gi|Ti)?")
 DESIRED_KEY_PREFIX = "deployment/"
 
 
@@ -147,18 +151,22 @@ def canonical_bytes(deployment: Deployment) -> bytes:
     )
 
 
+MANIFEST_LIMITS = DocumentLimits(text_max_bytes=MANIFEST_TEXT_MAX_BYTES)
+"""What manifest text may hold (inference/documents.py): no aliases, shallow, small values."""
+
+
 def load_document(text: str | bytes) -> Any:
-    """YAML (or JSON) text to a Python value; ManifestError if it does not parse or is too large."""
-    size = len(text.encode("utf-8") if isinstance(text, str) else text)
-    if size > MANIFEST_TEXT_MAX_BYTES:
-        raise ManifestError(f"manifest: {size} bytes is over the limit of {MANIFEST_TEXT_MAX_BYTES} bytes")
+    """YAML (or JSON) text to a Python value; ManifestError if it does not parse or is beyond the
+    limits (aliases, depth, size; inference/documents.py)."""
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ManifestError(f"manifest: not valid YAML or JSON{where}: {problem}") from None
+        return load_yaml(text, MANIFEST_LIMITS)
+    except DocumentError as exc:
+        raise ManifestError(f"{_document_path(exc)}: {exc.detail}") from None
+
+
+def _document_path(exc: DocumentError) -> str:
+    """The field a loader error names, or `manifest` for the text as a whole."""
+    return exc.path if exc.path and exc.path[0] not in "[(" else "manifest"
 
 
 def parse_manifest(text: str | bytes) -> Deployment:
@@ -211,8 +219,26 @@ _TEXT_HINT = "1-128 characters of letters, digits and ._:/+@- starting with a le
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    """A short description of an untrusted value: a repr only of small scalars, never of a
+    collection (one may share itself a million times) nor of a huge integer."""
+    if isinstance(value, str):
+        text = repr(value[:60])
+    elif isinstance(value, bool | float) or value is None:
+        text = repr(value)
+    elif isinstance(value, int):
+        # str() of an int over 4,300 digits raises; a long one is described, not printed.
+        text = repr(value) if value.bit_length() <= 64 else f"an integer of {value.bit_length()} bits"
+    elif isinstance(value, list | dict):
+        return f"{_type_name(value)} of {len(value)} items"
+    else:
+        return _type_name(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _key(key: Any) -> str:
+    """A mapping key as it appears in an error's path, cut short."""
+    text = key if isinstance(key, str) else _show(key)
+    return text if len(text) <= 64 else text[:61] + "..."
 
 
 def _type_name(value: Any) -> str:
@@ -244,7 +270,7 @@ def _mapping(
 
 
 def _join(path: str, key: Any) -> str:
-    return str(key) if path == "manifest" else f"{path}.{key}"
+    return _key(key) if path == "manifest" else f"{path}.{_key(key)}"
 
 
 def _string(value: Any, path: str, pattern: re.Pattern[str], hint: str) -> str:
@@ -264,7 +290,7 @@ def _integer(value: Any, path: str, low: int, high: int) -> int:
     if type(value) is not int or value < low:
         raise ManifestError(f"{path}: must be an integer >= {low}, got {_show(value)}")
     if value > high:
-        raise ManifestError(f"{path}: must be at most {high}, got {value}")
+        raise ManifestError(f"{path}: must be at most {high}, got {_show(value)}")
     return value
 
 
@@ -297,7 +323,8 @@ def _replicas(value: Any) -> Replicas:
     for region, count in value.items():
         if not isinstance(region, str) or not REGION_PATTERN.fullmatch(region):
             raise ManifestError(
-                f"replicas.{region}: not a region name; use 1-63 lowercase letters, digits, '.', '_' or '-'"
+                f"replicas.{_key(region)}: not a region name; use 1-63 lowercase letters, digits, '.', '_' "
+                "or '-'"
             )
         counts.append((region, _integer(count, f"replicas.{region}", 0, REPLICAS_MAX)))
     return Replicas(by_region=tuple(sorted(counts)))
@@ -317,7 +344,7 @@ def _requirements(value: Any) -> Requirements:
         raise ManifestError(f"requirements.labels: at most {LABELS_MAX} labels, got {len(labels_doc)}")
     labels: list[tuple[str, str]] = []
     for key, label in labels_doc.items():
-        path = f"requirements.labels.{key}"
+        path = f"requirements.labels.{_key(key)}"
         if not isinstance(key, str) or not LABEL_KEY_PATTERN.fullmatch(key):
             raise ManifestError(f"{path}: not a label name; use letters, digits and ._/- (1-63)")
         if not isinstance(label, str) or len(label) > LABEL_VALUE_MAX_CHARS:
@@ -344,14 +371,29 @@ def _memory(value: Any) -> int:
         )
     size = int(match.group(1)) * _MEMORY_UNITS[match.group(2) or ""]
     if size > MEMORY_MAX_BYTES:
-        raise ManifestError(f"{path}: {value} is over the limit of {MEMORY_MAX_BYTES} bytes")
+        raise ManifestError(f"{path}: {_show(value)} is over the limit of {MEMORY_MAX_BYTES} bytes")
     return size
+
+
+PAYLOAD_LIMITS = DocumentLimits(text_max_bytes=PAYLOAD_MAX_BYTES)
 
 
 def decode_payload(payload: bytes) -> Deployment:
     """A `desired` record's payload back to a Deployment (ManifestError if it is not one)."""
     try:
-        doc = json.loads(payload)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"manifest: payload is not JSON ({exc})") from None
+        doc = load_json(payload, PAYLOAD_LIMITS)
+    except DocumentError as exc:
+        raise ManifestError(f"{_document_path(exc)}: {exc.detail} (in the record's JSON payload)") from None
     return manifest_from_doc(doc)
+
+
+def payload_problem(payload: bytes) -> str | None:
+    """Why `payload` is not a valid `desired` payload (None if it is): a manifest in its canonical
+    form, so every node holds exactly the bytes `canonical_bytes` gives for it."""
+    try:
+        deployment = decode_payload(payload)
+    except ManifestError as exc:
+        return str(exc)
+    if canonical_bytes(deployment) != payload:
+        return "manifest: payload is not the canonical form of its manifest"
+    return None

@@ -18,10 +18,10 @@ def split_hostport(text: str) -> tuple[str, int]:
         host = host[1:-1]
     elif ":" in host:
         raise AddressError(f"{text!r}: put an IPv6 address in brackets, e.g. [::1]:7946")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise AddressError(f"{text!r}: port {port_text!r} is not a number") from None
+    # int() alone would take " 80", "+80", "8_0" and "80\n".
+    if not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5):
+        raise AddressError(f"{text!r}: port {port_text[:16]!r} is not a number")
+    port = int(port_text)
     if not 0 <= port <= 65535:
         raise AddressError(f"{text!r}: port {port} is outside 0-65535")
     return host, port

@@ -26,6 +26,7 @@ from gossip.io import Sealer
 from gossip.node import GossipNode, MemberView
 from gossip.records import Record, key_id
 from gossip.trust import Trust
+from inference.kinds import CHECKED_KINDS
 from node.core import Node
 from sim.engine import Engine
 from sim.network import Network
@@ -278,6 +279,7 @@ class Fleet:
             trust=self.trust,
             admission=self.admission(node_id, region),
             node_key=self.signing_keys.get(node_id),
+            kinds=CHECKED_KINDS,
         )
         if views:
             if self.node_keys:

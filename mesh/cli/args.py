@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import re
 
+from inference.inventory import TEXT_MAX_CHARS
+from inference.manifest import LABEL_KEY_PATTERN, REGION_PATTERN
 from mesh.netaddr import AddressError, split_hostport
 
-REGION_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-LABEL_KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
-LABEL_VALUE_MAX_CHARS = 128
+LABEL_VALUE_MAX_CHARS = TEXT_MAX_CHARS  # what an inventory record carries (inference/inventory.py)
 DURATION_MAX_S = 10 * 365 * 86400
 _DURATION_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -25,7 +24,7 @@ def address(text: str) -> str:
 
 def region(text: str) -> str:
     """A region name: 1-63 lowercase letters, digits, '.', '_' or '-'."""
-    if not REGION_PATTERN.match(text):
+    if not REGION_PATTERN.fullmatch(text):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a region name; use 1-63 lowercase letters, digits, '.', '_' or '-', "
             "e.g. store-12"
@@ -36,7 +35,7 @@ def region(text: str) -> str:
 def label(text: str) -> tuple[str, str]:
     """KEY=VALUE, as (key, value)."""
     key, sep, value = text.partition("=")
-    if not sep or not LABEL_KEY_PATTERN.match(key):
+    if not sep or not LABEL_KEY_PATTERN.fullmatch(key):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a label; use KEY=VALUE with a key of 1-63 letters, digits, '.', '_', "
             "'/' or '-', e.g. --label zone=a"

@@ -113,6 +113,8 @@ def format_deployments(rows: Sequence[dict[str, Any]]) -> str:
     widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    # A record the node holds but cannot read (GET /v1/deployments marks it): say why.
+    lines += [f"{row.get('name')}: {row['error']}" for row in rows if row.get("error")]
     return "\n".join(lines)
 
 

@@ -55,7 +55,7 @@ def read_manifest_and_artifact(path: Path) -> tuple[Deployment, Path | None]:
 
 
 def _hash_artifact(manifest_path: Path, artifact: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
-    extra = sorted(set(artifact) - {"file"})
+    extra = [str(k)[:64] for k in artifact if k != "file"]  # keys may be of any type: no sorting
     if extra:
         raise ManifestError(f"artifact.{extra[0]}: give either artifact.file or sha256 and size_bytes")
     if not isinstance(artifact["file"], str):

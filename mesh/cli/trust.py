@@ -94,7 +94,7 @@ def cmd_invite(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    if not NODE_ID.match(args.node_id):
+    if not NODE_ID.fullmatch(args.node_id):
         raise CliError(f"{args.node_id!r} is not a node id (16 hex characters)")
     if len(args.reason) > REASON_MAX_CHARS:
         raise CliError(f"--reason is limited to {REASON_MAX_CHARS} characters")

@@ -33,7 +33,8 @@ from aiohttp import web
 
 from gossip.kinds import DESIRED_KIND, INVENTORY_KIND, REVOCATION_KIND, TRUST_KIND
 from gossip.records import Record
-from inference.inventory import decode
+from inference.documents import DocumentError, DocumentLimits, load_json
+from inference.inventory import decode, payload_problem
 from inference.manifest import Deployment, ManifestError, desired_key, load_document, manifest_from_doc
 from mesh.service.artifacts import ArtifactError, ArtifactStore
 from mesh.service.lastknown import LastKnown
@@ -44,6 +45,14 @@ from mesh.trust.records import check_trust_record
 log = logging.getLogger(__name__)
 
 REQUEST_BODY_MAX_BYTES = 64 * 1024
+# A request body is parsed with a manifest's limits (inference/documents.py) but for its
+# strings: the YAML text of a manifest and the base64 of a record are strings of the body
+# (the text is then loaded with the manifest's own limits). A deployment is parsed off the
+# event loop within the budget: within the limits the largest manifest parses in well under
+# a second, so running out means something is wrong and the answer is a 400.
+BODY_LIMITS = DocumentLimits(text_max_bytes=REQUEST_BODY_MAX_BYTES, scalar_max_chars=REQUEST_BODY_MAX_BYTES)
+MANIFEST_PARSE_BUDGET_S = 2.0
+INVALID_LOGGED_MAX = 1024  # stored records already logged as unreadable (each is logged once)
 FORWARD_TIMEOUT_S = 2.0
 # All of a region's addresses together: the CLI waits 5 s, and a region whose every
 # address times out must still get a (last-known) answer to it in time.
@@ -133,6 +142,26 @@ SERVICE = web.AppKey("service", NodeService)
 VERIFIER = web.AppKey("verifier", RequestVerifier)
 CLIENT = web.AppKey("client", aiohttp.ClientSession)
 LAST_KNOWN = web.AppKey("last_known", LastKnown)
+INVALID_LOGGED = web.AppKey("invalid_logged", dict[tuple[str, str, int], None])
+
+
+def _log_invalid(app: web.Application, record: Record, problem: str) -> None:
+    """Log a stored record a read path cannot show, once per (kind, key, version)."""
+    logged = app[INVALID_LOGGED]
+    slot = (record.kind, record.key, record.version)
+    if slot in logged:
+        return
+    if len(logged) >= INVALID_LOGGED_MAX:
+        del logged[next(iter(logged))]
+    logged[slot] = None
+    log.warning(
+        "stored %s record %s version %d by %s is not valid (%s); it is left out of reads",
+        record.kind,
+        record.key,
+        record.version,
+        record.author,
+        problem,
+    )
 
 
 def member_json(member: MemberLike) -> dict[str, Any]:
@@ -151,23 +180,31 @@ def member_json(member: MemberLike) -> dict[str, Any]:
 INVENTORY_SUMMARY_FIELDS = ("cpu_count", "memory_available_bytes", "accelerators", "labels")
 
 
-def inventory_json(service: NodeService, node_id: str) -> dict[str, Any] | None:
-    """The node's latest inventory payload held here, with its `version`; None if none or unreadable."""
-    record = service.record(INVENTORY_KIND, node_id)
+def inventory_json(app: web.Application, node_id: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The node's latest inventory payload held here with its `version` (None if none), and why a
+    held one is not shown (None if it is): a payload that is not an inventory is skipped, never
+    a 500."""
+    record = app[SERVICE].record(INVENTORY_KIND, node_id)
     if record is None or record.deleted:
-        return None
+        return None, None
     doc = decode(record.payload)
     if doc is None:
-        return None
-    return {**doc, "version": record.version}
+        problem = payload_problem(record.payload) or "not an inventory"
+        _log_invalid(app, record, problem)
+        return None, f"the inventory record held here (version {record.version}) is not valid: {problem}"
+    return {**doc, "version": record.version}, None
 
 
-def inventory_summary(service: NodeService, node_id: str) -> dict[str, Any] | None:
-    """The fields of the inventory `murmur nodes` shows; None if unknown here."""
-    doc = inventory_json(service, node_id)
-    if doc is None:
-        return None
-    return {k: doc.get(k) for k in INVENTORY_SUMMARY_FIELDS}
+def _member_row(app: web.Application, member: MemberLike, *, summary: bool) -> dict[str, Any]:
+    """A member with its inventory (`murmur nodes` shows the summary fields), and
+    `inventory_error` when the record held here cannot be shown."""
+    doc, problem = inventory_json(app, member.node_id)
+    if summary and doc is not None:
+        doc = {k: doc.get(k) for k in INVENTORY_SUMMARY_FIELDS}
+    row = {**member_json(member), "inventory": doc}
+    if problem is not None:
+        row["inventory_error"] = problem
+    return row
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -182,12 +219,7 @@ async def get_nodes(request: web.Request) -> web.Response:
         return _error(400, f"unknown pool {pool!r}; use pool=region or pool=fleet")
     if region == service.region or pool == "fleet":
         # Inventory is region-scoped: another region's is only known there (forwarded reads).
-        return web.json_response(
-            [
-                {**member_json(m), "inventory": inventory_summary(service, m.node_id)}
-                for m in service.members(pool)
-            ]
-        )
+        return web.json_response([_member_row(request.app, m, summary=True) for m in service.members(pool)])
     if request.headers.get(FORWARDED_HEADER):
         # Forwarded here by a stale summary: answer, but never forward twice.
         return _error(421, f"node {service.node_id} is in region {service.region!r}, not {region!r}")
@@ -306,10 +338,16 @@ async def _read_signed(request: web.Request) -> tuple[bytes, str]:
 
 
 def _json_object(body: bytes, shape: str) -> dict[str, Any]:
+    """The body as a JSON object, within BODY_LIMITS; SubmitRefused(400) if it is not one.
+
+    A problem inside the manifest it carries (`manifest.priority: an integer of 5000
+    characters ...`) is a ManifestError naming the field."""
     try:
-        doc = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        doc = None
+        doc = load_json(body, BODY_LIMITS)
+    except DocumentError as exc:
+        if exc.path.startswith("manifest."):
+            raise ManifestError(f"{exc.path.removeprefix('manifest.')}: {exc.detail}") from None
+        raise SubmitRefused(400, f"body must be a JSON object: {shape} ({exc})") from None
     if not isinstance(doc, dict):
         raise SubmitRefused(400, f"body must be a JSON object: {shape}")
     return doc
@@ -352,21 +390,39 @@ def _refusals(handler: Any) -> Any:
             response: web.Response = await handler(request)
         except (SignatureRefused, SubmitRefused) as exc:
             return _error(exc.status, str(exc))
+        except ManifestError as exc:  # a manifest, or a value in a body beyond the limits
+            return _manifest_refused(str(exc))
         return response
 
     return wrapped
 
 
+def _deploy_request(body: bytes) -> tuple[dict[str, Any], Deployment]:
+    """The body of POST /v1/deployments and the deployment its manifest describes (run in a thread)."""
+    doc = _json_object(body, '{"manifest": "<YAML or JSON text>", "record": "<base64 signed record>"}')
+    manifest = doc.get("manifest")
+    return doc, manifest_from_doc(load_document(manifest) if isinstance(manifest, str) else manifest)
+
+
+def _manifest_refused(message: str) -> web.Response:
+    return web.json_response({"error": f"invalid manifest: {message}", "manifest_error": message}, status=400)
+
+
 @_refusals
 async def post_deployment(request: web.Request) -> web.Response:
     body, signer = await _read_signed(request)
-    doc = _json_object(body, '{"manifest": "<YAML or JSON text>", "record": "<base64 signed record>"}')
-    manifest = doc.get("manifest")
+    # Off the event loop, so membership keeps answering probes while a manifest is parsed;
+    # the loader's limits bound the work, the budget is what a bug in them would cost.
     try:
-        deployment = manifest_from_doc(load_document(manifest) if isinstance(manifest, str) else manifest)
+        doc, deployment = await asyncio.wait_for(
+            asyncio.to_thread(_deploy_request, body), MANIFEST_PARSE_BUDGET_S
+        )
     except ManifestError as exc:
-        return web.json_response(
-            {"error": f"invalid manifest: {exc}", "manifest_error": str(exc)}, status=400
+        return _manifest_refused(str(exc))
+    except TimeoutError:
+        return _manifest_refused(
+            f"manifest: too complex: not parsed within {MANIFEST_PARSE_BUDGET_S:g} s; send a plain manifest "
+            "(no anchors, a few levels deep)"
         )
     return await _submit(request, deployment.name, deployment, doc, signer)
 
@@ -474,9 +530,18 @@ async def get_artifact(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
 
 
+def _deployment_row(app: web.Application, record: Record) -> dict[str, Any]:
+    """A deployment as the API shows it; a stored payload that is not a manifest is shown as such
+    (`manifest` null, `error` why) and logged once, never a 500."""
+    row = deployment_json(record)
+    if "error" in row:
+        _log_invalid(app, record, row["error"])
+    return row
+
+
 async def get_deployments(request: web.Request) -> web.Response:
     records = [r for r in request.app[SERVICE].records(DESIRED_KIND) if r.key.startswith("deployment/")]
-    return web.json_response([deployment_json(r) for r in sorted(records, key=lambda r: r.key)])
+    return web.json_response([_deployment_row(request.app, r) for r in sorted(records, key=lambda r: r.key)])
 
 
 async def get_deployment(request: web.Request) -> web.Response:
@@ -486,7 +551,7 @@ async def get_deployment(request: web.Request) -> web.Response:
         return _error(404, f"no deployment named {name!r} on this node")
     if record.deleted:
         return _error(404, f"deployment {name!r} was deleted (version {record.version} by {record.author})")
-    return web.json_response(deployment_json(record))
+    return web.json_response(_deployment_row(request.app, record))
 
 
 async def get_state(request: web.Request) -> web.Response:
@@ -503,7 +568,7 @@ async def get_node(request: web.Request) -> web.Response:
             f"node {node_id} is not in this node's region or fleet view; ask a node of its region, "
             "or list members with murmur nodes --region R",
         )
-    return web.json_response({**member_json(member), "inventory": inventory_json(service, node_id)})
+    return web.json_response(_member_row(request.app, member, summary=False))
 
 
 async def _client_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -519,6 +584,7 @@ def create_app(service: NodeService) -> web.Application:
     app[SERVICE] = service
     app[VERIFIER] = RequestVerifier(service.operator_key)
     app[LAST_KNOWN] = LastKnown()
+    app[INVALID_LOGGED] = {}
     app.cleanup_ctx.append(_client_ctx)
     app.router.add_get("/v1/nodes", get_nodes)
     app.router.add_get("/v1/nodes/{node_id}", get_node)

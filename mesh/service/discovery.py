@@ -199,5 +199,6 @@ class Discovery:
             log.debug("mDNS: ignoring %s: %s", name, reason)
             return None
         assert node_id is not None and region is not None and info.port is not None
-        api_port = int(api) if api is not None and api.isdigit() else None
+        # isdigit() alone takes "²", which int() refuses: ASCII digits only.
+        api_port = int(api) if api is not None and api.isascii() and api.isdigit() and len(api) <= 5 else None
         return Peer(node_id, region, join_hostport(addresses[0], info.port), api_port)

@@ -26,6 +26,7 @@ from gossip.config import LOCAL, WAN, profile
 from gossip.envelope import Keyring
 from gossip.node import GossipNode
 from gossip.trust import StaticTrust
+from inference.kinds import CHECKED_KINDS
 from mesh.netaddr import AddressError, is_unspecified, join_hostport, split_hostport
 from mesh.service.admission import admission_invite, describe_refusal, new_admission, own_admission
 from mesh.service.agent import (
@@ -153,6 +154,7 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
                 trust=trust,
                 admission=admission,
                 node_key=identity.signing_key,
+                kinds=CHECKED_KINDS,
             )
         )
         # Restored records are re-verified (rows that fail are removed and counted);

@@ -74,8 +74,10 @@ def deployment_json(record: Record) -> dict[str, Any]:
     try:
         manifest: Any = decode_payload(record.payload).to_doc()
         problem = None
-    except ManifestError as exc:  # written by a newer murmur, or a bug: show it, do not hide it
-        manifest, problem = None, str(exc)
+    except (ManifestError, TypeError, RecursionError) as exc:
+        # Held before payloads were checked, by a newer murmur, or a bug: a read shows that the
+        # record is there and why its manifest is not, and never fails (docs/api.md).
+        manifest, problem = None, f"the stored payload is not a valid manifest: {exc}"
     doc: dict[str, Any] = {
         "name": record.key.removeprefix("deployment/"),
         "version": record.version,

@@ -46,8 +46,10 @@ NONCE_HEADER = "X-Murmur-Nonce"
 SIGNATURE_HEADER = "X-Murmur-Signature"
 CLOCK_WINDOW_S = 300
 NONCE_CACHE_MAX = 10_000
-NONCE_PATTERN = re.compile(r"^[0-9a-f]{32}$")
-KEY_ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
+# Used with fullmatch: `match` with `$` would let a trailing newline through.
+NONCE_PATTERN = re.compile(r"[0-9a-f]{32}")
+KEY_ID_PATTERN = re.compile(r"[0-9a-f]{16}")
+TIMESTAMP_PATTERN = re.compile(r"[0-9]{1,12}")  # int() alone takes " 1", "+1" and "1_0"
 OPERATOR_KEY_MAX_BYTES = 1024  # 64 hex characters and a newline
 
 
@@ -148,14 +150,13 @@ def _parse_headers(headers: Mapping[str, str]) -> _Parsed:
             "with the operator key: use the murmur CLI with --key or --cluster",
         )
     author = headers[KEY_HEADER]
-    if not KEY_ID_PATTERN.match(author):
+    if not KEY_ID_PATTERN.fullmatch(author):
         raise SignatureRefused(401, f"{KEY_HEADER} must be a 16-hex-character operator key id")
-    try:
-        timestamp = int(headers[TIMESTAMP_HEADER])
-    except ValueError:
-        raise SignatureRefused(401, f"{TIMESTAMP_HEADER} must be integer unix seconds") from None
+    if not TIMESTAMP_PATTERN.fullmatch(headers[TIMESTAMP_HEADER]):
+        raise SignatureRefused(401, f"{TIMESTAMP_HEADER} must be integer unix seconds")
+    timestamp = int(headers[TIMESTAMP_HEADER])
     nonce = headers[NONCE_HEADER]
-    if not NONCE_PATTERN.match(nonce):
+    if not NONCE_PATTERN.fullmatch(nonce):
         raise SignatureRefused(401, f"{NONCE_HEADER} must be 32 lowercase hex characters")
     try:
         signature = base64.b64decode(headers[SIGNATURE_HEADER], validate=True)

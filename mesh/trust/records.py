@@ -15,7 +15,7 @@ from gossip.records import Record, key_id, sign_record, verify_record
 from gossip.trust import decode_grant, encode_grant
 
 REASON_MAX_CHARS = 200
-NODE_ID = re.compile(r"^[0-9a-f]{16}$")
+NODE_ID = re.compile(r"[0-9a-f]{16}")  # used with fullmatch (`$` lets "\n" through)
 
 
 def sign_revocation(key: nacl.signing.SigningKey, node_id: str, version: int, reason: str = "") -> Record:
@@ -42,7 +42,7 @@ def check_trust_record(record: Record, *, kind: str, signer: str, public_key: by
         )
     if record.author != signer:
         return f"record author {record.author} is not the request's signer {signer}; sign both with one key"
-    if kind == REVOCATION_KIND and not NODE_ID.match(record.key):
+    if kind == REVOCATION_KIND and not NODE_ID.fullmatch(record.key):
         return f"{record.key!r} is not a node id (16 hex characters; murmur nodes lists them)"
     if kind == TRUST_KIND:
         try:

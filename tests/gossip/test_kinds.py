@@ -151,3 +151,37 @@ def test_table_refuses_incoherent_policies() -> None:
         KindPolicy("shared", Scope.REGION, Writer.NODE, owner_keyed=False, priority=0)
     with pytest.raises(ValueError, match="twice"):
         kind_table((VOTERS, VOTERS))
+
+
+# --- payload checks (issue 8, finding 5) ------------------------------------------------------
+
+
+def _refuse_bad(payload: bytes) -> str | None:
+    return "starts with bad" if payload.startswith(b"bad") else None
+
+
+CHECKED_VOTERS = dataclasses.replace(VOTERS, payload_check=_refuse_bad)
+
+
+def test_a_payload_its_kind_refuses_is_dropped_counted_and_not_relayed() -> None:
+    s = store(kind_table((*DEFAULT_KINDS.values(), CHECKED_VOTERS)))
+    bad = voters(NODE_A, payload=b"bad,b")
+    assert s.merge(0.0, [bad]) == []
+    assert s.get("voters", kid(NODE_A)) is None and drops(s) == {"drop_bad_payload": 1}
+    good = voters(NODE_A, version=3)
+    assert s.merge(0.0, [good]) == [good]
+    # A tombstone has no payload to check.
+    tombstone = voters(NODE_A, version=4, payload=b"", deleted=True)
+    assert s.merge(0.0, [tombstone]) == [tombstone]
+
+
+def test_the_payload_is_checked_after_the_signature() -> None:
+    s = store(kind_table((*DEFAULT_KINDS.values(), CHECKED_VOTERS)))
+    forged = dataclasses.replace(voters(NODE_A, payload=b"bad,b"), signature=b"\x00" * 64)
+    assert s.merge(0.0, [forged]) == [] and drops(s) == {"drop_bad_signature": 1}
+
+
+def test_without_a_check_any_payload_is_held() -> None:
+    s = store()
+    bad = voters(NODE_A, payload=b"bad,b")
+    assert s.merge(0.0, [bad]) == [bad]

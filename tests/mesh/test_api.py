@@ -12,6 +12,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gossip.events import MemberState
 from gossip.node import MemberView, RegionSummary
+from gossip.records import Record
+from inference.inventory import Inventory, encode
 from mesh.service.api import FORWARDED_HEADER, ReceivedBroadcast, create_app
 
 
@@ -167,3 +169,46 @@ async def test_request_bodies_are_bounded(client: Client) -> None:
     test_client = await client(FakeService(debug_hooks=True))
     resp = await test_client.post("/v1/debug/broadcast", data=b"x" * (1024 * 1024))
     assert resp.status == 413
+
+
+@dataclass
+class InventoryService(FakeService):
+    """Holds one inventory record per node id (whatever its payload)."""
+
+    inventories: dict[str, bytes] = field(default_factory=dict)
+
+    def record(self, kind: str, key: str) -> Any:
+        payload = self.inventories.get(key) if kind == "inventory" else None
+        if payload is None:
+            return None
+        return Record("inventory", key, 3, key, "region:north", payload, False, b"")
+
+
+async def test_a_stored_inventory_that_does_not_parse_is_shown_as_such(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Held before payloads were checked (issue 8, finding 5): the read must answer, never 500.
+    good = encode(
+        Inventory(2, 0.5, 1.0, 8, 4, 100, ("CPUExecutionProvider",), "linux", "x86_64", "3.11", {}, "north")
+    )
+    service = InventoryService(
+        views={"region": [_member("aaaa", "north"), _member("bbbb", "north"), _member("cccc", "north")]},
+        inventories={
+            "aaaa": good,
+            "bbbb": b'{"cpu_count": ' + b"9" * 5000 + b"}",
+            "cccc": b"[" * 16_000,
+        },
+    )
+    api = await client(service)
+    for _ in range(2):
+        resp = await api.get("/v1/nodes")
+        assert resp.status == 200
+        rows = {row["id"]: row for row in await resp.json()}
+        assert rows["aaaa"]["inventory"]["cpu_count"] == 2 and "inventory_error" not in rows["aaaa"]
+        for node_id in ("bbbb", "cccc"):
+            assert rows[node_id]["inventory"] is None
+            assert "(version 3) is not valid: inventory: " in rows[node_id]["inventory_error"]
+        resp = await api.get("/v1/nodes/cccc")
+        assert resp.status == 200 and "nested 16000 deep" in (await resp.json())["inventory_error"]
+    logged = [r for r in caplog.records if "is left out of reads" in r.getMessage()]
+    assert len(logged) == 2  # once per record, however often it is read

@@ -22,17 +22,20 @@ from aiohttp.test_utils import TestClient, TestServer
 from gossip import codec
 from gossip.config import LOCAL
 from gossip.events import Event
+from gossip.kinds import DEFAULT_KINDS, KindTable
 from gossip.node import GossipNode
 from gossip.records import encode_record, key_id, sign_record
 from gossip.trust import StaticTrust
 from inference.desired import sign_deletion, sign_deployment
-from inference.manifest import parse_manifest
+from inference.kinds import CHECKED_KINDS
+from inference.manifest import canonical_bytes, parse_manifest
 from mesh.service.agent import Agent, AgentOptions
 from mesh.service.api import REQUEST_BODY_MAX_BYTES, create_app
 from mesh.service.store import Store
 from mesh.trust.deploy import record_to_b64
 from mesh.trust.opsign import sign_request
 from node.core import Node
+from tests.inference.test_documents import ALIAS_BOMB
 
 OPERATOR = nacl.signing.SigningKey(b"\x05" * 32)
 STRANGER = nacl.signing.SigningKey(b"\x06" * 32)
@@ -67,7 +70,9 @@ class SyncRuntime:
         return result
 
 
-def make_agent(data_dir: Path) -> Agent:
+def make_agent(data_dir: Path, kinds: KindTable = CHECKED_KINDS) -> Agent:
+    """An agent as mesh/service/launch.py builds one (its kind table checks payloads); with
+    DEFAULT_KINDS, one whose store holds what an older murmur accepted."""
     data_dir.mkdir(exist_ok=True)
     trust = StaticTrust(operators=[bytes(OPERATOR.verify_key)])
     node = Node(
@@ -80,6 +85,7 @@ def make_agent(data_dir: Path) -> Agent:
             fleet_config=LOCAL,
             api_addr="127.0.0.1:2",
             trust=trust,
+            kinds=kinds,
         )
     )
     store = Store.open(data_dir, "aaaaaaaaaaaaaaaa")
@@ -271,3 +277,99 @@ async def test_get_node_by_id(api: tuple[Agent, Client]) -> None:
     assert resp.status == 200 and doc["id"] == "aaaaaaaaaaaaaaaa" and doc["inventory"] is None
     resp = await client.get("/v1/nodes/ffff")
     assert resp.status == 404 and "not in this node's region or fleet view" in (await resp.json())["error"]
+
+
+# --- untrusted manifests and payloads (issue 8, findings 4 and 5) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("manifest", "error"),
+    [
+        (ALIAS_BOMB, "name[0]: anchors (&name) are not accepted"),
+        ("name: " + "[" * 20_000, "manifest: nested deeper than 16 levels"),
+        (MANIFEST + "priority: " + "9" * 5_000, "priority: a value of 5000 characters is over the limit"),
+        (MANIFEST + "priority: " + "9" * 1_000, "priority: an integer of 1000 characters is over the limit"),
+        (MANIFEST + "priority: 0x" + "f" * 1_000, "priority: an integer of 1002 characters is over"),
+        (MANIFEST.replace("vibration", '"vibration\\n"'), "name: 'vibration\\n' is not valid"),
+    ],
+)
+async def test_hostile_manifests_get_a_400_naming_the_problem(
+    api: tuple[Agent, Client], manifest: str, error: str
+) -> None:
+    _, client = api
+    doc = deploy_doc()
+    doc["manifest"] = manifest
+    status, body = await signed(client, "POST", "/v1/deployments", doc)
+    assert status == 400, body
+    assert body["manifest_error"].startswith(error) and len(body["error"]) < 300
+
+
+async def test_hostile_json_bodies_get_a_400(api: tuple[Agent, Client]) -> None:
+    _, client = api
+    # The CLI sends the manifest as a JSON object: a long integer in it names its field.
+    doc = deploy_doc()
+    doc["manifest"] = parse_manifest(MANIFEST).to_doc()
+    raw = json.dumps(doc).replace('"priority": 0', '"priority": ' + "9" * 5_000).encode()
+    status, body = await signed(client, "POST", "/v1/deployments", None, raw=raw)
+    assert status == 400 and body["manifest_error"].startswith("priority: an integer of 5000 characters")
+    raw = b'{"manifest": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"
+    status, body = await signed(client, "POST", "/v1/deployments", None, raw=raw)
+    assert status == 400 and "nested 20001 deep, over the limit of 16" in body["error"]
+    # The same limits hold for every signed body.
+    raw = b'{"record": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"
+    status, body = await signed(client, "DELETE", "/v1/deployments/vibration", None, raw=raw)
+    assert status == 404  # (nothing to delete: answered before the body is read)
+    assert (await signed(client, "POST", "/v1/deployments", deploy_doc()))[0] == 202
+    status, body = await signed(client, "DELETE", "/v1/deployments/vibration", None, raw=raw)
+    assert status == 400 and "nested 20001 deep" in body["error"]
+
+
+async def test_a_parse_over_its_time_budget_is_a_400(
+    api: tuple[Agent, Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, client = api
+    monkeypatch.setattr("mesh.service.api.MANIFEST_PARSE_BUDGET_S", 0.0)
+    status, body = await signed(client, "POST", "/v1/deployments", deploy_doc())
+    assert status == 400 and body["manifest_error"].startswith("manifest: too complex: not parsed within 0 s")
+
+
+def _bad_desired(version: int = 9, digits: int = 5000) -> Any:
+    """The finding's record: an operator-signed `desired` payload with a 5,000-digit priority."""
+    priority = b'"priority":' + b"9" * digits
+    payload = canonical_bytes(parse_manifest(MANIFEST)).replace(b'"priority":0', priority)
+    return sign_record(OPERATOR, "desired", "deployment/vibration", version, "fleet", payload)
+
+
+async def test_a_peer_s_bad_desired_record_is_refused_counted_and_not_persisted(tmp_path: Path) -> None:
+    agent = make_agent(tmp_path / "node")
+    # (100 digits: a datagram carries at most a few hundred bytes of record; the store's check
+    # is the same for the finding's 5,000 digits, which arrive by push-pull.)
+    gossip = codec.RecordGossip(encode_record(_bad_desired(digits=100)))
+    packet = codec.encode_packet(codec.POOL_REGION, "north", [codec.encode_message(gossip)])
+    agent.runtime.drive(lambda now: agent.node.handle_datagram(now, "127.0.0.1:9", packet))
+    assert agent.record("desired", "deployment/vibration") is None
+    assert agent.store.load_records() == []
+    assert agent.state_summary()["counters"]["drop_bad_payload"] == 1
+    agent.store.close()
+
+
+async def test_a_stored_bad_record_never_breaks_reads(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A store without payload checks holds what an older murmur accepted.
+    agent = make_agent(tmp_path / "node", kinds=DEFAULT_KINDS)
+    assert agent.node.state.merge(0.0, [_bad_desired()]) != []
+    async for _, client in served(agent):
+        resp = await client.get("/v1/deployments")
+        assert resp.status == 200
+        (row,) = await resp.json()
+        assert row["name"] == "vibration" and row["version"] == 9 and row["manifest"] is None
+        assert row["error"].startswith(
+            "the stored payload is not a valid manifest: priority: an integer of 5000 characters"
+        )
+        resp = await client.get("/v1/deployments/vibration")
+        assert resp.status == 200 and (await resp.json())["error"] == row["error"]
+        assert (await client.get("/v1/state")).status == 200
+        await client.get("/v1/deployments")
+    logged = [r.getMessage() for r in caplog.records if "is left out of reads" in r.getMessage()]
+    assert len(logged) == 1  # once per record, however often it is read

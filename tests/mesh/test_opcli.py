@@ -74,5 +74,18 @@ def test_tables_and_parser() -> None:
         "manifest": {"model": {"name": "m", "version": "1"}, "replicas": {"r1": 2}, "priority": 3},
     }
     assert "m:1" in opcli.format_deployments([row]) and '{"r1":2}' in opcli.format_deployments([row])
+    unreadable = {"name": "b", "version": 6, "author": "x", "manifest": None, "error": "stored payload..."}
+    assert opcli.format_deployments([unreadable]).endswith("\nb: stored payload...")
     args = build_parser().parse_args(["get", "deployments", "--json", "--node", "http://x:1"])
     assert args.node == "http://x:1" and args.json and args.key is None
+
+
+def test_a_manifest_file_is_read_bounded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"#" * (64 * 1024 + 1))
+    assert main(["--node", "http://127.0.0.1:9", "deploy", str(big)]) == 1
+    assert "is too large (over 65536 bytes)" in capsys.readouterr().err
+    odd = tmp_path / "odd.yaml"
+    odd.write_text("name: a\nmodel: {name: m, version: v}\nartifact: {file: m, 1: 2, b: 3}\nreplicas: 1\n")
+    assert main(["--node", "http://127.0.0.1:9", "deploy", str(odd)]) == 1
+    assert "artifact.1: give either artifact.file or sha256" in capsys.readouterr().err
