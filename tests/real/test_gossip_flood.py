@@ -60,9 +60,7 @@ def test_a_new_node_joins_through_a_node_whose_gossip_port_is_flooded(
         )
         took_s = time.monotonic() - up
         health = mesh.get(seed, "/v1/health") or {}
-        counters = {
-            k: v for k, v in health.get("counters", {}).get("runtime", {}).items() if "stream" in k
-        }
+        counters = {k: v for k, v in health.get("counters", {}).get("runtime", {}).items() if "stream" in k}
         print(
             f"\n{sources} source(s): joined={joined} after {took_s:.2f} s; flood opened {flood.opened}, "
             f"closed by the node {flood.closed_by_target}, refused {flood.refused}; seed counters {counters}"
