@@ -6,8 +6,9 @@ an inventory probe that cannot open a file): logged each time it fills the disk
 and drowns the one line that matters. `RepeatFilter`, on the log handlers, lets
 one record of a kind through per LOG_REPEAT_INTERVAL_S and counts the others;
 the next one let through says how many were suppressed. A kind is the logger,
-the level, the message's format string and the exception's type, so records
-that differ only in their arguments (a peer's address, an fd) count as one.
+the level, the message as formatted and the exception's type: the same error
+about a different node or address is a different line (a refusal of each
+intruder is logged once, by the agent's own bookkeeping).
 """
 
 from __future__ import annotations
@@ -44,7 +45,11 @@ class RepeatFilter(logging.Filter):
         if record.levelno < logging.WARNING:
             return True
         exc_type = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else ""
-        kind = (record.name, record.levelno, str(record.msg), exc_type)
+        try:
+            text = record.getMessage()
+        except (TypeError, ValueError):
+            text = str(record.msg)  # a bad format: the handler reports it, once per kind here
+        kind = (record.name, record.levelno, text, exc_type)
         now = self._clock()
         entry = self._seen.get(kind)
         if entry is not None and now - entry[0] < self.interval_s:
