@@ -11,12 +11,15 @@ the HTTP API, mesh/service/httpguard.py) admit connections through a
   CLI, an attacker with no key) may hold at most `per_host_max` connections
   from its address, and strangers together at most `strangers_max`; the rest
   of `total_max` is kept for members.
-- When a share is full, the stranger's connection that has waited longest
-  without delivering a complete request (an idle or slow one) is closed to
-  make room (members' connections are never evicted):
-  a prompt client's request arrives within one loop turn, so only the idle
-  and the slow are ever evicted. Connections that delivered their request are
-  never evicted; if none is waiting, the new connection is refused.
+- When a share is full, a stranger's connection that is still waiting for
+  its client is closed to make room: the one that has waited longest for a
+  request head (an idle or slow one) first, else the one that has waited
+  longest in the middle of a request body (a half-sent body; under such an
+  attack a long upload may be cut too, and is retried). A prompt client's
+  request arrives within one loop turn, so in practice only the idle and the
+  slow are evicted. Members' connections, and connections that delivered
+  their whole request, are never evicted; if none is waiting, the new
+  connection is refused.
 
 Every refusal and eviction is counted by reason (`count`), never logged per
 connection: an attack costs a counter, never the log.
@@ -67,8 +70,10 @@ class ConnectionTable:
         self._per_host: Counter[str] = Counter()  # strangers' open connections by address
         self._open = 0
         self._strangers = 0
-        # Connections waiting for a complete request, oldest first (dicts keep insertion order).
+        # Connections waiting for a request head, then those in the middle of a body,
+        # oldest first (dicts keep insertion order): the eviction candidates in turn.
         self._waiting: dict[Slot, None] = {}
+        self._receiving: dict[Slot, None] = {}
 
     @property
     def open(self) -> int:
@@ -102,24 +107,32 @@ class ConnectionTable:
 
         Members are never evicted: a full share of strangers makes room among strangers.
         """
-        for slot in self._waiting:
-            if slot.member:
-                continue
-            slot.evicted = True
-            self._count("evicted")
-            self.release(slot)
-            slot.close()
-            return True
+        for queue in (self._waiting, self._receiving):
+            for slot in queue:
+                if slot.member:
+                    continue
+                slot.evicted = True
+                self._count("evicted")
+                self.release(slot)
+                slot.close()
+                return True
         return False
 
     def served(self, slot: Slot) -> None:
         """`slot` delivered a complete request: it is no longer evicted to make room."""
         self._waiting.pop(slot, None)
+        self._receiving.pop(slot, None)
+
+    def receiving(self, slot: Slot) -> None:
+        """`slot` delivered a request head and the server waits for its body: evicted after the idle."""
+        if not slot.released and slot not in self._receiving:
+            self._waiting.pop(slot, None)
+            self._receiving[slot] = None
 
     def waiting(self, slot: Slot) -> None:
         """`slot` waits for its next request (an HTTP keep-alive): evictable again, as the newest."""
         if not slot.released:
-            self._waiting.pop(slot, None)
+            self.served(slot)
             self._waiting[slot] = None
 
     def release(self, slot: Slot) -> None:
@@ -127,7 +140,7 @@ class ConnectionTable:
         if slot.released:
             return
         slot.released = True
-        self._waiting.pop(slot, None)
+        self.served(slot)
         self._open -= 1
         if not slot.member:
             self._strangers -= 1

@@ -11,8 +11,9 @@ the application (`ApiGuard.middleware`):
   API_CONNECTIONS_MAX, never more than a quarter of the open-files limit (the
   gossip port, the database and artifacts need descriptors too). When the
   total is reached, the connection that has waited longest for a request head
-  is closed to make room; if every connection is busy with a request, the new
-  one is answered 503 at once and closed.
+  is closed to make room, else the one that has waited longest in the middle
+  of a body; if every connection is busy with a whole request, the new one is
+  answered 503 at once and closed.
 - Head deadline: a complete request head must arrive within API_HEAD_TIMEOUT_S
   of the connection opening or of the end of its previous request (this is
   also how long an idle keep-alive connection stays open).
@@ -206,16 +207,21 @@ class _Guarded(asyncio.Protocol):
     def request_started(self, request: web.Request) -> Callable[[object], None]:
         """The request's head arrived: stop the head deadline, start its body's; the done callback."""
         assert self._slot is not None
+        slot = self._slot
         self._active += 1
         self._cancel_head_timer()
-        self._guard.table.served(self._slot)
         body_timer: asyncio.TimerHandle | None = None
-        if request.body_exists:
+        content = request.content
+        if request.body_exists and not content.is_eof():
+            # Until its body is in, the connection waits for its client: evictable after the idle.
+            self._guard.table.receiving(slot)
+            content.on_eof(lambda: self._guard.table.served(slot))
             length = request.content_length
             size = API_BODY_UNKNOWN_BYTES if length is None else length
             timeout_s = self._guard.body_timeout_s + size / self._guard.body_rate_min_bytes_per_s
-            content = request.content
             body_timer = asyncio.get_running_loop().call_later(timeout_s, self._body_deadline, content)
+        else:
+            self._guard.table.served(slot)
 
         def done(_task: object) -> None:
             if body_timer is not None:

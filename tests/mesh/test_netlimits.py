@@ -92,6 +92,22 @@ def test_release_is_idempotent_and_waiting_requeues_a_slot_as_the_newest() -> No
     assert table.open == 2
 
 
+def test_connections_mid_body_are_evicted_only_when_none_waits_for_a_head() -> None:
+    table, _ = _table(total=3, per_host=3, strangers=3)
+    closed: list[str] = []
+    body = table.admit("a", member=False, close=lambda: closed.append("body"))
+    head = table.admit("b", member=False, close=lambda: closed.append("head"))
+    done = table.admit("c", member=False, close=lambda: closed.append("done"))
+    assert body is not None and head is not None and done is not None
+    table.receiving(body)  # the oldest, but its head arrived: after the idle one
+    table.served(done)
+    d = table.admit("d", member=False, close=lambda: closed.append("d"))
+    assert d is not None and closed == ["head"]
+    table.served(d)
+    assert table.admit("e", member=False, close=lambda: None) is not None
+    assert closed == ["head", "body"]
+
+
 def test_caps_must_be_ordered() -> None:
     with pytest.raises(ValueError):
         ConnectionCaps(total_max=4, per_host_max=8, strangers_max=4)
