@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import contextlib
 import logging
 import sqlite3
 import time
@@ -31,6 +32,7 @@ from gossip.records import Record, key_id, sign_record
 from gossip.trust import StaticTrust
 from inference import inventory
 from inference.manifest import ARTIFACT_SIZE_MAX_BYTES
+from mesh.netaddr import split_hostport
 from mesh.service.admission import describe_refusal
 from mesh.service.api import ReceivedBroadcast, SubmitRefused
 from mesh.service.artifacts import ArtifactStore
@@ -104,6 +106,9 @@ class Agent:
         self.revoked = False
         self.artifacts = ArtifactStore(options.data_dir / "artifacts", size_max_bytes=ARTIFACT_SIZE_MAX_BYTES)
         self.on_revoked: Callable[[], None] | None = None  # run_agent stops the agent
+        self.api_counters: collections.Counter[str] = collections.Counter()  # the API guard's (launch.py)
+        self._member_hosts: frozenset[str] | None = None  # None: recompute (a member changed)
+        runtime.is_member_host = self.is_member_host
         runtime.subscribe(self._on_event)
 
     # --- NodeService -------------------------------------------------------------
@@ -138,8 +143,28 @@ class Agent:
             "admission_problem": self.node.admission_problem,
             "members": {state: states.get(state, 0) for state in ("alive", "suspect", "dead", "left")},
             "regions": {name: s.alive for name, s in sorted(self.node.summaries().items())},
-            "counters": {"runtime": dict(self.runtime.counters), "core": dict(self.node.counters)},
+            "counters": {
+                "runtime": dict(self.runtime.counters),
+                "core": dict(self.node.counters),
+                "api": dict(self.api_counters),
+            },
         }
+
+    def is_member_host(self, host: str) -> bool:
+        """Whether `host` is the address of another member alive or suspect in either pool.
+
+        The gossip port keeps room for these (mesh/service/connlimits.py). This
+        node's own address is not one: on a shared host, a local stranger is a stranger.
+        """
+        if self._member_hosts is None:
+            hosts: set[str] = set()
+            for pool in ("region", "fleet"):
+                for m in self.node.members(pool):
+                    if m.node_id != self.node_id and str(m.state) in ("alive", "suspect"):
+                        with contextlib.suppress(ValueError):
+                            hosts.add(split_hostport(m.addr)[0])
+            self._member_hosts = frozenset(hosts)
+        return host in self._member_hosts
 
     def broadcast(self, payload: bytes) -> tuple[str, int]:
         return self.runtime.drive(lambda now: self.node.broadcast(now, payload))
@@ -316,6 +341,7 @@ class Agent:
             case MemberChanged(pool=pool, node_id=node_id, addr=addr, state=state, incarnation=inc):
                 log.info("%s pool: member %s (%s) is %s, incarnation %d", pool, node_id, addr, state, inc)
                 self._peers_dirty = True
+                self._member_hosts = None
             case GatewayChanged(is_gateway=is_gateway):
                 log.info(
                     "this node %s a gateway of region %s",

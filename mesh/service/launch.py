@@ -38,6 +38,9 @@ from mesh.service.agent import (
 )
 from mesh.service.api import create_app
 from mesh.service.discovery import Discovery, DiscoveryError
+from mesh.service.fdlimit import raise_open_files_limit
+from mesh.service.httpguard import API_HEAD_TIMEOUT_S, ApiGuard, api_caps
+from mesh.service.lograte import install_repeat_filter
 from mesh.service.restore import restore_records
 from mesh.service.runtime import Runtime
 from mesh.service.store import Store, StoreError
@@ -101,6 +104,7 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
     except ValueError as exc:
         raise AgentError(f"--profile: {exc}") from None
     fleet_config = LOCAL if region_config.name == "local" else WAN
+    open_files_soft = raise_open_files_limit()
 
     # The core starts one above the persisted incarnation and reports it at once
     # (IncarnationChanged), so every start, even after kill -9, outranks the last.
@@ -123,6 +127,7 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
         stream_timeout_s=max(region_config.stream_timeout_s, fleet_config.stream_timeout_s),
     )
     async with contextlib.AsyncExitStack() as stack:
+        stack.callback(install_repeat_filter())
         try:
             gossip_addr = await runtime.bind(gossip_host, gossip_port)
         except OSError as exc:
@@ -183,10 +188,19 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
         agent = Agent(options, identity, store, node, runtime, trust)
         runtime.attach(node)
 
-        runner = web.AppRunner(create_app(agent), access_log=None, handle_signals=False)
+        guard = ApiGuard(api_caps(open_files_soft), counters=agent.api_counters)
+        app = create_app(agent)
+        app.middlewares.append(guard.middleware)
+        # keepalive_timeout: aiohttp's own idle close agrees with the guard's head deadline.
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, keepalive_timeout=API_HEAD_TIMEOUT_S
+        )
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        await web.SockSite(runner, api_sock).start()
+        assert runner.server is not None
+        # Our own listener instead of a SockSite: every connection passes the guard first.
+        api_server = await loop.create_server(guard.protocol_factory(runner.server), sock=api_sock)
+        stack.callback(api_server.close)
 
         stop = asyncio.Event()
         agent.on_revoked = stop.set

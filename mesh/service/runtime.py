@@ -10,6 +10,14 @@ Streams carry one request frame and one reply frame per TCP connection; a frame
 is a 4-byte big-endian length then the sealed bytes. Anything that does not
 open with the keyring, is too large, or is too slow is dropped and counted:
 a bad peer costs a counter, never the node.
+
+Inbound streams are admitted by a ConnectionTable (mesh/service/connlimits.py):
+a stranger's address holds at most STREAMS_IN_PER_HOST_MAX of them, strangers
+together STREAMS_IN_STRANGERS_MAX, and the rest of STREAMS_IN_MAX is kept for
+members (`is_member_host`). A connection must deliver its whole request frame
+within REQUEST_FRAME_DEADLINE_S, extended as its bytes arrive at
+REQUEST_FRAME_RATE_MIN_BYTES_PER_S (a large push-pull on a slow link), never
+beyond the stream timeout: an idle connection holds a slot for 2 s, not 30.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from gossip.config import ENVELOPE_OVERHEAD_BYTES
 from gossip.events import Event
 from gossip.io import Core, Datagram, Sealer, StreamOpen
 from mesh.netaddr import join_hostport, split_hostport
+from mesh.service.connlimits import ConnectionCaps, ConnectionTable, Slot
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +46,17 @@ FRAME_HEADER = struct.Struct(">I")
 # Concurrency limits: a flood of connections or stream requests queues nowhere.
 STREAMS_OUT_MAX = 32
 STREAMS_IN_MAX = 64
+# A stranger (an address that is no member's) needs one stream to join; 8 covers
+# retries and a few nodes behind one NAT, and 48 strangers leave 16 slots to members.
+STREAMS_IN_PER_HOST_MAX = 8
+STREAMS_IN_STRANGERS_MAX = 48
+# A peer writes its request as soon as it connects: 2 s is many round trips on a
+# LAN, and what an idle connection may hold a slot for.
+REQUEST_FRAME_DEADLINE_S = 2.0
+# A frame's bytes arriving at least this fast extend the deadline (a 1 MiB
+# push-pull over a 1 Mbit/s fleet link), up to the stream timeout.
+REQUEST_FRAME_RATE_MIN_BYTES_PER_S = 64 * 1024
+READ_CHUNK_BYTES = 64 * 1024
 
 
 class FrameError(Exception):
@@ -52,6 +72,34 @@ async def read_frame(reader: asyncio.StreamReader, sealed_max_bytes: int) -> byt
     if length < ENVELOPE_OVERHEAD_BYTES:
         raise FrameError("frame_too_short")
     return await reader.readexactly(length)
+
+
+async def read_request_frame(
+    reader: asyncio.StreamReader, sealed_max_bytes: int, *, started_s: float, timeout_s: float
+) -> bytes:
+    """One frame that must be complete by `started_s` + REQUEST_FRAME_DEADLINE_S, later only as
+    fast as REQUEST_FRAME_RATE_MIN_BYTES_PER_S brings its bytes, never after `started_s` + `timeout_s`.
+
+    TimeoutError when the deadline passes (loop time, as `started_s`)."""
+    latest_s = started_s + timeout_s
+    async with asyncio.timeout_at(min(started_s + REQUEST_FRAME_DEADLINE_S, latest_s)) as deadline:
+        header = await reader.readexactly(FRAME_HEADER.size)
+        (length,) = FRAME_HEADER.unpack(header)
+        if length > sealed_max_bytes:
+            raise FrameError("frame_too_large")
+        if length < ENVELOPE_OVERHEAD_BYTES:
+            raise FrameError("frame_too_short")
+        chunks: list[bytes] = []
+        received = 0
+        while received < length:
+            chunk = await reader.read(min(length - received, READ_CHUNK_BYTES))
+            if not chunk:
+                raise asyncio.IncompleteReadError(b"".join(chunks), length)
+            chunks.append(chunk)
+            received += len(chunk)
+            extended_s = started_s + REQUEST_FRAME_DEADLINE_S + received / REQUEST_FRAME_RATE_MIN_BYTES_PER_S
+            deadline.reschedule(min(extended_s, latest_s))
+        return b"".join(chunks)
 
 
 def frame(sealed: bytes) -> bytes:
@@ -95,11 +143,21 @@ class Runtime:
         self._timer_at: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._streams_out = 0
-        self._streams_in = 0
+        self.counters: Counter[str] = Counter()
+        self._streams_in = ConnectionTable(
+            ConnectionCaps(
+                total_max=STREAMS_IN_MAX,
+                per_host_max=STREAMS_IN_PER_HOST_MAX,
+                strangers_max=STREAMS_IN_STRANGERS_MAX,
+            ),
+            lambda reason: self._drop(f"stream_in_{reason}"),
+        )
+        # Whether an address (no port: streams come from ephemeral ports) is a
+        # member's; the node service sets it (mesh/service/agent.py).
+        self.is_member_host: Callable[[str], bool] = lambda host: False
         self._subscribers: list[Callable[[Event], None]] = []
         self._flushing = False
         self._closed = False
-        self.counters: Counter[str] = Counter()
         self.addr = ""
 
     # --- setup ---------------------------------------------------------------
@@ -305,28 +363,54 @@ class Runtime:
 
     async def _serve_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
-        src = join_hostport(str(peer[0]), int(peer[1])) if peer else "?"
-        if self._streams_in >= STREAMS_IN_MAX or self._node is None or self._closed:
+        host = str(peer[0]) if peer else "?"
+        src = join_hostport(host, int(peer[1])) if peer else "?"
+        if self._node is None or self._closed:
             self._drop("stream_refused_in", src)
-            writer.close()
+            writer.transport.abort()
             return
-        self._streams_in += 1
+        slot = self._streams_in.admit(host, member=self.is_member_host(host), close=writer.transport.abort)
+        if slot is None:
+            writer.transport.abort()  # counted by the table; abort: nothing to flush, free the socket now
+            return
         task = asyncio.current_task()
         if task is not None:
             self._track(task)
         try:
-            async with asyncio.timeout(self._stream_timeout_s):
-                sealed = await read_frame(reader, self._sealed_stream_max_bytes)
-                request = self._keyring.open(sealed)
-                if request is None:
-                    self._drop("frame_unsealed", src)
-                    return
-                self.counters["streams_in"] += 1
-                if self._node is None or self._closed:
-                    return
-                answer = self._node.handle_stream_request(self._loop.time(), src, request)
-                self._flush()
-                if answer is not None:
+            await self._answer_stream(reader, writer, slot, src)
+        finally:
+            self._streams_in.release(slot)
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def _answer_stream(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, slot: Slot, src: str
+    ) -> None:
+        started_s = self._loop.time()
+        try:
+            try:
+                sealed = await read_request_frame(
+                    reader,
+                    self._sealed_stream_max_bytes,
+                    started_s=started_s,
+                    timeout_s=self._stream_timeout_s,
+                )
+            except TimeoutError:
+                self._drop("stream_request_timeout", src)
+                return
+            self._streams_in.served(slot)
+            request = self._keyring.open(sealed)
+            if request is None:
+                self._drop("frame_unsealed", src)
+                return
+            self.counters["streams_in"] += 1
+            if self._node is None or self._closed:
+                return
+            answer = self._node.handle_stream_request(self._loop.time(), src, request)
+            self._flush()
+            if answer is not None:
+                async with asyncio.timeout_at(started_s + self._stream_timeout_s):
                     writer.write(frame(self._keyring.seal(answer, nacl.utils.random(NONCE_BYTES))))
                     await writer.drain()
         except TimeoutError:
@@ -334,9 +418,5 @@ class Runtime:
         except FrameError as exc:
             self._drop(str(exc), src)
         except (OSError, asyncio.IncompleteReadError) as exc:
-            self._drop("stream_failed", f"{src}: {exc!r}")
-        finally:
-            self._streams_in -= 1
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+            if not slot.evicted:  # an eviction is counted as such
+                self._drop("stream_failed", f"{src}: {exc!r}")
