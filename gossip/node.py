@@ -502,7 +502,7 @@ class GossipNode:
 
         Before our region published one (a young region), we say what we see, at version 0.
         """
-        return self._summaries.with_own(self._fresh_own_summary(0.0))
+        return self._summaries.with_own(lambda: self._fresh_own_summary(0.0))
 
     def redirect_summaries(self, pool: int | None) -> tuple[codec.Summary, ...]:
         """For a redirect: our region as we see it right now first, then what we know of others."""

@@ -86,11 +86,11 @@ class SummaryTable:
         """Every region's summary but our own, sorted by region."""
         return tuple(s for r, s in sorted(self._by_region.items()) if r != self.own_region)
 
-    def with_own(self, own: codec.Summary) -> tuple[codec.Summary, ...]:
-        """Every summary, ours as given when none was published yet, sorted by region."""
+    def with_own(self, own: Callable[[], codec.Summary]) -> tuple[codec.Summary, ...]:
+        """Every summary, ours from own() when none was published yet, sorted by region."""
         out = dict(self._by_region)
         if self.own_region not in out:
-            out[self.own_region] = own
+            out[self.own_region] = own()
         return tuple(out[r] for r in sorted(out))
 
     def next_own(self, fresh: codec.Summary) -> codec.Summary | None:
