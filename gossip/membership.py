@@ -126,6 +126,8 @@ class Membership:
         self.counters: dict[str, int] = {}
         self._rng = rng
         self._roles = roles
+        # Whether members' claims are signed is fixed when the node is made (admission mode).
+        self._authenticated = roles.gate.authenticated
         self._members: dict[str, Member] = {}
         self._by_addr: dict[str, str] = {}  # a member's address -> its id (who a datagram is from)
         self._probe_order: list[str] = []
@@ -395,7 +397,7 @@ class Membership:
 
     def handle_messages(self, now: float, src: str, messages: Sequence[codec.Message]) -> None:
         """Process the messages of one decoded packet from src."""
-        if self._roles.gate.authenticated and src not in self._by_addr:
+        if self._authenticated and src not in self._by_addr:
             self._from_stranger(now, src, messages)
         else:
             self._dispatch(now, src, messages)
@@ -496,7 +498,7 @@ class Membership:
             if msg.incarnation > self.incarnation or (
                 msg.incarnation == self.incarnation and (msg.addr, msg.meta) != (self.addr, self.meta)
             ):
-                if gate.authenticated and not gate.verify_alive(self.pool, msg):
+                if self._authenticated and not gate.verify_alive(self.pool, msg):
                     self._count("drop_alive_forged")  # a claim in our name we did not make
                     return
                 self._refute(msg.incarnation)
@@ -510,7 +512,7 @@ class Membership:
         m = self._members.get(msg.node_id)
         if m is not None and msg.incarnation <= m.incarnation:
             return
-        if gate.authenticated and not gate.verify_alive(self.pool, msg):
+        if self._authenticated and not gate.verify_alive(self.pool, msg):
             self._count("drop_alive_forged")
             return
         if m is None:
@@ -594,7 +596,7 @@ class Membership:
         alive claims, so an accusation above it is made up: taking it would let
         anyone out-bid the accused's refutations.
         """
-        if not self._roles.gate.authenticated:
+        if not self._authenticated:
             return False
         held = self.incarnation if accused == self.node_id else None
         if held is None:

@@ -390,7 +390,7 @@ class GossipNode:
             self._retiring = [(p, u) for p, u in self._retiring if now < u]
         if now >= self._next_gateway_check_s:
             self._check_gateway(now)
-        if self._record_repeats:
+        if self._record_repeats.due:
             self._repeat_region_records(now)
         self._after(now)
 
@@ -403,7 +403,7 @@ class GossipNode:
             t = min(t, self.fleet_pool.next_deadline())
         for pool, until in self._retiring:
             t = min(t, pool.next_deadline(), until)
-        if self._record_repeats:
+        if self._record_repeats.due:
             t = min(t, self._record_repeats.next_deadline())
         return t
 

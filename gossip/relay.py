@@ -75,27 +75,25 @@ class RepeatQueue:
     """Urgent region records of our own, due for their second sending to every member."""
 
     def __init__(self) -> None:
-        self._due: dict[str, tuple[float, codec.RecordGossip]] = {}
+        # key -> (when, message); read its truth to know if any is pending (cheap, per timer).
+        self.due: dict[str, tuple[float, codec.RecordGossip]] = {}
 
     def cancel(self, key: str) -> None:
         """A newer version, urgent or not, cancels the older one's repeat."""
-        self._due.pop(key, None)
+        self.due.pop(key, None)
 
     def schedule(self, key: str, due_s: float, msg: codec.RecordGossip) -> bool:
         """Send msg again at due_s; False if the oldest repeat had to be dropped to make room."""
-        self._due[key] = (due_s, msg)
-        if len(self._due) > RECORD_REPEATS_MAX:
-            del self._due[next(iter(self._due))]
+        self.due[key] = (due_s, msg)
+        if len(self.due) > RECORD_REPEATS_MAX:
+            del self.due[next(iter(self.due))]
             return False
         return True
 
     def next_deadline(self) -> float:
-        return min((due_s for due_s, _msg in self._due.values()), default=float("inf"))
+        return min((due_s for due_s, _msg in self.due.values()), default=float("inf"))
 
     def pop_due(self, now: float) -> list[codec.RecordGossip]:
         """The repeats due at now, in the order they were scheduled."""
-        due = [key for key, (due_s, _msg) in self._due.items() if due_s <= now]
-        return [self._due.pop(key)[1] for key in due]
-
-    def __bool__(self) -> bool:
-        return bool(self._due)
+        due = [key for key, (due_s, _msg) in self.due.items() if due_s <= now]
+        return [self.due.pop(key)[1] for key in due]
