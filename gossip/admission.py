@@ -39,7 +39,6 @@ import msgpack
 import nacl.exceptions
 import nacl.signing
 
-from gossip.codec import U64_MAX, DecodeError, unpack_versioned
 from gossip.kinds import ADMISSION_KIND
 from gossip.records import (
     PUBLIC_KEY_BYTES,
@@ -48,6 +47,7 @@ from gossip.records import (
     key_id,
     sign_record,
 )
+from gossip.wire import U64_MAX, DecodeError, unpack_versioned
 
 INVITE_FORMAT = 1
 ADMISSION_FORMAT = 1

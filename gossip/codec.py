@@ -16,11 +16,20 @@ from typing import Any, Final
 
 import msgpack
 
-from gossip import wire
 from gossip.wire import ADDR_MAX_CHARS as ADDR_MAX_CHARS
 from gossip.wire import ID_MAX_CHARS as ID_MAX_CHARS
 from gossip.wire import U64_MAX as U64_MAX
 from gossip.wire import DecodeError as DecodeError
+
+# The shared field checks, under short names: they run for every field decoded.
+from gossip.wire import addr as _addr
+from gossip.wire import arity as _arity
+from gossip.wire import array as _list
+from gossip.wire import blob as _bytes
+from gossip.wire import boolean as _bool
+from gossip.wire import ident as _id
+from gossip.wire import text as _str
+from gossip.wire import u64 as _int
 from gossip.wire import unpack_versioned as unpack_versioned
 
 WIRE_VERSION = 1
@@ -382,18 +391,18 @@ def _unpack(data: bytes, max_len: int) -> Any:
 
 
 def _summary(f: list[Any]) -> Summary:
-    wire.arity(f, 6)
+    _arity(f, 6)
     gateways = []
-    for g in wire.array(f[4], GATEWAYS_PER_SUMMARY_MAX):
-        pair = wire.array(g, 2)
-        wire.arity(pair, 2)
-        gateways.append((wire.ident(pair[0]), wire.addr(pair[1])))
-    apis = tuple(wire.addr(a) for a in wire.array(f[5], API_ADDRS_PER_SUMMARY_MAX))
+    for g in _list(f[4], GATEWAYS_PER_SUMMARY_MAX):
+        pair = _list(g, 2)
+        _arity(pair, 2)
+        gateways.append((_id(pair[0]), _addr(pair[1])))
+    apis = tuple(_addr(a) for a in _list(f[5], API_ADDRS_PER_SUMMARY_MAX))
     return Summary(
-        region=wire.text(f[0], REGION_MAX_CHARS),
-        version=wire.u64(f[1]),
-        author_id=wire.ident(f[2]),
-        alive=wire.u64(f[3]),
+        region=_str(f[0], REGION_MAX_CHARS),
+        version=_int(f[1]),
+        author_id=_id(f[2]),
+        alive=_int(f[3]),
         gateways=tuple(gateways),
         api_addrs=apis,
     )
@@ -417,21 +426,23 @@ def _member_entry(v: Any, meta_max_bytes: int) -> MemberEntry:
         or not STATE_ALIVE <= state <= STATE_LEFT
     ):
         raise DecodeError("bad_field")
-    sig = v[5] if len(v) > 5 else b""
+    if len(v) == 5:
+        return MemberEntry(node_id, addr, meta, inc, state)
+    sig = v[5]
     if type(sig) is not bytes or len(sig) > SIGNATURE_BYTES:
         raise DecodeError("bad_field")
     return MemberEntry(node_id, addr, meta, inc, state, sig)
 
 
 def _incarnation(v: Any) -> int:
-    i = wire.u64(v)
+    i = _int(v)
     if i > INCARNATION_MAX:
         raise DecodeError("bad_incarnation")
     return i
 
 
 def _blobs(v: Any, max_bytes: int) -> tuple[bytes, ...]:
-    return tuple(wire.blob(b, max_bytes) for b in wire.array(v, RECORDS_PER_STREAM_MAX))
+    return tuple(_bytes(b, max_bytes) for b in _list(v, RECORDS_PER_STREAM_MAX))
 
 
 class UnknownMessage(DecodeError):
@@ -439,7 +450,7 @@ class UnknownMessage(DecodeError):
 
 
 def _message(v: Any, meta_max_bytes: int, payload_max_bytes: int) -> Message:
-    f = wire.array(v, 64)
+    f = _list(v, 64)
     if not f:
         raise DecodeError("bad_arity")
     code = f[0]
@@ -447,53 +458,51 @@ def _message(v: Any, meta_max_bytes: int, payload_max_bytes: int) -> Message:
         raise DecodeError("bad_field")
     match code:
         case MsgType.PING:
-            wire.arity(f, 4)
-            return Ping(wire.u64(f[1]), wire.ident(f[2]), wire.ident(f[3]))
+            _arity(f, 4)
+            return Ping(_int(f[1]), _id(f[2]), _id(f[3]))
         case MsgType.INDIRECT_PING:
-            wire.arity(f, 6)
-            return IndirectPing(
-                wire.u64(f[1]), wire.ident(f[2]), wire.addr(f[3]), wire.ident(f[4]), wire.boolean(f[5])
-            )
+            _arity(f, 6)
+            return IndirectPing(_int(f[1]), _id(f[2]), _addr(f[3]), _id(f[4]), _bool(f[5]))
         case MsgType.ACK:
-            wire.arity(f, 2)
-            return Ack(wire.u64(f[1]))
+            _arity(f, 2)
+            return Ack(_int(f[1]))
         case MsgType.NACK:
-            wire.arity(f, 2)
-            return Nack(wire.u64(f[1]))
+            _arity(f, 2)
+            return Nack(_int(f[1]))
         case MsgType.ALIVE:
-            wire.arity(f, 5)
+            _arity(f, 5)
             return Alive(
                 _incarnation(f[1]),
-                wire.ident(f[2]),
-                wire.addr(f[3]),
-                wire.blob(f[4], meta_max_bytes),
-                wire.blob(f[5], SIGNATURE_BYTES) if len(f) > 5 else b"",
+                _id(f[2]),
+                _addr(f[3]),
+                _bytes(f[4], meta_max_bytes),
+                _bytes(f[5], SIGNATURE_BYTES) if len(f) > 5 else b"",
             )
         case MsgType.SUSPECT:
-            wire.arity(f, 4)
-            return Suspect(_incarnation(f[1]), wire.ident(f[2]), wire.ident(f[3]))
+            _arity(f, 4)
+            return Suspect(_incarnation(f[1]), _id(f[2]), _id(f[3]))
         case MsgType.DEAD:
-            wire.arity(f, 4)
-            return Dead(_incarnation(f[1]), wire.ident(f[2]), wire.ident(f[3]))
+            _arity(f, 4)
+            return Dead(_incarnation(f[1]), _id(f[2]), _id(f[3]))
         case MsgType.USER_BROADCAST:
-            wire.arity(f, 4)
-            return UserBroadcast(wire.ident(f[1]), wire.u64(f[2]), wire.blob(f[3], payload_max_bytes))
+            _arity(f, 4)
+            return UserBroadcast(_id(f[1]), _int(f[2]), _bytes(f[3], payload_max_bytes))
         case MsgType.SUMMARY:
             return _summary(f[1:])
         case MsgType.PUSH_PULL:
-            wire.arity(f, 6)
-            pool = wire.u64(f[1])
+            _arity(f, 6)
+            pool = _int(f[1])
             if pool not in POOL_NAMES:
                 raise DecodeError("bad_field")
-            states = tuple(_member_entry(s, meta_max_bytes) for s in wire.array(f[4], STATES_PER_STREAM_MAX))
-            sums = tuple(_summary(wire.array(s, 16)) for s in wire.array(f[5], SUMMARIES_PER_STREAM_MAX))
-            redirect = wire.boolean(f[6]) if len(f) > 6 else False
-            digest = wire.blob(f[7], payload_max_bytes) if len(f) > 7 else b""
+            states = tuple(_member_entry(s, meta_max_bytes) for s in _list(f[4], STATES_PER_STREAM_MAX))
+            sums = tuple(_summary(_list(s, 16)) for s in _list(f[5], SUMMARIES_PER_STREAM_MAX))
+            redirect = _bool(f[6]) if len(f) > 6 else False
+            digest = _bytes(f[7], payload_max_bytes) if len(f) > 7 else b""
             records = _blobs(f[8], payload_max_bytes) if len(f) > 8 else ()
             return PushPull(
                 pool,
-                wire.text(f[2], REGION_MAX_CHARS),
-                wire.boolean(f[3]),
+                _str(f[2], REGION_MAX_CHARS),
+                _bool(f[3]),
                 states,
                 sums,
                 redirect,
@@ -501,20 +510,20 @@ def _message(v: Any, meta_max_bytes: int, payload_max_bytes: int) -> Message:
                 records,
             )
         case MsgType.RECORD_GOSSIP:
-            wire.arity(f, 2)
-            return RecordGossip(wire.blob(f[1], payload_max_bytes))
+            _arity(f, 2)
+            return RecordGossip(_bytes(f[1], payload_max_bytes))
         case MsgType.RECORD_PUSH:
-            wire.arity(f, 3)
-            pool = wire.u64(f[1])
+            _arity(f, 3)
+            pool = _int(f[1])
             if pool not in POOL_NAMES:
                 raise DecodeError("bad_field")
             return RecordPush(pool, _blobs(f[2], payload_max_bytes))
         case MsgType.APP:
-            wire.arity(f, 4)
-            channel = wire.u64(f[1])
+            _arity(f, 4)
+            channel = _int(f[1])
             if channel > APP_CHANNEL_MAX:
                 raise DecodeError("bad_field")
-            return AppMessage(channel, wire.ident(f[2]), wire.blob(f[3], payload_max_bytes))
+            return AppMessage(channel, _id(f[2]), _bytes(f[3], payload_max_bytes))
         case _:
             raise UnknownMessage("unknown_type")
 
@@ -544,7 +553,7 @@ def decode_packet(
     pool = top[0]
     if type(pool) is not int or pool not in POOL_NAMES:
         raise DecodeError("bad_pool")
-    region = wire.text(top[1], REGION_MAX_CHARS)
+    region = _str(top[1], REGION_MAX_CHARS)
     items = top[2]
     if type(items) is not list or len(items) > MESSAGES_PER_PACKET_MAX:
         raise DecodeError("bad_packet")

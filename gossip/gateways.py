@@ -16,15 +16,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 GATEWAYS_PER_REGION = 3
 # A member alive this long in our view is preferred as a gateway over newer ones.
 GATEWAY_STABLE_S = 10.0
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """A live member (alive or suspect) that could be a gateway."""
+class Candidate(NamedTuple):
+    """A live member (alive or suspect) that could be a gateway (a tuple: many are made per choice)."""
 
     node_id: str
     addr: str
@@ -56,11 +56,11 @@ def choose_gateways(
     """The region's gateways by the rule every member applies (see the module docstring)."""
     ranked: list[tuple[bool, bytes, str, str]] = []
     next_change_s = float("inf")
-    for c in candidates:
-        young = now - c.alive_since_s < stable_s
-        if young:
-            next_change_s = min(next_change_s, c.alive_since_s + stable_s)
-        ranked.append((young, rank(c.node_id), c.node_id, c.addr))
+    for node_id, addr, alive_since_s in candidates:
+        young = now - alive_since_s < stable_s
+        if young and alive_since_s + stable_s < next_change_s:
+            next_change_s = alive_since_s + stable_s
+        ranked.append((young, rank(node_id), node_id, addr))
     if sum(1 for r in ranked if not r[0]) < count:
         # A young region: stability is ignored, so its choice does not flap.
         ranked = [(False, h, nid, addr) for _y, h, nid, addr in ranked]

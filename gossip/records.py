@@ -28,8 +28,8 @@ import msgpack
 import nacl.exceptions
 import nacl.signing
 
-from gossip.codec import U64_MAX, DecodeError, unpack_versioned
 from gossip.kinds import DEFAULT_KINDS
+from gossip.wire import U64_MAX, DecodeError, unpack_versioned
 
 RECORD_FORMAT = 1
 DIGEST_FORMAT = 1

@@ -13,9 +13,9 @@ from typing import Protocol
 
 import msgpack
 
-from gossip.codec import DecodeError, unpack_versioned
 from gossip.kinds import DEFAULT_KINDS, REVOCATION_KIND, KindTable, Writer
 from gossip.records import PUBLIC_KEY_BYTES, Record, key_id
+from gossip.wire import DecodeError, unpack_versioned
 
 
 class Trust(Protocol):
