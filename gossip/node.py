@@ -59,6 +59,13 @@ FLEET_RETIRE_S = 2.0
 # A record whose encoding fits this is piggybacked on gossip; a larger one travels
 # by anti-entropy (push-pull) only.
 RECORD_PIGGYBACK_MAX_BYTES = 1024
+# Islands of one region (a site booted at once, seeded elsewhere): a node that learns of a
+# member of its own region unknown to its region pool joins it, through at most
+# REGION_MERGE_SEEDS_MAX such members at a time and at most once per REGION_MERGE_INTERVAL_S;
+# it remembers at most REGION_MERGE_CANDIDATES_MAX of them meanwhile (the newest kept).
+REGION_MERGE_INTERVAL_S = 5.0
+REGION_MERGE_SEEDS_MAX = 4
+REGION_MERGE_CANDIDATES_MAX = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +164,9 @@ class GossipNode:
         self._hashes: dict[str, bytes] = {}
         self._fleet_join_at_s = -1e18
         self._record_repeats = RepeatQueue()
+        # Members of our region heard of outside our region pool (id -> address), to join.
+        self._merge_candidates: dict[str, str] = {}
+        self._next_merge_s = -1e18
         self._now = now
         self._after(now)
 
@@ -365,6 +375,11 @@ class GossipNode:
                 msg = None
             if isinstance(msg, codec.PushPull):
                 reply = msg
+                if request_id & 1 == codec.POOL_REGION and not msg.redirect and msg.region != self.region:
+                    # An honest node of another region redirects; one that answers with its
+                    # members instead would put them in our region pool.
+                    self._count("drop_stream_wrong_region")
+                    reply = None
             elif isinstance(msg, codec.RecordPush):
                 reply = None  # an acknowledgement; the pool only needs to forget the stream
         pool.handle_stream_reply(now, request_id, reply)
@@ -396,6 +411,8 @@ class GossipNode:
             t = min(t, pool.next_deadline(), until)
         if self._record_repeats:
             t = min(t, self._record_repeats.next_deadline())
+        if self._merge_candidates:
+            t = min(t, max(self._next_merge_s, self._now))
         return t
 
     def poll_transmit(self) -> list[Outbound]:
@@ -499,6 +516,8 @@ class GossipNode:
         for s in summaries:
             if self._summaries.store(s):
                 self._relay_summary(now, s)
+            if s.region == self.region:
+                self._note_region_peers(s.gateways)
         self._maybe_join_fleet(now)
 
     def on_redirect(self, pool: int, now: float, reply: codec.PushPull) -> None:
@@ -519,6 +538,11 @@ class GossipNode:
             seeds = [addr for gid, addr in own.gateways if gid != self.node_id]
             if seeds:
                 self.region_pool.join(now, seeds)
+                # That was this round's join towards our region: the merge rule waits its turn.
+                self._next_merge_s = now + REGION_MERGE_INTERVAL_S
+        for s in reply.summaries:
+            if s.region == self.region:
+                self._note_region_peers(s.gateways)
         self._gateways_dirty = True
         self._maybe_join_fleet(now)
 
@@ -633,6 +657,8 @@ class GossipNode:
         )
 
     def _on_summary(self, now: float, s: codec.Summary) -> None:
+        if s.region == self.region:
+            self._note_region_peers(s.gateways)
         if not self._summaries.store(s):
             return
         self._relay_summary(now, s)
@@ -760,6 +786,63 @@ class GossipNode:
         self._count("fleet_joins")
         fleet.join(now, seeds[:8])
 
+    # --- islands of one region ----------------------------------------------------------------------
+
+    def _note_region_peers(self, peers: Sequence[tuple[str, str]]) -> None:
+        """Members of our region (id, address) named outside our region pool: join those it lacks.
+
+        Only ids our region pool has never listed count, so a region that is one
+        pool never notes anything (dead members are the reconnect's business).
+        """
+        pool = self.region_pool
+        for node_id, addr in peers:
+            if node_id == self.node_id or addr == self.addr or pool.member(node_id) is not None:
+                continue
+            known = self._merge_candidates.pop(node_id, None) is not None
+            if not known and len(self._merge_candidates) >= REGION_MERGE_CANDIDATES_MAX:
+                del self._merge_candidates[next(iter(self._merge_candidates))]
+                self._count("region_merge_candidates_dropped")
+            self._merge_candidates[node_id] = addr
+
+    def _note_fleet_members(self, events: Sequence[MemberChanged]) -> None:
+        """Fleet-pool members that came alive and say they are of our region, unknown to our region pool."""
+        fleet = self.fleet_pool
+        assert fleet is not None
+        for e in events:
+            if e.state != MemberState.ALIVE or self.region_pool.member(e.node_id) is not None:
+                continue
+            m = fleet.member(e.node_id)
+            if m is not None and codec.decode_meta(m.meta)[0] == self.region:
+                self._note_region_peers(((m.node_id, m.addr),))
+
+    def _merge_islands(self, now: float) -> None:
+        """Join the region-pool members we noted and still do not know (bounded, rate limited).
+
+        A push-pull join with one member of another island merges both views (the
+        exchange carries every member each side knows, and our admission), and
+        the usual gossip spreads the news on each side. A node of another region
+        answers a region-pool join with a redirect, never with its members.
+        """
+        pool = self.region_pool
+        if pool.leaving:
+            self._merge_candidates.clear()
+            return
+        if now < self._next_merge_s:
+            return
+        seeds: list[str] = []
+        for node_id, addr in list(self._merge_candidates.items()):
+            if pool.member(node_id) is not None:
+                del self._merge_candidates[node_id]
+            elif len(seeds) < REGION_MERGE_SEEDS_MAX:
+                del self._merge_candidates[node_id]
+                if addr not in seeds:
+                    seeds.append(addr)
+        if not seeds:
+            return
+        self._next_merge_s = now + REGION_MERGE_INTERVAL_S
+        self._count("region_merge_joins")
+        pool.join(now, seeds)
+
     # --- plumbing ---------------------------------------------------------------------------------
 
     def _pool_for(self, pool_code: int) -> Membership | None:
@@ -793,6 +876,8 @@ class GossipNode:
         if self._gateways_dirty and now >= self._start_s + GATEWAY_FIRST_CHECK_S:
             self._check_gateway(now)
             self._collect()
+        if self._merge_candidates:
+            self._merge_islands(now)
 
     def _collect(self) -> None:
         """Move pool events into our queue and note what they change."""
@@ -812,7 +897,10 @@ class GossipNode:
                         self.fleet_pool.declare_dead(self._now, e.node_id, left=left)
         fleet = self.fleet_pool
         if fleet is not None:
-            self._events.extend(fleet.drain_events())
+            fleet_events = fleet.drain_events()
+            if fleet_events:
+                self._note_fleet_members(fleet_events)
+                self._events.extend(fleet_events)
         for pool, _until in self._retiring:
             self._events.extend(pool.drain_events())
         inc = self.region_pool.incarnation
