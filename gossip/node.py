@@ -208,6 +208,8 @@ class GossipNode:
 
     def join(self, now: float, seeds: Sequence[str]) -> None:
         """Join the mesh through any known nodes ("host:port"), in any region."""
+        # Our own join is what finds our region; merging islands waits until it had its chance.
+        self._next_merge_s = max(self._next_merge_s, now + REGION_MERGE_INTERVAL_S)
         self.region_pool.join(now, seeds)
         self._after(now)
 
@@ -516,8 +518,7 @@ class GossipNode:
         for s in summaries:
             if self._summaries.store(s):
                 self._relay_summary(now, s)
-            if s.region == self.region:
-                self._note_region_peers(s.gateways)
+                self._note_own_summary(s)
         self._maybe_join_fleet(now)
 
     def on_redirect(self, pool: int, now: float, reply: codec.PushPull) -> None:
@@ -534,15 +535,17 @@ class GossipNode:
         ):
             self._fleet_join_at_s = -1e18  # new directions: try them now
         own = self._summaries.get(self.region)
+        joined_own = False
         if pool == codec.POOL_REGION and own is not None and self.region_pool.alive_count == 1:
             seeds = [addr for gid, addr in own.gateways if gid != self.node_id]
             if seeds:
+                # Alone in our region pool: our own join continues at our region's gateways.
                 self.region_pool.join(now, seeds)
-                # That was this round's join towards our region: the merge rule waits its turn.
-                self._next_merge_s = now + REGION_MERGE_INTERVAL_S
-        for s in reply.summaries:
-            if s.region == self.region:
-                self._note_region_peers(s.gateways)
+                joined_own = True
+        if not joined_own:
+            # Otherwise gateways of our region we never heard of mean another island.
+            for s in reply.summaries:
+                self._note_own_summary(s)
         self._gateways_dirty = True
         self._maybe_join_fleet(now)
 
@@ -657,10 +660,9 @@ class GossipNode:
         )
 
     def _on_summary(self, now: float, s: codec.Summary) -> None:
-        if s.region == self.region:
-            self._note_region_peers(s.gateways)
         if not self._summaries.store(s):
             return
+        self._note_own_summary(s)
         self._relay_summary(now, s)
         self._maybe_join_fleet(now)
 
@@ -803,6 +805,15 @@ class GossipNode:
                 del self._merge_candidates[next(iter(self._merge_candidates))]
                 self._count("region_merge_candidates_dropped")
             self._merge_candidates[node_id] = addr
+
+    def _note_own_summary(self, s: codec.Summary) -> None:
+        """A published summary of our region (version 1 on, by a primary gateway): its gateways.
+
+        Version 0 is one node's own view, carried in push-pulls before its region
+        published anything (a joiner's, naming itself): no evidence of an island.
+        """
+        if s.region == self.region and s.version > 0:
+            self._note_region_peers(s.gateways)
 
     def _note_fleet_members(self, events: Sequence[MemberChanged]) -> None:
         """Fleet-pool members that came alive and say they are of our region, unknown to our region pool."""
