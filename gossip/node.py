@@ -20,7 +20,7 @@ live in the modules named above.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 
 from gossip import codec
@@ -534,10 +534,15 @@ class GossipNode:
             and self._summaries.hint(fresh.region, fresh.gateways)
         ):
             self._fleet_join_at_s = -1e18  # new directions: try them now
+        # The redirecting node's region, as it sees it: never ours, so none of its gateways is
+        # one of ours, whatever a stale or lying summary of our region says.
+        foreign: frozenset[str] = frozenset()
+        if fresh is not None and fresh.region != self.region:
+            foreign = frozenset(gid for gid, _addr in fresh.gateways)
         own = self._summaries.get(self.region)
         joined_own = False
         if pool == codec.POOL_REGION and own is not None and self.region_pool.alive_count == 1:
-            seeds = [addr for gid, addr in own.gateways if gid != self.node_id]
+            seeds = [addr for gid, addr in own.gateways if gid != self.node_id and gid not in foreign]
             if seeds:
                 # Alone in our region pool: our own join continues at our region's gateways.
                 self.region_pool.join(now, seeds)
@@ -545,7 +550,8 @@ class GossipNode:
         if not joined_own:
             # Otherwise gateways of our region we never heard of mean another island.
             for s in reply.summaries:
-                self._note_own_summary(s)
+                if s.region == self.region:
+                    self._note_own_summary(s, foreign)
         self._gateways_dirty = True
         self._maybe_join_fleet(now)
 
@@ -806,14 +812,15 @@ class GossipNode:
                 self._count("region_merge_candidates_dropped")
             self._merge_candidates[node_id] = addr
 
-    def _note_own_summary(self, s: codec.Summary) -> None:
-        """A published summary of our region (version 1 on, by a primary gateway): its gateways.
+    def _note_own_summary(self, s: codec.Summary, foreign: Container[str] = ()) -> None:
+        """A published summary of our region (version 1 on, by a primary gateway): its gateways,
+        but those in `foreign` (known to be of another region).
 
         Version 0 is one node's own view, carried in push-pulls before its region
         published anything (a joiner's, naming itself): no evidence of an island.
         """
         if s.region == self.region and s.version > 0:
-            self._note_region_peers(s.gateways)
+            self._note_region_peers([(gid, addr) for gid, addr in s.gateways if gid not in foreign])
 
     def _note_fleet_members(self, events: Sequence[MemberChanged]) -> None:
         """Fleet-pool members that came alive and say they are of our region, unknown to our region pool."""
