@@ -41,6 +41,7 @@ from gossip.exchange import StoreExchange
 from gossip.gate import MemberGate
 from gossip.gateways import GATEWAY_STABLE_S, GATEWAYS_PER_REGION, Candidate, choose_gateways, rank_hash
 from gossip.io import Outbound
+from gossip.islands import REGION_MERGE_INTERVAL_S, IslandMerge
 from gossip.kinds import ADMISSION_KIND, FLEET_SCOPE, REVOCATION_KIND
 from gossip.membership import Member, Membership
 from gossip.records import Record, encode_record
@@ -59,13 +60,6 @@ FLEET_RETIRE_S = 2.0
 # A record whose encoding fits this is piggybacked on gossip; a larger one travels
 # by anti-entropy (push-pull) only.
 RECORD_PIGGYBACK_MAX_BYTES = 1024
-# Islands of one region (a site booted at once, seeded elsewhere): a node that learns of a
-# member of its own region unknown to its region pool joins it, through at most
-# REGION_MERGE_SEEDS_MAX such members at a time and at most once per REGION_MERGE_INTERVAL_S;
-# it remembers at most REGION_MERGE_CANDIDATES_MAX of them meanwhile (the newest kept).
-REGION_MERGE_INTERVAL_S = 5.0
-REGION_MERGE_SEEDS_MAX = 4
-REGION_MERGE_CANDIDATES_MAX = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,9 +158,8 @@ class GossipNode:
         self._hashes: dict[str, bytes] = {}
         self._fleet_join_at_s = -1e18
         self._record_repeats = RepeatQueue()
-        # Members of our region heard of outside our region pool (id -> address), to join.
-        self._merge_candidates: dict[str, str] = {}
-        self._next_merge_s = -1e18
+        # Members of our region heard of outside our region pool, to join (gossip/islands.py).
+        self._islands = IslandMerge(node_id, addr, self._count)
         self._now = now
         self._after(now)
 
@@ -209,7 +202,7 @@ class GossipNode:
     def join(self, now: float, seeds: Sequence[str]) -> None:
         """Join the mesh through any known nodes ("host:port"), in any region."""
         # Our own join is what finds our region; merging islands waits until it had its chance.
-        self._next_merge_s = max(self._next_merge_s, now + REGION_MERGE_INTERVAL_S)
+        self._islands.wait(now + REGION_MERGE_INTERVAL_S)
         self.region_pool.join(now, seeds)
         self._after(now)
 
@@ -413,8 +406,9 @@ class GossipNode:
             t = min(t, pool.next_deadline(), until)
         if self._record_repeats:
             t = min(t, self._record_repeats.next_deadline())
-        if self._merge_candidates:
-            t = min(t, max(self._next_merge_s, self._now))
+        merge_s = self._islands.due_s(self._now)
+        if merge_s is not None:
+            t = min(t, merge_s)
         return t
 
     def poll_transmit(self) -> list[Outbound]:
@@ -794,23 +788,10 @@ class GossipNode:
         self._count("fleet_joins")
         fleet.join(now, seeds[:8])
 
-    # --- islands of one region ----------------------------------------------------------------------
+    # --- islands of one region (gossip/islands.py) -------------------------------------------------
 
-    def _note_region_peers(self, peers: Sequence[tuple[str, str]]) -> None:
-        """Members of our region (id, address) named outside our region pool: join those it lacks.
-
-        Only ids our region pool has never listed count, so a region that is one
-        pool never notes anything (dead members are the reconnect's business).
-        """
-        pool = self.region_pool
-        for node_id, addr in peers:
-            if node_id == self.node_id or addr == self.addr or pool.member(node_id) is not None:
-                continue
-            known = self._merge_candidates.pop(node_id, None) is not None
-            if not known and len(self._merge_candidates) >= REGION_MERGE_CANDIDATES_MAX:
-                del self._merge_candidates[next(iter(self._merge_candidates))]
-                self._count("region_merge_candidates_dropped")
-            self._merge_candidates[node_id] = addr
+    def _listed(self, node_id: str) -> bool:
+        return self.region_pool.member(node_id) is not None
 
     def _note_own_summary(self, s: codec.Summary, foreign: Container[str] = ()) -> None:
         """A published summary of our region (version 1 on, by a primary gateway): its gateways,
@@ -820,21 +801,21 @@ class GossipNode:
         published anything (a joiner's, naming itself): no evidence of an island.
         """
         if s.region == self.region and s.version > 0:
-            self._note_region_peers([(gid, addr) for gid, addr in s.gateways if gid not in foreign])
+            self._islands.note(((g, a) for g, a in s.gateways if g not in foreign), self._listed)
 
     def _note_fleet_members(self, events: Sequence[MemberChanged]) -> None:
         """Fleet-pool members that came alive and say they are of our region, unknown to our region pool."""
         fleet = self.fleet_pool
         assert fleet is not None
         for e in events:
-            if e.state != MemberState.ALIVE or self.region_pool.member(e.node_id) is not None:
+            if e.state != MemberState.ALIVE or self._listed(e.node_id):
                 continue
             m = fleet.member(e.node_id)
             if m is not None and codec.decode_meta(m.meta)[0] == self.region:
-                self._note_region_peers(((m.node_id, m.addr),))
+                self._islands.note(((m.node_id, m.addr),), self._listed)
 
     def _merge_islands(self, now: float) -> None:
-        """Join the region-pool members we noted and still do not know (bounded, rate limited).
+        """Join the members of our region we noted and still do not list (bounded, rate limited).
 
         A push-pull join with one member of another island merges both views (the
         exchange carries every member each side knows, and our admission), and
@@ -843,23 +824,11 @@ class GossipNode:
         """
         pool = self.region_pool
         if pool.leaving:
-            self._merge_candidates.clear()
+            self._islands.clear()
             return
-        if now < self._next_merge_s:
-            return
-        seeds: list[str] = []
-        for node_id, addr in list(self._merge_candidates.items()):
-            if pool.member(node_id) is not None:
-                del self._merge_candidates[node_id]
-            elif len(seeds) < REGION_MERGE_SEEDS_MAX:
-                del self._merge_candidates[node_id]
-                if addr not in seeds:
-                    seeds.append(addr)
-        if not seeds:
-            return
-        self._next_merge_s = now + REGION_MERGE_INTERVAL_S
-        self._count("region_merge_joins")
-        pool.join(now, seeds)
+        seeds = self._islands.take(now, self._listed)
+        if seeds:
+            pool.join(now, seeds)
 
     # --- plumbing ---------------------------------------------------------------------------------
 
@@ -894,7 +863,7 @@ class GossipNode:
         if self._gateways_dirty and now >= self._start_s + GATEWAY_FIRST_CHECK_S:
             self._check_gateway(now)
             self._collect()
-        if self._merge_candidates:
+        if self._islands:
             self._merge_islands(now)
 
     def _collect(self) -> None:

@@ -15,7 +15,8 @@ from gossip import codec
 from gossip.config import LAN, WAN
 from gossip.events import MemberState
 from gossip.io import StreamOpen
-from gossip.node import REGION_MERGE_INTERVAL_S, REGION_MERGE_SEEDS_MAX, GossipNode
+from gossip.islands import REGION_MERGE_INTERVAL_S, REGION_MERGE_SEEDS_MAX
+from gossip.node import GossipNode
 from tests.gossip.harness import Link
 
 
