@@ -20,7 +20,7 @@ live in the modules named above.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 
 import nacl.signing
@@ -43,6 +43,7 @@ from gossip.exchange import StoreExchange
 from gossip.gate import MemberGate
 from gossip.gateways import GATEWAY_STABLE_S, GATEWAYS_PER_REGION, Candidate, choose_gateways, rank_hash
 from gossip.io import Outbound
+from gossip.islands import REGION_MERGE_INTERVAL_S, IslandMerge
 from gossip.kinds import ADMISSION_KIND, DEFAULT_KINDS, FLEET_SCOPE, REVOCATION_KIND, KindTable
 from gossip.membership import Member, Membership
 from gossip.records import Record, encode_record
@@ -166,6 +167,8 @@ class GossipNode:
         self._hashes: dict[str, bytes] = {}
         self._fleet_join_at_s = -1e18
         self._record_repeats = RepeatQueue()
+        # Members of our region heard of outside our region pool, to join (gossip/islands.py).
+        self._islands = IslandMerge(node_id, addr, self._count)
         self._now = now
         self._after(now)
 
@@ -207,6 +210,8 @@ class GossipNode:
 
     def join(self, now: float, seeds: Sequence[str]) -> None:
         """Join the mesh through any known nodes ("host:port"), in any region."""
+        # Our own join is what finds our region; merging islands waits until it had its chance.
+        self._islands.wait(now + REGION_MERGE_INTERVAL_S)
         self.region_pool.join(now, seeds)
         self._after(now)
 
@@ -374,6 +379,11 @@ class GossipNode:
                 msg = None
             if isinstance(msg, codec.PushPull):
                 reply = msg
+                if request_id & 1 == codec.POOL_REGION and not msg.redirect and msg.region != self.region:
+                    # An honest node of another region redirects; one that answers with its
+                    # members instead would put them in our region pool.
+                    self._count("drop_stream_wrong_region")
+                    reply = None
             elif isinstance(msg, codec.RecordPush):
                 reply = None  # an acknowledgement; the pool only needs to forget the stream
         pool.handle_stream_reply(now, request_id, reply)
@@ -405,6 +415,9 @@ class GossipNode:
             t = min(t, pool.next_deadline(), until)
         if self._record_repeats.due:
             t = min(t, self._record_repeats.next_deadline())
+        merge_s = self._islands.due_s(self._now)
+        if merge_s is not None:
+            t = min(t, merge_s)
         return t
 
     def poll_transmit(self) -> list[Outbound]:
@@ -513,6 +526,7 @@ class GossipNode:
         for s in summaries:
             if self._summaries.store(s):
                 self._relay_summary(now, s)
+                self._note_own_summary(s)
         self._maybe_join_fleet(now)
 
     def on_redirect(self, pool: int, now: float, reply: codec.PushPull) -> None:
@@ -528,11 +542,24 @@ class GossipNode:
             and self._summaries.hint(fresh.region, fresh.gateways)
         ):
             self._fleet_join_at_s = -1e18  # new directions: try them now
+        # The redirecting node's region, as it sees it: never ours, so none of its gateways is
+        # one of ours, whatever a stale or lying summary of our region says.
+        foreign: frozenset[str] = frozenset()
+        if fresh is not None and fresh.region != self.region:
+            foreign = frozenset(gid for gid, _addr in fresh.gateways)
         own = self._summaries.get(self.region)
+        joined_own = False
         if pool == codec.POOL_REGION and own is not None and self.region_pool.alive_count == 1:
-            seeds = [addr for gid, addr in own.gateways if gid != self.node_id]
+            seeds = [addr for gid, addr in own.gateways if gid != self.node_id and gid not in foreign]
             if seeds:
+                # Alone in our region pool: our own join continues at our region's gateways.
                 self.region_pool.join(now, seeds)
+                joined_own = True
+        if not joined_own:
+            # Otherwise gateways of our region we never heard of mean another island.
+            for s in reply.summaries:
+                if s.region == self.region:
+                    self._note_own_summary(s, foreign)
         self._gateways_dirty = True
         self._maybe_join_fleet(now)
 
@@ -649,6 +676,7 @@ class GossipNode:
     def _on_summary(self, now: float, s: codec.Summary) -> None:
         if not self._summaries.store(s):
             return
+        self._note_own_summary(s)
         self._relay_summary(now, s)
         self._maybe_join_fleet(now)
 
@@ -774,6 +802,48 @@ class GossipNode:
         self._count("fleet_joins")
         fleet.join(now, seeds[:8])
 
+    # --- islands of one region (gossip/islands.py) -------------------------------------------------
+
+    def _listed(self, node_id: str) -> bool:
+        return self.region_pool.member(node_id) is not None
+
+    def _note_own_summary(self, s: codec.Summary, foreign: Container[str] = ()) -> None:
+        """A published summary of our region (version 1 on, by a primary gateway): its gateways,
+        but those in `foreign` (known to be of another region).
+
+        Version 0 is one node's own view, carried in push-pulls before its region
+        published anything (a joiner's, naming itself): no evidence of an island.
+        """
+        if s.region == self.region and s.version > 0:
+            self._islands.note(((g, a) for g, a in s.gateways if g not in foreign), self._listed)
+
+    def _note_fleet_members(self, events: Sequence[MemberChanged]) -> None:
+        """Fleet-pool members that came alive and say they are of our region, unknown to our region pool."""
+        fleet = self.fleet_pool
+        assert fleet is not None
+        for e in events:
+            if e.state != MemberState.ALIVE or self._listed(e.node_id):
+                continue
+            m = fleet.member(e.node_id)
+            if m is not None and codec.decode_meta(m.meta)[0] == self.region:
+                self._islands.note(((m.node_id, m.addr),), self._listed)
+
+    def _merge_islands(self, now: float) -> None:
+        """Join the members of our region we noted and still do not list (bounded, rate limited).
+
+        A push-pull join with one member of another island merges both views (the
+        exchange carries every member each side knows, and our admission), and
+        the usual gossip spreads the news on each side. A node of another region
+        answers a region-pool join with a redirect, never with its members.
+        """
+        pool = self.region_pool
+        if pool.leaving:
+            self._islands.clear()
+            return
+        seeds = self._islands.take(now, self._listed)
+        if seeds:
+            pool.join(now, seeds)
+
     # --- plumbing ---------------------------------------------------------------------------------
 
     def _pool_for(self, pool_code: int) -> Membership | None:
@@ -807,6 +877,8 @@ class GossipNode:
         if self._gateways_dirty and now >= self._start_s + GATEWAY_FIRST_CHECK_S:
             self._check_gateway(now)
             self._collect()
+        if self._islands:
+            self._merge_islands(now)
 
     def _collect(self) -> None:
         """Move pool events into our queue and note what they change."""
@@ -826,7 +898,10 @@ class GossipNode:
                         self.fleet_pool.declare_dead(self._now, e.node_id, left=left)
         fleet = self.fleet_pool
         if fleet is not None:
-            self._events.extend(fleet.drain_events())
+            fleet_events = fleet.drain_events()
+            if fleet_events:
+                self._note_fleet_members(fleet_events)
+                self._events.extend(fleet_events)
         for pool, _until in self._retiring:
             self._events.extend(pool.drain_events())
         inc = self.region_pool.incarnation

@@ -21,15 +21,15 @@ Modules, one idea each:
   lists and holds), read by metrics, invariants and the admission watch alike.
 - faults.py: crash, restart, stall, leave, join, partition/heal at virtual times.
 - scenarios.py: steady, crash, loss, stall, partition, churn, desired, inventory,
-  admission, drawn from the seed.
-- metrics.py, inventory.py, invariants.py, admission.py (observers), report.py:
-  what is measured (the inventory and admission scenarios' own figures apart),
-  what must hold, the JSON.
+  admission, cold-start, drawn from the seed.
+- metrics.py, inventory.py, invariants.py, admission.py, coldstart.py (observers),
+  report.py: what is measured (the inventory, admission and cold-start scenarios'
+  own figures apart), what must hold, the JSON.
 - run.py, cli.py: one run (builds the fleet, then registers its observers); the command line.
 
 Imports go one way (an import-linter layers contract in pyproject.toml): slot,
 network, report < engine < observer < views < fleet < metrics, inventory <
-invariants < admission < faults < scenarios < run < cli.
+invariants < admission, coldstart < faults < scenarios < run < cli.
 
 Choices, written down (the report's keys follow issue 2):
 
@@ -101,6 +101,18 @@ Choices, written down (the report's keys follow issue 2):
   versions and `missing_fraction` of pairs still lacking it at the end, and
   `late`: versions that took longer than `bound_s` (two refresh periods, 120 s)
   or still lack peers past it. The inventory_fresh invariant requires late 0.
+- Cold start (scenario cold-start; at least 2 regions): no warm start. The
+  nodes are created with no restored view (same ids, addresses and regions as
+  the warm start), and each joins at a random time in the first second through
+  two seeds drawn (from the fleet's rng) among the nodes of other regions. The
+  report's `cold_start` key (last; null elsewhere): `region_merged_s` {p50,
+  p99, max} over regions of when every live member first listed every other
+  alive (null where a region never got there, counted in `unmerged_regions`);
+  `islands_at_end` (per region, groups of members listing each other alive,
+  beyond one, summed), `split_regions_at_end`, and `foreign_region_members`
+  (times a node listed a node of another region alive in its region pool).
+  Invariants region_one_pool (end) and region_pool_own_region (all along).
+  `warmup.converged_s` is then the cold fleet's convergence, fleet pool included.
 - Convergence (warm-up, partition.heal_s and region_heal_s): every live node
   sees every live member of its region alive (suspect tolerated under loss or
   stalls) and, for "all", every region has 1-3 gateways that all see each

@@ -365,6 +365,28 @@ class Fleet:
         for idx in range(len(self.engine.slots)):
             self.engine.drive(idx)
 
+    def cold_start(self, nodes: int) -> None:
+        """Create a fleet of cold nodes: no restored view, every one alone until it joins.
+
+        The same ids, addresses and spread over regions as warm_start; what a site
+        looks like right after a power cut (scenario cold-start).
+        """
+        if nodes < self.region_count:
+            raise ValueError(f"need at least one node per region: {nodes} nodes, {self.region_count} regions")
+        base, extra = divmod(nodes, self.region_count)
+        for r in range(self.region_count):
+            for _ in range(base + (1 if r < extra else 0)):
+                self.spawn(r, drive=False)
+        for idx in range(len(self.engine.slots)):
+            self.engine.drive(idx)
+
+    def seeds_elsewhere(self, idx: int, count: int) -> list[str]:
+        """Join seeds for node idx only in other regions: `count` live nodes drawn from the fleet's rng."""
+        region = self.engine.slots[idx].region
+        candidates = [i for i in self.live() if self.engine.slots[i].region != region]
+        picked = self.rng.sample(candidates, min(count, len(candidates)))
+        return [self.engine.slots[i].addr for i in picked]
+
     def seeds_for(self, idx: int) -> list[str]:
         """Join seeds for node idx: a live node of its own region and one of region 0."""
         region = self.engine.slots[idx].region

@@ -120,6 +120,12 @@ def summary(report: dict[str, Any]) -> str:
             f"    {adm['revoked']} revoked: expelled everywhere {_fmt(adm['expelled_all_s'])} "
             f"(not expelled: {adm['not_expelled']}, stopped: {adm['revoked_stopped']})"
         )
+    cold = report.get("cold_start")
+    if cold is not None:
+        lines.append(
+            f"  cold start: every region one pool {_fmt(cold['region_merged_s'])} "
+            f"(unmerged: {cold['unmerged_regions']}, islands at the end: {cold['islands_at_end']})"
+        )
     part = report["partition"]
     if part is not None:
         healed = "never" if part["heal_s"] is None else f"{part['heal_s']}s"

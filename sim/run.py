@@ -18,6 +18,7 @@ from gossip.records import Record
 from gossip.trust import StaticTrust
 from sim import scenarios
 from sim.admission import AdmissionWatch
+from sim.coldstart import ColdStartWatch
 from sim.fleet import SIM_CLUSTER_ID, Fleet, sim_invite
 from sim.invariants import Invariants
 from sim.inventory import InventoryWatch
@@ -162,6 +163,8 @@ def run_simulation(
             f"--duration {duration_s:g} is too short: faults and measurements start at "
             f"t={scenarios.FAULT_AT_S:g} s after the warm start; use at least 20"
         )
+    if scenario == "cold-start" and regions < 2:
+        raise ValueError("the cold-start scenario seeds nodes only in other regions: use --regions 2 or more")
     if loss is None:
         loss = scenarios.default_loss(scenario)
     region_config = named_profile(profile)
@@ -202,12 +205,29 @@ def run_simulation(
     watch = fleet.observe(AdmissionWatch(fleet)) if scenario == "admission" else None
     fleet.watch = watch
     inventory = fleet.observe(InventoryWatch(fleet)) if scenario == "inventory" else None
-
-    # Warm start: a converged fleet, then every node joins through two seeds, staggered,
-    # which is how the gateways find the fleet pool.
-    fleet.warm_start(nodes)
-    for idx in range(nodes):
-        engine.call_node_at(fault_rng.uniform(0.0, JOIN_STAGGER_S), idx, _joiner(fleet.seeds_for(idx)))
+    cold: ColdStartWatch | None = None
+    if scenario == "cold-start":
+        cold = fleet.observe(
+            ColdStartWatch(
+                fleet,
+                tolerate_suspect=loss > 0.0,
+                seeds_per_node=scenarios.COLD_START_SEEDS,
+                window_s=scenarios.COLD_START_WINDOW_S,
+            )
+        )
+        # Cold start: nobody knows anybody; every node joins within a small window through
+        # seeds in other regions only, and must find its own region by itself.
+        fleet.cold_start(nodes)
+        for idx in range(nodes):
+            seeds = fleet.seeds_elsewhere(idx, scenarios.COLD_START_SEEDS)
+            engine.call_node_at(fault_rng.uniform(0.0, scenarios.COLD_START_WINDOW_S), idx, _joiner(seeds))
+        cold.watch(0.0, duration_s, CONVERGENCE_POLL_S)
+    else:
+        # Warm start: a converged fleet, then every node joins through two seeds, staggered,
+        # which is how the gateways find the fleet pool.
+        fleet.warm_start(nodes)
+        for idx in range(nodes):
+            engine.call_node_at(fault_rng.uniform(0.0, JOIN_STAGGER_S), idx, _joiner(fleet.seeds_for(idx)))
     converged: dict[str, float | None] = {"warmup": None, "heal": None, "heal_region": None}
     _watch_convergence(fleet, metrics, 0.0, duration_s, "all", converged, "warmup")
 
@@ -250,6 +270,8 @@ def run_simulation(
     )
     if watch is not None:
         watch.check_end(invariants, duration_s)
+    if cold is not None:
+        cold.check_end(invariants, duration_s)
 
     heal_at_s = plan.heal_at_s
     heal_done = converged["heal"]
@@ -305,4 +327,6 @@ def run_simulation(
         "inventory": inventory.report(duration_s) if inventory is not None else None,
         # The admission scenario's newcomers, intruders and revocations (null in other scenarios).
         "admission": watch.report() if watch is not None else None,
+        # The cold-start scenario's regions, from many one-member pools to one each (null elsewhere).
+        "cold_start": cold.report() if cold is not None else None,
     }

@@ -28,6 +28,11 @@ FAULT_AT_S, after a warm start has had time to settle, and stop early enough
   least 3) try to join with a forged, expired or other-cluster invite; at
   REVOKE_AT_S the operator revokes 0.2% of the nodes (at least one) at a random
   node. sim/admission.py measures who got in, who never did, who was thrown out.
+- cold-start: no warm start. Every node starts cold (no restored view) within
+  COLD_START_WINDOW_S, seeded only at COLD_START_SEEDS nodes of other regions
+  (drawn from the seed), as a site after a power cut behind a switch that drops
+  multicast; no faults after. Every region must end as one pool
+  (sim/coldstart.py measures how long that takes and the islands left).
 """
 
 from __future__ import annotations
@@ -47,7 +52,18 @@ from sim import faults
 from sim.admission import INTRUDER_KINDS
 from sim.fleet import Fleet
 
-SCENARIOS = ("steady", "crash", "loss", "stall", "partition", "churn", "desired", "inventory", "admission")
+SCENARIOS = (
+    "steady",
+    "crash",
+    "loss",
+    "stall",
+    "partition",
+    "churn",
+    "desired",
+    "inventory",
+    "admission",
+    "cold-start",
+)
 DEFAULT_LOSS = {"loss": 0.10}
 FAULT_AT_S = 10.0
 PARTITION_S = 30.0
@@ -77,6 +93,9 @@ ADMISSION_WINDOW_S = 10.0
 ADMISSION_JOINER_FRACTION = 0.005
 ADMISSION_REVOKED_FRACTION = 0.002
 REVOKE_AT_S = FAULT_AT_S + 15.0
+# Cold start: every node joins within this window, through this many seeds of other regions.
+COLD_START_WINDOW_S = 1.0
+COLD_START_SEEDS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +227,9 @@ def schedule(
     lossy = loss > 0.0
     if scenario in ("steady", "loss"):
         return Plan(scenario, FAULT_AT_S, 0.0, FAULT_AT_S, None, lossy)
+    if scenario == "cold-start":
+        # The start itself is the fault (run.py starts the fleet cold); quiet once all joined.
+        return Plan(scenario, FAULT_AT_S, COLD_START_WINDOW_S, None, None, lossy)
     if scenario == "inventory":
         if not fleet.node_keys:
             raise ValueError("the inventory scenario needs a fleet with node keys")
