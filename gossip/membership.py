@@ -490,28 +490,44 @@ class Membership:
         if probe is not None and probe.seq == msg.seq:
             probe.nacks += 1
 
-    def _on_alive(self, now: float, msg: codec.Alive, *, from_push_pull: bool = False) -> None:
+    def _on_alive(self, now: float, msg: codec.Alive) -> None:
+        self._alive(now, msg.incarnation, msg.node_id, msg.addr, msg.meta, msg.signature, msg)
+
+    def _alive(
+        self,
+        now: float,
+        incarnation: int,
+        node_id: str,
+        addr: str,
+        meta: bytes,
+        signature: bytes,
+        msg: codec.Alive | None,
+    ) -> None:
+        """An alive claim, from a message or a push-pull entry (msg None: made only if needed,
+        since most entries of a push-pull are news to no one)."""
         gate = self._roles.gate
-        if msg.node_id == self.node_id:
+        if node_id == self.node_id:
             if self.leaving:
                 return
-            if msg.incarnation > self.incarnation or (
-                msg.incarnation == self.incarnation and (msg.addr, msg.meta) != (self.addr, self.meta)
+            if incarnation > self.incarnation or (
+                incarnation == self.incarnation and (addr, meta) != (self.addr, self.meta)
             ):
+                msg = msg or codec.Alive(incarnation, node_id, addr, meta, signature)
                 if self._authenticated and not gate.verify_alive(self.pool, msg):
                     self._count("drop_alive_forged")  # a claim in our name we did not make
                     return
-                self._refute(msg.incarnation)
+                self._refute(incarnation)
             return
-        if len(msg.meta) > self.config.meta_max_bytes:
+        if len(meta) > self.config.meta_max_bytes:
             self._count("drop_meta_oversized")
             return
-        if not self._roles.gate.may_join(self.pool, msg.node_id, msg.meta):
-            self._park(msg)
+        if not gate.may_join(self.pool, node_id, meta):
+            self._park(msg or codec.Alive(incarnation, node_id, addr, meta, signature))
             return
-        m = self._members.get(msg.node_id)
-        if m is not None and msg.incarnation <= m.incarnation:
+        m = self._members.get(node_id)
+        if m is not None and incarnation <= m.incarnation:
             return
+        msg = msg or codec.Alive(incarnation, node_id, addr, meta, signature)
         if self._authenticated and not gate.verify_alive(self.pool, msg):
             self._count("drop_alive_forged")
             return
@@ -750,7 +766,7 @@ class Membership:
             self._roles.state.merge(self.pool, now, remote.records)
         for s in remote.states:
             if s.state == codec.STATE_ALIVE:
-                self._on_alive(now, codec.Alive(s.incarnation, s.node_id, s.addr, s.meta, s.signature))
+                self._alive(now, s.incarnation, s.node_id, s.addr, s.meta, s.signature, None)
             elif s.state == codec.STATE_LEFT:
                 self._on_dead(now, codec.Dead(s.incarnation, s.node_id, s.node_id))
             else:

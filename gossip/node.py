@@ -779,7 +779,8 @@ class GossipNode:
         self._count("stepped_down_gateway")
 
     def _maybe_join_fleet(self, now: float) -> None:
-        """Join the fleet pool through the gateways of every region we know but do not see in it."""
+        """Join the fleet pool through the gateways of every region we know but do not see in it,
+        and through any gateway a summary names that our fleet pool has never listed."""
         fleet = self.fleet_pool
         if fleet is None or self._fleet_join_at_s > now:
             return
@@ -789,10 +790,13 @@ class GossipNode:
                 present[codec.decode_meta(m.meta)[0]] = None
         seeds: list[str] = []
         for region in self._summaries.known_regions():
-            if region in present:
-                continue
             for gid, addr in self._summaries.gateways_of(region):
-                if gid != self.node_id and addr not in seeds:
+                if gid == self.node_id or addr in seeds:
+                    continue
+                # A region we do not see at all, or one of its gateways our fleet pool has
+                # never listed (its alive notice was lost in a cold start's storm, when every
+                # node was a gateway for a moment): only a join introduces us.
+                if region not in present or (region != self.region and fleet.member(gid) is None):
                     seeds.append(addr)
         if fleet.alive_count == 1:
             seeds.extend(addr for gid, addr in self._gateways if gid != self.node_id and addr not in seeds)
