@@ -7,6 +7,10 @@ A datagram is `VERSION` followed by one msgpack array `[pool, region, [msg, ...]
 Decoding never raises anything but `DecodeError`; the caller drops the packet
 and counts the reason. Unknown message types inside a compound packet are
 skipped and counted so newer peers can add messages without breaking older ones.
+
+codec.py is long because it is the wire format in one place: every message, its
+type code, its encoding and the check of each of its fields read together; the
+bounded msgpack primitives it shares with the record codecs live in gossip/wire.py.
 """
 
 from __future__ import annotations
