@@ -57,6 +57,8 @@ from gossip.trust import StaticTrust, Trust
 GATEWAY_RECHECK_S = 5.0
 # Gateways are first chosen this long after start, once the join has had time to answer.
 GATEWAY_FIRST_CHECK_S = 2.0
+# A gateway a summary names and the fleet pool has not listed for this long is joined.
+UNLISTED_GATEWAY_GRACE_S = 10.0
 # A gateway that steps down keeps its fleet pool running this long to deliver its leave.
 FLEET_RETIRE_S = 2.0
 # A record whose encoding fits this is piggybacked on gossip; a larger one travels
@@ -166,6 +168,8 @@ class GossipNode:
         self._broadcast_seq = 0
         self._hashes: dict[str, bytes] = {}
         self._fleet_join_at_s = -1e18
+        # Gateways named by summaries, not (yet) in our fleet pool: id -> first noticed.
+        self._unlisted_gateways: dict[str, float] = {}
         self._record_repeats = RepeatQueue()
         # Members of our region heard of outside our region pool, to join (gossip/islands.py).
         self._islands = IslandMerge(node_id, addr, self._count)
@@ -789,15 +793,21 @@ class GossipNode:
             if m.state in (MemberState.ALIVE, MemberState.SUSPECT):
                 present[codec.decode_meta(m.meta)[0]] = None
         seeds: list[str] = []
+        unlisted: dict[str, float] = {}
         for region in self._summaries.known_regions():
             for gid, addr in self._summaries.gateways_of(region):
                 if gid == self.node_id or addr in seeds:
                     continue
-                # A region we do not see at all, or one of its gateways our fleet pool has
-                # never listed (its alive notice was lost in a cold start's storm, when every
-                # node was a gateway for a moment): only a join introduces us.
-                if region not in present or (region != self.region and fleet.member(gid) is None):
-                    seeds.append(addr)
+                if region not in present:
+                    seeds.append(addr)  # a region we do not see at all
+                elif region != self.region and fleet.member(gid) is None:
+                    # A gateway our fleet pool has never listed. Usually its alive notice is
+                    # on its way; after a cold start's storm (every node a gateway for a
+                    # moment) it may have been lost for good, and only a join introduces us.
+                    since = unlisted[gid] = self._unlisted_gateways.get(gid, now)
+                    if now - since >= UNLISTED_GATEWAY_GRACE_S:
+                        seeds.append(addr)
+        self._unlisted_gateways = unlisted
         if fleet.alive_count == 1:
             seeds.extend(addr for gid, addr in self._gateways if gid != self.node_id and addr not in seeds)
         if not seeds:
