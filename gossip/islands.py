@@ -29,11 +29,9 @@ class IslandMerge:
         self._node_id = node_id
         self._addr = addr
         self._count = count
-        self._candidates: dict[str, str] = {}  # node id -> address, oldest first
+        # node id -> address, oldest first; the node reads its truth after every input (cheap).
+        self.pending: dict[str, str] = {}
         self._next_s = -1e18
-
-    def __bool__(self) -> bool:
-        return bool(self._candidates)
 
     def wait(self, until_s: float) -> None:
         """Join nothing before until_s (our own join is under way)."""
@@ -41,7 +39,7 @@ class IslandMerge:
 
     def due_s(self, now: float) -> float | None:
         """When take() should next run (None: nothing noted)."""
-        return max(self._next_s, now) if self._candidates else None
+        return max(self._next_s, now) if self.pending else None
 
     def note(self, peers: Iterable[tuple[str, str]], listed: Callable[[str], bool]) -> None:
         """Members of our region (id, address) named outside our region pool.
@@ -53,11 +51,11 @@ class IslandMerge:
         for node_id, addr in peers:
             if node_id == self._node_id or addr == self._addr or listed(node_id):
                 continue
-            again = self._candidates.pop(node_id, None) is not None
-            if not again and len(self._candidates) >= REGION_MERGE_CANDIDATES_MAX:
-                del self._candidates[next(iter(self._candidates))]
+            again = self.pending.pop(node_id, None) is not None
+            if not again and len(self.pending) >= REGION_MERGE_CANDIDATES_MAX:
+                del self.pending[next(iter(self.pending))]
                 self._count("region_merge_candidates_dropped")
-            self._candidates[node_id] = addr
+            self.pending[node_id] = addr
 
     def take(self, now: float, listed: Callable[[str], bool]) -> list[str]:
         """The addresses to join now (at most REGION_MERGE_SEEDS_MAX, oldest noted first), or [].
@@ -67,11 +65,11 @@ class IslandMerge:
         if now < self._next_s:
             return []
         seeds: list[str] = []
-        for node_id, addr in list(self._candidates.items()):
+        for node_id, addr in list(self.pending.items()):
             if listed(node_id):
-                del self._candidates[node_id]
+                del self.pending[node_id]
             elif len(seeds) < REGION_MERGE_SEEDS_MAX:
-                del self._candidates[node_id]
+                del self.pending[node_id]
                 if addr not in seeds:
                     seeds.append(addr)
         if seeds:
@@ -81,4 +79,4 @@ class IslandMerge:
 
     def clear(self) -> None:
         """Forget everything noted (we are leaving)."""
-        self._candidates.clear()
+        self.pending.clear()

@@ -419,9 +419,10 @@ class GossipNode:
             t = min(t, pool.next_deadline(), until)
         if self._record_repeats.due:
             t = min(t, self._record_repeats.next_deadline())
-        merge_s = self._islands.due_s(self._now)
-        if merge_s is not None:
-            t = min(t, merge_s)
+        if self._islands.pending:
+            merge_s = self._islands.due_s(self._now)
+            if merge_s is not None:
+                t = min(t, merge_s)
         return t
 
     def poll_transmit(self) -> list[Outbound]:
@@ -891,7 +892,7 @@ class GossipNode:
         if self._gateways_dirty and now >= self._start_s + GATEWAY_FIRST_CHECK_S:
             self._check_gateway(now)
             self._collect()
-        if self._islands:
+        if self._islands.pending:
             self._merge_islands(now)
 
     def _collect(self) -> None:
