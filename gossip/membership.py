@@ -129,7 +129,9 @@ class Membership:
         # Whether members' claims are signed is fixed when the node is made (admission mode).
         self._authenticated = roles.gate.authenticated
         self._members: dict[str, Member] = {}
-        self._by_addr: dict[str, str] = {}  # a member's address -> its id (who a datagram is from)
+        # A member's address -> its id: who a datagram is from (kept in admission mode only,
+        # where strangers are told apart; elsewhere it would cost memory for nothing).
+        self._by_addr: dict[str, str] = {}
         self._probe_order: list[str] = []
         self._probe_index = 0
         self._seq = 0
@@ -386,7 +388,8 @@ class Membership:
             return None
         m = Member(node_id, addr, meta, inc, state, now, now)
         self._members[node_id] = m
-        self._by_addr[addr] = node_id
+        if self._authenticated:
+            self._by_addr[addr] = node_id
         # Insert at a random position so a new member is probed within one round.
         self._probe_order.insert(self._rng.randint(0, len(self._probe_order)), node_id)
         if state in (MemberState.ALIVE, MemberState.SUSPECT):
@@ -542,9 +545,10 @@ class Membership:
         changed = m.state != MemberState.ALIVE or m.addr != msg.addr
         if m.addr != msg.addr:
             self.live_set_version += 1  # same member, new address: owners re-read addresses
-            if self._by_addr.get(m.addr) == m.node_id:
-                del self._by_addr[m.addr]
-            self._by_addr[msg.addr] = m.node_id
+            if self._authenticated:
+                if self._by_addr.get(m.addr) == m.node_id:
+                    del self._by_addr[m.addr]
+                self._by_addr[msg.addr] = m.node_id
         self._clear_suspicion(msg.node_id)
         m.incarnation, m.addr, m.meta, m.signature = msg.incarnation, msg.addr, msg.meta, msg.signature
         if m.state != MemberState.ALIVE:
