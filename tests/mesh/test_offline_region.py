@@ -3,31 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
 from gossip.node import RegionSummary
-from mesh.service.api import LAST_KNOWN_HEADER, create_app
+from mesh.service.api import LAST_KNOWN_HEADER
 from mesh.service.lastknown import LastKnown
 from tests.mesh.test_api import Client, FakeService, _member
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[Client]:
-    clients: list[TestClient[web.Request, web.Application]] = []
-
-    async def make(service: FakeService) -> TestClient[web.Request, web.Application]:
-        test_client = TestClient(TestServer(create_app(service), host="127.0.0.1"))
-        await test_client.start_server()
-        clients.append(test_client)
-        return test_client
-
-    yield make
-    for test_client in clients:
-        await test_client.close()
+from tests.mesh.test_api import client as client
 
 
 async def test_an_offline_region_answers_with_its_last_known_members(client: Client) -> None:
