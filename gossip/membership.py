@@ -183,11 +183,6 @@ class Membership:
         return out
 
     @property
-    def has_events(self) -> bool:
-        """True when drain_events would return something."""
-        return bool(self._events)
-
-    @property
     def alive_count(self) -> int:
         """Members alive or suspect in this view, this node included."""
         return self._alive_count

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import random
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -20,7 +19,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gossip import codec
-from gossip.config import LOCAL
 from gossip.events import Event
 from gossip.kinds import DEFAULT_KINDS, KindTable
 from gossip.node import GossipNode
@@ -34,8 +32,8 @@ from mesh.service.api import REQUEST_BODY_MAX_BYTES, create_app
 from mesh.service.store import Store
 from mesh.trust.deploy import record_to_b64
 from mesh.trust.opsign import sign_request
-from node.core import Node
 from tests.inference.test_documents import ALIAS_BOMB
+from tests.mesh.localnode import local_node
 
 OPERATOR = nacl.signing.SigningKey(b"\x05" * 32)
 STRANGER = nacl.signing.SigningKey(b"\x06" * 32)
@@ -75,19 +73,7 @@ def make_agent(data_dir: Path, kinds: KindTable = CHECKED_KINDS) -> Agent:
     DEFAULT_KINDS, one whose store holds what an older murmur accepted."""
     data_dir.mkdir(exist_ok=True)
     trust = StaticTrust(operators=[bytes(OPERATOR.verify_key)])
-    node = Node(
-        GossipNode(
-            "aaaaaaaaaaaaaaaa",
-            "127.0.0.1:1",
-            "north",
-            random.Random(1),
-            region_config=LOCAL,
-            fleet_config=LOCAL,
-            api_addr="127.0.0.1:2",
-            trust=trust,
-            kinds=kinds,
-        )
-    )
+    node = local_node("aaaaaaaaaaaaaaaa", trust, kinds=kinds)
     store = Store.open(data_dir, "aaaaaaaaaaaaaaaa")
     node.state.restore(store.load_records())
     runtime = SyncRuntime()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,8 +10,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gossip.config import LOCAL
-from gossip.node import GossipNode
 from gossip.records import Record, sign_record
 from gossip.trust import StaticTrust
 from inference.inventory import INVENTORY_REFRESH_S, encode
@@ -22,8 +19,8 @@ from mesh.service.agent import Agent, AgentOptions
 from mesh.service.inventory import collect
 from mesh.service.store import Store
 from mesh.trust.identity import Identity, node_id_for
-from node.core import Node
 from tests.inference.test_inventory import BASE, GIB
+from tests.mesh.localnode import local_node
 from tests.mesh.test_deploy_api import SyncRuntime, served
 
 # --- collect -------------------------------------------------------------------------------------
@@ -94,18 +91,7 @@ def make_node_agent(data_dir: Path) -> Agent:
     data_dir.mkdir(exist_ok=True)
     identity = Identity(NODE_ID, NODE_KEY)
     trust = StaticTrust(nodes=[identity.public_key])
-    node = Node(
-        GossipNode(
-            NODE_ID,
-            "127.0.0.1:1",
-            "north",
-            random.Random(1),
-            region_config=LOCAL,
-            fleet_config=LOCAL,
-            api_addr="127.0.0.1:2",
-            trust=trust,
-        )
-    )
+    node = local_node(NODE_ID, trust)
     store = Store.open(data_dir, NODE_ID)
     runtime = SyncRuntime()
     runtime.node = node
@@ -184,18 +170,7 @@ def test_refused_inventory_is_logged_once(tmp_path: Path, caplog: pytest.LogCapt
 
 def make_untrusting(agent: Agent) -> Agent:
     """An agent whose node does not trust its own key (as a peer whose trust lacks node keys)."""
-    node = Node(
-        GossipNode(
-            NODE_ID,
-            "127.0.0.1:1",
-            "north",
-            random.Random(2),
-            region_config=LOCAL,
-            fleet_config=LOCAL,
-            api_addr="127.0.0.1:2",
-            trust=StaticTrust(),
-        )
-    )
+    node = local_node(NODE_ID, StaticTrust(), seed=2)
     runtime = SyncRuntime()
     runtime.node = node
     return Agent(agent.options, agent.identity, agent.store, node, runtime)  # type: ignore[arg-type]

@@ -149,17 +149,7 @@ def test_removed_rows_are_deleted_and_counted(tmp_path: Path) -> None:
 
 
 def _state() -> StateStore:
-    node = GossipNode(
-        "aaaaaaaaaaaaaaaa",
-        "127.0.0.1:1",
-        "north",
-        random.Random(1),
-        region_config=LOCAL,
-        fleet_config=LOCAL,
-        api_addr="127.0.0.1:2",
-        trust=StaticTrust(operators=[bytes(KEY.verify_key)]),
-    )
-    return node.state
+    return StateStore(StaticTrust(operators=[bytes(KEY.verify_key)]), random.Random(1), region="north")
 
 
 def test_a_tampered_record_row_is_removed_and_counted(
