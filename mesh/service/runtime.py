@@ -65,13 +65,18 @@ class FrameError(Exception):
 
 async def read_frame(reader: asyncio.StreamReader, sealed_max_bytes: int) -> bytes:
     """One length-prefixed frame; FrameError if it announces more than `sealed_max_bytes`."""
-    header = await reader.readexactly(FRAME_HEADER.size)
+    length = _frame_length(await reader.readexactly(FRAME_HEADER.size), sealed_max_bytes)
+    return await reader.readexactly(length)
+
+
+def _frame_length(header: bytes, sealed_max_bytes: int) -> int:
+    """The length a frame header announces; FrameError outside what a sealed frame can be."""
     (length,) = FRAME_HEADER.unpack(header)
     if length > sealed_max_bytes:
         raise FrameError("frame_too_large")
     if length < ENVELOPE_OVERHEAD_BYTES:
         raise FrameError("frame_too_short")
-    return await reader.readexactly(length)
+    return int(length)
 
 
 async def read_request_frame(
@@ -83,12 +88,7 @@ async def read_request_frame(
     TimeoutError when the deadline passes (loop time, as `started_s`)."""
     latest_s = started_s + timeout_s
     async with asyncio.timeout_at(min(started_s + REQUEST_FRAME_DEADLINE_S, latest_s)) as deadline:
-        header = await reader.readexactly(FRAME_HEADER.size)
-        (length,) = FRAME_HEADER.unpack(header)
-        if length > sealed_max_bytes:
-            raise FrameError("frame_too_large")
-        if length < ENVELOPE_OVERHEAD_BYTES:
-            raise FrameError("frame_too_short")
+        length = _frame_length(await reader.readexactly(FRAME_HEADER.size), sealed_max_bytes)
         chunks: list[bytes] = []
         received = 0
         while received < length:
