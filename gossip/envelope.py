@@ -1,6 +1,9 @@
 """The envelope: authenticated encryption of every datagram and stream frame.
 
-A sealed frame is laid out as
+Two kinds of frame: pairwise frames between admitted members (`PeerEnvelope`,
+below), and network-key frames for everything else (joins, replies to
+strangers, and every frame of a node without a node key). A network-key frame
+is laid out as
 
     version (1 byte, 0x01) | nonce (24 bytes) | ciphertext + Poly1305 tag (len(plaintext) + 16)
 
@@ -16,8 +19,13 @@ must never repeat under one key; 24 random bytes make a collision negligible.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
 
+import nacl.public
+import nacl.signing
 from nacl.exceptions import CryptoError
 from nacl.secret import SecretBox
 
@@ -136,3 +144,128 @@ class Keyring:
     def __repr__(self) -> str:
         # Never print key material.
         return f"Keyring(keys={len(self._keys)})"
+
+
+# --- the pairwise envelope: frames between admitted members --------------------------
+#
+# A pairwise frame is laid out like a network-key frame, with another version byte:
+#
+#     version (1 byte, 0x02) | nonce (24 bytes) | ciphertext + Poly1305 tag
+#
+# sealed with `nacl.public.Box`: XSalsa20-Poly1305 under the X25519 key the two
+# members share (each side's Ed25519 node key converted to X25519). The first 8
+# bytes of the nonce are the sender's node id (the first 8 bytes of sha256 of its
+# public key), the other 16 are random: the receiver finds the sender's key by
+# that id and the tag proves the frame came from that key's holder (or from
+# the receiver itself). Only the two ends can open or forge it: holding the
+# network key is not enough to speak as a member. The frame is exactly as long
+# as a network-key frame, so packet budgets do not change.
+
+PAIRWISE_VERSION = 0x02
+SENDER_ID_BYTES = 8
+# Boxes precomputed per peer public key (an X25519 scalar multiplication each):
+# enough for the largest region pool plus the fleet pool.
+BOXES_MAX = 4096
+
+_PAIRWISE_PREFIX = bytes([PAIRWISE_VERSION])
+
+
+@runtime_checkable
+class PeerKeys(Protocol):
+    """Who is who, as the core knows it (gossip.node.GossipNode, node.core.Node)."""
+
+    def peer_at(self, addr: str) -> str | None:
+        """The id of the admitted member at addr (None: a stranger, or not authenticated)."""
+        ...
+
+    def peer_key(self, node_id: str) -> bytes | None:
+        """An admitted, unrevoked member's Ed25519 public key (None: unknown)."""
+        ...
+
+
+class PeerEnvelope:
+    """Seals to a member with the pair's key, to anyone else with the network keyring.
+
+    `seal(plaintext, nonce, peer_key)` uses the pairwise box when this node has a
+    node key and the receiver's public key is known, else the keyring (a join to
+    a seed, a reply to a stranger). `open(data, key_of)` answers (plaintext,
+    sender id), with sender id "" for a network-key frame, or (None, reason).
+    """
+
+    __slots__ = ("_boxes", "_id_bytes", "_secret", "keyring")
+
+    def __init__(self, keyring: Keyring, node_key: nacl.signing.SigningKey | None = None) -> None:
+        self.keyring = keyring
+        self._secret: nacl.public.PrivateKey | None = None
+        self._id_bytes = b""
+        if node_key is not None:
+            self._secret = node_key.to_curve25519_private_key()
+            self._id_bytes = hashlib.sha256(bytes(node_key.verify_key)).digest()[:SENDER_ID_BYTES]
+        # peer Ed25519 public key -> its Box (None: the key is not a valid curve point)
+        self._boxes: OrderedDict[bytes, nacl.public.Box | None] = OrderedDict()
+
+    @property
+    def pairwise(self) -> bool:
+        """Whether this node seals to members with pairwise keys (it has a node key)."""
+        return self._secret is not None
+
+    def seal(self, plaintext: bytes, nonce: bytes, peer_key: bytes | None = None) -> bytes:
+        """Seal to the peer whose public key is peer_key (None or no node key: the network key)."""
+        box = self._box(peer_key) if peer_key is not None and self._secret is not None else None
+        if box is None:
+            return self.keyring.seal(plaintext, nonce)
+        if len(nonce) != NONCE_BYTES:
+            raise ValueError(f"nonce must be exactly {NONCE_BYTES} bytes, got {len(nonce)}")
+        sealed = box.encrypt(bytes(plaintext), self._id_bytes + bytes(nonce[SENDER_ID_BYTES:]))
+        return _PAIRWISE_PREFIX + bytes(sealed)
+
+    def open(
+        self, data: bytes, key_of: Callable[[str], bytes | None]
+    ) -> tuple[bytes, str] | tuple[None, str]:
+        """(plaintext, sender id) of a frame ("" for a network-key frame), or (None, why not).
+
+        Reasons: "unsealed" (no key opens it, or it is not a frame at all) and
+        "sender_unknown" (a pairwise frame from an id that key_of does not know:
+        not admitted, revoked, or not yet learnt). Never raises.
+        """
+        try:
+            if len(data) < ENVELOPE_OVERHEAD_BYTES:
+                return None, "unsealed"
+            version = data[0]
+        except Exception:
+            return None, "unsealed"
+        if version != PAIRWISE_VERSION:
+            plaintext = self.keyring.open(data)
+            return (plaintext, "") if plaintext is not None else (None, "unsealed")
+        if self._secret is None:
+            return None, "unsealed"
+        frame = bytes(data)
+        sender_id = frame[VERSION_BYTES : VERSION_BYTES + SENDER_ID_BYTES].hex()
+        public_key = key_of(sender_id)
+        box = self._box(public_key) if public_key is not None else None
+        if box is None:
+            return None, "sender_unknown"
+        nonce = frame[VERSION_BYTES : VERSION_BYTES + NONCE_BYTES]
+        try:
+            return bytes(box.decrypt(frame[VERSION_BYTES + NONCE_BYTES :], nonce)), sender_id
+        except CryptoError:
+            return None, "unsealed"
+
+    def _box(self, public_key: bytes) -> nacl.public.Box | None:
+        boxes = self._boxes
+        if public_key in boxes:
+            boxes.move_to_end(public_key)
+            return boxes[public_key]
+        assert self._secret is not None
+        box: nacl.public.Box | None
+        try:
+            box = nacl.public.Box(self._secret, nacl.signing.VerifyKey(public_key).to_curve25519_public_key())
+        except (CryptoError, ValueError, TypeError):
+            box = None  # not a valid Ed25519 point: nothing can be sealed to it or opened from it
+        boxes[public_key] = box
+        if len(boxes) > BOXES_MAX:
+            boxes.popitem(last=False)
+        return box
+
+    def __repr__(self) -> str:
+        return f"PeerEnvelope(pairwise={self.pairwise}, {self.keyring!r}, peers={len(self._boxes)})"

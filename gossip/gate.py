@@ -106,6 +106,17 @@ class MemberGate:
         """Our admission record rides on our join requests, so the peer admits us at once."""
         return (self.admission_blob,) if self.admission_blob and pool == codec.POOL_REGION else ()
 
+    def member_key(self, node_id: str) -> bytes | None:
+        """An admitted, unrevoked node's public key: its admission record, or a fleet member's metadata."""
+        if not self.admission_mode:
+            return None
+        public_key = self._state.admitted_key(node_id)
+        if public_key is None:
+            held = self._fleet_admitted.get(node_id)
+            if held is not None:
+                public_key = held[1]
+        return public_key
+
     def forget(self, node_id: str) -> None:
         """node_id was revoked: its verified metadata no longer admits it."""
         self._fleet_admitted.pop(node_id, None)

@@ -33,6 +33,7 @@ from gossip.broadcast import BroadcastQueue
 from gossip.config import MembershipConfig, retransmit_limit, suspicion_timeout_s
 from gossip.events import MemberChanged, MemberState
 from gossip.io import Datagram, Outbound, StreamOpen
+from gossip.records import revokes
 from gossip.roles import PoolRoles
 from gossip.suspicion import Suspicion
 
@@ -393,13 +394,35 @@ class Membership:
 
     # --- message handling ---------------------------------------------------------
 
-    def handle_messages(self, now: float, src: str, messages: Sequence[codec.Message]) -> None:
-        """Process the messages of one decoded packet from src."""
-        if self._authenticated and src not in self._by_addr:
-            self._from_stranger(now, src, messages)
-        else:
-            self._dispatch(now, src, messages)
+    def handle_messages(
+        self, now: float, src: str, messages: Sequence[codec.Message], sender_id: str = ""
+    ) -> None:
+        """Process the messages of one decoded packet from src.
+
+        sender_id is the member the driver's envelope proved the packet came from
+        ("" for a network-key frame). With authenticated members, only a packet
+        from the member we know at src is a member's; anything else is a stranger's.
+        """
+        if self._authenticated:
+            if not sender_id or self._by_addr.get(src) != sender_id:
+                self._from_stranger(now, src, messages)
+                self._push_refutation(now)
+                return
+            messages = self._own_claims(sender_id, messages)
+        self._dispatch(now, src, messages)
         self._push_refutation(now)
+
+    def _own_claims(self, sender_id: str, messages: Sequence[codec.Message]) -> Sequence[codec.Message]:
+        """Drop (counted) messages that claim another sender than the one the envelope proved."""
+        if not any(_claims_other_sender(msg, sender_id) for msg in messages):
+            return messages
+        kept = [msg for msg in messages if not _claims_other_sender(msg, sender_id)]
+        self._count("drop_claim_not_sender", len(messages) - len(kept))
+        return kept
+
+    def member_at(self, addr: str) -> str | None:
+        """The id of the member at addr (authenticated pools only; None elsewhere)."""
+        return self._by_addr.get(addr)
 
     def _from_stranger(self, now: float, src: str, messages: Sequence[codec.Message]) -> None:
         """A packet from an address no member of ours has (admission mode).
@@ -421,6 +444,10 @@ class Membership:
                     self._on_nack(msg)
                 case codec.Alive() if msg.addr == src:
                     self._on_alive(now, msg)
+                case codec.RecordGossip() if revokes(msg.blob, self.node_id):
+                    # Our own revocation, operator-signed (the store verifies it): the one
+                    # thing a member still tells a device it expelled (see expel).
+                    self._roles.messages.on_message(self.pool, now, src, msg)
                 case _:
                     self._count("drop_from_stranger")
 
@@ -581,12 +608,20 @@ class Membership:
             self._count("admitted_parked")
             self._on_alive(now, msg)
 
-    def expel(self, now: float, node_id: str) -> None:
-        """node_id lost its admission (revoked): dead here, and nothing of it is parked."""
+    def expel(self, now: float, node_id: str, notice: bytes = b"") -> None:
+        """node_id lost its admission (revoked): dead here, and nothing of it is parked.
+
+        notice (an encoded RecordGossip of the revocation) is sent to it once, alone:
+        with authenticated members we no longer open its frames nor seal to it, and
+        this is how it learns why (Membership._from_stranger takes it).
+        """
         self._unadmitted.pop(node_id, None)
         m = self._members.get(node_id)
         if m is not None and m.state in (MemberState.ALIVE, MemberState.SUSPECT):
             self._count("expelled")
+            if notice:
+                self._count("revocation_told")
+                self._outbox.append(Datagram(m.addr, codec.encode_packet(self.pool, self.region, [notice])))
             self._on_dead(now, codec.Dead(m.incarnation, node_id, self.node_id))
 
     def _clear_suspicion(self, node_id: str) -> None:
@@ -690,8 +725,15 @@ class Membership:
 
     # --- streams (push-pull) ----------------------------------------------------------
 
-    def handle_push_pull(self, now: float, src: str, remote: codec.PushPull) -> codec.PushPull:
-        """Answer a peer's push-pull with our state, then merge theirs."""
+    def handle_push_pull(
+        self, now: float, src: str, remote: codec.PushPull, sender_id: str = ""
+    ) -> codec.PushPull:
+        """Answer a peer's push-pull with our state, then merge theirs.
+
+        With authenticated members, sender_id (the member the envelope proved,
+        "" for a network-key frame) must be the asker's own entry; only a join
+        may come under the network key (the joiner does not know our key yet).
+        """
         if remote.region != self.region and self.pool == codec.POOL_REGION:
             # A node of another region contacted us: tell it what we know of the
             # fleet (summaries) so it can find its own region and the gateways.
@@ -705,6 +747,12 @@ class Membership:
                 True,
             )
         sender = remote.states[0] if remote.states else None
+        if self._authenticated and (
+            (sender_id and (sender is None or sender.node_id != sender_id))
+            or (not sender_id and not remote.join)
+        ):
+            self._count("drop_push_pull_not_sender")
+            return codec.PushPull(self.pool, self.region, remote.join, (), ())
         if remote.records:
             # A joiner's admission rides on its request: judge it (once) before answering.
             self._roles.state.merge(self.pool, now, remote.records)
@@ -1010,3 +1058,12 @@ class Membership:
         target = self._rng.choice(dead)
         self._count("reconnect_attempts")
         self._open_stream(target.addr, self._local_push_pull(join=False), "sync")
+
+
+def _claims_other_sender(msg: codec.Message, sender_id: str) -> bool:
+    """Whether msg names a sender (a ping's source, an application message's author) other than sender_id."""
+    if isinstance(msg, codec.Ping | codec.IndirectPing):
+        return msg.src_id != sender_id
+    if isinstance(msg, codec.AppMessage):
+        return msg.from_id != sender_id
+    return False

@@ -307,8 +307,12 @@ class GossipNode:
         self._after(now)
         return bool(new)
 
-    def handle_datagram(self, now: float, src: str, data: bytes) -> None:
-        """One datagram (plaintext) from src; bad input is dropped and counted."""
+    def handle_datagram(self, now: float, src: str, data: bytes, sender_id: str = "") -> None:
+        """One datagram (plaintext) from src; bad input is dropped and counted.
+
+        sender_id: the member the driver's pairwise envelope proved sent it ("" for
+        a network-key frame); see Membership.handle_messages.
+        """
         try:
             packet = codec.decode_packet(
                 data,
@@ -330,11 +334,16 @@ class GossipNode:
         if packet.pool == codec.POOL_REGION and packet.region != self.region:
             self._count("drop_wrong_region")
             return
-        pool.handle_messages(now, src, packet.messages)
+        pool.handle_messages(now, src, packet.messages, sender_id)
         self._after(now)
 
-    def handle_stream_request(self, now: float, src: str, data: bytes) -> bytes | None:
-        """A peer opened a stream with one frame; returns our reply frame (None: refuse)."""
+    def handle_stream_request(self, now: float, src: str, data: bytes, sender_id: str = "") -> bytes | None:
+        """A peer opened a stream with one frame; returns our reply frame (None: refuse).
+
+        sender_id as for handle_datagram: with authenticated members, records are
+        pushed and state exchanged only by a proven member; a join may come under
+        the network key.
+        """
         try:
             msg = codec.decode_frame(
                 data,
@@ -345,6 +354,9 @@ class GossipNode:
             self._count("drop_stream_" + exc.reason)
             return None
         if isinstance(msg, codec.RecordPush):
+            if self._gate.authenticated and not sender_id:
+                self._count("drop_stream_not_member")
+                return None
             target = self._pool_for(msg.pool)
             if target is not None:
                 self._exchange.merge(msg.pool, now, msg.records)
@@ -361,9 +373,20 @@ class GossipNode:
                 msg.pool, self.region, msg.join, (), self.redirect_summaries(None), True
             )
             return codec.encode_frame(redirect)
-        reply = pool.handle_push_pull(now, src, msg)
+        reply = pool.handle_push_pull(now, src, msg, sender_id)
         self._after(now)
         return codec.encode_frame(reply)
+
+    def peer_at(self, addr: str) -> str | None:
+        """The id of the member at addr, whom the driver seals to pairwise (authenticated mode only)."""
+        member = self.region_pool.member_at(addr)
+        if member is None and self.fleet_pool is not None:
+            member = self.fleet_pool.member_at(addr)
+        return member
+
+    def peer_key(self, node_id: str) -> bytes | None:
+        """An admitted, unrevoked node's Ed25519 public key (None: unknown, or not authenticated)."""
+        return self._gate.member_key(node_id)
 
     def handle_stream_reply(self, now: float, request_id: int, data: bytes | None) -> None:
         """The reply to a stream this node opened; None when the peer was unreachable."""
@@ -578,7 +601,7 @@ class GossipNode:
             if r.kind == ADMISSION_KIND:
                 self.region_pool.admitted(now, r.key)
             elif r.kind == REVOCATION_KIND:
-                self._expel(now, r.key)
+                self._expel(now, r.key, codec.encode_message(codec.RecordGossip(encode_record(r))))
         for r in records:
             blob = encode_record(r)
             if len(blob) > RECORD_PIGGYBACK_MAX_BYTES:
@@ -870,12 +893,12 @@ class GossipNode:
             return self._retiring[-1][0]
         return None
 
-    def _expel(self, now: float, node_id: str) -> None:
-        """An operator revoked node_id: out of every pool, and never let in again."""
+    def _expel(self, now: float, node_id: str, notice: bytes) -> None:
+        """An operator revoked node_id: out of every pool, and never let in again (it is told once)."""
         self._gate.forget(node_id)
         for pool in (self.region_pool, self.fleet_pool):
             if pool is not None:
-                pool.expel(now, node_id)
+                pool.expel(now, node_id, notice)
         self._events.append(Revoked(node_id))
 
     def _after(self, now: float) -> None:

@@ -28,7 +28,7 @@ import msgpack
 import nacl.exceptions
 import nacl.signing
 
-from gossip.kinds import DEFAULT_KINDS
+from gossip.kinds import DEFAULT_KINDS, REVOCATION_KIND
 from gossip.wire import U64_MAX, DecodeError, unpack_versioned
 
 RECORD_FORMAT = 1
@@ -214,6 +214,15 @@ def decode_record(data: bytes) -> Record:
     if problem is not None:
         raise DecodeError(problem)
     return r
+
+
+def revokes(blob: bytes, node_id: str) -> bool:
+    """Whether blob decodes to a revocation of node_id (unverified: the store checks its signature)."""
+    try:
+        r = decode_record(blob)
+    except DecodeError:
+        return False
+    return r.kind == REVOCATION_KIND and r.key == node_id and not r.deleted
 
 
 # --- digests on the wire -----------------------------------------------------------

@@ -63,14 +63,14 @@ class Node:
 
     # --- gossip.io.Core -----------------------------------------------------------------
 
-    def handle_datagram(self, now: float, src: str, data: bytes) -> None:
-        """One datagram (plaintext) from src; bad input is dropped and counted."""
-        self.gossip.handle_datagram(now, src, data)
+    def handle_datagram(self, now: float, src: str, data: bytes, sender_id: str = "") -> None:
+        """One datagram (plaintext) from src, sent by member sender_id ("" unproven); bad input is counted."""
+        self.gossip.handle_datagram(now, src, data, sender_id)
         self._pump(now)
 
-    def handle_stream_request(self, now: float, src: str, data: bytes) -> bytes | None:
+    def handle_stream_request(self, now: float, src: str, data: bytes, sender_id: str = "") -> bytes | None:
         """A peer opened a stream with one frame; returns our reply frame (None: refuse)."""
-        reply = self.gossip.handle_stream_request(now, src, data)
+        reply = self.gossip.handle_stream_request(now, src, data, sender_id)
         self._pump(now)
         return reply
 
@@ -197,6 +197,19 @@ class Node:
     def members(self, pool: str = "region") -> list[MemberView]:
         """This node's view of a pool ("region" or "fleet"), itself included, in id order."""
         return self.gossip.members(pool)
+
+    @property
+    def authenticated(self) -> bool:
+        """Members' claims are signed and their frames sealed pairwise (admission mode)."""
+        return self.gossip.admission_mode
+
+    def peer_at(self, addr: str) -> str | None:
+        """The member at addr, whom the driver seals to pairwise (gossip.envelope.PeerKeys)."""
+        return self.gossip.peer_at(addr)
+
+    def peer_key(self, node_id: str) -> bytes | None:
+        """An admitted, unrevoked node's Ed25519 public key (gossip.envelope.PeerKeys)."""
+        return self.gossip.peer_key(node_id)
 
     def summaries(self) -> dict[str, RegionSummary]:
         """Every region this node knows of, its own included."""

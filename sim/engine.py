@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import Any
 
 from gossip.config import ENVELOPE_OVERHEAD_BYTES
-from gossip.envelope import NONCE_BYTES
+from gossip.envelope import NONCE_BYTES, PeerKeys
 from gossip.events import IncarnationChanged
 from gossip.io import Core, Datagram, Sealer, StreamOpen
 from sim.network import Network
@@ -37,6 +37,12 @@ K_STREAM_TIMEOUT = 4  # idx=client, a=client epoch, b=request id
 K_NODE_CALL = 5  # idx, a=epoch, b=fn(core, now)
 K_CALL = 6  # idx=-1, b=fn(now)
 K_STALL_END = 7  # idx, a=epoch
+# Frames sealed pairwise (gossip/envelope.py): the sender is proven to the receiver,
+# which opens them only if it knows the sender's key. Same fields as the plain kinds.
+K_DGRAM_PAIRWISE = 8
+K_STREAM_REQ_PAIRWISE = 9
+_DGRAM_KINDS = (K_DGRAM, K_DGRAM_PAIRWISE)
+_STREAM_REQ_KINDS = (K_STREAM_REQ, K_STREAM_REQ_PAIRWISE)
 
 
 # A stalled node's socket buffer and ready queue are finite too: beyond this many
@@ -110,6 +116,7 @@ class Engine:
         if addr in self.by_addr:
             raise ValueError(f"address {addr} is already in use by {self.slots[self.by_addr[addr]].node_id}")
         slot = NodeSlot(len(self.slots), node_id, addr, region, core, self.now)
+        slot.peers = _peers_of(core)
         self.slots.append(slot)
         self.by_addr[addr] = slot.idx
         self.network.grow(len(self.slots))
@@ -131,6 +138,7 @@ class Engine:
         slot.uptime_s += self.now - slot.up_since_s
         slot.up = False
         slot.core = None
+        slot.peers = None
         slot.epoch += 1
         slot.timer_gen += 1
         slot.timer_at = None
@@ -151,6 +159,7 @@ class Engine:
             slot.addr = addr
             self.by_addr[addr] = idx
         slot.core = core
+        slot.peers = _peers_of(core)
         slot.up = True
         slot.up_since_s = self.now
         slot.timer_spin = 0
@@ -224,9 +233,9 @@ class Engine:
             return
         slot = self.slots[idx]
         if not slot.up:
-            if kind in (K_DGRAM, K_STREAM_REQ):
+            if kind in _DGRAM_KINDS or kind in _STREAM_REQ_KINDS:
                 self.drops["host_down"] += 1
-                if kind == K_STREAM_REQ:
+                if kind in _STREAM_REQ_KINDS:
                     # The host answers a connection to a dead process with a reset.
                     client = self.slots[entry[4]]
                     self._push(
@@ -250,16 +259,19 @@ class Engine:
             core.handle_timer(now)
             self._after(slot, now)
             self._check_timer_advanced(slot, now)
-        elif kind == K_DGRAM:
+        elif kind in _DGRAM_KINDS:
             data = self._unseal(entry[6])
             if data is None:
                 return
             if self.network.partitioned and self.network.blocked(entry[4], idx):
                 self.drops["partition"] += 1
                 return
-            core.handle_datagram(now, entry[5], data)
+            sender_id = self._proven_sender(slot, entry[4]) if kind == K_DGRAM_PAIRWISE else ""
+            if sender_id is None:
+                return
+            core.handle_datagram(now, entry[5], data, sender_id)
             self._after(slot, now)
-        elif kind == K_STREAM_REQ:
+        elif kind in _STREAM_REQ_KINDS:
             self._serve_stream(slot, core, entry, now)
         elif kind == K_STREAM_REPLY:
             epoch, request_id = entry[5]
@@ -363,6 +375,24 @@ class Engine:
                     ),
                 )
 
+    def _pairwise(self, slot: NodeSlot, dst: str) -> bool:
+        """Whether slot's driver seals to dst pairwise: it knows a member there, and its key."""
+        peers = slot.peers
+        if peers is None:
+            return False
+        peer = peers.peer_at(dst)
+        return peer is not None and peers.peer_key(peer) is not None
+
+    def _proven_sender(self, receiver: NodeSlot, src_idx: int) -> str | None:
+        """The sender of a pairwise frame, if the receiver knows its key (None: it cannot open it)."""
+        sender_id = self.slots[src_idx].node_id
+        peers = receiver.peers
+        if peers is None or peers.peer_key(sender_id) is None:
+            # Reported only where it happens (fleets with admission), so other reports keep their shape.
+            self.drops["sender_unknown"] = self.drops.get("sender_unknown", 0) + 1
+            return None
+        return sender_id
+
     def _seal(self, plaintext: bytes) -> bytes:
         assert self._sealer is not None
         return self._sealer.seal(plaintext, self._nonce_rng.randbytes(NONCE_BYTES))
@@ -406,13 +436,14 @@ class Engine:
             return
         data = self._seal(dg.payload) if self._sealer is not None else dg.payload
         dst_region = self.slots[dst_idx].region
+        kind = K_DGRAM_PAIRWISE if slot.peers is not None and self._pairwise(slot, dg.dst) else K_DGRAM
         self._seq += 1
         heapq.heappush(
             self._heap,
             (
                 now + network.delay_s(slot.region, dst_region),
                 self._seq,
-                K_DGRAM,
+                kind,
                 dst_idx,
                 slot.idx,
                 slot.addr,
@@ -422,7 +453,7 @@ class Engine:
         if copies == 2:
             self.duplicated += 1
             self._push(
-                now + network.delay_s(slot.region, dst_region), K_DGRAM, dst_idx, slot.idx, slot.addr, data
+                now + network.delay_s(slot.region, dst_region), kind, dst_idx, slot.idx, slot.addr, data
             )
 
     # -- streams: reliable, a TCP handshake's worth of latency ---------------------------
@@ -459,7 +490,8 @@ class Engine:
         # SYN, SYN-ACK, then the request: three one-way trips plus the transfer.
         wire_bytes = len(so.payload) + ENVELOPE_OVERHEAD_BYTES
         delay_s = network.stream_delay_s(slot.region, server.region, wire_bytes, trips=3)
-        self._push(now + delay_s, K_STREAM_REQ, server.idx, slot.idx, key, data)
+        kind = K_STREAM_REQ_PAIRWISE if self._pairwise(slot, so.dst) else K_STREAM_REQ
+        self._push(now + delay_s, kind, server.idx, slot.idx, key, data)
 
     def _serve_stream(self, server: NodeSlot, core: Core, entry: Entry, now: float) -> None:
         client = self.slots[entry[4]]
@@ -468,9 +500,14 @@ class Engine:
             self.drops["partition"] += 1
             return
         data = self._unseal(entry[6])
-        if data is None:
-            return  # the server drops a connection it cannot authenticate
-        reply = core.handle_stream_request(now, client.addr, data)
+        sender_id = self._proven_sender(server, client.idx) if entry[2] == K_STREAM_REQ_PAIRWISE else ""
+        if data is None or sender_id is None:
+            # The server closes a connection it cannot authenticate: the client sees it fail.
+            self._push(
+                now + self._one_way_s(server, client), K_STREAM_REPLY, client.idx, server.idx, entry[5], None
+            )
+            return
+        reply = core.handle_stream_request(now, client.addr, data, sender_id)
         self._after(server, now)
         if reply is None:
             return
@@ -478,3 +515,15 @@ class Engine:
         wire_bytes = len(reply) + ENVELOPE_OVERHEAD_BYTES
         delay_s = network.stream_delay_s(server.region, client.region, wire_bytes, trips=1)
         self._push(now + delay_s, K_STREAM_REPLY, client.idx, server.idx, entry[5], frame)
+
+
+def _peers_of(core: Core) -> PeerKeys | None:
+    """The core's directory of member keys when its members are authenticated (pairwise frames).
+
+    Other cores (test cores, nodes without admission) see only network-key frames,
+    and the engine then spends nothing per datagram on keys.
+    """
+    if getattr(core, "authenticated", False):
+        assert isinstance(core, PeerKeys)
+        return core
+    return None

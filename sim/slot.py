@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from gossip.envelope import PeerKeys
 from gossip.events import Event
 from gossip.io import Core
 
@@ -29,6 +30,7 @@ class NodeSlot:
         "idx",
         "incarnation",
         "node_id",
+        "peers",
         "region",
         "stall_until_s",
         "stalled",
@@ -49,6 +51,8 @@ class NodeSlot:
         self.addr = addr
         self.region = region
         self.core: Core | None = core
+        # The core's member keys when it seals pairwise (sim/engine.py sets it), else None.
+        self.peers: PeerKeys | None = None
         self.up = True
         # Bumped on crash and restart: events addressed to an earlier life are dropped.
         self.epoch = 0

@@ -125,6 +125,7 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
         # One timeout for every stream: fleet exchanges cross slow links, and a
         # region exchange that takes longer only delays its failure report.
         stream_timeout_s=max(region_config.stream_timeout_s, fleet_config.stream_timeout_s),
+        node_key=identity.signing_key,
     )
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(install_repeat_filter())
@@ -186,7 +187,7 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
                 describe_refusal(node.admission_problem),
             )
         agent = Agent(options, identity, store, node, runtime, trust)
-        runtime.attach(node)
+        runtime.attach(node, peers=node)
 
         guard = ApiGuard(api_caps(open_files_soft), counters=agent.api_counters)
         app = create_app(agent)

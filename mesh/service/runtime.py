@@ -6,6 +6,13 @@ what arrives, and after every call into it: sends what `poll_transmit()` returns
 and re-arms a single `loop.call_at(next_deadline())`. aioquic's asyncio
 protocol has the same shape.
 
+Sealing (gossip/envelope.py): a frame to a member whose key the core knows
+(`peer_at`, `peer_key`) is sealed pairwise, so the receiver knows which member
+sent it; anything else (a join to a seed, a reply to a stranger) under the
+network key. What opens is handed to the core with the proven sender id ("" for
+a network-key frame). A stream's reply is sealed the way its request was, and
+a reply to a pairwise request must come from the member it was sealed to.
+
 Streams carry one request frame and one reply frame per TCP connection; a frame
 is a 4-byte big-endian length then the sealed bytes. Anything that does not
 open with the keyring, is too large, or is too slow is dropped and counted:
@@ -30,11 +37,13 @@ from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+import nacl.signing
 import nacl.utils
 
 from gossip.config import ENVELOPE_OVERHEAD_BYTES
+from gossip.envelope import Keyring, PeerEnvelope, PeerKeys
 from gossip.events import Event
-from gossip.io import Core, Datagram, Sealer, StreamOpen
+from gossip.io import Core, Datagram, StreamOpen
 from mesh.netaddr import join_hostport, split_hostport
 from mesh.service.connlimits import ConnectionCaps, ConnectionTable, Slot
 
@@ -124,13 +133,16 @@ class Runtime:
 
     def __init__(
         self,
-        keyring: Sealer,
+        keyring: Keyring,
         *,
         packet_max_bytes: int,
         stream_max_bytes: int,
         stream_timeout_s: float,
+        node_key: nacl.signing.SigningKey | None = None,
     ) -> None:
-        self._keyring = keyring
+        # node_key: this node's identity; with it, frames to members are sealed pairwise.
+        self._envelope = PeerEnvelope(keyring, node_key)
+        self._peers: PeerKeys | None = None
         self._packet_max_bytes = packet_max_bytes
         self._sealed_stream_max_bytes = stream_max_bytes + ENVELOPE_OVERHEAD_BYTES
         self._stream_max_bytes = stream_max_bytes
@@ -183,10 +195,37 @@ class Runtime:
             return self.addr
         raise AssertionError("unreachable")
 
-    def attach(self, node: Core) -> None:
-        """Start driving `node`; traffic that arrived before this was dropped."""
+    @property
+    def keyring(self) -> Keyring:
+        """The network keys (install, use, remove rotate them without a restart)."""
+        return self._envelope.keyring
+
+    def attach(self, node: Core, peers: PeerKeys | None = None) -> None:
+        """Start driving `node`; traffic that arrived before this was dropped.
+
+        peers (usually the node itself) says who is at which address and with
+        which key; without it every frame is sealed with the network key.
+        """
         self._node = node
+        self._peers = peers
         self._flush()
+
+    def _peer_key_at(self, dst: str) -> tuple[str, bytes | None]:
+        """(member id, public key) of the member at dst, ("", None) if none: whom to seal to."""
+        peers = self._peers
+        if peers is None or not self._envelope.pairwise:
+            return "", None
+        peer = peers.peer_at(dst)
+        if peer is None:
+            return "", None
+        key = peers.peer_key(peer)
+        return (peer, key) if key is not None else ("", None)
+
+    def _key_of(self, node_id: str) -> bytes | None:
+        return self._peers.peer_key(node_id) if self._peers is not None else None
+
+    def _seal(self, payload: bytes, peer_key: bytes | None) -> bytes:
+        return self._envelope.seal(payload, nacl.utils.random(NONCE_BYTES), peer_key)
 
     def subscribe(self, callback: Callable[[Event], None]) -> None:
         """Call `callback` with every event the core reports, in order."""
@@ -280,7 +319,7 @@ class Runtime:
         except ValueError:
             self._drop("bad_destination", out.dst)
             return
-        sealed = self._keyring.seal(out.payload, nacl.utils.random(NONCE_BYTES))
+        sealed = self._seal(out.payload, self._peer_key_at(out.dst)[1])
         if len(sealed) > self._packet_max_bytes:
             self._drop("datagram_too_large_out", len(sealed))
             return
@@ -302,11 +341,11 @@ class Runtime:
         if len(data) > self._packet_max_bytes:
             self._drop("datagram_too_large", len(data))
             return
-        plaintext = self._keyring.open(data)
+        plaintext, sender = self._envelope.open(data, self._key_of)
         if plaintext is None:
-            self._drop("datagram_unsealed", addr)
+            self._drop("datagram_" + sender, addr)  # datagram_unsealed, datagram_sender_unknown
             return
-        node.handle_datagram(self._loop.time(), join_hostport(str(addr[0]), int(addr[1])), plaintext)
+        node.handle_datagram(self._loop.time(), join_hostport(str(addr[0]), int(addr[1])), plaintext, sender)
         self._flush()
 
     # --- streams -----------------------------------------------------------------
@@ -330,7 +369,8 @@ class Runtime:
     async def _exchange(self, out: StreamOpen) -> None:
         reply: bytes | None = None
         try:
-            sealed = self._keyring.seal(out.payload, nacl.utils.random(NONCE_BYTES))
+            peer, peer_key = self._peer_key_at(out.dst)
+            sealed = self._seal(out.payload, peer_key)
             host, port = split_hostport(out.dst)
             async with asyncio.timeout(self._stream_timeout_s):
                 reader, writer = await asyncio.open_connection(host, port)
@@ -343,9 +383,13 @@ class Runtime:
                     with contextlib.suppress(OSError):
                         await writer.wait_closed()
             self.counters["streams_out"] += 1
-            reply = self._keyring.open(answer)
+            reply, replier = self._envelope.open(answer, self._key_of)
             if reply is None:
-                self._drop("frame_unsealed", out.dst)
+                self._drop("frame_" + replier, out.dst)
+            elif replier != peer:
+                # Sealed to a member, answered by someone else (or under the network key).
+                self._drop("frame_wrong_sender", out.dst)
+                reply = None
         except TimeoutError:
             self._drop("stream_timeout", out.dst)
         except FrameError as exc:
@@ -400,18 +444,19 @@ class Runtime:
                 self._drop("stream_request_timeout", src)
                 return
             self._streams_in.served(slot)
-            request = self._keyring.open(sealed)
+            request, sender = self._envelope.open(sealed, self._key_of)
             if request is None:
-                self._drop("frame_unsealed", src)
+                self._drop("frame_" + sender, src)
                 return
             self.counters["streams_in"] += 1
             if self._node is None or self._closed:
                 return
-            answer = self._node.handle_stream_request(self._loop.time(), src, request)
+            answer = self._node.handle_stream_request(self._loop.time(), src, request, sender)
             self._flush()
             if answer is not None:
                 async with asyncio.timeout_at(started_s + self._stream_timeout_s):
-                    writer.write(frame(self._keyring.seal(answer, nacl.utils.random(NONCE_BYTES))))
+                    # Answered the way it asked: pairwise to a proven member, else the network key.
+                    writer.write(frame(self._seal(answer, self._key_of(sender) if sender else None)))
                     await writer.drain()
         except TimeoutError:
             self._drop("stream_timeout", src)

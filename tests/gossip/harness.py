@@ -5,6 +5,11 @@ timers, a fixed latency, and a `drop` predicate the test controls. It drives
 composite nodes (node/core.py), as the runtime and the simulator do; `add`
 returns a node's gossip layer (what most core tests inspect), `add_node` the
 composite node with hosted cores.
+
+It models the envelope as the drivers use it (gossip/envelope.py): a node with
+authenticated members seals to a member whose key it knows pairwise, and the
+receiver opens such a frame only if it knows the sender's key, then hands the
+core the proven sender id; anything else travels under the network key ("").
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ class Link:
         self._heap: list[tuple[float, int, str, object]] = []
         self._seq = 0
         self.sent_datagrams = 0
+        self.unopened = 0  # pairwise frames the receiver could not open (it lacks the sender's key)
+        self.frames = {"pairwise": 0, "network_key": 0}  # datagrams delivered, by how they were sealed
 
     def add(
         self,
@@ -120,9 +127,12 @@ class Link:
                 self.sent_datagrams += 1
                 assert len(out.payload) <= node.gossip.region_config.packet_plaintext_max_bytes
                 if not self.drop(node.addr, out.dst):
-                    self._push(self.now + LATENCY_S, "dgram", (node.addr, out.dst, out.payload))
+                    sender = _pairwise_sender(node, out.dst)
+                    self._push(self.now + LATENCY_S, "dgram", (node.addr, out.dst, out.payload, sender))
             elif isinstance(out, StreamOpen):
-                self._push(self.now + 2 * LATENCY_S, "stream", (node.addr, out))
+                self._push(
+                    self.now + 2 * LATENCY_S, "stream", (node.addr, out, _pairwise_sender(node, out.dst))
+                )
         while (ev := node.next_event()) is not None:
             self.events.append((self.now, node.node_id, ev))
         if node.addr not in self.down:
@@ -145,24 +155,39 @@ class Link:
                 node.handle_timer(t)
                 self._flush(node)
             elif kind == "dgram":
-                src, dst, payload = item  # type: ignore[misc]
+                src, dst, payload, sender = item  # type: ignore[misc]
                 node = self.nodes.get(dst)
                 if node is None or dst in self.down:
                     continue
-                node.handle_datagram(t, src, payload)
+                if not self._opens(node, sender):
+                    continue
+                self.frames["pairwise" if sender else "network_key"] += 1
+                node.handle_datagram(t, src, payload, sender)
                 self._flush(node)
             else:
-                src, req = item  # type: ignore[misc]
+                src, req, sender = item  # type: ignore[misc]
                 client = self.nodes.get(src)
                 server = self.nodes.get(req.dst)
                 reply = None
-                if server is not None and req.dst not in self.down and not self.drop(src, req.dst):
-                    reply = server.handle_stream_request(t, src, req.payload)
+                if (
+                    server is not None
+                    and req.dst not in self.down
+                    and not self.drop(src, req.dst)
+                    and self._opens(server, sender)
+                ):
+                    reply = server.handle_stream_request(t, src, req.payload, sender)
                     self._flush(server)
                 if client is not None and src not in self.down:
                     client.handle_stream_reply(t, req.request_id, reply)
                     self._flush(client)
         self.now = t_end
+
+    def _opens(self, receiver: Node, sender: str) -> bool:
+        """Whether receiver opens a frame from sender ("": a network-key frame, always)."""
+        if sender and (not receiver.authenticated or receiver.peer_key(sender) is None):
+            self.unopened += 1
+            return False
+        return True
 
     def state_of(self, observer: GossipNode, subject: GossipNode, pool: str = "region") -> MemberState | None:
         for v in observer.members(pool):
@@ -172,3 +197,11 @@ class Link:
 
     def live(self) -> list[GossipNode]:
         return [n.gossip for a, n in self.nodes.items() if a not in self.down]
+
+
+def _pairwise_sender(node: Node, dst: str) -> str:
+    """node's id if its driver would seal to dst pairwise (a member there whose key it knows), else ""."""
+    if not node.authenticated:
+        return ""
+    peer = node.peer_at(dst)
+    return node.node_id if peer is not None and node.peer_key(peer) is not None else ""

@@ -1,8 +1,10 @@
 """Only members speak for members: signed alive claims, bounded accusations, strangers get nothing.
 
 Issue 8, finding 1: a holder of the network key sealed Dead(2**64-1, victim) and
-the victim could never refute again. In the harness, "holding the network key"
-is injecting a plaintext datagram: the envelope is the drivers' job.
+the victim could never refute again. In the harness, the envelope is modelled
+(tests/gossip/harness.py): `_inject` with a sender id is a member (an insider,
+who holds a member's node key) speaking; with sender id "" it is a holder of the
+network key alone, whose frames cannot be pairwise.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from gossip import codec
 from gossip.config import LAN
 from gossip.events import MemberState
 from gossip.node import GossipNode
+from gossip.records import sign_record
 from tests.gossip.harness import Link
 from tests.gossip.test_admission import (
     EXPIRES_S,
+    OPERATOR,
     admission_of,
     admitted_region,
     invite,
@@ -26,9 +30,14 @@ from tests.gossip.test_admission import (
 )
 
 
-def _inject(link: Link, dst: GossipNode, src: str, *messages: codec.Message) -> None:
+def _inject(
+    link: Link, dst: GossipNode, src: str, *messages: codec.Message, sender_id: str | None = None
+) -> None:
+    """A packet from src, proven to come from sender_id (default: the member at src)."""
     packet = codec.encode_packet(codec.POOL_REGION, dst.region, [codec.encode_message(m) for m in messages])
-    link.nodes[dst.addr].handle_datagram(link.now, src, packet)
+    if sender_id is None:
+        sender_id = link.nodes[src].node_id
+    link.nodes[dst.addr].handle_datagram(link.now, src, packet, sender_id)
     link._flush(dst)
 
 
@@ -149,3 +158,79 @@ def test_a_persisted_incarnation_past_the_bound_starts_within_it() -> None:
     assert node.incarnation == codec.INCARNATION_MAX
     frame = codec.encode_frame(node.region_pool._local_push_pull(join=True))
     assert codec.decode_frame(frame, max_bytes=1 << 20).states[0].incarnation == codec.INCARNATION_MAX
+
+
+# --- pairwise envelope: the sender a frame is proven to come from -------------------------
+
+
+def test_a_network_key_holder_at_a_members_address_is_only_a_stranger() -> None:
+    """Before pairwise frames, a packet from a member's address was that member's."""
+    link, nodes = admitted_region(4)
+    victim, member, spoofed = nodes[3], nodes[0], nodes[1]
+    before = victim.incarnation
+    # An accusation at the signed incarnation would make the victim refute (and the
+    # member suspect it); under the network key alone it is not even read.
+    _inject(link, member, spoofed.addr, codec.Suspect(before, victim.node_id, spoofed.node_id), sender_id="")
+    link.run_until(link.now + 20.0)
+    assert member.counters["region.drop_from_stranger"] >= 1
+    assert victim.incarnation == before
+    assert _states(nodes, victim) == {MemberState.ALIVE}
+
+
+def test_a_member_cannot_speak_as_another() -> None:
+    link, nodes = admitted_region(3)
+    a, b, c = nodes
+    before = a.counters.get("app_received", 0)
+    _inject(link, a, b.addr, codec.AppMessage(200, c.node_id, b"as c"), codec.Ping(5, a.node_id, c.node_id))
+    assert a.counters["region.drop_claim_not_sender"] == 2
+    assert a.counters.get("app_received", 0) == before
+    # A member at another member's address (it moved there, or lies) is a stranger there.
+    _inject(link, a, b.addr, codec.Suspect(c.incarnation, c.node_id, c.node_id), sender_id=c.node_id)
+    assert a.counters["region.drop_from_stranger"] >= 1
+
+
+def test_state_exchange_needs_the_proven_sender_and_only_a_join_may_come_unproven() -> None:
+    link, nodes = admitted_region(3)
+    a, b, c = nodes
+    entry = next(m for m in c.region_pool.members() if m.node_id == b.node_id)
+    ask = codec.PushPull(
+        codec.POOL_REGION,
+        "r0",
+        False,
+        (codec.MemberEntry(b.node_id, entry.addr, entry.meta, entry.incarnation, 0, entry.signature),),
+        (),
+    )
+    frame = codec.encode_frame(ask)
+    for sender in ("", c.node_id):  # unproven, or proven to be someone else than it claims
+        reply = a.handle_stream_request(link.now, "b:50000", frame, sender)
+        assert reply is not None and codec.decode_frame(reply, max_bytes=1 << 20).states == ()
+    assert a.counters["region.drop_push_pull_not_sender"] == 2
+    reply = a.handle_stream_request(link.now, "b:50000", frame, b.node_id)
+    assert reply is not None and len(codec.decode_frame(reply, max_bytes=1 << 20).states) == 3
+    push = codec.encode_frame(codec.RecordPush(codec.POOL_REGION, ()))
+    assert a.handle_stream_request(link.now, "b:50000", push, "") is None
+    assert a.counters["drop_stream_not_member"] == 1
+
+
+def test_members_speak_pairwise_once_formed() -> None:
+    link, nodes = admitted_region(4)
+    assert all(len(member_ids(n)) == 4 for n in nodes)
+    network_key, pairwise = link.frames["network_key"], link.frames["pairwise"]
+    link.run_until(link.now + 10.0)
+    assert link.frames["pairwise"] > pairwise
+    assert link.frames["network_key"] == network_key  # joins were the only network-key frames
+
+
+def test_a_revoked_member_is_told_once_and_heard_no_more() -> None:
+    link, nodes = admitted_region(4)
+    victim = nodes[3]
+    revocation = sign_record(OPERATOR, "revocation", victim.node_id, 1, "fleet", b"lost device")
+    nodes[0].publish_record(link.now, revocation)
+    link._flush(nodes[0])
+    link.run_until(link.now + 10.0)
+    assert victim.state.is_revoked(victim.node_id)  # it learnt why, from the notices
+    assert sum(n.counters.get("region.revocation_told", 0) for n in nodes[:3]) >= 1
+    assert all(link.state_of(n, victim) == MemberState.DEAD for n in nodes[:3])
+    unopened = link.unopened
+    link.run_until(link.now + 10.0)
+    assert link.unopened > unopened  # its pairwise frames no longer open anywhere
