@@ -11,6 +11,8 @@ gossip packet (default 1,200 bytes):
   (gossip.envelope.Keyring);
 - pairwise: the same cipher under a key shared by the two members only, derived
   once per peer with X25519 from their Ed25519 node keys (nacl Box, precomputed);
+- peer_envelope: what the drivers run (gossip.envelope.PeerEnvelope): pairwise,
+  plus the lookups of the receiver's key and of the sender's by its id;
 - signed: the network-key envelope plus an Ed25519 signature of the payload by
   the sender's node key, verified at the receiver.
 
@@ -21,6 +23,7 @@ microseconds beside them. It opens no socket. No threshold: a measurement.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -37,7 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from provenance import source_version
 
-from gossip.envelope import Keyring
+from gossip.envelope import Keyring, PeerEnvelope
 
 
 def _per_op_us(fn: Callable[[], object], rounds: int) -> float:
@@ -76,6 +79,15 @@ def measure(payload_bytes: int, rounds: int) -> dict[str, object]:
     def pairwise() -> object:
         return box_ba.decrypt(box_ab.encrypt(payload, nacl.utils.random(24)))
 
+    env_a, env_b = PeerEnvelope(ring, a), PeerEnvelope(ring, b)
+    a_pk, b_pk = bytes(a.verify_key), bytes(b.verify_key)
+    keys = {hashlib.sha256(a_pk).hexdigest()[:16]: a_pk}
+
+    def peer_envelope() -> object:
+        plaintext, sender = env_b.open(env_a.seal(payload, nacl.utils.random(24), b_pk), keys.get)
+        assert plaintext is not None and sender
+        return plaintext
+
     vk = a.verify_key
 
     def signed() -> object:
@@ -95,6 +107,7 @@ def measure(payload_bytes: int, rounds: int) -> dict[str, object]:
     }
     for name, fn, n in (
         ("pairwise", pairwise, rounds),
+        ("peer_envelope", peer_envelope, rounds),
         ("signed", signed, max(rounds // 4, 1)),
         ("derive_pairwise_key_once_per_peer", derive_pairwise_key, max(rounds // 4, 1)),
     ):

@@ -345,6 +345,8 @@ class Runtime:
         if plaintext is None:
             self._drop("datagram_" + sender, addr)  # datagram_unsealed, datagram_sender_unknown
             return
+        if sender:
+            self.counters["datagrams_pairwise_in"] += 1
         node.handle_datagram(self._loop.time(), join_hostport(str(addr[0]), int(addr[1])), plaintext, sender)
         self._flush()
 

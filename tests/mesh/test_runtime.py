@@ -34,10 +34,10 @@ class FakeCore:
         self.deadline: float | None = None
         self.reply = reply
 
-    def handle_datagram(self, now: float, src: str, data: bytes) -> None:
+    def handle_datagram(self, now: float, src: str, data: bytes, sender_id: str = "") -> None:
         self.datagrams.append((src, data))
 
-    def handle_stream_request(self, now: float, src: str, data: bytes) -> bytes | None:
+    def handle_stream_request(self, now: float, src: str, data: bytes, sender_id: str = "") -> bytes | None:
         self.requests.append((src, data))
         return self.reply
 

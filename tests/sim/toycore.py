@@ -47,7 +47,7 @@ class ToyCore:
 
     # -- the driver API -------------------------------------------------------------
 
-    def handle_datagram(self, now: float, src: str, data: bytes) -> None:
+    def handle_datagram(self, now: float, src: str, data: bytes, sender_id: str = "") -> None:
         self.log.append((now, "dgram", f"{src} {data.decode()}"))
         kind, _, rest = data.decode().partition(":")
         if kind == "ping":
@@ -57,7 +57,7 @@ class ToyCore:
             if entry is not None:
                 self._alive(entry[0])
 
-    def handle_stream_request(self, now: float, src: str, data: bytes) -> bytes | None:
+    def handle_stream_request(self, now: float, src: str, data: bytes, sender_id: str = "") -> bytes | None:
         self.log.append((now, "stream_request", f"{src} {data.decode()}"))
         if data == b"refuse":
             return None

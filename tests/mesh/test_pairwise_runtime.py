@@ -1,0 +1,115 @@
+"""The runtime's pairwise envelope on real sockets (loopback): members prove who they are.
+
+Three admitted nodes on 127.0.0.1 form a region; then an attacker who holds the
+network key (and a node key of its own, never admitted) tries to speak as a
+member from its own socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from collections.abc import Callable
+
+import nacl.utils
+
+from gossip import codec
+from gossip.config import LAN, WAN
+from gossip.envelope import Keyring, PeerEnvelope
+from gossip.events import MemberState
+from gossip.node import GossipNode
+from mesh.service.runtime import Runtime
+from node.core import Node
+from tests.gossip.test_admission import admission_of, node_key, trust
+
+KEY = b"\x11" * 32
+
+
+async def _until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+def _alive(observer: Node, subject: Node) -> bool:
+    return any(v.node_id == subject.node_id and v.state == MemberState.ALIVE for v in observer.members())
+
+
+async def _region(count: int) -> tuple[list[Runtime], list[Node]]:
+    loop = asyncio.get_running_loop()
+    runtimes, nodes = [], []
+    for i in range(count):
+        rt = Runtime(
+            Keyring([KEY]),
+            packet_max_bytes=1400,
+            stream_max_bytes=1 << 20,
+            stream_timeout_s=2.0,
+            node_key=node_key(i),
+        )
+        addr = await rt.bind("127.0.0.1", 0)
+        node = Node(
+            GossipNode(
+                admission_of(node_key(i)).key,
+                addr,
+                "r0",
+                random.Random(i),
+                region_config=LAN,
+                fleet_config=WAN,
+                now=loop.time(),
+                trust=trust(),
+                admission=admission_of(node_key(i)),
+                node_key=node_key(i),
+            )
+        )
+        rt.attach(node, peers=node)
+        runtimes.append(rt)
+        nodes.append(node)
+    for rt, node in zip(runtimes[1:], nodes[1:], strict=True):
+        rt.drive(lambda now, node=node: node.join(now, [runtimes[0].addr]))
+    await _until(lambda: all(_alive(a, b) for a in nodes for b in nodes if a is not b))
+    return runtimes, nodes
+
+
+def _send(data: bytes, dst: str) -> None:
+    host, port = dst.rsplit(":", 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(data, (host, int(port)))
+
+
+async def test_members_speak_pairwise_and_a_network_key_holder_is_only_a_stranger() -> None:
+    runtimes, nodes = await _region(3)
+    a, b, c = nodes
+    try:
+        incarnation_before = b.incarnation
+        pairwise_before = runtimes[0].counters["datagrams_pairwise_in"]
+        await asyncio.sleep(1.0)
+        assert runtimes[0].counters["datagrams_pairwise_in"] > pairwise_before  # probes, acks, gossip
+
+        accusation = codec.encode_packet(
+            codec.POOL_REGION,
+            "r0",
+            [codec.encode_message(codec.Suspect(b.incarnation, b.node_id, c.node_id))],
+        )
+        # 1. Sealed with the network key, from its own socket: a stranger's packet.
+        strangers = a.counters.get("region.drop_from_stranger", 0)
+        _send(Keyring([KEY]).seal(accusation, nacl.utils.random(24)), runtimes[0].addr)
+        await _until(lambda: a.counters.get("region.drop_from_stranger", 0) > strangers)
+
+        # 2. A pairwise frame with C's id written in: it does not open.
+        attacker = PeerEnvelope(Keyring([KEY]), node_key(9))
+        forged = bytearray(attacker.seal(accusation, nacl.utils.random(24), a.peer_key(a.node_id)))
+        forged[1:9] = bytes.fromhex(c.node_id)
+        _send(bytes(forged), runtimes[0].addr)
+        await _until(lambda: runtimes[0].counters["drop_datagram_unsealed"] >= 1)
+
+        # 3. Its own pairwise frame: its key is no member's.
+        _send(attacker.seal(accusation, nacl.utils.random(24), a.peer_key(a.node_id)), runtimes[0].addr)
+        await _until(lambda: runtimes[0].counters["drop_datagram_sender_unknown"] >= 1)
+
+        await asyncio.sleep(0.5)
+        assert all(_alive(x, b) for x in (a, c))
+        assert b.incarnation == incarnation_before  # never suspected, so it never had to refute
+    finally:
+        for rt in runtimes:
+            await rt.close()
