@@ -162,12 +162,21 @@ class Keyring:
 # as a network-key frame, so packet budgets do not change.
 
 PAIRWISE_VERSION = 0x02
+# A stream's answer to a network-key request from a node whose key we know (a
+# join): `nacl.public.SealedBox` to that node's X25519 key, so only the node the
+# request names can read the pool's members and records, not whoever replayed
+# its admission. Layout: 0x03 | ephemeral public key (32) | ciphertext + tag (16).
+SEALED_REPLY_VERSION = 0x03
+SEALED_REPLY_OVERHEAD_BYTES = VERSION_BYTES + 32 + TAG_BYTES
+# What a stream reader must allow beyond the plaintext limit, whichever frame comes.
+FRAME_OVERHEAD_MAX_BYTES = max(ENVELOPE_OVERHEAD_BYTES, SEALED_REPLY_OVERHEAD_BYTES)
 SENDER_ID_BYTES = 8
 # Boxes precomputed per peer public key (an X25519 scalar multiplication each):
 # enough for the largest region pool plus the fleet pool.
 BOXES_MAX = 4096
 
 _PAIRWISE_PREFIX = bytes([PAIRWISE_VERSION])
+_SEALED_REPLY_PREFIX = bytes([SEALED_REPLY_VERSION])
 
 
 @runtime_checkable
@@ -210,19 +219,38 @@ class PeerEnvelope:
         return self._secret is not None
 
     def seal(self, plaintext: bytes, nonce: bytes, peer_key: bytes | None = None) -> bytes:
-        """Seal to the peer whose public key is peer_key (None or no node key: the network key)."""
+        """Seal to the peer whose public key is peer_key (None or no node key: the network key).
+
+        Either way the nonce starts with our id: proven in a pairwise frame, a mere
+        claim in a network-key frame, which says whom to seal a stream's answer to.
+        """
+        if len(nonce) != NONCE_BYTES:
+            raise ValueError(f"nonce must be exactly {NONCE_BYTES} bytes, got {len(nonce)}")
+        nonce = self._id_bytes + bytes(nonce[len(self._id_bytes) :])
         box = self._box(peer_key) if peer_key is not None and self._secret is not None else None
         if box is None:
             return self.keyring.seal(plaintext, nonce)
-        if len(nonce) != NONCE_BYTES:
-            raise ValueError(f"nonce must be exactly {NONCE_BYTES} bytes, got {len(nonce)}")
-        sealed = box.encrypt(bytes(plaintext), self._id_bytes + bytes(nonce[SENDER_ID_BYTES:]))
-        return _PAIRWISE_PREFIX + bytes(sealed)
+        return _PAIRWISE_PREFIX + bytes(box.encrypt(bytes(plaintext), nonce))
+
+    def seal_to(self, plaintext: bytes, nonce: bytes, public_key: bytes | None) -> bytes:
+        """Seal so that only public_key's holder opens it (a join's answer); the network key if None."""
+        box = self._sealed_box(public_key) if public_key is not None else None
+        if box is None:
+            return self.seal(plaintext, nonce)
+        return _SEALED_REPLY_PREFIX + bytes(box.encrypt(bytes(plaintext)))
+
+    @staticmethod
+    def claimed_sender(data: bytes) -> str:
+        """The sender id a network-key or pairwise frame names (unproven for a network-key frame)."""
+        if len(data) < ENVELOPE_OVERHEAD_BYTES or data[0] not in (ENVELOPE_VERSION, PAIRWISE_VERSION):
+            return ""
+        return bytes(data[VERSION_BYTES : VERSION_BYTES + SENDER_ID_BYTES]).hex()
 
     def open(
         self, data: bytes, key_of: Callable[[str], bytes | None]
     ) -> tuple[bytes, str] | tuple[None, str]:
-        """(plaintext, sender id) of a frame ("" for a network-key frame), or (None, why not).
+        """(plaintext, sender id) of a frame ("" for a network-key frame or a sealed
+        answer, whose sender is unproven), or (None, why not).
 
         Reasons: "unsealed" (no key opens it, or it is not a frame at all) and
         "sender_unknown" (a pairwise frame from an id that key_of does not know:
@@ -234,6 +262,8 @@ class PeerEnvelope:
             version = data[0]
         except Exception:
             return None, "unsealed"
+        if version == SEALED_REPLY_VERSION:
+            return self._open_sealed_reply(data)
         if version != PAIRWISE_VERSION:
             plaintext = self.keyring.open(data)
             return (plaintext, "") if plaintext is not None else (None, "unsealed")
@@ -250,6 +280,22 @@ class PeerEnvelope:
             return bytes(box.decrypt(frame[VERSION_BYTES + NONCE_BYTES :], nonce)), sender_id
         except CryptoError:
             return None, "unsealed"
+
+    def _open_sealed_reply(self, data: bytes) -> tuple[bytes, str] | tuple[None, str]:
+        """A sealed answer to us: its sender is unproven (""), as a network-key frame's."""
+        if self._secret is None or len(data) < SEALED_REPLY_OVERHEAD_BYTES:
+            return None, "unsealed"
+        try:
+            return bytes(nacl.public.SealedBox(self._secret).decrypt(bytes(data[VERSION_BYTES:]))), ""
+        except CryptoError:
+            return None, "unsealed"
+
+    @staticmethod
+    def _sealed_box(public_key: bytes) -> nacl.public.SealedBox[nacl.public.PublicKey] | None:
+        try:
+            return nacl.public.SealedBox(nacl.signing.VerifyKey(public_key).to_curve25519_public_key())
+        except (CryptoError, ValueError, TypeError):
+            return None
 
     def _box(self, public_key: bytes) -> nacl.public.Box | None:
         boxes = self._boxes

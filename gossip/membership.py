@@ -726,13 +726,15 @@ class Membership:
     # --- streams (push-pull) ----------------------------------------------------------
 
     def handle_push_pull(
-        self, now: float, src: str, remote: codec.PushPull, sender_id: str = ""
+        self, now: float, src: str, remote: codec.PushPull, sender_id: str = "", claimed_id: str = ""
     ) -> codec.PushPull:
         """Answer a peer's push-pull with our state, then merge theirs.
 
         With authenticated members, sender_id (the member the envelope proved,
         "" for a network-key frame) must be the asker's own entry; only a join
-        may come under the network key (the joiner does not know our key yet).
+        may come under the network key (the joiner does not know our key yet),
+        and its entry must be the node the frame names (claimed_id), for the
+        answer is sealed to that node's key: a replayed admission reads nothing.
         """
         if remote.region != self.region and self.pool == codec.POOL_REGION:
             # A node of another region contacted us: tell it what we know of the
@@ -749,7 +751,7 @@ class Membership:
         sender = remote.states[0] if remote.states else None
         if self._authenticated and (
             (sender_id and (sender is None or sender.node_id != sender_id))
-            or (not sender_id and not remote.join)
+            or (not sender_id and not (remote.join and sender is not None and sender.node_id == claimed_id))
         ):
             self._count("drop_push_pull_not_sender")
             return codec.PushPull(self.pool, self.region, remote.join, (), ())

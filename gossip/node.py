@@ -337,12 +337,15 @@ class GossipNode:
         pool.handle_messages(now, src, packet.messages, sender_id)
         self._after(now)
 
-    def handle_stream_request(self, now: float, src: str, data: bytes, sender_id: str = "") -> bytes | None:
+    def handle_stream_request(
+        self, now: float, src: str, data: bytes, sender_id: str = "", claimed_id: str = ""
+    ) -> bytes | None:
         """A peer opened a stream with one frame; returns our reply frame (None: refuse).
 
         sender_id as for handle_datagram: with authenticated members, records are
         pushed and state exchanged only by a proven member; a join may come under
-        the network key.
+        the network key, naming the joiner (claimed_id), to whom alone the driver
+        seals the answer.
         """
         try:
             msg = codec.decode_frame(
@@ -373,7 +376,7 @@ class GossipNode:
                 msg.pool, self.region, msg.join, (), self.redirect_summaries(None), True
             )
             return codec.encode_frame(redirect)
-        reply = pool.handle_push_pull(now, src, msg, sender_id)
+        reply = pool.handle_push_pull(now, src, msg, sender_id, claimed_id)
         self._after(now)
         return codec.encode_frame(reply)
 

@@ -68,9 +68,11 @@ class Node:
         self.gossip.handle_datagram(now, src, data, sender_id)
         self._pump(now)
 
-    def handle_stream_request(self, now: float, src: str, data: bytes, sender_id: str = "") -> bytes | None:
+    def handle_stream_request(
+        self, now: float, src: str, data: bytes, sender_id: str = "", claimed_id: str = ""
+    ) -> bytes | None:
         """A peer opened a stream with one frame; returns our reply frame (None: refuse)."""
-        reply = self.gossip.handle_stream_request(now, src, data, sender_id)
+        reply = self.gossip.handle_stream_request(now, src, data, sender_id, claimed_id)
         self._pump(now)
         return reply
 

@@ -501,13 +501,15 @@ class Engine:
             return
         data = self._unseal(entry[6])
         sender_id = self._proven_sender(server, client.idx) if entry[2] == K_STREAM_REQ_PAIRWISE else ""
+        # A network-key request names its sender (unproven); the answer is sealed to it.
+        claimed_id = client.node_id if not sender_id and client.peers is not None else ""
         if data is None or sender_id is None:
             # The server closes a connection it cannot authenticate: the client sees it fail.
             self._push(
                 now + self._one_way_s(server, client), K_STREAM_REPLY, client.idx, server.idx, entry[5], None
             )
             return
-        reply = core.handle_stream_request(now, client.addr, data, sender_id)
+        reply = core.handle_stream_request(now, client.addr, data, sender_id, claimed_id)
         self._after(server, now)
         if reply is None:
             return

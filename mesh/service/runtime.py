@@ -10,8 +10,9 @@ Sealing (gossip/envelope.py): a frame to a member whose key the core knows
 (`peer_at`, `peer_key`) is sealed pairwise, so the receiver knows which member
 sent it; anything else (a join to a seed, a reply to a stranger) under the
 network key. What opens is handed to the core with the proven sender id ("" for
-a network-key frame). A stream's reply is sealed the way its request was, and
-a reply to a pairwise request must come from the member it was sealed to.
+a network-key frame). A stream's reply is sealed the way its request was (a
+join's answer only for the joiner, see `_seal_answer`), and a reply to a
+pairwise request must come from the member it was sealed to.
 
 Streams carry one request frame and one reply frame per TCP connection; a frame
 is a 4-byte big-endian length then the sealed bytes. Anything that does not
@@ -41,7 +42,7 @@ import nacl.signing
 import nacl.utils
 
 from gossip.config import ENVELOPE_OVERHEAD_BYTES
-from gossip.envelope import Keyring, PeerEnvelope, PeerKeys
+from gossip.envelope import FRAME_OVERHEAD_MAX_BYTES, Keyring, PeerEnvelope, PeerKeys
 from gossip.events import Event
 from gossip.io import Core, Datagram, StreamOpen
 from mesh.netaddr import join_hostport, split_hostport
@@ -144,7 +145,7 @@ class Runtime:
         self._envelope = PeerEnvelope(keyring, node_key)
         self._peers: PeerKeys | None = None
         self._packet_max_bytes = packet_max_bytes
-        self._sealed_stream_max_bytes = stream_max_bytes + ENVELOPE_OVERHEAD_BYTES
+        self._sealed_stream_max_bytes = stream_max_bytes + FRAME_OVERHEAD_MAX_BYTES
         self._stream_max_bytes = stream_max_bytes
         self._stream_timeout_s = stream_timeout_s
         self._loop = asyncio.get_running_loop()
@@ -226,6 +227,17 @@ class Runtime:
 
     def _seal(self, payload: bytes, peer_key: bytes | None) -> bytes:
         return self._envelope.seal(payload, nacl.utils.random(NONCE_BYTES), peer_key)
+
+    def _seal_answer(self, answer: bytes, sender: str, claimed: str) -> bytes:
+        """A stream's answer: pairwise to a proven member; to a network-key request (a join),
+        sealed to the key of the node it names if we know it now (its admission rode on it),
+        so that only that node reads the pool it joined; else under the network key."""
+        if sender:
+            return self._seal(answer, self._key_of(sender))
+        key = self._key_of(claimed) if claimed and self._envelope.pairwise else None
+        if key is not None:
+            self.counters["answers_sealed_to_joiner"] += 1
+        return self._envelope.seal_to(answer, nacl.utils.random(NONCE_BYTES), key)
 
     def subscribe(self, callback: Callable[[Event], None]) -> None:
         """Call `callback` with every event the core reports, in order."""
@@ -453,12 +465,12 @@ class Runtime:
             self.counters["streams_in"] += 1
             if self._node is None or self._closed:
                 return
-            answer = self._node.handle_stream_request(self._loop.time(), src, request, sender)
+            claimed = "" if sender else self._envelope.claimed_sender(sealed)
+            answer = self._node.handle_stream_request(self._loop.time(), src, request, sender, claimed)
             self._flush()
             if answer is not None:
                 async with asyncio.timeout_at(started_s + self._stream_timeout_s):
-                    # Answered the way it asked: pairwise to a proven member, else the network key.
-                    writer.write(frame(self._seal(answer, self._key_of(sender) if sender else None)))
+                    writer.write(frame(self._seal_answer(answer, sender, claimed)))
                     await writer.drain()
         except TimeoutError:
             self._drop("stream_timeout", src)

@@ -175,7 +175,10 @@ class Link:
                     and not self.drop(src, req.dst)
                     and self._opens(server, sender)
                 ):
-                    reply = server.handle_stream_request(t, src, req.payload, sender)
+                    claimed = (
+                        client.node_id if client is not None and client.authenticated and not sender else ""
+                    )
+                    reply = server.handle_stream_request(t, src, req.payload, sender, claimed)
                     self._flush(server)
                 if client is not None and src not in self.down:
                     client.handle_stream_reply(t, req.request_id, reply)

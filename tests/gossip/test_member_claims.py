@@ -10,6 +10,7 @@ network key alone, whose frames cannot be pairwise.
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import msgpack
 
@@ -206,6 +207,15 @@ def test_state_exchange_needs_the_proven_sender_and_only_a_join_may_come_unprove
         assert reply is not None and codec.decode_frame(reply, max_bytes=1 << 20).states == ()
     assert a.counters["region.drop_push_pull_not_sender"] == 2
     reply = a.handle_stream_request(link.now, "b:50000", frame, b.node_id)
+    assert reply is not None and len(codec.decode_frame(reply, max_bytes=1 << 20).states) == 3
+    # A join may come under the network key, but only naming the joiner its entry is: the
+    # answer is sealed to that node's key, so a replayed entry or admission reads nothing.
+    join = codec.encode_frame(replace(ask, join=True))
+    for claimed in ("", c.node_id):
+        reply = a.handle_stream_request(link.now, "b:50000", join, "", claimed)
+        assert reply is not None and codec.decode_frame(reply, max_bytes=1 << 20).states == ()
+    assert a.counters["region.drop_push_pull_not_sender"] == 4
+    reply = a.handle_stream_request(link.now, "b:50000", join, "", b.node_id)
     assert reply is not None and len(codec.decode_frame(reply, max_bytes=1 << 20).states) == 3
     push = codec.encode_frame(codec.RecordPush(codec.POOL_REGION, ()))
     assert a.handle_stream_request(link.now, "b:50000", push, "") is None

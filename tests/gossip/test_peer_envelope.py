@@ -14,7 +14,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gossip.config import ENVELOPE_OVERHEAD_BYTES
-from gossip.envelope import ENVELOPE_VERSION, PAIRWISE_VERSION, Keyring, PeerEnvelope
+from gossip.envelope import (
+    ENVELOPE_VERSION,
+    FRAME_OVERHEAD_MAX_BYTES,
+    PAIRWISE_VERSION,
+    SEALED_REPLY_OVERHEAD_BYTES,
+    SEALED_REPLY_VERSION,
+    Keyring,
+    PeerEnvelope,
+)
 
 NETWORK_KEY = b"\x01" * 32
 NONCE = b"\x05" * 24
@@ -98,5 +106,31 @@ def test_round_trip(plaintext: bytes, nonce: bytes) -> None:
 def test_junk_never_raises(data: bytes) -> None:
     plaintext, reason = _env(B).open(data, KEYS.get)
     assert plaintext is None and reason in ("unsealed", "sender_unknown")
-    plaintext, reason = _env(B).open(bytes([PAIRWISE_VERSION]) + data, KEYS.get)
-    assert plaintext is None
+    for version in (PAIRWISE_VERSION, SEALED_REPLY_VERSION):
+        plaintext, reason = _env(B).open(bytes([version]) + data, KEYS.get)
+        assert plaintext is None
+
+
+def test_a_network_key_frame_names_its_sender_as_a_claim_only() -> None:
+    frame = _env(A).seal(b"join", NONCE)
+    assert frame[0] == ENVELOPE_VERSION
+    assert PeerEnvelope.claimed_sender(frame) == _id(A)
+    assert _env(B).open(frame, KEYS.get) == (b"join", "")  # unproven: no sender id handed on
+    assert PeerEnvelope.claimed_sender(_env(None).seal(b"x", NONCE)) == NONCE[:8].hex()
+
+
+def test_a_joins_answer_opens_only_for_the_node_it_is_sealed_to() -> None:
+    answer = _env(B).seal_to(b"members and records", NONCE, bytes(A.verify_key))
+    assert answer[0] == SEALED_REPLY_VERSION
+    assert (
+        len(answer)
+        == len(b"members and records") + SEALED_REPLY_OVERHEAD_BYTES
+        <= (len(b"members and records") + FRAME_OVERHEAD_MAX_BYTES)
+    )
+    assert _env(A).open(answer, KEYS.get) == (b"members and records", "")
+    # Whoever replayed A's admission holds the network key, maybe a node key: not A's.
+    assert _env(C).open(answer, KEYS.get) == (None, "unsealed")
+    assert _env(None).open(answer, KEYS.get) == (None, "unsealed")
+    assert Keyring([NETWORK_KEY]).open(answer) is None
+    # Nobody's key known: the network key, as before.
+    assert _env(B).seal_to(b"x", NONCE, None)[0] == ENVELOPE_VERSION

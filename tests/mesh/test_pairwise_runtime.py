@@ -16,10 +16,11 @@ import nacl.utils
 
 from gossip import codec
 from gossip.config import LAN, WAN
-from gossip.envelope import Keyring, PeerEnvelope
+from gossip.envelope import SEALED_REPLY_VERSION, Keyring, PeerEnvelope
 from gossip.events import MemberState
 from gossip.node import GossipNode
-from mesh.service.runtime import Runtime
+from gossip.records import encode_record
+from mesh.service.runtime import Runtime, frame, read_frame
 from node.core import Node
 from tests.gossip.test_admission import admission_of, node_key, trust
 
@@ -113,3 +114,49 @@ async def test_members_speak_pairwise_and_a_network_key_holder_is_only_a_strange
     finally:
         for rt in runtimes:
             await rt.close()
+
+
+async def test_a_replayed_join_reads_nothing() -> None:
+    """A network-key holder who sniffed a member's join (its entry and admission) replays it."""
+    runtimes, nodes = await _region(3)
+    a, b = nodes[0], nodes[1]
+    try:
+        entry = next(m for m in a.gossip.region_pool.members() if m.node_id == b.node_id)
+        join = codec.PushPull(
+            codec.POOL_REGION,
+            "r0",
+            True,
+            (codec.MemberEntry(b.node_id, entry.addr, entry.meta, entry.incarnation, 0, entry.signature),),
+            (),
+            records=(encode_record(admission_of(node_key(1))),),
+        )
+        network_key_only = PeerEnvelope(Keyring([KEY]))
+        for claim in (b.node_id, "0123456789abcdef"):  # naming the joiner, or anyone else
+            nonce = bytes.fromhex(claim) + nacl.utils.random(16)
+            answer = await _ask(runtimes[0].addr, network_key_only.seal(codec.encode_frame(join), nonce))
+            opened = Keyring([KEY]).open(answer)
+            if claim == b.node_id:
+                # Sealed to B's key: the network key does not open it.
+                assert answer[0] == SEALED_REPLY_VERSION and opened is None
+            else:
+                # Under the network key, but empty: the join does not name its entry's node.
+                assert opened is not None
+                assert codec.decode_frame(opened, max_bytes=1 << 20).states == ()
+        # B and C joined through A the same way, and read the answers sealed to them.
+        assert runtimes[0].counters["answers_sealed_to_joiner"] >= 3  # theirs and the replay's
+        assert all(rt.counters["drop_frame_unsealed"] == 0 for rt in runtimes[1:])
+        assert a.counters["region.drop_push_pull_not_sender"] >= 1
+    finally:
+        for rt in runtimes:
+            await rt.close()
+
+
+async def _ask(addr: str, sealed: bytes) -> bytes:
+    host, port = addr.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(frame(sealed))
+        await writer.drain()
+        return await read_frame(reader, 1 << 21)
+    finally:
+        writer.close()

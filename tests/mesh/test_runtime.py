@@ -37,7 +37,9 @@ class FakeCore:
     def handle_datagram(self, now: float, src: str, data: bytes, sender_id: str = "") -> None:
         self.datagrams.append((src, data))
 
-    def handle_stream_request(self, now: float, src: str, data: bytes, sender_id: str = "") -> bytes | None:
+    def handle_stream_request(
+        self, now: float, src: str, data: bytes, sender_id: str = "", claimed_id: str = ""
+    ) -> bytes | None:
         self.requests.append((src, data))
         return self.reply
 

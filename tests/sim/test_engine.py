@@ -185,7 +185,7 @@ def test_stream_reply_to_a_stalled_client_waits_for_the_stall() -> None:
 def test_a_core_exception_is_a_violation_and_the_run_goes_on() -> None:
     engine, cores, listener = make_engine(11, 3)
 
-    def boom(now: float, src: str, data: bytes) -> None:
+    def boom(now: float, src: str, data: bytes, sender_id: str = "") -> None:
         raise RuntimeError("bad packet")
 
     cores[1].handle_datagram = boom  # type: ignore[method-assign]
@@ -252,8 +252,9 @@ def test_a_frame_that_does_not_open_is_dropped_and_counted() -> None:
         text for _, kind, text in server.log if kind != "timer" and "ping" not in text and "ack" not in text
     ] == [f"{client.addr} bad"]
     replies = {request_id: (t, data) for t, request_id, data in client.replies}
-    # The request the server could not open: the server drops the connection, the client times out.
-    assert replies[1][1] is None and replies[1][0] == pytest.approx(1.0 + REGION_TIMEOUT_S)
+    # The request the server could not open: the server closes the connection (as the runtime
+    # does), so the client's stream fails when that reaches it, not at its timeout.
+    assert replies[1][1] is None and replies[1][0] < 1.5
     # The reply the client could not open: a failed stream at once, not a timeout.
     assert replies[2][1] is None and replies[2][0] < 1.5
     # Everything else opened: the pings were answered.

@@ -57,7 +57,9 @@ class ToyCore:
             if entry is not None:
                 self._alive(entry[0])
 
-    def handle_stream_request(self, now: float, src: str, data: bytes, sender_id: str = "") -> bytes | None:
+    def handle_stream_request(
+        self, now: float, src: str, data: bytes, sender_id: str = "", claimed_id: str = ""
+    ) -> bytes | None:
         self.log.append((now, "stream_request", f"{src} {data.decode()}"))
         if data == b"refuse":
             return None
