@@ -13,6 +13,10 @@ from dataclasses import dataclass, replace
 # Bytes the envelope adds to every datagram and stream frame (gossip/envelope.py):
 # one version byte, a 24-byte nonce and a 16-byte Poly1305 tag.
 ENVELOPE_OVERHEAD_BYTES = 41
+# What an introducing pairwise frame adds to that: the sender's Ed25519 public key.
+# A node with authenticated members leaves this much room in every packet, so any
+# packet can introduce its sender to a peer that does not know its key yet.
+INTRO_KEY_BYTES = 32
 
 
 @dataclass(frozen=True, slots=True)

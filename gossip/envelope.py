@@ -29,7 +29,7 @@ import nacl.signing
 from nacl.exceptions import CryptoError
 from nacl.secret import SecretBox
 
-from gossip.config import ENVELOPE_OVERHEAD_BYTES
+from gossip.config import ENVELOPE_OVERHEAD_BYTES, INTRO_KEY_BYTES
 
 ENVELOPE_VERSION = 0x01
 VERSION_BYTES = 1
@@ -168,8 +168,17 @@ PAIRWISE_VERSION = 0x02
 # its admission. Layout: 0x03 | ephemeral public key (32) | ciphertext + tag (16).
 SEALED_REPLY_VERSION = 0x03
 SEALED_REPLY_OVERHEAD_BYTES = VERSION_BYTES + 32 + TAG_BYTES
+# A pairwise frame that also carries the sender's public key: the receiver can
+# open it even before it learnt the sender's key (its admission spreads by
+# gossip), and hands on the proven id, which the core treats as a stranger's
+# until it is a member. A sender uses it until the peer has shown it knows our
+# key (a pairwise frame from it opened here), and only if it fits the packet.
+# Layout: 0x04 | sender Ed25519 public key (32) | nonce (24) | ciphertext + tag.
+INTRO_VERSION = 0x04
+PUBLIC_KEY_BYTES = INTRO_KEY_BYTES
+INTRO_OVERHEAD_BYTES = ENVELOPE_OVERHEAD_BYTES + PUBLIC_KEY_BYTES
 # What a stream reader must allow beyond the plaintext limit, whichever frame comes.
-FRAME_OVERHEAD_MAX_BYTES = max(ENVELOPE_OVERHEAD_BYTES, SEALED_REPLY_OVERHEAD_BYTES)
+FRAME_OVERHEAD_MAX_BYTES = max(ENVELOPE_OVERHEAD_BYTES, SEALED_REPLY_OVERHEAD_BYTES, INTRO_OVERHEAD_BYTES)
 SENDER_ID_BYTES = 8
 # Boxes precomputed per peer public key (an X25519 scalar multiplication each):
 # enough for the largest region pool plus the fleet pool.
@@ -177,6 +186,7 @@ BOXES_MAX = 4096
 
 _PAIRWISE_PREFIX = bytes([PAIRWISE_VERSION])
 _SEALED_REPLY_PREFIX = bytes([SEALED_REPLY_VERSION])
+_INTRO_PREFIX = bytes([INTRO_VERSION])
 
 
 @runtime_checkable
@@ -201,14 +211,16 @@ class PeerEnvelope:
     sender id), with sender id "" for a network-key frame, or (None, reason).
     """
 
-    __slots__ = ("_boxes", "_id_bytes", "_secret", "keyring")
+    __slots__ = ("_boxes", "_id_bytes", "_public", "_secret", "keyring")
 
     def __init__(self, keyring: Keyring, node_key: nacl.signing.SigningKey | None = None) -> None:
         self.keyring = keyring
         self._secret: nacl.public.PrivateKey | None = None
         self._id_bytes = b""
+        self._public = b""
         if node_key is not None:
             self._secret = node_key.to_curve25519_private_key()
+            self._public = bytes(node_key.verify_key)
             self._id_bytes = hashlib.sha256(bytes(node_key.verify_key)).digest()[:SENDER_ID_BYTES]
         # peer Ed25519 public key -> its Box (None: the key is not a valid curve point)
         self._boxes: OrderedDict[bytes, nacl.public.Box | None] = OrderedDict()
@@ -218,11 +230,15 @@ class PeerEnvelope:
         """Whether this node seals to members with pairwise keys (it has a node key)."""
         return self._secret is not None
 
-    def seal(self, plaintext: bytes, nonce: bytes, peer_key: bytes | None = None) -> bytes:
+    def seal(
+        self, plaintext: bytes, nonce: bytes, peer_key: bytes | None = None, *, introduce: bool = False
+    ) -> bytes:
         """Seal to the peer whose public key is peer_key (None or no node key: the network key).
 
         Either way the nonce starts with our id: proven in a pairwise frame, a mere
         claim in a network-key frame, which says whom to seal a stream's answer to.
+        introduce: carry our public key too (INTRO_VERSION), for a peer that may not
+        know it yet.
         """
         if len(nonce) != NONCE_BYTES:
             raise ValueError(f"nonce must be exactly {NONCE_BYTES} bytes, got {len(nonce)}")
@@ -230,6 +246,8 @@ class PeerEnvelope:
         box = self._box(peer_key) if peer_key is not None and self._secret is not None else None
         if box is None:
             return self.keyring.seal(plaintext, nonce)
+        if introduce:
+            return _INTRO_PREFIX + self._public + bytes(box.encrypt(bytes(plaintext), nonce))
         return _PAIRWISE_PREFIX + bytes(box.encrypt(bytes(plaintext), nonce))
 
     def seal_to(self, plaintext: bytes, nonce: bytes, public_key: bytes | None) -> bytes:
@@ -243,18 +261,22 @@ class PeerEnvelope:
     def claimed_sender(data: bytes) -> str:
         """The sender id a network-key or pairwise frame names (unproven for a network-key frame)."""
         if len(data) < ENVELOPE_OVERHEAD_BYTES or data[0] not in (ENVELOPE_VERSION, PAIRWISE_VERSION):
-            return ""
+            return ""  # an introducing frame's sender is proven: it never needs this
         return bytes(data[VERSION_BYTES : VERSION_BYTES + SENDER_ID_BYTES]).hex()
 
     def open(
-        self, data: bytes, key_of: Callable[[str], bytes | None]
+        self, data: bytes, key_of: Callable[[str], bytes | None], *, new_keys_allowed: bool = True
     ) -> tuple[bytes, str] | tuple[None, str]:
         """(plaintext, sender id) of a frame ("" for a network-key frame or a sealed
         answer, whose sender is unproven), or (None, why not).
 
-        Reasons: "unsealed" (no key opens it, or it is not a frame at all) and
+        Reasons: "unsealed" (no key opens it, or it is not a frame at all),
         "sender_unknown" (a pairwise frame from an id that key_of does not know:
-        not admitted, revoked, or not yet learnt). Never raises.
+        not admitted, revoked, or not yet learnt) and "new_key_refused" (a frame
+        introducing a key key_of does not know, while new_keys_allowed is False:
+        each such key costs an X25519 multiplication, so the driver bounds their
+        rate). An introducing frame's sender is proven to hold the key it
+        carries, not to be a member: the core decides that. Never raises.
         """
         try:
             if len(data) < ENVELOPE_OVERHEAD_BYTES:
@@ -264,6 +286,8 @@ class PeerEnvelope:
             return None, "unsealed"
         if version == SEALED_REPLY_VERSION:
             return self._open_sealed_reply(data)
+        if version == INTRO_VERSION:
+            return self._open_intro(bytes(data), key_of, new_keys_allowed)
         if version != PAIRWISE_VERSION:
             plaintext = self.keyring.open(data)
             return (plaintext, "") if plaintext is not None else (None, "unsealed")
@@ -278,6 +302,28 @@ class PeerEnvelope:
         nonce = frame[VERSION_BYTES : VERSION_BYTES + NONCE_BYTES]
         try:
             return bytes(box.decrypt(frame[VERSION_BYTES + NONCE_BYTES :], nonce)), sender_id
+        except CryptoError:
+            return None, "unsealed"
+
+    def _open_intro(
+        self, frame: bytes, key_of: Callable[[str], bytes | None], new_keys_allowed: bool
+    ) -> tuple[bytes, str] | tuple[None, str]:
+        if self._secret is None or len(frame) < INTRO_OVERHEAD_BYTES:
+            return None, "unsealed"
+        public_key = frame[VERSION_BYTES : VERSION_BYTES + PUBLIC_KEY_BYTES]
+        nonce = frame[VERSION_BYTES + PUBLIC_KEY_BYTES : VERSION_BYTES + PUBLIC_KEY_BYTES + NONCE_BYTES]
+        sender_id = nonce[:SENDER_ID_BYTES].hex()
+        if hashlib.sha256(public_key).digest()[:SENDER_ID_BYTES] != nonce[:SENDER_ID_BYTES]:
+            return None, "unsealed"  # the id it names is not its key's
+        if public_key not in self._boxes and key_of(sender_id) != public_key and not new_keys_allowed:
+            return None, "new_key_refused"
+        box = self._box(public_key)
+        if box is None:
+            return None, "unsealed"
+        try:
+            return bytes(
+                box.decrypt(frame[VERSION_BYTES + PUBLIC_KEY_BYTES + NONCE_BYTES :], nonce)
+            ), sender_id
         except CryptoError:
             return None, "unsealed"
 

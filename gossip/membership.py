@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from gossip import codec
 from gossip.awareness import Awareness
 from gossip.broadcast import BroadcastQueue
-from gossip.config import MembershipConfig, retransmit_limit, suspicion_timeout_s
+from gossip.config import INTRO_KEY_BYTES, MembershipConfig, retransmit_limit, suspicion_timeout_s
 from gossip.events import MemberChanged, MemberState
 from gossip.io import Datagram, Outbound, StreamOpen
 from gossip.records import revokes
@@ -129,6 +129,8 @@ class Membership:
         self._roles = roles
         # Whether members' claims are signed is fixed when the node is made (admission mode).
         self._authenticated = roles.gate.authenticated
+        # Room left in every packet for the envelope to introduce our key (see gossip/config.py).
+        self._intro_room_bytes = INTRO_KEY_BYTES if self._authenticated else 0
         self._members: dict[str, Member] = {}
         # A member's address -> its id: who a datagram is from (kept in admission mode only,
         # where strangers are told apart; elsewhere it would cost memory for nothing).
@@ -224,6 +226,7 @@ class Membership:
         used = sum(len(m) for m in messages)
         budget = (
             self.config.packet_plaintext_max_bytes
+            - self._intro_room_bytes
             - codec.packet_overhead_bytes(self.region, 16)
             - _HEADER_SLACK_BYTES
             - used

@@ -357,7 +357,7 @@ class GossipNode:
             self._count("drop_stream_" + exc.reason)
             return None
         if isinstance(msg, codec.RecordPush):
-            if self._gate.authenticated and not sender_id:
+            if self._gate.authenticated and (not sender_id or self._gate.member_key(sender_id) is None):
                 self._count("drop_stream_not_member")
                 return None
             target = self._pool_for(msg.pool)
@@ -385,6 +385,12 @@ class GossipNode:
         member = self.region_pool.member_at(addr)
         if member is None and self.fleet_pool is not None:
             member = self.fleet_pool.member_at(addr)
+        if member is None:
+            # A fleet pool we are leaving still sends (our leave notice): to its members too.
+            for pool, _until in self._retiring:
+                member = pool.member_at(addr)
+                if member is not None:
+                    break
         return member
 
     def peer_key(self, node_id: str) -> bytes | None:

@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import Any
 
 from gossip.config import ENVELOPE_OVERHEAD_BYTES
-from gossip.envelope import NONCE_BYTES, PeerKeys
+from gossip.envelope import INTRO_OVERHEAD_BYTES, NONCE_BYTES, SEALED_REPLY_OVERHEAD_BYTES, PeerKeys
 from gossip.events import IncarnationChanged
 from gossip.io import Core, Datagram, Sealer, StreamOpen
 from sim.network import Network
@@ -38,11 +38,17 @@ K_NODE_CALL = 5  # idx, a=epoch, b=fn(core, now)
 K_CALL = 6  # idx=-1, b=fn(now)
 K_STALL_END = 7  # idx, a=epoch
 # Frames sealed pairwise (gossip/envelope.py): the sender is proven to the receiver,
-# which opens them only if it knows the sender's key. Same fields as the plain kinds.
+# which opens them only if it knows the sender's key; introducing frames carry the
+# sender's key, so any node with a node key opens them. Same fields as the plain kinds.
 K_DGRAM_PAIRWISE = 8
 K_STREAM_REQ_PAIRWISE = 9
-_DGRAM_KINDS = (K_DGRAM, K_DGRAM_PAIRWISE)
-_STREAM_REQ_KINDS = (K_STREAM_REQ, K_STREAM_REQ_PAIRWISE)
+K_DGRAM_INTRO = 10
+K_STREAM_REQ_INTRO = 11
+# How a frame is sealed, the index into the tuples below.
+SEAL_NETWORK_KEY, SEAL_PAIRWISE, SEAL_INTRO = 0, 1, 2
+_DGRAM_KINDS = (K_DGRAM, K_DGRAM_PAIRWISE, K_DGRAM_INTRO)
+_STREAM_REQ_KINDS = (K_STREAM_REQ, K_STREAM_REQ_PAIRWISE, K_STREAM_REQ_INTRO)
+_OVERHEAD_BYTES = (ENVELOPE_OVERHEAD_BYTES, ENVELOPE_OVERHEAD_BYTES, INTRO_OVERHEAD_BYTES)
 
 
 # A stalled node's socket buffer and ready queue are finite too: beyond this many
@@ -139,6 +145,7 @@ class Engine:
         slot.up = False
         slot.core = None
         slot.peers = None
+        slot.proven = set()
         slot.epoch += 1
         slot.timer_gen += 1
         slot.timer_at = None
@@ -266,7 +273,7 @@ class Engine:
             if self.network.partitioned and self.network.blocked(entry[4], idx):
                 self.drops["partition"] += 1
                 return
-            sender_id = self._proven_sender(slot, entry[4]) if kind == K_DGRAM_PAIRWISE else ""
+            sender_id = self._proven_sender(slot, entry[4], kind) if kind != K_DGRAM else ""
             if sender_id is None:
                 return
             core.handle_datagram(now, entry[5], data, sender_id)
@@ -375,22 +382,37 @@ class Engine:
                     ),
                 )
 
-    def _pairwise(self, slot: NodeSlot, dst: str) -> bool:
-        """Whether slot's driver seals to dst pairwise: it knows a member there, and its key."""
+    def _sealing(self, slot: NodeSlot, dst: str, payload_bytes: int, room_bytes: int | None) -> int:
+        """How slot's driver seals to dst, as mesh/service/runtime.py decides it: pairwise to a
+        member whose key it knows and that has shown it knows ours; else introducing our key
+        if it fits in the packet; else the network key (the member reads it as a stranger's)."""
         peers = slot.peers
         if peers is None:
-            return False
+            return SEAL_NETWORK_KEY
         peer = peers.peer_at(dst)
-        return peer is not None and peers.peer_key(peer) is not None
+        if peer is None or peers.peer_key(peer) is None:
+            return SEAL_NETWORK_KEY
+        if peer in slot.proven:
+            return SEAL_PAIRWISE
+        if room_bytes is not None and payload_bytes + INTRO_OVERHEAD_BYTES > room_bytes:
+            return SEAL_NETWORK_KEY
+        return SEAL_INTRO
 
-    def _proven_sender(self, receiver: NodeSlot, src_idx: int) -> str | None:
-        """The sender of a pairwise frame, if the receiver knows its key (None: it cannot open it)."""
+    def _proven_sender(self, receiver: NodeSlot, src_idx: int, kind: int) -> str | None:
+        """The sender of a pairwise or introducing frame, if the receiver opens it (else None).
+
+        A pairwise frame opens only where the sender's key is known; an introducing one
+        wherever there is a node key. Either proves the sender knows the receiver's key.
+        """
         sender_id = self.slots[src_idx].node_id
         peers = receiver.peers
-        if peers is None or peers.peer_key(sender_id) is None:
+        if peers is None or (
+            kind in (K_DGRAM_PAIRWISE, K_STREAM_REQ_PAIRWISE) and peers.peer_key(sender_id) is None
+        ):
             # Reported only where it happens (fleets with admission), so other reports keep their shape.
             self.drops["sender_unknown"] = self.drops.get("sender_unknown", 0) + 1
             return None
+        receiver.proven.add(sender_id)
         return sender_id
 
     def _seal(self, plaintext: bytes) -> bytes:
@@ -407,10 +429,17 @@ class Engine:
         return data
 
     def _count_out(
-        self, slot: NodeSlot, plain_bytes: int, limit_bytes: int, kind: str, what: str, now: float
+        self,
+        slot: NodeSlot,
+        plain_bytes: int,
+        limit_bytes: int,
+        kind: str,
+        what: str,
+        now: float,
+        overhead_bytes: int = ENVELOPE_OVERHEAD_BYTES,
     ) -> None:
         """Count a sealed message on the wire; a size over its limit breaks an invariant."""
-        size = plain_bytes + ENVELOPE_OVERHEAD_BYTES
+        size = plain_bytes + overhead_bytes
         slot.tx_bytes += size
         slot.tx_msgs += 1
         if size > limit_bytes:
@@ -419,8 +448,19 @@ class Engine:
             )
 
     def _send_datagram(self, slot: NodeSlot, dg: Datagram, now: float) -> None:
+        sealing = (
+            self._sealing(slot, dg.dst, len(dg.payload), self.packet_max_bytes)
+            if slot.peers is not None
+            else SEAL_NETWORK_KEY
+        )
         self._count_out(
-            slot, len(dg.payload), self.packet_max_bytes, "packet_max_bytes", f"datagram to {dg.dst}", now
+            slot,
+            len(dg.payload),
+            self.packet_max_bytes,
+            "packet_max_bytes",
+            f"datagram to {dg.dst}",
+            now,
+            _OVERHEAD_BYTES[sealing],
         )
         dst_idx = self.by_addr.get(dg.dst)
         if dst_idx is None:
@@ -436,7 +476,7 @@ class Engine:
             return
         data = self._seal(dg.payload) if self._sealer is not None else dg.payload
         dst_region = self.slots[dst_idx].region
-        kind = K_DGRAM_PAIRWISE if slot.peers is not None and self._pairwise(slot, dg.dst) else K_DGRAM
+        kind = _DGRAM_KINDS[sealing]
         self._seq += 1
         heapq.heappush(
             self._heap,
@@ -461,12 +501,29 @@ class Engine:
     def _one_way_s(self, a: NodeSlot, b: NodeSlot) -> float:
         return self.network.delay_s(a.region, b.region)
 
-    def _frame_out(self, slot: NodeSlot, payload: bytes, now: float, what: str) -> bytes:
-        self._count_out(slot, len(payload), self.stream_max_bytes, "stream_max_bytes", f"{what} frame", now)
+    def _frame_out(
+        self,
+        slot: NodeSlot,
+        payload: bytes,
+        now: float,
+        what: str,
+        overhead_bytes: int = ENVELOPE_OVERHEAD_BYTES,
+    ) -> bytes:
+        # The limit is on the plaintext (the reader allows the largest envelope beyond it).
+        self._count_out(
+            slot,
+            len(payload),
+            self.stream_max_bytes + overhead_bytes - ENVELOPE_OVERHEAD_BYTES,
+            "stream_max_bytes",
+            f"{what} frame",
+            now,
+            overhead_bytes,
+        )
         return self._seal(payload) if self._sealer is not None else payload
 
     def _open_stream(self, slot: NodeSlot, so: StreamOpen, now: float) -> None:
-        data = self._frame_out(slot, so.payload, now, "stream request")
+        sealing = self._sealing(slot, so.dst, len(so.payload), None)
+        data = self._frame_out(slot, so.payload, now, "stream request", _OVERHEAD_BYTES[sealing])
         dst_idx = self.by_addr.get(so.dst)
         server = self.slots[dst_idx] if dst_idx is not None else None
         same_region = server is not None and server.region == slot.region
@@ -488,10 +545,9 @@ class Engine:
             self._push(now + rtt_s, K_STREAM_REPLY, slot.idx, server.idx, key, None)
             return
         # SYN, SYN-ACK, then the request: three one-way trips plus the transfer.
-        wire_bytes = len(so.payload) + ENVELOPE_OVERHEAD_BYTES
+        wire_bytes = len(so.payload) + _OVERHEAD_BYTES[sealing]
         delay_s = network.stream_delay_s(slot.region, server.region, wire_bytes, trips=3)
-        kind = K_STREAM_REQ_PAIRWISE if self._pairwise(slot, so.dst) else K_STREAM_REQ
-        self._push(now + delay_s, kind, server.idx, slot.idx, key, data)
+        self._push(now + delay_s, _STREAM_REQ_KINDS[sealing], server.idx, slot.idx, key, data)
 
     def _serve_stream(self, server: NodeSlot, core: Core, entry: Entry, now: float) -> None:
         client = self.slots[entry[4]]
@@ -500,7 +556,7 @@ class Engine:
             self.drops["partition"] += 1
             return
         data = self._unseal(entry[6])
-        sender_id = self._proven_sender(server, client.idx) if entry[2] == K_STREAM_REQ_PAIRWISE else ""
+        sender_id = self._proven_sender(server, client.idx, entry[2]) if entry[2] != K_STREAM_REQ else ""
         # A network-key request names its sender (unproven); the answer is sealed to it.
         claimed_id = client.node_id if not sender_id and client.peers is not None else ""
         if data is None or sender_id is None:
@@ -513,8 +569,13 @@ class Engine:
         self._after(server, now)
         if reply is None:
             return
-        frame = self._frame_out(server, reply, now, "stream reply")
-        wire_bytes = len(reply) + ENVELOPE_OVERHEAD_BYTES
+        # A join's answer is sealed to the joiner's key once its admission is known here.
+        sealed_to_joiner = (
+            bool(claimed_id) and server.peers is not None and server.peers.peer_key(claimed_id) is not None
+        )
+        overhead_bytes = SEALED_REPLY_OVERHEAD_BYTES if sealed_to_joiner else ENVELOPE_OVERHEAD_BYTES
+        frame = self._frame_out(server, reply, now, "stream reply", overhead_bytes)
+        wire_bytes = len(reply) + overhead_bytes
         delay_s = network.stream_delay_s(server.region, client.region, wire_bytes, trips=1)
         self._push(now + delay_s, K_STREAM_REPLY, client.idx, server.idx, entry[5], frame)
 

@@ -31,6 +31,10 @@ JOIN_STAGGER_S = 1.5
 # How often a convergence watch polls the (cached) views.
 CONVERGENCE_POLL_S = 0.25
 BROADCAST_PAYLOAD_BYTES = 32
+# Scenarios whose nodes have node keys and admissions, as every real agent does:
+# signed alive claims, pairwise frames, admission checks. The others model
+# membership alone, and run faster.
+KEYED_SCENARIOS = ("inventory", "admission", "cold-start")
 GC_GEN0_THRESHOLD = 50_000
 
 
@@ -191,7 +195,7 @@ def run_simulation(
         sealer=Keyring([network_key]) if encrypt else None,
         nonce_rng=nonce_rng,
         trust=StaticTrust(operators=[bytes(operator.verify_key)], cluster_id=SIM_CLUSTER_ID),
-        invite=sim_invite(operator, seed) if scenario in ("inventory", "admission") else None,
+        invite=sim_invite(operator, seed) if scenario in KEYED_SCENARIOS else None,
     )
     engine = fleet.engine
     # The fleet's observers, in the order they hear each event (after the fleet's own views).

@@ -31,6 +31,7 @@ class NodeSlot:
         "incarnation",
         "node_id",
         "peers",
+        "proven",
         "region",
         "stall_until_s",
         "stalled",
@@ -53,6 +54,8 @@ class NodeSlot:
         self.core: Core | None = core
         # The core's member keys when it seals pairwise (sim/engine.py sets it), else None.
         self.peers: PeerKeys | None = None
+        # Peers whose pairwise frame opened here: frames to them no longer introduce our key.
+        self.proven: set[str] = set()
         self.up = True
         # Bumped on crash and restart: events addressed to an earlier life are dropped.
         self.epoch = 0

@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import logging
 import struct
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -42,7 +42,14 @@ import nacl.signing
 import nacl.utils
 
 from gossip.config import ENVELOPE_OVERHEAD_BYTES
-from gossip.envelope import FRAME_OVERHEAD_MAX_BYTES, Keyring, PeerEnvelope, PeerKeys
+from gossip.envelope import (
+    BOXES_MAX,
+    FRAME_OVERHEAD_MAX_BYTES,
+    INTRO_OVERHEAD_BYTES,
+    Keyring,
+    PeerEnvelope,
+    PeerKeys,
+)
 from gossip.events import Event
 from gossip.io import Core, Datagram, StreamOpen
 from mesh.netaddr import join_hostport, split_hostport
@@ -67,6 +74,12 @@ REQUEST_FRAME_DEADLINE_S = 2.0
 # push-pull over a 1 Mbit/s fleet link), up to the stream timeout.
 REQUEST_FRAME_RATE_MIN_BYTES_PER_S = 64 * 1024
 READ_CHUNK_BYTES = 64 * 1024
+PROVEN_PEERS_MAX = BOXES_MAX
+# Frames introducing keys we have not met cost an X25519 multiplication (~45 us)
+# each: at most this many per second (a burst of joins in a cold start is well
+# below it; a flood of random keys costs at most ~3 ms of CPU per second).
+NEW_KEYS_PER_S = 64.0
+NEW_KEYS_BURST = 256
 
 
 class FrameError(Exception):
@@ -144,6 +157,12 @@ class Runtime:
         # node_key: this node's identity; with it, frames to members are sealed pairwise.
         self._envelope = PeerEnvelope(keyring, node_key)
         self._peers: PeerKeys | None = None
+        # Peers whose pairwise frame opened here: they know our key, so frames to them
+        # need not introduce it. Bounded like the envelope's boxes.
+        self._proven: OrderedDict[str, None] = OrderedDict()
+        # A token bucket for keys the envelope has not met (an X25519 multiplication each).
+        self._new_key_tokens = float(NEW_KEYS_BURST)
+        self._new_key_tokens_at = 0.0
         self._packet_max_bytes = packet_max_bytes
         self._sealed_stream_max_bytes = stream_max_bytes + FRAME_OVERHEAD_MAX_BYTES
         self._stream_max_bytes = stream_max_bytes
@@ -225,8 +244,36 @@ class Runtime:
     def _key_of(self, node_id: str) -> bytes | None:
         return self._peers.peer_key(node_id) if self._peers is not None else None
 
-    def _seal(self, payload: bytes, peer_key: bytes | None) -> bytes:
-        return self._envelope.seal(payload, nacl.utils.random(NONCE_BYTES), peer_key)
+    def _seal(
+        self, payload: bytes, peer_key: bytes | None, peer: str = "", room_bytes: int | None = None
+    ) -> bytes:
+        """Seal to peer_key: pairwise if the peer has shown it knows our key; else introducing our
+        key if that fits in room_bytes; else under the network key (it reads us as a stranger,
+        as it would a frame it cannot open, but it still answers a probe)."""
+        introduce = peer_key is not None and peer not in self._proven
+        if introduce and room_bytes is not None and len(payload) + INTRO_OVERHEAD_BYTES > room_bytes:
+            introduce, peer_key = False, None
+        return self._envelope.seal(payload, nacl.utils.random(NONCE_BYTES), peer_key, introduce=introduce)
+
+    def _open(self, data: bytes) -> tuple[bytes, str] | tuple[None, str]:
+        """Open a frame; a pairwise one proves its sender knows our key (we stop introducing us)."""
+        now = self._loop.time()
+        self._new_key_tokens = min(
+            NEW_KEYS_BURST, self._new_key_tokens + (now - self._new_key_tokens_at) * NEW_KEYS_PER_S
+        )
+        self._new_key_tokens_at = now
+        opened = self._envelope.open(data, self._key_of, new_keys_allowed=self._new_key_tokens >= 1)
+        plaintext, sender = opened
+        if plaintext is not None and sender:
+            proven = self._proven
+            if sender in proven:
+                proven.move_to_end(sender)
+            else:
+                self._new_key_tokens -= 1  # a first frame from this sender: maybe a new key
+                proven[sender] = None
+                if len(proven) > PROVEN_PEERS_MAX:
+                    proven.popitem(last=False)
+        return opened
 
     def _seal_answer(self, answer: bytes, sender: str, claimed: str) -> bytes:
         """A stream's answer: pairwise to a proven member; to a network-key request (a join),
@@ -331,7 +378,8 @@ class Runtime:
         except ValueError:
             self._drop("bad_destination", out.dst)
             return
-        sealed = self._seal(out.payload, self._peer_key_at(out.dst)[1])
+        peer, peer_key = self._peer_key_at(out.dst)
+        sealed = self._seal(out.payload, peer_key, peer, self._packet_max_bytes)
         if len(sealed) > self._packet_max_bytes:
             self._drop("datagram_too_large_out", len(sealed))
             return
@@ -353,7 +401,7 @@ class Runtime:
         if len(data) > self._packet_max_bytes:
             self._drop("datagram_too_large", len(data))
             return
-        plaintext, sender = self._envelope.open(data, self._key_of)
+        plaintext, sender = self._open(data)
         if plaintext is None:
             self._drop("datagram_" + sender, addr)  # datagram_unsealed, datagram_sender_unknown
             return
@@ -384,7 +432,7 @@ class Runtime:
         reply: bytes | None = None
         try:
             peer, peer_key = self._peer_key_at(out.dst)
-            sealed = self._seal(out.payload, peer_key)
+            sealed = self._seal(out.payload, peer_key, peer)
             host, port = split_hostport(out.dst)
             async with asyncio.timeout(self._stream_timeout_s):
                 reader, writer = await asyncio.open_connection(host, port)
@@ -397,7 +445,7 @@ class Runtime:
                     with contextlib.suppress(OSError):
                         await writer.wait_closed()
             self.counters["streams_out"] += 1
-            reply, replier = self._envelope.open(answer, self._key_of)
+            reply, replier = self._open(answer)
             if reply is None:
                 self._drop("frame_" + replier, out.dst)
             elif replier != peer:
@@ -458,7 +506,7 @@ class Runtime:
                 self._drop("stream_request_timeout", src)
                 return
             self._streams_in.served(slot)
-            request, sender = self._envelope.open(sealed, self._key_of)
+            request, sender = self._open(sealed)
             if request is None:
                 self._drop("frame_" + sender, src)
                 return

@@ -7,9 +7,11 @@ returns a node's gossip layer (what most core tests inspect), `add_node` the
 composite node with hosted cores.
 
 It models the envelope as the drivers use it (gossip/envelope.py): a node with
-authenticated members seals to a member whose key it knows pairwise, and the
-receiver opens such a frame only if it knows the sender's key, then hands the
-core the proven sender id; anything else travels under the network key ("").
+authenticated members seals to a member whose key it knows pairwise, carrying
+its own key too until that member has sent it a pairwise frame (introducing);
+the receiver opens a pairwise frame only if it knows the sender's key, an
+introducing one always, then hands the core the proven sender id; anything
+else travels under the network key ("").
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ class Link:
         self._seq = 0
         self.sent_datagrams = 0
         self.unopened = 0  # pairwise frames the receiver could not open (it lacks the sender's key)
-        self.frames = {"pairwise": 0, "network_key": 0}  # datagrams delivered, by how they were sealed
+        self.frames = {"pairwise": 0, "intro": 0, "network_key": 0}  # datagrams delivered, by sealing
+        self.proven: dict[str, set[str]] = {}  # addr -> senders whose pairwise frame opened there
 
     def add(
         self,
@@ -110,6 +113,7 @@ class Link:
         node = Node(gossip)
         self.nodes[gossip.addr] = node
         self.down.pop(gossip.addr, None)
+        self.proven.pop(gossip.addr, None)  # a restarted driver has met no one
         self._flush(node)
 
     def crash(self, node: GossipNode | Node) -> None:
@@ -127,12 +131,10 @@ class Link:
                 self.sent_datagrams += 1
                 assert len(out.payload) <= node.gossip.region_config.packet_plaintext_max_bytes
                 if not self.drop(node.addr, out.dst):
-                    sender = _pairwise_sender(node, out.dst)
-                    self._push(self.now + LATENCY_S, "dgram", (node.addr, out.dst, out.payload, sender))
+                    sealing = self._sealing(node, out.dst)
+                    self._push(self.now + LATENCY_S, "dgram", (node.addr, out.dst, out.payload, sealing))
             elif isinstance(out, StreamOpen):
-                self._push(
-                    self.now + 2 * LATENCY_S, "stream", (node.addr, out, _pairwise_sender(node, out.dst))
-                )
+                self._push(self.now + 2 * LATENCY_S, "stream", (node.addr, out, self._sealing(node, out.dst)))
         while (ev := node.next_event()) is not None:
             self.events.append((self.now, node.node_id, ev))
         if node.addr not in self.down:
@@ -155,17 +157,18 @@ class Link:
                 node.handle_timer(t)
                 self._flush(node)
             elif kind == "dgram":
-                src, dst, payload, sender = item  # type: ignore[misc]
+                src, dst, payload, sealing = item  # type: ignore[misc]
                 node = self.nodes.get(dst)
                 if node is None or dst in self.down:
                     continue
-                if not self._opens(node, sender):
+                sender = self._opened_from(node, sealing)
+                if sender is None:
                     continue
-                self.frames["pairwise" if sender else "network_key"] += 1
+                self.frames[sealing[0] if sealing else "network_key"] += 1
                 node.handle_datagram(t, src, payload, sender)
                 self._flush(node)
             else:
-                src, req, sender = item  # type: ignore[misc]
+                src, req, sealing = item  # type: ignore[misc]
                 client = self.nodes.get(src)
                 server = self.nodes.get(req.dst)
                 reply = None
@@ -173,7 +176,7 @@ class Link:
                     server is not None
                     and req.dst not in self.down
                     and not self.drop(src, req.dst)
-                    and self._opens(server, sender)
+                    and (sender := self._opened_from(server, sealing)) is not None
                 ):
                     claimed = (
                         client.node_id if client is not None and client.authenticated and not sender else ""
@@ -185,12 +188,25 @@ class Link:
                     self._flush(client)
         self.now = t_end
 
-    def _opens(self, receiver: Node, sender: str) -> bool:
-        """Whether receiver opens a frame from sender ("": a network-key frame, always)."""
-        if sender and (not receiver.authenticated or receiver.peer_key(sender) is None):
+    def _sealing(self, node: Node, dst: str) -> tuple[str, str] | None:
+        """(how, sender id) node's driver seals to dst with: pairwise or intro; None: the network key."""
+        if not node.authenticated:
+            return None
+        peer = node.peer_at(dst)
+        if peer is None or node.peer_key(peer) is None:
+            return None
+        return ("pairwise" if peer in self.proven.get(node.addr, ()) else "intro", node.node_id)
+
+    def _opened_from(self, receiver: Node, sealing: tuple[str, str] | None) -> str | None:
+        """The sender id receiver's driver hands on ("": network-key frame); None if it cannot open it."""
+        if sealing is None:
+            return ""
+        how, sender = sealing
+        if not receiver.authenticated or (how == "pairwise" and receiver.peer_key(sender) is None):
             self.unopened += 1
-            return False
-        return True
+            return None
+        self.proven.setdefault(receiver.addr, set()).add(sender)
+        return sender
 
     def state_of(self, observer: GossipNode, subject: GossipNode, pool: str = "region") -> MemberState | None:
         for v in observer.members(pool):
@@ -200,11 +216,3 @@ class Link:
 
     def live(self) -> list[GossipNode]:
         return [n.gossip for a, n in self.nodes.items() if a not in self.down]
-
-
-def _pairwise_sender(node: Node, dst: str) -> str:
-    """node's id if its driver would seal to dst pairwise (a member there whose key it knows), else ""."""
-    if not node.authenticated:
-        return ""
-    peer = node.peer_at(dst)
-    return node.node_id if peer is not None and node.peer_key(peer) is not None else ""
