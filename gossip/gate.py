@@ -94,6 +94,15 @@ class MemberGate:
             return False
         return True
 
+    def member_key(self, node_id: str) -> bytes | None:
+        """A member's Ed25519 public key: from its admission held here, or the one its fleet
+        metadata carried (verified); None if neither (not admitted, or not in admission mode)."""
+        public_key = self._state.admitted_key(node_id)
+        if public_key is None:
+            held = self._fleet_admitted.get(node_id)
+            public_key = held[1] if held is not None else None
+        return public_key
+
     def may_join(self, pool: int, node_id: str, meta: bytes) -> bool:
         """In admission mode: region members need their admission held, fleet members carry it."""
         if not self.admission_mode or self._state.is_admitted(node_id):
