@@ -308,10 +308,12 @@ class NetKeyCore:
     def _adopt(self, now: float, notice: NetKeyNotice, key: bytes | None, source: str) -> None:
         """A newer notice: take its key if held (or given), else wait for a push, then ask."""
         held = self.notice
-        if held is not None and notice.epoch <= held.epoch:
+        if held is not None and (notice.epoch < held.epoch or notice == held):
             if notice != held:
                 self._count("notice_stale")
             return
+        # Two records of one epoch (operators racing): the store keeps one of them, the same
+        # one everywhere (its order is total), and it reports it only if it won, so follow it.
         self.notice = notice
         for node_id in notice.revoked:
             self._shut_out[node_id] = None
