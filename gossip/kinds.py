@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from types import MappingProxyType
 
+from gossip.netkey import NETKEY_PAYLOAD_MAX_BYTES, notice_problem
+
 FLEET_SCOPE = "fleet"
 REGION_SCOPE_PREFIX = "region:"
 REGION_MAX_CHARS = 64
@@ -29,6 +31,7 @@ REVOCATION_KIND = "revocation"
 TRUST_KIND = "trust"
 PLACEMENT_KIND = "placement"
 ADMISSION_KIND = "admission"
+NETKEY_KIND = "netkey"
 
 
 class Scope(StrEnum):
@@ -132,5 +135,17 @@ DEFAULT_KINDS: KindTable = kind_table(
         KindPolicy(PLACEMENT_KIND, Scope.REGION, Writer.NODE, owner_keyed=True, priority=4),
         # Admissions end by revocation, never by deletion.
         KindPolicy(ADMISSION_KIND, Scope.REGION, Writer.NODE, owner_keyed=True, priority=2, deletable=False),
+        # The network key's rotations (gossip/netkey.py): one slot, superseded by the next
+        # epoch; names the key by its id only. Its schema is gossip's own, so it is checked here.
+        KindPolicy(
+            NETKEY_KIND,
+            Scope.FLEET,
+            Writer.ROOT_OPERATOR,
+            owner_keyed=False,
+            priority=1,
+            deletable=False,
+            payload_max_bytes=NETKEY_PAYLOAD_MAX_BYTES,
+            payload_check=notice_problem,
+        ),
     )
 )

@@ -267,6 +267,11 @@ class GossipNode:
         self._after(now)
         return True
 
+    def member_key(self, node_id: str) -> bytes | None:
+        """An admitted member's Ed25519 public key (region: its admission; fleet: its verified
+        metadata), or None: what hosted cores seal to (node/netkeys.py)."""
+        return self._gate.member_key(node_id)
+
     def prefer_gateways(self, now: float, node_ids: Sequence[str]) -> None:
         """Make these members (live ones, in this order) the region's gateways, the rule
         filling the remaining places (gossip/gateways.py): the hook for a region's voters."""
@@ -392,10 +397,6 @@ class GossipNode:
                 if member is not None:
                     break
         return member
-
-    def peer_key(self, node_id: str) -> bytes | None:
-        """An admitted, unrevoked node's Ed25519 public key (None: unknown, or not authenticated)."""
-        return self._gate.member_key(node_id)
 
     def handle_stream_reply(self, now: float, request_id: int, data: bytes | None) -> None:
         """The reply to a stream this node opened; None when the peer was unreachable."""

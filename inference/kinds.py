@@ -11,7 +11,8 @@ payload signed by a valid key cannot spread (docs/state.md, "Payloads").
 
 Every driver passes this table down (GossipNode(kinds=...)): the agent
 (mesh/service/launch.py) and the simulator (sim/fleet.py). `admission` and
-`trust` payloads are checked by the store itself; `revocation` carries free text
+`trust` payloads are checked by the store itself, `netkey` by DEFAULT_KINDS's own
+check (its schema is gossip's, gossip/netkey.py); `revocation` carries free text
 (a reason) and `placement` has no schema yet.
 """
 

@@ -99,3 +99,23 @@ def check_private_dir(path: Path, what: str) -> None:
             f"{what} {path} is writable by other users (mode {_mode(st)}): they could replace its "
             f"keys or database. Run: chmod 700 {path}"
         )
+
+
+def replace_file(path: Path, data: bytes, mode: int = SECRET_MODE) -> None:
+    """Write `path` with `data` atomically, replacing what was there (temporary file, fsync,
+    rename, fsync of the directory): a kill -9 leaves the old file or the new one, whole."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)

@@ -18,6 +18,7 @@ class Channel(IntEnum):
     ELECTION = 1  # consensus/: per-region leader election
     PLACEMENT = 2  # inference/: placement records and replica state
     ROLLOUT = 3  # inference/: rollout coordination
+    KEYS = 4  # node/netkeys.py: the network key, sealed to each receiver
     # Test cores (tests/node/) use channels from here up.
     TEST_FIRST = 200
 

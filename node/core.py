@@ -21,7 +21,8 @@ With no hosted core the node adds nothing: every call is the gossip node's.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 from gossip.events import AppMessageReceived, Event
 from gossip.io import Outbound
@@ -29,6 +30,8 @@ from gossip.node import GossipNode, MemberView, RegionSummary
 from gossip.records import Record
 from gossip.state import StateStore
 from node.hosted import HostedCore
+
+T = TypeVar("T")
 
 
 class Node:
@@ -148,6 +151,13 @@ class Node:
         self._pump(now)
         return problem
 
+    def command(self, now: float, action: Callable[[float], T]) -> T:
+        """Run a hosted core's command (`action(now)`, e.g. a rotation given by an operator),
+        then send what it asked for and queue its events, as after any other input."""
+        out = action(now)
+        self._pump(now)
+        return out
+
     def restore_view(
         self, now: float, members: Sequence[MemberView], signatures: Mapping[str, bytes] | None = None
     ) -> None:
@@ -211,7 +221,7 @@ class Node:
 
     def peer_key(self, node_id: str) -> bytes | None:
         """An admitted, unrevoked node's Ed25519 public key (gossip.envelope.PeerKeys)."""
-        return self.gossip.peer_key(node_id)
+        return self.gossip.member_key(node_id)
 
     def summaries(self) -> dict[str, RegionSummary]:
         """Every region this node knows of, its own included."""

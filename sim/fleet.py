@@ -28,6 +28,7 @@ from gossip.records import Record, key_id
 from gossip.trust import Trust
 from inference.kinds import CHECKED_KINDS
 from node.core import Node
+from node.hosted import HostedCore
 from sim.engine import Engine
 from sim.network import Network
 from sim.observer import AdmissionLog, Observer
@@ -138,6 +139,8 @@ class Fleet:
         self.outsiders: set[int] = set()
         self.revoked_ids: set[str] = set()
         self.watch: AdmissionLog | None = None
+        # The cores each node hosts besides gossip, made per node (None: none, the fast path).
+        self.hosted: Callable[[str, GossipNode], Sequence[HostedCore]] | None = None
         # What each node sees, rebuilt from its events: the first observer, so every
         # other one reads views that already include the event it is told about.
         self.views = Views()
@@ -291,7 +294,7 @@ class Fleet:
                     if v.node_id != node_id and (record := self.admission(v.node_id, region)) is not None
                 )
             gossip.restore_view(self.engine.now, views, self._claims(views) if self.node_keys else None)
-        return Node(gossip)
+        return Node(gossip, self.hosted(node_id, gossip) if self.hosted is not None else ())
 
     def _claims(self, views: Sequence[MemberView]) -> dict[str, bytes]:
         """Each keyed member's own signature of the alive claim its view shows (signed once)."""

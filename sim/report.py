@@ -126,6 +126,19 @@ def summary(report: dict[str, Any]) -> str:
             f"  cold start: every region one pool {_fmt(cold['region_merged_s'])} "
             f"(unmerged: {cold['unmerged_regions']}, islands at the end: {cold['islands_at_end']})"
         )
+    rot = report.get("key_rotation")
+    if rot is not None and rot.get("rotated_at_s") is not None:
+        lines.append(
+            f"  key rotation at {rot['rotated_at_s']:g}s: {rot['members']} reachable members hold it "
+            f"{_fmt(rot['hold_s'])} (last at {rot['last_member_at_s']}s; missing at the end: "
+            f"{rot['missing_at_end']}); {rot['messages']} messages, {rot['bytes']} bytes"
+        )
+        away = rot.get("offline_region")
+        if away is not None:
+            lines.append(
+                f"    offline region {away['region']} ({away['members']} members): after the heal "
+                f"{_fmt(away['hold_after_heal_s'])}"
+            )
     part = report["partition"]
     if part is not None:
         healed = "never" if part["heal_s"] is None else f"{part['heal_s']}s"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 import random
 import resource
 import sys
@@ -22,6 +23,7 @@ from sim.coldstart import ColdStartWatch
 from sim.fleet import SIM_CLUSTER_ID, Fleet, sim_invite
 from sim.invariants import Invariants
 from sim.inventory import InventoryWatch
+from sim.keyrotation import ROTATE_AT_S, KeyRotationWatch, rotation_record
 from sim.metrics import Metrics
 from sim.network import Network
 from sim.report import TIME_DIGITS
@@ -34,8 +36,10 @@ BROADCAST_PAYLOAD_BYTES = 32
 # Scenarios whose nodes have node keys and admissions, as every real agent does:
 # signed alive claims, pairwise frames, admission checks. The others model
 # membership alone, and run faster.
-KEYED_SCENARIOS = ("inventory", "admission", "cold-start")
+KEYED_SCENARIOS = ("inventory", "admission", "cold-start", "key-rotation")
 GC_GEN0_THRESHOLD = 50_000
+# The key-rotation scenario's new network key: derived from the seed apart from the RNGs.
+NEW_NETWORK_KEY_DOMAIN = b"murmur-sim-new-network-key"
 
 
 def reproduce_command(
@@ -209,6 +213,12 @@ def run_simulation(
     watch = fleet.observe(AdmissionWatch(fleet)) if scenario == "admission" else None
     fleet.watch = watch
     inventory = fleet.observe(InventoryWatch(fleet)) if scenario == "inventory" else None
+    rotation: KeyRotationWatch | None = None
+    if scenario == "key-rotation":
+        new_key = hashlib.sha256(NEW_NETWORK_KEY_DOMAIN + str(seed).encode()).digest()
+        rotation = fleet.observe(
+            KeyRotationWatch(fleet, network_key, new_key, offline_region=scenarios.offline_region(regions))
+        )
     cold: ColdStartWatch | None = None
     if scenario == "cold-start":
         cold = fleet.observe(
@@ -236,6 +246,8 @@ def run_simulation(
     _watch_convergence(fleet, metrics, 0.0, duration_s, "all", converged, "warmup")
 
     plan = scenarios.schedule(fleet, scenario, duration_s, fault_rng, loss, operator)
+    if rotation is not None:
+        rotation.rotate_at(ROTATE_AT_S, fault_rng, rotation_record(operator, rotation.new_key))
     engine.call_at(plan.fault_at_s, metrics.start_traffic_window)
     if plan.broadcast_at_s is not None:
         payload = fault_rng.randbytes(BROADCAST_PAYLOAD_BYTES)
@@ -276,12 +288,14 @@ def run_simulation(
         watch.check_end(invariants, duration_s)
     if cold is not None:
         cold.check_end(invariants, duration_s)
+    if rotation is not None:
+        rotation.check_end(invariants, duration_s)
 
     heal_at_s = plan.heal_at_s
     heal_done = converged["heal"]
     heal_region_done = converged["heal_region"]
     warm_done = converged["warmup"]
-    return {
+    report: dict[str, Any] = {
         "seed": seed,
         "nodes": nodes,
         "regions": regions,
@@ -334,3 +348,7 @@ def run_simulation(
         # The cold-start scenario's regions, from many one-member pools to one each (null elsewhere).
         "cold_start": cold.report() if cold is not None else None,
     }
+    if rotation is not None:
+        # Only in its own scenario, so the other scenarios' reports stay as they were.
+        report["key_rotation"] = rotation.report()
+    return report

@@ -33,6 +33,11 @@ FAULT_AT_S, after a warm start has had time to settle, and stop early enough
   (drawn from the seed), as a site after a power cut behind a switch that drops
   multicast; no faults after. Every region must end as one pool
   (sim/coldstart.py measures how long that takes and the islands left).
+- key-rotation: every node has its own key (admission mode) and hosts the
+  network-key core; at keyrotation.ROTATE_AT_S the operator rotates the network
+  key at a random node; with 3 regions or more the last region is offline
+  (partitioned from the others) from OFFLINE_FROM_S to OFFLINE_UNTIL_S.
+  sim/keyrotation.py measures how long until every live member holds the key.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from inference.manifest import Deployment, manifest_from_doc
 from sim import faults
 from sim.admission import INTRUDER_KINDS
 from sim.fleet import Fleet
+from sim.keyrotation import OFFLINE_FROM_S, OFFLINE_MIN_REGIONS, OFFLINE_UNTIL_S
 
 SCENARIOS = (
     "steady",
@@ -63,6 +69,7 @@ SCENARIOS = (
     "inventory",
     "admission",
     "cold-start",
+    "key-rotation",
 )
 DEFAULT_LOSS = {"loss": 0.10}
 FAULT_AT_S = 10.0
@@ -202,6 +209,11 @@ def _inventories(
     return out
 
 
+def offline_region(region_count: int) -> int | None:
+    """The key-rotation scenario's offline region: the last one, with 3 regions or more."""
+    return region_count - 1 if region_count >= OFFLINE_MIN_REGIONS else None
+
+
 def default_loss(scenario: str) -> float:
     """The loss a scenario uses when --loss is not given."""
     return DEFAULT_LOSS.get(scenario, 0.0)
@@ -239,6 +251,16 @@ def schedule(
         if operator is None or fleet.watch is None or not fleet.node_keys:
             raise ValueError("the admission scenario needs a keyed fleet, its watch and an operator key")
         return _admission(fleet, duration_s, rng, lossy, operator)
+    if scenario == "key-rotation":
+        if not fleet.node_keys or fleet.hosted is None:
+            raise ValueError("the key-rotation scenario needs a keyed fleet hosting the key core")
+        offline = offline_region(fleet.region_count)
+        if offline is None:
+            return Plan(scenario, FAULT_AT_S, 0.0, None, None, lossy)
+        away = fleet.by_region[offline]
+        rest = [i for r in range(fleet.region_count) if r != offline for i in fleet.by_region[r]]
+        faults.partition_at(fleet, OFFLINE_FROM_S, [sorted(rest), sorted(away)], OFFLINE_UNTIL_S)
+        return Plan(scenario, FAULT_AT_S, OFFLINE_UNTIL_S, None, OFFLINE_UNTIL_S, lossy)
     if scenario == "desired":
         if operator is None:
             raise ValueError("the desired scenario needs an operator key")

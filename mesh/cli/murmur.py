@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from mesh.cli import agent, deploy, nodes, trust
+from mesh.cli import agent, deploy, keys, nodes, trust
 from mesh.cli.client import (
     DEFAULT_NODE_URL,
     EXIT_FAILED,
@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     nodes.register(sub, node_help)
     deploy.register(sub, node_help)
     trust.register_grants(sub, node_help)
+    keys.register(sub, node_help)
 
     demo = sub.add_parser("demo", help="run a 6-agent, 2-region mesh on loopback and show it heal")
     demo.set_defaults(func=_cmd_demo)

@@ -28,6 +28,7 @@ from typing import Any
 
 from gossip.records import PUBLIC_KEY_BYTES, key_id
 from mesh.cli import args as flags
+from mesh.cli import keys
 from mesh.cli.client import CliError, NodeClient
 from mesh.cli.signing import key_flags, resolve_key
 from mesh.files import write_new_file
@@ -111,6 +112,30 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     record = sign_revocation(key, args.node_id, version, args.reason)
     node.submit(key, "POST", "/v1/revocations", {"record": record_to_b64(record)})
     print(f"node {args.node_id}: revocation accepted and persisted by {node.base}; it is expelled everywhere")
+    if args.no_rotate:
+        return 0
+    cluster_dir = keys.cluster_dir_of(args)
+    if cluster_dir is None:
+        print(
+            "the network key was NOT rotated (no cluster dir): the revoked device still holds it. Run: "
+            "murmur keys rotate --cluster DIR",
+            file=sys.stderr,
+        )
+        return 0
+    # The revoked device holds the network key: rotate it, and name the device so that no
+    # member hands it the new key, even one that has not heard of the revocation yet.
+    _node_id, epoch, new_id = keys.rotate(
+        node,
+        key,
+        cluster_dir,
+        grace_s=args.grace,
+        reason=f"revocation of {args.node_id}",
+        revoked=(args.node_id,),
+    )
+    print(
+        f"network key rotated (epoch {epoch}, key {new_id}): members drop the old key {args.grace} s after "
+        f"they get the new one; {cluster_dir}/join.token carries the new key"
+    )
     return 0
 
 
@@ -234,6 +259,17 @@ def register_grants(sub: Any, node_help: str) -> None:
         "--force",
         action="store_true",
         help="revoke even if no reachable node has ever seen this id (revocation is permanent)",
+    )
+    revoke.add_argument(
+        "--no-rotate",
+        action="store_true",
+        help="do not rotate the network key (by default a revocation rotates it; needs --cluster)",
+    )
+    revoke.add_argument(
+        "--grace",
+        type=keys.grace_s,
+        default=int(keys.DEFAULT_GRACE_S),
+        help="how long members keep the old network key after they get the new one (default 1h)",
     )
     key_flags(revoke, node_help)
     revoke.set_defaults(func=cmd_revoke)

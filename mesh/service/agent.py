@@ -26,7 +26,8 @@ from gossip.events import (
     RecordsAccepted,
     Revoked,
 )
-from gossip.kinds import INVENTORY_KIND, REVOCATION_KIND
+from gossip.kinds import INVENTORY_KIND, NETKEY_KIND, REVOCATION_KIND
+from gossip.netkey import NETKEY_SLOT, decode_notice
 from gossip.node import MemberView, RegionSummary
 from gossip.records import Record, key_id, sign_record
 from gossip.trust import StaticTrust
@@ -38,10 +39,12 @@ from mesh.service.api import ReceivedBroadcast, SubmitRefused
 from mesh.service.artifacts import ArtifactStore
 from mesh.service.discovery import Peer
 from mesh.service.inventory import INVENTORY_CHECK_S, collect
+from mesh.service.netkeys import key_status, open_sealed_key
 from mesh.service.runtime import Runtime
 from mesh.service.store import PeerRecord, Store, StoreError
 from mesh.trust.identity import Identity
 from node.core import Node
+from node.netkeys import NetKeyCore
 
 log = logging.getLogger("murmur.agent")
 
@@ -110,6 +113,7 @@ class Agent:
         self._member_hosts: frozenset[str] | None = None  # None: recompute (a member changed)
         runtime.is_member_host = self.is_member_host
         runtime.subscribe(self._on_event)
+        self.netkeys: NetKeyCore | None = None  # the network-key core (launch.py hosts it)
 
     # --- NodeService -------------------------------------------------------------
 
@@ -139,6 +143,7 @@ class Agent:
             "addr": self.runtime.addr,
             "is_gateway": self.node.is_gateway,
             "incarnation": self.node.incarnation,
+            "public_key": base64.b64encode(self.identity.public_key).decode("ascii"),
             "admitted": self.node.state.is_admitted(self.node_id) and not self.revoked,
             "admission_problem": self.node.admission_problem,
             "members": {state: states.get(state, 0) for state in ("alive", "suspect", "dead", "left")},
@@ -275,6 +280,54 @@ class Agent:
                 "check that it is signed by an operator key of this cluster",
             )
         return True
+
+    # --- the network key ----------------------------------------------------------
+
+    def netkey_status(self) -> dict[str, Any]:
+        if self.netkeys is None:
+            raise SubmitRefused(503, "this node does not run the network-key core")
+        return key_status(self.netkeys, self.node_id, self.identity.public_key)
+
+    def rotate_network_key(self, record: Record, sealed_key: bytes) -> bool:
+        """An operator's rotation (a checked `netkey` record and the key sealed to us): install the
+        key (persisted before this returns), then persist and publish the record; True if new."""
+        core = self.netkeys
+        if core is None:
+            raise SubmitRefused(503, "this node does not run the network-key core")
+        notice = decode_notice(record.payload)  # the API checked it
+        if self.node_id in notice.revoked:
+            raise SubmitRefused(
+                400, f"this rotation revokes this very node ({self.node_id}); send it to another"
+            )
+        held = core.notice
+        held_record = self.node.state.get(NETKEY_KIND, NETKEY_SLOT)
+        if (held is not None and notice.epoch <= held.epoch) or (
+            held_record is not None and held_record.version >= record.version
+        ):
+            raise SubmitRefused(
+                409,
+                f"epoch {notice.epoch} is not newer than the rotation this node holds (epoch "
+                f"{held.epoch if held else 0}); run murmur keys rotate again (it reads the epoch first)",
+            )
+        key = open_sealed_key(self.identity.signing_key, sealed_key)
+        if key is None:
+            raise SubmitRefused(
+                400,
+                f"the key is not sealed to this node's public key (node {self.node_id}); murmur keys rotate "
+                "seals it to the key GET /v1/netkey shows",
+            )
+        problem = self.runtime.drive(
+            lambda now: self.node.command(now, lambda t: core.rotate(t, key, record))
+        )
+        if problem is not None:
+            raise SubmitRefused(400, problem)
+        log.warning(
+            "network key rotated by an operator at this node: epoch %d, key %s (%s)",
+            notice.epoch,
+            notice.key_id,
+            notice.reason or "no reason given",
+        )
+        return self.submit_record(record)
 
     # --- inventory -----------------------------------------------------------------
 

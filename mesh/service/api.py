@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import aiohttp
 from aiohttp import web
 
-from gossip.kinds import DESIRED_KIND, INVENTORY_KIND, REVOCATION_KIND, TRUST_KIND
+from gossip.kinds import DESIRED_KIND, INVENTORY_KIND, NETKEY_KIND, REVOCATION_KIND, TRUST_KIND
 from gossip.records import Record
 from inference.documents import DocumentError, DocumentLimits, load_json
 from inference.inventory import decode, payload_problem
@@ -134,6 +134,8 @@ class NodeService(Protocol):
     def is_root_operator(self, author: str) -> bool: ...
     def operators(self) -> list[dict[str, Any]]: ...
     def revocations(self) -> list[dict[str, Any]]: ...
+    def netkey_status(self) -> dict[str, Any]: ...
+    def rotate_network_key(self, record: Record, sealed_key: bytes) -> bool: ...
     @property
     def artifacts(self) -> ArtifactStore: ...
 
@@ -469,6 +471,47 @@ async def post_operator(request: web.Request) -> web.Response:
     return await _submit_trust(request, TRUST_KIND)
 
 
+SEALED_KEY_MAX_BYTES = 128  # a SealedBox of a 32-byte key is 80 bytes
+
+
+@_refusals
+async def post_netkey(request: web.Request) -> web.Response:
+    """A rotation of the network key: a root-operator `netkey` record and the key sealed to this node."""
+    body, signer = await _read_signed(request)
+    service = request.app[SERVICE]
+    shape = '{"record": "<base64 signed netkey record>", "sealed_key": "<base64 key sealed to this node>"}'
+    doc = _json_object(body, shape)
+    record = _record_of(doc)
+    if not service.is_root_operator(signer):
+        raise SubmitRefused(
+            403,
+            "rotating the network key needs a root operator key (the operator.key of murmur cluster init); "
+            f"{signer} is a granted operator key",
+        )
+    public_key = service.operator_key(signer)
+    assert public_key is not None  # the verifier accepted the signer
+    problem = check_trust_record(record, kind=NETKEY_KIND, signer=signer, public_key=public_key)
+    if problem is not None:
+        raise SubmitRefused(400, problem)
+    try:
+        sealed = base64.b64decode(str(doc.get("sealed_key", "")), validate=True)
+    except (ValueError, TypeError):
+        sealed = b""
+    if not 0 < len(sealed) <= SEALED_KEY_MAX_BYTES:
+        raise SubmitRefused(400, f"sealed_key must be base64 of the key sealed to this node; {shape}")
+    new = service.rotate_network_key(record, sealed)
+    status = service.netkey_status()
+    return web.json_response(
+        {"record": _record_json(record), "new": new, "epoch": status["epoch"], "key_id": status["key_id"]},
+        status=202,
+    )
+
+
+@_refusals
+async def get_netkey(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SERVICE].netkey_status())
+
+
 async def get_revocations(request: web.Request) -> web.Response:
     return web.json_response(request.app[SERVICE].revocations())
 
@@ -600,6 +643,8 @@ def create_app(service: NodeService) -> web.Application:
     app.router.add_post("/v1/revocations", post_revocation)
     app.router.add_get("/v1/operators", get_operators)
     app.router.add_post("/v1/operators", post_operator)
+    app.router.add_get("/v1/netkey", get_netkey)
+    app.router.add_post("/v1/netkey", post_netkey)
     if service.debug_hooks:
         app.router.add_post("/v1/debug/broadcast", post_debug_broadcast)
         app.router.add_get("/v1/debug/broadcasts", get_debug_broadcasts)

@@ -41,12 +41,14 @@ from mesh.service.discovery import Discovery, DiscoveryError
 from mesh.service.fdlimit import raise_open_files_limit
 from mesh.service.httpguard import API_HEAD_TIMEOUT_S, ApiGuard, api_caps
 from mesh.service.lograte import install_repeat_filter
+from mesh.service.netkeys import KeyFileError, KeyKeeper, load_key_file, startup_keys
 from mesh.service.restore import restore_records
 from mesh.service.runtime import Runtime
 from mesh.service.store import Store, StoreError
 from mesh.trust.cluster import JoinToken
 from mesh.trust.identity import Identity
 from node.core import Node
+from node.netkeys import GossipPeers, NetKeyCore
 
 log = logging.getLogger("murmur.agent")
 
@@ -117,9 +119,21 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
     # operator keys, admitted nodes) the store learns from signed records.
     trust = StaticTrust(operators=[token.operator_key], cluster_id=token.cluster_id)
     admission = own_admission(identity, token, options.region, persisted_records)
+    # The keys kept from earlier runs come first (a rotation's newest key), then the token's
+    # keys unless a rotation retired them (mesh/service/netkeys.py).
+    try:
+        keys = startup_keys(token.network_keys, load_key_file(options.data_dir))
+    except KeyFileError as exc:
+        raise AgentError(str(exc)) from None
+    keyring = Keyring(list(keys.keys))
+    keeper = KeyKeeper(options.data_dir, keyring, keys.retired)
+    try:
+        keeper.save()
+    except OSError as exc:
+        raise AgentError(f"cannot write the network keys in {options.data_dir}: {exc}") from None
 
     runtime = Runtime(
-        Keyring(list(token.network_keys)),
+        keyring,
         packet_max_bytes=max(region_config.packet_max_bytes, fleet_config.packet_max_bytes),
         stream_max_bytes=max(region_config.stream_max_bytes, fleet_config.stream_max_bytes),
         # One timeout for every stream: fleet exchanges cross slow links, and a
@@ -146,23 +160,31 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
             ) from None
         api_addr = join_hostport(api_host, int(api_sock.getsockname()[1]))
 
-        node = Node(
-            GossipNode(
-                identity.node_id,
-                gossip_addr,
-                options.region,
-                random.Random(),
-                region_config=region_config,
-                fleet_config=fleet_config,
-                api_addr=api_addr,
-                incarnation=persisted_incarnation,
-                now=loop.time(),
-                trust=trust,
-                admission=admission,
-                node_key=identity.signing_key,
-                kinds=CHECKED_KINDS,
-            )
+        gossip = GossipNode(
+            identity.node_id,
+            gossip_addr,
+            options.region,
+            random.Random(),
+            region_config=region_config,
+            fleet_config=fleet_config,
+            api_addr=api_addr,
+            incarnation=persisted_incarnation,
+            now=loop.time(),
+            trust=trust,
+            admission=admission,
+            node_key=identity.signing_key,
+            kinds=CHECKED_KINDS,
         )
+        # The network key's rotations (node/netkeys.py), applied to the keyring and disk by the keeper.
+        netkeys = NetKeyCore(
+            identity.node_id,
+            random.Random(),
+            node_key=identity.signing_key,
+            peers=GossipPeers(gossip),
+            keys=keyring.keys,
+            now=loop.time(),
+        )
+        node = Node(gossip, [netkeys])
         # Restored records are re-verified (rows that fail are removed and counted);
         # anti-entropy (the join's push-pull first) carries them on to peers that lack them.
         restore_records(node.state, store, persisted_records)
@@ -187,6 +209,8 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
                 describe_refusal(node.admission_problem),
             )
         agent = Agent(options, identity, store, node, runtime, trust)
+        agent.netkeys = netkeys
+        runtime.subscribe(keeper.on_event)
         runtime.attach(node, peers=node)
 
         guard = ApiGuard(api_caps(open_files_soft), counters=agent.api_counters)

@@ -32,7 +32,7 @@ import nacl.signing
 
 from gossip.admission import Invite, decode_invite, encode_invite, sign_invite
 from gossip.codec import DecodeError
-from mesh.files import FileRefused, make_private_dir, read_bounded, write_new_file
+from mesh.files import FileRefused, make_private_dir, read_bounded, replace_file, write_new_file
 
 TOKEN_KIND = "murmur-join-token"
 TOKEN_VERSION = 2
@@ -251,3 +251,30 @@ def issue_token(
     cluster_id, operator, first = load_cluster_dir(cluster_dir)
     invite = new_invite(operator, cluster_id, ttl_s=ttl_s, region=region, uses=uses, now_unix=now_unix)
     return JoinToken(cluster_id, first.network_keys, first.operator_key, invite)
+
+
+def cluster_network_epoch(cluster_dir: Path) -> int:
+    """The epoch of the cluster's latest network key rotation (`murmur keys rotate`), 0 if none."""
+    try:
+        doc = json.loads(read_bounded(cluster_dir / CLUSTER_FILE, CLUSTER_FILE_MAX_BYTES, "cluster file"))
+    except (OSError, ValueError, FileRefused) as exc:
+        raise ClusterError(f"{cluster_dir}: cannot read {CLUSTER_FILE} ({exc})") from None
+    epoch = doc.get("network_epoch", 0) if isinstance(doc, dict) else 0
+    return epoch if isinstance(epoch, int) and epoch >= 0 else 0
+
+
+def rotate_cluster_key(cluster_dir: Path, new_key: bytes, epoch: int) -> JoinToken:
+    """Make `new_key` the primary network key of the cluster's files, the previous primary second:
+    join.token (so `murmur invite` tokens carry it) and the epoch in cluster.json. Atomic per file."""
+    if len(new_key) != NETWORK_KEY_BYTES:
+        raise ClusterError(f"a network key is {NETWORK_KEY_BYTES} bytes")
+    cluster_id, _operator, token = load_cluster_dir(cluster_dir)
+    rotated = JoinToken(cluster_id, (new_key, token.network_keys[0]), token.operator_key, token.invite)
+    doc = json.loads(read_bounded(cluster_dir / CLUSTER_FILE, CLUSTER_FILE_MAX_BYTES, "cluster file"))
+    doc["network_epoch"] = epoch
+    try:
+        replace_file(cluster_dir / TOKEN_FILE, rotated.to_json().encode("utf-8"))
+        replace_file(cluster_dir / CLUSTER_FILE, (json.dumps(doc, indent=2) + "\n").encode(), mode=0o644)
+    except OSError as exc:
+        raise ClusterError(f"{cluster_dir}: cannot write the new network key ({exc})") from None
+    return rotated

@@ -10,7 +10,8 @@ import re
 import nacl.signing
 
 from gossip.codec import DecodeError
-from gossip.kinds import FLEET_SCOPE, REVOCATION_KIND, TRUST_KIND
+from gossip.kinds import FLEET_SCOPE, NETKEY_KIND, REVOCATION_KIND, TRUST_KIND
+from gossip.netkey import NETKEY_SLOT, NetKeyNotice, decode_notice, encode_notice
 from gossip.records import Record, key_id, sign_record, verify_record
 from gossip.trust import decode_grant, encode_grant
 
@@ -33,6 +34,11 @@ def sign_grant(key: nacl.signing.SigningKey, operator_key: bytes, version: int, 
     return sign_record(key, TRUST_KIND, key_id(operator_key), version, FLEET_SCOPE, payload)
 
 
+def sign_netkey(key: nacl.signing.SigningKey, version: int, notice: NetKeyNotice) -> Record:
+    """A root operator's announcement of a new network key (by its id, never the key)."""
+    return sign_record(key, NETKEY_KIND, NETKEY_SLOT, version, FLEET_SCOPE, encode_notice(notice))
+
+
 def check_trust_record(record: Record, *, kind: str, signer: str, public_key: bytes) -> str | None:
     """Why `record` is not a well-formed `kind` record signed by the request's signer (None if it is)."""
     if record.kind != kind or record.scope != FLEET_SCOPE or record.deleted:
@@ -51,6 +57,13 @@ def check_trust_record(record: Record, *, kind: str, signer: str, public_key: by
             return "the trust record's payload is not a grant of an operator key"
         if key_id(operator_key) != record.key:
             return "the trust record's key is not the id of the operator key it grants"
+    if kind == NETKEY_KIND:
+        if record.key != NETKEY_SLOT:
+            return f"a netkey record's key is {NETKEY_SLOT!r}, not {record.key!r}"
+        try:
+            decode_notice(record.payload)
+        except DecodeError as exc:
+            return f"the netkey record's payload is not a notice of a new key ({exc.reason})"
     if not verify_record(record, public_key):
         return "record signature does not verify with the signer's operator key"
     return None

@@ -140,10 +140,18 @@ def test_static_trust_reads_its_table() -> None:
 def test_default_table_is_todays_rules() -> None:
     assert tuple(DEFAULT_KINDS) == records.KINDS
     by_priority = sorted(DEFAULT_KINDS.values(), key=lambda k: k.priority)
-    assert " ".join(k.name for k in by_priority) == "revocation trust admission desired placement inventory"
+    assert (
+        " ".join(k.name for k in by_priority)
+        == "revocation trust netkey admission desired placement inventory"
+    )
     node_kinds = {k.name for k in DEFAULT_KINDS.values() if k.node_record}
     assert node_kinds == {"inventory", "placement", "admission"}
-    assert {k.name for k in DEFAULT_KINDS.values() if not k.deletable} == {"revocation", "trust", "admission"}
+    assert {k.name for k in DEFAULT_KINDS.values() if not k.deletable} == {
+        "revocation",
+        "trust",
+        "admission",
+        "netkey",
+    }
 
 
 def test_table_refuses_incoherent_policies() -> None:

@@ -84,6 +84,7 @@ def make_agent(data_dir: Path, kinds: KindTable = CHECKED_KINDS) -> Agent:
 
 class _FakeIdentity:
     node_id = "aaaaaaaaaaaaaaaa"
+    public_key = bytes(32)  # shown by /v1/health; these tests sign nothing with it
 
 
 Client = TestClient[web.Request, web.Application]

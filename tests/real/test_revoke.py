@@ -52,6 +52,16 @@ def test_a_revoked_node_is_expelled_stops_and_stays_out_after_restarts(local_mes
     assert "this node was revoked by an operator" in victim.log_path.read_text()
     listed = mesh.get(mesh.agents[2], "/v1/revocations")
     assert [(r["node_id"], r["reason"]) for r in listed] == [(victim_id, "stolen from the depot")]
+    # The revocation rotated the network key: every other member holds the new one.
+    assert "network key rotated (epoch 1" in done.stdout, done.stdout
+
+    def rotated() -> bool:
+        shown = [mesh.get(mesh.agents[i], "/v1/netkey") for i in others]
+        return all(s is not None and s["epoch"] == 1 and s["holds_current"] for s in shown)
+
+    assert wait_until(rotated, EXPEL_S), [mesh.get(mesh.agents[i], "/v1/netkey") for i in others]
+    assert mesh.get(mesh.agents[0], "/v1/netkey")["revoked"] == [victim_id]
+    print(f"new network key held by the 3 others {time.monotonic() - revoked_at:.3f} s after the 202")
 
     # Everyone restarts (the revocation comes back from disk) and the victim tries again.
     for agent in mesh.agents[:3]:

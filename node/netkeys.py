@@ -1,0 +1,478 @@
+"""The network key's rotation, spread member to member: a hosted core (sans-IO).
+
+An operator rotates the network key (`murmur keys rotate`, and `murmur revoke`,
+which rotates as part of the revocation) at any one node. That node gets the new
+key sealed to its own public key and publishes a `netkey` record
+(gossip/netkey.py): operator-signed, fleet-wide, naming the key's epoch and id,
+never the key. From there the key spreads member to member, each copy sealed to
+its receiver (one record with a sealed copy per member would not fit at 10,000
+nodes):
+
+- push: a node that obtains the key offers it to `push_fanout` random live
+  members of its region pool, and of the fleet pool while it is a gateway (so it
+  crosses regions), each copy sealed with a `nacl.public.Box` of our X25519 key
+  (from our Ed25519 node key) and the receiver's (from the key its admission
+  carries);
+- pull: a node that holds a `netkey` record whose key it lacks asks one random
+  live member for it, on a timer with backoff (one request outstanding at a
+  time), until it has it; a holder answers with the key sealed to the asker.
+
+Every key offered is checked against the id in the operator-signed record held
+here before it is installed, so a member cannot plant a key; a wrong one is
+dropped and counted. No key is ever sealed to a member without a known key (not
+admitted), to a revoked member, or to an id the rotation itself names as
+revoked (its revocation record may not have arrived yet).
+
+What the driver does with the events: `NetworkKeyInstalled` (install in the
+keyring, so frames sealed with it open at once; persist it),
+`NetworkKeyInUse` (seal with it from now on; persist that), and
+`NetworkKeysRetired` (the grace period is over: remove these keys, and never
+take them back from an old token). docs/design.md ("Rotating the network key")
+says why sealing starts `use_after_s` after a node obtains the key.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import msgpack
+import nacl.exceptions
+import nacl.public
+import nacl.signing
+
+from gossip.events import Event, HostedEvent, MemberState, RecordsAccepted
+from gossip.kinds import NETKEY_KIND
+from gossip.netkey import NETKEY_SLOT, NETWORK_KEY_BYTES, NetKeyNotice, decode_notice, network_key_id
+from gossip.node import GossipNode
+from gossip.records import Record
+from gossip.wire import DecodeError
+from node.channels import Channel
+from node.hosted import AppSend
+
+REQUEST = 0  # [REQUEST, epoch]: "send me the key of this epoch"
+OFFER = 1  # [OFFER, epoch, nonce + Box ciphertext of the key]
+BOX_NONCE_BYTES = nacl.public.Box.NONCE_SIZE
+SEALED_KEY_BYTES = BOX_NONCE_BYTES + 16 + NETWORK_KEY_BYTES  # nonce, Poly1305 tag, key
+MESSAGE_MAX_BYTES = 128  # an offer is 77 bytes; anything larger is not ours
+KEYS_MAX = 8  # as gossip.envelope.KEYS_MAX: the keyring holds no more
+PENDING_OFFERS_MAX = 4  # offers ahead of their record, kept until it arrives
+BOXES_KEPT = 256  # precomputed X25519 shared keys, by member public key
+ANSWERED_KEPT = 1024  # last answer time per asker (the rate limit)
+SHUT_OUT_KEPT = 4096  # ids rotations named revoked
+
+
+@dataclass(frozen=True, slots=True)
+class NetKeyConfig:
+    """Timings and fan-out of the key's spread (one place, like gossip/config.py)."""
+
+    push_fanout: int = 3  # members offered the key by each new holder, per pool
+    pull_delay_s: float = 1.0  # after the record arrives, wait (x 1-2, jittered) for a push first
+    ask_interval_s: float = 1.0  # first retry of an unanswered request ...
+    ask_interval_max_s: float = 8.0  # ... doubling up to this
+    use_after_s: float = 30.0  # seal with the new key this long after obtaining it
+    answer_interval_s: float = 1.0  # at most one answer per asker per this long
+
+    def __post_init__(self) -> None:
+        if self.push_fanout < 0 or self.pull_delay_s < 0 or self.use_after_s < 0:
+            raise ValueError("push_fanout, pull_delay_s and use_after_s must be 0 or more")
+        if not 0 < self.ask_interval_s <= self.ask_interval_max_s:
+            raise ValueError("need 0 < ask_interval_s <= ask_interval_max_s")
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkKeyInstalled(HostedEvent):
+    """Install `key` in the keyring now (it opens frames at once) and persist it."""
+
+    epoch: int
+    key_id: str
+    key: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkKeyInUse(HostedEvent):
+    """Seal with `key` (installed) from now on, and persist that it is the primary."""
+
+    epoch: int
+    key_id: str
+    key: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkKeysRetired(HostedEvent):
+    """The grace period of `epoch` is over: remove `keys` from the keyring and from disk."""
+
+    epoch: int
+    keys: tuple[bytes, ...] = field(repr=False)
+
+
+class KeyPeers(Protocol):
+    """What the core reads of the mesh (the gossip layer's read-only views)."""
+
+    def live_members(self, pool: str) -> list[str]:
+        """Ids of the other members alive in a pool ("region" or "fleet"), in id order."""
+        ...
+
+    def member_key(self, node_id: str) -> bytes | None:
+        """An admitted member's Ed25519 public key, or None."""
+        ...
+
+    def is_revoked(self, node_id: str) -> bool:
+        """True if an operator revoked node_id (its revocation record is held)."""
+        ...
+
+    def notice_record(self) -> Record | None:
+        """The `netkey` record held (restored from disk at start), or None."""
+        ...
+
+
+class GossipPeers:
+    """KeyPeers over a GossipNode (the drivers' adapter)."""
+
+    def __init__(self, gossip: GossipNode) -> None:
+        self._gossip = gossip
+
+    def live_members(self, pool: str) -> list[str]:
+        me = self._gossip.node_id
+        return [
+            m.node_id for m in self._gossip.members(pool) if m.state == MemberState.ALIVE and m.node_id != me
+        ]
+
+    def member_key(self, node_id: str) -> bytes | None:
+        return self._gossip.member_key(node_id)
+
+    def is_revoked(self, node_id: str) -> bool:
+        return self._gossip.state.is_revoked(node_id)
+
+    def notice_record(self) -> Record | None:
+        return self._gossip.state.get(NETKEY_KIND, NETKEY_SLOT)
+
+
+def _notice_of(record: Record) -> NetKeyNotice | None:
+    if record.kind != NETKEY_KIND or record.key != NETKEY_SLOT or record.deleted:
+        return None
+    try:
+        return decode_notice(record.payload)
+    except DecodeError:
+        return None
+
+
+class NetKeyCore:
+    """One node's network keys and the spread of a new one (see the module docstring)."""
+
+    def __init__(
+        self,
+        node_id: str,
+        rng: random.Random,
+        *,
+        node_key: nacl.signing.SigningKey,
+        peers: KeyPeers,
+        keys: Sequence[bytes],
+        now: float,
+        config: NetKeyConfig | None = None,
+    ) -> None:
+        """`keys`: the keyring's keys at start, primary first (the driver's: token and disk)."""
+        self.node_id = node_id
+        self.config = config or NetKeyConfig()
+        self._rng = rng
+        self._peers = peers
+        self._private = node_key.to_curve25519_private_key()
+        self._keys: dict[str, bytes] = {}  # key id -> key, oldest first
+        for key in keys:
+            self._keys[network_key_id(key)] = bytes(key)
+        self._primary = network_key_id(keys[0]) if keys else ""
+        self.notice: NetKeyNotice | None = None
+        self.obtained_at_s: float | None = None  # when we obtained the current notice's key
+        # The restored record is read at the first timer: drivers restore the store after
+        # building the node.
+        self._start_at_s: float | None = now
+        self._use_at_s: float | None = None
+        self._retire_at_s: float | None = None
+        self._ask_at_s: float | None = None
+        self._ask_interval_s = self.config.ask_interval_s
+        self._asked = ""
+        self._pending: list[tuple[int, bytes, str]] = []  # (epoch, key, from) ahead of the record
+        self._answered: OrderedDict[str, float] = OrderedDict()
+        self._boxes: OrderedDict[bytes, nacl.public.Box] = OrderedDict()
+        self._shut_out: OrderedDict[str, None] = OrderedDict()
+        self.counters: dict[str, int] = {}
+        self._out: list[AppSend] = []
+        self._events: list[HostedEvent] = []
+
+    # --- reads ----------------------------------------------------------------------------
+
+    @property
+    def channel(self) -> int:
+        return int(Channel.KEYS)
+
+    @property
+    def has_current(self) -> bool:
+        """True if we hold the key the newest `netkey` record names (or there is none)."""
+        return self.notice is None or self.notice.key_id in self._keys
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        """Ids of the keys installed, oldest first."""
+        return tuple(self._keys)
+
+    @property
+    def primary_id(self) -> str:
+        """Id of the key that seals."""
+        return self._primary
+
+    # --- commands ---------------------------------------------------------------------------
+
+    def rotate(self, now: float, key: bytes, record: Record) -> str | None:
+        """The operator's new key with its (verified) `netkey` record, given at this node.
+
+        Returns why it is refused (not a notice, a key of another id, an epoch not
+        above the one held), or None: the key is installed and offered to members.
+        The driver publishes the record next (Node.publish_record).
+        """
+        notice = _notice_of(record)
+        if notice is None:
+            return "the record is not a netkey notice"
+        if len(key) != NETWORK_KEY_BYTES or network_key_id(key) != notice.key_id:
+            return "the key is not the one the record names (its id differs)"
+        if self.notice is not None and notice.epoch <= self.notice.epoch:
+            return f"epoch {notice.epoch} is not newer than the epoch held here ({self.notice.epoch})"
+        self._adopt(now, notice, bytes(key), "")
+        return None
+
+    # --- HostedCore -------------------------------------------------------------------------
+
+    def observe(self, now: float, event: Event) -> None:
+        if type(event) is not RecordsAccepted:
+            return
+        for record in event.records:
+            if record.kind == NETKEY_KIND:
+                notice = _notice_of(record)
+                if notice is not None:
+                    self._adopt(now, notice, None, "")
+
+    def handle_message(self, now: float, pool: str, from_id: str, payload: bytes) -> None:
+        if len(payload) > MESSAGE_MAX_BYTES:
+            self._count("drop_oversized")
+            return
+        try:
+            msg = msgpack.unpackb(payload, max_bin_len=MESSAGE_MAX_BYTES, max_str_len=0, max_array_len=4)
+        except Exception:  # msgpack raises several types for malformed input
+            msg = None
+        if type(msg) is not list or len(msg) < 2 or type(msg[0]) is not int or type(msg[1]) is not int:
+            self._count("drop_malformed")
+            return
+        if msg[0] == REQUEST:
+            self._answer(pool, from_id, msg[1], now)
+        elif msg[0] == OFFER and len(msg) == 3 and type(msg[2]) is bytes and len(msg[2]) == SEALED_KEY_BYTES:
+            self._offered(now, from_id, msg[1], msg[2])
+        else:
+            self._count("drop_malformed")
+
+    def handle_timer(self, now: float) -> None:
+        if self._start_at_s is not None and now >= self._start_at_s:
+            self._start_at_s = None
+            record = self._peers.notice_record()
+            notice = _notice_of(record) if record is not None else None
+            if notice is not None:
+                self._adopt(now, notice, None, "")
+        notice = self.notice
+        if self._use_at_s is not None and now >= self._use_at_s and notice is not None:
+            self._use_at_s = None
+            self._primary = notice.key_id
+            self._events.append(NetworkKeyInUse(notice.epoch, notice.key_id, self._keys[notice.key_id]))
+        if self._retire_at_s is not None and now >= self._retire_at_s and notice is not None:
+            self._retire_at_s = None
+            self._retire([k for k in self._keys if k != notice.key_id], notice.epoch)
+        if self._ask_at_s is not None and now >= self._ask_at_s:
+            self._ask(now)
+
+    def next_deadline(self) -> float | None:
+        times = [
+            t for t in (self._start_at_s, self._use_at_s, self._retire_at_s, self._ask_at_s) if t is not None
+        ]
+        return min(times) if times else None
+
+    def poll_messages(self) -> list[AppSend]:
+        out, self._out = self._out, []
+        return out
+
+    def drain_events(self) -> list[HostedEvent]:
+        out, self._events = self._events, []
+        return out
+
+    # --- the rotation -----------------------------------------------------------------------
+
+    def _adopt(self, now: float, notice: NetKeyNotice, key: bytes | None, source: str) -> None:
+        """A newer notice: take its key if held (or given), else wait for a push, then ask."""
+        held = self.notice
+        if held is not None and (notice.epoch < held.epoch or notice == held):
+            if notice != held:
+                self._count("notice_stale")
+            return
+        # Two records of one epoch (operators racing): the store keeps one of them, the same
+        # one everywhere (its order is total), and it reports it only if it won, so follow it.
+        self.notice = notice
+        for node_id in notice.revoked:
+            self._shut_out[node_id] = None
+            if len(self._shut_out) > SHUT_OUT_KEPT:
+                self._shut_out.popitem(last=False)
+        self.obtained_at_s = None
+        self._use_at_s = self._retire_at_s = self._ask_at_s = None
+        if key is None and notice.key_id in self._keys:
+            self._obtained(now, self._keys[notice.key_id], newly=False, source=source)
+            return
+        if key is None:
+            ahead, self._pending = self._pending, []
+            for epoch, offered, sender in ahead:
+                if epoch > notice.epoch:
+                    self._pending.append((epoch, offered, sender))
+                elif epoch == notice.epoch and key is None:
+                    if network_key_id(offered) == notice.key_id:
+                        key, source = offered, sender
+                    else:
+                        self._count("drop_offer_wrong_key")
+        if key is not None:
+            self._obtained(now, key, newly=True, source=source)
+            return
+        self._ask_interval_s = self.config.ask_interval_s
+        self._ask_at_s = now + self.config.pull_delay_s * (1.0 + self._rng.random())
+
+    def _obtained(self, now: float, key: bytes, *, newly: bool, source: str) -> None:
+        notice = self.notice
+        assert notice is not None
+        key_id = notice.key_id
+        if key_id not in self._keys:
+            if len(self._keys) >= KEYS_MAX:
+                # Rotations faster than their grace: the oldest key that does not seal goes first.
+                oldest = next(k for k in self._keys if k != self._primary)
+                self._retire([oldest], notice.epoch)
+            self._keys[key_id] = key
+            self._events.append(NetworkKeyInstalled(notice.epoch, key_id, key))
+            self._count("keys_installed")
+        self.obtained_at_s = now
+        self._ask_at_s = None
+        self._asked = ""
+        use_at_s = now
+        if self._primary != key_id:
+            use_at_s = now + self.config.use_after_s
+            self._use_at_s = use_at_s
+        # Older keys go only once the new one seals, whatever the grace.
+        self._retire_at_s = max(now + notice.grace_s, use_at_s)
+        if newly:
+            self._push(notice.epoch, key, source)
+
+    def _retire(self, key_ids: list[str], epoch: int) -> None:
+        keys = tuple(self._keys.pop(k) for k in key_ids if k in self._keys)
+        if keys:
+            self._events.append(NetworkKeysRetired(epoch, keys))
+            self._count("keys_retired", len(keys))
+
+    def _targets(self) -> list[tuple[str, str]]:
+        """(pool, id) of every live member a key may be sealed to, each once, region first."""
+        seen: dict[str, str] = {}
+        for pool in ("region", "fleet"):
+            for node_id in self._peers.live_members(pool):
+                if node_id not in seen and self._may_receive(node_id):
+                    seen[node_id] = pool
+        return [(pool, node_id) for node_id, pool in seen.items()]
+
+    def _may_receive(self, node_id: str) -> bool:
+        return (
+            node_id not in self._shut_out
+            and not self._peers.is_revoked(node_id)
+            and self._peers.member_key(node_id) is not None
+        )
+
+    def _push(self, epoch: int, key: bytes, source: str) -> None:
+        fanout = self.config.push_fanout
+        for pool in ("region", "fleet"):
+            members = [m for m in self._peers.live_members(pool) if m != source and self._may_receive(m)]
+            for node_id in self._rng.sample(members, min(fanout, len(members))):
+                self._send_offer(pool, node_id, epoch, key)
+
+    def _ask(self, now: float) -> None:
+        notice = self.notice
+        if notice is None or self.has_current:
+            return
+        targets = self._targets()
+        fresh = [t for t in targets if t[1] != self._asked] or targets
+        if fresh:
+            pool, node_id = self._rng.choice(fresh)
+            payload = msgpack.packb([REQUEST, notice.epoch])
+            self._out.append(AppSend(node_id, payload, pool))
+            self._asked = node_id
+            self._count("requests_sent")
+            self._count("sent_bytes", len(payload))
+        self._ask_at_s = now + self._ask_interval_s
+        self._ask_interval_s = min(2 * self._ask_interval_s, self.config.ask_interval_max_s)
+
+    def _answer(self, pool: str, from_id: str, epoch: int, now: float) -> None:
+        notice = self.notice
+        if notice is None or epoch != notice.epoch or notice.key_id not in self._keys:
+            self._count("request_not_held")  # the asker retries elsewhere
+            return
+        if not self._may_receive(from_id):
+            self._count("drop_request_refused")
+            return
+        last = self._answered.get(from_id)
+        if last is not None and now - last < self.config.answer_interval_s:
+            self._count("drop_request_rate")
+            return
+        self._answered[from_id] = now
+        self._answered.move_to_end(from_id)
+        if len(self._answered) > ANSWERED_KEPT:
+            self._answered.popitem(last=False)
+        self._send_offer(pool, from_id, notice.epoch, self._keys[notice.key_id])
+
+    def _send_offer(self, pool: str, node_id: str, epoch: int, key: bytes) -> None:
+        public_key = self._peers.member_key(node_id)
+        if public_key is None:
+            return
+        sealed = self._box(public_key).encrypt(key, self._rng.randbytes(BOX_NONCE_BYTES))
+        payload = msgpack.packb([OFFER, epoch, bytes(sealed)])
+        self._out.append(AppSend(node_id, payload, pool))
+        self._count("offers_sent")
+        self._count("sent_bytes", len(payload))
+
+    def _offered(self, now: float, from_id: str, epoch: int, sealed: bytes) -> None:
+        public_key = self._peers.member_key(from_id)
+        if public_key is None:
+            self._count("drop_offer_unknown_sender")
+            return
+        try:
+            key = bytes(self._box(public_key).decrypt(sealed))
+        except (nacl.exceptions.CryptoError, ValueError, TypeError):
+            self._count("drop_offer_unopened")
+            return
+        if len(key) != NETWORK_KEY_BYTES:
+            self._count("drop_offer_wrong_key")
+            return
+        notice = self.notice
+        if notice is not None and epoch < notice.epoch:
+            self._count("offer_stale")
+        elif notice is not None and epoch == notice.epoch:
+            if notice.key_id in self._keys:
+                self._count("offer_duplicate")
+            elif network_key_id(key) != notice.key_id:
+                self._count("drop_offer_wrong_key")  # not the key the operator named: never installed
+            else:
+                self._obtained(now, key, newly=True, source=from_id)
+        elif len(self._pending) >= PENDING_OFFERS_MAX:
+            self._count("drop_offer_pending_full")
+        else:
+            self._pending.append((epoch, key, from_id))  # checked when its record arrives
+
+    def _box(self, public_key: bytes) -> nacl.public.Box:
+        box = self._boxes.get(public_key)
+        if box is None:
+            peer = nacl.signing.VerifyKey(public_key).to_curve25519_public_key()
+            box = self._boxes[public_key] = nacl.public.Box(self._private, peer)
+            if len(self._boxes) > BOXES_KEPT:
+                self._boxes.popitem(last=False)
+        return box
+
+    def _count(self, key: str, n: int = 1) -> None:
+        self.counters[key] = self.counters.get(key, 0) + n
