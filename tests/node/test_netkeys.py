@@ -282,7 +282,7 @@ def test_a_wrong_key_offered_by_a_member_is_refused_and_counted() -> None:
         "r0",
         [codec.encode_message(codec.AppMessage(Channel.KEYS, mallory_node.node_id, payload))],
     )
-    victim.handle_datagram(link.now, mallory_node.addr, packet)
+    victim.handle_datagram(link.now, mallory_node.addr, packet, mallory_node.node_id)  # proven: a member
     link._flush(victim)
     core = keys_of(victim)
     assert core.counters["drop_offer_wrong_key"] == 1
@@ -302,7 +302,7 @@ def test_a_wrong_key_offered_ahead_of_its_record_is_never_installed() -> None:
         "r0",
         [codec.encode_message(codec.AppMessage(Channel.KEYS, nodes[1].node_id, payload))],
     )
-    victim.handle_datagram(link.now, nodes[1].addr, packet)
+    victim.handle_datagram(link.now, nodes[1].addr, packet, nodes[1].node_id)  # proven: a member
     victim.publish_record(link.now, notice_record(1, NEW_KEY))
     link._flush(victim)
     assert keys_of(victim).counters["drop_offer_wrong_key"] == 1
