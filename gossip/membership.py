@@ -550,7 +550,7 @@ class Membership:
             self._count("drop_meta_oversized")
             return
         if not gate.may_join(self.pool, node_id, meta):
-            self._park(msg or codec.Alive(incarnation, node_id, addr, meta, signature))
+            self._park(now, msg or codec.Alive(incarnation, node_id, addr, meta, signature))
             return
         m = self._members.get(node_id)
         if m is not None and incarnation <= m.incarnation:
@@ -590,15 +590,21 @@ class Membership:
             self._emit(m)
         self._broadcast(msg, msg.node_id)
 
-    def _park(self, msg: codec.Alive) -> None:
+    def _park(self, now: float, msg: codec.Alive) -> None:
         """Keep the newest alive notice of a node not (yet) admitted: its admission record
-        may still be on its way. Bounded; the oldest parked node is forgotten first."""
+        may still be on its way. Bounded; the oldest parked node is forgotten first.
+
+        A region member's admission spreads as an epidemic, which can miss a member;
+        anti-entropy repairs that, so a new parked node brings our next push-pull
+        forward instead of leaving the node out until the periodic one."""
         parked = self._unadmitted.get(msg.node_id)
         if parked is None:
             self._count("admission_pending")
             if len(self._unadmitted) >= self.config.members_max:
                 self._unadmitted.popitem(last=False)
                 self._count("drop_parked_full")
+            if self.pool == codec.POOL_REGION:
+                self._push_pull_soon(now)
         elif parked.incarnation >= msg.incarnation:
             return
         self._unadmitted[msg.node_id] = msg

@@ -15,7 +15,7 @@ from dataclasses import replace
 import msgpack
 
 from gossip import codec
-from gossip.config import LAN
+from gossip.config import LAN, WAN
 from gossip.events import MemberState
 from gossip.node import GossipNode
 from gossip.records import sign_record
@@ -244,3 +244,26 @@ def test_a_revoked_member_is_told_once_and_heard_no_more() -> None:
     unopened = link.unopened
     link.run_until(link.now + 10.0)
     assert link.unopened > unopened  # its pairwise frames no longer open anywhere
+
+
+def test_a_member_that_missed_a_joiners_admission_pulls_it_at_once() -> None:
+    """The admission's epidemic can miss a member; the joiner's alive notice it then parks
+    brings its next push-pull forward (before: up to a whole 30 s push-pull period)."""
+    link, nodes = admitted_region(4)
+    late = nodes[3]
+    joiner_key = node_key(7)
+    joiner = link.add("j", "r0", fleet_config=WAN, node_key=joiner_key, admission=admission_of(joiner_key))
+    link.drop = lambda src, dst: late.addr in (src, dst) or joiner.addr in (src, dst)
+    nodes[0].publish_record(link.now, admission_of(joiner_key))  # spreads, but not to `late`
+    link._flush(nodes[0])
+    link.run_until(link.now + 5.0)
+    link.drop = lambda src, dst: False
+    assert all(n.state.is_admitted(joiner.node_id) for n in nodes[:3])
+    assert not late.state.is_admitted(joiner.node_id)
+    # A member relays the joiner's signed alive claim to `late`, which lacks the admission.
+    claim = joiner.region_pool._self_alive()
+    _inject(link, late, nodes[1].addr, claim)
+    assert late.region_pool.counters["admission_pending"] >= 1
+    link.run_until(link.now + 5.0)
+    assert late.state.is_admitted(joiner.node_id)
+    assert joiner.node_id in member_ids(late)
