@@ -12,6 +12,7 @@ import random
 import socket
 from collections.abc import Callable
 
+import nacl.signing
 import nacl.utils
 
 from gossip import codec
@@ -160,3 +161,32 @@ async def _ask(addr: str, sealed: bytes) -> bytes:
         return await read_frame(reader, 1 << 21)
     finally:
         writer.close()
+
+
+async def test_a_flood_of_made_up_keys_is_bounded_and_members_carry_on() -> None:
+    """Introducing frames make the receiver derive a key each; made-up keys are rate limited."""
+    runtimes, nodes = await _region(2)
+    a, b = nodes
+    try:
+        target = a.peer_key(a.node_id)
+        packet = codec.encode_packet(codec.POOL_REGION, "r0", [codec.encode_message(codec.Ack(1))])
+        frames = [
+            PeerEnvelope(Keyring([KEY]), nacl.signing.SigningKey.generate()).seal(
+                packet, nacl.utils.random(24), target, introduce=True
+            )
+            for _ in range(700)
+        ]
+        for i in range(0, len(frames), 50):  # in batches the socket buffer holds
+            for frame in frames[i : i + 50]:
+                _send(frame, runtimes[0].addr)
+            await asyncio.sleep(0.01)
+        await _until(lambda: runtimes[0].counters["datagrams_in"] >= 650)
+        # A burst of 256 new keys, then 64 a second: most of the 700 are refused unopened.
+        assert runtimes[0].counters["drop_datagram_new_key_refused"] >= 300
+        # Members' frames still open (their keys are known), and they stay alive to each other.
+        pairwise = runtimes[0].counters["datagrams_pairwise_in"]
+        await _until(lambda: runtimes[0].counters["datagrams_pairwise_in"] > pairwise + 5)
+        assert _alive(a, b) and _alive(b, a)
+    finally:
+        for rt in runtimes:
+            await rt.close()
