@@ -182,7 +182,7 @@ async def test_a_flood_of_made_up_keys_is_bounded_and_members_carry_on() -> None
             await asyncio.sleep(0.01)
         await _until(lambda: runtimes[0].counters["datagrams_in"] >= 650)
         # A burst of 256 new keys, then 64 a second: most of the 700 are refused unopened.
-        assert runtimes[0].counters["drop_datagram_new_key_refused"] >= 300
+        assert runtimes[0].counters["drop_datagram_new_key_refused"] >= 100  # even at 5 s of sending
         # Members' frames still open (their keys are known), and they stay alive to each other.
         pairwise = runtimes[0].counters["datagrams_pairwise_in"]
         await _until(lambda: runtimes[0].counters["datagrams_pairwise_in"] > pairwise + 5)
