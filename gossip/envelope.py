@@ -211,7 +211,7 @@ class PeerEnvelope:
     sender id), with sender id "" for a network-key frame, or (None, reason).
     """
 
-    __slots__ = ("_boxes", "_id_bytes", "_public", "_secret", "keyring")
+    __slots__ = ("_boxes", "_id_bytes", "_public", "_secret", "keyring", "keys_derived")
 
     def __init__(self, keyring: Keyring, node_key: nacl.signing.SigningKey | None = None) -> None:
         self.keyring = keyring
@@ -224,6 +224,8 @@ class PeerEnvelope:
             self._id_bytes = hashlib.sha256(bytes(node_key.verify_key)).digest()[:SENDER_ID_BYTES]
         # peer Ed25519 public key -> its Box (None: the key is not a valid curve point)
         self._boxes: OrderedDict[bytes, nacl.public.Box | None] = OrderedDict()
+        # X25519 multiplications so far (one per key not cached): what a driver rate-limits.
+        self.keys_derived = 0
 
     @property
     def pairwise(self) -> bool:
@@ -349,6 +351,7 @@ class PeerEnvelope:
             boxes.move_to_end(public_key)
             return boxes[public_key]
         assert self._secret is not None
+        self.keys_derived += 1
         box: nacl.public.Box | None
         try:
             box = nacl.public.Box(self._secret, nacl.signing.VerifyKey(public_key).to_curve25519_public_key())

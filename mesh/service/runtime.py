@@ -262,14 +262,16 @@ class Runtime:
             NEW_KEYS_BURST, self._new_key_tokens + (now - self._new_key_tokens_at) * NEW_KEYS_PER_S
         )
         self._new_key_tokens_at = now
+        derived = self._envelope.keys_derived
         opened = self._envelope.open(data, self._key_of, new_keys_allowed=self._new_key_tokens >= 1)
+        # Every key derived costs a token, whether the frame then opened or not.
+        self._new_key_tokens -= self._envelope.keys_derived - derived
         plaintext, sender = opened
         if plaintext is not None and sender:
             proven = self._proven
             if sender in proven:
                 proven.move_to_end(sender)
             else:
-                self._new_key_tokens -= 1  # a first frame from this sender: maybe a new key
                 proven[sender] = None
                 if len(proven) > PROVEN_PEERS_MAX:
                     proven.popitem(last=False)

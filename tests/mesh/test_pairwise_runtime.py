@@ -190,3 +190,29 @@ async def test_a_flood_of_made_up_keys_is_bounded_and_members_carry_on() -> None
     finally:
         for rt in runtimes:
             await rt.close()
+
+
+async def test_made_up_keys_with_garbage_cost_a_token_each_too() -> None:
+    """A frame that introduces a new key but does not open still made the receiver derive it."""
+    runtimes, nodes = await _region(2)
+    try:
+        target = nodes[0].peer_key(nodes[0].node_id)
+        frames = []
+        for _ in range(700):
+            frame = bytearray(
+                PeerEnvelope(Keyring([KEY]), nacl.signing.SigningKey.generate()).seal(
+                    b"x" * 64, nacl.utils.random(24), target, introduce=True
+                )
+            )
+            frame[-1] ^= 1  # the tag no longer verifies
+            frames.append(bytes(frame))
+        for i in range(0, len(frames), 50):
+            for frame in frames[i : i + 50]:
+                _send(frame, runtimes[0].addr)
+            await asyncio.sleep(0.01)
+        await _until(lambda: runtimes[0].counters["datagrams_in"] >= 650)
+        assert runtimes[0].counters["drop_datagram_new_key_refused"] >= 100
+        assert runtimes[0].counters["drop_datagram_unsealed"] <= 600
+    finally:
+        for rt in runtimes:
+            await rt.close()
