@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import random
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from gossip import codec
@@ -195,6 +195,11 @@ class Membership:
     def members(self) -> list[Member]:
         """Every member known to this pool except this node, in id order."""
         return [self._members[k] for k in sorted(self._members)]
+
+    def members_unordered(self) -> Iterable[Member]:
+        """Every member known to this pool except this node, in no set order (a live view: do not
+        change the pool while iterating). For callers that rank members themselves: no sort."""
+        return self._members.values()
 
     def member(self, node_id: str) -> Member | None:
         """One member's entry, or None."""
