@@ -122,7 +122,9 @@ class Membership:
         self.incarnation = incarnation
         self.leaving = False
         self._outbox: list[Outbound] = []
-        self._events: list[MemberChanged] = []
+        # Changes not drained yet. The owner only reads it, to skip drain_events() when it is
+        # empty: it checks after every input, where a call saved shows in a simulation's CPU time.
+        self.events: list[MemberChanged] = []
         self.counters: dict[str, int] = {}
         self._rng = rng
         self._roles = roles
@@ -165,7 +167,7 @@ class Membership:
         self.counters[key] = self.counters.get(key, 0) + n
 
     def _emit(self, m: Member) -> None:
-        self._events.append(MemberChanged(self.pool_name, m.node_id, m.addr, m.state, m.incarnation))
+        self.events.append(MemberChanged(self.pool_name, m.node_id, m.addr, m.state, m.incarnation))
 
     def _live_changed(self, delta: int) -> None:
         """A member entered (+1) or left (-1) the live set (alive or suspect)."""
@@ -179,7 +181,7 @@ class Membership:
 
     def drain_events(self) -> list[MemberChanged]:
         """The membership changes seen since the last call."""
-        out, self._events = self._events, []
+        out, self.events = self.events, []
         return out
 
     @property

@@ -902,8 +902,8 @@ class GossipNode:
 
     def _collect(self) -> None:
         """Move pool events into our queue and note what they change."""
-        region_events = self.region_pool.drain_events()
-        if region_events:
+        if self.region_pool.events:
+            region_events = self.region_pool.drain_events()
             if self.region_pool.live_set_version != self._ranked_live_version:
                 # Suspect <-> alive flips leave the candidates as they were; joins and deaths do not.
                 self._ranked_live_version = self.region_pool.live_set_version
@@ -917,11 +917,10 @@ class GossipNode:
                         left = e.state == MemberState.LEFT
                         self.fleet_pool.declare_dead(self._now, e.node_id, left=left)
         fleet = self.fleet_pool
-        if fleet is not None:
+        if fleet is not None and fleet.events:
             fleet_events = fleet.drain_events()
-            if fleet_events:
-                self._note_fleet_members(fleet_events)
-                self._events.extend(fleet_events)
+            self._note_fleet_members(fleet_events)
+            self._events.extend(fleet_events)
         for pool, _until in self._retiring:
             self._events.extend(pool.drain_events())
         inc = self.region_pool.incarnation
