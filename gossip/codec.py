@@ -134,8 +134,9 @@ class MemberEntry(NamedTuple):
     """One member's entry in a push-pull exchange (its state is a STATE_* code).
 
     A tuple, not a frozen dataclass like the messages: a push-pull carries a whole
-    region, and a frozen dataclass sets each field through object.__setattr__, which
-    made building and decoding these entries about 2% of a 1,000-node simulation.
+    region, and a frozen dataclass sets each field through object.__setattr__ (about
+    a thousand machine instructions a field on CPython 3.11). As a dataclass, these
+    entries were a tenth of a 1,000-node simulation's instructions (docs/benchmarks.md).
     """
 
     node_id: str
@@ -296,10 +297,8 @@ def _fields(m: Message) -> list[Any]:
             return [_SUMMARY, *_summary_fields(m)]
         case PushPull():
             states = [
-                [s.node_id, s.addr, s.meta, s.incarnation, s.state, s.signature]
-                if s.signature
-                else [s.node_id, s.addr, s.meta, s.incarnation, s.state]
-                for s in m.states
+                [node_id, addr, meta, inc, state, sig] if sig else [node_id, addr, meta, inc, state]
+                for node_id, addr, meta, inc, state, sig in m.states
             ]
             summaries = [_summary_fields(s) for s in m.summaries]
             return [

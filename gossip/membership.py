@@ -770,16 +770,17 @@ class Membership:
         # Records first: the admissions among them let the members below in.
         if remote.records:
             self._roles.state.merge(self.pool, now, remote.records)
-        for s in remote.states:
-            if s.state == codec.STATE_ALIVE:
-                self._alive(now, s.incarnation, s.node_id, s.addr, s.meta, s.signature, None)
-            elif s.state == codec.STATE_LEFT:
-                self._on_dead(now, codec.Dead(s.incarnation, s.node_id, s.node_id))
+        # Entries are tuples: unpacking one is cheaper than reading its fields by name, per member.
+        for node_id, addr, meta, incarnation, state, signature in remote.states:
+            if state == codec.STATE_ALIVE:
+                self._alive(now, incarnation, node_id, addr, meta, signature, None)
+            elif state == codec.STATE_LEFT:
+                self._on_dead(now, codec.Dead(incarnation, node_id, node_id))
             else:
                 # memberlist: prefer to suspect a node the peer thinks dead, not to kill it outright.
-                if s.node_id not in self._members and s.node_id != self.node_id:
+                if node_id not in self._members and node_id != self.node_id:
                     continue
-                self._on_suspect(now, codec.Suspect(s.incarnation, s.node_id, self.node_id))
+                self._on_suspect(now, codec.Suspect(incarnation, node_id, self.node_id))
         self._roles.directory.merge_summaries(self.pool, now, remote.summaries)
 
     # --- timers ------------------------------------------------------------------------------
