@@ -16,7 +16,7 @@ bounded msgpack primitives it shares with the record codecs live in gossip/wire.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgpack
 
@@ -130,9 +130,14 @@ class Summary:
     api_addrs: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class MemberEntry:
-    """One member's entry in a push-pull exchange (its state is a STATE_* code)."""
+class MemberEntry(NamedTuple):
+    """One member's entry in a push-pull exchange (its state is a STATE_* code).
+
+    A tuple, not a frozen dataclass like the messages: a push-pull carries a whole
+    region, and a frozen dataclass sets each field through object.__setattr__ (about
+    a thousand machine instructions a field on CPython 3.11). As a dataclass, these
+    entries were a tenth of a 1,000-node simulation's instructions (docs/benchmarks.md).
+    """
 
     node_id: str
     addr: str
@@ -292,10 +297,8 @@ def _fields(m: Message) -> list[Any]:
             return [_SUMMARY, *_summary_fields(m)]
         case PushPull():
             states = [
-                [s.node_id, s.addr, s.meta, s.incarnation, s.state, s.signature]
-                if s.signature
-                else [s.node_id, s.addr, s.meta, s.incarnation, s.state]
-                for s in m.states
+                [node_id, addr, meta, inc, state, sig] if sig else [node_id, addr, meta, inc, state]
+                for node_id, addr, meta, inc, state, sig in m.states
             ]
             summaries = [_summary_fields(s) for s in m.summaries]
             return [

@@ -20,6 +20,9 @@ DIGEST_AUTHORS_MAX = 16_384
 class StoreExchange:
     """Anti-entropy of one node's state store."""
 
+    # One per node: slots, not a dict per instance (a simulation holds thousands of nodes).
+    __slots__ = ("_count", "_on_new", "_state")
+
     def __init__(
         self,
         state: StateStore,

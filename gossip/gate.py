@@ -30,6 +30,18 @@ VERIFY_KEYS_KEPT = 8192
 class MemberGate:
     """The admission checks of a node's pools."""
 
+    # One per node: slots, not a dict per instance (a simulation holds thousands of nodes).
+    __slots__ = (
+        "_count",
+        "_fleet_admitted",
+        "_node_key",
+        "_own_claims",
+        "_state",
+        "_verify_keys",
+        "admission_blob",
+        "admission_mode",
+    )
+
     def __init__(
         self,
         state: StateStore,

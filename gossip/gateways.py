@@ -14,7 +14,7 @@ order given, and the rule above fills the remaining places.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -45,7 +45,7 @@ def rank_hash(node_id: str) -> bytes:
 
 
 def choose_gateways(
-    candidates: Sequence[Candidate],
+    candidates: Iterable[tuple[str, str, float]],
     now: float,
     *,
     rank: Callable[[str], bytes] = rank_hash,
@@ -53,7 +53,10 @@ def choose_gateways(
     stable_s: float = GATEWAY_STABLE_S,
     preferred: Sequence[str] = (),
 ) -> GatewayChoice:
-    """The region's gateways by the rule every member applies (see the module docstring)."""
+    """The region's gateways by the rule every member applies (see the module docstring).
+
+    `candidates` are `Candidate`s or plain (node_id, addr, alive_since_s) tuples, in any order.
+    """
     ranked: list[tuple[bool, bytes, str, str]] = []
     next_change_s = float("inf")
     for node_id, addr, alive_since_s in candidates:

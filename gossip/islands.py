@@ -25,6 +25,9 @@ REGION_MERGE_CANDIDATES_MAX = 64
 class IslandMerge:
     """Members of our region heard of outside our region pool (in the order heard), to join."""
 
+    # One per node: slots, not a dict per instance (a simulation holds thousands of nodes).
+    __slots__ = ("_addr", "_count", "_next_s", "_node_id", "pending")
+
     def __init__(self, node_id: str, addr: str, count: Callable[[str], None]) -> None:
         self._node_id = node_id
         self._addr = addr

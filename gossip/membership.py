@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import random
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from gossip import codec
@@ -123,7 +123,9 @@ class Membership:
         self.incarnation = incarnation
         self.leaving = False
         self._outbox: list[Outbound] = []
-        self._events: list[MemberChanged] = []
+        # Changes not drained yet. The owner only reads it, to skip drain_events() when it is
+        # empty: it checks after every input, where a call saved shows in a simulation's CPU time.
+        self.events: list[MemberChanged] = []
         self.counters: dict[str, int] = {}
         self._rng = rng
         self._roles = roles
@@ -168,7 +170,7 @@ class Membership:
         self.counters[key] = self.counters.get(key, 0) + n
 
     def _emit(self, m: Member) -> None:
-        self._events.append(MemberChanged(self.pool_name, m.node_id, m.addr, m.state, m.incarnation))
+        self.events.append(MemberChanged(self.pool_name, m.node_id, m.addr, m.state, m.incarnation))
 
     def _live_changed(self, delta: int) -> None:
         """A member entered (+1) or left (-1) the live set (alive or suspect)."""
@@ -182,7 +184,7 @@ class Membership:
 
     def drain_events(self) -> list[MemberChanged]:
         """The membership changes seen since the last call."""
-        out, self._events = self._events, []
+        out, self.events = self.events, []
         return out
 
     @property
@@ -198,6 +200,11 @@ class Membership:
     def members(self) -> list[Member]:
         """Every member known to this pool except this node, in id order."""
         return [self._members[k] for k in sorted(self._members)]
+
+    def members_unordered(self) -> Iterable[Member]:
+        """Every member known to this pool except this node, in no set order (a live view: do not
+        change the pool while iterating). For callers that rank members themselves: no sort."""
+        return self._members.values()
 
     def member(self, node_id: str) -> Member | None:
         """One member's entry, or None."""
@@ -822,16 +829,17 @@ class Membership:
         # Records first: the admissions among them let the members below in.
         if remote.records:
             self._roles.state.merge(self.pool, now, remote.records)
-        for s in remote.states:
-            if s.state == codec.STATE_ALIVE:
-                self._alive(now, s.incarnation, s.node_id, s.addr, s.meta, s.signature, None)
-            elif s.state == codec.STATE_LEFT:
-                self._on_dead(now, codec.Dead(s.incarnation, s.node_id, s.node_id))
+        # Entries are tuples: unpacking one is cheaper than reading its fields by name, per member.
+        for node_id, addr, meta, incarnation, state, signature in remote.states:
+            if state == codec.STATE_ALIVE:
+                self._alive(now, incarnation, node_id, addr, meta, signature, None)
+            elif state == codec.STATE_LEFT:
+                self._on_dead(now, codec.Dead(incarnation, node_id, node_id))
             else:
                 # memberlist: prefer to suspect a node the peer thinks dead, not to kill it outright.
-                if s.node_id not in self._members and s.node_id != self.node_id:
+                if node_id not in self._members and node_id != self.node_id:
                     continue
-                self._on_suspect(now, codec.Suspect(s.incarnation, s.node_id, self.node_id))
+                self._on_suspect(now, codec.Suspect(incarnation, node_id, self.node_id))
         self._roles.directory.merge_summaries(self.pool, now, remote.summaries)
 
     # --- timers ------------------------------------------------------------------------------

@@ -47,6 +47,9 @@ def spread(
 class BroadcastLog:
     """Fleet-wide broadcasts seen (for de-duplication) and those of the recent past."""
 
+    # One per node: slots, not a dict per instance (a simulation holds thousands of nodes).
+    __slots__ = ("_recent", "_seen")
+
     def __init__(self) -> None:
         self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._recent: list[tuple[float, codec.UserBroadcast]] = []
@@ -73,6 +76,9 @@ class BroadcastLog:
 
 class RepeatQueue:
     """Urgent region records of our own, due for their second sending to every member."""
+
+    # One per node: slots, not a dict per instance (a simulation holds thousands of nodes).
+    __slots__ = ("due",)
 
     def __init__(self) -> None:
         # key -> (when, message); read its truth to know if any is pending (cheap, per timer).

@@ -42,6 +42,9 @@ def _content(s: codec.Summary) -> tuple[object, ...]:
 class SummaryTable:
     """The newest summary of each region, and gateway hints learned from redirects."""
 
+    # One per node: slots, not a dict per instance (a simulation holds thousands of nodes).
+    __slots__ = ("_by_region", "_count", "_hints", "own_region")
+
     def __init__(self, own_region: str, count: Callable[[str], None]) -> None:
         self.own_region = own_region
         self._by_region: dict[str, codec.Summary] = {}

@@ -103,9 +103,10 @@ def first_unseen(
     ids = [slots[i].node_id for i in group]
     for obs in group:
         view = view_of(obs)
-        for subj, node_id in zip(group, ids, strict=True):
-            if subj != obs:
-                state = view.get(node_id)
-                if state not in ok:
-                    return obs, subj, state
+        # Runs over every pair at every convergence poll: one lookup per pair, and the
+        # observer itself (never in its own view) is only told apart on a miss.
+        for k, node_id in enumerate(ids):
+            state = view.get(node_id)
+            if state not in ok and group[k] != obs:
+                return obs, group[k], state
     return None

@@ -163,6 +163,16 @@ def test_preferred_gateways_come_first_and_the_rule_fills_the_rest() -> None:
     assert choose_gateways(young, 100.0, preferred=["new"]).gateways[0][0] == "new"
 
 
+def test_gateway_choice_takes_plain_tuples_in_any_order() -> None:
+    # The node passes plain tuples straight from its unsorted member table.
+    cands = [Candidate(f"n{i}", f"n{i}:1", 90.0 + i) for i in range(8)]
+    expected = choose_gateways(cands, 100.0)
+    for order in (cands[::-1], cands[3:] + cands[:3]):
+        got = choose_gateways([(c.node_id, c.addr, c.alive_since_s) for c in order], 100.0)
+        assert got == expected
+    assert expected.next_change_s == 101.0  # alive since 90..97: n0 is stable at 100, n1 at 101
+
+
 def test_prefer_gateways_makes_the_preferred_members_the_gateways() -> None:
     link = Link(seed=4)
     nodes = [link.add_node(n) for n in NAMES]
