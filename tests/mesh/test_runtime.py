@@ -13,7 +13,7 @@ import nacl.utils
 from gossip.config import LOCAL
 from gossip.envelope import Keyring
 from gossip.events import Event, MemberChanged, MemberState
-from gossip.io import Datagram, StreamOpen
+from gossip.io import CheckResult, ConnCheck, Datagram, StreamOpen
 from gossip.node import GossipNode
 from mesh.service.runtime import Runtime
 
@@ -28,8 +28,9 @@ class FakeCore:
         self.datagrams: list[tuple[str, bytes]] = []
         self.requests: list[tuple[str, bytes]] = []
         self.replies: list[tuple[int, bytes | None]] = []
+        self.checks: list[tuple[int, CheckResult]] = []
         self.timers: list[float] = []
-        self.outbox: list[Datagram | StreamOpen] = []
+        self.outbox: list[Datagram | StreamOpen | ConnCheck] = []
         self.events: list[Event] = []
         self.deadline: float | None = None
         self.reply = reply
@@ -46,6 +47,9 @@ class FakeCore:
     def handle_stream_reply(self, now: float, request_id: int, data: bytes | None) -> None:
         self.replies.append((request_id, data))
 
+    def handle_conn_check(self, now: float, request_id: int, result: CheckResult) -> None:
+        self.checks.append((request_id, result))
+
     def handle_timer(self, now: float) -> None:
         self.timers.append(now)
         self.deadline = None
@@ -53,7 +57,7 @@ class FakeCore:
     def next_deadline(self) -> float | None:
         return self.deadline
 
-    def poll_transmit(self) -> list[Datagram | StreamOpen]:
+    def poll_transmit(self) -> list[Datagram | StreamOpen | ConnCheck]:
         out, self.outbox = self.outbox, []
         return out
 
