@@ -258,8 +258,9 @@ class Engine:
         if not slot.up:
             if kind in _DGRAM_KINDS or kind in _STREAM_REQ_KINDS:
                 self.drops["host_down"] += 1
-                if kind in _STREAM_REQ_KINDS:
-                    # The host answers a connection to a dead process with a reset.
+                if kind in _STREAM_REQ_KINDS and slot.host_up:
+                    # The host answers a connection to a dead process with a reset; a lost
+                    # host answers nothing, and the client's timeout fires.
                     client = self.slots[entry[4]]
                     self._push(
                         now + self._one_way_s(slot, client), K_STREAM_REPLY, client.idx, idx, entry[5], None
@@ -562,8 +563,10 @@ class Engine:
             return
         key = (slot.epoch, so.request_id)
         if not server.up:
-            # Connection refused: one round trip.
             self.drops["host_down"] += 1
+            if not server.host_up:
+                return  # a lost host: silence, the client's timeout fires
+            # Connection refused (the host's reset): one round trip.
             rtt_s = self._one_way_s(slot, server) + self._one_way_s(server, slot)
             self._push(now + rtt_s, K_STREAM_REPLY, slot.idx, server.idx, key, None)
             return
