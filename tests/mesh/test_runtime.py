@@ -246,3 +246,47 @@ async def test_two_gossip_nodes_find_each_other_and_see_a_leave() -> None:
     finally:
         await a_rt.close()
         await b_rt.close()
+
+
+async def test_connection_checks_tell_a_dead_port_from_a_live_or_frozen_one() -> None:
+    # A live runtime's port accepts (so would a frozen one's: the kernel answers); a
+    # port nobody listens on refuses; the check sends no bytes and the server counts it.
+    a_core, b_core = FakeCore(), FakeCore()
+    a, b = await _runtime(a_core), await _runtime(b_core)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{sock.getsockname()[1]}"  # bound, never listening: refused
+        try:
+            a.drive(lambda now: a_core.outbox.append(ConnCheck(b.addr, 7, 1.0)))
+            a.drive(lambda now: a_core.outbox.append(ConnCheck(closed, 9, 1.0)))
+            await _until(lambda: len(a_core.checks) == 2)
+            assert sorted(a_core.checks) == [(7, CheckResult.ACCEPTED), (9, CheckResult.REFUSED)]
+            await _until(lambda: b.counters["conn_checks_in"] == 1)
+            assert b_core.requests == []
+            assert not any(k.startswith("drop_stream") for k in b.counters)
+        finally:
+            await a.close()
+            await b.close()
+
+
+async def test_connection_checks_are_bounded_and_the_excess_answered_as_timed_out() -> None:
+    from mesh.service.runtime import CONN_CHECKS_MAX
+
+    core = FakeCore()
+    runtime = await _runtime(core)
+    listener = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+
+        def many(now: float) -> None:
+            for i in range(CONN_CHECKS_MAX + 3):
+                core.outbox.append(ConnCheck(f"127.0.0.1:{port}", i, 1.0))
+
+        runtime.drive(many)
+        await _until(lambda: len(core.checks) == CONN_CHECKS_MAX + 3)
+        assert runtime.counters["drop_conn_check_busy"] == 3
+        timed_out = [i for i, result in core.checks if result == CheckResult.TIMED_OUT]
+        assert len(timed_out) == 3
+    finally:
+        listener.close()
+        await runtime.close()
