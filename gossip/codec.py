@@ -49,6 +49,8 @@ STATES_PER_STREAM_MAX = 20_000
 SUMMARIES_PER_STREAM_MAX = 10_000
 GATEWAYS_PER_SUMMARY_MAX = 8
 API_ADDRS_PER_SUMMARY_MAX = 8
+# Witnesses of a refused connection one Suspect names (two confirm a death; a few spare).
+REFUSERS_PER_SUSPECT_MAX = 4
 
 
 # --- messages ---------------------------------------------------------------
@@ -97,9 +99,18 @@ class Alive:
 
 @dataclass(frozen=True, slots=True)
 class Suspect:
+    """from_id suspects node_id at incarnation; with the connection evidence known to it.
+
+    refused_by: members that saw node_id's gossip port refuse a connection (at most
+    REFUSERS_PER_SUSPECT_MAX); stalled: someone saw its host complete a handshake.
+    Both are trailing fields, sent only when set, that older peers skip.
+    """
+
     incarnation: int
     node_id: str
     from_id: str
+    refused_by: tuple[str, ...] = ()
+    stalled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +299,10 @@ def _fields(m: Message) -> list[Any]:
             alive = [_ALIVE, m.incarnation, m.node_id, m.addr, m.meta]
             return [*alive, m.signature] if m.signature else alive
         case Suspect():
-            return [_SUSPECT, m.incarnation, m.node_id, m.from_id]
+            suspect = [_SUSPECT, m.incarnation, m.node_id, m.from_id]
+            if m.refused_by or m.stalled:
+                return [*suspect, list(m.refused_by), m.stalled]
+            return suspect
         case Dead():
             return [_DEAD, m.incarnation, m.node_id, m.from_id]
         case UserBroadcast():
@@ -502,7 +516,11 @@ def _message(v: Any, meta_max_bytes: int, payload_max_bytes: int) -> Message:
         )
     elif code == _SUSPECT:
         _arity(f, 4)
-        return Suspect(_incarnation(f[1]), _id(f[2]), _id(f[3]))
+        # A newer peer may name more witnesses (up to 16 read); we keep the first few.
+        witnesses = _list(f[4], 16)[:REFUSERS_PER_SUSPECT_MAX] if len(f) > 4 else ()
+        refused_by = tuple(_id(x) for x in witnesses)
+        stalled = _bool(f[5]) if len(f) > 5 else False
+        return Suspect(_incarnation(f[1]), _id(f[2]), _id(f[3]), refused_by, stalled)
     elif code == _DEAD:
         _arity(f, 4)
         return Dead(_incarnation(f[1]), _id(f[2]), _id(f[3]))

@@ -37,6 +37,18 @@ class MembershipConfig:
     gossip_to_the_dead_s: float
     reconnect_interval_s: float  # how often to try a push-pull with a dead member (Serf's reconnect)
     awareness_max_multiplier: int
+    # Connection checks (docs/design.md, "Refused connections"). When a direct probe
+    # gets no ack, the prober (and each indirect helper) tries a TCP connection to the
+    # target's gossip port, giving up after conn_check_timeout_s (it must end within
+    # the probe's interval to count). A suspicion whose refusals were seen by
+    # refusers_needed members (fewer in a smaller pool) is confirmed dead
+    # refused_dead_after_s after it started; one whose target completed a handshake
+    # (a frozen process) is not declared dead before stalled_dead_after_s.
+    conn_checks: bool = True
+    conn_check_timeout_s: float = 0.25
+    refusers_needed: int = 2
+    refused_dead_after_s: float = 1.0
+    stalled_dead_after_s: float = 15.0
     # Limits: everything is bounded.
     packet_max_bytes: int = 1400
     broadcast_queue_max: int = 1024
@@ -123,6 +135,9 @@ WAN = MembershipConfig(
     gossip_to_the_dead_s=60.0,
     reconnect_interval_s=30.0,
     awareness_max_multiplier=8,
+    conn_check_timeout_s=1.5,
+    refused_dead_after_s=5.0,
+    stalled_dead_after_s=60.0,
 )
 
 # A single machine (loopback tests and the demo): fast and strict. memberlist's
@@ -143,6 +158,7 @@ LOCAL = MembershipConfig(
     gossip_to_the_dead_s=15.0,
     reconnect_interval_s=5.0,
     awareness_max_multiplier=8,
+    conn_check_timeout_s=0.5,
 )
 
 PROFILES: dict[str, MembershipConfig] = {"lan": LAN, "wan": WAN, "local": LOCAL}

@@ -2,12 +2,16 @@
 
 A core never touches a socket. It returns these values from `poll_transmit()`;
 the driver (mesh/service/runtime.py on a device, sim/ in the simulator) seals them with
-the envelope and puts them on the wire, and feeds what arrives back in.
+the envelope and puts them on the wire, and feeds what arrives back in. A
+`ConnCheck` sends no data at all: it asks the driver whether the host at an
+address still has something listening there (docs/design.md, "Refused
+connections").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Protocol
 
 from gossip.events import Event
@@ -34,7 +38,32 @@ class StreamOpen:
     payload: bytes
 
 
-Outbound = Datagram | StreamOpen
+class CheckResult(IntEnum):
+    """How a connection check (`ConnCheck`) ended."""
+
+    # No answer within the timeout: the host is lost, cut off, or the packets were.
+    TIMED_OUT = 0
+    # The host answered with a reset: nothing listens there, that process is gone.
+    REFUSED = 1
+    # The handshake completed: the host is up and something holds the port.
+    ACCEPTED = 2
+
+
+@dataclass(frozen=True, slots=True)
+class ConnCheck:
+    """Try a TCP connection to `dst` ("host:port"), send nothing, and close it at once.
+
+    The driver answers with `handle_conn_check(now, request_id, result)` within
+    about `timeout_s`; a driver may leave a check that timed out unanswered (the
+    core forgets a check when the probe it served ends, so that reads the same).
+    """
+
+    dst: str
+    request_id: int
+    timeout_s: float
+
+
+Outbound = Datagram | StreamOpen | ConnCheck
 
 
 class Core(Protocol):
@@ -49,6 +78,7 @@ class Core(Protocol):
         self, now: float, src: str, data: bytes, sender_id: str = "", claimed_id: str = ""
     ) -> bytes | None: ...
     def handle_stream_reply(self, now: float, request_id: int, data: bytes | None) -> None: ...
+    def handle_conn_check(self, now: float, request_id: int, result: CheckResult) -> None: ...
     def handle_timer(self, now: float) -> None: ...
     def next_deadline(self) -> float | None: ...
     def poll_transmit(self) -> list[Outbound]: ...

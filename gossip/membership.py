@@ -32,7 +32,7 @@ from gossip.awareness import Awareness
 from gossip.broadcast import BroadcastQueue
 from gossip.config import INTRO_KEY_BYTES, MembershipConfig, retransmit_limit, suspicion_timeout_s
 from gossip.events import MemberChanged, MemberState
-from gossip.io import Datagram, Outbound, StreamOpen
+from gossip.io import CheckResult, ConnCheck, Datagram, Outbound, StreamOpen
 from gossip.records import revokes
 from gossip.roles import PoolRoles
 from gossip.suspicion import Suspicion
@@ -55,6 +55,9 @@ BUDDY_PING_SEQ = 0
 REVIVALS_FOR_EARLY_SYNC = 3
 # Streams a pool keeps open at once; beyond this a new one is dropped and counted.
 STREAMS_OPEN_MAX = 64
+# Connection checks a pool keeps track of at once (one per probe and per indirect
+# probe it runs); beyond this the oldest is forgotten, as its probe has long ended.
+CHECKS_OPEN_MAX = 512
 # Packet budget kept free for the compound header's growth.
 _HEADER_SLACK_BYTES = 3
 
@@ -84,6 +87,7 @@ class _Probe:
     indirect_sent: bool = False
     nacks_expected: int = 0
     nacks: int = 0
+    check: CheckResult = CheckResult.TIMED_OUT  # our connection check's answer, if it came in time
 
 
 @dataclass(slots=True)
@@ -94,6 +98,9 @@ class _Forward:
     requester_seq: int
     nack: bool
     deadline_s: float
+    target_id: str = ""
+    target_addr: str = ""
+    check: CheckResult = CheckResult.TIMED_OUT
 
 
 class Membership:
@@ -149,6 +156,9 @@ class Membership:
         self._hold_expiry_until_s = -1e18
         self._revivals_since_sync = 0
         self._streams: dict[int, tuple[str, str]] = {}  # request id -> (dst, "join" | "sync" | "push")
+        # Connection check id -> (for our probe?, the probe's or forward's sequence number).
+        self._checks: OrderedDict[int, tuple[bool, int]] = OrderedDict()
+        self._check_seq = 0
         self._awareness = Awareness(config.awareness_max_multiplier)
         self._queue = BroadcastQueue(config.broadcast_queue_max)
         self._alive_count = 1
@@ -284,6 +294,36 @@ class Membership:
         request_id = (self._stream_seq << 1) | self.pool
         self._streams[request_id] = (dst, purpose)
         self._outbox.append(StreamOpen(dst, request_id, codec.encode_frame(msg)))
+
+    def _ask_check(self, dst: str, for_probe: bool, seq: int) -> None:
+        """Ask the driver whether anything still listens at dst (a probe went unanswered)."""
+        if not self.config.conn_checks:
+            return
+        if len(self._checks) >= CHECKS_OPEN_MAX:
+            self._checks.popitem(last=False)
+            self._count("drop_conn_check_stale")
+        self._check_seq += 1
+        request_id = (self._check_seq << 1) | self.pool
+        self._checks[request_id] = (for_probe, seq)
+        self._count("conn_checks")
+        self._outbox.append(ConnCheck(dst, request_id, self.config.conn_check_timeout_s))
+
+    def handle_conn_check(self, now: float, request_id: int, result: CheckResult) -> None:
+        """The driver's answer to a connection check; kept on the probe it serves, if still running."""
+        entry = self._checks.pop(request_id, None)
+        if entry is None:
+            self._count("drop_conn_check_unknown")
+            return
+        self._count("conn_check_" + result.name.lower())
+        for_probe, seq = entry
+        if for_probe:
+            probe = self._probe
+            if probe is not None and probe.seq == seq and not probe.acked:
+                probe.check = result
+            return
+        fwd = self._forwards.get(seq)
+        if fwd is not None:
+            fwd.check = result
 
     # --- local state -----------------------------------------------------------
 
@@ -502,10 +542,12 @@ class Membership:
         if len(self._forwards) >= 256:
             self._count("drop_indirect_full")
             return
-        self._forwards[self._seq] = _Forward(src, msg.seq, msg.nack, deadline)
+        self._forwards[self._seq] = _Forward(src, msg.seq, msg.nack, deadline, msg.target_id, msg.target_addr)
         self._send(
             now, msg.target_addr, [codec.encode_message(codec.Ping(self._seq, msg.target_id, self.node_id))]
         )
+        # Checked at once, alongside the ping: the answer must be in by our deadline.
+        self._ask_check(msg.target_addr, False, self._seq)
 
     def _on_ack(self, now: float, msg: codec.Ack) -> None:
         if msg.seq == BUDDY_PING_SEQ:
@@ -687,25 +729,60 @@ class Membership:
         timer = self._suspicions.get(msg.node_id)
         if timer is not None:
             m.incarnation = msg.incarnation  # a later suspicion of the same suspect
-            if timer.confirm(msg.from_id):
-                # Re-gossip a confirmation so the other timers shrink too.
-                self._broadcast(msg, msg.node_id)
+            confirmed = timer.confirm(msg.from_id)
+            if self._take_evidence(now, timer, msg) or confirmed:
+                # Re-gossip a confirmation (or new evidence) so the other timers shrink too.
+                self._broadcast(self._with_evidence(msg, timer), msg.node_id)
             return
         if m.state != MemberState.ALIVE:
             return
-        self._start_suspicion(now, m, msg.incarnation, msg.from_id)
-        self._broadcast(msg, msg.node_id)
+        timer = self._start_suspicion(now, m, msg.incarnation, msg.from_id)
+        self._take_evidence(now, timer, msg)
+        self._broadcast(self._with_evidence(msg, timer), msg.node_id)
 
-    def _start_suspicion(self, now: float, m: Member, incarnation: int, from_id: str) -> None:
+    def _take_evidence(self, now: float, timer: Suspicion, msg: codec.Suspect) -> bool:
+        """Add msg's connection evidence to timer; True if it learned something new."""
+        new = False
+        for by_id in msg.refused_by:
+            # The suspect cannot witness its own death (a forged notice would try).
+            if by_id != msg.node_id and timer.refused(by_id, now):
+                new = True
+        if msg.stalled and timer.accepted(now):
+            new = True
+        return new
+
+    @staticmethod
+    def _with_evidence(msg: codec.Suspect, timer: Suspicion) -> codec.Suspect:
+        """msg carrying all the evidence timer holds (every notice we pass on accumulates it)."""
+        refused_by = timer.refusers[: codec.REFUSERS_PER_SUSPECT_MAX]
+        if refused_by == msg.refused_by and timer.stalled == msg.stalled:
+            return msg
+        return replace(msg, refused_by=refused_by, stalled=timer.stalled)
+
+    def _start_suspicion(self, now: float, m: Member, incarnation: int, from_id: str) -> Suspicion:
         n = self._alive_count
         k = self.config.suspicion_mult - 2
         if n - 2 < k:  # too few peers to expect k independent confirmations
             k = 0
         min_s = suspicion_timeout_s(self.config.suspicion_mult, n, self.config.probe_interval_s)
         max_s = self.config.suspicion_max_timeout_mult * min_s
-        self._suspicions[m.node_id] = Suspicion(from_id, k, min_s, max_s, now)
+        # Refusals from refusers_needed members, or from every other member of a smaller
+        # pool (n counts us and the suspect).
+        needed = max(1, min(self.config.refusers_needed, n - 1))
+        timer = Suspicion(
+            from_id,
+            k,
+            min_s,
+            max_s,
+            now,
+            refusers_needed=needed,
+            refused_floor_s=self.config.refused_dead_after_s,
+            stalled_floor_s=self.config.stalled_dead_after_s,
+        )
+        self._suspicions[m.node_id] = timer
         m.incarnation, m.state, m.state_change_s = incarnation, MemberState.SUSPECT, now
         self._emit(m)
+        return timer
 
     def _on_dead(self, now: float, msg: codec.Dead, src: str | None = None) -> None:
         if self._above_signed(msg.node_id, msg.incarnation):
@@ -975,12 +1052,14 @@ class Membership:
         else:
             self._awareness.apply_delta(1)
         m = self._members.get(probe.target_id)
-        if m is None or m.state != MemberState.ALIVE:
-            if m is not None and m.state == MemberState.SUSPECT:
-                self._on_suspect(now, codec.Suspect(m.incarnation, m.node_id, self.node_id))
+        if m is None or m.state not in (MemberState.ALIVE, MemberState.SUSPECT):
             return
-        self._count("probe_failures")
-        self._on_suspect(now, codec.Suspect(m.incarnation, m.node_id, self.node_id))
+        if m.state == MemberState.ALIVE:
+            self._count("probe_failures")
+        # What our connection check saw goes with the accusation (timed out: nothing).
+        refused_by = (self.node_id,) if probe.check == CheckResult.REFUSED else ()
+        stalled = probe.check == CheckResult.ACCEPTED
+        self._on_suspect(now, codec.Suspect(m.incarnation, m.node_id, self.node_id, refused_by, stalled))
 
     def _send_indirect(self, now: float, probe: _Probe) -> None:
         probe.indirect_sent = True
@@ -994,24 +1073,48 @@ class Membership:
         for h in helpers:
             req = codec.IndirectPing(probe.seq, target.node_id, target.addr, self.node_id, True)
             self._send(now, h.addr, [codec.encode_message(req)])
+        self._ask_check(target.addr, True, probe.seq)
 
     def _expire_forwards(self, now: float) -> None:
         due = [seq for seq, f in self._forwards.items() if now >= f.deadline_s]
         for seq in due:
             f = self._forwards.pop(seq)
-            if f.nack:
-                self._send(now, f.requester_addr, [codec.encode_message(codec.Nack(f.requester_seq))])
+            msgs = [codec.encode_message(codec.Nack(f.requester_seq))] if f.nack else []
+            if f.check == CheckResult.REFUSED:
+                # Our own ping went unanswered and nothing listens at its port: we are an
+                # independent witness. Suspect it ourselves, and tell the requester at once
+                # (its probe ends about now; gossip alone may reach it late).
+                notice = self._helper_suspects(now, f)
+                if notice is not None:
+                    msgs.append(codec.encode_message(notice))
+            if msgs:
+                self._send(now, f.requester_addr, msgs)
+
+    def _helper_suspects(self, now: float, f: _Forward) -> codec.Suspect | None:
+        """Suspect the target of an indirect probe whose port refused us; the notice to send."""
+        m = self._members.get(f.target_id)
+        if m is None or m.addr != f.target_addr or m.state not in (MemberState.ALIVE, MemberState.SUSPECT):
+            return None
+        self._count("helper_refusals")
+        self._on_suspect(now, codec.Suspect(m.incarnation, m.node_id, self.node_id, (self.node_id,)))
+        timer = self._suspicions.get(m.node_id)
+        if timer is None:
+            return None
+        return self._with_evidence(codec.Suspect(m.incarnation, m.node_id, self.node_id), timer)
 
     def _expire_suspicions(self, now: float) -> None:
         if now < self._hold_expiry_until_s:
             return
         due = [nid for nid, s in self._suspicions.items() if now >= s.deadline_s()]
         for node_id in due:
+            refused = self._suspicions[node_id].refused_quorum
             self._clear_suspicion(node_id)
             m = self._members.get(node_id)
             if m is None or m.state != MemberState.SUSPECT:
                 continue
             self._count("declared_dead")
+            if refused:
+                self._count("declared_dead_refused")
             self._on_dead(now, codec.Dead(m.incarnation, node_id, self.node_id))
 
     def _random_members(

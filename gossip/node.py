@@ -42,7 +42,7 @@ from gossip.events import (
 from gossip.exchange import StoreExchange
 from gossip.gate import MemberGate
 from gossip.gateways import GATEWAY_STABLE_S, GATEWAYS_PER_REGION, choose_gateways, rank_hash
-from gossip.io import Outbound
+from gossip.io import CheckResult, Outbound
 from gossip.islands import REGION_MERGE_INTERVAL_S, IslandMerge
 from gossip.kinds import ADMISSION_KIND, DEFAULT_KINDS, FLEET_SCOPE, REVOCATION_KIND, KindTable
 from gossip.membership import Member, Membership
@@ -424,6 +424,14 @@ class GossipNode:
             elif isinstance(msg, codec.RecordPush):
                 reply = None  # an acknowledgement; the pool only needs to forget the stream
         pool.handle_stream_reply(now, request_id, reply)
+        self._after(now)
+
+    def handle_conn_check(self, now: float, request_id: int, result: CheckResult) -> None:
+        """The driver's answer to a connection check a pool asked for (gossip.io.ConnCheck)."""
+        pool = self._pool_for(request_id & 1)
+        if pool is None:
+            return
+        pool.handle_conn_check(now, request_id, result)
         self._after(now)
 
     def handle_timer(self, now: float) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from gossip.events import AppMessageReceived, Event
-from gossip.io import Outbound
+from gossip.io import CheckResult, Outbound
 from gossip.node import GossipNode, MemberView, RegionSummary
 from gossip.records import Record
 from gossip.state import StateStore
@@ -55,6 +55,7 @@ class Node:
             self.handle_datagram = gossip.handle_datagram  # type: ignore[method-assign]
             self.handle_stream_request = gossip.handle_stream_request  # type: ignore[method-assign]
             self.handle_stream_reply = gossip.handle_stream_reply  # type: ignore[method-assign]
+            self.handle_conn_check = gossip.handle_conn_check  # type: ignore[method-assign]
             self.handle_timer = gossip.handle_timer  # type: ignore[method-assign]
             self.next_deadline = gossip.next_deadline  # type: ignore[method-assign]
             self.poll_transmit = gossip.poll_transmit  # type: ignore[method-assign]
@@ -83,6 +84,11 @@ class Node:
     def handle_stream_reply(self, now: float, request_id: int, data: bytes | None) -> None:
         """The reply to a stream this node opened; None when the peer was unreachable."""
         self.gossip.handle_stream_reply(now, request_id, data)
+        self._pump(now)
+
+    def handle_conn_check(self, now: float, request_id: int, result: CheckResult) -> None:
+        """The answer to a connection check the node asked for (gossip.io.ConnCheck)."""
+        self.gossip.handle_conn_check(now, request_id, result)
         self._pump(now)
 
     def handle_timer(self, now: float) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 from gossip.config import ENVELOPE_OVERHEAD_BYTES
 from gossip.envelope import INTRO_OVERHEAD_BYTES, NONCE_BYTES, SEALED_REPLY_OVERHEAD_BYTES, PeerKeys
 from gossip.events import IncarnationChanged
-from gossip.io import Core, Datagram, Sealer, StreamOpen
+from gossip.io import CheckResult, ConnCheck, Core, Datagram, Sealer, StreamOpen
 from sim.network import Network
 from sim.slot import Entry, Listener, NodeSlot
 
@@ -44,6 +44,7 @@ K_DGRAM_PAIRWISE = 8
 K_STREAM_REQ_PAIRWISE = 9
 K_DGRAM_INTRO = 10
 K_STREAM_REQ_INTRO = 11
+K_CONN_CHECK = 12  # idx=client, a=client epoch, b=request id, c=CheckResult
 # How a frame is sealed, the index into the tuples below.
 SEAL_NETWORK_KEY, SEAL_PAIRWISE, SEAL_INTRO = 0, 1, 2
 _DGRAM_KINDS = (K_DGRAM, K_DGRAM_PAIRWISE, K_DGRAM_INTRO)
@@ -56,6 +57,9 @@ _OVERHEAD_BYTES = (ENVELOPE_OVERHEAD_BYTES, ENVELOPE_OVERHEAD_BYTES, INTRO_OVERH
 BACKLOG_MAX = 10_000
 # A core whose deadline stays at `now` after handle_timer would spin forever.
 TIMER_SPIN_MAX = 64
+# A lost SYN (or its answer) is sent again after TCP's initial retransmission timeout
+# (Linux: 1 s), longer than any connection check waits.
+TCP_SYN_RTO_S = 1.0
 
 _SIM_DIR = os.path.dirname(os.path.abspath(__file__))
 _STDLIB_DIR = os.path.dirname(os.path.abspath(os.__file__))
@@ -75,6 +79,7 @@ class Engine:
         stream_max_bytes: int,
         sealer: Sealer | None = None,
         nonce_rng: random.Random | None = None,
+        check_rng: random.Random | None = None,
     ) -> None:
         self.now = 0.0
         self.network = network
@@ -87,6 +92,8 @@ class Engine:
         self.stream_max_bytes = stream_max_bytes
         self._sealer = sealer
         self._nonce_rng = nonce_rng if nonce_rng is not None else random.Random(0)
+        # Connection checks draw their handshakes apart from the network (see Network.handshake_s).
+        self._check_rng = check_rng if check_rng is not None else random.Random(0)
         self._heap: list[Entry] = []
         self._seq = 0
         self.events_processed = 0
@@ -100,6 +107,8 @@ class Engine:
             "backlog_full": 0,
         }
         self.duplicated = 0
+        # Connection checks by outcome (not in the report: its keys stay as they were).
+        self.conn_checks: dict[CheckResult, int] = dict.fromkeys(CheckResult, 0)
 
     # -- scheduling -------------------------------------------------------------------
 
@@ -136,11 +145,17 @@ class Engine:
         if slot.up:
             self._after(slot, self.now)
 
-    def crash(self, idx: int) -> None:
-        """Stop node `idx` at once: its timers, backlog and open streams vanish."""
+    def crash(self, idx: int, *, host_lost: bool = False) -> None:
+        """Stop node `idx` at once: its timers, backlog and open streams vanish.
+
+        host_lost: the whole host is gone (power, network), so nothing answers at its
+        address any more (silence); otherwise only the process died, and its host
+        refuses connections to its port with a reset.
+        """
         slot = self.slots[idx]
         if not slot.up:
             return
+        slot.host_up = not host_lost
         slot.uptime_s += self.now - slot.up_since_s
         slot.up = False
         slot.core = None
@@ -168,6 +183,7 @@ class Engine:
         slot.core = core
         slot.peers = _peers_of(core)
         slot.up = True
+        slot.host_up = True
         slot.up_since_s = self.now
         slot.timer_spin = 0
         self._after(slot, self.now)
@@ -242,8 +258,9 @@ class Engine:
         if not slot.up:
             if kind in _DGRAM_KINDS or kind in _STREAM_REQ_KINDS:
                 self.drops["host_down"] += 1
-                if kind in _STREAM_REQ_KINDS:
-                    # The host answers a connection to a dead process with a reset.
+                if kind in _STREAM_REQ_KINDS and slot.host_up:
+                    # The host answers a connection to a dead process with a reset; a lost
+                    # host answers nothing, and the client's timeout fires.
                     client = self.slots[entry[4]]
                     self._push(
                         now + self._one_way_s(slot, client), K_STREAM_REPLY, client.idx, idx, entry[5], None
@@ -292,6 +309,11 @@ class Engine:
             # None is a reset (refused connection); a reply that does not open is one too.
             reply = self._unseal(entry[6]) if entry[6] is not None else None
             core.handle_stream_reply(now, request_id, reply)
+            self._after(slot, now)
+        elif kind == K_CONN_CHECK:
+            if entry[4] != slot.epoch:
+                return
+            core.handle_conn_check(now, entry[5], entry[6])
             self._after(slot, now)
         elif kind == K_STREAM_TIMEOUT:
             if entry[4] != slot.epoch or slot.streams.pop(entry[5], None) is None:
@@ -351,6 +373,8 @@ class Engine:
             for item in out:
                 if type(item) is Datagram:
                     self._send_datagram(slot, item, now)
+                elif type(item) is ConnCheck:
+                    self._check_conn(slot, item, now)
                 else:
                     assert isinstance(item, StreamOpen)
                     self._open_stream(slot, item, now)
@@ -539,8 +563,10 @@ class Engine:
             return
         key = (slot.epoch, so.request_id)
         if not server.up:
-            # Connection refused: one round trip.
             self.drops["host_down"] += 1
+            if not server.host_up:
+                return  # a lost host: silence, the client's timeout fires
+            # Connection refused (the host's reset): one round trip.
             rtt_s = self._one_way_s(slot, server) + self._one_way_s(server, slot)
             self._push(now + rtt_s, K_STREAM_REPLY, slot.idx, server.idx, key, None)
             return
@@ -548,6 +574,34 @@ class Engine:
         wire_bytes = len(so.payload) + _OVERHEAD_BYTES[sealing]
         delay_s = network.stream_delay_s(slot.region, server.region, wire_bytes, trips=3)
         self._push(now + delay_s, _STREAM_REQ_KINDS[sealing], server.idx, slot.idx, key, data)
+
+    def _check_conn(self, slot: NodeSlot, cc: ConnCheck, now: float) -> None:
+        """A TCP handshake to cc.dst and nothing more: refused, accepted, or silence.
+
+        A process that is up holds its listening socket, so its kernel completes the
+        handshake even while the process is stalled (accepted); a dead process on a live
+        host gets its SYN answered with a reset (refused); a lost host, a partition or a
+        lost segment leave the check unanswered. An unanswered check is not delivered at
+        all: the core forgets its checks when their probes end (gossip.io.ConnCheck), and
+        a silent check then adds nothing to the heap, the clock or the random draws.
+        """
+        dst_idx = self.by_addr.get(cc.dst)
+        if dst_idx is None:
+            self.conn_checks[CheckResult.TIMED_OUT] += 1
+            return
+        server = self.slots[dst_idx]
+        network = self.network
+        silent = not (server.up or server.host_up)
+        if silent or (network.partitioned and network.blocked(slot.idx, server.idx)):
+            self.conn_checks[CheckResult.TIMED_OUT] += 1
+            return
+        result = CheckResult.ACCEPTED if server.up else CheckResult.REFUSED
+        rtt_s = network.handshake_s(slot.region, server.region, self._check_rng, TCP_SYN_RTO_S)
+        if rtt_s > cc.timeout_s:
+            self.conn_checks[CheckResult.TIMED_OUT] += 1
+            return
+        self.conn_checks[result] += 1
+        self._push(now + rtt_s, K_CONN_CHECK, slot.idx, slot.epoch, cc.request_id, result)
 
     def _serve_stream(self, server: NodeSlot, core: Core, entry: Entry, now: float) -> None:
         client = self.slots[entry[4]]

@@ -2,13 +2,17 @@
 
 - crash: the node stops at once; its timers, stall backlog and open streams
   vanish, and packets still addressed to it are dropped on arrival (packets it
-  had already put on the wire still arrive, as on a real network).
+  had already put on the wire still arrive, as on a real network). Either its
+  host is lost with it (silence: connections to it time out), or only its
+  process died on a host that is still up (connections to its port are
+  refused with a reset).
 - restart: the same node id comes back (same address or a new one) with a
   fresh core whose incarnation starts above the last one it persisted (the
   driver persists every IncarnationChanged), and joins through seeds.
-- stall: the node's processing freezes for a while; every event for it is
-  deferred and processed at the end of the stall, in order, with now = the
-  stall's end (a starved event loop working off its backlog).
+- stall: the node's processing freezes for a while (a SIGSTOP, a long GC pause,
+  a starved CPU); every event for it is deferred and processed at the end of
+  the stall, in order, with now = the stall's end (a starved event loop working
+  off its backlog). Its host still completes TCP handshakes on its port.
 - leave: a graceful leave; the node is driven for one more second so its
   notice goes out, then stopped.
 - join: a brand-new node (a fresh id and address) joins cold through seeds.
@@ -25,13 +29,13 @@ from sim.fleet import Fleet
 LEAVE_LINGER_S = 1.0
 
 
-def crash_at(fleet: Fleet, at_s: float, idx: int) -> None:
-    """Crash node idx at at_s."""
+def crash_at(fleet: Fleet, at_s: float, idx: int, *, host_lost: bool = True) -> None:
+    """Crash node idx at at_s: its whole host (host_lost), or only its process."""
 
     def run(now: float) -> None:
         if fleet.slots[idx].up:
             fleet.fault_counts["crashes"] += 1
-            fleet.crash(idx)
+            fleet.crash(idx, host_lost=host_lost)
 
     fleet.engine.call_at(at_s, run)
 

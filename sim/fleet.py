@@ -44,6 +44,9 @@ REGIONS_MAX = OCTET_VALUES
 ADDRS_PER_REGION = OCTET_VALUES * OCTET_VALUES
 # Node identities (only with node_keys): sha256(domain + "<seed>/<index>") seeds each node's Ed25519 key.
 NODE_KEY_DOMAIN = b"murmur-sim-node"
+# Connection checks draw their handshakes from an RNG of their own, derived from the seed
+# apart from the others (sim/run.py draws those in a fixed order).
+CHECK_RNG_DOMAIN = "murmur-sim-conn-check"
 # Keyed fleets (admission mode): the cluster id, when every node joined, and the invite's expiry.
 SIM_CLUSTER_ID = "sim"
 SIM_EPOCH_S = 1_700_000_000
@@ -114,6 +117,7 @@ class Fleet:
             stream_max_bytes=min(region_config.stream_max_bytes, fleet_config.stream_max_bytes),
             sealer=sealer,
             nonce_rng=nonce_rng,
+            check_rng=random.Random(f"{CHECK_RNG_DOMAIN}/{seed}"),
         )
         self.by_region: list[list[int]] = [[] for _ in range(region_count)]
         self.idx_of: dict[str, int] = {}
@@ -404,15 +408,16 @@ class Fleet:
 
     # -- faults (called by sim/faults.py) ---------------------------------------------------
 
-    def crash(self, idx: int) -> None:
-        """Node idx stops at once."""
+    def crash(self, idx: int, *, host_lost: bool = True) -> None:
+        """Node idx stops at once: its whole host is lost (silence), or (host_lost False)
+        only its process, on a host that refuses connections to its port."""
         if not self.engine.slots[idx].up:
             return
         self.crashed[idx] = True
         now = self.engine.now
         for o in self._observers:
             o.on_crash(now, idx)
-        self._stop(idx)
+        self._stop(idx, host_lost=host_lost)
 
     def leave(self, idx: int) -> None:
         """Node idx leaves gracefully now; `retire` stops it once its notice is out."""
@@ -436,8 +441,9 @@ class Fleet:
         self.left[idx] = True
         self._stop(idx)
 
-    def _stop(self, idx: int) -> None:
-        self.engine.crash(idx)
+    def _stop(self, idx: int, *, host_lost: bool = False) -> None:
+        # A node that left or was revoked exits; its host stays up.
+        self.engine.crash(idx, host_lost=host_lost)
         now = self.engine.now
         for o in self._observers:
             o.on_down(now, idx)

@@ -220,7 +220,8 @@ class Metrics(Observer):
         if subj_idx is None:
             return
         subj = fleet.slots[subj_idx]
-        if not subj.up or subj.stalled or ev.node_id in fleet.revoked_ids:
+        # A frozen (stalled) process is alive: declaring it dead is a false death too.
+        if not subj.up or ev.node_id in fleet.revoked_ids:
             return  # (a revoked node is expelled on purpose)
         if ev.incarnation <= self.life_floor[subj_idx] or ev.addr != subj.addr:
             return  # a notice about an earlier life of a restarted node

@@ -109,6 +109,22 @@ class Network:
                     delay_s += rto_s
         return delay_s
 
+    def handshake_s(self, src_region: int, dst_region: int, rng: random.Random, syn_rto_s: float) -> float:
+        """How long a TCP handshake's answer (SYN-ACK or reset) takes to come back.
+
+        Drawn from `rng`, not the network's own: connection checks then leave every
+        datagram's fate and delay as they were. A lost segment is sent again after
+        syn_rto_s (TCP's initial retransmission timeout).
+        """
+        table = self._intra_jitter if src_region == dst_region else self._inter_jitter
+        median_s = self.median_s[src_region][dst_region]
+        rtt_s = median_s * (table[rng.getrandbits(_JITTER_BITS)] + table[rng.getrandbits(_JITTER_BITS)])
+        if self.loss > 0.0:
+            for _ in range(2):  # the SYN, then its answer
+                if rng.random() < self.loss:
+                    rtt_s += syn_rto_s
+        return rtt_s
+
     # -- partitions ------------------------------------------------------------------
 
     def partition(self, groups: Sequence[Sequence[int]]) -> None:

@@ -6,9 +6,13 @@ FAULT_AT_S, after a warm start has had time to settle, and stop early enough
 (QUIET_TAIL_S before the end) for a liveness phase, where the duration allows.
 
 - steady: no faults; one fleet-wide broadcast at FAULT_AT_S from a random node.
-- crash: 1% of the nodes (at least one) crash at FAULT_AT_S (plus the broadcast).
+- crash: 1% of the nodes (at least one) crash at FAULT_AT_S (plus the broadcast),
+  their hosts lost with them (power, network): nothing answers at their addresses.
+- process-crash: as crash, but only the processes die (an OOM kill, a crash, an
+  upgrade) on hosts that stay up and refuse connections to their ports.
 - loss: steady, with loss on every link (default 0.10).
-- stall: 1% of the nodes (at least one) stall for 1-5 s at random times, over and over.
+- stall: 1% of the nodes (at least one) stall for 1-10 s at random times, over and
+  over (SIGSTOP-like freezes: their hosts still complete handshakes).
 - partition: at FAULT_AT_S the fleet splits in two halves, across and inside
   regions (half of every region on each side), for PARTITION_S; then it heals.
 - churn: nodes leave gracefully while new or restarted ones join, continuously.
@@ -61,6 +65,7 @@ from sim.keyrotation import OFFLINE_FROM_S, OFFLINE_MIN_REGIONS, OFFLINE_UNTIL_S
 SCENARIOS = (
     "steady",
     "crash",
+    "process-crash",
     "loss",
     "stall",
     "partition",
@@ -76,7 +81,7 @@ FAULT_AT_S = 10.0
 PARTITION_S = 30.0
 QUIET_TAIL_S = 15.0
 FAULTY_FRACTION = 0.01
-STALL_S = (1.0, 5.0)
+STALL_S = (1.0, 10.0)
 STALL_GAP_S = (2.0, 10.0)
 # Churn: one leave and one join every 1 / rate seconds on average.
 CHURN_RATE_PER_NODE_S = 0.001
@@ -268,9 +273,10 @@ def schedule(
         if duration_s > DESIRED_UPDATE_AT_S:
             records.append((DESIRED_UPDATE_AT_S, desired_record(operator, 2)))
         return Plan(scenario, FAULT_AT_S, 0.0, None, None, lossy, tuple(records))
-    if scenario == "crash":
+    if scenario in ("crash", "process-crash"):
+        host_lost = scenario == "crash"
         for idx in sorted(rng.sample(range(n), faulty)):
-            faults.crash_at(fleet, FAULT_AT_S, idx)
+            faults.crash_at(fleet, FAULT_AT_S, idx, host_lost=host_lost)
         return Plan(scenario, FAULT_AT_S, FAULT_AT_S, FAULT_AT_S, None, lossy)
     if scenario == "stall":
         last_end_s = FAULT_AT_S

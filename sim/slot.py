@@ -27,6 +27,7 @@ class NodeSlot:
         "backlog",
         "core",
         "epoch",
+        "host_up",
         "idx",
         "incarnation",
         "node_id",
@@ -57,6 +58,9 @@ class NodeSlot:
         # Peers whose pairwise frame opened here: frames to them no longer introduce our key.
         self.proven: set[str] = set()
         self.up = True
+        # While the node is down: whether its host still answers at its address (a dead
+        # process: connections refused) or is lost too (silence). See Engine.crash.
+        self.host_up = True
         # Bumped on crash and restart: events addressed to an earlier life are dropped.
         self.epoch = 0
         self.timer_at: float | None = None

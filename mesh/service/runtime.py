@@ -51,7 +51,7 @@ from gossip.envelope import (
     PeerKeys,
 )
 from gossip.events import Event
-from gossip.io import Core, Datagram, StreamOpen
+from gossip.io import CheckResult, ConnCheck, Core, Datagram, StreamOpen
 from mesh.netaddr import join_hostport, split_hostport
 from mesh.service.connlimits import ConnectionCaps, ConnectionTable, Slot
 
@@ -67,6 +67,9 @@ STREAMS_IN_MAX = 64
 # retries and a few nodes behind one NAT, and 48 strangers leave 16 slots to members.
 STREAMS_IN_PER_HOST_MAX = 8
 STREAMS_IN_STRANGERS_MAX = 48
+# Connection checks in flight at once (one per unanswered probe, a few per second
+# at most); beyond this a check is dropped, counted, and answered as timed out.
+CONN_CHECKS_MAX = 16
 # A peer writes its request as soon as it connects: 2 s is many round trips on a
 # LAN, and what an idle connection may hold a slot for.
 REQUEST_FRAME_DEADLINE_S = 2.0
@@ -175,6 +178,7 @@ class Runtime:
         self._timer_at: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._streams_out = 0
+        self._checks_out = 0
         self.counters: Counter[str] = Counter()
         self._streams_in = ConnectionTable(
             ConnectionCaps(
@@ -332,6 +336,8 @@ class Runtime:
                             self._send_datagram(out)
                         case StreamOpen():
                             self._open_stream(out)
+                        case ConnCheck():
+                            self._check_conn(out)
                 events = 0
                 while (event := node.next_event()) is not None:
                     events += 1
@@ -422,6 +428,43 @@ class Runtime:
             return
         self._streams_out += 1
         self._spawn(self._exchange(out))
+
+    # --- connection checks (docs/design.md, "Refused connections") -----------------
+
+    def _check_conn(self, out: ConnCheck) -> None:
+        if self._checks_out >= CONN_CHECKS_MAX:
+            self._drop("conn_check_busy", out.dst)
+            # Answered on the next loop turn: never re-enter the core from inside its flush.
+            self._loop.call_soon(self._check_result, out.request_id, CheckResult.TIMED_OUT)
+            return
+        self._checks_out += 1
+        self._spawn(self._conn_check(out))
+
+    async def _conn_check(self, out: ConnCheck) -> None:
+        """Open a TCP connection to out.dst and close it at once: refused, accepted or timed out."""
+        result = CheckResult.TIMED_OUT
+        try:
+            host, port = split_hostport(out.dst)
+            async with asyncio.timeout(out.timeout_s):
+                _reader, writer = await asyncio.open_connection(host, port)
+            result = CheckResult.ACCEPTED
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        except ConnectionRefusedError:
+            result = CheckResult.REFUSED
+        except (TimeoutError, OSError, ValueError):
+            # No answer, or one that proves nothing (an unreachable network): silence.
+            pass
+        finally:
+            self._checks_out -= 1
+        self.counters["conn_check_" + result.name.lower()] += 1
+        self._check_result(out.request_id, result)
+
+    def _check_result(self, request_id: int, result: CheckResult) -> None:
+        if self._node is not None and not self._closed:
+            self._node.handle_conn_check(self._loop.time(), request_id, result)
+            self._flush()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self._track(self._loop.create_task(coro))
@@ -526,6 +569,12 @@ class Runtime:
             self._drop("stream_timeout", src)
         except FrameError as exc:
             self._drop(str(exc), src)
-        except (OSError, asyncio.IncompleteReadError) as exc:
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial and exc.expected == FRAME_HEADER.size:
+                # Connected and closed without a byte: a peer's connection check.
+                self.counters["conn_checks_in"] += 1
+            elif not slot.evicted:  # an eviction is counted as such
+                self._drop("stream_failed", f"{src}: {exc!r}")
+        except OSError as exc:
             if not slot.evicted:  # an eviction is counted as such
                 self._drop("stream_failed", f"{src}: {exc!r}")

@@ -24,7 +24,7 @@ import nacl.signing
 
 from gossip.config import LOCAL, MembershipConfig
 from gossip.events import Event, MemberState
-from gossip.io import Datagram, StreamOpen
+from gossip.io import CheckResult, ConnCheck, Datagram, StreamOpen
 from gossip.node import GossipNode
 from gossip.records import Record
 from gossip.trust import Trust
@@ -47,6 +47,10 @@ class Link:
         self.nodes: dict[str, Node] = {}  # addr -> node
         self.down: dict[str, None] = {}  # crashed addrs
         self.drop: DropRule = lambda src, dst: False
+        # How a connection check to an address ends, when the test says so; otherwise
+        # timed out for a crashed node (its host is lost) and accepted for a live one.
+        self.checks: dict[str, CheckResult] = {}
+        self.checks_seen: list[tuple[float, str, str, CheckResult]] = []  # (now, from, to, result)
         self.events: list[tuple[float, str, Event]] = []
         self._heap: list[tuple[float, int, str, object]] = []
         self._seq = 0
@@ -135,6 +139,11 @@ class Link:
                     self._push(self.now + LATENCY_S, "dgram", (node.addr, out.dst, out.payload, sealing))
             elif isinstance(out, StreamOpen):
                 self._push(self.now + 2 * LATENCY_S, "stream", (node.addr, out, self._sealing(node, out.dst)))
+            elif isinstance(out, ConnCheck):
+                result = self.check_result(out.dst)
+                self.checks_seen.append((self.now, node.addr, out.dst, result))
+                after_s = out.timeout_s if result == CheckResult.TIMED_OUT else 2 * LATENCY_S
+                self._push(self.now + after_s, "check", (node.addr, id(node), out.request_id, result))
         while (ev := node.next_event()) is not None:
             self.events.append((self.now, node.node_id, ev))
         if node.addr not in self.down:
@@ -155,6 +164,13 @@ class Link:
                 if deadline is not None and deadline > t + 1e-9:
                     continue  # a stale timer entry; a fresher one is queued
                 node.handle_timer(t)
+                self._flush(node)
+            elif kind == "check":
+                addr, ident, request_id, result = item  # type: ignore[misc]
+                node = self.nodes.get(addr)
+                if node is None or id(node) != ident or addr in self.down:
+                    continue
+                node.handle_conn_check(t, request_id, result)
                 self._flush(node)
             elif kind == "dgram":
                 src, dst, payload, sealing = item  # type: ignore[misc]
@@ -207,6 +223,14 @@ class Link:
             return None
         self.proven.setdefault(receiver.addr, set()).add(sender)
         return sender
+
+    def check_result(self, dst: str) -> CheckResult:
+        """How a connection check to dst ends now (the test's table, else the default)."""
+        if dst in self.checks:
+            return self.checks[dst]
+        if dst in self.down or dst not in self.nodes:
+            return CheckResult.TIMED_OUT
+        return CheckResult.ACCEPTED
 
     def state_of(self, observer: GossipNode, subject: GossipNode, pool: str = "region") -> MemberState | None:
         for v in observer.members(pool):

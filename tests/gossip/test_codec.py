@@ -37,6 +37,14 @@ datagram_messages = st.one_of(
     st.builds(codec.Nack, u64),
     st.builds(codec.Alive, incarnations, ids, addrs, small_bytes, signatures),
     st.builds(codec.Suspect, incarnations, ids, ids),
+    st.builds(
+        codec.Suspect,
+        incarnations,
+        ids,
+        ids,
+        st.lists(ids, max_size=codec.REFUSERS_PER_SUSPECT_MAX).map(tuple),
+        st.booleans(),
+    ),
     st.builds(codec.Dead, incarnations, ids, ids),
     st.builds(codec.UserBroadcast, ids, u64, small_bytes),
     st.builds(codec.AppMessage, st.integers(0, codec.APP_CHANNEL_MAX), ids, small_bytes),
@@ -148,4 +156,25 @@ def test_incarnations_above_the_bound_are_refused(incarnation: int, code: int) -
     """Dead(2**64-1) once killed a node for good: no such value gets past the decoder."""
     fields = [code, incarnation, "victim", "a:1", b""] if code == 5 else [code, incarnation, "victim", "x"]
     packet = codec.decode_packet(codec.encode_packet(codec.POOL_REGION, "r", [msgpack.packb(fields)]))
+    assert packet.messages == () and packet.invalid == 1
+
+
+def test_a_suspect_without_evidence_is_encoded_as_before() -> None:
+    # Peers that predate connection checks read it, and packets keep their size.
+    assert codec.encode_message(codec.Suspect(3, "b", "a")) == msgpack.packb(
+        [codec.MsgType.SUSPECT, 3, "b", "a"]
+    )
+
+
+def test_suspect_evidence_is_bounded_and_newer_fields_are_skipped() -> None:
+    code = codec.MsgType.SUSPECT
+    newer = msgpack.packb([code, 3, "b", "a", ["c", "d"], True, "a field from the future"])
+    packet = codec.decode_packet(codec.encode_packet(0, "r", [newer]))
+    assert packet.messages == (codec.Suspect(3, "b", "a", ("c", "d"), True),)
+    # A newer peer may name more witnesses; we keep the first few.
+    many = msgpack.packb([code, 3, "b", "a", [f"w{i}" for i in range(16)], False])
+    packet = codec.decode_packet(codec.encode_packet(0, "r", [many]))
+    assert packet.messages[0].refused_by == tuple(f"w{i}" for i in range(codec.REFUSERS_PER_SUSPECT_MAX))
+    too_many = msgpack.packb([code, 3, "b", "a", [f"w{i}" for i in range(17)], False])
+    packet = codec.decode_packet(codec.encode_packet(0, "r", [too_many]))
     assert packet.messages == () and packet.invalid == 1

@@ -105,3 +105,117 @@ def test_timeout_is_monotone_bounded_and_counts_only_new_confirmers(
         previous_s = deadline_s
     if k >= 1 and len(seen) == k:
         assert suspicion.deadline_s() == pytest.approx(start_s + min_s)
+
+
+# --- connection evidence (docs/design.md, "Refused connections") -------------------------
+
+
+def evidence(needed: int = 2, floor_s: float = 1.0, stalled_s: float = 15.0) -> Suspicion:
+    return Suspicion(
+        "accuser",
+        3,
+        2.0,
+        12.0,
+        100.0,
+        refusers_needed=needed,
+        refused_floor_s=floor_s,
+        stalled_floor_s=stalled_s,
+    )
+
+
+def test_refusals_from_enough_members_confirm_after_the_floor() -> None:
+    suspicion = evidence()
+    assert suspicion.refused("a", 100.0)
+    assert suspicion.deadline_s() == 112.0  # one witness is not enough
+    assert not suspicion.refused("a", 100.1)  # nor is the same one twice
+    assert suspicion.refused("b", 100.2)
+    assert suspicion.refused_quorum
+    assert suspicion.deadline_s() == 101.0
+
+
+def test_a_completed_handshake_holds_the_suspect_past_the_lifeguard_minimum() -> None:
+    suspicion = evidence()
+    for confirmer in ["b", "c", "d"]:
+        suspicion.confirm(confirmer)
+    assert suspicion.deadline_s() == pytest.approx(102.0)
+    assert suspicion.accepted(100.5)
+    assert not suspicion.accepted(101.0)
+    assert suspicion.stalled
+    assert suspicion.deadline_s() == 115.0
+
+
+def test_refusals_win_over_an_earlier_stall() -> None:
+    # A frozen process that was then killed: its port refuses now.
+    suspicion = evidence()
+    suspicion.accepted(100.0)
+    suspicion.refused("a", 103.0)
+    suspicion.refused("b", 103.0)
+    assert suspicion.deadline_s() == 101.0
+
+
+def test_refusers_needed_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="refusers_needed"):
+        evidence(needed=0)
+
+
+@given(
+    k=st.integers(min_value=0, max_value=6),
+    min_s=st.floats(min_value=0.0, max_value=100.0, allow_nan=False),
+    extra_s=st.floats(min_value=0.0, max_value=100.0, allow_nan=False),
+    needed=st.integers(min_value=1, max_value=4),
+    floor_s=st.floats(min_value=0.0, max_value=10.0, allow_nan=False),
+    stalled_s=st.floats(min_value=0.0, max_value=60.0, allow_nan=False),
+    steps=st.lists(
+        st.tuples(st.sampled_from(["confirm", "refused", "accepted"]), st.sampled_from("abcdefg")),
+        max_size=30,
+    ),
+)
+def test_evidence_never_shortens_a_suspicion_below_its_rule(
+    k: int,
+    min_s: float,
+    extra_s: float,
+    needed: int,
+    floor_s: float,
+    stalled_s: float,
+    steps: list[tuple[str, str]],
+) -> None:
+    """The rule, as a property: evidence only ever moves the deadline where the rule says.
+
+    A twin timer fed the same confirmations but no connection evidence is today's
+    Lifeguard timer. Without a quorum of distinct refusers the deadline is the twin's
+    (or later, once a handshake was seen: never before stalled_s); with a quorum it is
+    never later than the twin's, never before the floor unless the twin's is earlier.
+    """
+    start_s = 1000.0
+    suspicion = Suspicion(
+        "accuser",
+        k,
+        min_s,
+        min_s + extra_s,
+        start_s,
+        refusers_needed=needed,
+        refused_floor_s=floor_s,
+        stalled_floor_s=stalled_s,
+    )
+    twin = Suspicion("accuser", k, min_s, min_s + extra_s, start_s)
+    refusers: list[str] = []
+    stalled = False
+    for step, who in steps:
+        if step == "confirm":
+            assert suspicion.confirm(who) == twin.confirm(who)
+        elif step == "refused":
+            assert suspicion.refused(who, start_s) == (who not in refusers)
+            if who not in refusers:
+                refusers.append(who)
+        else:
+            assert suspicion.accepted(start_s) == (not stalled)
+            stalled = True
+        lifeguard_s = twin.deadline_s()
+        deadline_s = suspicion.deadline_s()
+        assert suspicion.refusers == tuple(refusers)
+        if len(refusers) >= needed:
+            assert deadline_s == min(lifeguard_s, start_s + floor_s)
+        elif stalled:
+            assert deadline_s == max(lifeguard_s, start_s + stalled_s)
+        else:
+            assert deadline_s == lifeguard_s

@@ -13,7 +13,7 @@ import nacl.utils
 from gossip.config import LOCAL
 from gossip.envelope import Keyring
 from gossip.events import Event, MemberChanged, MemberState
-from gossip.io import Datagram, StreamOpen
+from gossip.io import CheckResult, ConnCheck, Datagram, StreamOpen
 from gossip.node import GossipNode
 from mesh.service.runtime import Runtime
 
@@ -28,8 +28,9 @@ class FakeCore:
         self.datagrams: list[tuple[str, bytes]] = []
         self.requests: list[tuple[str, bytes]] = []
         self.replies: list[tuple[int, bytes | None]] = []
+        self.checks: list[tuple[int, CheckResult]] = []
         self.timers: list[float] = []
-        self.outbox: list[Datagram | StreamOpen] = []
+        self.outbox: list[Datagram | StreamOpen | ConnCheck] = []
         self.events: list[Event] = []
         self.deadline: float | None = None
         self.reply = reply
@@ -46,6 +47,9 @@ class FakeCore:
     def handle_stream_reply(self, now: float, request_id: int, data: bytes | None) -> None:
         self.replies.append((request_id, data))
 
+    def handle_conn_check(self, now: float, request_id: int, result: CheckResult) -> None:
+        self.checks.append((request_id, result))
+
     def handle_timer(self, now: float) -> None:
         self.timers.append(now)
         self.deadline = None
@@ -53,7 +57,7 @@ class FakeCore:
     def next_deadline(self) -> float | None:
         return self.deadline
 
-    def poll_transmit(self) -> list[Datagram | StreamOpen]:
+    def poll_transmit(self) -> list[Datagram | StreamOpen | ConnCheck]:
         out, self.outbox = self.outbox, []
         return out
 
@@ -242,3 +246,47 @@ async def test_two_gossip_nodes_find_each_other_and_see_a_leave() -> None:
     finally:
         await a_rt.close()
         await b_rt.close()
+
+
+async def test_connection_checks_tell_a_dead_port_from_a_live_or_frozen_one() -> None:
+    # A live runtime's port accepts (so would a frozen one's: the kernel answers); a
+    # port nobody listens on refuses; the check sends no bytes and the server counts it.
+    a_core, b_core = FakeCore(), FakeCore()
+    a, b = await _runtime(a_core), await _runtime(b_core)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{sock.getsockname()[1]}"  # bound, never listening: refused
+        try:
+            a.drive(lambda now: a_core.outbox.append(ConnCheck(b.addr, 7, 1.0)))
+            a.drive(lambda now: a_core.outbox.append(ConnCheck(closed, 9, 1.0)))
+            await _until(lambda: len(a_core.checks) == 2)
+            assert sorted(a_core.checks) == [(7, CheckResult.ACCEPTED), (9, CheckResult.REFUSED)]
+            await _until(lambda: b.counters["conn_checks_in"] == 1)
+            assert b_core.requests == []
+            assert not any(k.startswith("drop_stream") for k in b.counters)
+        finally:
+            await a.close()
+            await b.close()
+
+
+async def test_connection_checks_are_bounded_and_the_excess_answered_as_timed_out() -> None:
+    from mesh.service.runtime import CONN_CHECKS_MAX
+
+    core = FakeCore()
+    runtime = await _runtime(core)
+    listener = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+
+        def many(now: float) -> None:
+            for i in range(CONN_CHECKS_MAX + 3):
+                core.outbox.append(ConnCheck(f"127.0.0.1:{port}", i, 1.0))
+
+        runtime.drive(many)
+        await _until(lambda: len(core.checks) == CONN_CHECKS_MAX + 3)
+        assert runtime.counters["drop_conn_check_busy"] == 3
+        timed_out = [i for i, result in core.checks if result == CheckResult.TIMED_OUT]
+        assert len(timed_out) == 3
+    finally:
+        listener.close()
+        await runtime.close()

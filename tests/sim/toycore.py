@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 
 from gossip.events import Event, MemberChanged, MemberState
-from gossip.io import Datagram, StreamOpen
+from gossip.io import CheckResult, Datagram, StreamOpen
 
 
 class ToyCore:
@@ -68,6 +68,9 @@ class ToyCore:
     def handle_stream_reply(self, now: float, request_id: int, data: bytes | None) -> None:
         self.log.append((now, "stream_reply", f"{request_id} {data!r}"))
         self.replies.append((now, request_id, data))
+
+    def handle_conn_check(self, now: float, request_id: int, result: CheckResult) -> None:
+        self.log.append((now, "conn_check", f"{request_id} {result.name}"))
 
     def handle_timer(self, now: float) -> None:
         self.log.append((now, "timer", ""))
