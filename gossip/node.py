@@ -585,7 +585,7 @@ class GossipNode:
             fresh is not None
             and fresh.region != self.region
             and fresh.gateways
-            and self._summaries.hint(fresh.region, fresh.gateways)
+            and self._summaries.hint(fresh)
         ):
             self._fleet_join_at_s = -1e18  # new directions: try them now
         # The redirecting node's region, as it sees it: never ours, so none of its gateways is

@@ -48,7 +48,8 @@ class SummaryTable:
     def __init__(self, own_region: str, count: Callable[[str], None]) -> None:
         self.own_region = own_region
         self._by_region: dict[str, codec.Summary] = {}
-        self._hints: dict[str, tuple[tuple[str, str], ...]] = {}
+        # region -> (the version of the summary the redirect was fresh at, its gateways)
+        self._hints: dict[str, tuple[int, tuple[tuple[str, str], ...]]] = {}
         self._count = count
 
     def get(self, region: str) -> codec.Summary | None:
@@ -66,11 +67,13 @@ class SummaryTable:
         self._by_region[s.region] = s
         return True
 
-    def hint(self, region: str, gateways: tuple[tuple[str, str], ...]) -> bool:
-        """Remember the gateways a redirect named for region; True if they are new directions."""
-        changed = self._hints.get(region) != gateways
-        if region in self._hints or len(self._hints) < SUMMARIES_MAX:
-            self._hints[region] = gateways
+    def hint(self, fresh: codec.Summary) -> bool:
+        """Remember the gateways a redirect named for its own region (`fresh`, computed when it
+        answered); True if they are new directions."""
+        held = self._hints.get(fresh.region)
+        changed = held is None or held[1] != fresh.gateways
+        if held is not None or len(self._hints) < SUMMARIES_MAX:
+            self._hints[fresh.region] = (fresh.version, fresh.gateways)
         return changed
 
     def known_regions(self) -> list[str]:
@@ -78,11 +81,17 @@ class SummaryTable:
         return sorted({*self._by_region, *self._hints})
 
     def gateways_of(self, region: str) -> tuple[tuple[str, str], ...]:
-        """Where to reach region's gateways: a redirect's fresh hint first, else its summary."""
+        """Where to reach region's gateways: a redirect's hint, unless a newer summary came since.
+
+        A redirect names its region's gateways as they were when it answered,
+        fresher than the summary of the same version; a summary published after
+        it is fresher still. Without that, one redirect in a cold start (naming
+        the lone node that was its region then) hid every later summary for good.
+        """
         hint = self._hints.get(region)
-        if hint is not None:
-            return hint
         s = self._by_region.get(region)
+        if hint is not None and (s is None or hint[0] >= s.version):
+            return hint[1]
         return s.gateways if s is not None else ()
 
     def others(self) -> tuple[codec.Summary, ...]:
