@@ -25,6 +25,19 @@ def test_every_region_ends_as_one_pool(seed: int) -> None:
     assert report["warmup"]["converged_s"] is not None, why
 
 
+def test_a_keyed_fleet_of_200_that_boots_at_once_converges() -> None:
+    """Every agent is keyed (signed claims, admissions, pairwise frames). At 200 nodes this seed
+    ended with a gateway that never heard of another (fleet_liveness) and no convergence: an
+    admission's epidemic missed members (a parked claim now brings the push-pull forward), and
+    an early redirect's gateway hint hid the region's later summaries (tests/gossip/
+    test_summary_hints.py)."""
+    report, why = simulate(200, 4, "cold-start", 3, 40.0)
+    assert_invariants_hold(report, why)
+    assert "fleet_liveness" in report["invariants"]["checked"], why
+    assert report["cold_start"]["islands_at_end"] == 0, why
+    assert report["warmup"]["converged_s"] is not None, why
+
+
 def test_cold_start_under_loss_still_merges_every_region() -> None:
     report, why = simulate(60, 4, "cold-start", 6, 40.0, loss=0.05)
     cold = report["cold_start"]
