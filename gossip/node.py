@@ -854,6 +854,14 @@ class GossipNode:
                     since = unlisted[gid] = self._unlisted_gateways.get(gid, now)
                     if now - since >= UNLISTED_GATEWAY_GRACE_S:
                         seeds.append(addr)
+        for gid, addr in self._gateways:
+            # Our own region's other gateways, as we choose them: the same storm can hide two
+            # gateways of one region from each other in the fleet pool, and no summary of
+            # another region names them.
+            if gid != self.node_id and addr not in seeds and fleet.member(gid) is None:
+                since = unlisted[gid] = self._unlisted_gateways.get(gid, now)
+                if now - since >= UNLISTED_GATEWAY_GRACE_S:
+                    seeds.append(addr)
         self._unlisted_gateways = unlisted
         if fleet.alive_count == 1:
             seeds.extend(addr for gid, addr in self._gateways if gid != self.node_id and addr not in seeds)
