@@ -453,13 +453,12 @@ class Membership:
         ("" for a network-key frame). With authenticated members, only a packet
         from the member we know at src is a member's; anything else is a stranger's.
         """
-        if self._authenticated:
-            if not sender_id or self._by_addr.get(src) != sender_id:
-                self._from_stranger(now, src, messages)
-                self._push_refutation(now)
-                return
-            messages = self._own_claims(sender_id, messages)
-        self._dispatch(now, src, messages)
+        if self._authenticated and (not sender_id or self._by_addr.get(src) != sender_id):
+            self._from_stranger(now, src, messages)
+        else:
+            if self._authenticated:
+                messages = self._own_claims(sender_id, messages)
+            self._dispatch(now, src, messages)
         self._push_refutation(now)
 
     def _own_claims(self, sender_id: str, messages: Sequence[codec.Message]) -> Sequence[codec.Message]:

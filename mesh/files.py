@@ -24,12 +24,8 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_new_file(path: Path, data: bytes, mode: int = SECRET_MODE) -> None:
-    """Create `path` with `data` atomically; never overwrite (FileExistsError if it exists).
-
-    The bytes go to a temporary file first, are fsynced, then hard-linked into
-    place: a kill -9 at any moment leaves either no file or the whole file.
-    """
+def _write_temp(path: Path, data: bytes, mode: int) -> Path:
+    """Write `data` to a fresh temporary file beside `path` with exactly `mode`, fsynced; its path."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
@@ -43,6 +39,16 @@ def write_new_file(path: Path, data: bytes, mode: int = SECRET_MODE) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+    return tmp
+
+
+def write_new_file(path: Path, data: bytes, mode: int = SECRET_MODE) -> None:
+    """Create `path` with `data` atomically; never overwrite (FileExistsError if it exists).
+
+    The bytes go to a temporary file first, are fsynced, then hard-linked into
+    place: a kill -9 at any moment leaves either no file or the whole file.
+    """
+    tmp = _write_temp(path, data, mode)
     try:
         os.link(tmp, path)
     finally:
@@ -104,18 +110,6 @@ def check_private_dir(path: Path, what: str) -> None:
 def replace_file(path: Path, data: bytes, mode: int = SECRET_MODE) -> None:
     """Write `path` with `data` atomically, replacing what was there (temporary file, fsync,
     rename, fsync of the directory): a kill -9 leaves the old file or the new one, whole."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.fchmod(fd, mode)
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    tmp = _write_temp(path, data, mode)
     os.replace(tmp, path)
     _fsync_dir(path.parent)

@@ -472,6 +472,7 @@ class Engine:
             )
 
     def _send_datagram(self, slot: NodeSlot, dg: Datagram, now: float) -> None:
+        # Unkeyed fleets (no peers) skip the call: this runs for every datagram simulated.
         sealing = (
             self._sealing(slot, dg.dst, len(dg.payload), self.packet_max_bytes)
             if slot.peers is not None
