@@ -49,6 +49,12 @@ class MembershipConfig:
     refusers_needed: int = 2
     refused_dead_after_s: float = 1.0
     stalled_dead_after_s: float = 15.0
+    # Watched connections (docs/design.md, "Watched connections"): each member holds an
+    # idle TCP connection to watch_count ring successors, and probes one at once when
+    # its host closes that connection (a process that died); an ended watch is opened
+    # again after watch_retry_s. 0 turns them off.
+    watch_count: int = 0
+    watch_retry_s: float = 5.0
     # Limits: everything is bounded.
     packet_max_bytes: int = 1400
     broadcast_queue_max: int = 1024
@@ -117,6 +123,7 @@ LAN = MembershipConfig(
     gossip_to_the_dead_s=30.0,
     reconnect_interval_s=10.0,
     awareness_max_multiplier=8,
+    watch_count=2,
 )
 
 # The fleet pool: gateways of all regions over slower, lossier links.
@@ -158,6 +165,7 @@ LOCAL = MembershipConfig(
     gossip_to_the_dead_s=15.0,
     reconnect_interval_s=5.0,
     awareness_max_multiplier=8,
+    watch_count=2,
     conn_check_timeout_s=0.5,
 )
 

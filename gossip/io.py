@@ -5,7 +5,8 @@ the driver (mesh/service/runtime.py on a device, sim/ in the simulator) seals th
 the envelope and puts them on the wire, and feeds what arrives back in. A
 `ConnCheck` sends no data at all: it asks the driver whether the host at an
 address still has something listening there (docs/design.md, "Refused
-connections").
+connections"); a `Watch` holds an idle connection open so that the death of the
+process at the other end is heard at once ("Watched connections").
 """
 
 from __future__ import annotations
@@ -63,7 +64,31 @@ class ConnCheck:
     timeout_s: float
 
 
-Outbound = Datagram | StreamOpen | ConnCheck
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """Open a TCP connection to `dst`, send the watch greeting, and hold it open, idle.
+
+    When a process dies, its kernel closes every connection it held: the
+    watcher hears a FIN or a reset at once, though the dead process sends
+    nothing (docs/design.md, "Watched connections"). The driver answers with
+    `handle_watch_ended(now, watch_id, peer_closed)` when the connection ends:
+    peer_closed True when the peer's host closed or refused it (FIN, reset,
+    ECONNREFUSED), False when it failed otherwise (a timeout, an unreachable
+    network, the peer declining the watch). It never answers after `Unwatch`.
+    """
+
+    dst: str
+    watch_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unwatch:
+    """Close the watch `watch_id` (no answer follows)."""
+
+    watch_id: int
+
+
+Outbound = Datagram | StreamOpen | ConnCheck | Watch | Unwatch
 
 
 class Core(Protocol):
@@ -79,6 +104,7 @@ class Core(Protocol):
     ) -> bytes | None: ...
     def handle_stream_reply(self, now: float, request_id: int, data: bytes | None) -> None: ...
     def handle_conn_check(self, now: float, request_id: int, result: CheckResult) -> None: ...
+    def handle_watch_ended(self, now: float, watch_id: int, peer_closed: bool) -> None: ...
     def handle_timer(self, now: float) -> None: ...
     def next_deadline(self) -> float | None: ...
     def poll_transmit(self) -> list[Outbound]: ...

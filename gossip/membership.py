@@ -36,6 +36,7 @@ from gossip.io import CheckResult, ConnCheck, Datagram, Outbound, StreamOpen
 from gossip.records import revokes
 from gossip.roles import PoolRoles
 from gossip.suspicion import Suspicion
+from gossip.watch import Watches
 
 _WIRE_STATE = {
     MemberState.ALIVE: codec.STATE_ALIVE,
@@ -149,6 +150,11 @@ class Membership:
         self._seq = 0
         self._stream_seq = 0
         self._probe: _Probe | None = None
+        # A probe out of turn, of a watched member whose connection its host closed (gossip/watch.py).
+        self._urgent: _Probe | None = None
+        self._watches = Watches(pool=pool, count=config.watch_count, retry_s=config.watch_retry_s)
+        self._watch_plan_version = -1
+        self._watch_plan_at_s = 0.0
         self._forwards: dict[int, _Forward] = {}
         self._suspicions: dict[str, Suspicion] = {}
         self._unadmitted: OrderedDict[str, codec.Alive] = OrderedDict()  # see _park
@@ -317,13 +323,71 @@ class Membership:
         self._count("conn_check_" + result.name.lower())
         for_probe, seq = entry
         if for_probe:
-            probe = self._probe
-            if probe is not None and probe.seq == seq and not probe.acked:
+            probe = self._probe_by_seq(seq)
+            if probe is not None and not probe.acked:
                 probe.check = result
             return
         fwd = self._forwards.get(seq)
         if fwd is not None:
             fwd.check = result
+
+    def _probe_by_seq(self, seq: int) -> _Probe | None:
+        """Our probe in flight with sequence number seq (the round-robin one or the urgent one)."""
+        for probe in (self._probe, self._urgent):
+            if probe is not None and probe.seq == seq:
+                return probe
+        return None
+
+    # --- watched connections (gossip/watch.py) -------------------------------------
+
+    def handle_watch_ended(self, now: float, watch_id: int, peer_closed: bool) -> None:
+        """The driver's news that a watched connection ended (gossip.io.Watch)."""
+        target = self._watches.ended(now, watch_id, peer_closed)
+        self._watch_plan_at_s = min(self._watch_plan_at_s, now + self.config.watch_retry_s)
+        if target is None:
+            return
+        m = self._members.get(target[0])
+        if m is None or m.addr != target[1] or m.state not in (MemberState.ALIVE, MemberState.SUSPECT):
+            return
+        self._urgent_probe(now, m)
+
+    def _urgent_probe(self, now: float, m: Member) -> None:
+        """Probe m now, out of turn: its host closed our watched connection to it.
+
+        A closed connection is no verdict (the process may have closed it itself,
+        or restarted): it only brings m's next probe forward. The probe runs as
+        any other (direct ping, then indirect pings, with connection checks), so
+        only an unanswered probe with refusals declares anything.
+        """
+        if self.leaving or self._urgent is not None:
+            self._count("urgent_probe_busy")
+            return
+        probe = self._probe
+        if probe is not None and probe.target_id == m.node_id:
+            return  # its probe is under way already
+        self._count("urgent_probes")
+        self._seq += 1
+        timeout_s = self._awareness.scale_timeout(self.config.probe_timeout_s)
+        interval_s = self._awareness.scale_timeout(self.config.probe_interval_s)
+        self._urgent = _Probe(m.node_id, self._seq, now, now + timeout_s, now + interval_s)
+        self._send(now, m.addr, [codec.encode_message(codec.Ping(self._seq, m.node_id, self.node_id))])
+
+    def _plan_watches(self, now: float) -> None:
+        """Keep our watches on our ring successors among the live members (gossip/watch.py)."""
+        if self.live_set_version == self._watch_plan_version and now < self._watch_plan_at_s:
+            return
+        self._watch_plan_version = self.live_set_version
+        self._watch_plan_at_s = now + self.config.watch_retry_s
+        live = sorted(
+            (m.node_id, m.addr)
+            for m in self._members.values()
+            if m.node_id != self.node_id and m.state in (MemberState.ALIVE, MemberState.SUSPECT)
+        )
+        self._outbox.extend(self._watches.plan(now, self.node_id, live))
+
+    @property
+    def watch_counters(self) -> dict[str, int]:
+        return self._watches.counters
 
     # --- local state -----------------------------------------------------------
 
@@ -403,6 +467,8 @@ class Membership:
             return
         self.leaving = True
         self._probe = None
+        self._urgent = None
+        self._outbox.extend(self._watches.close_all())
         self._join_retry_s = None
         self._broadcast(codec.Dead(self.incarnation, self.node_id, self.node_id), self.node_id)
         # Push the notice out now rather than waiting for the next gossip tick.
@@ -551,8 +617,8 @@ class Membership:
     def _on_ack(self, now: float, msg: codec.Ack) -> None:
         if msg.seq == BUDDY_PING_SEQ:
             return  # the answer that matters to a buddy ping is the suspect's alive notice
-        probe = self._probe
-        if probe is not None and probe.seq == msg.seq and not probe.acked:
+        probe = self._probe_by_seq(msg.seq)
+        if probe is not None and not probe.acked:
             probe.acked = True
             return
         fwd = self._forwards.pop(msg.seq, None)
@@ -562,8 +628,8 @@ class Membership:
         self._count("late_ack")
 
     def _on_nack(self, msg: codec.Nack) -> None:
-        probe = self._probe
-        if probe is not None and probe.seq == msg.seq:
+        probe = self._probe_by_seq(msg.seq)
+        if probe is not None:
             probe.nacks += 1
 
     def _on_alive(self, now: float, msg: codec.Alive) -> None:
@@ -925,8 +991,9 @@ class Membership:
         t = min(self._next_probe_s, self._next_push_pull_s, self._next_reconnect_s)
         if len(self._queue):  # the gossip tick only matters when there is something to say
             t = min(t, self._next_gossip_s)
-        if self._probe is not None:
-            t = min(t, self._probe.end_s if self._probe.indirect_sent else self._probe.direct_deadline_s)
+        for probe in (self._probe, self._urgent):
+            if probe is not None:
+                t = min(t, probe.end_s if probe.indirect_sent else probe.direct_deadline_s)
         for f in self._forwards.values():
             t = min(t, f.deadline_s)
         for s in self._suspicions.values():
@@ -944,9 +1011,14 @@ class Membership:
             self._starved(now, late_s)
         if self._join_retry_s is not None and now >= self._join_retry_s:
             self._attempt_join(now)
-        self._check_probe(now)
+        if self._probe is not None:
+            self._probe = self._check_probe(now, self._probe)
+        if self._urgent is not None:
+            self._urgent = self._check_probe(now, self._urgent)
         if now >= self._next_probe_s:
             self._start_probe(now)
+            if self._watches.enabled and not self.leaving:
+                self._plan_watches(now)
         self._expire_forwards(now)
         self._expire_suspicions(now)
         if now >= self._next_gossip_s and len(self._queue):
@@ -972,6 +1044,7 @@ class Membership:
         """
         self._count("starved_timer_runs")
         self._probe = None
+        self._urgent = None
         self._hold_expiry_until_s = now + self.config.probe_interval_s
         self._awareness.apply_delta(1)
 
@@ -1028,23 +1101,22 @@ class Membership:
             msgs.append(codec.encode_message(codec.Suspect(target.incarnation, target.node_id, self.node_id)))
         self._send(now, target.addr, msgs)
 
-    def _check_probe(self, now: float) -> None:
-        probe = self._probe
-        if probe is None:
-            return
+    def _check_probe(self, now: float, probe: _Probe) -> _Probe | None:
+        """Move a probe on at now; the probe if it is still running, else None."""
         if probe.acked:
-            self._probe = None
             self._awareness.apply_delta(-1)
-            return
+            return None
         if not probe.indirect_sent:
             if now < probe.direct_deadline_s:
-                return
+                return probe
             self._send_indirect(now, probe)
-            if now < probe.end_s:
-                return
         if now < probe.end_s:
-            return
-        self._probe = None
+            return probe
+        self._end_unanswered(now, probe)
+        return None
+
+    def _end_unanswered(self, now: float, probe: _Probe) -> None:
+        """A probe ended with no ack, direct or indirect: suspect its target, with our evidence."""
         # Lifeguard: missing nacks mean our own link or CPU may be the problem.
         if probe.nacks_expected > 0:
             self._awareness.apply_delta(max(0, probe.nacks_expected - probe.nacks))

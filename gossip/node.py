@@ -204,6 +204,8 @@ class GossipNode:
             if pool is not None:
                 for k, v in pool.counters.items():
                     out[prefix + k] = v
+                for k, v in pool.watch_counters.items():
+                    out[prefix + k] = v
                 out[prefix + "broadcast_queue_dropped"] = pool.broadcast_queue_dropped
         for k, v in self.state.counters.items():
             out["state." + k] = v
@@ -432,6 +434,14 @@ class GossipNode:
         if pool is None:
             return
         pool.handle_conn_check(now, request_id, result)
+        self._after(now)
+
+    def handle_watch_ended(self, now: float, watch_id: int, peer_closed: bool) -> None:
+        """The driver's news that a watched connection a pool holds ended (gossip.io.Watch)."""
+        pool = self._pool_for(watch_id & 1)
+        if pool is None:
+            return
+        pool.handle_watch_ended(now, watch_id, peer_closed)
         self._after(now)
 
     def handle_timer(self, now: float) -> None:

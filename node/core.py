@@ -56,6 +56,7 @@ class Node:
             self.handle_stream_request = gossip.handle_stream_request  # type: ignore[method-assign]
             self.handle_stream_reply = gossip.handle_stream_reply  # type: ignore[method-assign]
             self.handle_conn_check = gossip.handle_conn_check  # type: ignore[method-assign]
+            self.handle_watch_ended = gossip.handle_watch_ended  # type: ignore[method-assign]
             self.handle_timer = gossip.handle_timer  # type: ignore[method-assign]
             self.next_deadline = gossip.next_deadline  # type: ignore[method-assign]
             self.poll_transmit = gossip.poll_transmit  # type: ignore[method-assign]
@@ -89,6 +90,11 @@ class Node:
     def handle_conn_check(self, now: float, request_id: int, result: CheckResult) -> None:
         """The answer to a connection check the node asked for (gossip.io.ConnCheck)."""
         self.gossip.handle_conn_check(now, request_id, result)
+        self._pump(now)
+
+    def handle_watch_ended(self, now: float, watch_id: int, peer_closed: bool) -> None:
+        """The news that a watched connection the node holds ended (gossip.io.Watch)."""
+        self.gossip.handle_watch_ended(now, watch_id, peer_closed)
         self._pump(now)
 
     def handle_timer(self, now: float) -> None:

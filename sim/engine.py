@@ -24,9 +24,10 @@ from typing import Any
 from gossip.config import ENVELOPE_OVERHEAD_BYTES
 from gossip.envelope import INTRO_OVERHEAD_BYTES, NONCE_BYTES, SEALED_REPLY_OVERHEAD_BYTES, PeerKeys
 from gossip.events import IncarnationChanged
-from gossip.io import CheckResult, ConnCheck, Core, Datagram, Sealer, StreamOpen
+from gossip.io import CheckResult, ConnCheck, Core, Datagram, Sealer, StreamOpen, Unwatch, Watch
 from sim.network import Network
 from sim.slot import Entry, Listener, NodeSlot
+from sim.watches import WATCH_CONNECT_TIMEOUT_S, WatchTable
 
 # Entry kinds.
 K_TIMER = 0  # idx, a=generation
@@ -45,6 +46,7 @@ K_STREAM_REQ_PAIRWISE = 9
 K_DGRAM_INTRO = 10
 K_STREAM_REQ_INTRO = 11
 K_CONN_CHECK = 12  # idx=client, a=client epoch, b=request id, c=CheckResult
+K_WATCH_END = 13  # idx=watcher, a=watcher epoch, b=watch id, c=peer_closed
 # How a frame is sealed, the index into the tuples below.
 SEAL_NETWORK_KEY, SEAL_PAIRWISE, SEAL_INTRO = 0, 1, 2
 _DGRAM_KINDS = (K_DGRAM, K_DGRAM_PAIRWISE, K_DGRAM_INTRO)
@@ -60,6 +62,9 @@ TIMER_SPIN_MAX = 64
 # A lost SYN (or its answer) is sent again after TCP's initial retransmission timeout
 # (Linux: 1 s), longer than any connection check waits.
 TCP_SYN_RTO_S = 1.0
+# A lost segment of an established connection (a FIN) is sent again after TCP's
+# retransmission timeout, at least 200 ms on Linux.
+TCP_MIN_RTO_S = 0.2
 
 _SIM_DIR = os.path.dirname(os.path.abspath(__file__))
 _STDLIB_DIR = os.path.dirname(os.path.abspath(os.__file__))
@@ -80,6 +85,7 @@ class Engine:
         sealer: Sealer | None = None,
         nonce_rng: random.Random | None = None,
         check_rng: random.Random | None = None,
+        watch_rng: random.Random | None = None,
     ) -> None:
         self.now = 0.0
         self.network = network
@@ -94,6 +100,9 @@ class Engine:
         self._nonce_rng = nonce_rng if nonce_rng is not None else random.Random(0)
         # Connection checks draw their handshakes apart from the network (see Network.handshake_s).
         self._check_rng = check_rng if check_rng is not None else random.Random(0)
+        # Watched connections (sim/watches.py), with delays drawn apart from the network too.
+        self._watch_rng = watch_rng if watch_rng is not None else random.Random(1)
+        self.watches = WatchTable()
         self._heap: list[Entry] = []
         self._seq = 0
         self.events_processed = 0
@@ -156,6 +165,11 @@ class Engine:
         if not slot.up:
             return
         slot.host_up = not host_lost
+        self.watches.watcher_died(idx, slot.epoch)
+        watchers = self.watches.close_target(idx)
+        if not host_lost:
+            for watcher_idx, watcher_epoch, watch_id in watchers:
+                self._watch_closed(slot, self.slots[watcher_idx], watcher_epoch, watch_id)
         slot.uptime_s += self.now - slot.up_since_s
         slot.up = False
         slot.core = None
@@ -315,6 +329,11 @@ class Engine:
                 return
             core.handle_conn_check(now, entry[5], entry[6])
             self._after(slot, now)
+        elif kind == K_WATCH_END:
+            if entry[4] != slot.epoch:
+                return
+            core.handle_watch_ended(now, entry[5], entry[6])
+            self._after(slot, now)
         elif kind == K_STREAM_TIMEOUT:
             if entry[4] != slot.epoch or slot.streams.pop(entry[5], None) is None:
                 return
@@ -375,6 +394,10 @@ class Engine:
                     self._send_datagram(slot, item, now)
                 elif type(item) is ConnCheck:
                     self._check_conn(slot, item, now)
+                elif type(item) is Watch:
+                    self._watch(slot, item, now)
+                elif type(item) is Unwatch:
+                    self.watches.remove((slot.idx, slot.epoch, item.watch_id))
                 else:
                     assert isinstance(item, StreamOpen)
                     self._open_stream(slot, item, now)
@@ -603,6 +626,32 @@ class Engine:
             return
         self.conn_checks[result] += 1
         self._push(now + rtt_s, K_CONN_CHECK, slot.idx, slot.epoch, cc.request_id, result)
+
+    def _watch(self, slot: NodeSlot, w: Watch, now: float) -> None:
+        """Open a watched connection (sim/watches.py): established, refused, or failed."""
+        dst_idx = self.by_addr.get(w.dst)
+        server = self.slots[dst_idx] if dst_idx is not None else None
+        network = self.network
+        if (
+            server is None
+            or not (server.up or server.host_up)
+            or (network.partitioned and network.blocked(slot.idx, server.idx))
+        ):
+            self._push(now + WATCH_CONNECT_TIMEOUT_S, K_WATCH_END, slot.idx, slot.epoch, w.watch_id, False)
+            return
+        if not server.up:
+            rtt_s = network.handshake_s(slot.region, server.region, self._watch_rng, TCP_SYN_RTO_S)
+            self._push(now + rtt_s, K_WATCH_END, slot.idx, slot.epoch, w.watch_id, True)
+            return
+        self.watches.add(server.idx, (slot.idx, slot.epoch, w.watch_id))
+
+    def _watch_closed(self, server: NodeSlot, watcher: NodeSlot, watcher_epoch: int, watch_id: int) -> None:
+        """server's process died on a live host: its FIN reaches the watcher, barring a partition."""
+        network = self.network
+        if network.partitioned and network.blocked(server.idx, watcher.idx):
+            return
+        delay_s = network.segment_s(server.region, watcher.region, self._watch_rng, TCP_MIN_RTO_S)
+        self._push(self.now + delay_s, K_WATCH_END, watcher.idx, watcher_epoch, watch_id, True)
 
     def _serve_stream(self, server: NodeSlot, core: Core, entry: Entry, now: float) -> None:
         client = self.slots[entry[4]]

@@ -47,6 +47,7 @@ NODE_KEY_DOMAIN = b"murmur-sim-node"
 # Connection checks draw their handshakes from an RNG of their own, derived from the seed
 # apart from the others (sim/run.py draws those in a fixed order).
 CHECK_RNG_DOMAIN = "murmur-sim-conn-check"
+WATCH_RNG_DOMAIN = "murmur-sim-watch"
 # Keyed fleets (admission mode): the cluster id, when every node joined, and the invite's expiry.
 SIM_CLUSTER_ID = "sim"
 SIM_EPOCH_S = 1_700_000_000
@@ -118,6 +119,7 @@ class Fleet:
             sealer=sealer,
             nonce_rng=nonce_rng,
             check_rng=random.Random(f"{CHECK_RNG_DOMAIN}/{seed}"),
+            watch_rng=random.Random(f"{WATCH_RNG_DOMAIN}/{seed}"),
         )
         self.by_region: list[list[int]] = [[] for _ in range(region_count)]
         self.idx_of: dict[str, int] = {}

@@ -109,6 +109,15 @@ class Network:
                     delay_s += rto_s
         return delay_s
 
+    def segment_s(self, src_region: int, dst_region: int, rng: random.Random, rto_s: float) -> float:
+        """One TCP segment's one-way delay, sent again after rto_s while lost; drawn from `rng`."""
+        table = self._intra_jitter if src_region == dst_region else self._inter_jitter
+        delay_s = self.median_s[src_region][dst_region] * table[rng.getrandbits(_JITTER_BITS)]
+        while self.loss > 0.0 and rng.random() < self.loss:
+            delay_s += rto_s
+            rto_s *= 2
+        return delay_s
+
     def handshake_s(self, src_region: int, dst_region: int, rng: random.Random, syn_rto_s: float) -> float:
         """How long a TCP handshake's answer (SYN-ACK or reset) takes to come back.
 

@@ -51,9 +51,10 @@ from gossip.envelope import (
     PeerKeys,
 )
 from gossip.events import Event
-from gossip.io import CheckResult, ConnCheck, Core, Datagram, StreamOpen
+from gossip.io import CheckResult, ConnCheck, Core, Datagram, StreamOpen, Unwatch, Watch
 from mesh.netaddr import join_hostport, split_hostport
 from mesh.service.connlimits import ConnectionCaps, ConnectionTable, Slot
+from mesh.service.watches import WATCH_GREETING, WatchLinks
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +193,14 @@ class Runtime:
         # member's; the node service sets it (mesh/service/agent.py).
         self.is_member_host: Callable[[str], bool] = lambda host: False
         self._subscribers: list[Callable[[Event], None]] = []
+        # Watched connections (mesh/service/watches.py), both ends.
+        self.watches = WatchLinks(
+            seal_greeting=self._seal_greeting,
+            frame=frame,
+            on_end=self._watch_ended,
+            spawn=self._track,
+            counters=self.counters,
+        )
         self._flushing = False
         self._closed = False
         self.addr = ""
@@ -338,6 +347,10 @@ class Runtime:
                             self._open_stream(out)
                         case ConnCheck():
                             self._check_conn(out)
+                        case Watch():
+                            self.watches.open(out)
+                        case Unwatch():
+                            self.watches.close(out.watch_id)
                 events = 0
                 while (event := node.next_event()) is not None:
                     events += 1
@@ -466,6 +479,17 @@ class Runtime:
             self._node.handle_conn_check(self._loop.time(), request_id, result)
             self._flush()
 
+    # --- watched connections (docs/design.md, "Watched connections") --------------
+
+    def _seal_greeting(self, dst: str) -> bytes:
+        peer, peer_key = self._peer_key_at(dst)
+        return self._seal(WATCH_GREETING, peer_key, peer)
+
+    def _watch_ended(self, watch_id: int, peer_closed: bool) -> None:
+        if self._node is not None and not self._closed:
+            self._node.handle_watch_ended(self._loop.time(), watch_id, peer_closed)
+            self._flush()
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self._track(self._loop.create_task(coro))
 
@@ -527,17 +551,24 @@ class Runtime:
         task = asyncio.current_task()
         if task is not None:
             self._track(task)
+        watcher: str | None = None
         try:
-            await self._answer_stream(reader, writer, slot, src)
+            try:
+                watcher = await self._answer_stream(reader, writer, slot, src)
+            finally:
+                # A watch holds no stream slot while it idles (mesh/service/watches.py).
+                self._streams_in.release(slot)
+            if watcher is not None:
+                await self.watches.hold_in(reader, writer, watcher)
         finally:
-            self._streams_in.release(slot)
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
     async def _answer_stream(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, slot: Slot, src: str
-    ) -> None:
+    ) -> str | None:
+        """Read one request frame and answer it; the watcher's name if it opened a watch instead."""
         started_s = self._loop.time()
         try:
             try:
@@ -549,15 +580,20 @@ class Runtime:
                 )
             except TimeoutError:
                 self._drop("stream_request_timeout", src)
-                return
+                return None
             self._streams_in.served(slot)
             request, sender = self._open(sealed)
             if request is None:
                 self._drop("frame_" + sender, src)
-                return
+                return None
+            if request == WATCH_GREETING:
+                if sender or not self._envelope.pairwise:
+                    return sender or src  # unkeyed: no name to group by
+                self._drop("watch_in_unauthenticated", src)  # a member seals pairwise
+                return None
             self.counters["streams_in"] += 1
             if self._node is None or self._closed:
-                return
+                return None
             claimed = "" if sender else self._envelope.claimed_sender(sealed)
             answer = self._node.handle_stream_request(self._loop.time(), src, request, sender, claimed)
             self._flush()
@@ -578,3 +614,4 @@ class Runtime:
         except OSError as exc:
             if not slot.evicted:  # an eviction is counted as such
                 self._drop("stream_failed", f"{src}: {exc!r}")
+        return None

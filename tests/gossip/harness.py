@@ -24,7 +24,7 @@ import nacl.signing
 
 from gossip.config import LOCAL, MembershipConfig
 from gossip.events import Event, MemberState
-from gossip.io import CheckResult, ConnCheck, Datagram, StreamOpen
+from gossip.io import CheckResult, ConnCheck, Datagram, StreamOpen, Unwatch, Watch
 from gossip.node import GossipNode
 from gossip.records import Record
 from gossip.trust import Trust
@@ -51,6 +51,8 @@ class Link:
         # timed out for a crashed node (its host is lost) and accepted for a live one.
         self.checks: dict[str, CheckResult] = {}
         self.checks_seen: list[tuple[float, str, str, CheckResult]] = []  # (now, from, to, result)
+        # Watched connections held open: (watcher addr, watcher core id, watch id) -> watched addr.
+        self.watches: dict[tuple[str, int, int], str] = {}
         self.events: list[tuple[float, str, Event]] = []
         self._heap: list[tuple[float, int, str, object]] = []
         self._seq = 0
@@ -121,7 +123,18 @@ class Link:
         self._flush(node)
 
     def crash(self, node: GossipNode | Node) -> None:
+        """The node's host is lost: silence (its watchers hear nothing)."""
         self.down[node.addr] = None
+
+    def kill_process(self, node: GossipNode | Node) -> None:
+        """Only the node's process dies: its port refuses connections and its kernel closes
+        every connection it held, so its watchers hear the end one trip later."""
+        self.crash(node)
+        self.checks[node.addr] = CheckResult.REFUSED
+        for key, dst in list(self.watches.items()):
+            if dst == node.addr:
+                del self.watches[key]
+                self._push(self.now + LATENCY_S, "watch_end", key)
 
     def _push(self, t: float, kind: str, item: object) -> None:
         self._seq += 1
@@ -144,6 +157,10 @@ class Link:
                 self.checks_seen.append((self.now, node.addr, out.dst, result))
                 after_s = out.timeout_s if result == CheckResult.TIMED_OUT else 2 * LATENCY_S
                 self._push(self.now + after_s, "check", (node.addr, id(node), out.request_id, result))
+            elif isinstance(out, Watch):
+                self.watches[(node.addr, id(node), out.watch_id)] = out.dst
+            elif isinstance(out, Unwatch):
+                self.watches.pop((node.addr, id(node), out.watch_id), None)
         while (ev := node.next_event()) is not None:
             self.events.append((self.now, node.node_id, ev))
         if node.addr not in self.down:
@@ -164,6 +181,13 @@ class Link:
                 if deadline is not None and deadline > t + 1e-9:
                     continue  # a stale timer entry; a fresher one is queued
                 node.handle_timer(t)
+                self._flush(node)
+            elif kind == "watch_end":
+                addr, ident, watch_id = item  # type: ignore[misc]
+                node = self.nodes.get(addr)
+                if node is None or id(node) != ident or addr in self.down:
+                    continue
+                node.handle_watch_ended(t, watch_id, True)
                 self._flush(node)
             elif kind == "check":
                 addr, ident, request_id, result = item  # type: ignore[misc]
