@@ -11,7 +11,6 @@ observed are printed.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import json
 import os
@@ -31,6 +30,7 @@ import nacl.signing
 import pytest
 
 from mesh.trust.cluster import JoinToken, init_cluster, issue_token, new_invite
+from tests.real.netns import enter_netns
 
 pytestmark = pytest.mark.real
 
@@ -41,7 +41,6 @@ JOIN_BOUND_S = 5.0
 STARTUP_TIMEOUT_S = 20.0
 REFUSE_WATCH_S = 5.0
 STOP_GRACE_S = 3.0
-_CLONE_NEWNET = 0x40000000
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -59,7 +58,7 @@ class Host:
     def asker(self) -> ThreadPoolExecutor:
         """A worker thread inside this host's namespace."""
         if self._asker is None:
-            self._asker = ThreadPoolExecutor(1, initializer=_enter_netns, initargs=(self.ns,))
+            self._asker = ThreadPoolExecutor(1, initializer=enter_netns, initargs=(self.ns,))
         return self._asker
 
     def log_tail(self, lines: int = 30) -> str:
@@ -159,17 +158,6 @@ def lan(tmp_path: Path) -> Iterator[Lan]:
         net.close()
         leftover = [ns for ns in _ip("netns", "list", check=False).stdout.split() if ns.startswith(prefix)]
         assert not leftover, f"namespaces left behind: {leftover}"
-
-
-def _enter_netns(ns: str) -> None:
-    """Move the calling thread (only it) into namespace `ns`: its sockets are made there."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-    try:
-        if libc.setns(fd, _CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns into {ns} failed")
-    finally:
-        os.close(fd)
 
 
 def _get_nodes(url: str) -> list[dict[str, Any]] | None:
