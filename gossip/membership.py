@@ -50,6 +50,8 @@ JOIN_RETRY_FIRST_S = 1.0
 JOIN_RETRY_MAX_S = 30.0
 # A suspect is buddy-pinged by each accuser at most once per this many probe intervals.
 SUSPECT_REPING_INTERVALS = 4
+# Members held dead whose pings we answered with their death notice, remembered for the rate limit.
+TOLD_DEAD_KEPT = 256
 # Sequence number of buddy pings (probe sequence numbers start at 1).
 BUDDY_PING_SEQ = 0
 # This many members revived (dead -> alive) since our last push-pull bring the next one forward.
@@ -159,6 +161,7 @@ class Membership:
         self._suspicions: dict[str, Suspicion] = {}
         self._unadmitted: OrderedDict[str, codec.Alive] = OrderedDict()  # see _park
         self._buddy_pinged_s: dict[str, float] = {}
+        self._told_dead_s: dict[str, float] = {}  # member held dead -> when we last told it so
         self._hold_expiry_until_s = -1e18
         self._revivals_since_sync = 0
         self._streams: dict[int, tuple[str, str]] = {}  # request id -> (dst, "join" | "sync" | "push")
@@ -599,7 +602,27 @@ class Membership:
             # A ping for a node that used to live at this address (it moved, we reused it).
             self._count("drop_ping_wrong_target")
             return
-        self._send(now, src, [codec.encode_message(codec.Ack(msg.seq))])
+        msgs = [codec.encode_message(codec.Ack(msg.seq))]
+        told = self._tell_dead(now, src, msg.src_id)
+        if told is not None:
+            msgs.append(told)
+        self._send(now, src, msgs)
+
+    def _tell_dead(self, now: float, src: str, src_id: str) -> bytes | None:
+        """A member we hold dead pings us: it lives. Tell it it was declared dead, so it
+        refutes now rather than when a push-pull next tells it (up to 30 s later: the dead
+        notice has long stopped being gossiped when a cut member's traffic flows again).
+        At most once per probe interval per member."""
+        m = self._members.get(src_id)
+        if m is None or m.state != MemberState.DEAD or m.addr != src:
+            return None
+        if now - self._told_dead_s.get(src_id, -1e18) < self.config.probe_interval_s:
+            return None
+        if len(self._told_dead_s) >= TOLD_DEAD_KEPT:
+            self._told_dead_s.clear()  # only a rate limit: forgetting costs one more notice each
+        self._told_dead_s[src_id] = now
+        self._count("dead_told")
+        return codec.encode_message(codec.Dead(m.incarnation, m.node_id, self.node_id))
 
     def _on_indirect_ping(self, now: float, src: str, msg: codec.IndirectPing) -> None:
         self._seq += 1

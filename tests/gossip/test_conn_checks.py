@@ -9,7 +9,7 @@ from __future__ import annotations
 from gossip import codec
 from gossip.config import LAN, MembershipConfig
 from gossip.events import MemberChanged, MemberState
-from gossip.io import CheckResult
+from gossip.io import CheckResult, Datagram
 from gossip.node import GossipNode
 from tests.gossip.harness import Link
 
@@ -158,3 +158,35 @@ def test_an_indirect_helper_that_sees_a_refusal_suspects_and_tells_the_prober() 
     link.checks[victim.addr] = CheckResult.REFUSED
     link.run_until(link.now + 3.0)
     assert sum(n.counters.get("region.helper_refusals", 0) for n in nodes) >= 1
+
+
+def test_a_member_held_dead_that_pings_is_told_so_and_refutes() -> None:
+    # A member cut off long enough to be declared dead everywhere (a firewall that drops
+    # what is sent to it, a broken link), whose death is no longer gossiped when its
+    # traffic flows again. The first ping it sends brings back the death notice with
+    # the ack, so it refutes at once instead of at the next push-pull that reaches it
+    # (up to 30 s later). Told at most once per probe interval.
+    link, nodes = mesh()
+    victim, peer = nodes[6], nodes[1]
+    frozen(link, victim, LAN.gossip_to_the_dead_s + 10.0)
+    assert link.state_of(peer, victim) == MemberState.DEAD
+    before = victim.incarnation
+    ping = codec.encode_message(codec.Ping(77, peer.node_id, victim.node_id))
+    packet = codec.encode_packet(codec.POOL_REGION, "r1", [ping])
+    peer.handle_datagram(link.now, victim.addr, packet)
+    peer.handle_datagram(link.now, victim.addr, packet)  # again at once: not told twice
+    answers = [d for d in peer.poll_transmit() if isinstance(d, Datagram) and d.dst == victim.addr]
+    told = [
+        m
+        for d in answers
+        for m in codec.decode_packet(d.payload).messages
+        if isinstance(m, codec.Dead) and m.node_id == victim.node_id
+    ]
+    assert len(answers) == 2 and len(told) == 1
+    assert peer.counters["region.dead_told"] == 1
+    for d in answers:
+        victim.handle_datagram(link.now, peer.addr, d.payload)
+    link._flush(victim)
+    assert victim.incarnation > before  # it refuted
+    link.run_until(link.now + 3.0)
+    assert all(link.state_of(o, victim) == MemberState.ALIVE for o in nodes if o is not victim)
