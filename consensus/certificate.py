@@ -95,9 +95,37 @@ def encode_certificate(
     index = {v: i for i, v in enumerate(config.voters)}
     chosen = sorted(index[v] for v in signatures if v in index)[: config.quorum]
     sigs = [[i, signatures[config.voters[i]]] for i in chosen]
-    body = [era.generation, era.founder, term, leader, encode_config(config), sigs]
+    # The leader is named by its index among the voters: every byte counts (1024 per message).
+    body = [era.generation, era.founder, term, index[leader], encode_config(config), sigs]
     packed: bytes = msgpack.packb(body)
     return bytes([CERT_VERSION]) + packed
+
+
+def certificate_head(cert: bytes) -> tuple[Era, int, str, VoterConfig]:
+    """(era, term, leader, config) a certificate claims, NOT verified; raises only DecodeError."""
+    era, term, leader, config, _sigs = _parse(cert)
+    return era, term, leader, config
+
+
+def _parse(cert: bytes) -> tuple[Era, int, str, VoterConfig, list[tuple[int, bytes]]]:
+    if type(cert) is not bytes or len(cert) > CERT_MAX_BYTES:
+        raise DecodeError("bad_certificate")
+    try:
+        body = unpack_versioned(cert, CERT_VERSION, CERT_MAX_BYTES, max_array_len=VOTERS_MAX)
+    except DecodeError as exc:
+        raise DecodeError("bad_certificate") from exc
+    if type(body) is not list or len(body) != 6 or type(body[5]) is not list:
+        raise DecodeError("bad_certificate")
+    era = Era(u64(body[0]), ident(body[1]))
+    term, leader_index, config = u64(body[2]), u64(body[3]), decode_config(body[4])
+    if leader_index >= len(config.voters):
+        raise DecodeError("bad_certificate")
+    sigs: list[tuple[int, bytes]] = []
+    for entry in body[5]:
+        if type(entry) is not list or len(entry) != 2:
+            raise DecodeError("bad_certificate")
+        sigs.append((u64(entry[0]), blob(entry[1], SIGNATURE_BYTES)))
+    return era, term, config.voters[leader_index], config, sigs
 
 
 def verify_certificate(
@@ -111,22 +139,11 @@ def verify_certificate(
     `config`: the configuration the checker expects the claim to be made under, or
     None to accept the one the certificate carries (its signatures bind it).
     """
-    if type(cert) is not bytes or len(cert) > CERT_MAX_BYTES:
-        return None
     try:
-        body = unpack_versioned(cert, CERT_VERSION, CERT_MAX_BYTES, max_array_len=VOTERS_MAX)
-        if type(body) is not list or len(body) != 6 or type(body[5]) is not list:
-            return None
-        era = Era(u64(body[0]), ident(body[1]))
-        term, leader, carried = u64(body[2]), ident(body[3]), decode_config(body[4])
-        sigs: list[tuple[int, bytes]] = []
-        for entry in body[5]:
-            if type(entry) is not list or len(entry) != 2:
-                return None
-            sigs.append((u64(entry[0]), blob(entry[1], SIGNATURE_BYTES)))
+        era, term, leader, carried, sigs = _parse(cert)
     except DecodeError:
         return None
-    if (config is not None and carried != config) or not carried.has(leader):
+    if config is not None and carried != config:
         return None
     signers: set[int] = set()
     for i, signature in sigs:

@@ -399,6 +399,10 @@ class ElectionCore:
         if cfg is None or not hs.established or m.era != hs.era:
             self._refuse_other_era(src, m.era, m.term, pre=False)
             return
+        if not m.config.has(self.node_id):
+            self._count("votes_not_in_config")  # a vote is signed as a voter of m.config: we are not
+            self._send(src, VoteReply(hs.era, hs.term, False, False, b""))
+            return
         if self.role == Role.LEADER or now < self._promise_until_s or m.term < hs.term:
             self._count("votes_refused")
             self._send(src, VoteReply(hs.era, hs.term, False, False, b""))

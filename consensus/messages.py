@@ -13,7 +13,14 @@ from typing import Any
 
 import msgpack
 
-from consensus.certificate import CERT_MAX_BYTES, SIGNATURE_BYTES, VOTERS_MAX, decode_config, encode_config
+from consensus.certificate import (
+    CERT_MAX_BYTES,
+    SIGNATURE_BYTES,
+    VOTERS_MAX,
+    certificate_head,
+    decode_config,
+    encode_config,
+)
 from consensus.config import Era, VoterConfig
 from gossip.wire import ID_MAX_CHARS, DecodeError, blob, ident, text, u64, unpack_versioned
 
@@ -86,6 +93,7 @@ class Announce:
 Message = PreVote | Vote | VoteReply | Heartbeat | Ack | Announce
 
 _PRE_VOTE, _VOTE, _VOTE_REPLY, _HEARTBEAT, _ACK, _ANNOUNCE = 1, 2, 3, 4, 5, 6
+_HEARTBEAT_PROVEN, _ANNOUNCE_PROVEN = 7, 8  # the same, with a certificate that names era, term, leader
 _MS = 1000.0  # times travel as integer milliseconds
 
 
@@ -100,12 +108,18 @@ def encode(m: Message) -> bytes:
             body = [_VOTE, *head, encode_config(m.config), m.founding]
         case VoteReply():
             body = [_VOTE_REPLY, *head, m.pre, m.granted, m.signature]
+        case Heartbeat() if m.certificate:
+            # Era, term and leader are the certificate's: not repeated (1024 bytes per message).
+            body = [_HEARTBEAT_PROVEN, int(m.sent_s * _MS), encode_config(m.config), m.certificate]
         case Heartbeat():
-            body = [_HEARTBEAT, *head, round(m.sent_s * _MS), encode_config(m.config), m.certificate]
+            body = [_HEARTBEAT, *head, int(m.sent_s * _MS), encode_config(m.config)]
         case Ack():
-            body = [_ACK, *head, round(m.sent_s * _MS), m.config_rank[0], m.config_rank[1]]
+            body = [_ACK, *head, int(m.sent_s * _MS), m.config_rank[0], m.config_rank[1]]
+        case Announce() if m.certificate:
+            same = certificate_head(m.certificate)[3] == m.config
+            body = [_ANNOUNCE_PROVEN, None if same else encode_config(m.config), m.certificate]
         case Announce():
-            body = [_ANNOUNCE, *head, m.leader, encode_config(m.config), m.certificate]
+            body = [_ANNOUNCE, *head, m.leader, encode_config(m.config)]
     packed: bytes = msgpack.packb(body)
     return bytes([VERSION]) + packed
 
@@ -121,9 +135,19 @@ def decode(data: bytes) -> Message:
     if len(data) > MESSAGE_MAX_BYTES:
         raise DecodeError("oversized")
     m = unpack_versioned(data, VERSION, MESSAGE_MAX_BYTES, max_array_len=VOTERS_MAX)
-    if type(m) is not list or len(m) < 4 or type(m[0]) is not int:
+    if type(m) is not list or len(m) < 3 or type(m[0]) is not int:
         raise DecodeError("malformed")
     kind, n = m[0], len(m)
+    if kind == _HEARTBEAT_PROVEN and n == 4:
+        cert = blob(m[3], CERT_MAX_BYTES)
+        era, term, _leader, _config = certificate_head(cert)
+        return Heartbeat(era, term, u64(m[1]) / _MS, decode_config(m[2]), cert)
+    if kind == _ANNOUNCE_PROVEN and n == 3:
+        cert = blob(m[2], CERT_MAX_BYTES)
+        era, term, leader, carried = certificate_head(cert)
+        return Announce(era, term, leader, carried if m[1] is None else decode_config(m[1]), cert)
+    if n < 4:
+        raise DecodeError("malformed")
     era, term = Era(u64(m[1]), ident(m[2])), u64(m[3])
     if kind == _PRE_VOTE and n == 5:
         return PreVote(era, term, decode_config(m[4]))
@@ -134,13 +158,13 @@ def decode(data: bytes) -> Message:
         if signature and len(signature) != SIGNATURE_BYTES:
             raise DecodeError("bad_field")
         return VoteReply(era, term, _flag(m[4]), _flag(m[5]), signature)
-    if kind == _HEARTBEAT and n == 7:
-        return Heartbeat(era, term, u64(m[4]) / _MS, decode_config(m[5]), blob(m[6], CERT_MAX_BYTES))
+    if kind == _HEARTBEAT and n == 6:
+        return Heartbeat(era, term, u64(m[4]) / _MS, decode_config(m[5]), b"")
     if kind == _ACK and n == 7:
         return Ack(era, term, u64(m[4]) / _MS, (u64(m[5]), u64(m[6])))
-    if kind == _ANNOUNCE and n == 7:
-        return Announce(era, term, text(m[4], ID_MAX_CHARS), decode_config(m[5]), blob(m[6], CERT_MAX_BYTES))
-    raise DecodeError("unknown_type" if kind not in range(1, 7) else "malformed")
+    if kind == _ANNOUNCE and n == 6:
+        return Announce(era, term, text(m[4], ID_MAX_CHARS), decode_config(m[5]), b"")
+    raise DecodeError("unknown_type" if kind not in range(1, 9) else "malformed")
 
 
 @dataclass(frozen=True, slots=True)

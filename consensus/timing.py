@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+VOTERS_MAX = 5  # the most voters a region may have (messages must fit 1024 bytes)
+
 
 @dataclass(frozen=True, slots=True)
 class ElectionConfig:
@@ -34,5 +36,9 @@ class ElectionConfig:
             )
         if not 0 < self.lease_s < self.election_timeout_min_s:
             raise ValueError("need 0 < lease_s < election_timeout_min_s (the lease must end before votes)")
-        if self.voters_max < 1 or self.announce_interval_s <= 0:
-            raise ValueError("need voters_max >= 1 and announce_interval_s > 0")
+        if not 1 <= self.voters_max <= VOTERS_MAX:
+            # An announcement carries the config and a certificate (which carries the config
+            # it was made under): with 64-character ids, 5 voters is what fits 1024 bytes.
+            raise ValueError(f"need 1 <= voters_max <= {VOTERS_MAX}")
+        if self.announce_interval_s <= 0:
+            raise ValueError("need announce_interval_s > 0")
