@@ -11,6 +11,11 @@ on it is queued.
 
 Roles: FOLLOWER (voter or not), PRE_CANDIDATE (asking pre-votes),
 CANDIDATE (asking votes, or proposing a founding), LEADER.
+
+This file is long because the transitions between the four roles share one
+hard state and one set of timers; the rules themselves live in pure modules
+(voting.py: what a voter grants; leading.py: acks, lease, commits; config.py:
+which voter changes next).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from consensus.messages import (
 from consensus.peers import ElectionPeers
 from consensus.timing import ElectionConfig
 from consensus.view import RegionView
+from consensus.voting import Verdict, judge_founding, judge_pre_vote, judge_vote
 from gossip.events import Event, HostedEvent, MemberChanged
 from gossip.wire import DecodeError
 
@@ -376,88 +382,60 @@ class ElectionCore:
     # --- voting -----------------------------------------------------------------------------
 
     def _on_pre_vote(self, now: float, src: str, m: PreVote) -> None:
-        hs, cfg = self._hs, self._hs.config
-        if not m.config.has(src) or (cfg is not None and not cfg.has(src) and m.config.rank <= cfg.rank):
-            self._count("drop_not_voter")
-            return
-        if cfg is None or not hs.established or m.era != hs.era:
-            self._refuse_other_era(src, m.era, m.term, pre=True)
-            return
-        sticky = self.role == Role.LEADER or now < self._promise_until_s
-        granted = not sticky and m.term > hs.term and m.config.rank >= cfg.rank
-        self._count("pre_votes_granted" if granted else "pre_votes_refused")
-        self._send(src, VoteReply(hs.era, m.term if granted else hs.term, True, granted, b""))
+        verdict = judge_pre_vote(self._hs, src, m, sticky=self._sticky(now))
+        self._answer(now, src, m.era, verdict, pre=True)
 
     def _on_vote(self, now: float, src: str, m: Vote) -> None:
         if m.founding:
-            self._on_founding(now, src, m)
-            return
-        hs, cfg = self._hs, self._hs.config
-        if not m.config.has(src) or (cfg is not None and not cfg.has(src) and m.config.rank <= cfg.rank):
-            self._count("drop_not_voter")
-            return
-        if cfg is None or not hs.established or m.era != hs.era:
-            self._refuse_other_era(src, m.era, m.term, pre=False)
-            return
-        if not m.config.has(self.node_id):
-            self._count("votes_not_in_config")  # a vote is signed as a voter of m.config: we are not
-            self._send(src, VoteReply(hs.era, hs.term, False, False, b""))
-            return
-        if self.role == Role.LEADER or now < self._promise_until_s or m.term < hs.term:
-            self._count("votes_refused")
-            self._send(src, VoteReply(hs.era, hs.term, False, False, b""))
-            return
-        new = hs if m.term == hs.term else replace(hs, term=m.term, voted_for="")
-        if m.term > hs.term:
+            verdict = judge_founding(self._hs, self.node_id, src, m, sticky=now < self._promise_until_s)
+        else:
+            verdict = judge_vote(self._hs, self.node_id, src, m, sticky=self._sticky(now))
+        if verdict.grant and m.founding:
             self._follow(now)
-        if new.voted_for in ("", src) and m.config.rank >= cfg.rank:
-            self._grant(now, src, replace(new, voted_for=src), m.config)
-            return
-        if new != hs:
-            self._save(new)
-        self._count("votes_refused")
-        self._send(src, VoteReply(hs.era, new.term, False, False, b""))
+            self._config_heard_s = now
+            self._tentative_since_s = now
+            self._wake_s = now + 2 * self.settings.found_after_s
+        self._answer(now, src, m.era, verdict, pre=False, candidate_config=m.config)
 
-    def _on_founding(self, now: float, src: str, m: Vote) -> None:
-        cfg, hs = m.config, self._hs
-        if not (
-            m.era.generation == 0
-            and m.era.founder == src == cfg.voters[0]
-            and cfg.has(self.node_id)
-            and cfg.made_in_term == m.term
-            and cfg.epoch == 1
-        ):
-            self._count("drop_bad_founding")
+    def _sticky(self, now: float) -> bool:
+        return self.role == Role.LEADER or now < self._promise_until_s
+
+    def _answer(
+        self,
+        now: float,
+        src: str,
+        era: Era,
+        verdict: Verdict,
+        *,
+        pre: bool,
+        candidate_config: VoterConfig | None = None,
+    ) -> None:
+        """Apply a voting verdict: save what it says first, then answer."""
+        self._count(verdict.outcome)
+        if not verdict.reply:
             return
-        switch = hs.era is None or hs.config is None or hs.era == m.era or era_better(m.era, hs.era)
-        if hs.established or not switch or (hs.era is not None and hs.era.generation > 0):
-            self._count("foundings_refused")
-            self._send(src, VoteReply(m.era, m.term, False, False, b""))
+        if verdict.grant and not pre:
+            assert verdict.state is not None and candidate_config is not None
+            self._grant(now, src, verdict.state, candidate_config)
+            return
+        if verdict.state is not None:
+            rose = verdict.state.term > self._hs.term
+            self._save(verdict.state)
+            if rose:
+                self._follow(now)
+        self._send(src, VoteReply(era, verdict.reply_term, pre, verdict.grant, b""))
+        if verdict.hint:
             self._hint(now, src)
-            return
-        same_term_other = hs.era == m.era and m.term == hs.term and hs.voted_for not in ("", src)
-        if now < self._promise_until_s or (hs.era == m.era and m.term < hs.term) or same_term_other:
-            self._count("foundings_refused")
-            self._send(src, VoteReply(m.era, m.term, False, False, b""))
-            return
-        self._follow(now)
-        self._config_heard_s = now
-        self._tentative_since_s = now
-        self._wake_s = now + 2 * self.settings.found_after_s
-        self._grant(now, src, HardState(m.era, m.term, src, cfg, False), cfg)
 
     def _grant(self, now: float, src: str, new: HardState, candidate_config: VoterConfig) -> None:
         assert new.era is not None
+        if new.term > self._hs.term:
+            self._follow(now)
         self._save(new)  # durable before the vote leaves: never two votes in one term
-        self._count("votes_granted")
         signature = sign_vote(self._key, self.region, new.era, new.term, src, candidate_config)
         self._send(src, VoteReply(new.era, new.term, False, True, signature))
         if self._hs.established:
             self._wake_s = now + self._timeout_s()
-
-    def _refuse_other_era(self, src: str, era: Era, term: int, *, pre: bool) -> None:
-        self._count("votes_other_era")
-        self._send(src, VoteReply(era, term, pre, False, b""))
 
     def _on_vote_reply(self, now: float, src: str, m: VoteReply) -> None:
         hs, cfg = self._hs, self._hs.config
