@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from inference.assignments import ReplicaState
-from inference.resources import NodeResources, NodeStatus, Reservation
+from inference.manifest import Deployment
+from inference.resources import NodeResources, NodeStatus, Reservation, requirement_problem
 
 FRACTION_SCALE = 10**9  # fractions of a budget are compared as integers in parts per billion
 
@@ -42,20 +43,37 @@ class Ledger:
         self._cpu_used = dict.fromkeys(self.nodes, 0)
         self._on_node: dict[str, dict[tuple[str, int], Held]] = {i: {} for i in self.nodes}
         self._slots: dict[str, dict[int, Held]] = {}
+        self._hosting: dict[str, dict[str, int]] = {}  # deployment -> node -> replicas there
+        self._eligible: dict[str, list[NodeResources]] = {}
 
     def schedulable(self) -> list[NodeResources]:
         """The nodes that take new replicas, by id."""
         return [n for n in self.nodes.values() if n.status is NodeStatus.SCHEDULABLE]
 
+    def eligible(self, deployment: Deployment) -> list[NodeResources]:
+        """The schedulable nodes that meet the deployment's requirements, by id (nodes and
+        requirements do not change during a run, so this is worked out once)."""
+        found = self._eligible.get(deployment.name)
+        if found is None:
+            found = [n for n in self.schedulable() if requirement_problem(n, deployment.requirements) is None]
+            self._eligible[deployment.name] = found
+        return found
+
     def add(self, held: Held) -> None:
         self._on_node[held.node_id][(held.deployment, held.slot)] = held
         self._slots.setdefault(held.deployment, {})[held.slot] = held
+        hosting = self._hosting.setdefault(held.deployment, {})
+        hosting[held.node_id] = hosting.get(held.node_id, 0) + 1
         self._memory_used[held.node_id] += held.reservation.memory_bytes
         self._cpu_used[held.node_id] += held.reservation.cpu_millicores
 
     def remove(self, held: Held) -> None:
         del self._on_node[held.node_id][(held.deployment, held.slot)]
         del self._slots[held.deployment][held.slot]
+        hosting = self._hosting[held.deployment]
+        hosting[held.node_id] -= 1
+        if not hosting[held.node_id]:
+            del hosting[held.node_id]
         self._memory_used[held.node_id] -= held.reservation.memory_bytes
         self._cpu_used[held.node_id] -= held.reservation.cpu_millicores
 
@@ -72,7 +90,7 @@ class Ledger:
 
     def hosts(self, node_id: str, deployment: str) -> bool:
         """True if the node holds a replica of the deployment."""
-        return any(h.node_id == node_id for h in self._slots.get(deployment, {}).values())
+        return node_id in self._hosting.get(deployment, {})
 
     def everything(self) -> list[Held]:
         """Every replica, by (deployment, slot)."""

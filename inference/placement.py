@@ -285,12 +285,7 @@ def _fill(run: _Run, deployment: Deployment, missing: _Missing) -> None:
     """Place one missing replica, displacing lower-priority ones if nothing else has room."""
     ledger = run.ledger
     need = reservation(deployment)
-    candidates = [
-        n
-        for n in ledger.schedulable()
-        if requirement_problem(n, deployment.requirements) is None
-        and not ledger.hosts(n.node_id, deployment.name)
-    ]
+    candidates = [n for n in ledger.eligible(deployment) if not ledger.hosts(n.node_id, deployment.name)]
     fitting = [n for n in candidates if ledger.fits(n.node_id, need)]
     victims: list[Held] = []
     if fitting:

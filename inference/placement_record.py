@@ -92,7 +92,8 @@ def decode(payload: bytes) -> PlacementRecord:
     try:
         doc = load_json(payload, PAYLOAD_LIMITS)
     except DocumentError as exc:
-        raise PlacementRecordError(f"placement: {exc}") from None
+        where = f"placement.{exc.path}" if exc.path else "placement"
+        raise PlacementRecordError(f"{where}: {exc.detail}") from None
     if not isinstance(doc, dict):
         raise PlacementRecordError("placement: not a JSON object")
     problem = _schema_problem(doc)

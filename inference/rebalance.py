@@ -15,13 +15,13 @@ makes a deployment's spread over its label less even.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from inference.assignments import ReplicaState
 from inference.ledger import FRACTION_SCALE, Held, Ledger
 from inference.manifest import Deployment
-from inference.resources import NodeResources, NodeStatus, requirement_problem
+from inference.resources import NodeResources, NodeStatus
 
 MOVES_MAX = 10_000  # a safety stop; the pass ends on its own well before it
 
@@ -58,10 +58,19 @@ def _one_move(ledger: Ledger, deployments: Mapping[str, Deployment]) -> tuple[He
     for source in sorted(sources, key=lambda s: (-ledger.used_fraction(s), s)):
         load = ledger.used_fraction(source)
         for held in sorted(ledger.on_node(source), key=lambda h: (h.priority, h.deployment, h.slot)):
-            deployment = deployments[held.deployment]
             memory = held.reservation.memory_bytes
-            targets = [t for t in ledger.schedulable() if _may_take(ledger, t, held, deployment)]
-            if memory <= 0 or not targets:
+            if memory <= 0:
+                continue
+            deployment = deployments[held.deployment]
+            may_take = _spread_check(ledger, held, deployment.spread_label)
+            targets = [
+                t
+                for t in ledger.eligible(deployment)
+                if not ledger.hosts(t.node_id, held.deployment)  # the source hosts it: never a target
+                and ledger.fits(t.node_id, held.reservation)
+                and may_take(t)
+            ]
+            if not targets:
                 continue
             best = min(
                 targets,
@@ -73,20 +82,14 @@ def _one_move(ledger: Ledger, deployments: Mapping[str, Deployment]) -> tuple[He
     return None
 
 
-def _may_take(ledger: Ledger, node: NodeResources, held: Held, deployment: Deployment) -> bool:
-    if node.node_id == held.node_id or ledger.hosts(node.node_id, held.deployment):
-        return False
-    if requirement_problem(node, deployment.requirements) is not None or not ledger.fits(
-        node.node_id, held.reservation
-    ):
-        return False
-    label = deployment.spread_label
+def _spread_check(ledger: Ledger, held: Held, label: str | None) -> Callable[[NodeResources], bool]:
+    """Whether moving the replica to a node keeps its deployment's spread over `label` at least
+    as even: a node with the same value, or one whose value holds fewer of its replicas."""
     if label is None:
-        return True
+        return lambda node: True
+    counts: dict[str, int] = {}
+    for h in ledger.of_deployment(held.deployment):
+        value = ledger.nodes[h.node_id].label(label) or ""
+        counts[value] = counts.get(value, 0) + 1
     here = ledger.nodes[held.node_id].label(label) or ""
-    there = node.label(label) or ""
-    if here == there:
-        return True
-    values = [ledger.nodes[h.node_id].label(label) or "" for h in ledger.of_deployment(held.deployment)]
-    # Moving one from `here` to `there` must not leave the label's values less even.
-    return values.count(there) < values.count(here)
+    return lambda node: (there := node.label(label) or "") == here or counts.get(there, 0) < counts[here]

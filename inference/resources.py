@@ -54,7 +54,7 @@ class NodeResources:
 
     def label(self, name: str) -> str | None:
         """The value of the label `name`, or None if the node has no such label."""
-        return dict(self.labels).get(name)
+        return next((value for key, value in self.labels if key == name), None)
 
 
 def node_from_inventory(
