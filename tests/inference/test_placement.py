@@ -199,6 +199,29 @@ def test_rebalance_moves_onto_new_capacity_as_few_as_it_takes() -> None:
     assert again.changes == () and again.assignments == p.assignments
 
 
+def test_room_a_rebalance_frees_goes_to_a_replica_that_had_none() -> None:
+    # Only n2 has a camera. `d` fills n0, n1, n2 first (higher priority), so `b` does not fit on
+    # n2; the rebalance moves d's replica from n2 to n3, and then `b` fits. Without that second
+    # try, placing again would add `b`: the result would not be a fixed point.
+    nodes = [
+        node("n0", cpus=1),
+        node("n1", cpus=1),
+        node("n2", cpus=1, labels={"camera": "yes"}),
+        node("n3", cpus=1),
+    ]
+    desired = [
+        dep("a", memory=256 * MI, cpu=250, labels=[("camera", "yes")]),
+        dep("b", memory=2 * GI, cpu=250, labels=[("camera", "yes")]),
+        dep("d", 3, priority=10, cpu=250),
+    ]
+    assert place(REGION, desired, nodes, []).unplaced != ()
+    p = place(REGION, desired, nodes, [], options=PlacementOptions(rebalance=True))
+    assert p.unplaced == ()
+    assert where(p) == {("a", 0): "n2", ("b", 0): "n2", ("d", 0): "n0", ("d", 1): "n1", ("d", 2): "n3"}
+    again = place(REGION, desired, nodes, p.assignments, options=PlacementOptions(rebalance=True))
+    assert again.assignments == p.assignments and again.changes == ()
+
+
 def test_rebalance_reports_a_new_replica_once_where_it_ended_up() -> None:
     current = [at("a", 0, "n1"), at("b", 0, "n1")]
     nodes = [node("n1"), node("n2", 2 * GI)]
