@@ -120,7 +120,8 @@ class _Run:
     options: PlacementOptions
     # Slots to fill, highest priority first: (-priority, deployment, slot, sequence, what).
     queue: list[tuple[int, str, int, int, _Missing]] = field(default_factory=list)
-    failed: list[tuple[str, _Missing, str]] = field(default_factory=list)  # deployment, slot, reason
+    pushed: int = 0  # entries ever queued: a tie-break that never compares two _Missing
+    failed: list[tuple[str, _Missing, str]] = field(default_factory=list)  # deployment, slot, why
     changes: list[Change] = field(default_factory=list)
     displaced: list[Displaced] = field(default_factory=list)
 
@@ -132,8 +133,10 @@ class _Run:
         self.changes.append(Change(a.deployment, a.slot, ChangeKind.REMOVED, a.node_id, None, reason))
 
     def push(self, name: str, missing: _Missing) -> None:
-        entry = (-self.deployments[name].priority, name, missing.slot, len(self.queue), missing)
-        heapq.heappush(self.queue, entry)
+        self.pushed += 1
+        heapq.heappush(
+            self.queue, (-self.deployments[name].priority, name, missing.slot, self.pushed, missing)
+        )
 
     def fill_queue(self) -> None:
         """Fill every queued slot in priority order (a displaced replica joins the queue, behind
@@ -252,10 +255,10 @@ def _keep(run: _Run, name: str, entries: list[Assignment]) -> None:
     for a in kept:
         if taken.get(a.slot) is not a:
             taken[free.pop(0)] = a
-    state_of_kept = run.options.provisional
     for slot, a in sorted(taken.items()):
         # A leader adopts what was taken over without one: provisional replicas become assigned.
-        state = a.state if state_of_kept or a.state != ReplicaState.PROVISIONAL else ReplicaState.ASSIGNED
+        adopt = a.state is ReplicaState.PROVISIONAL and not run.options.provisional
+        state = ReplicaState.ASSIGNED if adopt else a.state
         run.ledger.add(Held(name, slot, a.node_id, state, deployment.priority, reservation(deployment)))
     # The replicas that must move fill the free slots, their own slot first.
     free = [s for s in range(count) if s not in taken]
