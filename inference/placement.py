@@ -257,7 +257,7 @@ def _keep(run: _Run, name: str, entries: list[Assignment]) -> None:
             taken[free.pop(0)] = a
     for slot, a in sorted(taken.items()):
         # A leader adopts what was taken over without one: provisional replicas become assigned.
-        adopt = a.state is ReplicaState.PROVISIONAL and not run.options.provisional
+        adopt = a.state == ReplicaState.PROVISIONAL and not run.options.provisional
         state = ReplicaState.ASSIGNED if adopt else a.state
         run.ledger.add(Held(name, slot, a.node_id, state, deployment.priority, reservation(deployment)))
     # The replicas that must move fill the free slots, their own slot first.
