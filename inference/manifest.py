@@ -9,6 +9,13 @@ A manifest is YAML (JSON is YAML too) with exactly these fields:
                                     # or {per_region: 2, regions: ["store-*"]} (a region selector)
     requirements: {min_memory_bytes: 512Mi, accelerator: cuda, labels: {camera: "yes"}}
     priority: 100                   # 0..1000000, higher displaces lower
+    resources: {memory_bytes: 300Mi, cpu_millicores: 500}   # optional: what one replica reserves
+    spread: {label: zone}           # optional: spread replicas over the values of a node label
+
+`resources` and `spread` are optional and appear in the canonical form only when
+set, so a manifest without them has the same canonical bytes as before they existed.
+A replica's reservation when `resources` (or one of its fields) is absent is
+estimated from the artifact size (inference/resources.py, docs/placement.md).
 
 `parse_manifest` refuses unknown fields and names the exact path of the first
 problem ("replicas.north: must be an integer >= 0, got 'two'"). Text is loaded by
@@ -48,6 +55,7 @@ REPLICAS_MAX = 10_000
 PRIORITY_MAX = 1_000_000
 ARTIFACT_SIZE_MAX_BYTES = 1 << 40
 MEMORY_MAX_BYTES = 1 << 50
+CPU_MAX_MILLICORES = 1 << 20  # a million cores: far beyond any device, small enough to print
 _MEMORY_UNITS = {
     "": 1,
     "K": 10**3,
@@ -106,6 +114,24 @@ class Requirements:
 
 
 @dataclass(frozen=True, slots=True)
+class Resources:
+    """What one replica reserves on its node, as the manifest states it; None: estimated
+    from the artifact size (inference/resources.py)."""
+
+    memory_bytes: int | None = None
+    cpu_millicores: int | None = None
+
+    def to_doc(self) -> dict[str, int]:
+        """Only the fields set: an unset one stays unset in the canonical form."""
+        doc: dict[str, int] = {}
+        if self.memory_bytes is not None:
+            doc["memory_bytes"] = self.memory_bytes
+        if self.cpu_millicores is not None:
+            doc["cpu_millicores"] = self.cpu_millicores
+        return doc
+
+
+@dataclass(frozen=True, slots=True)
 class Deployment:
     """A validated, normalised manifest."""
 
@@ -117,6 +143,8 @@ class Deployment:
     replicas: Replicas
     requirements: Requirements = field(default_factory=Requirements)
     priority: int = 0
+    resources: Resources = field(default_factory=Resources)
+    spread_label: str | None = None  # spread replicas over this node label's values
 
     @property
     def record_key(self) -> str:
@@ -125,7 +153,7 @@ class Deployment:
 
     def to_doc(self) -> dict[str, Any]:
         """The normalised manifest as a JSON-ready dict (parse_manifest accepts it back unchanged)."""
-        return {
+        doc: dict[str, Any] = {
             "name": self.name,
             "model": {"name": self.model_name, "version": self.model_version},
             "artifact": {"sha256": self.artifact_sha256, "size_bytes": self.artifact_size_bytes},
@@ -137,6 +165,14 @@ class Deployment:
             },
             "priority": self.priority,
         }
+        # Optional fields appear only when set: a manifest written before they existed
+        # keeps its canonical bytes (and so its signed `desired` payload stays valid).
+        resources = self.resources.to_doc()
+        if resources:
+            doc["resources"] = resources
+        if self.spread_label is not None:
+            doc["spread"] = {"label": self.spread_label}
+        return doc
 
 
 def desired_key(name: str) -> str:
@@ -180,7 +216,7 @@ def manifest_from_doc(doc: Any) -> Deployment:
         doc,
         "manifest",
         required=("name", "model", "artifact", "replicas"),
-        optional=("requirements", "priority"),
+        optional=("requirements", "priority", "resources", "spread"),
     )
     name = _string(top["name"], "name", NAME_PATTERN, "1-63 lowercase letters, digits or '-', e.g. vibration")
     model = _mapping(top["model"], "model", required=("name", "version"))
@@ -205,6 +241,8 @@ def manifest_from_doc(doc: Any) -> Deployment:
         replicas=_replicas(top["replicas"]),
         requirements=requirements,
         priority=_integer(top.get("priority", 0), "priority", 0, PRIORITY_MAX),
+        resources=_resources(top.get("resources", {})),
+        spread_label=_spread(top["spread"]) if "spread" in top else None,
     )
     size = len(canonical_bytes(deployment))
     if size > PAYLOAD_MAX_BYTES:
@@ -360,16 +398,41 @@ def _requirements(value: Any) -> Requirements:
     )
 
 
-def _memory(value: Any) -> int:
-    path = "requirements.min_memory_bytes"
+def _resources(value: Any) -> Resources:
+    res = _mapping(value, "resources", optional=("memory_bytes", "cpu_millicores"))
+    # A replica that reserves nothing could be moved back and forth by a rebalance for ever
+    # (docs/placement.md): both are at least 1.
+    memory = res.get("memory_bytes")
+    cpu = res.get("cpu_millicores")
+    return Resources(
+        memory_bytes=None if memory is None else _memory(memory, "resources.memory_bytes", low=1),
+        cpu_millicores=None
+        if cpu is None
+        else _integer(cpu, "resources.cpu_millicores", 1, CPU_MAX_MILLICORES),
+    )
+
+
+def _spread(value: Any) -> str:
+    spread = _mapping(value, "spread", required=("label",))
+    return _string(
+        spread["label"],
+        "spread.label",
+        LABEL_KEY_PATTERN,
+        "a node label name, e.g. zone (letters, digits, ._/-)",
+    )
+
+
+def _memory(value: Any, path: str = "requirements.min_memory_bytes", *, low: int = 0) -> int:
     if type(value) is int:
-        return _integer(value, path, 0, MEMORY_MAX_BYTES)
+        return _integer(value, path, low, MEMORY_MAX_BYTES)
     match = _MEMORY_PATTERN.fullmatch(value) if isinstance(value, str) else None
     if match is None:
         raise ManifestError(
             f"{path}: must be an integer number of bytes or a size like 512Mi, 2Gi, 500M, got {_show(value)}"
         )
     size = int(match.group(1)) * _MEMORY_UNITS[match.group(2) or ""]
+    if size < low:
+        raise ManifestError(f"{path}: must be at least {low} byte, got {_show(value)}")
     if size > MEMORY_MAX_BYTES:
         raise ManifestError(f"{path}: {_show(value)} is over the limit of {MEMORY_MAX_BYTES} bytes")
     return size
