@@ -33,12 +33,13 @@ EXIT_USAGE = 2  # argparse: a wrong flag or value
 EXIT_UNREACHABLE = 3  # deploy --wait: every reachable region holds it; some regions did not answer
 EXIT_TIMED_OUT = 4  # deploy --wait: not done by --timeout (the command itself was accepted)
 # How each status reads in `murmur --help` and docs/api.md ("Exit status").
-EXIT_STATUS_HELP = (
-    f"exit status: {EXIT_OK} done; {EXIT_FAILED} refused or failed (the message says why and what to do); "
-    f"{EXIT_USAGE} usage (a wrong flag or value); {EXIT_UNREACHABLE} deploy --wait: every reachable "
-    f"region holds it, some regions are unreachable; {EXIT_TIMED_OUT} deploy --wait: timed out (the "
-    "deployment is accepted and keeps spreading); 130 interrupted (Ctrl-C)"
-)
+EXIT_STATUS_HELP = f"""exit status:
+  {EXIT_OK}    done
+  {EXIT_FAILED}    refused or failed (the message says why and what to do)
+  {EXIT_USAGE}    usage: a wrong flag or value
+  {EXIT_UNREACHABLE}    deploy --wait: every reachable region holds it; some regions are unreachable
+  {EXIT_TIMED_OUT}    deploy --wait: timed out (the deployment is accepted and keeps spreading)
+  130  interrupted (Ctrl-C)"""
 
 
 class CliError(Exception):

@@ -7,8 +7,11 @@ or an example (tests/mesh/test_cli_help.py walks the whole parser to check).
 from __future__ import annotations
 
 import argparse
+import textwrap
 from collections.abc import Sequence
 from typing import Any
+
+HELP_WIDTH = 78  # the raw formatter keeps our line breaks, so we wrap the prose ourselves
 
 
 def examples_epilog(examples: Sequence[str]) -> str:
@@ -23,7 +26,7 @@ def command(
     parser: argparse.ArgumentParser = sub.add_parser(
         name,
         help=summary,
-        description=description,
+        description=textwrap.fill(description, HELP_WIDTH),
         epilog=examples_epilog(examples),
         # Keep the examples' line breaks; argparse would run them together.
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from importlib import metadata
 
 from mesh.cli import agent, deploy, keys, nodes, trust
 from mesh.cli.client import DEFAULT_NODE_URL, EXIT_STATUS_HELP, CliError
-from mesh.cli.helptext import command, examples_epilog
+from mesh.cli.helptext import HELP_WIDTH, command, examples_epilog
 from sim.cli import register as register_sim
 
 Handler = Callable[[argparse.Namespace], int]
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The full `murmur` argument parser."""
     parser = argparse.ArgumentParser(
         prog="murmur",
-        description="Murmuration: peer-to-peer orchestration of AI inference on edge devices. "
+        description="Murmuration: peer-to-peer orchestration of AI inference on edge devices.\n"
         "`murmur COMMAND --help` describes a command, with examples.",
         epilog=f"{EXIT_STATUS_HELP}\n\n"
         + examples_epilog(
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         ]
     )
     sim.formatter_class = argparse.RawDescriptionHelpFormatter
+    sim.description = textwrap.fill(sim.description or "", HELP_WIDTH)
     return parser
 
 
