@@ -132,7 +132,7 @@ class NodeClient:
             raise self._unreachable(url, exc) from None
         try:
             return status, json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the decoder goes
             if status >= 300:
                 raise CliError(f"{url}: HTTP {status}: {reason}") from None
             raise CliError(

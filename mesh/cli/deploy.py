@@ -84,7 +84,7 @@ def held_deployment(node: NodeClient, name: str) -> tuple[int, Deployment] | Non
         return None
     try:
         return int(doc["version"]), manifest_from_doc(doc.get("manifest"))
-    except ManifestError:
+    except (ManifestError, TypeError, RecursionError):  # whatever a node answers, never a traceback
         return None
 
 
@@ -125,9 +125,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         answer = node.submit(
             key, "POST", "/v1/deployments", {"manifest": deployment.to_doc(), "record": record_to_b64(record)}
         )
-        warnings = answer.get("warnings", []) if isinstance(answer, dict) else []
-        warnings = [str(w) for w in warnings] if isinstance(warnings, list) else []
-        result.update(version=version, unchanged=False, new=bool(answer.get("new", True)), warnings=warnings)
+        body = answer if isinstance(answer, dict) else {}
+        listed = body.get("warnings")
+        warnings = [str(w) for w in listed] if isinstance(listed, list) else []
+        result.update(version=version, unchanged=False, new=bool(body.get("new", True)), warnings=warnings)
         print(
             f"deployment {deployment.name}: accepted and persisted by {node.base} as desired record "
             f"version {version_text(version)}",

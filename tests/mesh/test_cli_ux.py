@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from gossip.records import key_id
 from gossip.trust import StaticTrust
 from mesh.cli import deploy as opcli
-from mesh.cli.client import EXIT_TIMED_OUT, EXIT_UNREACHABLE, version_text, version_time
-from mesh.cli.deploy import RegionView
+from mesh.cli.client import EXIT_TIMED_OUT, EXIT_UNREACHABLE, CliError, NodeClient, version_text, version_time
+from mesh.cli.deploy import RegionView, held_deployment
 from mesh.cli.murmur import build_parser, main, package_version
 from mesh.service.agent import Agent, AgentOptions
 from mesh.service.store import Store
@@ -307,3 +309,49 @@ def test_operator_keygen_makes_a_private_key_file_and_never_overwrites(
     assert main(["operator", "keygen", str(path)]) == 1
     assert "exists; refusing to overwrite" in capsys.readouterr().err
     assert path.read_bytes() == before
+
+
+async def test_a_held_deployment_the_cli_cannot_read_is_not_unchanged() -> None:
+    """Whatever a node answers for the held deployment, the CLI never crashes: it deploys anew."""
+    answers: list[Any] = [
+        {"version": 5, "manifest": None, "error": "the stored payload is not a valid manifest"},
+        {"version": 5, "manifest": {"name": ["x"] * 3}},
+        {"version": "5", "manifest": {}},
+        [1, 2, 3],
+        {"version": 5, "manifest": _nested(50)},
+    ]
+    for answer in answers:
+        app = web.Application()
+        app.router.add_get("/v1/deployments/{name}", _answering(answer))
+        async with TestServer(app, host="127.0.0.1") as server:
+            node = NodeClient(f"127.0.0.1:{server.port}")
+            assert await asyncio.to_thread(held_deployment, node, "vibration") is None
+    # Nesting deeper than the JSON decoder goes is an answer "without JSON", not a traceback.
+    deep = web.Application()
+    text = '{"version": 5, "manifest": ' + '{"a": ' * 100_000 + "{}" + "}" * 100_000 + "}"
+    deep.router.add_get("/v1/deployments/{name}", _raw(text))
+    async with TestServer(deep, host="127.0.0.1") as server:
+        node = NodeClient(f"127.0.0.1:{server.port}")
+        with pytest.raises(CliError, match="without JSON"):
+            await asyncio.to_thread(held_deployment, node, "vibration")
+
+
+def _raw(text: str) -> Any:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(text=text, content_type="application/json")
+
+    return handler
+
+
+def _nested(depth: int) -> Any:
+    doc: Any = {}
+    for _ in range(depth):
+        doc = {"a": doc}
+    return doc
+
+
+def _answering(doc: Any) -> Any:
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response(doc)
+
+    return handler
