@@ -306,6 +306,16 @@ def check_admission(
     return problem if problem is not None else admission
 
 
+def admission_regions(r: Record) -> tuple[str, str] | None:
+    """(the region a node claims, the region its invite names) of an admission record, or None
+    if it does not decode: what an `invite_wrong_region` refusal tells the operator."""
+    try:
+        admission = decode_admission(r.payload)
+    except DecodeError:
+        return None
+    return r.scope.removeprefix("region:"), admission.invite.region
+
+
 def _invite_part_bad(payload: bytes) -> bool:
     """True if the payload is an admission whose only fault is its invite."""
     try:

@@ -37,7 +37,7 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from gossip.admission import REFUSALS, Admission, check_admission
+from gossip.admission import REFUSALS, Admission, admission_regions, check_admission
 from gossip.codec import U64_MAX, DecodeError
 from gossip.kinds import (
     ADMISSION_KIND,
@@ -182,6 +182,8 @@ class StateStore:
         self._granted: dict[str, tuple[bytes, bool, int]] = {}  # id -> (key, active, cutoff version)
         self._admitted: dict[str, bytes] = {}
         self._refusals: list[tuple[str, str]] = []
+        # invite_wrong_region refusals: node id -> (region it claims, its invite's), for the message.
+        self._refused_regions: dict[str, tuple[str, str]] = {}
         self._verified_invites: dict[bytes, None] = {}
         # Invites of limited uses: invite signature -> its seats, the `uses` earliest
         # (admitted_at, node id) ever seen (see _seat_free); and devices displaced, to expel.
@@ -231,6 +233,8 @@ class StateStore:
                 if entry_or_reason in REFUSALS and isinstance(r, Record):
                     self._refusals.append((r.key, entry_or_reason))
                     del self._refusals[:-REFUSALS_KEPT]
+                    if entry_or_reason == "invite_wrong_region":
+                        self._note_refused_regions(r)
             else:
                 accepted.append((i, entry_or_reason))
         # A record accepted early in a batch may have been superseded or revoked by a later one.
@@ -456,6 +460,20 @@ class StateStore:
     def admitted_key(self, node_id: str) -> bytes | None:
         """An admitted node's public key, or None."""
         return self._admitted.get(node_id)
+
+    def _note_refused_regions(self, r: Record) -> None:
+        regions = admission_regions(r)
+        if regions is None:
+            return
+        self._refused_regions.pop(r.key, None)
+        self._refused_regions[r.key] = regions
+        while len(self._refused_regions) > REFUSALS_KEPT:
+            del self._refused_regions[next(iter(self._refused_regions))]
+
+    def refused_regions(self, node_id: str) -> tuple[str, str] | None:
+        """(the region it claims, its invite's region) of node_id's last `invite_wrong_region`
+        refusal (the last REFUSALS_KEPT nodes are kept), or None."""
+        return self._refused_regions.get(node_id)
 
     def drain_refusals(self) -> list[tuple[str, str]]:
         """(node id, reason) of admissions refused since the last call (at most REFUSALS_KEPT)."""

@@ -23,15 +23,35 @@ from mesh.trust.opsign import sign_request
 
 HTTP_TIMEOUT_S = 5.0
 DEFAULT_NODE_URL = "http://127.0.0.1:7800"
+# Versions between these (2001-09-09 and 2286-11-20, in Unix ms) read as times.
+VERSION_MS_MIN = 10**12
+VERSION_MS_MAX = 10**13 - 1
 # Exit statuses of every command (docs/api.md, "Exit status").
 EXIT_OK = 0
-EXIT_FAILED = 1  # a CliError: refused, failed, or not done in time
+EXIT_FAILED = 1  # a CliError: refused or failed
 EXIT_USAGE = 2  # argparse: a wrong flag or value
 EXIT_UNREACHABLE = 3  # deploy --wait: every reachable region holds it; some regions did not answer
+EXIT_TIMED_OUT = 4  # deploy --wait: not done by --timeout (the command itself was accepted)
+# How each status reads in `murmur --help` and docs/api.md ("Exit status").
+EXIT_STATUS_HELP = f"""exit status:
+  {EXIT_OK}    done
+  {EXIT_FAILED}    refused or failed (the message says why and what to do)
+  {EXIT_USAGE}    usage: a wrong flag or value
+  {EXIT_UNREACHABLE}    deploy --wait: every reachable region holds it; some regions are unreachable
+  {EXIT_TIMED_OUT}    deploy --wait: timed out (the deployment is accepted and keeps spreading)
+  130  interrupted (Ctrl-C)"""
 
 
 class CliError(Exception):
-    """A problem the user can fix; `murmur` prints it without a traceback and exits 1."""
+    """A problem the user can fix; `murmur` prints it without a traceback and exits `exit_status`."""
+
+    exit_status = EXIT_FAILED
+
+
+class CliTimeout(CliError):
+    """Waiting ran out of time; what was asked for is accepted and may still happen."""
+
+    exit_status = EXIT_TIMED_OUT
 
 
 def base_url(node: str) -> str:
@@ -45,6 +65,22 @@ def heard(unix_s: float, now_unix: float | None = None) -> str:
     now = time.time() if now_unix is None else now_unix
     stamp = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(unix_s))
     return f"{stamp} ({max(0.0, now - unix_s):.0f} s ago)"
+
+
+def version_time(version: int) -> str:
+    """A record version as people read it: versions are Unix milliseconds when they were signed
+    (mesh/trust/deploy.py, next_version), so `2026-05-01T10:00:00.123Z`; a version that is not a
+    plausible time (a test's small number) is shown as the number."""
+    if not VERSION_MS_MIN <= version <= VERSION_MS_MAX:
+        return str(version)
+    seconds, ms = divmod(version, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}Z"
+
+
+def version_text(version: int) -> str:
+    """A version for a message: the raw number (what --json and the API show) and its time."""
+    shown = version_time(version)
+    return str(version) if shown == str(version) else f"{version} ({shown})"
 
 
 def _error_message(doc: Any) -> Any:
@@ -96,7 +132,7 @@ class NodeClient:
             raise self._unreachable(url, exc) from None
         try:
             return status, json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the decoder goes
             if status >= 300:
                 raise CliError(f"{url}: HTTP {status}: {reason}") from None
             raise CliError(

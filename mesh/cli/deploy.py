@@ -1,4 +1,8 @@
-"""Deployment commands of the CLI: `murmur deploy`, `murmur get deployments`, `murmur delete`.
+"""Deployment commands of the CLI: `murmur deploy`, `murmur get`, `murmur delete`.
+
+`deploy` sends nothing when the manifest is what the node already holds (it says
+"unchanged"), and prints the warnings the node returns (a region or accelerator no
+live node has). `get deployments [NAME]` and `get revocations` read what a node holds.
 
 Every mutating request is signed with the operator key (mesh/trust/opsign.py) and
 carries the operator-signed record (mesh/trust/deploy.py). The node and the key
@@ -9,18 +13,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import nacl.signing
 
 from gossip.records import key_id
 from inference.desired import sign_deletion, sign_deployment
-from mesh.cli.client import EXIT_UNREACHABLE, CliError, NodeClient, heard
+from inference.manifest import Deployment, ManifestError, canonical_bytes, manifest_from_doc
+from mesh.cli.client import (
+    EXIT_UNREACHABLE,
+    CliError,
+    CliTimeout,
+    NodeClient,
+    heard,
+    version_text,
+    version_time,
+)
+from mesh.cli.helptext import command
 from mesh.cli.manifest import read_manifest_and_artifact
 from mesh.cli.signing import key_flags, resolve_key
 from mesh.trust.deploy import record_to_b64
@@ -57,29 +72,78 @@ def upload_artifact(
 # --- commands ------------------------------------------------------------------------------
 
 
+def _quoted(name: str) -> str:
+    return urllib.parse.quote(name, safe="")
+
+
+def held_deployment(node: NodeClient, name: str) -> tuple[int, Deployment] | None:
+    """(version, deployment) of the deployment `name` the node holds; None if it holds none (or
+    only one it cannot read: then a new version is what fixes it)."""
+    status, doc = node.exchange("GET", f"/v1/deployments/{_quoted(name)}")
+    if status != 200 or not isinstance(doc, dict) or not isinstance(doc.get("version"), int):
+        return None
+    try:
+        return int(doc["version"]), manifest_from_doc(doc.get("manifest"))
+    except (ManifestError, TypeError, RecursionError):  # whatever a node answers, never a traceback
+        return None
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     deployment, artifact_file = read_manifest_and_artifact(Path(args.file))
     key = resolve_key(args)
     node = NodeClient(args.node)
+    # With --json, stdout holds one JSON object only; what people read goes to stderr.
+    human = sys.stderr if args.json else sys.stdout
+    result: dict[str, Any] = {"name": deployment.name, "node": node.base, "artifact": None}
     if artifact_file is not None:
         sha256, size = deployment.artifact_sha256, deployment.artifact_size_bytes
         uploaded = upload_artifact(key, node, artifact_file, sha256, size)
+        result["artifact"] = {
+            "file": str(artifact_file),
+            "sha256": sha256,
+            "size_bytes": size,
+            "uploaded": uploaded,
+        }
         print(
             f"artifact {artifact_file.name}: sha256 {sha256}, {size} bytes, "
-            f"{'uploaded to' if uploaded else 'already held by'} {node.base}"
+            f"{'uploaded to' if uploaded else 'already held by'} {node.base}",
+            file=human,
         )
-    version = node.next_record_version(key_id(bytes(key.verify_key)))
-    record = sign_deployment(key, deployment, version)
-    node.submit(
-        key, "POST", "/v1/deployments", {"manifest": deployment.to_doc(), "record": record_to_b64(record)}
-    )
-    print(
-        f"deployment {deployment.name}: accepted and persisted by {node.base} as desired record "
-        f"version {version}"
-    )
+    held = held_deployment(node, deployment.name)
+    if held is not None and canonical_bytes(held[1]) == canonical_bytes(deployment):
+        # The same manifest again: a new version would only make every node store and gossip it.
+        version = held[0]
+        result.update(version=version, unchanged=True, new=False, warnings=[])
+        print(
+            f"deployment {deployment.name}: unchanged (the node holds this manifest as version "
+            f"{version_text(version)}); nothing sent",
+            file=human,
+        )
+    else:
+        version = node.next_record_version(key_id(bytes(key.verify_key)))
+        record = sign_deployment(key, deployment, version)
+        answer = node.submit(
+            key, "POST", "/v1/deployments", {"manifest": deployment.to_doc(), "record": record_to_b64(record)}
+        )
+        body = answer if isinstance(answer, dict) else {}
+        listed = body.get("warnings")
+        warnings = [str(w) for w in listed] if isinstance(listed, list) else []
+        result.update(version=version, unchanged=False, new=bool(body.get("new", True)), warnings=warnings)
+        print(
+            f"deployment {deployment.name}: accepted and persisted by {node.base} as desired record "
+            f"version {version_text(version)}",
+            file=human,
+        )
+        for warning in warnings:
+            print(f"murmur deploy: warning: {warning}", file=sys.stderr)
+    code = 0
     if args.wait:
-        return wait_for(node.base, deployment.name, version, args.timeout)
-    return 0
+        # A timeout raises CliTimeout (exit 4, the message on stderr), with no JSON object.
+        code = wait_for(node.base, deployment.name, version, args.timeout, out=human)
+        result["wait_exit_status"] = code
+    if args.json:
+        print(json.dumps(result, indent=2))
+    return code
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
@@ -87,15 +151,33 @@ def cmd_delete(args: argparse.Namespace) -> int:
     node = NodeClient(args.node)
     version = node.next_record_version(key_id(bytes(key.verify_key)))
     record = sign_deletion(key, args.name, version)
-    path = f"/v1/deployments/{urllib.parse.quote(args.name, safe='')}"
-    node.submit(key, "DELETE", path, {"record": record_to_b64(record)})
-    print(f"deployment {args.name}: deletion accepted and persisted by {node.base} (version {version})")
+    path = f"/v1/deployments/{_quoted(args.name)}"
+    answer = node.submit(key, "DELETE", path, {"record": record_to_b64(record)})
+    if args.json:
+        new = bool(answer.get("new", True)) if isinstance(answer, dict) else True
+        print(json.dumps({"name": args.name, "version": version, "node": node.base, "new": new}, indent=2))
+    else:
+        print(
+            f"deployment {args.name}: deletion accepted and persisted by {node.base} "
+            f"(version {version_text(version)})"
+        )
     return 0
 
 
+def _table(headers: Sequence[str], cells: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return lines
+
+
+def _version_cell(value: Any) -> str:
+    return version_time(value) if isinstance(value, int) else str(value)
+
+
 def format_deployments(rows: Sequence[dict[str, Any]]) -> str:
-    """Deployments as an aligned text table."""
-    headers = ("NAME", "MODEL", "REPLICAS", "PRIORITY", "VERSION", "AUTHOR")
+    """Deployments as an aligned text table (VERSION as the UTC time it was signed)."""
+    headers = ("NAME", "MODEL", "REPLICAS", "PRIORITY", "VERSION (UTC)", "AUTHOR")
     cells: list[list[str]] = []
     for row in rows:
         manifest = row.get("manifest") or {}
@@ -106,24 +188,79 @@ def format_deployments(rows: Sequence[dict[str, Any]]) -> str:
                 f"{model.get('name')}:{model.get('version')}" if model else "?",
                 json.dumps(manifest.get("replicas"), separators=(",", ":")),
                 str(manifest.get("priority", "")),
-                str(row.get("version")),
+                _version_cell(row.get("version")),
                 str(row.get("author")),
             ]
         )
-    widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines = _table(headers, cells)
     # A record the node holds but cannot read (GET /v1/deployments marks it): say why.
     lines += [f"{row.get('name')}: {row['error']}" for row in rows if row.get("error")]
     return "\n".join(lines)
 
 
+def format_deployment(row: dict[str, Any]) -> str:
+    """One deployment, field by field (`murmur get deployments NAME`)."""
+    manifest = row.get("manifest") or {}
+    model = manifest.get("model") or {}
+    artifact = manifest.get("artifact") or {}
+    requirements = manifest.get("requirements") or {}
+    version = row.get("version")
+    lines = [
+        f"name:          {row.get('name')}",
+        f"version:       {version_text(version) if isinstance(version, int) else version}",
+        f"author:        {row.get('author')}",
+    ]
+    if row.get("error"):
+        return "\n".join([*lines, f"error:         {row['error']}"])
+    lines += [
+        f"model:         {model.get('name')}:{model.get('version')}",
+        f"artifact:      sha256 {artifact.get('sha256')}, {artifact.get('size_bytes')} bytes",
+        f"replicas:      {json.dumps(manifest.get('replicas'), separators=(',', ':'))}",
+        f"min memory:    {requirements.get('min_memory_bytes', 0)} bytes",
+        f"accelerator:   {requirements.get('accelerator') or '-'}",
+        f"labels:        {json.dumps(requirements.get('labels') or {}, sort_keys=True)}",
+        f"priority:      {manifest.get('priority', 0)}",
+    ]
+    return "\n".join(lines)
+
+
+def format_revocations(rows: Sequence[dict[str, Any]]) -> str:
+    """Revoked nodes as an aligned text table."""
+    cells = [
+        [
+            str(r.get("node_id")),
+            _version_cell(r.get("version")),
+            str(r.get("author")),
+            str(r.get("reason") or "-"),
+        ]
+        for r in sorted(rows, key=lambda r: str(r.get("node_id")))
+    ]
+    if not cells:
+        return "no node is revoked"
+    return "\n".join(_table(("NODE", "REVOKED (UTC)", "AUTHOR", "REASON"), cells))
+
+
 def cmd_get(args: argparse.Namespace) -> int:
-    rows = NodeClient(args.node).get("/v1/deployments")
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        print(format_deployments(rows))
+    node = NodeClient(args.node)
+    if args.what == "revocations":
+        if args.name:
+            raise CliError("get revocations takes no NAME; it lists every revoked node")
+        rows = node.get("/v1/revocations")
+        print(json.dumps(rows, indent=2) if args.json else format_revocations(rows))
+        return 0
+    if args.name:
+        status, doc = node.exchange("GET", f"/v1/deployments/{_quoted(args.name)}")
+        if status == 404:
+            message = doc.get("error") if isinstance(doc, dict) else None
+            raise CliError(
+                f"{message or f'no deployment named {args.name!r}'}; list them with murmur get deployments"
+            )
+        if status != 200 or not isinstance(doc, dict):
+            raise CliError(f"{node.url(f'/v1/deployments/{_quoted(args.name)}')}: HTTP {status}: {doc}")
+        print(json.dumps(doc, indent=2) if args.json else format_deployment(doc))
+        return 0
+    rows = node.get("/v1/deployments")
+    print(json.dumps(rows, indent=2) if args.json else format_deployments(rows))
     return 0
 
 
@@ -201,14 +338,21 @@ def _report(views: Sequence[RegionView], pending: dict[str, list[str]]) -> str:
 
 
 def wait_for(
-    base: str, name: str, version: int, timeout_s: float, clock: Callable[[], float] = time.monotonic
+    base: str,
+    name: str,
+    version: int,
+    timeout_s: float,
+    clock: Callable[[], float] = time.monotonic,
+    out: IO[str] | None = None,
 ) -> int:
     """Poll until every alive node of every reachable region holds `name` at `version` (or newer).
 
     0: every region answered and all hold it. EXIT_UNREACHABLE: every reachable
     region holds it, and the others stayed unreachable for UNREACHABLE_SETTLE_S
-    (or until the timeout). CliError: a reachable node still lacks it at the timeout.
+    (or until the timeout). CliTimeout (exit EXIT_TIMED_OUT): a reachable node still
+    lacks it at the timeout. Progress lines go to `out` (stdout by default).
     """
+    out = sys.stdout if out is None else out
     started = clock()
     unreachable_since: dict[str, float] = {}
     views: list[RegionView] = []
@@ -236,23 +380,24 @@ def wait_for(
             elapsed_s = clock() - started
             if done and not offline:
                 total = sum(len(v.apis) for v in views)
-                print(f"deployment {name}: held by all {total} alive nodes after {elapsed_s:.2f} s")
-                print(_report(views, pending))
+                print(f"deployment {name}: held by all {total} alive nodes after {elapsed_s:.2f} s", file=out)
+                print(_report(views, pending), file=out)
                 return 0
             settled = all(now - unreachable_since[r] >= UNREACHABLE_SETTLE_S for r in offline)
             if done and (settled or elapsed_s >= timeout_s):
                 total = sum(len(v.apis) for v in views if v.reachable)
                 print(
                     f"deployment {name}: held by all {total} alive nodes of every reachable region after "
-                    f"{elapsed_s:.2f} s; {len(offline)} region(s) unreachable: {', '.join(offline)}"
+                    f"{elapsed_s:.2f} s; {len(offline)} region(s) unreachable: {', '.join(offline)}",
+                    file=out,
                 )
-                print(_report(views, pending))
+                print(_report(views, pending), file=out)
                 return EXIT_UNREACHABLE
         if clock() - started >= timeout_s:
             detail = f"the asked node did not answer ({problem})" if problem else _report(views, pending)
-            raise CliError(
-                f"deployment {name} version {version}: not held by every alive node of the reachable "
-                f"regions after {timeout_s:g} s:\n{detail}\n"
+            raise CliTimeout(
+                f"timed out: deployment {name} version {version}: not held by every alive node of the "
+                f"reachable regions after {timeout_s:g} s:\n{detail}\n"
                 "It is persisted and keeps spreading; check again with murmur get deployments"
             )
         time.sleep(WAIT_POLL_S)
@@ -263,28 +408,66 @@ def wait_for(
 
 def register(sub: Any, node_help: str) -> None:
     """Add deploy, get and delete to the `murmur` subcommands."""
-    deploy = sub.add_parser("deploy", help="create or update a deployment from a manifest (YAML or JSON)")
+    deploy = command(
+        sub,
+        "deploy",
+        summary="create or update a deployment from a manifest (YAML or JSON)",
+        description="Sign the manifest's desired record with the operator key and send it to any node, "
+        "which persists it and gossips it to every region. An unchanged manifest sends nothing. "
+        "A region, accelerator or label that no live node has is accepted and warned about on stderr.",
+        examples=[
+            "murmur --cluster ./mycluster deploy vibration.yaml",
+            "murmur --node http://10.0.0.5:7800 --key alice.key deploy vibration.yaml --wait --timeout 30",
+            "murmur deploy vibration.yaml --json",
+        ],
+    )
     deploy.add_argument("file", help="the manifest file")
     deploy.add_argument(
         "--wait",
         action="store_true",
         help="return once every alive node holds it; reports each region. Exit status 0: every "
         f"region holds it; {EXIT_UNREACHABLE}: every reachable region holds it, some regions are "
-        "unreachable (listed with when they were last heard); 1: not done in time",
+        f"unreachable (listed with when they were last heard); {CliTimeout.exit_status}: timed out",
     )
     deploy.add_argument(
         "--timeout", type=float, default=WAIT_DEFAULT_TIMEOUT_S, help="seconds --wait waits (default 60)"
     )
+    deploy.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (name, version, unchanged, new, warnings, artifact, wait_exit_status); "
+        "progress goes to stderr",
+    )
     key_flags(deploy, node_help)
     deploy.set_defaults(func=cmd_deploy)
 
-    get = sub.add_parser("get", help="list desired state")
-    get.add_argument("what", choices=("deployments",), help="what to list")
+    get = command(
+        sub,
+        "get",
+        summary="show desired state: deployments (one by NAME), revocations",
+        description="List the deployments the asked node holds, show one deployment by NAME, or list "
+        "the revoked nodes. Versions show as the UTC time they were signed (--json: Unix ms).",
+        examples=[
+            "murmur get deployments",
+            "murmur get deployments vibration --json",
+            "murmur --node http://10.0.0.5:7800 get revocations",
+        ],
+    )
+    get.add_argument("what", choices=("deployments", "revocations"), help="what to show")
+    get.add_argument("name", nargs="?", default="", help="deployments: one deployment's name")
     get.add_argument("--json", action="store_true", help="print JSON instead of a table")
     key_flags(get, node_help)
     get.set_defaults(func=cmd_get)
 
-    delete = sub.add_parser("delete", help="delete a deployment (a signed tombstone)")
+    delete = command(
+        sub,
+        "delete",
+        summary="delete a deployment (a signed tombstone)",
+        description="Delete a deployment everywhere: a tombstone record signed by the operator key, "
+        "persisted by the asked node and gossiped like any desired record.",
+        examples=["murmur --cluster ./mycluster delete vibration", "murmur delete vibration --json"],
+    )
     delete.add_argument("name", help="the deployment name")
+    delete.add_argument("--json", action="store_true", help="print one JSON object (name, version, new)")
     key_flags(delete, node_help)
     delete.set_defaults(func=cmd_delete)

@@ -32,6 +32,7 @@ from gossip.netkey import GRACE_MAX_S, NETWORK_KEY_BYTES, REASON_MAX_CHARS, NetK
 from gossip.records import PUBLIC_KEY_BYTES, key_id
 from mesh.cli import args as flags
 from mesh.cli.client import CliError, NodeClient
+from mesh.cli.helptext import command
 from mesh.cli.signing import key_flags, resolve_key
 from mesh.trust.cluster import ClusterError, cluster_network_epoch, rotate_cluster_key
 from mesh.trust.deploy import record_to_b64
@@ -140,8 +141,19 @@ def grace_s(text: str) -> int:
 
 def register(sub: Any, node_help: str) -> None:
     """Add `keys` to the `murmur` subcommands."""
-    keys = sub.add_parser("keys", help="rotate the network key (rotate), or show a node's key epoch (show)")
-    keys.add_argument("action", choices=("rotate", "show"))
+    keys = command(
+        sub,
+        "keys",
+        summary="rotate the network key (rotate), or show a node's key epoch (show)",
+        description="rotate: make a new network key, hand it to the asked node sealed to its key, and let "
+        "it spread to every member; tokens issued from the cluster dir carry it from then on. "
+        "show: the network key epoch the asked node holds.",
+        examples=[
+            "murmur --cluster ./mycluster keys rotate --reason 'laptop lost'",
+            "murmur --node http://10.0.0.5:7800 keys show --json",
+        ],
+    )
+    keys.add_argument("action", choices=("rotate", "show"), help="rotate the key, or show the epoch held")
     keys.add_argument(
         "--grace",
         type=grace_s,

@@ -2,7 +2,7 @@
 
 Each command lives in the module of its audience (agent, nodes, deploy, trust);
 every one reports a problem as a CliError, printed here as
-`murmur COMMAND: error: ...` with exit status 1.
+`murmur COMMAND: error: ...` with its exit status (1; 4 for a --wait that timed out).
 """
 
 from __future__ import annotations
@@ -10,17 +10,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
+from importlib import metadata
 
 from mesh.cli import agent, deploy, keys, nodes, trust
-from mesh.cli.client import (
-    DEFAULT_NODE_URL,
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_UNREACHABLE,
-    EXIT_USAGE,
-    CliError,
-)
+from mesh.cli.client import DEFAULT_NODE_URL, EXIT_STATUS_HELP, CliError
+from mesh.cli.helptext import HELP_WIDTH, command, examples_epilog
 from sim.cli import register as register_sim
 
 Handler = Callable[[argparse.Namespace], int]
@@ -32,15 +28,32 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo()
 
 
+def package_version() -> str:
+    """The installed murmuration package's version (`murmur --version`)."""
+    try:
+        return metadata.version("murmuration")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed; pip install -e .)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full `murmur` argument parser."""
     parser = argparse.ArgumentParser(
         prog="murmur",
-        description="Murmuration: peer-to-peer edge AI mesh",
-        epilog=f"exit status: {EXIT_OK} done; {EXIT_FAILED} refused or failed (the message says why); "
-        f"{EXIT_USAGE} usage; {EXIT_UNREACHABLE} deploy --wait: every reachable region holds it, "
-        "some regions are unreachable",
+        description="Murmuration: peer-to-peer orchestration of AI inference on edge devices.\n"
+        "`murmur COMMAND --help` describes a command, with examples.",
+        epilog=f"{EXIT_STATUS_HELP}\n\n"
+        + examples_epilog(
+            [
+                "murmur demo",
+                "murmur cluster init --out ./mycluster",
+                "murmur --node http://10.0.0.5:7800 nodes",
+                "murmur --cluster ./mycluster deploy vibration.yaml --wait",
+            ]
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"murmur {package_version()}")
     node_help = f"a node's API URL (env MURMUR_NODE; default {DEFAULT_NODE_URL})"
     parser.add_argument("--node", default=os.environ.get("MURMUR_NODE", DEFAULT_NODE_URL), help=node_help)
     parser.add_argument("--key", default=None, help="operator.key file that signs commands (env MURMUR_KEY)")
@@ -55,10 +68,25 @@ def build_parser() -> argparse.ArgumentParser:
     trust.register_grants(sub, node_help)
     keys.register(sub, node_help)
 
-    demo = sub.add_parser("demo", help="run a 6-agent, 2-region mesh on loopback and show it heal")
+    demo = command(
+        sub,
+        "demo",
+        summary="run a 6-agent, 2-region mesh on loopback and show it heal",
+        description="Start six agents in two regions on 127.0.0.1, show them find each other, kill one "
+        "and show the others notice; then stop them all. Needs no root and no network.",
+        examples=["murmur demo"],
+    )
     demo.set_defaults(func=_cmd_demo)
 
-    register_sim(sub)
+    sim = register_sim(sub)
+    sim.epilog = examples_epilog(
+        [
+            "murmur sim --nodes 1000 --regions 10 --scenario crash --seed 7",
+            "murmur sim --nodes 200 --scenario partition --loss 0.05 --json",
+        ]
+    )
+    sim.formatter_class = argparse.RawDescriptionHelpFormatter
+    sim.description = textwrap.fill(sim.description or "", HELP_WIDTH)
     return parser
 
 
@@ -70,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except CliError as exc:
         print(f"murmur {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return exc.exit_status
     except KeyboardInterrupt:
         return 130
 

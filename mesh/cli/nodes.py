@@ -9,6 +9,7 @@ from typing import Any
 
 from mesh.cli import args as flags
 from mesh.cli.client import CliError, NodeClient, heard
+from mesh.cli.helptext import command
 
 
 def _gib(value: Any) -> str:
@@ -70,7 +71,17 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 
 def register(sub: Any, node_help: str) -> None:
     """Add nodes to the `murmur` subcommands."""
-    nodes = sub.add_parser("nodes", help="list the members a node sees")
+    nodes = command(
+        sub,
+        "nodes",
+        summary="list the members a node sees",
+        description="List the members of the asked node's region (or, with --region, another region's, "
+        "forwarded there) with their state, gateway flag, API address and inventory.",
+        examples=[
+            "murmur --node http://10.0.0.5:7800 nodes",
+            "murmur nodes --region store-42 --json",
+        ],
+    )
     nodes.add_argument("--node", default=argparse.SUPPRESS, help=node_help)
     nodes.add_argument(
         "--region",

@@ -100,11 +100,15 @@ def _crash_and_detect(mesh: LocalMesh, clock: _Clock, victim: LocalAgent) -> Non
     _expect(victim_id is not None, f"{victim.name} does not answer", victim)
     assert victim_id is not None
     observers = [a for a in mesh.agents if a.region == victim.region and a is not victim]
+    # What each observer sees before the kill: the loop below prints changes only. (Starting from
+    # nothing printed "marks it alive" right after the kill: no probe had failed yet, so the
+    # observers' first answer was the state they had all along, not news.)
+    seen: dict[str, str | None] = {o.name: mesh.state_of(o, victim_id) for o in observers}
     mesh.kill(victim)
     clock.say(
-        f"killed {victim.name} ({victim_id}) with SIGKILL; watching {', '.join(a.name for a in observers)}"
+        f"killed {victim.name} ({victim_id}) with SIGKILL; watching {', '.join(a.name for a in observers)} "
+        "(they see it alive until their probes of it fail)"
     )
-    seen: dict[str, str | None] = {}
 
     def all_dead() -> bool:
         for observer in observers:

@@ -56,8 +56,16 @@ def admission_invite(record: Record) -> Invite | None:
         return None
 
 
-def describe_refusal(reason: str) -> str:
-    """A refusal reason (gossip.admission.REFUSALS) in words."""
+def describe_refusal(reason: str, regions: tuple[str, str] | None = None) -> str:
+    """A refusal reason (gossip.admission.REFUSALS) in words; `regions` (the region the node
+    claims, the region its invite names) turn `invite_wrong_region` into what to do."""
     if reason == "refused":
         return "refused: this node's own store does not admit it (see GET /v1/state counters)"
+    if reason == "invite_wrong_region" and regions is not None:
+        region, invite_region = regions
+        return (
+            f"{reason}: the invite is for region {invite_region!r} and the node is in region {region!r}; "
+            f"start it with --region {invite_region}, or give it a token for its region "
+            f"(murmur invite --region {region})"
+        )
     return f"{reason}: {REFUSALS[reason]}" if reason in REFUSALS else reason

@@ -348,15 +348,20 @@ class Agent:
             inventory.inventory_scope(self.region),
             inventory.encode(inv),
         )
+        before = self.node.state.counters
         accepted: bool = self.runtime.drive(lambda now: self.node.publish_record(now, record, urgent=urgent))
         if not accepted and not self._inventory_refused_logged:
             self._inventory_refused_logged = True
+            after = self.node.state.counters
+            # One line a person reads: the drop reason(s) this refusal counted; the rest at DEBUG.
+            reasons = [k for k in sorted(after) if k.startswith("drop_") and after[k] > before.get(k, 0)]
             log.warning(
-                "own inventory record v%d was refused by this node's state store (counters %s); "
-                "is this node admitted (GET /v1/health: admitted)?",
+                "own inventory record v%d was refused by this node's state store (%s); is this node "
+                "admitted? GET /v1/health shows admitted and admission_problem",
                 record.version,
-                dict(sorted(self.node.state.counters.items())),
+                ", ".join(reasons) or "no drop counted",
             )
+            log.debug("state store counters after the refusal: %s", dict(sorted(after.items())))
         return accepted
 
     def collect_inventory(self) -> inventory.Inventory:
@@ -426,7 +431,8 @@ class Agent:
                     self._refusals_logged[(node_id, reason)] = None
                     while len(self._refusals_logged) > REFUSALS_LOGGED_MAX:
                         self._refusals_logged.popitem(last=False)
-                    log.warning("refused to admit node %s: %s", node_id, describe_refusal(reason))
+                    regions = self.node.state.refused_regions(node_id)
+                    log.warning("refused to admit node %s: %s", node_id, describe_refusal(reason, regions))
             case Revoked(node_id=node_id):
                 if node_id == self.node_id:
                     log.error("this node was revoked by an operator: it leaves the mesh and stops")

@@ -33,6 +33,7 @@ from aiohttp import web
 
 from gossip.kinds import DESIRED_KIND, INVENTORY_KIND, NETKEY_KIND, REVOCATION_KIND, TRUST_KIND
 from gossip.records import Record
+from inference.deploywarn import Offer, deploy_warnings
 from inference.documents import DocumentError, DocumentLimits, load_json
 from inference.inventory import decode, payload_problem
 from inference.manifest import Deployment, ManifestError, desired_key, load_document, manifest_from_doc
@@ -367,7 +368,33 @@ async def _submit(
     public_key = service.operator_key(signer)
     assert public_key is not None  # the verifier accepted the signer
     problem = check_record(record, signer=signer, public_key=public_key, name=name, deployment=deployment)
-    return _accepted(service, record, problem)
+    extra = None if deployment is None else {"warnings": _deploy_warnings(request.app, deployment)}
+    return _accepted(service, record, problem, extra)
+
+
+def _deploy_warnings(app: web.Application, deployment: Deployment) -> list[str]:
+    """What `deployment` asks that no live node offers, as far as this node knows: the regions
+    with live nodes (its own and the summaries'), and its own region's inventories."""
+    service = app[SERVICE]
+    live = [service.region, *(name for name, s in service.summaries().items() if s.alive > 0)]
+    own: list[Offer] = []
+    for member in service.members("region"):
+        if str(member.state) != "alive":
+            continue
+        doc, _problem = inventory_json(app, member.node_id)
+        if doc is None:
+            continue
+        accelerators = doc.get("accelerators")
+        labels = doc.get("labels")
+        own.append(
+            Offer(
+                accelerators=tuple(str(a) for a in accelerators) if isinstance(accelerators, list) else (),
+                labels=tuple(sorted((str(k), str(v)) for k, v in labels.items()))
+                if isinstance(labels, dict)
+                else (),
+            )
+        )
+    return deploy_warnings(deployment, live, {service.region: own} if own else {})
 
 
 def _record_of(doc: dict[str, Any]) -> Record:
@@ -378,12 +405,14 @@ def _record_of(doc: dict[str, Any]) -> Record:
         raise SubmitRefused(400, f"{exc}; the murmur CLI signs and sends it") from None
 
 
-def _accepted(service: NodeService, record: Record, problem: str | None) -> web.Response:
-    """400 with the problem, else persist and publish the record: 202."""
+def _accepted(
+    service: NodeService, record: Record, problem: str | None, extra: dict[str, Any] | None = None
+) -> web.Response:
+    """400 with the problem, else persist and publish the record: 202 (with `extra` in the body)."""
     if problem is not None:
         raise SubmitRefused(400, problem)
     new = service.submit_record(record)
-    return web.json_response({"record": _record_json(record), "new": new}, status=202)
+    return web.json_response({"record": _record_json(record), "new": new, **(extra or {})}, status=202)
 
 
 def _refusals(handler: Any) -> Any:

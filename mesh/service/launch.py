@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import random
@@ -25,6 +26,7 @@ from aiohttp import web
 from gossip.config import LOCAL, WAN, profile
 from gossip.envelope import Keyring
 from gossip.node import GossipNode
+from gossip.records import Record
 from gossip.trust import StaticTrust
 from inference.kinds import CHECKED_KINDS
 from mesh.netaddr import AddressError, is_unspecified, join_hostport, split_hostport
@@ -78,6 +80,35 @@ def _parse_bind(flag: str, text: str) -> tuple[str, int]:
             "bind the address peers use to reach this device, e.g. 192.168.1.20:7946"
         )
     return host, port
+
+
+def listen_problem(flag: str, text: str, exc: OSError) -> str:
+    """Why the agent cannot listen on `flag` HOST:PORT, and what to do: an address this host
+    does not have is not a busy port."""
+    host, port = split_hostport(text)
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"{flag} {text}: {host} is not an address of this host; use one of its own addresses "
+            "(ip -brief addr lists them), e.g. the LAN address peers reach it at"
+        )
+    if exc.errno == errno.EADDRINUSE:
+        return f"{flag} {text}: port {port} is in use; pick a free port or stop what uses it"
+    if exc.errno == errno.EACCES:
+        return (
+            f"{flag} {text}: not allowed to listen on port {port} (ports below 1024 need root); "
+            "pick one above"
+        )
+    return f"{flag} {text}: cannot listen there ({exc.strerror or exc})"
+
+
+def describe_seeds(seeds: Sequence[str], mdns_interfaces: Sequence[str]) -> str:
+    """The seeds a starting agent joins through, for its ready line: with none, whether mDNS
+    will find peers (an agent on a LAN usually joins that way) or it waits to be joined."""
+    if seeds:
+        return ", ".join(seeds)
+    if mdns_interfaces:
+        return f"none (peers are found by mDNS on {', '.join(mdns_interfaces)})"
+    return "none (no mDNS: this node waits for others to join through it)"
 
 
 async def _resolve_seeds(seeds: Sequence[str], own: str) -> list[str]:
@@ -146,18 +177,12 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
         try:
             gossip_addr = await runtime.bind(gossip_host, gossip_port)
         except OSError as exc:
-            raise AgentError(
-                f"--bind {options.bind}: cannot listen there ({exc.strerror or exc}); "
-                "pick a free port or stop what uses it"
-            ) from None
+            raise AgentError(listen_problem("--bind", options.bind, exc)) from None
         stack.push_async_callback(runtime.close)
         try:
             api_sock = _bind_api_socket(api_host, api_port)
         except OSError as exc:
-            raise AgentError(
-                f"--api {options.api}: cannot listen there ({exc.strerror or exc}); "
-                "pick a free port or stop what uses it"
-            ) from None
+            raise AgentError(listen_problem("--api", options.api, exc)) from None
         api_addr = join_hostport(api_host, int(api_sock.getsockname()[1]))
 
         gossip = GossipNode(
@@ -206,7 +231,7 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
             log.error(
                 "this node's invite is not valid (%s): peers will refuse to admit it and it will see no "
                 "members; ask the operator for a new token (murmur invite --cluster DIR)",
-                describe_refusal(node.admission_problem),
+                describe_refusal(node.admission_problem, own_regions(admission, options.region)),
             )
         agent = Agent(options, identity, store, node, runtime, trust)
         agent.netkeys = netkeys
@@ -233,9 +258,11 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
             loop.add_signal_handler(sig, stop.set)
             stack.callback(loop.remove_signal_handler, sig)
 
+        mdns_interfaces: list[str] = []
         if options.mdns:
             discovery = _make_discovery(options, token, agent, gossip_addr, api_addr)
             if discovery is not None:
+                mdns_interfaces = list(discovery.interfaces)
                 stack.push_async_callback(discovery.close)
                 try:
                     await discovery.start()
@@ -257,7 +284,7 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
             api_addr,
             node.incarnation,
             region_config.name,
-            ", ".join(seeds) or "none (first node)",
+            describe_seeds(seeds, mdns_interfaces),
         )
         await stop.wait()
         log.info("shutting down: leaving the mesh")
@@ -269,6 +296,12 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
         agent.save_peers()
     log.info("stopped cleanly")
     return 0
+
+
+def own_regions(admission: Record, region: str) -> tuple[str, str] | None:
+    """(this node's region, the region its invite names), for a refusal of its own admission."""
+    invite = admission_invite(admission)
+    return None if invite is None else (region, invite.region)
 
 
 def _make_discovery(
