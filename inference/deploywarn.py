@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from inference.manifest import Deployment
+from inference.resources import provides_accelerator
 
 # onnxruntime names its execution providers `CUDAExecutionProvider`; a manifest says `cuda`.
 PROVIDER_SUFFIX = "ExecutionProvider"
@@ -35,10 +36,8 @@ def accelerator_name(provider: str) -> str:
 
 
 def offers(offer: Offer, accelerator: str | None, labels: Sequence[tuple[str, str]]) -> bool:
-    """True if the node offers `accelerator` (None: any) and every label."""
-    if accelerator is not None and accelerator.lower() not in {
-        accelerator_name(a) for a in offer.accelerators
-    }:
+    """True if the node offers `accelerator` (None: any; placement's rule) and every label."""
+    if accelerator is not None and not provides_accelerator(offer.accelerators, accelerator):
         return False
     held = dict(offer.labels)
     return all(held.get(key) == value for key, value in labels)

@@ -16,7 +16,7 @@ otherwise an estimate from the artifact size (docs/placement.md, "The estimate")
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -95,10 +95,16 @@ def reservation(deployment: Deployment) -> Reservation:
 
 
 def has_accelerator(node: NodeResources, name: str) -> bool:
-    """True if the node offers `name`: an execution provider's name, case-insensitive, with or
-    without its `ExecutionProvider` suffix (`cuda` matches `CUDAExecutionProvider`)."""
+    """True if the node offers the accelerator `name` (provides_accelerator)."""
+    return provides_accelerator(node.accelerators, name)
+
+
+def provides_accelerator(providers: Iterable[str], name: str) -> bool:
+    """True if one of an inventory's execution providers is `name`: case-insensitive, with or
+    without its `ExecutionProvider` suffix (`cuda` matches `CUDAExecutionProvider`). The one
+    rule for placement and for the warnings of `murmur deploy` (inference/deploywarn.py)."""
     wanted = name.lower()
-    for provider in node.accelerators:
+    for provider in providers:
         lower = provider.lower()
         if wanted in (lower, lower.removesuffix(_PROVIDER_SUFFIX)):
             return True

@@ -5,8 +5,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inference.deploywarn import Offer, accelerator_name, deploy_warnings, target_regions
+from inference.deploywarn import Offer, accelerator_name, deploy_warnings, offers, target_regions
 from inference.manifest import parse_manifest
+from inference.resources import provides_accelerator
 
 SHA = "ab" * 32
 CPU = Offer(accelerators=("CPUExecutionProvider",), labels=(("zone", "a"),))
@@ -62,6 +63,13 @@ def test_a_label_no_node_has_and_a_combination_no_single_node_has() -> None:
 def test_accelerator_names_match_onnxruntime_providers() -> None:
     assert accelerator_name("CUDAExecutionProvider") == "cuda"
     assert accelerator_name("TensorrtExecutionProvider") == "tensorrt"
+
+
+def test_the_warning_and_placement_match_accelerators_by_one_rule() -> None:
+    # Any name placement accepts (inference/resources.py) draws no warning, and the reverse.
+    for name in ("cuda", "CUDA", "CUDAExecutionProvider", "cudaexecutionprovider"):
+        assert offers(GPU, name, ()) == provides_accelerator(GPU.accelerators, name) is True
+    assert offers(GPU, "rocm", ()) == provides_accelerator(GPU.accelerators, "rocm") is False
 
 
 @given(st.lists(st.sampled_from(["north", "south", "store-1", "store-2"]), unique=True))
