@@ -869,6 +869,7 @@ class Membership:
         )
         self._suspicions[m.node_id] = timer
         m.incarnation, m.state, m.state_change_s = incarnation, MemberState.SUSPECT, now
+        self._count("suspicions")
         self._emit(m)
         return timer
 
@@ -1118,6 +1119,7 @@ class Membership:
         self._seq += 1
         timeout_s = self._awareness.scale_timeout(self.config.probe_timeout_s)
         self._probe = _Probe(target.node_id, self._seq, now, now + timeout_s, now + interval_s)
+        self._count("probes")
         msgs = [codec.encode_message(codec.Ping(self._seq, target.node_id, self.node_id))]
         if target.state == MemberState.SUSPECT:
             # Buddy system: tell the suspect directly so it can refute at once.

@@ -12,6 +12,7 @@ from typing import Any
 from mesh.cli import args as flags
 from mesh.cli.client import CliError
 from mesh.cli.helptext import command
+from mesh.service.events import EVENTS_MAX, EVENTS_MAX_AGE_S
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -39,6 +40,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
         mdns=not args.no_mdns,
         mdns_interfaces=tuple(args.mdns_interface),
         labels=tuple(args.label),
+        events_max=args.events_max,
+        events_max_age_s=args.events_max_age,
     )
     try:
         token = load_token(options.token)
@@ -107,6 +110,20 @@ def register(sub: Any) -> None:
         help="a label published in this node's inventory (repeatable), e.g. --label zone=a",
     )
     agent.add_argument("--no-mdns", action="store_true", help="do not advertise or browse with mDNS")
+    agent.add_argument(
+        "--events-max",
+        type=flags.events_max,
+        default=EVENTS_MAX,
+        metavar="N",
+        help=f"events this node keeps in memory for murmur events (default {EVENTS_MAX}; oldest go first)",
+    )
+    agent.add_argument(
+        "--events-max-age",
+        type=flags.duration_s,
+        default=EVENTS_MAX_AGE_S,
+        metavar="DURATION",
+        help="forget events older than this, e.g. 6h or 7d (default 24h)",
+    )
     # Test-only (the /v1/debug/broadcast(s) endpoints): it works, but help does not offer it.
     agent.add_argument("--debug-hooks", action="store_true", help=argparse.SUPPRESS)
     agent.add_argument(

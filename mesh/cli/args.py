@@ -71,3 +71,17 @@ def uses(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: --uses takes a number of devices, 1 or more")
     return value
+
+
+EVENTS_MAX_MAX = 1_000_000  # a million events is a few hundred MB: the most an agent may keep
+
+
+def events_max(text: str) -> int:
+    """--events-max: how many events an agent keeps, 1 to EVENTS_MAX_MAX."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= EVENTS_MAX_MAX:
+        raise argparse.ArgumentTypeError(f"{text!r}: --events-max takes a number from 1 to {EVENTS_MAX_MAX}")
+    return value

@@ -38,8 +38,12 @@ from mesh.service.admission import describe_refusal
 from mesh.service.api import ReceivedBroadcast, SubmitRefused
 from mesh.service.artifacts import ArtifactStore
 from mesh.service.discovery import Peer
+from mesh.service.eventkinds import EventRecorder
+from mesh.service.events import EVENTS_MAX, EVENTS_MAX_AGE_S, EventLog
 from mesh.service.inventory import INVENTORY_CHECK_S, collect
+from mesh.service.metrics import POOLS, NodeCollector, Readings, node_families, node_registry
 from mesh.service.netkeys import key_status, open_sealed_key
+from mesh.service.observeapi import EventStreams
 from mesh.service.runtime import Runtime
 from mesh.service.store import PeerRecord, Store, StoreError
 from mesh.trust.identity import Identity
@@ -76,6 +80,8 @@ class AgentOptions:
     mdns: bool = True
     mdns_interfaces: tuple[str, ...] = ()  # empty: the --bind address
     labels: tuple[tuple[str, str], ...] = ()  # --label k=v, in order
+    events_max: int = EVENTS_MAX  # --events-max: the event log's ring buffer
+    events_max_age_s: float = EVENTS_MAX_AGE_S  # --events-max-age
 
 
 class Agent:
@@ -114,6 +120,16 @@ class Agent:
         runtime.is_member_host = self.is_member_host
         runtime.subscribe(self._on_event)
         self.netkeys: NetKeyCore | None = None  # the network-key core (launch.py hosts it)
+        # What this node saw (GET /v1/events, its stream) and its metrics (GET /metrics):
+        # mesh/service/observeapi.py serves them, launch.py adds its routes.
+        self.events = EventLog(
+            identity.node_id, max_events=options.events_max, max_age_s=options.events_max_age_s
+        )
+        self.recorder = EventRecorder(self.events, refused_regions=node.state.refused_regions)
+        runtime.subscribe(self.recorder.on_event)
+        self.event_streams = EventStreams(self.events, options.region)
+        self.metrics = NodeCollector([lambda: node_families(self.metric_readings())])
+        self.metrics_registry = node_registry(self.metrics)
 
     # --- NodeService -------------------------------------------------------------
 
@@ -279,7 +295,37 @@ class Agent:
                 f"{record.kind}/{record.key}: the state store refused the record ({counters}); "
                 "check that it is signed by an operator key of this cluster",
             )
+        self.recorder.command_accepted(record)
         return True
+
+    def metric_readings(self) -> Readings:
+        """What GET /metrics reports, read now (mesh/service/metrics.py)."""
+        by_kind: collections.Counter[str] = collections.Counter()
+        tombstones = 0
+        for r in self.node.state.records(include_deleted=True):
+            if r.deleted:
+                tombstones += 1
+            else:
+                by_kind[r.kind] += 1
+        notice = self.netkeys.notice if self.netkeys is not None else None
+        return Readings(
+            node_id=self.node_id,
+            region=self.region,
+            is_gateway=self.node.is_gateway,
+            incarnation=self.node.incarnation,
+            member_states={pool: [str(m.state) for m in self.node.members(pool)] for pool in POOLS},
+            core_counters=self.node.counters,
+            runtime_counters=dict(self.runtime.counters),
+            records_by_kind=by_kind,
+            tombstones=tombstones,
+            events_by_kind=dict(self.events.counts_by_kind),
+            events_held=len(self.events),
+            commands_accepted=dict(self.recorder.commands),
+            join_refusals=self.recorder.join_refusals,
+            event_streams_open=len(self.event_streams.open),
+            stream_counters=dict(self.event_streams.counters),
+            network_key_epoch=notice.epoch if notice is not None else 0,
+        )
 
     # --- the network key ----------------------------------------------------------
 

@@ -44,6 +44,7 @@ from mesh.service.fdlimit import raise_open_files_limit
 from mesh.service.httpguard import API_HEAD_TIMEOUT_S, ApiGuard, api_caps
 from mesh.service.lograte import install_repeat_filter
 from mesh.service.netkeys import KeyFileError, KeyKeeper, load_key_file, startup_keys
+from mesh.service.observeapi import add_routes as add_observability_routes
 from mesh.service.restore import restore_records
 from mesh.service.runtime import Runtime
 from mesh.service.store import Store, StoreError
@@ -240,6 +241,7 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
 
         guard = ApiGuard(api_caps(open_files_soft), counters=agent.api_counters)
         app = create_app(agent)
+        add_observability_routes(app, agent.event_streams, agent.metrics_registry)
         app.middlewares.append(guard.middleware)
         # keepalive_timeout: aiohttp's own idle close agrees with the guard's head deadline.
         runner = web.AppRunner(
