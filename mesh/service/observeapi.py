@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from mesh.service.eventkinds import KINDS
@@ -35,6 +35,9 @@ RETRY_MS = 3000  # what an EventSource waits before it reconnects
 LIMIT_DEFAULT = 1000
 KINDS_PER_QUERY_MAX = len(KINDS)
 PARAM_MAX_CHARS = 1024
+# The classic text format (what generate_latest writes), which every Prometheus version reads;
+# prometheus_client's CONTENT_TYPE_LATEST now names version 1.0.0, which Prometheus 2 predates.
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class EventStreams:
@@ -277,7 +280,7 @@ def _cut_off(streams: EventStreams, request: web.Request, reason: str) -> None:
 
 async def get_metrics(request: web.Request) -> web.Response:
     body = generate_latest(request.app[REGISTRY])
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 def add_routes(app: web.Application, streams: EventStreams, registry: CollectorRegistry) -> None:

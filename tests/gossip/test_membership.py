@@ -59,6 +59,10 @@ def test_crashed_node_is_suspected_then_declared_dead_everywhere() -> None:
     ]
     assert MemberState.SUSPECT in states
     assert states.index(MemberState.SUSPECT) < states.index(MemberState.DEAD)
+    # What GET /metrics reports (murmur_probes_total, murmur_suspicions_total): every live node
+    # probed, and the suspicions started add up to the SUSPECT events seen (one per observer).
+    assert all(o.counters["region.probes"] > 0 for o in others)
+    assert sum(o.counters.get("region.suspicions", 0) for o in others) == states.count(MemberState.SUSPECT)
 
 
 def test_a_falsely_suspected_node_refutes_with_a_higher_incarnation() -> None:
