@@ -154,3 +154,12 @@ async def _wait(predicate: Any, timeout_s: float = 20.0) -> bool:
             return False
         await asyncio.sleep(0.01)
     return True
+
+
+def test_events_max_of_the_agent_is_checked() -> None:
+    from mesh.cli.args import events_max
+
+    assert events_max("50000") == 50_000
+    for bad in ("0", "-5", "many", "10000000"):
+        with pytest.raises(argparse.ArgumentTypeError, match="--events-max"):
+            events_max(bad)

@@ -258,3 +258,11 @@ async def test_metrics_are_prometheus_text(api: tuple[Agent, Client]) -> None:
     with contextlib.suppress(KeyError):
         del families["murmur_node_info"]
     assert all(name.startswith("murmur_") for name in families)
+
+
+async def test_a_last_event_id_that_is_not_a_number_is_a_400(api: tuple[Agent, Client]) -> None:
+    _agent, client = api
+    for value in ("abc", "-1", "9" * 40):
+        resp = await client.get("/v1/events/stream", headers={"Last-Event-ID": value})
+        assert resp.status == 400
+        assert "Last-Event-ID" in (await resp.json())["error"]
