@@ -113,7 +113,8 @@ def leader_current(
     placement lacks: `place` keeps the best of them (ready first), so duplicates
     after a heal keep the serving ones. A reported replica the leader moved away
     itself (`moved_away`: (deployment, node) -> the stamp of that move) is left
-    out while its report predates the move: the node has not applied it yet.
+    out while its report is not newer than the move: the node has not applied it
+    yet, or keeps serving it until a newer placement confirms the drop.
     """
     out: dict[tuple[str, str], Assignment] = {}
     for a in applied:
@@ -127,8 +128,8 @@ def leader_current(
             if (held.deployment, node_id) in out:
                 continue
             moved = moved_away.get((held.deployment, node_id))
-            if moved is not None and (report.stamp is None or newer(moved, report.stamp)):
-                continue
+            if moved is not None and (report.stamp is None or not newer(report.stamp, moved)):
+                continue  # written before the node applied the move, or while it waits for release
             out[(held.deployment, node_id)] = Assignment(held.deployment, held.slot, node_id, held.state)
     return sorted(out.values())
 

@@ -4,7 +4,7 @@ the newest valid placement, reports its replicas, takes over without a leader, d
 from __future__ import annotations
 
 from consensus.config import Era
-from gossip.events import MemberState
+from gossip.events import MemberState, RecordsAccepted
 from gossip.kinds import PLACEMENT_KIND, REPLICAS_KIND
 from inference import replica_states
 from inference.assignments import ReplicaState
@@ -307,3 +307,62 @@ def test_reads_for_the_api() -> None:
     events = cluster.member(holders[0]).core.drain_events()
     states = [e.state for e in events if isinstance(e, ReplicaStateChanged)]
     assert states == [ReplicaState.ASSIGNED, ReplicaState.READY]
+
+
+def test_a_rebalance_is_not_undone_by_the_old_holders_report() -> None:
+    cluster = Cluster(3)
+    for m in cluster.members:
+        m.mesh.members[C] = MemberState.DEAD
+    for name in "abcd":
+        cluster.operator(dep(name, 1, memory=GI))
+    cluster.elect(A)
+    cluster.run(2.0)
+    before = cluster.placed(A)
+    # The newcomer loads slowly: the old holders' ready replicas look better to `place`.
+    cluster.member(C).runtime.auto_ready = False
+    cluster.set_state(C, MemberState.ALIVE)
+    cluster.rebalance(1)
+    cluster.run(10.0)
+    after = cluster.placed(A)
+    moved = sorted(k for k, n in after.items() if n == C)
+    assert moved
+    for key in moved:  # the old holders let go once a newer placement confirmed it
+        assert cluster.holders(key[0]) == {C: ReplicaState.ASSIGNED}, key
+        assert before[key] != C
+    assert cluster.member(B).core.applied().record.rebalanced == 1  # type: ignore[union-attr]
+
+
+def test_a_serving_replica_waits_for_a_newer_placement_before_it_stops() -> None:
+    cluster = Cluster(4)
+    cluster.operator(dep("vib", 1))
+    cluster.elect(A)
+    cluster.run(2.0)
+    holder = cluster.placed(A)[("vib", 0)]
+    leader = next(n for n in (A, B, C, D) if n != holder)
+    others = [n for n in (A, B, C, D) if n != holder]
+    cluster.elect(leader, term=2)
+    cluster.run(1.0)
+    cluster.side[holder] = 1
+    cluster.set_state(holder, MemberState.DEAD, seen_by=others)
+    for n in others:
+        cluster.set_state(n, MemberState.DEAD, seen_by=[holder])
+        cluster.member(n).runtime.auto_ready = False
+    cluster.member(holder).election.leader_id = None
+    cluster.run(6.0)
+    # The heal brings the leader's newer placement to the holder FIRST: it must keep serving.
+    m = cluster.member(holder)
+    for record in cluster.member(leader).store.records(PLACEMENT_KIND):
+        new = m.store.merge(cluster.now, [record])
+        m.core.observe(cluster.now, RecordsAccepted(tuple(new)))
+    m.core.handle_timer(cluster.now)
+    assert cluster.holders("vib")[holder] is ReplicaState.READY
+    cluster.side[holder] = 0
+    for member in cluster.members:
+        for r in list(member.store.records()):
+            cluster.publish(r)
+    for n in (A, B, C, D):
+        cluster.set_state(n, MemberState.ALIVE)
+    cluster.elect(leader, term=2)
+    cluster.run(10.0)
+    assert cluster.holders("vib") == {holder: ReplicaState.READY}
+    assert not [e for e in m.core.drain_events() if isinstance(e, ReplicaDropped)]
