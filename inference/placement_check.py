@@ -50,10 +50,6 @@ def check_placement(
         return FORGED
     # The votes sign the region, so a certificate of another region does not verify here.
     claim = verify_certificate(placement.certificate, region, None, member_key)
-    if (
-        claim is None
-        or claim.leader != record.author
-        or placement.term != (claim.era.generation, claim.term)
-    ):
+    if claim is None or claim.leader != record.author or placement.term != (claim.era.generation, claim.term):
         return FORGED
     return ValidPlacement(placement, Stamp(claim.era, claim.term, placement.epoch), record.author)

@@ -349,19 +349,23 @@ def test_a_serving_replica_waits_for_a_newer_placement_before_it_stops() -> None
         cluster.member(n).runtime.auto_ready = False
     cluster.member(holder).election.leader_id = None
     cluster.run(6.0)
-    # The heal brings the leader's newer placement to the holder FIRST: it must keep serving.
+    # The heal: members see each other again, and the leader's newer placement reaches the
+    # holder before the holder's report reaches the leader: the holder must keep serving.
+    for n in (A, B, C, D):
+        cluster.set_state(n, MemberState.ALIVE)
+    cluster.member(holder).election.leader_id = leader
     m = cluster.member(holder)
     for record in cluster.member(leader).store.records(PLACEMENT_KIND):
         new = m.store.merge(cluster.now, [record])
         m.core.observe(cluster.now, RecordsAccepted(tuple(new)))
     m.core.handle_timer(cluster.now)
+    assert m.core.applied().leader == leader  # type: ignore[union-attr]
     assert cluster.holders("vib")[holder] is ReplicaState.READY
+    assert not any(v.provisional for v in m.core.own_replicas())
     cluster.side[holder] = 0
     for member in cluster.members:
         for r in list(member.store.records()):
             cluster.publish(r)
-    for n in (A, B, C, D):
-        cluster.set_state(n, MemberState.ALIVE)
     cluster.elect(leader, term=2)
     cluster.run(10.0)
     assert cluster.holders("vib") == {holder: ReplicaState.READY}
