@@ -297,8 +297,7 @@ class PlacementCore:
             if first:
                 self._count("drop_" + judged)
             return
-        if self._unproven.get(record.author) is record or not first:
-            self._unproven.pop(record.author, None)
+        self._unproven.pop(record.author, None)  # the store holds one placement per author: this one
         applied = self._applied
         if applied is not None and not newer(judged.stamp, applied.stamp):
             if judged.stamp != applied.stamp or judged.leader != applied.leader:
