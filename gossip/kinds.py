@@ -32,6 +32,9 @@ TRUST_KIND = "trust"
 PLACEMENT_KIND = "placement"
 ADMISSION_KIND = "admission"
 NETKEY_KIND = "netkey"
+REPLICAS_KIND = "replicas"
+SCHEDULING_KIND = "scheduling"
+REBALANCE_KIND = "rebalance"
 
 
 class Scope(StrEnum):
@@ -133,6 +136,12 @@ DEFAULT_KINDS: KindTable = kind_table(
         ),
         # One record per leader: readers apply the newest term.
         KindPolicy(PLACEMENT_KIND, Scope.REGION, Writer.NODE, owner_keyed=True, priority=4),
+        # Each node's replicas and their states (inference/replica_states.py): one per node.
+        KindPolicy(REPLICAS_KIND, Scope.REGION, Writer.NODE, owner_keyed=True, priority=4),
+        # Operator commands to placement (inference/operator_records.py): cordon and drain keyed
+        # by node id (a tombstone makes the node schedulable again), rebalance keyed by region.
+        KindPolicy(SCHEDULING_KIND, Scope.FLEET, Writer.OPERATOR, owner_keyed=False, priority=3),
+        KindPolicy(REBALANCE_KIND, Scope.FLEET, Writer.OPERATOR, owner_keyed=False, priority=3),
         # Admissions end by revocation, never by deletion.
         KindPolicy(ADMISSION_KIND, Scope.REGION, Writer.NODE, owner_keyed=True, priority=2, deletable=False),
         # The network key's rotations (gossip/netkey.py): one slot, superseded by the next

@@ -16,18 +16,25 @@ nodes x 30 replicas (3,000) within the store's 16 KiB payload limit
 (docs/placement.md, "The placement record").
 
 `term` is opaque here: a list of 1 to 4 small integers the election gives, compared
-as a tuple. A newer writer may add top-level fields (the election will); this
-version ignores them, but the payload as a whole must still be canonical.
+as a tuple. Two optional top-level fields carry what placement in the mesh needs
+(inference/placing.py): `cert`, the leader's certificate of its term (base64 of
+consensus.certificate's bytes), and `rebalanced`, the generation of the last
+`rebalance` command this placement carried out; each is left out when empty. A
+newer writer may add other top-level fields; this version ignores them, but the
+payload as a whole must still be canonical.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import itertools
 import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from consensus.certificate import CERT_MAX_BYTES
 from inference.assignments import Assignment, ReplicaState
 from inference.documents import DocumentError, DocumentLimits, load_json
 from inference.manifest import NAME_PATTERN, REGION_PATTERN
@@ -52,6 +59,7 @@ _LETTERS = {
     ReplicaState.PROVISIONAL: "p",
 }
 _STATES = {letter: state for state, letter in _LETTERS.items()}
+CERT_MAX_CHARS = 4 * ((CERT_MAX_BYTES + 2) // 3)  # base64 of the largest certificate
 _HOLE = "-"
 
 
@@ -68,6 +76,8 @@ class PlacementRecord:
     term: tuple[int, ...]
     epoch: int
     assignments: tuple[Assignment, ...]
+    certificate: bytes = b""  # the leader's proof of its term (consensus/certificate.py); b"": none
+    rebalanced: int = 0  # the last `rebalance` generation this placement carried out (0: none)
 
 
 def encode(record: PlacementRecord) -> bytes:
@@ -108,7 +118,10 @@ def decode(payload: bytes) -> PlacementRecord:
         for slot, (index, letter) in enumerate(zip(entry["nodes"], entry["states"], strict=True))
         if index is not None
     ]
-    return PlacementRecord(doc["region"], tuple(doc["term"]), doc["epoch"], tuple(assignments))
+    cert = base64.b64decode(doc["cert"]) if "cert" in doc else b""
+    return PlacementRecord(
+        doc["region"], tuple(doc["term"]), doc["epoch"], tuple(assignments), cert, doc.get("rebalanced", 0)
+    )
 
 
 def payload_problem(payload: bytes) -> str | None:
@@ -141,13 +154,18 @@ def _to_doc(record: PlacementRecord) -> dict[str, Any]:
             "nodes": [index[a.node_id] if a else None for a in held],
             "states": "".join(_LETTERS[a.state] if a else _HOLE for a in held),
         }
-    return {
+    doc: dict[str, Any] = {
         "region": record.region,
         "term": list(record.term),
         "epoch": record.epoch,
         "nodes": nodes,
         "deployments": deployments,
     }
+    if record.certificate:
+        doc["cert"] = base64.b64encode(record.certificate).decode("ascii")
+    if record.rebalanced:
+        doc["rebalanced"] = record.rebalanced
+    return doc
 
 
 def _schema_problem(doc: dict[str, Any]) -> str | None:
@@ -163,6 +181,10 @@ def _schema_problem(doc: dict[str, Any]) -> str | None:
         return f"placement.term: must be a list of 1 to {TERM_PARTS_MAX} integers 0..{NUMBER_MAX}"
     if not _number(doc.get("epoch")):
         return f"placement.epoch: must be an integer 0..{NUMBER_MAX}"
+    if "rebalanced" in doc and not (_number(doc["rebalanced"]) and doc["rebalanced"] > 0):
+        return f"placement.rebalanced: must be an integer 1..{NUMBER_MAX} (left out when 0)"
+    if "cert" in doc and not _cert_ok(doc["cert"]):
+        return f"placement.cert: must be canonical base64 of 1 to {CERT_MAX_BYTES} bytes (left out if none)"
     nodes = doc.get("nodes")
     if not isinstance(nodes, list) or not all(
         isinstance(n, str) and NODE_ID_PATTERN.fullmatch(n) for n in nodes
@@ -209,6 +231,16 @@ def _entry_problem(name: Any, entry: Any, node_count: int, used: list[bool]) -> 
         seen.add(index)
         used[index] = True
     return None
+
+
+def _cert_ok(value: Any) -> bool:
+    if not isinstance(value, str) or not 0 < len(value) <= CERT_MAX_CHARS:
+        return False
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return 0 < len(raw) <= CERT_MAX_BYTES and base64.b64encode(raw).decode("ascii") == value
 
 
 def _number(value: Any) -> bool:

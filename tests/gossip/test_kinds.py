@@ -142,10 +142,10 @@ def test_default_table_is_todays_rules() -> None:
     by_priority = sorted(DEFAULT_KINDS.values(), key=lambda k: k.priority)
     assert (
         " ".join(k.name for k in by_priority)
-        == "revocation trust netkey admission desired placement inventory"
+        == "revocation trust netkey admission desired scheduling rebalance placement replicas inventory"
     )
     node_kinds = {k.name for k in DEFAULT_KINDS.values() if k.node_record}
-    assert node_kinds == {"inventory", "placement", "admission"}
+    assert node_kinds == {"inventory", "placement", "replicas", "admission"}
     assert {k.name for k in DEFAULT_KINDS.values() if not k.deletable} == {
         "revocation",
         "trust",

@@ -8,7 +8,16 @@ import random
 import nacl.signing
 import pytest
 
-from gossip.kinds import DEFAULT_KINDS, DESIRED_KIND, INVENTORY_KIND, NETKEY_KIND, PLACEMENT_KIND
+from gossip.kinds import (
+    DEFAULT_KINDS,
+    DESIRED_KIND,
+    INVENTORY_KIND,
+    NETKEY_KIND,
+    PLACEMENT_KIND,
+    REBALANCE_KIND,
+    REPLICAS_KIND,
+    SCHEDULING_KIND,
+)
 from gossip.records import Record, key_id, sign_record
 from gossip.state import StateStore
 from gossip.trust import StaticTrust
@@ -96,6 +105,9 @@ def test_the_default_table_checks_no_payload() -> None:
         INVENTORY_KIND,
         NETKEY_KIND,
         PLACEMENT_KIND,
+        REPLICAS_KIND,
+        SCHEDULING_KIND,
+        REBALANCE_KIND,
     }
     assert [p.name for p in CHECKED_KINDS.values()] == list(DEFAULT_KINDS)
 
