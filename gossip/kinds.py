@@ -20,6 +20,7 @@ from enum import Enum, StrEnum
 from types import MappingProxyType
 
 from gossip.netkey import NETKEY_PAYLOAD_MAX_BYTES, notice_problem
+from gossip.votersreset import VOTERS_RESET_PAYLOAD_MAX_BYTES, reset_problem
 
 FLEET_SCOPE = "fleet"
 REGION_SCOPE_PREFIX = "region:"
@@ -32,6 +33,7 @@ TRUST_KIND = "trust"
 PLACEMENT_KIND = "placement"
 ADMISSION_KIND = "admission"
 NETKEY_KIND = "netkey"
+VOTERS_RESET_KIND = "voters-reset"
 
 
 class Scope(StrEnum):
@@ -146,6 +148,18 @@ DEFAULT_KINDS: KindTable = kind_table(
             deletable=False,
             payload_max_bytes=NETKEY_PAYLOAD_MAX_BYTES,
             payload_check=notice_problem,
+        ),
+        # An operator's re-seeding of a region's voters (gossip/votersreset.py): keyed by the
+        # region, superseded by a later reset; its schema is gossip's own, so it is checked here.
+        KindPolicy(
+            VOTERS_RESET_KIND,
+            Scope.FLEET,
+            Writer.OPERATOR,
+            owner_keyed=False,
+            priority=3,
+            deletable=False,
+            payload_max_bytes=VOTERS_RESET_PAYLOAD_MAX_BYTES,
+            payload_check=reset_problem,
         ),
     )
 )

@@ -13,7 +13,9 @@ their deadlines, outgoing messages and events:
   `next_deadline` is the earliest of all;
 - outputs: what hosted cores want sent goes out through the gossip node's
   sealed transport (`GossipNode.send_app`), so `poll_transmit` returns it with
-  the gossip traffic; the driver sees gossip's events and the hosted cores' events.
+  the gossip traffic; the records they make (`poll_records`) are published in
+  the state store (`GossipNode.publish_record`); the driver sees gossip's events
+  and the hosted cores' events.
 
 With no hosted core the node adds nothing: every call is the gossip node's.
 """
@@ -269,6 +271,11 @@ class Node:
                     sent = True
                     if not self.gossip.send_app(now, m.dst_id, core.channel, m.payload, pool=m.pool):
                         self._count("drop_app_unsent")
+                for record, urgent in core.poll_records():
+                    # Accepted records come back as events (RecordsAccepted): loop again.
+                    sent = True
+                    if not self.gossip.publish_record(now, record, urgent=urgent):
+                        self._count("drop_record_refused")
                 self._events.extend(core.drain_events())
             if not events and not sent:
                 return

@@ -142,7 +142,7 @@ def test_default_table_is_todays_rules() -> None:
     by_priority = sorted(DEFAULT_KINDS.values(), key=lambda k: k.priority)
     assert (
         " ".join(k.name for k in by_priority)
-        == "revocation trust netkey admission desired placement inventory"
+        == "revocation trust netkey admission desired voters-reset placement inventory"
     )
     node_kinds = {k.name for k in DEFAULT_KINDS.values() if k.node_record}
     assert node_kinds == {"inventory", "placement", "admission"}
@@ -151,6 +151,7 @@ def test_default_table_is_todays_rules() -> None:
         "trust",
         "admission",
         "netkey",
+        "voters-reset",
     }
 
 
