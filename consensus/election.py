@@ -188,7 +188,8 @@ class ElectionCore:
             if record.kind != VOTERS_RESET_KIND or record.deleted:
                 continue
             try:
-                reset = decode_reset(record.payload)  # the store checked it; a table without the check did not
+                # The store checked it, unless its kind table had no check (tests).
+                reset = decode_reset(record.payload)
             except DecodeError:
                 self._count("drop_bad_reset")
                 continue

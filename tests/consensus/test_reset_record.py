@@ -51,7 +51,9 @@ def reset_record(region: str, generation: int, members: tuple[str, ...], version
     return sign_record(OPERATOR, VOTERS_RESET_KIND, region, version, FLEET_SCOPE, payload)
 
 
-def make(node_id: str = "d", live: list[str] | None = None) -> tuple[ElectionCore, MemoryStore, CountingPeers]:
+def make(
+    node_id: str = "d", live: list[str] | None = None
+) -> tuple[ElectionCore, MemoryStore, CountingPeers]:
     store = MemoryStore(HardState(ERA, 3, "", CFG, True))
     peers = CountingPeers(live if live is not None else ["a", "b", "c", "d", "e"])
     c = ElectionCore(node_id, REGION, random.Random(1), None, store, peers, node_key(node_id), now=0.0)
@@ -120,7 +122,8 @@ def test_a_bad_reset_payload_is_counted_not_raised() -> None:
         bytes([VOTERS_RESET_FORMAT]) + msgpack.packb([REGION, 1, [1]]),
         bytes([VOTERS_RESET_FORMAT]) + msgpack.packb(["", 1, ["a"]]),
         bytes([VOTERS_RESET_FORMAT]) + msgpack.packb([REGION, 1, ["x" * 65]]),
-        bytes([VOTERS_RESET_FORMAT]) + msgpack.packb([REGION, 1, [f"n{i:03d}" for i in range(MEMBERS_MAX + 1)]]),
+        bytes([VOTERS_RESET_FORMAT])
+        + msgpack.packb([REGION, 1, [f"n{i:03d}" for i in range(MEMBERS_MAX + 1)]]),  # noqa: E501
         bytes([VOTERS_RESET_FORMAT]) + msgpack.packb([REGION, 1, [[[["deep"]]]]]),
         bytes([VOTERS_RESET_FORMAT]) + b"\x00" * 9000,
     ],
