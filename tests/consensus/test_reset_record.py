@@ -123,7 +123,7 @@ def test_a_bad_reset_payload_is_counted_not_raised() -> None:
         bytes([VOTERS_RESET_FORMAT]) + msgpack.packb(["", 1, ["a"]]),
         bytes([VOTERS_RESET_FORMAT]) + msgpack.packb([REGION, 1, ["x" * 65]]),
         bytes([VOTERS_RESET_FORMAT])
-        + msgpack.packb([REGION, 1, [f"n{i:03d}" for i in range(MEMBERS_MAX + 1)]]),  # noqa: E501
+        + msgpack.packb([REGION, 1, [f"n{i:03d}" for i in range(MEMBERS_MAX + 1)]]),
         bytes([VOTERS_RESET_FORMAT]) + msgpack.packb([REGION, 1, [[[["deep"]]]]]),
         bytes([VOTERS_RESET_FORMAT]) + b"\x00" * 9000,
     ],
