@@ -137,6 +137,7 @@ class NodeService(Protocol):
     def revocations(self) -> list[dict[str, Any]]: ...
     def netkey_status(self) -> dict[str, Any]: ...
     def rotate_network_key(self, record: Record, sealed_key: bytes) -> bool: ...
+    def own_region(self) -> dict[str, Any]: ...
     @property
     def artifacts(self) -> ArtifactStore: ...
 
@@ -674,6 +675,10 @@ def create_app(service: NodeService) -> web.Application:
     app.router.add_post("/v1/operators", post_operator)
     app.router.add_get("/v1/netkey", get_netkey)
     app.router.add_post("/v1/netkey", post_netkey)
+    # The regions endpoints live in their own module, which builds on this one's helpers.
+    from mesh.service.regionsapi import add_routes
+
+    add_routes(app)
     if service.debug_hooks:
         app.router.add_post("/v1/debug/broadcast", post_debug_broadcast)
         app.router.add_get("/v1/debug/broadcasts", get_debug_broadcasts)
