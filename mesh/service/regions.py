@@ -1,16 +1,13 @@
-"""The regions API: who leads each region (GET /v1/regions) and the operator's reset of its voters.
+"""Reading every region's leader and checking an operator's reset of a region's voters.
 
-This node answers for its own region from its election core. Another region's
-leader is known only there: the read is forwarded to one of the API addresses
-that region publishes in its summary (as `GET /v1/nodes?region=` is), all
-regions at once, within the forward budget. A region that does not answer is
-listed with what its summary says (members alive) and the reason. A forwarded
-request (FORWARDED_HEADER) is answered with this node's region alone.
-
-`POST /v1/regions/{region}/reset-voters` takes an operator-signed `voters-reset`
-record (gossip/votersreset.py): checked, persisted, published; every node of
-that region then re-seeds its voters from the members the record names.
-docs/api.md describes both.
+GET /v1/regions (mesh/service/api.py) answers for this node's region from its
+election core; another region's leader is known only there, so the read is
+forwarded to one of the API addresses that region publishes in its summary (as
+`GET /v1/nodes?region=` is), all regions at once, within the forward budget
+(`ask_region`). A region that does not answer is listed with what its summary
+says (`unanswered`). POST /v1/regions/{region}/reset-voters takes an
+operator-signed `voters-reset` record (gossip/votersreset.py), checked here
+(`reset_problem`). docs/api.md describes both.
 """
 
 from __future__ import annotations
@@ -22,24 +19,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 from gossip.kinds import FLEET_SCOPE, VOTERS_RESET_KIND
 from gossip.records import Record
 from gossip.votersreset import decode_reset
 from gossip.wire import DecodeError
-from mesh.service.api import (
-    CLIENT,
-    FORWARD_BUDGET_S,
-    FORWARD_TIMEOUT_S,
-    FORWARDED_HEADER,
-    SERVICE,
-    _accepted,
-    _json_object,
-    _read_signed,
-    _record_of,
-    _refusals,
-)
 
 
 def reset_problem(record: Record, *, region: str, signer: str) -> str | None:
@@ -63,7 +47,8 @@ def reset_problem(record: Record, *, region: str, signer: str) -> str | None:
     return None
 
 
-def _unanswered(region: str, alive: int, why: str) -> dict[str, Any]:
+def unanswered(region: str, alive: int, why: str) -> dict[str, Any]:
+    """The row of a region that did not answer: its summary's members alive, and why."""
     return {
         "region": region,
         "leader": None,
@@ -75,8 +60,14 @@ def _unanswered(region: str, alive: int, why: str) -> dict[str, Any]:
     }
 
 
-async def _ask_region(
-    client: aiohttp.ClientSession, region: str, api_addrs: Sequence[str], deadline_s: float
+async def ask_region(
+    client: aiohttp.ClientSession,
+    region: str,
+    api_addrs: Sequence[str],
+    deadline_s: float,
+    *,
+    header: str,
+    timeout_s: float,
 ) -> dict[str, Any] | str:
     """The row one of `api_addrs` answers for its region, or why none did."""
     if not api_addrs:
@@ -93,8 +84,8 @@ async def _ask_region(
         try:
             async with client.get(
                 f"http://{api}/v1/regions",
-                headers={FORWARDED_HEADER: "1"},
-                timeout=aiohttp.ClientTimeout(total=min(FORWARD_TIMEOUT_S, left_s)),
+                headers={header: "1"},
+                timeout=aiohttp.ClientTimeout(total=min(timeout_s, left_s)),
             ) as resp:
                 if resp.status != 200:
                     failures.append(f"{api}: HTTP {resp.status}")
@@ -108,34 +99,3 @@ async def _ask_region(
             return row
         failures.append(f"{api}: not a row of region {region!r} (a stale summary)")
     return "no API address answered (" + "; ".join(failures) + ")"
-
-
-async def get_regions(request: web.Request) -> web.Response:
-    service = request.app[SERVICE]
-    own = service.own_region()
-    if request.headers.get(FORWARDED_HEADER) or request.query.get("local"):
-        return web.json_response([own])
-    others = [(name, s) for name, s in sorted(service.summaries().items()) if name != service.region]
-    deadline_s = asyncio.get_running_loop().time() + FORWARD_BUDGET_S
-    answers = await asyncio.gather(
-        *(_ask_region(request.app[CLIENT], name, s.api_addrs, deadline_s) for name, s in others)
-    )
-    rows = [own]
-    for (name, summary), answer in zip(others, answers, strict=True):
-        rows.append(answer if isinstance(answer, dict) else _unanswered(name, summary.alive, answer))
-    return web.json_response(rows)
-
-
-@_refusals
-async def post_reset_voters(request: web.Request) -> web.Response:
-    body, signer = await _read_signed(request)
-    service = request.app[SERVICE]
-    record = _record_of(_json_object(body, '{"record": "<base64 signed voters-reset record>"}'))
-    problem = reset_problem(record, region=request.match_info["region"], signer=signer)
-    return _accepted(service, record, problem)
-
-
-def add_routes(app: web.Application) -> None:
-    """Add the regions endpoints to the API application."""
-    app.router.add_get("/v1/regions", _refusals(get_regions))
-    app.router.add_post("/v1/regions/{region}/reset-voters", post_reset_voters)
