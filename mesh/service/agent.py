@@ -457,7 +457,7 @@ class Agent:
                     log.warning("node %s was revoked by an operator: expelled, refused from now on", node_id)
             case LeaderChanged(region=region, era=era, term=term, leader_id=leader_id):
                 if leader_id == self.node_id:
-                    log.warning("this node leads region %s (term %d of era %s)", region, term, era)
+                    log.info("this node leads region %s (term %d of era %s)", region, term, era)
                 else:
                     log.info("region %s: leader is %s (term %d)", region, leader_id or "unknown", term)
             case ConfigChanged(region=region, era=era, config=config):
