@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import OrderedDict
 from dataclasses import replace
 from enum import StrEnum
 
@@ -37,7 +38,6 @@ from consensus.messages import (
     Announce,
     Heartbeat,
     Message,
-    Outgoing,
     PreVote,
     Vote,
     VoteReply,
@@ -48,11 +48,18 @@ from consensus.peers import ElectionPeers
 from consensus.timing import ElectionConfig
 from consensus.view import RegionView
 from consensus.voting import Verdict, judge_founding, judge_pre_vote, judge_vote
-from gossip.events import Event, HostedEvent, MemberChanged
+from gossip.events import Event, HostedEvent, MemberChanged, RecordsAccepted
+from gossip.io import AppSend
+from gossip.kinds import VOTERS_RESET_KIND
+from gossip.records import Record
+from gossip.votersreset import decode_reset
 from gossip.wire import DecodeError
 
 ELECTION_CHANNEL = 1  # node/channels.py Channel.ELECTION (consensus may not import node/)
 HINTS_KEPT = 256  # last hint time per member (the rate limit)
+# Certificates verified (bytes -> the claim): a non-voter gets the same one in every announcement
+# (every 3 s), and checking its signatures again costs ~60 us each (the simulator runs thousands).
+VERIFIED_KEPT = 8
 
 
 class Role(StrEnum):
@@ -107,9 +114,10 @@ class ElectionCore:
         self._wake_s = now + self._timeout_s()
         if self._hs.config is None:
             self._wake_s = now
-        self._out: list[Outgoing] = []
+        self._out: list[AppSend] = []
         self._events: list[HostedEvent] = []
         self._counters: dict[str, int] = {}
+        self._verified_certs: OrderedDict[bytes, LeaderClaim] = OrderedDict()
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -140,6 +148,12 @@ class ElectionCore:
         """The believed leader's certificate (verify_certificate checks it), or None."""
         return self._cert or None
 
+    def leader_age_s(self, now: float) -> float | None:
+        """Seconds since this node last heard from (or, leading, was) the believed leader; None: none."""
+        if not self._leader:
+            return None
+        return 0.0 if self.role == Role.LEADER else max(0.0, now - self._leader_seen_s)
+
     def counters(self) -> dict[str, int]:
         return dict(self._counters)
 
@@ -168,9 +182,32 @@ class ElectionCore:
         self._events.append(ConfigChanged(self.region, era, self._hs.config))  # type: ignore[arg-type]
         return None
 
+    def _maybe_reset(self, now: float, records: tuple[Record, ...]) -> None:
+        """An operator's `voters-reset` record for our region was accepted here: apply it."""
+        for record in records:
+            if record.kind != VOTERS_RESET_KIND or record.deleted:
+                continue
+            try:
+                # The store checked it, unless its kind table had no check (tests).
+                reset = decode_reset(record.payload)
+            except DecodeError:
+                self._count("drop_bad_reset")
+                continue
+            if reset.region != self.region:
+                continue
+            held = self._hs.era
+            if held is not None and reset.generation <= held.generation:
+                self._count("resets_already_held")  # a restart re-learning it, or an older one
+                continue
+            if self.reset(now, reset.generation, list(reset.members)) is not None:
+                self._count("resets_refused")
+
     # --- HostedCore -------------------------------------------------------------------------
 
     def observe(self, now: float, event: Event) -> None:
+        if type(event) is RecordsAccepted:
+            self._maybe_reset(now, event.records)
+            return
         if type(event) is not MemberChanged or event.pool != "region":
             return
         fresh = self._view.observe(now, event)
@@ -213,13 +250,16 @@ class ElectionCore:
     def next_deadline(self) -> float | None:
         return self._heartbeat_at_s if self.role == Role.LEADER else self._wake_s
 
-    def poll_messages(self) -> list[Outgoing]:
+    def poll_messages(self) -> list[AppSend]:
         out, self._out = self._out, []
         return out
 
     def drain_events(self) -> list[HostedEvent]:
         out, self._events = self._events, []
         return out
+
+    def poll_records(self) -> list[tuple[Record, bool]]:
+        return []  # the election publishes no record (the driver may record ConfigChanged)
 
     # --- founding ---------------------------------------------------------------------------
 
@@ -546,7 +586,17 @@ class ElectionCore:
     def _verified(self, cert: bytes, era: Era, term: int, leader: str) -> LeaderClaim | None:
         if not cert:
             return None
-        claim = verify_certificate(cert, self.region, None, self._peers.member_key)
+        claim = self._verified_certs.get(cert)
+        if claim is None:
+            claim = verify_certificate(cert, self.region, None, self._peers.member_key)
+            if claim is not None:
+                # Only valid ones are kept: a forged certificate costs its sender our CPU each
+                # time, as before, but never evicts the real one.
+                self._verified_certs[cert] = claim
+                if len(self._verified_certs) > VERIFIED_KEPT:
+                    self._verified_certs.popitem(last=False)
+        else:
+            self._verified_certs.move_to_end(cert)
         if claim is None or claim.era != era or claim.term != term or claim.leader != leader:
             return None
         return claim
@@ -614,7 +664,7 @@ class ElectionCore:
 
     def _send(self, dst: str, msg: Message) -> None:
         payload = encode(msg)
-        self._out.append(Outgoing(dst, payload))
+        self._out.append(AppSend(dst, payload))
         self._count("sent_messages")
         self._count("sent_bytes", len(payload))
 

@@ -165,12 +165,3 @@ def decode(data: bytes) -> Message:
     if kind == _ANNOUNCE and n == 6:
         return Announce(era, term, text(m[4], ID_MAX_CHARS), decode_config(m[5]), b"")
     raise DecodeError("unknown_type" if kind not in range(1, 9) else "malformed")
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """One payload for member dst_id of `pool`: node/hosted.py's AppSend, which consensus cannot import."""
-
-    dst_id: str
-    payload: bytes
-    pool: str = "region"

@@ -27,12 +27,10 @@ class GossipElectionPeers:
         self._gossip = gossip
 
     def live_members(self) -> list[str]:
-        me = self._gossip.node_id
-        return [
-            m.node_id
-            for m in self._gossip.members("region")
-            if m.state == MemberState.ALIVE and m.node_id != me
-        ]
+        # Straight from the pool's table: GossipNode.members builds a view of every member
+        # (its region, gateway flag, API address), which the election reads many times a second.
+        alive = MemberState.ALIVE
+        return sorted([m.node_id for m in self._gossip.region_pool.members_unordered() if m.state == alive])
 
     def member_key(self, node_id: str) -> bytes | None:
         return self._gossip.member_key(node_id)

@@ -19,6 +19,19 @@ from gossip.events import Event
 
 
 @dataclass(frozen=True, slots=True)
+class AppSend:
+    """One application message a hosted core wants sent to member `dst_id` of `pool`.
+
+    Defined here, the lowest layer, so that every hosted core (node/, consensus/,
+    inference/) can return it; node/hosted.py re-exports it.
+    """
+
+    dst_id: str
+    payload: bytes
+    pool: str = "region"
+
+
+@dataclass(frozen=True, slots=True)
 class Datagram:
     """One UDP packet to send to `dst` ("host:port"); plaintext, sealed by the driver."""
 

@@ -20,6 +20,7 @@ from enum import Enum, StrEnum
 from types import MappingProxyType
 
 from gossip.netkey import NETKEY_PAYLOAD_MAX_BYTES, notice_problem
+from gossip.votersreset import VOTERS_RESET_PAYLOAD_MAX_BYTES, reset_problem
 
 FLEET_SCOPE = "fleet"
 REGION_SCOPE_PREFIX = "region:"
@@ -35,6 +36,7 @@ NETKEY_KIND = "netkey"
 REPLICAS_KIND = "replicas"
 SCHEDULING_KIND = "scheduling"
 REBALANCE_KIND = "rebalance"
+VOTERS_RESET_KIND = "voters-reset"
 
 
 class Scope(StrEnum):
@@ -155,6 +157,18 @@ DEFAULT_KINDS: KindTable = kind_table(
             deletable=False,
             payload_max_bytes=NETKEY_PAYLOAD_MAX_BYTES,
             payload_check=notice_problem,
+        ),
+        # An operator's re-seeding of a region's voters (gossip/votersreset.py): keyed by the
+        # region, superseded by a later reset; its schema is gossip's own, so it is checked here.
+        KindPolicy(
+            VOTERS_RESET_KIND,
+            Scope.FLEET,
+            Writer.OPERATOR,
+            owner_keyed=False,
+            priority=3,
+            deletable=False,
+            payload_max_bytes=VOTERS_RESET_PAYLOAD_MAX_BYTES,
+            payload_check=reset_problem,
         ),
     )
 )

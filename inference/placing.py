@@ -37,8 +37,8 @@ from dataclasses import dataclass
 import nacl.signing
 
 from consensus.certificate import certificate_head
-from consensus.messages import Outgoing
 from gossip.events import Event, HostedEvent, MemberChanged, RecordsAccepted
+from gossip.io import AppSend
 from gossip.kinds import (
     DESIRED_KIND,
     INVENTORY_KIND,
@@ -215,7 +215,7 @@ class PlacementCore:
     def next_deadline(self) -> float | None:
         return self._wake_s
 
-    def poll_messages(self) -> list[Outgoing]:
+    def poll_messages(self) -> list[AppSend]:
         """Never any: placement speaks through records (the fields of node.hosted.AppSend)."""
         return []
 

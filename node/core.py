@@ -13,7 +13,9 @@ their deadlines, outgoing messages and events:
   `next_deadline` is the earliest of all;
 - outputs: what hosted cores want sent goes out through the gossip node's
   sealed transport (`GossipNode.send_app`), so `poll_transmit` returns it with
-  the gossip traffic; the driver sees gossip's events and the hosted cores' events.
+  the gossip traffic; the records they make (`poll_records`) are published in
+  the state store (`GossipNode.publish_record`); the driver sees gossip's events
+  and the hosted cores' events.
 
 With no hosted core the node adds nothing: every call is the gossip node's.
 """
@@ -48,6 +50,16 @@ class Node:
         self._events: list[Event] = []
         self._counters: dict[str, int] = {}
         self._now = 0.0
+        # Whether a hosted core was called since its output was last collected: a sans-IO
+        # core has output only after a call, so a pump with nothing to show them skips the polls
+        # (the simulator pumps every node after every input).
+        self._touched = True
+        # The earliest deadline of the hosted cores: it changes only when one is called, so it
+        # is recomputed when their output is collected (the simulator asks after every input).
+        self._hosted_due: float | None = None
+        self._recompute_hosted_due()
+        # Pure delegation: gossip holds everything to send (hosted cores send through it).
+        self.poll_transmit = gossip.poll_transmit  # type: ignore[method-assign]
         if not self._hosted:
             # Nothing to merge: the driver's calls go straight to the gossip node, so a
             # node that hosts nothing costs nothing (the simulator calls these millions
@@ -59,7 +71,6 @@ class Node:
             self.handle_watch_ended = gossip.handle_watch_ended  # type: ignore[method-assign]
             self.handle_timer = gossip.handle_timer  # type: ignore[method-assign]
             self.next_deadline = gossip.next_deadline  # type: ignore[method-assign]
-            self.poll_transmit = gossip.poll_transmit  # type: ignore[method-assign]
             self.next_event = gossip.next_event  # type: ignore[method-assign]
             self.drain_events = gossip.drain_events  # type: ignore[method-assign]
 
@@ -102,29 +113,30 @@ class Node:
         due = self.gossip.next_deadline()
         if due is not None and due <= now:
             self.gossip.handle_timer(now)
-        self._pump(now)
-        for core in self._hosted.values():
-            due = core.next_deadline()
-            if due is not None and due <= now:
-                core.handle_timer(now)
-        self._pump(now)
+            self._pump(now)
+        due = self._hosted_due
+        if due is not None and due <= now:
+            for core in self._hosted.values():
+                due = core.next_deadline()
+                if due is not None and due <= now:
+                    core.handle_timer(now)
+            self._touched = True
+            self._pump(now)
 
     def next_deadline(self) -> float | None:
         """The earliest deadline of every core."""
         t = self.gossip.next_deadline()
-        for core in self._hosted.values():
-            d = core.next_deadline()
-            if d is not None and (t is None or d < t):
-                t = d
-        return t
+        h = self._hosted_due
+        return h if h is not None and (t is None or h < t) else t
 
-    def poll_transmit(self) -> list[Outbound]:
+    def poll_transmit(self) -> list[Outbound]:  # replaced by gossip's own in __init__
         """Everything to send now, of every core (plaintext; the driver seals it)."""
         return self.gossip.poll_transmit()
 
     def next_event(self) -> Event | None:
         """The next event for the driver, or None."""
-        self._pump(self._now)
+        if not self._events:
+            self._pump(self._now)
         return self._events.pop(0) if self._events else None
 
     def drain_events(self) -> list[Event]:
@@ -167,6 +179,7 @@ class Node:
         """Run a hosted core's command (`action(now)`, e.g. a rotation given by an operator),
         then send what it asked for and queue its events, as after any other input."""
         out = action(now)
+        self._touched = True
         self._pump(now)
         return out
 
@@ -241,6 +254,14 @@ class Node:
 
     # --- plumbing -------------------------------------------------------------------------------
 
+    def _recompute_hosted_due(self) -> None:
+        t: float | None = None
+        for core in self._hosted.values():
+            d = core.next_deadline()
+            if d is not None and (t is None or d < t):
+                t = d
+        self._hosted_due = t
+
     def _count(self, key: str) -> None:
         self._counters[key] = self._counters.get(key, 0) + 1
 
@@ -248,10 +269,14 @@ class Node:
         """Show gossip's events to the hosted cores, route app messages, send what they ask."""
         self._now = now
         if not self._hosted:
-            return
+            return  # the driver's calls go to gossip (see __init__): its events stay there
+        events = self.gossip.drain_events()
+        if not events and not self._touched:
+            return  # the common case (the simulator pumps after every input): nothing to do
         # Hosted cores may answer an event with messages, whose sending makes more events: loop.
         for _round in range(4):
-            events = self.gossip.drain_events()
+            if _round:
+                events = self.gossip.drain_events()
             for e in events:
                 if type(e) is AppMessageReceived:
                     core = self._hosted.get(e.channel)
@@ -263,12 +288,23 @@ class Node:
                 for core in self._hosted.values():
                     core.observe(now, e)
                 self._events.append(e)
+            if events:
+                self._touched = True
+            elif not self._touched:
+                return
+            self._touched = False
             sent = False
             for core in self._hosted.values():
                 for m in core.poll_messages():
                     sent = True
                     if not self.gossip.send_app(now, m.dst_id, core.channel, m.payload, pool=m.pool):
                         self._count("drop_app_unsent")
+                for record, urgent in core.poll_records():
+                    # Accepted records come back as events (RecordsAccepted): loop again.
+                    sent = True
+                    if not self.gossip.publish_record(now, record, urgent=urgent):
+                        self._count("drop_record_refused")
                 self._events.extend(core.drain_events())
+            self._recompute_hosted_due()
             if not events and not sent:
                 return

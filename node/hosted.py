@@ -10,19 +10,13 @@ shows it (members joining, suspected, dead; records accepted).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
 from gossip.events import Event, HostedEvent
+from gossip.io import AppSend
+from gossip.records import Record
 
-
-@dataclass(frozen=True, slots=True)
-class AppSend:
-    """One application message a hosted core wants sent to member `dst_id` of `pool`."""
-
-    dst_id: str
-    payload: bytes
-    pool: str = "region"
+__all__ = ["AppSend", "HostedCore"]  # AppSend lives in gossip/io.py, so cores below node/ can use it
 
 
 class HostedCore(Protocol):
@@ -55,4 +49,11 @@ class HostedCore(Protocol):
 
     def drain_events(self) -> list[HostedEvent]:
         """Events for the driver (leader elected, placement changed, ...)."""
+        ...
+
+    def poll_records(self) -> list[tuple[Record, bool]]:
+        """Signed records to publish now, each with `urgent` (GossipNode.publish_record's flag).
+
+        The node publishes each through the gossip layer (a refused one is counted,
+        `node.drop_record_refused`); a core that publishes nothing returns []."""
         ...

@@ -303,6 +303,9 @@ class NetKeyCore:
         out, self._events = self._events, []
         return out
 
+    def poll_records(self) -> list[tuple[Record, bool]]:
+        return []
+
     # --- the rotation -----------------------------------------------------------------------
 
     def _adopt(self, now: float, notice: NetKeyNotice, key: bytes | None, source: str) -> None:

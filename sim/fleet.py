@@ -6,6 +6,10 @@ checkers, the admission watch, in registration order), and it is the one place
 that creates, crashes, restarts, stalls and retires nodes and splits or heals
 the network (sim/faults.py calls it), so the observers always hear about a
 fault at the moment it happens.
+
+Every node hosts an election core (consensus/election.py) for its region pool,
+whose hard state lives in a MemoryStore the fleet keeps per node id: it
+survives a crash and a restart of that node, as the agent's SQLite row does.
 """
 
 from __future__ import annotations
@@ -18,6 +22,10 @@ from typing import TypeVar
 
 import nacl.signing
 
+from consensus.election import ElectionCore
+from consensus.hardstate import MemoryStore
+from consensus.peers import GossipElectionPeers
+from consensus.timing import ElectionConfig
 from gossip.admission import NONCE_BYTES, Invite, make_admission, sign_invite
 from gossip.codec import POOL_REGION, alive_signing_bytes, encode_meta
 from gossip.config import MembershipConfig
@@ -52,6 +60,27 @@ WATCH_RNG_DOMAIN = "murmur-sim-watch"
 SIM_CLUSTER_ID = "sim"
 SIM_EPOCH_S = 1_700_000_000
 SIM_INVITE_TTL_S = 86_400
+# Each life of a node's election core draws its timeouts from an RNG of its own (derived from the
+# seed, the node and the life), so adding the election leaves every other stream's draws as they were.
+ELECTION_RNG_DOMAIN = "murmur-sim-election"
+
+
+class FleetKeyPeers(GossipElectionPeers):
+    """ElectionPeers for an unkeyed fleet: live members from gossip, keys from the fleet's table.
+
+    A driver concern: without admissions (most scenarios model membership alone)
+    gossip knows no member's key, so GossipElectionPeers.member_key would return
+    None and no vote could be checked. Every simulated node has a deterministic
+    Ed25519 key (Fleet.node_key); this adapter reads it where an agent would read
+    the key its admission carries.
+    """
+
+    def __init__(self, gossip: GossipNode, keys: dict[str, bytes]) -> None:
+        super().__init__(gossip)
+        self._keys = keys
+
+    def member_key(self, node_id: str) -> bytes | None:
+        return self._keys.get(node_id)
 
 
 def sim_invite(operator: nacl.signing.SigningKey, seed: int) -> Invite:
@@ -87,9 +116,13 @@ class Fleet:
         nonce_rng: random.Random | None = None,
         trust: Trust | None = None,
         invite: Invite | None = None,
+        elections: bool = True,
+        election_config: ElectionConfig | None = None,
     ) -> None:
         """With an invite, every node has an Ed25519 identity (node_key), its id is the key's id,
-        and it joins in admission mode with an admission record under that invite."""
+        and it joins in admission mode with an admission record under that invite.
+
+        elections: every node hosts an election core (False: gossip alone, for tests)."""
         if not 1 <= region_count <= REGIONS_MAX:
             raise ValueError(f"regions must be between 1 and {REGIONS_MAX}, got {region_count}")
         self.seed = seed
@@ -145,8 +178,17 @@ class Fleet:
         self.outsiders: set[int] = set()
         self.revoked_ids: set[str] = set()
         self.watch: AdmissionLog | None = None
-        # The cores each node hosts besides gossip, made per node (None: none, the fast path).
+        # The cores each node hosts besides gossip and the election, made per node (None: none).
         self.hosted: Callable[[str, GossipNode], Sequence[HostedCore]] | None = None
+        # The election: each node's live core, its hard state (kept across restarts), its lives.
+        self.elections_on = elections
+        self.election_config = election_config or ElectionConfig()
+        self.elections: dict[str, ElectionCore] = {}
+        self.election_stores: dict[str, MemoryStore] = {}
+        self._election_lives: dict[str, int] = {}
+        # Unkeyed fleets: each node's election key (keyed fleets use signing_keys) and the public keys.
+        self._election_keys: dict[str, nacl.signing.SigningKey] = {}
+        self.election_public_keys: dict[str, bytes] = {}
         # What each node sees, rebuilt from its events: the first observer, so every
         # other one reads views that already include the event it is told about.
         self.views = Views()
@@ -204,6 +246,11 @@ class Fleet:
             return [i for i in pool if slots[i].up and i not in self.outsiders]
         return [i for i in pool if slots[i].up]
 
+    def leaders(self, now: float) -> list[int]:
+        """Indexes of the nodes that are up and lead their region with a lease, in index order."""
+        slots = self.engine.slots
+        return [i for i in self.live() if self.elections[slots[i].node_id].is_leader(now)]
+
     # -- creating nodes --------------------------------------------------------------------
 
     def new_addr(self, region: int) -> str:
@@ -221,13 +268,19 @@ class Fleet:
     def _identity(self, n: int) -> str:
         """The id of the n-th node created: "n00001", or its key's id with node_keys."""
         if not self.node_keys:
-            return f"n{n:05d}"
+            plain = f"n{n:05d}"
+            if self.elections_on and plain not in self._election_keys:
+                key = self.node_key(n)
+                self._election_keys[plain] = key
+                self.election_public_keys[plain] = bytes(key.verify_key)
+            return plain
         node_id = self._ids.get(n)
         if node_id is None:
             key = self.node_key(n)
             node_id = key_id(bytes(key.verify_key))
             self._ids[n] = node_id
             self.signing_keys[node_id] = key
+            self.election_public_keys[node_id] = bytes(key.verify_key)
         return node_id
 
     def public_key(self, node_id: str) -> bytes:
@@ -300,7 +353,35 @@ class Fleet:
                     if v.node_id != node_id and (record := self.admission(v.node_id, region)) is not None
                 )
             gossip.restore_view(self.engine.now, views, self._claims(views) if self.node_keys else None)
-        return Node(gossip, self.hosted(node_id, gossip) if self.hosted is not None else ())
+        hosted: list[HostedCore] = []
+        if self.elections_on:
+            hosted.append(self._election(node_id, region, gossip))
+        if self.hosted is not None:
+            hosted.extend(self.hosted(node_id, gossip))
+        return Node(gossip, hosted)
+
+    def _election(self, node_id: str, region: int, gossip: GossipNode) -> ElectionCore:
+        """A node's election core, over the hard state it kept in earlier lives."""
+        store = self.election_stores.setdefault(node_id, MemoryStore())
+        life = self._election_lives[node_id] = self._election_lives.get(node_id, 0) + 1
+        key = self.signing_keys.get(node_id) or self._election_keys[node_id]
+        peers = (
+            GossipElectionPeers(gossip)
+            if self.node_keys
+            else FleetKeyPeers(gossip, self.election_public_keys)
+        )
+        core = ElectionCore(
+            node_id,
+            self.region_names[region],
+            random.Random(f"{ELECTION_RNG_DOMAIN}/{self.seed}/{node_id}/{life}"),
+            self.election_config,
+            store,
+            peers,
+            key,
+            now=self.engine.now,
+        )
+        self.elections[node_id] = core
+        return core
 
     def _claims(self, views: Sequence[MemberView]) -> dict[str, bytes]:
         """Each keyed member's own signature of the alive claim its view shows (signed once)."""

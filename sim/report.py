@@ -139,6 +139,14 @@ def summary(report: dict[str, Any]) -> str:
                 f"    offline region {away['region']} ({away['members']} members): after the heal "
                 f"{_fmt(away['hold_after_heal_s'])}"
             )
+    lead = report.get("leaders")
+    if lead is not None:
+        lines.append(
+            f"  leaders: at most {lead['max_per_region_term']} per region term; after "
+            f"{lead['crashed_leaders']} leader crashes a new one in {_fmt(lead['election_s'])} "
+            f"(unfinished: {lead['elections_unfinished']}); longest without one "
+            f"{lead['regions_without_leader_s_max']}s"
+        )
     part = report["partition"]
     if part is not None:
         healed = "never" if part["heal_s"] is None else f"{part['heal_s']}s"

@@ -24,6 +24,7 @@ from sim.fleet import SIM_CLUSTER_ID, Fleet, sim_invite
 from sim.invariants import Invariants
 from sim.inventory import InventoryWatch
 from sim.keyrotation import ROTATE_AT_S, KeyRotationWatch, rotation_record
+from sim.leaders import LeaderWatch
 from sim.metrics import Metrics
 from sim.network import Network
 from sim.report import TIME_DIGITS
@@ -210,6 +211,7 @@ def run_simulation(
             fleet, seed, reproduce_command(nodes, regions, scenario, seed, duration_s, loss, profile, encrypt)
         )
     )
+    leaders = fleet.observe(LeaderWatch(fleet, invariants, start_s=scenarios.FAULT_AT_S))
     watch = fleet.observe(AdmissionWatch(fleet)) if scenario == "admission" else None
     fleet.watch = watch
     inventory = fleet.observe(InventoryWatch(fleet)) if scenario == "inventory" else None
@@ -347,6 +349,8 @@ def run_simulation(
         "admission": watch.report() if watch is not None else None,
         # The cold-start scenario's regions, from many one-member pools to one each (null elsewhere).
         "cold_start": cold.report() if cold is not None else None,
+        # After everything else: every region's leaders (sim/leaders.py).
+        "leaders": leaders.report(duration_s),
     }
     if rotation is not None:
         # Only in its own scenario, so the other scenarios' reports stay as they were.

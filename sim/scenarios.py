@@ -37,6 +37,9 @@ FAULT_AT_S, after a warm start has had time to settle, and stop early enough
   (drawn from the seed), as a site after a power cut behind a switch that drops
   multicast; no faults after. Every region must end as one pool
   (sim/coldstart.py measures how long that takes and the islands left).
+- leader-crash: at FAULT_AT_S the node that leads each region (holding a lease)
+  crashes, its host lost with it; sim/leaders.py measures how long until another
+  node of that region holds a lease (leaders.election_s).
 - key-rotation: every node has its own key (admission mode) and hosts the
   network-key core; at keyrotation.ROTATE_AT_S the operator rotates the network
   key at a random node; with 3 regions or more the last region is offline
@@ -75,6 +78,7 @@ SCENARIOS = (
     "admission",
     "cold-start",
     "key-rotation",
+    "leader-crash",
 )
 DEFAULT_LOSS = {"loss": 0.10}
 FAULT_AT_S = 10.0
@@ -277,6 +281,15 @@ def schedule(
         host_lost = scenario == "crash"
         for idx in sorted(rng.sample(range(n), faulty)):
             faults.crash_at(fleet, FAULT_AT_S, idx, host_lost=host_lost)
+        return Plan(scenario, FAULT_AT_S, FAULT_AT_S, FAULT_AT_S, None, lossy)
+    if scenario == "leader-crash":
+
+        def crash_leaders(now: float) -> None:
+            for idx in fleet.leaders(now):
+                fleet.fault_counts["crashes"] += 1
+                fleet.crash(idx, host_lost=True)
+
+        fleet.engine.call_at(FAULT_AT_S, crash_leaders)
         return Plan(scenario, FAULT_AT_S, FAULT_AT_S, FAULT_AT_S, None, lossy)
     if scenario == "stall":
         last_end_s = FAULT_AT_S

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from consensus.election import ElectionCore
+from consensus.events import ConfigChanged, LeaderChanged
 from gossip.events import (
     AdmissionRefused,
     BroadcastDelivered,
@@ -38,6 +40,7 @@ from mesh.service.admission import describe_refusal
 from mesh.service.api import ReceivedBroadcast, SubmitRefused
 from mesh.service.artifacts import ArtifactStore
 from mesh.service.discovery import Peer
+from mesh.service.election import own_region_json
 from mesh.service.eventkinds import EventRecorder
 from mesh.service.events import EVENTS_MAX, EVENTS_MAX_AGE_S, EventLog
 from mesh.service.inventory import INVENTORY_CHECK_S, collect
@@ -130,6 +133,7 @@ class Agent:
         self.event_streams = EventStreams(self.events, options.region)
         self.metrics = NodeCollector([lambda: node_families(self.metric_readings())])
         self.metrics_registry = node_registry(self.metrics)
+        self.election: ElectionCore | None = None  # the region's election core (launch.py hosts it)
 
     # --- NodeService -------------------------------------------------------------
 
@@ -327,6 +331,16 @@ class Agent:
             network_key_epoch=notice.epoch if notice is not None else 0,
         )
 
+    # --- the region's election ---------------------------------------------------
+
+    def own_region(self) -> dict[str, Any]:
+        """This node's region: leader, era, term, voters, this node's role (GET /v1/regions)."""
+        core = self.election
+        if core is None:
+            raise SubmitRefused(503, "this node does not run the election core")
+        alive = sum(1 for m in self.node.members("region") if str(m.state) == "alive")
+        return self.runtime.drive(lambda now: own_region_json(core, now, alive))
+
     # --- the network key ----------------------------------------------------------
 
     def netkey_status(self) -> dict[str, Any]:
@@ -487,6 +501,19 @@ class Agent:
                         self.on_revoked()
                 else:
                     log.warning("node %s was revoked by an operator: expelled, refused from now on", node_id)
+            case LeaderChanged(region=region, era=era, term=term, leader_id=leader_id):
+                if leader_id == self.node_id:
+                    log.info("this node leads region %s (term %d of era %s)", region, term, era)
+                else:
+                    log.info("region %s: leader is %s (term %d)", region, leader_id or "unknown", term)
+            case ConfigChanged(region=region, era=era, config=config):
+                log.info(
+                    "region %s: voters are %s (epoch %d, era %s)",
+                    region,
+                    ", ".join(config.voters),
+                    config.epoch,
+                    era,
+                )
             case BroadcastDelivered(origin_id=origin_id, seq=seq, payload=payload):
                 log.info("broadcast %s/%d delivered (%d bytes)", origin_id, seq, len(payload))
                 self._received.append(ReceivedBroadcast(origin_id, seq, payload, time.time()))

@@ -39,6 +39,7 @@ from inference.inventory import decode, payload_problem
 from inference.manifest import Deployment, ManifestError, desired_key, load_document, manifest_from_doc
 from mesh.service.artifacts import ArtifactError, ArtifactStore
 from mesh.service.lastknown import LastKnown
+from mesh.service.regions import ask_region, reset_problem, unanswered
 from mesh.trust.deploy import check_record, deployment_json, record_from_b64
 from mesh.trust.opsign import RequestVerifier, SignatureRefused
 from mesh.trust.records import check_trust_record
@@ -137,6 +138,7 @@ class NodeService(Protocol):
     def revocations(self) -> list[dict[str, Any]]: ...
     def netkey_status(self) -> dict[str, Any]: ...
     def rotate_network_key(self, record: Record, sealed_key: bytes) -> bool: ...
+    def own_region(self) -> dict[str, Any]: ...
     @property
     def artifacts(self) -> ArtifactStore: ...
 
@@ -643,6 +645,38 @@ async def get_node(request: web.Request) -> web.Response:
     return web.json_response(_member_row(request.app, member, summary=False))
 
 
+@_refusals
+async def get_regions(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    own = service.own_region()
+    if request.headers.get(FORWARDED_HEADER) or request.query.get("local"):
+        return web.json_response([own])
+    others = [(name, s) for name, s in sorted(service.summaries().items()) if name != service.region]
+    deadline_s = asyncio.get_running_loop().time() + FORWARD_BUDGET_S
+    client = request.app[CLIENT]
+    answers = await asyncio.gather(
+        *(
+            ask_region(
+                client, name, s.api_addrs, deadline_s, header=FORWARDED_HEADER, timeout_s=FORWARD_TIMEOUT_S
+            )
+            for name, s in others
+        )
+    )
+    rows = [own]
+    for (name, summary), answer in zip(others, answers, strict=True):
+        rows.append(answer if isinstance(answer, dict) else unanswered(name, summary.alive, answer))
+    return web.json_response(rows)
+
+
+@_refusals
+async def post_reset_voters(request: web.Request) -> web.Response:
+    body, signer = await _read_signed(request)
+    service = request.app[SERVICE]
+    record = _record_of(_json_object(body, '{"record": "<base64 signed voters-reset record>"}'))
+    problem = reset_problem(record, region=request.match_info["region"], signer=signer)
+    return _accepted(service, record, problem)
+
+
 async def _client_ctx(app: web.Application) -> AsyncIterator[None]:
     timeout = aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as client:
@@ -674,6 +708,8 @@ def create_app(service: NodeService) -> web.Application:
     app.router.add_post("/v1/operators", post_operator)
     app.router.add_get("/v1/netkey", get_netkey)
     app.router.add_post("/v1/netkey", post_netkey)
+    app.router.add_get("/v1/regions", get_regions)
+    app.router.add_post("/v1/regions/{region}/reset-voters", post_reset_voters)
     if service.debug_hooks:
         app.router.add_post("/v1/debug/broadcast", post_debug_broadcast)
         app.router.add_get("/v1/debug/broadcasts", get_debug_broadcasts)

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from consensus.election import ElectionCore
+from consensus.peers import GossipElectionPeers
 from gossip.config import LOCAL, WAN, profile
 from gossip.envelope import Keyring
 from gossip.node import GossipNode
@@ -40,9 +42,11 @@ from mesh.service.agent import (
 )
 from mesh.service.api import create_app
 from mesh.service.discovery import Discovery, DiscoveryError
+from mesh.service.election import SqliteHardState
 from mesh.service.fdlimit import raise_open_files_limit
 from mesh.service.httpguard import API_HEAD_TIMEOUT_S, ApiGuard, api_caps
 from mesh.service.lograte import install_repeat_filter
+from mesh.service.metrics import election_source
 from mesh.service.netkeys import KeyFileError, KeyKeeper, load_key_file, startup_keys
 from mesh.service.observeapi import add_routes as add_observability_routes
 from mesh.service.restore import restore_records
@@ -210,7 +214,22 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
             keys=keyring.keys,
             now=loop.time(),
         )
-        node = Node(gossip, [netkeys])
+        # The region's leader election: its hard state in the node database (saved, synced,
+        # before any message that depends on it leaves), votes signed with the node key.
+        try:
+            election = ElectionCore(
+                identity.node_id,
+                options.region,
+                random.Random(),
+                None,
+                SqliteHardState(store),
+                GossipElectionPeers(gossip),
+                identity.signing_key,
+                now=loop.time(),
+            )
+        except StoreError as exc:
+            raise AgentError(str(exc)) from None
+        node = Node(gossip, [netkeys, election])
         # Restored records are re-verified (rows that fail are removed and counted);
         # anti-entropy (the join's push-pull first) carries them on to peers that lack them.
         restore_records(node.state, store, persisted_records)
@@ -236,6 +255,8 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
             )
         agent = Agent(options, identity, store, node, runtime, trust)
         agent.netkeys = netkeys
+        agent.election = election
+        agent.metrics.add(election_source(election, identity.node_id))
         runtime.subscribe(keeper.on_event)
         runtime.attach(node, peers=node)
 

@@ -3,8 +3,10 @@
 It holds what must survive a restart: the node's incarnation (a restarted node
 must start above every incarnation it ever announced, or peers would keep
 believing an old "dead" notice), the last known peer addresses (extra seeds
-on restart) and the signed records of the state store (one row per slot, the
-encoded record; the store re-verifies them when they are restored). WAL with
+on restart), the signed records of the state store (one row per slot, the
+encoded record; the store re-verifies them when they are restored) and the
+election's hard state (one row: term, vote, voter configuration; saved before
+any message that depends on it is sent, docs/core-api.md "The election core"). WAL with
 synchronous=FULL: a committed write survives kill -9 and power loss, and an
 interrupted one is rolled back on the next open.
 
@@ -60,6 +62,10 @@ CREATE TABLE IF NOT EXISTS records (
     author TEXT NOT NULL,
     record BLOB NOT NULL,
     PRIMARY KEY (kind, key)
+);
+CREATE TABLE IF NOT EXISTS election (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    state BLOB NOT NULL
 );
 """
 
@@ -261,6 +267,22 @@ class Store:
         with self._conn:
             self._conn.executemany("DELETE FROM records WHERE kind = ? AND key = ?", list(reasons))
         self.removed_records.update(reasons.values())
+
+    def election_state(self) -> bytes | None:
+        """The election's hard state as last saved (encoded by consensus.hardstate), or None."""
+        row = self._conn.execute("SELECT state FROM election WHERE id = 1").fetchone()
+        return None if row is None else bytes(row[0])
+
+    def save_election_state(self, state: bytes) -> None:
+        """Replace the election's hard state in one transaction, committed (synced) before returning.
+
+        Raises on failure (sqlite3.Error, OSError): the caller must not send what depends on it."""
+        with self._conn:
+            self._conn.execute(
+                "INSERT INTO election (id, state) VALUES (1, ?) "
+                "ON CONFLICT (id) DO UPDATE SET state = excluded.state",
+                (state,),
+            )
 
     def record_count(self) -> int:
         """Rows in the records table."""

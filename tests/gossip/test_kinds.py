@@ -142,7 +142,8 @@ def test_default_table_is_todays_rules() -> None:
     by_priority = sorted(DEFAULT_KINDS.values(), key=lambda k: k.priority)
     assert (
         " ".join(k.name for k in by_priority)
-        == "revocation trust netkey admission desired scheduling rebalance placement replicas inventory"
+        == "revocation trust netkey admission desired scheduling rebalance voters-reset placement replicas "
+        "inventory"
     )
     node_kinds = {k.name for k in DEFAULT_KINDS.values() if k.node_record}
     assert node_kinds == {"inventory", "placement", "replicas", "admission"}
@@ -151,6 +152,7 @@ def test_default_table_is_todays_rules() -> None:
         "trust",
         "admission",
         "netkey",
+        "voters-reset",
     }
 
 

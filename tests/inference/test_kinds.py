@@ -17,6 +17,7 @@ from gossip.kinds import (
     REBALANCE_KIND,
     REPLICAS_KIND,
     SCHEDULING_KIND,
+    VOTERS_RESET_KIND,
 )
 from gossip.records import Record, key_id, sign_record
 from gossip.state import StateStore
@@ -95,11 +96,14 @@ def test_a_signed_desired_record_with_a_bad_payload_is_refused_and_counted(paylo
 
 def test_the_default_table_checks_no_payload() -> None:
     # gossip alone cannot know a manifest: the checks come only with inference/kinds.py's table
-    # (the one schema gossip owns, the netkey notice, is checked in both).
+    # (the schemas gossip owns, the netkey notice and the voters reset, are checked in both).
     s = store(DEFAULT_KINDS)
     record = desired(BAD_DESIRED["huge_priority"])
     assert s.merge(0.0, [record]) == [record]
-    assert {p.name for p in DEFAULT_KINDS.values() if p.payload_check is not None} == {NETKEY_KIND}
+    assert {p.name for p in DEFAULT_KINDS.values() if p.payload_check is not None} == {
+        NETKEY_KIND,
+        VOTERS_RESET_KIND,
+    }
     assert {p.name for p in CHECKED_KINDS.values() if p.payload_check is not None} == {
         DESIRED_KIND,
         INVENTORY_KIND,
@@ -108,6 +112,7 @@ def test_the_default_table_checks_no_payload() -> None:
         REPLICAS_KIND,
         SCHEDULING_KIND,
         REBALANCE_KIND,
+        VOTERS_RESET_KIND,
     }
     assert [p.name for p in CHECKED_KINDS.values()] == list(DEFAULT_KINDS)
 

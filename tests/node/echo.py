@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import msgpack
 
 from gossip.events import Event, HostedEvent, MemberChanged, MemberState
+from gossip.records import Record
 from node.channels import Channel
 from node.hosted import AppSend
 
@@ -98,6 +99,9 @@ class EchoCore:
     def drain_events(self) -> list[HostedEvent]:
         out, self._events = self._events, []
         return out
+
+    def poll_records(self) -> list[tuple[Record, bool]]:
+        return []
 
     def _send_all(self, peer: str) -> None:
         for seq in range(self.requests):

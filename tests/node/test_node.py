@@ -75,8 +75,7 @@ def test_a_lost_reply_is_resent_until_it_arrives() -> None:
     link.run_until(link.now + 3.0)
     link.drop = lambda src, dst: dst == late.addr and src == a.addr
     echo_late = _echo(late)
-    echo_late.ask(link.now, a.node_id, 7)
-    late.handle_timer(link.now)  # the node sends what its core asked for
+    late.command(link.now, lambda t: echo_late.ask(t, a.node_id, 7))  # a core is called through the node
     link._flush(late)
     link.run_until(link.now + 2.0)
     assert 7 in _echo(a).received[late.node_id]  # a got the request (and answers every resend)
@@ -137,7 +136,8 @@ def test_node_deadline_is_the_earliest_of_its_cores() -> None:
     echo = EchoCore()
     node = Node(gossip, [echo])
     assert node.next_deadline() == gossip.next_deadline()
-    echo._next_retry_s = -1.0
+    # A core changes only when called, and a core is called through the node.
+    node.command(0.0, lambda t: setattr(echo, "_next_retry_s", -1.0))
     assert node.next_deadline() == -1.0
 
 
