@@ -35,6 +35,7 @@ from gossip.records import Record, key_id, sign_record
 from gossip.trust import StaticTrust
 from inference import inventory
 from inference.manifest import ARTIFACT_SIZE_MAX_BYTES
+from inference.placing import PlacementCore
 from mesh.netaddr import split_hostport
 from mesh.service.admission import describe_refusal
 from mesh.service.api import ReceivedBroadcast, SubmitRefused
@@ -47,6 +48,7 @@ from mesh.service.inventory import INVENTORY_CHECK_S, collect
 from mesh.service.metrics import POOLS, NodeCollector, Readings, node_families, node_registry
 from mesh.service.netkeys import key_status, open_sealed_key
 from mesh.service.observeapi import EventStreams
+from mesh.service.placements import log_placement_event, own_placement_json
 from mesh.service.runtime import Runtime
 from mesh.service.store import PeerRecord, Store, StoreError
 from mesh.trust.identity import Identity
@@ -134,6 +136,8 @@ class Agent:
         self.metrics = NodeCollector([lambda: node_families(self.metric_readings())])
         self.metrics_registry = node_registry(self.metrics)
         self.election: ElectionCore | None = None  # the region's election core (launch.py hosts it)
+        self.placement: PlacementCore | None = None  # the region's placement core (launch.py hosts it)
+        runtime.subscribe(log_placement_event)
 
     # --- NodeService -------------------------------------------------------------
 
@@ -340,6 +344,13 @@ class Agent:
             raise SubmitRefused(503, "this node does not run the election core")
         alive = sum(1 for m in self.node.members("region") if str(m.state) == "alive")
         return self.runtime.drive(lambda now: own_region_json(core, now, alive))
+
+    def own_placement(self) -> dict[str, Any]:
+        """This node's region's applied placement, replicas and counts (GET /v1/placements)."""
+        core = self.placement
+        if core is None:
+            raise SubmitRefused(503, "this node does not run the placement core")
+        return own_placement_json(core)  # reads only: the core's state is not changed
 
     # --- the network key ----------------------------------------------------------
 

@@ -19,6 +19,7 @@ from consensus.events import ConfigChanged, LeaderChanged
 from gossip.events import AdmissionRefused, GatewayChanged, MemberChanged, MemberState, Revoked
 from gossip.kinds import DESIRED_KIND, NETKEY_KIND, REVOCATION_KIND, TRUST_KIND
 from gossip.records import Record
+from inference.placing_ports import PlacementApplied, ReplicaDropped, ReplicaStateChanged
 from mesh.service.admission import describe_refusal
 from mesh.service.events import EventLog, Observation
 from node.netkeys import NetworkKeyInstalled, NetworkKeyInUse, NetworkKeysRetired
@@ -40,6 +41,13 @@ KINDS: dict[str, str] = {
     "leader_elected": "this node learned of a new leader of its region (or term)",
     "leader_lost": "this node knows no leader of its region any more",
     "voters_changed": "this node stored a new voter configuration of its region",
+    "placement_changed": "this node applied a newer placement of its region (stamp, leader, moves)",
+    "replica_assigned": "a replica was placed on this node by the leader's placement",
+    "replica_provisional": "this node took over a replica without a leader (provisional)",
+    "replica_loading": "this node is fetching or loading a replica's model",
+    "replica_ready": "a replica on this node is ready to serve",
+    "replica_failed": "this node could not load a replica",
+    "replica_dropped": "a replica left this node (a newer placement moved or removed it)",
 }
 
 # A node id refused for the same reason is recorded again only after this long (a retrying
@@ -143,6 +151,31 @@ def _config_changed(event: ConfigChanged, ctx: Context) -> list[Observation]:
     return [Observation("voters_changed", event.region, reason, (("region", event.region),))]
 
 
+def _placement_applied(event: PlacementApplied, ctx: Context) -> list[Observation]:
+    moved = len(event.changes)
+    details = (
+        ("region", event.region),
+        ("term", event.term),
+        ("epoch", event.epoch),
+        ("leader", event.leader),
+        ("moves", moved),
+    )
+    reason = f"placement term {event.term} epoch {event.epoch} by {event.leader}: {moved} replica(s) changed"
+    return [Observation("placement_changed", event.region, reason, details)]
+
+
+def _replica_state(event: ReplicaStateChanged, ctx: Context) -> list[Observation]:
+    details = (("deployment", event.deployment), ("slot", event.slot), ("state", str(event.state)))
+    subject = f"{event.deployment}/{event.slot}"
+    return [Observation(f"replica_{event.state}", subject, f"replica {subject} is {event.state}", details)]
+
+
+def _replica_dropped(event: ReplicaDropped, ctx: Context) -> list[Observation]:
+    details = (("deployment", event.deployment), ("slot", event.slot))
+    subject = f"{event.deployment}/{event.slot}"
+    return [Observation("replica_dropped", subject, f"replica {subject} left this node", details)]
+
+
 # The core events a node records: one line per source. AdmissionRefused is handled by
 # the recorder (it needs the refusal's repeat filter and the store's regions).
 SOURCES: dict[type[Any], Translate] = {
@@ -154,6 +187,9 @@ SOURCES: dict[type[Any], Translate] = {
     NetworkKeysRetired: _keys_retired,
     LeaderChanged: _leader_changed,
     ConfigChanged: _config_changed,
+    PlacementApplied: _placement_applied,
+    ReplicaStateChanged: _replica_state,
+    ReplicaDropped: _replica_dropped,
 }
 
 # What `command_accepted` names each operator record (the API's writes).

@@ -31,6 +31,9 @@ from gossip.node import GossipNode
 from gossip.records import Record
 from gossip.trust import StaticTrust
 from inference.kinds import CHECKED_KINDS
+from inference.manifest import ARTIFACT_SIZE_MAX_BYTES
+from inference.placing import PlacementCore
+from inference.placing_ports import GossipPlacementMesh
 from mesh.netaddr import AddressError, is_unspecified, join_hostport, split_hostport
 from mesh.service.admission import admission_invite, describe_refusal, new_admission, own_admission
 from mesh.service.agent import (
@@ -41,14 +44,17 @@ from mesh.service.agent import (
     AgentOptions,
 )
 from mesh.service.api import create_app
+from mesh.service.artifacts import ArtifactStore
 from mesh.service.discovery import Discovery, DiscoveryError
 from mesh.service.election import SqliteHardState
 from mesh.service.fdlimit import raise_open_files_limit
 from mesh.service.httpguard import API_HEAD_TIMEOUT_S, ApiGuard, api_caps
 from mesh.service.lograte import install_repeat_filter
-from mesh.service.metrics import election_source
+from mesh.service.metrics import election_source, placement_source
 from mesh.service.netkeys import KeyFileError, KeyKeeper, load_key_file, startup_keys
 from mesh.service.observeapi import add_routes as add_observability_routes
+from mesh.service.placementapi import add_routes as add_placement_routes
+from mesh.service.placements import MoveTally, held_artifacts
 from mesh.service.restore import restore_records
 from mesh.service.runtime import Runtime
 from mesh.service.store import Store, StoreError
@@ -229,7 +235,20 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
             )
         except StoreError as exc:
             raise AgentError(str(exc)) from None
-        node = Node(gossip, [netkeys, election])
+        # The region's placement (inference/placing.py): the leader publishes, every node applies
+        # and reports its replicas. Until the model runtime exists a replica is ready when its
+        # artifact is held here (the artifact store is the agent's; it opens it on its data dir).
+        artifacts = ArtifactStore(options.data_dir / "artifacts", size_max_bytes=ARTIFACT_SIZE_MAX_BYTES)
+        placement = PlacementCore(
+            identity.node_id,
+            options.region,
+            identity.signing_key,
+            GossipPlacementMesh(gossip),
+            election,
+            held_artifacts(artifacts),
+            now=loop.time(),
+        )
+        node = Node(gossip, [netkeys, election, placement])
         # Restored records are re-verified (rows that fail are removed and counted);
         # anti-entropy (the join's push-pull first) carries them on to peers that lack them.
         restore_records(node.state, store, persisted_records)
@@ -257,12 +276,18 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
         agent.netkeys = netkeys
         agent.election = election
         agent.metrics.add(election_source(election, identity.node_id))
+        agent.placement = placement
+        agent.artifacts = artifacts  # one store: the API writes where placement looks
+        moves = MoveTally()
+        runtime.subscribe(moves.on_event)
+        agent.metrics.add(placement_source(placement, moves.moves))
         runtime.subscribe(keeper.on_event)
         runtime.attach(node, peers=node)
 
         guard = ApiGuard(api_caps(open_files_soft), counters=agent.api_counters)
         app = create_app(agent)
         add_observability_routes(app, agent.event_streams, agent.metrics_registry)
+        add_placement_routes(app)
         app.middlewares.append(guard.middleware)
         # keepalive_timeout: aiohttp's own idle close agrees with the guard's head deadline.
         runner = web.AppRunner(

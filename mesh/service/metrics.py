@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
@@ -260,6 +260,50 @@ def election_source(core: ElectionView, node_id: str) -> Source:
             events.add_metric([key], count)
         out.append(events)
         return out
+
+    return families
+
+
+class PlacementView(Protocol):
+    """What the placement source reads (inference.placing.PlacementCore)."""
+
+    def replicas(self) -> Sequence[Any]: ...
+    def counters(self) -> dict[str, int]: ...
+
+
+REPLICA_STATES = ("assigned", "loading", "ready", "failed", "provisional")
+
+
+def placement_source(core: PlacementView, moves: Mapping[str, int]) -> Source:
+    """Placement's metrics: the applied placement's replicas by state (as this node sees its
+    region), the replicas moved by the placements applied here (`moves`: added, moved,
+    removed, kept by mesh/service/placements.py) and the core's counters."""
+
+    def families() -> list[Metric]:
+        states = {state: 0 for state in REPLICA_STATES}
+        for view in core.replicas():
+            state = str(getattr(view, "state", "other"))
+            states[state] = states.get(state, 0) + 1
+        by_state = GaugeMetricFamily(
+            "murmur_placement_replicas",
+            "Replicas of this node's region in its applied placement, by state",
+            labels=["state"],
+        )
+        for state, count in bounded(states.items()):
+            by_state.add_metric([state], count)
+        moved = CounterMetricFamily(
+            "murmur_placement_moves",
+            "Replica changes of the placements applied here, by kind",
+            labels=["kind"],
+        )
+        for kind, count in bounded(moves.items()):
+            moved.add_metric([kind], count)
+        events = CounterMetricFamily(
+            "murmur_placement_events", "The placement core's counters", labels=["event"]
+        )
+        for key, count in bounded(core.counters().items()):
+            events.add_metric([key], count)
+        return [by_state, moved, events]
 
     return families
 

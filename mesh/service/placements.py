@@ -1,0 +1,108 @@
+"""The agent's side of placement: what GET /v1/placements shows of this node's region, what the
+agent logs of the placement core's events, and the replica runtime it gives the core.
+
+The placement core (inference/placing.py) is read here, never changed; the API's handler
+(mesh/service/placementapi.py) forwards a read about another region to one of its nodes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from inference.placing import PlacementCore
+from inference.placing_ports import (
+    HeldArtifacts,
+    PlacementApplied,
+    ReplicaDropped,
+    ReplicaStateChanged,
+)
+from mesh.service.artifacts import ArtifactError, ArtifactStore
+
+log = logging.getLogger("murmur.placement")
+
+
+def held_artifacts(store: ArtifactStore) -> HeldArtifacts:
+    """The replica runtime until the model runtime exists: a replica whose artifact is held
+    here is ready (an id that is not a sha256 is never held)."""
+
+    def held(sha256: str) -> bool:
+        try:
+            return store.size(sha256) is not None
+        except ArtifactError:
+            return False
+
+    return HeldArtifacts(held)
+
+
+def own_placement_json(core: PlacementCore) -> dict[str, Any]:
+    """This node's region's applied placement as GET /v1/placements shows it (docs/api.md)."""
+    applied = core.applied()
+    stamp: dict[str, Any] | None = None
+    if applied is not None:
+        era = applied.stamp.era
+        stamp = {
+            "era": {"generation": era.generation, "founder": era.founder},
+            "term": applied.stamp.term,
+            "epoch": applied.stamp.epoch,
+            "leader": applied.leader,
+        }
+    return {
+        "region": core.region,
+        "node": core.node_id,
+        "stamp": stamp,
+        "replicas": [
+            {
+                "deployment": v.deployment,
+                "slot": v.slot,
+                "node": v.node_id,
+                "state": str(v.state),
+                "provisional": v.provisional,
+            }
+            for v in core.replicas()
+        ],
+        "deployments": [
+            {"deployment": c.deployment, "ready": c.ready, "desired": c.desired}
+            for c in sorted(core.deployment_counts())
+        ],
+        "unplaced": [
+            {"deployment": u.deployment, "slot": u.slot, "reason": u.reason} for u in core.unplaced()
+        ],
+    }
+
+
+class MoveTally:
+    """Replica changes of the placements this node applied, by kind (murmur_placement_moves)."""
+
+    def __init__(self) -> None:
+        self.moves: dict[str, int] = {"added": 0, "moved": 0, "removed": 0}
+
+    def on_event(self, event: object) -> None:
+        if isinstance(event, PlacementApplied):
+            for change in event.changes:
+                self.moves[str(change.kind)] = self.moves.get(str(change.kind), 0) + 1
+
+
+def log_placement_event(event: object) -> None:
+    """Log one of the placement core's events at info (each is emitted once per change)."""
+    match event:
+        case PlacementApplied(region=region, era=era, term=term, epoch=epoch, leader=leader, changes=changes):
+            moves = ", ".join(
+                f"{c.deployment}/{c.slot} {c.kind} {c.from_node or '-'} -> {c.to_node or '-'}"
+                for c in changes[:8]
+            )
+            more = f" (+{len(changes) - 8} more)" if len(changes) > 8 else ""
+            log.info(
+                "region %s: placement term %d epoch %d (era %s) by %s applied: %s%s",
+                region,
+                term,
+                epoch,
+                era,
+                leader,
+                moves or "no replica moved",
+                more,
+            )
+        case ReplicaStateChanged(deployment=deployment, slot=slot, state=state):
+            log.info("replica %s/%d on this node is %s", deployment, slot, state)
+        case ReplicaDropped(deployment=deployment, slot=slot):
+            log.info("replica %s/%d left this node (a newer placement moved it)", deployment, slot)
