@@ -14,7 +14,7 @@ import textwrap
 from collections.abc import Callable, Sequence
 from importlib import metadata
 
-from mesh.cli import agent, deploy, events, keys, nodes, regions, trust
+from mesh.cli import agent, deploy, events, keys, nodes, placements, regions, trust
 from mesh.cli.client import DEFAULT_NODE_URL, EXIT_STATUS_HELP, CliError
 from mesh.cli.helptext import HELP_WIDTH, command, examples_epilog
 from sim.cli import register as register_sim
@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent.register(sub)
     nodes.register(sub, node_help)
     regions.register(sub, node_help)
+    placements.register(sub, node_help)
     deploy.register(sub, node_help)
     trust.register_grants(sub, node_help)
     keys.register(sub, node_help)

@@ -28,13 +28,14 @@ from gossip.events import (
     RecordsAccepted,
     Revoked,
 )
-from gossip.kinds import INVENTORY_KIND, NETKEY_KIND, REVOCATION_KIND
+from gossip.kinds import INVENTORY_KIND, NETKEY_KIND, REBALANCE_KIND, REVOCATION_KIND
 from gossip.netkey import NETKEY_SLOT, decode_notice
 from gossip.node import MemberView, RegionSummary
 from gossip.records import Record, key_id, sign_record
 from gossip.trust import StaticTrust
 from inference import inventory
 from inference.manifest import ARTIFACT_SIZE_MAX_BYTES
+from inference.operator_records import rebalance_generation
 from inference.placing import PlacementCore
 from mesh.netaddr import split_hostport
 from mesh.service.admission import describe_refusal
@@ -350,7 +351,8 @@ class Agent:
         core = self.placement
         if core is None:
             raise SubmitRefused(503, "this node does not run the placement core")
-        return own_placement_json(core)  # reads only: the core's state is not changed
+        generation = rebalance_generation(self.node.state.records(REBALANCE_KIND), self.region)
+        return own_placement_json(core, generation)  # reads only: the core's state is not changed
 
     # --- the network key ----------------------------------------------------------
 

@@ -35,8 +35,9 @@ def held_artifacts(store: ArtifactStore) -> HeldArtifacts:
     return HeldArtifacts(held)
 
 
-def own_placement_json(core: PlacementCore) -> dict[str, Any]:
-    """This node's region's applied placement as GET /v1/placements shows it (docs/api.md)."""
+def own_placement_json(core: PlacementCore, rebalance_generation: int) -> dict[str, Any]:
+    """This node's region's applied placement as GET /v1/placements shows it (docs/api.md);
+    `rebalance_generation`: the region's held `rebalance` record's (0: none)."""
     applied = core.applied()
     stamp: dict[str, Any] | None = None
     if applied is not None:
@@ -51,6 +52,7 @@ def own_placement_json(core: PlacementCore) -> dict[str, Any]:
         "region": core.region,
         "node": core.node_id,
         "stamp": stamp,
+        "rebalance_generation": rebalance_generation,
         "replicas": [
             {
                 "deployment": v.deployment,

@@ -16,6 +16,9 @@ from gossip.events import (
     Revoked,
 )
 from gossip.records import sign_record
+from inference.assignments import ReplicaState
+from inference.placement import ChangeKind
+from inference.placing_ports import AppliedChange, PlacementApplied, ReplicaDropped, ReplicaStateChanged
 from mesh.service.eventkinds import KINDS, SOURCES, EventRecorder, command_name
 from mesh.service.events import TEXT_MAX_CHARS, EventLog, Observation, iso_utc
 from node.netkeys import NetworkKeyInstalled, NetworkKeyInUse, NetworkKeysRetired
@@ -162,6 +165,11 @@ def test_every_source_makes_only_known_kinds() -> None:
         LeaderChanged("r1", Era(0, "n1"), 3, "n1"),
         LeaderChanged("r1", Era(0, "n1"), 4, ""),
         ConfigChanged("r1", Era(0, "n1"), VoterConfig(1, ("n1", "n2"), 3)),
+        PlacementApplied(
+            "r1", (0, "n1"), 3, 2, "n1", (AppliedChange("cam", 0, ChangeKind.MOVED, "n2", "n3"),)
+        ),
+        *(ReplicaStateChanged("cam", 0, state) for state in ReplicaState),
+        ReplicaDropped("cam", 0),
     ]
     assert {type(s) for s in samples} == set(SOURCES)  # a sample of every source
     log = EventLog("me", clock=Clock())
@@ -172,6 +180,7 @@ def test_every_source_makes_only_known_kinds() -> None:
     assert len(kinds) == len(samples)
     assert set(kinds) <= set(KINDS)
     assert "leader_elected" in kinds and "leader_lost" in kinds and "key_rotated" in kinds
+    assert "placement_changed" in kinds and "replica_ready" in kinds and "replica_dropped" in kinds
 
 
 def test_events_no_source_knows_are_not_recorded() -> None:
