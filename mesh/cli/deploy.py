@@ -16,7 +16,7 @@ import json
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -37,6 +37,7 @@ from mesh.cli.client import (
 )
 from mesh.cli.helptext import command
 from mesh.cli.manifest import read_manifest_and_artifact
+from mesh.cli.placements import ready_by_deployment
 from mesh.cli.signing import key_flags, resolve_key
 from mesh.trust.deploy import record_to_b64
 from mesh.trust.opsign import sign_request
@@ -175,9 +176,14 @@ def _version_cell(value: Any) -> str:
     return version_time(value) if isinstance(value, int) else str(value)
 
 
-def format_deployments(rows: Sequence[dict[str, Any]]) -> str:
-    """Deployments as an aligned text table (VERSION as the UTC time it was signed)."""
-    headers = ("NAME", "MODEL", "REPLICAS", "PRIORITY", "VERSION (UTC)", "AUTHOR")
+def format_deployments(
+    rows: Sequence[dict[str, Any]], counts: Mapping[str, tuple[int, int]] | None = None
+) -> str:
+    """Deployments as an aligned text table (VERSION as the UTC time it was signed); with
+    `counts` (name -> (ready, desired), summed over the regions), READY and DESIRED columns."""
+    headers: tuple[str, ...] = ("NAME", "MODEL", "REPLICAS", "PRIORITY", "VERSION (UTC)", "AUTHOR")
+    if counts is not None:
+        headers = (*headers, "READY", "DESIRED")
     cells: list[list[str]] = []
     for row in rows:
         manifest = row.get("manifest") or {}
@@ -192,6 +198,9 @@ def format_deployments(rows: Sequence[dict[str, Any]]) -> str:
                 str(row.get("author")),
             ]
         )
+        if counts is not None:
+            ready, desired = counts.get(str(row.get("name")), (0, 0))
+            cells[-1] += [str(ready), str(desired)]
     lines = _table(headers, cells)
     # A record the node holds but cannot read (GET /v1/deployments marks it): say why.
     lines += [f"{row.get('name')}: {row['error']}" for row in rows if row.get("error")]
@@ -260,7 +269,13 @@ def cmd_get(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2) if args.json else format_deployment(doc))
         return 0
     rows = node.get("/v1/deployments")
-    print(json.dumps(rows, indent=2) if args.json else format_deployments(rows))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    # READY/DESIRED: each region's placement (its own nodes' reports), summed over the regions.
+    regions = node.get("/v1/regions")
+    names = [str(r["region"]) for r in regions if isinstance(r, dict) and r.get("region")]
+    print(format_deployments(rows, ready_by_deployment(node, names) if isinstance(regions, list) else None))
     return 0
 
 
@@ -446,7 +461,10 @@ def register(sub: Any, node_help: str) -> None:
         "get",
         summary="show desired state: deployments (one by NAME), revocations",
         description="List the deployments the asked node holds, show one deployment by NAME, or list "
-        "the revoked nodes. Versions show as the UTC time they were signed (--json: Unix ms).",
+        "the revoked nodes. Versions show as the UTC time they were signed (--json: Unix ms). READY and "
+        "DESIRED count a deployment's replicas over every region: each region's placement is read at one "
+        "of its nodes (murmur placements --region R) and the counts are summed; a region that does not "
+        "answer adds nothing.",
         examples=[
             "murmur get deployments",
             "murmur get deployments vibration --json",
