@@ -41,7 +41,9 @@ def _where(doc: dict[str, Any] | None) -> tuple[Any, frozenset[tuple[str, int, s
     """(stamp, {(deployment, slot, node)}) of a placement, or None before one."""
     if doc is None or doc.get("stamp") is None:
         return None
-    return json.dumps(doc["stamp"], sort_keys=True), frozenset((r["deployment"], r["slot"], r["node"]) for r in doc["replicas"])
+    return json.dumps(doc["stamp"], sort_keys=True), frozenset(
+        (r["deployment"], r["slot"], r["node"]) for r in doc["replicas"]
+    )
 
 
 def _agreed(mesh: LocalMesh, agents: list[LocalAgent]) -> tuple[Any, frozenset[tuple[str, int, str]]] | None:
@@ -119,9 +121,7 @@ def test_placement_agreed_in_each_region_moved_after_kill_9_and_kept_by_a_new_le
 
     ok = wait_until(replaced, 30.0, 0.1)
     took_s = time.monotonic() - killed
-    print(
-        f"\nkill -9 of a replica holder in r1 -> its replica elsewhere on both survivors: {took_s:.2f} s"
-    )
+    print(f"\nkill -9 of a replica holder in r1 -> its replica elsewhere on both survivors: {took_s:.2f} s")
     assert ok, f"not moved: {[_placement(mesh, a) for a in survivors]}"
     assert took_s <= MOVED_WITHIN_S, f"moved only after {took_s:.2f} s"
     assert moved is not None
