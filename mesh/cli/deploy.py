@@ -273,8 +273,12 @@ def cmd_get(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     # READY/DESIRED: each region's placement (its own nodes' reports), summed over the regions.
-    regions = node.get("/v1/regions")
-    names = [str(r["region"]) for r in regions if isinstance(r, dict) and r.get("region")]
+    # A node that cannot say its regions (an older murmur) gets the table without them.
+    try:
+        regions = node.get("/v1/regions")
+    except CliError:
+        regions = None
+    names = [str(r["region"]) for r in regions if isinstance(r, dict) and r.get("region")] if regions else []
     print(format_deployments(rows, ready_by_deployment(node, names) if isinstance(regions, list) else None))
     return 0
 
