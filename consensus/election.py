@@ -524,7 +524,8 @@ class ElectionCore:
 
     def _on_announce(self, now: float, src: str, m: Announce) -> None:
         hs = self._hs
-        if m.leader and m.certificate:
+        # Without its proof, only the leader's own word, which _accept_leader trusts in our era.
+        if m.leader and (m.certificate or m.leader == src):
             self._accept_leader(now, src, m.era, m.term, m.config, m.certificate, m.leader)
         elif hs.established and m.era == hs.era and m.term > hs.term:
             self._save(replace(hs, term=m.term, voted_for=""))  # Raft: a higher term ends ours
@@ -648,7 +649,11 @@ class ElectionCore:
     def _announce(self, dst: str) -> None:
         hs, cfg = self._hs, self._hs.config
         if hs.era is not None and cfg is not None and self._leader and self._cert:
-            self._send(dst, Announce(hs.era, self._hs.term, self._leader, cfg, self._cert))
+            ld = self._leading
+            # The certificate is most of an announcement: a leader sends it to each non-voter
+            # only now and then (Leadership.announce_carries_proof); a relayed claim always.
+            proof = ld is None or ld.announce_carries_proof(dst, self.settings.announce_proof_every)
+            self._send(dst, Announce(hs.era, self._hs.term, self._leader, cfg, self._cert if proof else b""))
 
     def _hint(self, now: float, dst: str) -> None:
         """Tell a member that lags (an older term or a worse era) what we know, at most once a second."""

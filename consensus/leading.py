@@ -6,6 +6,10 @@ import math
 
 from consensus.config import VoterConfig
 
+# Non-voters whose announcement count a leader keeps (members_max of a pool); beyond, the
+# oldest is forgotten, and its next announcement carries the proof again.
+ANNOUNCED_KEPT = 4096
+
 
 class Leadership:
     """What the leader of one term tracks about its voters."""
@@ -17,6 +21,7 @@ class Leadership:
         self._acked_sent_s: dict[str, float] = {}  # voter -> newest heartbeat send time it acknowledged
         self._stored: dict[str, tuple[int, int]] = {}  # voter -> config rank it said it stored
         self._announce_next = 0  # round-robin position among non-voters
+        self._announced: dict[str, int] = {}  # non-voter -> announcements sent to it this term
 
     def on_ack(self, voter: str, sent_s: float, rank: tuple[int, int]) -> None:
         if sent_s > self._acked_sent_s.get(voter, -math.inf):
@@ -49,6 +54,16 @@ class Leadership:
             1 for v in config.voters if v == self.node_id or self._stored.get(v, (-1, -1)) >= config.rank
         )
         return stored >= config.quorum
+
+    def announce_carries_proof(self, member: str, every: int) -> bool:
+        """Whether this term's next announcement to member carries the certificate: the first
+        one, then every `every`-th (one lost, or a member that restarted, gets it again soon;
+        the others read the leader's own word, which they trust in their era as Raft does)."""
+        sent = self._announced.get(member, 0)
+        self._announced[member] = sent + 1
+        if len(self._announced) > ANNOUNCED_KEPT:
+            del self._announced[next(iter(self._announced))]
+        return sent % every == 0
 
     def announce_batch(self, non_voters: list[str], per_round: int) -> list[str]:
         """The next non-voters to announce to, round robin over the sorted list."""

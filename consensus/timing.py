@@ -22,6 +22,7 @@ class ElectionConfig:
     election_timeout_max_s: float = 2.0
     lease_s: float = 0.8  # < election_timeout_min_s, by a 20% clock-rate margin
     announce_interval_s: float = 3.0  # leader -> each non-voter, round robin
+    announce_proof_every: int = 5  # the certificate rides the first and every 5th of them
     voters_max: int = 5
     stable_after_s: float = 10.0  # a member alive this long (and not suspect) may become a voter
     gone_after_s: float = 10.0  # a voter we never had news of since start counts as gone after this
@@ -42,3 +43,5 @@ class ElectionConfig:
             raise ValueError(f"need 1 <= voters_max <= {VOTERS_MAX}")
         if self.announce_interval_s <= 0:
             raise ValueError("need announce_interval_s > 0")
+        if self.announce_proof_every < 1:
+            raise ValueError("need announce_proof_every >= 1")

@@ -292,3 +292,55 @@ def test_timings_that_would_break_the_lease_are_refused() -> None:
         except ValueError:
             continue
         raise AssertionError(f"accepted {bad}")
+
+
+def leader_with_non_voter() -> tuple[ElectionCore, list[Announce]]:
+    """Leader a of voters a, b, c, with d live but no voter; and what it told d on winning."""
+    store = MemoryStore(HardState(ERA, 1, "", CFG, True))
+    c = ElectionCore("a", REGION, random.Random(1), None, store, Peers(["a", "b", "c", "d"]), node_key("a"))
+    c.handle_timer(10.0)
+    deliver(c, "b", VoteReply(ERA, 2, True, True, b""), 10.01)  # the pre-vote
+    c.handle_message(
+        10.01,
+        "region",
+        "b",
+        encode(VoteReply(ERA, 2, False, True, sign_vote(node_key("b"), REGION, ERA, 2, "a", CFG))),
+    )
+    told = [decode(o.payload) for o in c.poll_messages() if o.dst_id == "d"]
+    assert c.role == Role.LEADER
+    return c, [m for m in told if isinstance(m, Announce)]
+
+
+def test_a_leader_sends_its_proof_to_a_non_voter_only_now_and_then() -> None:
+    c, to_d = leader_with_non_voter()
+    assert to_d and to_d[0].certificate  # told at once on winning, with the proof
+    now = 10.01
+    while len(to_d) < 11 and now < 100.0:
+        now += 0.05
+        c.handle_timer(now)
+        feed(c, "b", Ack(ERA, 2, now, CFG.rank), now)
+        to_d += [
+            m
+            for m in map(decode, (o.payload for o in c.poll_messages() if o.dst_id == "d"))
+            if isinstance(m, Announce)
+        ]
+    every = ElectionConfig().announce_proof_every
+    assert [bool(a.certificate) for a in to_d[: 2 * every + 1]] == [
+        i % every == 0 for i in range(2 * every + 1)
+    ]
+    assert all(a.leader == "a" and a.term == 2 for a in to_d)
+
+
+def test_a_non_voter_takes_the_leaders_own_word_in_its_era_but_a_relayed_claim_needs_proof() -> None:
+    light = Announce(ERA, 2, "a", CFG, b"")
+    established, _ = core("d")
+    deliver(established, "b", light, 1.0)  # relayed by b, without proof: only its higher term counts
+    assert established.leader() is None and established.hard_state.term == 2
+    deliver(established, "a", light, 1.1)  # the leader's own word, in our era
+    assert established.leader() == "a" and established.hard_state.term == 2
+    store = MemoryStore(None)
+    newcomer = ElectionCore(
+        "d", REGION, random.Random(1), None, store, Peers(["a", "b", "c", "d"]), node_key("d")
+    )
+    deliver(newcomer, "a", light, 1.0)  # no era of its own yet: it needs the proof
+    assert newcomer.leader() is None and newcomer.counters()["drop_unproven"] == 1
