@@ -246,6 +246,20 @@ class PlacementWatch(Observer):
                 good += 1
         return good >= need
 
+    def crash_holders(self, now: float, rng: random.Random, *, host_lost: bool) -> None:
+        """Crash one live node per region that holds replicas in the newest placement (drawn from rng),
+        so the crash scenarios always lose replicas (1% of the nodes rarely hold any)."""
+        fleet = self.fleet
+        for r in range(fleet.region_count):
+            applied = self.newest(r)
+            if applied is None:
+                continue
+            live = {fleet.slots[i].node_id for i in fleet.live(r)}
+            holders = sorted({a.node_id for a in applied.record.assignments if a.node_id in live})
+            if holders:
+                fleet.fault_counts["crashes"] += 1
+                fleet.crash(fleet.idx_of[rng.choice(holders)], host_lost=host_lost)
+
     # -- crashes --------------------------------------------------------------------------------
 
     def on_crash(self, now: float, idx: int) -> None:
