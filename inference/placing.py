@@ -421,7 +421,9 @@ class PlacementCore:
 
     def _take_over(self, now: float, inputs: Inputs, changed: bool) -> None:
         since = self._leaderless_since_s
-        if since is None or now - since < self.settings.leaderless_after_s:
+        # The same sum _next_wake sets the timer at: `now - since < after` can hold at that very
+        # time by rounding, and the timer would fire forever without taking over.
+        if since is None or now < since + self.settings.leaderless_after_s:
             return
         if self._takeover_fresh and not changed:
             return
