@@ -18,7 +18,8 @@ from typing import Any
 from sim.report import summary, to_json
 from sim.run import run_simulation
 from sim.scenarios import SCENARIOS
-from sim.swarm import SWARM_DURATION_S, SWARM_NODES, SWARM_REGIONS, parse_seeds, run_swarm
+from sim.swarm import SWARM_DURATION_S, SWARM_NODES, SWARM_REGIONS
+from sim.swarmrun import parse_seeds, run_swarm
 
 
 def _positive_int(text: str) -> int:

@@ -27,7 +27,7 @@ from sim.placewatch import CHECK_CONSTRAINTS, CHECK_STALE, PlacementWatch
 from sim.placing import FleetTrust, SimRuntime, deployment_set, device_inventory
 from sim.run import run_simulation
 from sim.scenarios import operator_key
-from sim.swarm import parse_seeds, run_swarm
+from sim.swarmrun import parse_seeds, run_swarm
 
 OPERATOR = operator_key(7)
 
