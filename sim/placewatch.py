@@ -4,9 +4,10 @@ It publishes (sim/placing.py's inventories, at each node's start and restart)
 and measures, in every scenario (the report's `placement` key):
 
 - replicas_restored_s, per lost replica: from a crash until the replica's
-  deployment again has its full count in that region of replicas on live nodes
-  that meet its requirements, in the region's newest applied placement, each
-  reported READY by its node. A replica never restored counts as infinite
+  deployment again has its full count in that region (or as many as the live
+  nodes that meet its requirements allow) of replicas on live nodes that meet
+  its requirements, in the region's newest applied placement, each reported
+  READY by its node. A replica never restored counts as infinite
   (its percentiles are null) and in `unrestored`.
 - moves_per_failure, per crashed node that held replicas: replicas of the
   region that left their node between the crash and the restoration; only the
@@ -230,10 +231,17 @@ class PlacementWatch(Observer):
 
     def _full(self, region: int, deployment: str, applied: Applied | None) -> bool:
         d = self.deployments[deployment]
-        need = d.replicas.for_region(self.fleet.region_names[region])
+        fleet = self.fleet
+        # As many as the region's live nodes allow: with too few nodes that meet the requirements
+        # left, the rest is unplaced (reported so), not waiting to be restored.
+        eligible = 0
+        for i in fleet.live(region):
+            node = self.devices.get(fleet.slots[i].node_id)
+            if node is not None and requirement_problem(node, d.requirements) is None:
+                eligible += 1
+        need = min(d.replicas.for_region(fleet.region_names[region]), eligible)
         if applied is None:
             return need == 0
-        fleet = self.fleet
         good = 0
         for a in applied.record.assignments:
             if a.deployment != deployment:
