@@ -19,8 +19,7 @@ region's nodes agree on a takeover without a word (docs/placement.md,
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
 
 from gossip.events import MemberState
 from gossip.kinds import REGION_SCOPE_PREFIX
@@ -51,7 +50,7 @@ class DecodeCache:
     """A node's decoded payloads of the records it reads at every wake-up, by payload."""
 
     desired: dict[bytes, Deployment] = field(default_factory=dict)
-    inventories: dict[bytes, Mapping[str, Any] | None] = field(default_factory=dict)
+    inventories: dict[tuple[str, bytes], NodeResources | None] = field(default_factory=dict)
     reports: dict[bytes, ReplicaReport | None] = field(default_factory=dict)
     all_reports: dict[bytes, ReplicaReport | None] = field(default_factory=dict)
 
@@ -85,26 +84,31 @@ def nodes_of(
     present: Iterable[str],
     inventories: Iterable[Record],
     statuses: Mapping[str, NodeStatus],
-    cache: dict[bytes, Mapping[str, Any] | None] | None = None,
+    cache: dict[tuple[str, bytes], NodeResources | None] | None = None,
 ) -> list[NodeResources]:
     """The present members of `region` that published a valid inventory, with their status.
 
-    `cache` maps payloads decoded before to their document (None: invalid); a node reads these
-    on every wake-up, and decoding every record of the region each time would cost more than
-    everything else it does. It is trimmed to the payloads read."""
+    `cache` maps (node, payload) read before to the node it describes (None: invalid); a node
+    reads these on every wake-up, and decoding every record of the region each time would cost
+    more than everything else it does. It is trimmed to the records read."""
     live = set(present)
     scope = REGION_SCOPE_PREFIX + region
-    seen: dict[bytes, Mapping[str, Any] | None] = {}
+    seen: dict[tuple[str, bytes], NodeResources | None] = {}
     nodes: list[NodeResources] = []
     for record in inventories:
         if record.key not in live or record.scope != scope or record.key != record.author:
             continue
-        payload = record.payload
-        doc = cache[payload] if cache is not None and payload in cache else inventory.decode(payload)
-        seen[payload] = doc
-        if doc is None:
+        slot = (record.key, record.payload)
+        if cache is not None and slot in cache:
+            node = cache[slot]
+        else:
+            doc = inventory.decode(record.payload)
+            node = node_from_inventory(record.key, doc) if doc is not None else None
+        seen[slot] = node
+        if node is None:
             continue
-        nodes.append(node_from_inventory(record.key, doc, statuses.get(record.key, NodeStatus.SCHEDULABLE)))
+        status = statuses.get(record.key, NodeStatus.SCHEDULABLE)
+        nodes.append(node if node.status is status else replace(node, status=status))
     if cache is not None:
         cache.clear()
         cache.update(seen)
