@@ -256,7 +256,7 @@ class PlacementWatch(Observer):
 
     def crash_holders(self, now: float, rng: random.Random, *, host_lost: bool) -> None:
         """Crash one live node per region that holds replicas in the newest placement (drawn from rng),
-        so the crash scenarios always lose replicas (1% of the nodes rarely hold any)."""
+        so the crash scenario always loses replicas (1% of the nodes rarely hold any)."""
         fleet = self.fleet
         for r in range(fleet.region_count):
             applied = self.newest(r)

@@ -289,11 +289,9 @@ def run_simulation(
     for at_s, record in plan.records:
         engine.call_at(at_s, _publisher(fleet, metrics, fault_rng, record))
     deploy_rng = random.Random(f"{DEPLOY_RNG_DOMAIN}/{seed}")
-    if scenario in ("crash", "process-crash"):
-        host_lost = scenario == "crash"
-        engine.call_at(
-            plan.fault_at_s, lambda now: placing.crash_holders(now, deploy_rng, host_lost=host_lost)
-        )
+    if scenario == "crash":
+        # 1% of the nodes rarely hold a replica: crash a holder per region too (sim/placewatch.py).
+        engine.call_at(plan.fault_at_s, lambda now: placing.crash_holders(now, deploy_rng, host_lost=True))
     for version, deployment in enumerate(deployments, start=1):
         engine.call_at(
             DEPLOY_AT_S, _deployer(fleet, deploy_rng, sign_deployment(operator, deployment, version))
