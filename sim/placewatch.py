@@ -73,6 +73,7 @@ class _Loss:
     lost: list[str]  # a deployment name per lost replica
     before: set[tuple[str, str]]
     restored_s: dict[int, float] = field(default_factory=dict)  # position in lost -> delay
+    placed_s: dict[int, float] = field(default_factory=dict)  # the same, ready or not
 
 
 class PlacementWatch(Observer):
@@ -229,7 +230,7 @@ class PlacementWatch(Observer):
         core = self.fleet.placements[node_id]
         return {r.deployment for r in core.own_replicas() if r.state is ReplicaState.READY}
 
-    def _full(self, region: int, deployment: str, applied: Applied | None) -> bool:
+    def _full(self, region: int, deployment: str, applied: Applied | None, *, ready: bool = True) -> bool:
         d = self.deployments[deployment]
         fleet = self.fleet
         # As many as the region's live nodes allow: with too few nodes that meet the requirements
@@ -250,7 +251,9 @@ class PlacementWatch(Observer):
             node = self.devices.get(a.node_id)
             if idx is None or not fleet.slots[idx].up or node is None:
                 continue
-            if requirement_problem(node, d.requirements) is None and deployment in self._ready(a.node_id):
+            if requirement_problem(node, d.requirements) is None and (
+                not ready or deployment in self._ready(a.node_id)
+            ):
                 good += 1
         return good >= need
 
@@ -296,6 +299,8 @@ class PlacementWatch(Observer):
         for loss in self._open:
             applied = self.newest(loss.region)
             for k, deployment in enumerate(loss.lost):
+                if k not in loss.placed_s and self._full(loss.region, deployment, applied, ready=False):
+                    loss.placed_s[k] = now - loss.at_s
                 if k not in loss.restored_s and self._full(loss.region, deployment, applied):
                     loss.restored_s[k] = now - loss.at_s
             if len(loss.restored_s) < len(loss.lost):
@@ -319,9 +324,11 @@ class PlacementWatch(Observer):
     def report(self) -> dict[str, Any]:
         fleet = self.fleet
         samples: list[float] = []
+        placed_samples: list[float] = []
         unrestored = 0
         for loss in self._losses:
             for k in range(len(loss.lost)):
+                placed_samples.append(loss.placed_s.get(k, math.inf))
                 delay = loss.restored_s.get(k)
                 samples.append(delay if delay is not None else math.inf)
                 unrestored += delay is None
@@ -349,6 +356,8 @@ class PlacementWatch(Observer):
             "deployments": len(self.deployments),
             "inventories_published": self.published,
             "replicas_restored_s": stats(samples),
+            # The same until the replacement is in the placement (ready or not): the rest is loading.
+            "replicas_placed_s": stats(placed_samples),
             "lost_replicas": len(samples),
             "unrestored": unrestored,
             "constraint_violations": self.violations[CHECK_CONSTRAINTS],
