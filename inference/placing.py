@@ -52,12 +52,12 @@ from gossip.records import Record, sign_record
 from gossip.wire import DecodeError
 from inference import replica_states
 from inference.assignments import Assignment, ReplicaState
-from inference.manifest import Deployment
 from inference.operator_records import node_statuses, rebalance_generation
 from inference.placement import ChangeKind, PlacementOptions, Unplaced, place
 from inference.placement_check import FORGED, ValidPlacement, check_placement
 from inference.placement_record import PlacementRecord, PlacementRecordError, encode
 from inference.placing_inputs import (
+    DecodeCache,
     Inputs,
     deployments_of,
     keep_draining,
@@ -164,7 +164,7 @@ class PlacementCore:
         self._wake_s = now
         self._refresh_s = now
         self._retry_s = now + self.settings.retry_unproven_s
-        self._desired_cache: dict[bytes, Deployment] = {}
+        self._cache = DecodeCache()
         self._records: list[tuple[Record, bool]] = []
         self._events: list[HostedEvent] = []
         self._counters: dict[str, int] = {}
@@ -421,7 +421,9 @@ class PlacementCore:
 
     def _take_over(self, now: float, inputs: Inputs, changed: bool) -> None:
         since = self._leaderless_since_s
-        if since is None or now - since < self.settings.leaderless_after_s:
+        # The same sum _next_wake sets the timer at: `now - since < after` can hold at that very
+        # time by rounding, and the timer would fire forever without taking over.
+        if since is None or now < since + self.settings.leaderless_after_s:
             return
         if self._takeover_fresh and not changed:
             return
@@ -511,16 +513,17 @@ class PlacementCore:
     def _inputs(self) -> Inputs:
         present = present_members(self._mesh.region_members())
         statuses = node_statuses(self._mesh.records(SCHEDULING_KIND))
+        records, cache = self._mesh.records, self._cache
         return Inputs(
-            deployments_of(self._mesh.records(DESIRED_KIND), self._desired_cache),
-            nodes_of(self.region, present, self._mesh.records(INVENTORY_KIND), statuses),
+            deployments_of(records(DESIRED_KIND), cache.desired),
+            nodes_of(self.region, present, records(INVENTORY_KIND), statuses, cache.inventories),
             statuses,
-            reports_of(self.region, present, self._mesh.records(REPLICAS_KIND)),
+            reports_of(self.region, present, records(REPLICAS_KIND), cache.reports),
         )
 
     def _all_reports(self) -> dict[str, ReplicaReport]:
         members = [node_id for node_id, _state in self._mesh.region_members()]
-        return reports_of(self.region, members, self._mesh.records(REPLICAS_KIND))
+        return reports_of(self.region, members, self._mesh.records(REPLICAS_KIND), self._cache.all_reports)
 
     def _sign(self, kind: str, payload: bytes) -> Record:
         self._version = max(self._version, self._mesh.latest_version(self.node_id) or 0) + 1

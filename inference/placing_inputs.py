@@ -19,7 +19,7 @@ region's nodes agree on a takeover without a word (docs/placement.md,
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from gossip.events import MemberState
 from gossip.kinds import REGION_SCOPE_PREFIX
@@ -43,6 +43,16 @@ class Inputs:
     nodes: list[NodeResources]
     statuses: dict[str, NodeStatus]
     reports: dict[str, ReplicaReport]  # live member -> its replicas record
+
+
+@dataclass(slots=True)
+class DecodeCache:
+    """A node's decoded payloads of the records it reads at every wake-up, by payload."""
+
+    desired: dict[bytes, Deployment] = field(default_factory=dict)
+    inventories: dict[tuple[str, bytes], NodeResources | None] = field(default_factory=dict)
+    reports: dict[bytes, ReplicaReport | None] = field(default_factory=dict)
+    all_reports: dict[bytes, ReplicaReport | None] = field(default_factory=dict)
 
 
 def present_members(members: Iterable[tuple[str, MemberState]]) -> list[str]:
@@ -70,34 +80,70 @@ def deployments_of(records: Iterable[Record], cache: dict[bytes, Deployment]) ->
 
 
 def nodes_of(
-    region: str, present: Iterable[str], inventories: Iterable[Record], statuses: Mapping[str, NodeStatus]
+    region: str,
+    present: Iterable[str],
+    inventories: Iterable[Record],
+    statuses: Mapping[str, NodeStatus],
+    cache: dict[tuple[str, bytes], NodeResources | None] | None = None,
 ) -> list[NodeResources]:
-    """The present members of `region` that published a valid inventory, with their status."""
+    """The present members of `region` that published a valid inventory, with their status.
+
+    `cache` maps (node, payload) read before to the node it describes (None: invalid); a node
+    reads these on every wake-up, and decoding every record of the region each time would cost
+    more than everything else it does. It is trimmed to the records read."""
     live = set(present)
     scope = REGION_SCOPE_PREFIX + region
+    seen: dict[tuple[str, bytes], NodeResources | None] = {}
     nodes: list[NodeResources] = []
     for record in inventories:
         if record.key not in live or record.scope != scope or record.key != record.author:
             continue
-        doc = inventory.decode(record.payload)
-        if doc is None:
+        slot = (record.key, record.payload)
+        if cache is not None and slot in cache:
+            node = cache[slot]
+        else:
+            doc = inventory.decode(record.payload)
+            node = node_from_inventory(record.key, doc) if doc is not None else None
+        seen[slot] = node
+        if node is None:
             continue
-        nodes.append(node_from_inventory(record.key, doc, statuses.get(record.key, NodeStatus.SCHEDULABLE)))
+        status = statuses.get(record.key, NodeStatus.SCHEDULABLE)
+        nodes.append(node if node.status is status else replace(node, status=status))
+    if cache is not None:
+        cache.clear()
+        cache.update(seen)
     return sorted(nodes, key=lambda n: n.node_id)
 
 
-def reports_of(region: str, present: Iterable[str], records: Iterable[Record]) -> dict[str, ReplicaReport]:
-    """Present member -> its `replicas` record (undecodable ones left out)."""
+def reports_of(
+    region: str,
+    present: Iterable[str],
+    records: Iterable[Record],
+    cache: dict[bytes, ReplicaReport | None] | None = None,
+) -> dict[str, ReplicaReport]:
+    """Present member -> its `replicas` record (undecodable ones left out); `cache` as nodes_of's."""
     live = set(present)
     scope = REGION_SCOPE_PREFIX + region
+    seen: dict[bytes, ReplicaReport | None] = {}
     out: dict[str, ReplicaReport] = {}
     for record in records:
         if record.key not in live or record.scope != scope:
             continue
-        try:
-            out[record.key] = decode_report(record.payload)
-        except ReplicaStatesError:
-            continue
+        payload = record.payload
+        report: ReplicaReport | None
+        if cache is not None and payload in cache:
+            report = cache[payload]
+        else:
+            try:
+                report = decode_report(payload)
+            except ReplicaStatesError:
+                report = None
+        seen[payload] = report
+        if report is not None:
+            out[record.key] = report
+    if cache is not None:
+        cache.clear()
+        cache.update(seen)
     return dict(sorted(out.items()))
 
 

@@ -1,6 +1,7 @@
 """`murmur sim` and `python -m sim`: run one deterministic fleet simulation.
 
     murmur sim --nodes 1000 --regions 10 --scenario crash --seed 1 --duration 60 --loss 0.05 --json
+    murmur sim --swarm 1-200          # a random fault schedule per seed, on a small fleet
 
 mesh/cli/murmur.py calls `register(subparsers)`; the parser it adds sets `func`, which
 takes the parsed arguments and returns the exit status (1 when an invariant
@@ -17,6 +18,8 @@ from typing import Any
 from sim.report import summary, to_json
 from sim.run import run_simulation
 from sim.scenarios import SCENARIOS
+from sim.swarm import SWARM_DURATION_S, SWARM_NODES, SWARM_REGIONS
+from sim.swarmrun import parse_seeds, run_swarm
 
 
 def _positive_int(text: str) -> int:
@@ -41,14 +44,33 @@ def _probability(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The simulator's flags."""
-    parser.add_argument("--nodes", type=_positive_int, default=100, help="fleet size (default 100)")
-    parser.add_argument("--regions", type=_positive_int, default=1, help="number of regions (default 1)")
+    parser.add_argument(
+        "--nodes",
+        type=_positive_int,
+        default=None,
+        help=f"fleet size (default 100; {SWARM_NODES} with --swarm)",
+    )
+    parser.add_argument(
+        "--regions",
+        type=_positive_int,
+        default=None,
+        help=f"number of regions (default 1; {SWARM_REGIONS} with --swarm)",
+    )
     parser.add_argument(
         "--scenario", choices=SCENARIOS, default="steady", help="what to inject (default steady)"
     )
     parser.add_argument("--seed", type=int, default=1, help="the seed that reproduces the run (default 1)")
     parser.add_argument(
-        "--duration", type=float, default=60.0, help="simulated seconds, at least 20 (default 60)"
+        "--duration",
+        type=float,
+        default=None,
+        help=f"simulated seconds, at least 20 (default 60; {SWARM_DURATION_S:g} with --swarm)",
+    )
+    parser.add_argument(
+        "--swarm",
+        metavar="SEEDS",
+        default=None,
+        help="run the swarm scenario once per seed (1-200 or 1,5,9-12); list seeds that broke an invariant",
     )
     parser.add_argument(
         "--loss",
@@ -65,15 +87,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
 
+def _swarm(args: argparse.Namespace) -> int:
+    """Run the swarm over the seeds; print the failing seeds (or, with --json, the summary)."""
+    try:
+        seeds = parse_seeds(args.swarm)
+        summary_ = run_swarm(
+            seeds,
+            args.nodes or SWARM_NODES,
+            args.regions or SWARM_REGIONS,
+            args.duration or SWARM_DURATION_S,
+        )
+    except ValueError as exc:
+        print(f"murmur sim: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(to_json(summary_))
+    else:
+        print(
+            f"swarm: {summary_['seeds']} seeds, {summary_['failed_count']} broke an invariant "
+            f"({summary_['wall_s']} s wall, {summary_['wall_s_per_seed']} s per seed)"
+        )
+        for failure in summary_["failed"]:
+            print(f"  seed {failure['seed']}: {failure['violations'][0]}")
+            print(f"    replay: {failure['command']}")
+    return 1 if summary_["failed"] else 0
+
+
 def command(args: argparse.Namespace) -> int:
     """Run the simulation the arguments describe and print its report."""
+    if args.swarm is not None:
+        return _swarm(args)
     try:
         report: dict[str, Any] = run_simulation(
-            args.nodes,
-            args.regions,
+            args.nodes or 100,
+            args.regions or 1,
             args.scenario,
             args.seed,
-            args.duration,
+            60.0 if args.duration is None else args.duration,
             args.loss,
             args.profile,
             encrypt=args.encrypt,

@@ -35,11 +35,14 @@ from gossip.node import GossipNode, MemberView
 from gossip.records import Record, key_id
 from gossip.trust import Trust
 from inference.kinds import CHECKED_KINDS
+from inference.placing import PlacementCore
+from inference.placing_ports import GossipPlacementMesh
 from node.core import Node
 from node.hosted import HostedCore
 from sim.engine import Engine
 from sim.network import Network
 from sim.observer import AdmissionLog, Observer
+from sim.placing import FleetPlacementMesh, FleetTrust, SimRuntime, load_rng
 from sim.slot import NodeSlot
 from sim.views import Views
 
@@ -118,11 +121,13 @@ class Fleet:
         invite: Invite | None = None,
         elections: bool = True,
         election_config: ElectionConfig | None = None,
+        placing: bool = True,
     ) -> None:
         """With an invite, every node has an Ed25519 identity (node_key), its id is the key's id,
         and it joins in admission mode with an admission record under that invite.
 
-        elections: every node hosts an election core (False: gossip alone, for tests)."""
+        elections: every node hosts an election core (False: gossip alone, for tests);
+        placing: and a placement core after it (sim/placing.py)."""
         if not 1 <= region_count <= REGIONS_MAX:
             raise ValueError(f"regions must be between 1 and {REGIONS_MAX}, got {region_count}")
         self.seed = seed
@@ -189,6 +194,13 @@ class Fleet:
         # Unkeyed fleets: each node's election key (keyed fleets use signing_keys) and the public keys.
         self._election_keys: dict[str, nacl.signing.SigningKey] = {}
         self.election_public_keys: dict[str, bytes] = {}
+        # Placement: each node's live core and its runtime (sim/placing.py).
+        self.placing_on = placing and elections
+        self.placements: dict[str, PlacementCore] = {}
+        self.runtimes: dict[str, SimRuntime] = {}
+        if self.placing_on and trust is not None and not self.node_keys:
+            # Unkeyed nodes' records (inventory, placement, replicas) verify with the fleet's table.
+            self.trust = FleetTrust(trust, self.election_public_keys)
         # What each node sees, rebuilt from its events: the first observer, so every
         # other one reads views that already include the event it is told about.
         self.views = Views()
@@ -268,7 +280,9 @@ class Fleet:
     def _identity(self, n: int) -> str:
         """The id of the n-th node created: "n00001", or its key's id with node_keys."""
         if not self.node_keys:
-            plain = f"n{n:05d}"
+            # With placement, a node's records must verify (an author is its key's id): the node is
+            # named by its key, as a keyed node is, though it joins without an admission.
+            plain = self._keyed_id(n) if self.placing_on else f"n{n:05d}"
             if self.elections_on and plain not in self._election_keys:
                 key = self.node_key(n)
                 self._election_keys[plain] = key
@@ -281,6 +295,12 @@ class Fleet:
             self._ids[n] = node_id
             self.signing_keys[node_id] = key
             self.election_public_keys[node_id] = bytes(key.verify_key)
+        return node_id
+
+    def _keyed_id(self, n: int) -> str:
+        node_id = self._ids.get(n)
+        if node_id is None:
+            node_id = self._ids[n] = key_id(bytes(self.node_key(n).verify_key))
         return node_id
 
     def public_key(self, node_id: str) -> bytes:
@@ -355,7 +375,10 @@ class Fleet:
             gossip.restore_view(self.engine.now, views, self._claims(views) if self.node_keys else None)
         hosted: list[HostedCore] = []
         if self.elections_on:
-            hosted.append(self._election(node_id, region, gossip))
+            election = self._election(node_id, region, gossip)
+            hosted.append(election)
+            if self.placing_on:
+                hosted.append(self._placement(node_id, region, gossip, election))
         if self.hosted is not None:
             hosted.extend(self.hosted(node_id, gossip))
         return Node(gossip, hosted)
@@ -382,6 +405,34 @@ class Fleet:
         )
         self.elections[node_id] = core
         return core
+
+    def _placement(
+        self, node_id: str, region: int, gossip: GossipNode, election: ElectionCore
+    ) -> PlacementCore:
+        """A node's placement core, with a runtime of this life (its load times drawn apart)."""
+        runtime = self.runtimes[node_id] = SimRuntime(
+            load_rng(self.seed, node_id, self._election_lives[node_id])
+        )
+        mesh = (
+            GossipPlacementMesh(gossip)
+            if self.node_keys
+            else FleetPlacementMesh(gossip, self.election_public_keys)
+        )
+        core = PlacementCore(
+            node_id,
+            self.region_names[region],
+            self.node_signing_key(node_id),
+            mesh,
+            election,
+            runtime,
+            now=self.engine.now,
+        )
+        self.placements[node_id] = core
+        return core
+
+    def node_signing_key(self, node_id: str) -> nacl.signing.SigningKey:
+        """The key a node signs its own records with (its identity, or its election key unkeyed)."""
+        return self.signing_keys.get(node_id) or self._election_keys[node_id]
 
     def _claims(self, views: Sequence[MemberView]) -> dict[str, bytes]:
         """Each keyed member's own signature of the alive claim its view shows (signed once)."""

@@ -136,6 +136,13 @@ class Network:
 
     # -- partitions ------------------------------------------------------------------
 
+    def set_loss(self, loss: float) -> None:
+        """Change the loss on every link from now on (a loss burst, sim/swarm.py)."""
+        if not 0.0 <= loss < 1.0 - (self._dup_edge - self.loss):
+            raise ValueError(f"loss must be in [0, 1 - duplicate), got {loss}")
+        self._dup_edge += loss - self.loss
+        self.loss = loss
+
     def partition(self, groups: Sequence[Sequence[int]]) -> None:
         """Split the network: nodes in different groups cannot reach each other.
 

@@ -17,6 +17,7 @@ from gossip.config import profile as named_profile
 from gossip.envelope import Keyring
 from gossip.records import Record
 from gossip.trust import StaticTrust
+from inference.desired import sign_deployment
 from sim import scenarios
 from sim.admission import AdmissionWatch
 from sim.coldstart import ColdStartWatch
@@ -27,6 +28,8 @@ from sim.keyrotation import ROTATE_AT_S, KeyRotationWatch, rotation_record
 from sim.leaders import LeaderWatch
 from sim.metrics import Metrics
 from sim.network import Network
+from sim.placewatch import PlacementWatch
+from sim.placing import deployment_set
 from sim.report import TIME_DIGITS
 
 # Nodes join their seeds staggered over this window after the warm start.
@@ -39,6 +42,10 @@ BROADCAST_PAYLOAD_BYTES = 32
 # membership alone, and run faster.
 KEYED_SCENARIOS = ("inventory", "admission", "cold-start", "key-rotation")
 GC_GEN0_THRESHOLD = 50_000
+# The deployment set every scenario places: its operator-signed desired records are accepted
+# by a random live node (drawn from an RNG of its own) at this time.
+DEPLOY_AT_S = 0.5
+DEPLOY_RNG_DOMAIN = "murmur-sim-deploy"
 # The key-rotation scenario's new network key: derived from the seed apart from the RNGs.
 NEW_NETWORK_KEY_DOMAIN = b"murmur-sim-new-network-key"
 
@@ -134,6 +141,16 @@ def _publisher(fleet: Fleet, metrics: Metrics, rng: random.Random, record: Recor
     return publish
 
 
+def _deployer(fleet: Fleet, rng: random.Random, record: Record) -> Callable[[float], None]:
+    """At its time, a random live, unstalled node accepts an operator's desired record (unmeasured)."""
+
+    def publish(now: float) -> None:
+        origin = rng.choice([i for i in fleet.live() if not fleet.slots[i].stalled])
+        fleet.engine.call_node_at(now, origin, lambda core, t: core.publish_record(t, record))
+
+    return publish
+
+
 def _own_publisher(
     inventory: InventoryWatch | None, idx: int, record: Record, urgent: bool
 ) -> Callable[[Any, float], None]:
@@ -212,6 +229,9 @@ def run_simulation(
         )
     )
     leaders = fleet.observe(LeaderWatch(fleet, invariants, start_s=scenarios.FAULT_AT_S))
+    # The inventory scenario's nodes publish their own inventory records (sim/scenarios.py).
+    deployments = deployment_set()
+    placing = fleet.observe(PlacementWatch(fleet, invariants, deployments, publish=scenario != "inventory"))
     watch = fleet.observe(AdmissionWatch(fleet)) if scenario == "admission" else None
     fleet.watch = watch
     inventory = fleet.observe(InventoryWatch(fleet)) if scenario == "inventory" else None
@@ -268,6 +288,14 @@ def run_simulation(
         engine.call_at(plan.broadcast_at_s, inject)
     for at_s, record in plan.records:
         engine.call_at(at_s, _publisher(fleet, metrics, fault_rng, record))
+    deploy_rng = random.Random(f"{DEPLOY_RNG_DOMAIN}/{seed}")
+    if scenario == "crash":
+        # 1% of the nodes rarely hold a replica: crash a holder per region too (sim/placewatch.py).
+        engine.call_at(plan.fault_at_s, lambda now: placing.crash_holders(now, deploy_rng, host_lost=True))
+    for version, deployment in enumerate(deployments, start=1):
+        engine.call_at(
+            DEPLOY_AT_S, _deployer(fleet, deploy_rng, sign_deployment(operator, deployment, version))
+        )
     if inventory is not None:
         inventory.expect(len(plan.own_records), scenarios.INVENTORY_FRESH_BOUND_S)
     for at_s, idx, record, urgent in plan.own_records:
@@ -351,6 +379,8 @@ def run_simulation(
         "cold_start": cold.report() if cold is not None else None,
         # After everything else: every region's leaders (sim/leaders.py).
         "leaders": leaders.report(duration_s),
+        # After everything else: the deployment set's placement (sim/placewatch.py).
+        "placement": placing.report(),
     }
     if rotation is not None:
         # Only in its own scenario, so the other scenarios' reports stay as they were.

@@ -45,6 +45,9 @@ FAULT_AT_S, after a warm start has had time to settle, and stop early enough
   key at a random node; with 3 regions or more the last region is offline
   (partitioned from the others) from OFFLINE_FROM_S to OFFLINE_UNTIL_S.
   sim/keyrotation.py measures how long until every live member holds the key.
+- swarm: a random fault schedule drawn from the seed (sim/swarm.py): crashes and
+  restarts, partitions, loss bursts, stalls, leader crashes; `murmur sim --swarm`
+  runs it over many seeds.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ from gossip.records import Record, sign_record
 from inference.desired import sign_deployment
 from inference.inventory import INVENTORY_REFRESH_S, Inventory, encode, inventory_scope
 from inference.manifest import Deployment, manifest_from_doc
-from sim import faults
+from sim import faults, swarm
 from sim.admission import INTRUDER_KINDS
 from sim.fleet import Fleet
 from sim.keyrotation import OFFLINE_FROM_S, OFFLINE_MIN_REGIONS, OFFLINE_UNTIL_S
@@ -79,6 +82,7 @@ SCENARIOS = (
     "cold-start",
     "key-rotation",
     "leader-crash",
+    "swarm",
 )
 DEFAULT_LOSS = {"loss": 0.10}
 FAULT_AT_S = 10.0
@@ -282,6 +286,9 @@ def schedule(
         for idx in sorted(rng.sample(range(n), faulty)):
             faults.crash_at(fleet, FAULT_AT_S, idx, host_lost=host_lost)
         return Plan(scenario, FAULT_AT_S, FAULT_AT_S, FAULT_AT_S, None, lossy)
+    if scenario == "swarm":
+        quiet_s, heal_s = swarm.schedule(fleet, FAULT_AT_S, faults_end_s, rng)
+        return Plan(scenario, FAULT_AT_S, quiet_s, None, heal_s, True)
     if scenario == "leader-crash":
 
         def crash_leaders(now: float) -> None:
