@@ -162,6 +162,7 @@ class Membership:
         self._unadmitted: OrderedDict[str, codec.Alive] = OrderedDict()  # see _park
         self._buddy_pinged_s: dict[str, float] = {}
         self._told_dead_s: dict[str, float] = {}  # member held dead -> when we last told it so
+        self._told_accuser_s: dict[tuple[str, str], float] = {}  # (address, member held dead) -> when
         self._hold_expiry_until_s = -1e18
         self._revivals_since_sync = 0
         self._streams: dict[int, tuple[str, str]] = {}  # request id -> (dst, "join" | "sync" | "push")
@@ -608,6 +609,25 @@ class Membership:
             msgs.append(told)
         self._send(now, src, msgs)
 
+    def _tell_accuser(self, now: float, src: str | None, m: Member) -> None:
+        """Someone still accuses m, which we hold dead at that incarnation: tell it so.
+
+        A member that heard of m late (it joined the pool after the death was gossiped,
+        or missed every notice) suspects it and waits out its own suspicion timer, with
+        no one left to confirm it: up to the maximum timeout (minutes in the fleet pool).
+        At most once per probe interval per (address, member).
+        """
+        if src is None:
+            return
+        key = (src, m.node_id)
+        if now - self._told_accuser_s.get(key, -1e18) < self.config.probe_interval_s:
+            return
+        if len(self._told_accuser_s) >= TOLD_DEAD_KEPT:
+            self._told_accuser_s.clear()  # only a rate limit
+        self._told_accuser_s[key] = now
+        self._count("dead_told_accuser")
+        self._send(now, src, [codec.encode_message(codec.Dead(m.incarnation, m.node_id, self.node_id))])
+
     def _tell_dead(self, now: float, src: str, src_id: str) -> bytes | None:
         """A member we hold dead pings us: it lives. Tell it it was declared dead, so it
         refutes now rather than when a push-pull next tells it (up to 30 s later: the dead
@@ -813,6 +833,9 @@ class Membership:
             return
         m = self._members.get(msg.node_id)
         if m is None or msg.incarnation < m.incarnation:
+            return
+        if m.state == MemberState.DEAD and msg.incarnation == m.incarnation:
+            self._tell_accuser(now, src, m)
             return
         timer = self._suspicions.get(msg.node_id)
         if timer is not None:

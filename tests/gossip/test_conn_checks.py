@@ -190,3 +190,27 @@ def test_a_member_held_dead_that_pings_is_told_so_and_refutes() -> None:
     assert victim.incarnation > before  # it refuted
     link.run_until(link.now + 3.0)
     assert all(link.state_of(o, victim) == MemberState.ALIVE for o in nodes if o is not victim)
+
+
+def test_an_accusation_of_a_member_held_dead_is_answered_with_its_death() -> None:
+    # A member that heard of the victim late suspects it when everyone else holds it dead:
+    # no confirmation will ever come. The first member that hears the accusation tells the
+    # accuser it is dead (once per probe interval), and the accuser's view ends there.
+    link, nodes = mesh()
+    victim, accuser, peer = nodes[5], nodes[2], nodes[1]
+    link.crash(victim)
+    link.run_until(link.now + 30.0)
+    assert link.state_of(peer, victim) == MemberState.DEAD
+    incarnation = next(v.incarnation for v in peer.members("region") if v.node_id == victim.node_id)
+    notice = codec.Suspect(incarnation, victim.node_id, accuser.node_id)
+    packet = codec.encode_packet(codec.POOL_REGION, "r1", [codec.encode_message(notice)])
+    peer.handle_datagram(link.now, accuser.addr, packet)
+    peer.handle_datagram(link.now, accuser.addr, packet)  # again at once: told once
+    told = [
+        m
+        for d in peer.poll_transmit()
+        if isinstance(d, Datagram) and d.dst == accuser.addr
+        for m in codec.decode_packet(d.payload).messages
+        if isinstance(m, codec.Dead) and m.node_id == victim.node_id
+    ]
+    assert len(told) == 1 and peer.counters["region.dead_told_accuser"] == 1
