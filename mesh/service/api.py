@@ -22,7 +22,6 @@ import asyncio
 import base64
 import json
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from inference.documents import DocumentError, DocumentLimits, load_json
 from inference.inventory import decode, payload_problem
 from inference.manifest import Deployment, ManifestError, desired_key, load_document, manifest_from_doc
 from mesh.service.artifacts import ArtifactError, ArtifactStore
+from mesh.service.forward import ask_each
 from mesh.service.lastknown import LastKnown
 from mesh.service.regions import ask_region, reset_problem, unanswered
 from mesh.trust.deploy import check_record, deployment_json, record_from_b64
@@ -252,34 +252,19 @@ async def _forward(
     """(the member list one of `api_addrs` answered, "") or (None, why none did)."""
     if not api_addrs:
         return None, f"region {region!r} publishes no API address yet; retry in a few seconds"
-    order = list(api_addrs)
-    random.shuffle(order)  # spread reads over the region's published nodes
-    failures: list[str] = []
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + FORWARD_BUDGET_S
-    for api in order:
-        left_s = deadline - loop.time()
-        if left_s <= 0:
-            failures.append(f"{api}: not tried (out of time)")
-            continue
-        url = f"http://{api}/v1/nodes"
-        try:
-            async with client.get(
-                url,
-                params={"region": region},
-                headers={FORWARDED_HEADER: "1"},
-                timeout=aiohttp.ClientTimeout(total=min(FORWARD_TIMEOUT_S, left_s)),
-            ) as resp:
-                if resp.status != 200:
-                    failures.append(f"{api}: HTTP {resp.status}")
-                    continue
-                body = await resp.json()
-        except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError, ValueError) as exc:
-            failures.append(f"{api}: {type(exc).__name__}")
-            continue
-        if isinstance(body, list):
-            return body, ""
-        failures.append(f"{api}: not a member list")
+    body, failures = await ask_each(
+        client,
+        api_addrs,
+        "/v1/nodes",
+        lambda b: b if isinstance(b, list) else None,
+        header=FORWARDED_HEADER,
+        deadline_s=asyncio.get_running_loop().time() + FORWARD_BUDGET_S,
+        timeout_s=FORWARD_TIMEOUT_S,
+        params={"region": region},
+        refused="not a member list",
+    )
+    if body is not None:
+        return body, ""
     log.info("region %s: no API address answered (%s)", region, "; ".join(failures))
     return None, (
         f"region {region!r}: none of its API addresses answered ({'; '.join(failures)}); "

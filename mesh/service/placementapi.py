@@ -16,8 +16,6 @@ of); a region it does not know is refused (404). docs/api.md describes them.
 from __future__ import annotations
 
 import asyncio
-import json
-import random
 from typing import Any, Protocol, cast
 
 import aiohttp
@@ -45,6 +43,7 @@ from mesh.service.api import (
     _record_of,
     _refusals,
 )
+from mesh.service.forward import ask_each
 
 
 class PlacementService(NodeService, Protocol):
@@ -82,33 +81,19 @@ async def _ask(
     """(the placement one of `api_addrs` answered for `region`, "") or (None, why none did)."""
     if not api_addrs:
         return None, f"region {region!r} publishes no API address yet; retry in a few seconds"
-    order = list(api_addrs)
-    random.shuffle(order)  # spread reads over the region's published nodes
-    loop = asyncio.get_running_loop()
-    deadline_s = loop.time() + FORWARD_BUDGET_S
-    failures: list[str] = []
-    for api in order:
-        left_s = deadline_s - loop.time()
-        if left_s <= 0:
-            failures.append(f"{api}: not tried (out of time)")
-            continue
-        try:
-            async with client.get(
-                f"http://{api}/v1/placements",
-                params={"region": region},
-                headers={FORWARDED_HEADER: "1"},
-                timeout=aiohttp.ClientTimeout(total=min(FORWARD_TIMEOUT_S, left_s)),
-            ) as resp:
-                if resp.status != 200:
-                    failures.append(f"{api}: HTTP {resp.status}")
-                    continue
-                body = await resp.json()
-        except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError, ValueError) as exc:
-            failures.append(f"{api}: {type(exc).__name__}")
-            continue
-        if isinstance(body, dict) and body.get("region") == region:
-            return body, ""
-        failures.append(f"{api}: not a placement of region {region!r} (a stale summary)")
+    body, failures = await ask_each(
+        client,
+        api_addrs,
+        "/v1/placements",
+        lambda b: b if isinstance(b, dict) and b.get("region") == region else None,
+        header=FORWARDED_HEADER,
+        deadline_s=asyncio.get_running_loop().time() + FORWARD_BUDGET_S,
+        timeout_s=FORWARD_TIMEOUT_S,
+        params={"region": region},
+        refused=f"not a placement of region {region!r} (a stale summary)",
+    )
+    if body is not None:
+        return body, ""
     return None, (
         f"region {region!r}: none of its API addresses answered ({'; '.join(failures)}); "
         "its nodes may be down or unreachable from here"

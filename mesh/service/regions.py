@@ -12,9 +12,6 @@ operator-signed `voters-reset` record (gossip/votersreset.py), checked here
 
 from __future__ import annotations
 
-import asyncio
-import json
-import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +21,7 @@ from gossip.kinds import FLEET_SCOPE, VOTERS_RESET_KIND
 from gossip.records import Record
 from gossip.votersreset import decode_reset
 from gossip.wire import DecodeError
+from mesh.service.forward import ask_each
 
 
 def reset_problem(record: Record, *, region: str, signer: str) -> str | None:
@@ -72,30 +70,21 @@ async def ask_region(
     """The row one of `api_addrs` answers for its region, or why none did."""
     if not api_addrs:
         return "the region publishes no API address yet"
-    order = list(api_addrs)
-    random.shuffle(order)  # spread reads over the region's published nodes
-    loop = asyncio.get_running_loop()
-    failures: list[str] = []
-    for api in order:
-        left_s = deadline_s - loop.time()
-        if left_s <= 0:
-            failures.append(f"{api}: not tried (out of time)")
-            continue
-        try:
-            async with client.get(
-                f"http://{api}/v1/regions",
-                headers={header: "1"},
-                timeout=aiohttp.ClientTimeout(total=min(timeout_s, left_s)),
-            ) as resp:
-                if resp.status != 200:
-                    failures.append(f"{api}: HTTP {resp.status}")
-                    continue
-                body = await resp.json()
-        except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError, ValueError) as exc:
-            failures.append(f"{api}: {type(exc).__name__}")
-            continue
+
+    def own_row(body: Any) -> dict[str, Any] | None:
         row = body[0] if isinstance(body, list) and body and isinstance(body[0], dict) else None
-        if row is not None and row.get("region") == region:
-            return row
-        failures.append(f"{api}: not a row of region {region!r} (a stale summary)")
+        return row if row is not None and row.get("region") == region else None
+
+    row, failures = await ask_each(
+        client,
+        api_addrs,
+        "/v1/regions",
+        own_row,
+        header=header,
+        deadline_s=deadline_s,
+        timeout_s=timeout_s,
+        refused=f"not a row of region {region!r} (a stale summary)",
+    )
+    if row is not None:
+        return row
     return "no API address answered (" + "; ".join(failures) + ")"
