@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -258,3 +259,28 @@ class _LimitedLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._path.pop()
+
+
+def canonical_json(doc: Any) -> bytes:
+    """A record payload's canonical bytes: compact UTF-8 JSON with sorted keys."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def load_canonical_object(
+    payload: bytes, limits: DocumentLimits, name: str, schema_problem: Callable[[dict[str, Any]], str | None]
+) -> dict[str, Any] | str:
+    """A record payload as its JSON object, or what is wrong with it (prefixed by `name`): beyond
+    `limits`, not an object, failing `schema_problem`, or not in its canonical form."""
+    try:
+        doc = load_json(payload, limits)
+    except DocumentError as exc:
+        where = f"{name}.{exc.path}" if exc.path else name
+        return f"{where}: {exc.detail}"
+    if not isinstance(doc, dict):
+        return f"{name}: not a JSON object"
+    problem = schema_problem(doc)
+    if problem is not None:
+        return problem
+    if canonical_json(doc) != payload:
+        return f"{name}: payload is not in canonical form (sorted keys, compact)"
+    return doc

@@ -10,12 +10,11 @@ INVENTORY_REFRESH_S, never on every check.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from inference.documents import DocumentError, DocumentLimits, load_json
+from inference.documents import DocumentError, DocumentLimits, canonical_json, load_json
 from inference.manifest import LABEL_KEY_PATTERN, REGION_PATTERN
 
 INVENTORY_REFRESH_S = 60.0  # republish at least this often, seconds
@@ -58,7 +57,7 @@ def to_json(inv: Inventory) -> dict[str, Any]:
 
 def encode(inv: Inventory) -> bytes:
     """The record payload: canonical JSON (sorted keys, compact, UTF-8)."""
-    return json.dumps(to_json(inv), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return canonical_json(to_json(inv))
 
 
 # The store's payload limit; an inventory is flat but for labels and lists (depth 2).

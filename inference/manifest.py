@@ -30,13 +30,12 @@ gives the same bytes and two nodes can compare a manifest with a signed payload.
 from __future__ import annotations
 
 import fnmatch
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from inference.documents import DocumentError, DocumentLimits, load_json, load_yaml
+from inference.documents import DocumentError, DocumentLimits, canonical_json, load_json, load_yaml
 
 MANIFEST_TEXT_MAX_BYTES = 64 * 1024
 # The payload must fit one state-store record (gossip/state.py payload_max_bytes).
@@ -182,9 +181,7 @@ def desired_key(name: str) -> str:
 
 def canonical_bytes(deployment: Deployment) -> bytes:
     """The record payload: compact UTF-8 JSON of `to_doc()` with sorted keys."""
-    return json.dumps(deployment.to_doc(), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
-        "utf-8"
-    )
+    return canonical_json(deployment.to_doc())
 
 
 MANIFEST_LIMITS = DocumentLimits(text_max_bytes=MANIFEST_TEXT_MAX_BYTES)

@@ -19,13 +19,17 @@ operator's mistake is an error at the API, never a command half understood.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from gossip.records import Record
-from inference.documents import DocumentError, DocumentLimits, load_json
+from inference.documents import (
+    DocumentError,
+    DocumentLimits,
+    canonical_json,
+    load_json,
+)
 from inference.manifest import REGION_PATTERN
 from inference.placement_record import NODE_ID_PATTERN, NUMBER_MAX
 from inference.resources import NodeStatus
@@ -61,12 +65,14 @@ def encode_scheduling(command: Scheduling) -> bytes:
     """The canonical payload of a `scheduling` record (its key is command.node_id)."""
     if command.mode not in _MODES.values():
         raise OperatorRecordError("scheduling.mode: must be cordoned or draining (schedulable: a tombstone)")
-    return _checked(_dump({"mode": command.mode.value, "node": command.node_id}), decode_scheduling)
+    return _checked(canonical_json({"mode": command.mode.value, "node": command.node_id}), decode_scheduling)
 
 
 def encode_rebalance(command: Rebalance) -> bytes:
     """The canonical payload of a `rebalance` record (its key is command.region)."""
-    return _checked(_dump({"generation": command.generation, "region": command.region}), decode_rebalance)
+    return _checked(
+        canonical_json({"generation": command.generation, "region": command.region}), decode_rebalance
+    )
 
 
 def decode_scheduling(payload: bytes) -> Scheduling:
@@ -136,13 +142,9 @@ def _load(payload: bytes, kind: str, fields: tuple[str, ...]) -> dict[str, Any]:
         raise OperatorRecordError(f"{kind}: {exc.detail}") from None
     if not isinstance(doc, dict) or sorted(doc) != list(fields):
         raise OperatorRecordError(f"{kind}: must be a JSON object of exactly {', '.join(fields)}")
-    if _dump(doc) != payload:
+    if canonical_json(doc) != payload:
         raise OperatorRecordError(f"{kind}: payload is not in canonical form (sorted keys, compact)")
     return doc
-
-
-def _dump(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def _checked(payload: bytes, decoder: Any) -> bytes:

@@ -29,14 +29,17 @@ from __future__ import annotations
 import base64
 import binascii
 import itertools
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from consensus.certificate import CERT_MAX_BYTES
 from inference.assignments import Assignment, ReplicaState
-from inference.documents import DocumentError, DocumentLimits, load_json
+from inference.documents import (
+    DocumentLimits,
+    canonical_json,
+    load_canonical_object,
+)
 from inference.manifest import NAME_PATTERN, REGION_PATTERN
 
 PAYLOAD_MAX_BYTES = 16 * 1024  # the state store's payload limit (gossip/state.py StoreLimits)
@@ -84,7 +87,7 @@ def encode(record: PlacementRecord) -> bytes:
     """The canonical payload; PlacementRecordError if the record is not valid or is over the
     store's limit (the caller must not publish it: say so, and keep the previous placement)."""
     doc = _to_doc(record)
-    payload = _dump(doc)
+    payload = canonical_json(doc)
     if len(payload) > PAYLOAD_MAX_BYTES:
         raise PlacementRecordError(
             f"placement of region {record.region}: {len(record.assignments)} replicas on "
@@ -99,18 +102,9 @@ def encode(record: PlacementRecord) -> bytes:
 
 def decode(payload: bytes) -> PlacementRecord:
     """A payload back to its record; PlacementRecordError says what is wrong with it."""
-    try:
-        doc = load_json(payload, PAYLOAD_LIMITS)
-    except DocumentError as exc:
-        where = f"placement.{exc.path}" if exc.path else "placement"
-        raise PlacementRecordError(f"{where}: {exc.detail}") from None
-    if not isinstance(doc, dict):
-        raise PlacementRecordError("placement: not a JSON object")
-    problem = _schema_problem(doc)
-    if problem is not None:
-        raise PlacementRecordError(problem)
-    if _dump(doc) != payload:
-        raise PlacementRecordError("placement: payload is not in canonical form (sorted keys, compact)")
+    doc = load_canonical_object(payload, PAYLOAD_LIMITS, "placement", _schema_problem)
+    if isinstance(doc, str):
+        raise PlacementRecordError(doc)
     nodes: list[str] = doc["nodes"]
     assignments = [
         Assignment(name, slot, nodes[index], _STATES[letter])
@@ -131,10 +125,6 @@ def payload_problem(payload: bytes) -> str | None:
     except PlacementRecordError as exc:
         return str(exc)
     return None
-
-
-def _dump(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def _to_doc(record: PlacementRecord) -> dict[str, Any]:

@@ -20,13 +20,16 @@ payload must still be canonical. The store checks every received payload once
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from consensus.config import Era
 from inference.assignments import ReplicaState
-from inference.documents import DocumentError, DocumentLimits, load_json
+from inference.documents import (
+    DocumentLimits,
+    canonical_json,
+    load_canonical_object,
+)
 from inference.manifest import NAME_PATTERN
 from inference.placement_record import NODE_ID_PATTERN, NUMBER_MAX, PAYLOAD_MAX_BYTES
 from inference.stamps import Stamp, stamp_doc
@@ -77,7 +80,7 @@ def encode(report: ReplicaReport) -> bytes:
     problem = _schema_problem(doc)
     if problem is not None:
         raise ReplicaStatesError(problem)
-    payload = _dump(doc)
+    payload = canonical_json(doc)
     if len(payload) > PAYLOAD_MAX_BYTES:
         raise ReplicaStatesError(
             f"replicas: {len(payload)} bytes, over the record limit of {PAYLOAD_MAX_BYTES}"
@@ -87,18 +90,9 @@ def encode(report: ReplicaReport) -> bytes:
 
 def decode(payload: bytes) -> ReplicaReport:
     """A payload back to its report; ReplicaStatesError says what is wrong with it."""
-    try:
-        doc = load_json(payload, PAYLOAD_LIMITS)
-    except DocumentError as exc:
-        where = f"replicas.{exc.path}" if exc.path else "replicas"
-        raise ReplicaStatesError(f"{where}: {exc.detail}") from None
-    if not isinstance(doc, dict):
-        raise ReplicaStatesError("replicas: not a JSON object")
-    problem = _schema_problem(doc)
-    if problem is not None:
-        raise ReplicaStatesError(problem)
-    if _dump(doc) != payload:
-        raise ReplicaStatesError("replicas: payload is not in canonical form (sorted keys, compact)")
+    doc = load_canonical_object(payload, PAYLOAD_LIMITS, "replicas", _schema_problem)
+    if isinstance(doc, str):
+        raise ReplicaStatesError(doc)
     held = tuple(HeldReplica(name, slot, _STATES[state]) for name, slot, state in doc["replicas"])
     raw = doc.get("stamp")
     stamp = Stamp(Era(raw[0], raw[1]), raw[2], raw[3]) if raw is not None else None
@@ -112,10 +106,6 @@ def payload_problem(payload: bytes) -> str | None:
     except ReplicaStatesError as exc:
         return str(exc)
     return None
-
-
-def _dump(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def _schema_problem(doc: dict[str, Any]) -> str | None:
