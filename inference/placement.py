@@ -31,7 +31,7 @@ from inference.assignments import KEEP_ORDER, Assignment, ReplicaState
 from inference.ledger import FRACTION_SCALE, Held, Ledger
 from inference.manifest import Deployment
 from inference.rebalance import rebalance
-from inference.resources import NodeResources, NodeStatus, requirement_problem, reservation
+from inference.resources import LEAVING, NodeResources, requirement_problem, reservation
 from inference.unplaced import why_unplaced
 
 
@@ -236,8 +236,8 @@ def _keep(run: _Run, name: str, entries: list[Assignment]) -> None:
         problem = requirement_problem(node, deployment.requirements) if node is not None else None
         if node is None:
             leaving.append((a, f"node {a.node_id} is gone"))
-        elif node.status is NodeStatus.DRAINING:
-            leaving.append((a, f"node {a.node_id} is draining"))
+        elif node.status in LEAVING:
+            leaving.append((a, f"node {a.node_id} is {node.status.value}"))
         elif problem is not None:
             leaving.append((a, f"node {a.node_id} no longer meets the requirements: {problem}"))
         elif any(k.node_id == a.node_id for k in kept):

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import nacl.signing
 
 from consensus.certificate import certificate_head
-from gossip.events import Event, HostedEvent, MemberChanged, RecordsAccepted
+from gossip.events import Event, HostedEvent, MemberChanged, MemberState, RecordsAccepted
 from gossip.io import AppSend
 from gossip.kinds import (
     DESIRED_KIND,
@@ -66,6 +66,7 @@ from inference.placing_inputs import (
     present_members,
     releases_pending,
     reports_of,
+    with_unresponsive,
 )
 from inference.placing_ports import (
     AppliedChange,
@@ -152,6 +153,8 @@ class PlacementCore:
         self._provisional: dict[str, int] = {}  # deployment -> slot, taken over without a leader
         self._takeover_fresh = False
         self._leaderless_since_s: float | None = None
+        self._suspect_since_s: dict[str, float] = {}  # region member -> when it turned suspect here
+        self._unresponsive: tuple[str, ...] = ()  # suspect past standby_after_s (leader's inputs)
         self._incoming: list[Record] = []
         self._scanned = False  # the store's placements (restored at start) are read at the first timer
         self._seen: OrderedDict[tuple[str, int, bytes], None] = OrderedDict()
@@ -181,6 +184,10 @@ class PlacementCore:
     def observe(self, now: float, event: Event) -> None:
         if type(event) is MemberChanged:
             if event.pool == "region":
+                if event.state is MemberState.SUSPECT:
+                    self._suspect_since_s.setdefault(event.node_id, now)
+                else:
+                    self._suspect_since_s.pop(event.node_id, None)
                 self._touch(now)
         elif type(event) is RecordsAccepted:
             for record in event.records:
@@ -202,11 +209,14 @@ class PlacementCore:
             for record in list(self._unproven.values()):
                 self._consider(now, record, first=False)
         self._track_leader(now)
+        unresponsive = self._unresponsive_members(now)
+        if unresponsive != self._unresponsive:
+            self._unresponsive, self._dirty = unresponsive, True
         changed, self._dirty = self._dirty, False
         inputs = self._inputs()
         if changed or now >= self._refresh_s:
             self._refresh_s = now + self.settings.refresh_interval_s
-            self._lead(now, inputs)
+            self._lead(now, with_unresponsive(inputs, unresponsive))
         self._take_over(now, inputs, changed)
         self._reconcile(now, inputs)
         self._report()
@@ -396,6 +406,9 @@ class PlacementCore:
         self._records.append((self._sign(PLACEMENT_KIND, payload), True))
         self._published = stamp
         self._count("placements_published")
+        standbys = sum(1 for c in result.changes if c.from_node in self._unresponsive)
+        if standbys:
+            self._count("standby_replicas", standbys)
         present = {n.node_id for n in inputs.nodes}
         on = {(a.deployment, a.node_id) for a in placed}
         for change in result.changes:
@@ -418,6 +431,19 @@ class PlacementCore:
             self._leaderless_since_s = None
         elif self._leaderless_since_s is None:
             self._leaderless_since_s = now
+
+    def _unresponsive_members(self, now: float) -> tuple[str, ...]:
+        """Region members suspect here for at least `standby_after_s`, by id (see PlacementConfig)."""
+        if not self._suspect_since_s:
+            return ()
+        after = self.settings.standby_after_s
+        return tuple(
+            node_id
+            for node_id, state in self._mesh.region_members()
+            if state is MemberState.SUSPECT
+            and (since := self._suspect_since_s.get(node_id)) is not None
+            and now >= since + after
+        )
 
     def _take_over(self, now: float, inputs: Inputs, changed: bool) -> None:
         since = self._leaderless_since_s
@@ -540,6 +566,9 @@ class PlacementCore:
         since = self._leaderless_since_s
         if since is not None and not self._takeover_fresh:
             wake = min(wake, max(now, since + s.leaderless_after_s))
+        for since in self._suspect_since_s.values():
+            if since + s.standby_after_s > now:  # becomes unresponsive then (leader's inputs)
+                wake = min(wake, since + s.standby_after_s)
         settled = (ReplicaState.READY, ReplicaState.FAILED)
         if any(own.state not in settled for own in self._own.values()):
             wake = min(wake, now + s.state_poll_s)

@@ -29,7 +29,7 @@ from inference.assignments import Assignment, ReplicaState
 from inference.manifest import Deployment, ManifestError, decode_payload
 from inference.replica_states import ReplicaReport, ReplicaStatesError
 from inference.replica_states import decode as decode_report
-from inference.resources import NodeResources, NodeStatus, node_from_inventory
+from inference.resources import LEAVING, NodeResources, NodeStatus, node_from_inventory
 from inference.stamps import Stamp, newer
 
 PRESENT = (MemberState.ALIVE, MemberState.SUSPECT)
@@ -194,6 +194,19 @@ def releases_pending(
     )
 
 
+def with_unresponsive(inputs: Inputs, unresponsive: Iterable[str]) -> Inputs:
+    """`inputs` with the members in `unresponsive` (suspect past the standby delay, in a leader's
+    view) given that status: their replicas get standbys elsewhere (`keep_draining`)."""
+    slow = set(unresponsive) & {n.node_id for n in inputs.nodes}
+    if not slow:
+        return inputs
+    statuses = dict(inputs.statuses)
+    for node_id in sorted(slow):
+        statuses[node_id] = NodeStatus.UNRESPONSIVE
+    nodes = [replace(n, status=NodeStatus.UNRESPONSIVE) if n.node_id in slow else n for n in inputs.nodes]
+    return Inputs(inputs.deployments, nodes, statuses, inputs.reports)
+
+
 def keep_draining(
     region: str,
     placed: Iterable[Assignment],
@@ -202,13 +215,15 @@ def keep_draining(
     statuses: Mapping[str, NodeStatus],
     reports: Mapping[str, ReplicaReport],
 ) -> list[Assignment]:
-    """`placed` plus the ready replicas of draining nodes whose replacements are not ready yet.
+    """`placed` plus the ready replicas of leaving nodes (draining or unresponsive) whose
+    replacements are not ready yet.
 
-    New before old: `place` moves every replica off a draining node at once; this
+    New before old: `place` moves every replica off a leaving node at once; this
     keeps each serving one in the placement, in an extra slot after the desired
     count, until the deployment has its full count of ready replicas on other
-    nodes. Then the next placement drops it. A replica with nowhere to go stays:
-    the drain waits (its replacement shows as unplaced, with the reason).
+    nodes. Then the next placement drops it. A replica with nowhere to go stays
+    in its own slot: the drain waits (its replacement shows as unplaced, with the
+    reason), and an unresponsive node's placement does not change.
     """
     result = sorted(placed)
     on = {(a.deployment, a.node_id) for a in result}
@@ -217,7 +232,7 @@ def keep_draining(
         deployment = deployments.get(c.deployment)
         if (
             deployment is None
-            or statuses.get(c.node_id) is not NodeStatus.DRAINING
+            or statuses.get(c.node_id) not in LEAVING
             or c.state is not ReplicaState.READY
             or (c.deployment, c.node_id) in on
         ):
@@ -227,13 +242,17 @@ def keep_draining(
             a
             for a in result
             if a.deployment == c.deployment
-            and statuses.get(a.node_id) is not NodeStatus.DRAINING
+            and statuses.get(a.node_id) not in LEAVING
             and _state(reports, a) is ReplicaState.READY
         ]
         if len(ready) >= count:
             continue  # the deployment serves its full count elsewhere: the old one may go
-        slot = count + extra.get(c.deployment, 0)
-        extra[c.deployment] = extra.get(c.deployment, 0) + 1
+        slots = {a.slot for a in result if a.deployment == c.deployment}
+        if c.slot < count and c.slot not in slots:
+            slot = c.slot  # nothing took its place: it keeps its slot
+        else:
+            slot = count + extra.get(c.deployment, 0)
+            extra[c.deployment] = extra.get(c.deployment, 0) + 1
         result.append(Assignment(c.deployment, slot, c.node_id, ReplicaState.ASSIGNED))
         on.add((c.deployment, c.node_id))
     return sorted(result)

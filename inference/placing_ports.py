@@ -110,10 +110,18 @@ class PlacementConfig:
     leaderless_after_s: float = 3.0  # no leader this long: take over provisionally (one election round)
     state_poll_s: float = 0.5  # ask the runtime this often while a replica is on its way
     retry_unproven_s: float = 5.0  # re-check placements whose certificate's keys were unknown
+    # A leader gives a holder suspect this long a standby on another node (kept until ready):
+    # a crashed host is confirmed dead only after its suspicion runs out (several seconds), and
+    # a refuted suspicion, the common false alarm, ends well within this delay.
+    standby_after_s: float = 1.0
 
     def __post_init__(self) -> None:
-        if min(self.react_delay_s, self.refresh_interval_s, self.leaderless_after_s) < 0:
-            raise ValueError("react_delay_s, refresh_interval_s and leaderless_after_s must be 0 or more")
+        if min(self.react_delay_s, self.refresh_interval_s, self.leaderless_after_s) < 0 or (
+            self.standby_after_s < 0
+        ):
+            raise ValueError(
+                "react_delay_s, refresh_interval_s, leaderless_after_s and standby_after_s must be 0 or more"
+            )
         if self.state_poll_s <= 0 or self.retry_unproven_s <= 0 or self.refresh_interval_s <= 0:
             raise ValueError("state_poll_s, retry_unproven_s and refresh_interval_s must be above 0")
 

@@ -39,6 +39,13 @@ class NodeStatus(StrEnum):
     SCHEDULABLE = "schedulable"
     CORDONED = "cordoned"  # gets nothing new, keeps what it has
     DRAINING = "draining"  # gets nothing new, its replicas move away
+    # Never an operator's: the leader's view of a member suspect for `standby_after_s`. It gets
+    # nothing new, and its replicas get standbys elsewhere, kept until they are ready (placing.py).
+    UNRESPONSIVE = "unresponsive"
+
+
+# The statuses whose replicas move away, each kept serving until its replacement is ready.
+LEAVING = (NodeStatus.DRAINING, NodeStatus.UNRESPONSIVE)
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,4 +71,6 @@ def _nothing_schedulable(region: str, nodes: list[NodeResources]) -> str:
         return f"no node in region {region}"
     cordoned = sum(1 for n in nodes if n.status is NodeStatus.CORDONED)
     draining = sum(1 for n in nodes if n.status is NodeStatus.DRAINING)
-    return f"no schedulable node in region {region} ({cordoned} cordoned, {draining} draining)"
+    unresponsive = sum(1 for n in nodes if n.status is NodeStatus.UNRESPONSIVE)
+    also = f", {unresponsive} unresponsive" if unresponsive else ""
+    return f"no schedulable node in region {region} ({cordoned} cordoned, {draining} draining{also})"

@@ -370,3 +370,61 @@ def test_a_serving_replica_waits_for_a_newer_placement_before_it_stops() -> None
     cluster.run(10.0)
     assert cluster.holders("vib") == {holder: ReplicaState.READY}
     assert not [e for e in m.core.drain_events() if isinstance(e, ReplicaDropped)]
+
+
+def _suspect_holder_setup() -> tuple[Cluster, dict[tuple[str, int], str], str]:
+    """4 nodes, `vib` x2 placed and ready; returns (cluster, placement, a holder other than the
+    leader) with every runtime waiting (nothing becomes ready unless told)."""
+    cluster = Cluster(4)
+    cluster.operator(dep("vib", 2))
+    cluster.elect(A)
+    cluster.run(2.0)
+    before = cluster.placed(A)
+    victim = next(n for n in before.values() if n != A)
+    for m in cluster.members:
+        m.runtime.auto_ready = False
+        if m.node_id in before.values():
+            m.runtime.states["vib"] = ReplicaState.READY
+    return cluster, before, victim
+
+
+def test_a_holder_suspect_past_the_standby_delay_gets_a_standby_and_keeps_serving() -> None:
+    cluster, before, victim = _suspect_holder_setup()
+    slot = next(s for (_d, s), n in before.items() if n == victim)
+    cluster.set_state(victim, MemberState.SUSPECT)
+    cluster.run(0.5)  # shorter than standby_after_s: a stall that ends quickly moves nothing
+    assert cluster.placed(A) == before
+    cluster.run(1.0)
+    placed = cluster.placed(A)
+    spare = placed[("vib", slot)]  # the standby takes the suspect's slot
+    assert spare not in before.values()
+    assert placed[("vib", 2)] == victim  # the suspect's serving replica stays, in an extra slot
+    assert cluster.holders("vib")[victim] is ReplicaState.READY
+    assert cluster.member(A).core.counters()["standby_replicas"] == 1
+    cluster.member(spare).runtime.states["vib"] = ReplicaState.READY
+    cluster.run(3.0)
+    placed = cluster.placed(A)
+    assert victim not in placed.values() and len(placed) == 2  # the standby is ready: the old goes
+
+
+def test_a_suspect_that_refutes_before_its_standby_is_ready_keeps_its_replica() -> None:
+    cluster, before, victim = _suspect_holder_setup()
+    cluster.set_state(victim, MemberState.SUSPECT)
+    cluster.run(2.0)
+    spare = next(n for n in cluster.placed(A).values() if n not in before.values())
+    cluster.set_state(victim, MemberState.ALIVE)  # it refuted: it was slow, not gone
+    cluster.run(2.0)
+    assert cluster.placed(A) == before  # the standby, not ready yet, is the one that goes
+    assert "vib" not in {v.deployment for v in cluster.member(spare).core.own_replicas()}
+
+
+def test_a_suspect_with_no_node_for_a_standby_keeps_its_slot() -> None:
+    cluster = Cluster(2)
+    cluster.operator(dep("vib", 2))
+    cluster.elect(A)
+    cluster.run(2.0)
+    before = cluster.placed(A)
+    cluster.set_state(B, MemberState.SUSPECT)
+    cluster.run(5.0)
+    assert cluster.placed(A) == before
+    assert cluster.member(A).core.counters().get("placements_published") == 1
