@@ -39,7 +39,7 @@ from inference.operator_records import rebalance_generation
 from inference.placing import PlacementCore
 from mesh.netaddr import split_hostport
 from mesh.service.admission import describe_refusal
-from mesh.service.api import ReceivedBroadcast, SubmitRefused
+from mesh.service.api import ReceivedBroadcast
 from mesh.service.artifacts import ArtifactStore
 from mesh.service.discovery import Peer
 from mesh.service.election import own_region_json
@@ -51,6 +51,7 @@ from mesh.service.netkeys import key_status, open_sealed_key
 from mesh.service.observeapi import EventStreams
 from mesh.service.placements import log_placement_event, own_placement_json
 from mesh.service.runtime import Runtime
+from mesh.service.signedbody import SubmitRefused
 from mesh.service.store import PeerRecord, Store, StoreError
 from mesh.trust.identity import Identity
 from node.core import Node
