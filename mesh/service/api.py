@@ -314,11 +314,11 @@ async def _submit(
     public_key = service.operator_key(signer)
     assert public_key is not None  # the verifier accepted the signer
     problem = check_record(record, signer=signer, public_key=public_key, name=name, deployment=deployment)
-    extra = None if deployment is None else {"warnings": _deploy_warnings(request.app, deployment)}
+    extra = None if deployment is None else {"warnings": manifest_warnings(request.app, deployment)}
     return accepted(service, record, problem, extra)
 
 
-def _deploy_warnings(app: web.Application, deployment: Deployment) -> list[str]:
+def manifest_warnings(app: web.Application, deployment: Deployment) -> list[str]:
     """What `deployment` asks that no live node offers, as far as this node knows: the regions
     with live nodes (its own and the summaries'), and its own region's inventories."""
     service = app[SERVICE]
