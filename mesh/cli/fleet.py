@@ -328,6 +328,11 @@ def describe(node: NodeClient, name: str) -> dict[str, Any]:
     return {"deployment": row, "regions": regions, "events": events, "events_unanswered": unanswered}
 
 
+def _unix_ms(event: Mapping[str, Any]) -> int:
+    value = event.get("unix_ms")
+    return value if isinstance(value, int) else 0
+
+
 def _about(event: Mapping[str, Any], name: str) -> bool:
     details = _dict(event.get("details"))
     return details.get("deployment") == name or event.get("subject") == f"desired/deployment/{name}"
@@ -356,7 +361,7 @@ def deployment_events(
     apis = _holder_apis(node, holders)
     params = {"kind": ",".join(DEPLOYMENT_EVENT_KINDS), "limit": "1000"}
     sources = [node, *(NodeClient(a, DESCRIBE_EVENTS_TIMEOUT_S) for _, a in sorted(apis.items()))]
-    seen: dict[tuple[str, int], dict[str, Any]] = {}
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
     unanswered: list[str] = []
     for source in sources[: DESCRIBE_EVENT_NODES_MAX + 1]:
         try:
@@ -366,8 +371,8 @@ def deployment_events(
             continue
         for event in _list(_dict(doc).get("events")):
             if isinstance(event, dict) and _about(event, name):
-                seen[(str(event.get("node")), int(event.get("seq", 0)))] = event
-    events = sorted(seen.values(), key=lambda e: (int(e.get("unix_ms", 0)), str(e.get("node"))))
+                seen[(str(event.get("node")), str(event.get("seq")))] = event
+    events = sorted(seen.values(), key=lambda e: (_unix_ms(e), str(e.get("node"))))
     return events[-DESCRIBE_EVENTS_SHOWN:], unanswered
 
 

@@ -156,18 +156,29 @@ def _unanswered_status(region: str, alive: int, why: str) -> dict[str, Any]:
     }
 
 
+def _count(value: Any) -> int:
+    """A count from a row another node answered: what is not a count adds nothing."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
 def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sums over the region rows; rows come from other nodes too, so nothing in them is trusted
+    to have its shape (a malformed field counts as 0, never a 500)."""
     answered = [r for r in rows if r.get("node")]  # a region that did not answer has no node
     per_deployment: dict[str, list[int]] = {}
     for r in answered:
-        for d in r.get("deployments") or []:
+        deployments = r.get("deployments")
+        for d in deployments if isinstance(deployments, list) else []:
+            if not isinstance(d, dict):
+                continue
             counts = per_deployment.setdefault(str(d.get("deployment")), [0, 0])
-            counts[0] += int(d.get("ready", 0))
-            counts[1] += int(d.get("desired", 0))
+            counts[0] += _count(d.get("ready"))
+            counts[1] += _count(d.get("desired"))
+    nodes: list[dict[str, Any]] = [n if isinstance(n := r.get("nodes"), dict) else {} for r in rows]
     return {
         "regions": len(rows),
         "regions_unanswered": len(rows) - len(answered),
-        "nodes": {s: sum(int(r["nodes"].get(s) or 0) for r in rows) for s in STATES},
+        "nodes": {s: sum(_count(n.get(s)) for n in nodes) for s in STATES},
         "ready": sum(c[0] for c in per_deployment.values()),
         "desired": sum(c[1] for c in per_deployment.values()),
         "deployments": [

@@ -179,3 +179,22 @@ async def test_bad_plan_requests_get_a_clear_400(api: tuple[Agent, Client]) -> N
     assert status == 400 and "manifest_error" in doc
     status, doc = await _plan(client, None, raw=b'{"manifest": "' + b"x" * (70 * 1024) + b'"}')
     assert status == 413
+
+
+def test_totals_never_trust_the_shape_of_another_regions_row() -> None:
+    from mesh.service.opsapi import _totals
+
+    rows: list[dict[str, Any]] = [
+        {
+            "node": "a",
+            "nodes": {"alive": 2, "dead": 1},
+            "deployments": [{"deployment": "v", "ready": 1, "desired": 2}],
+        },
+        {"node": "b", "nodes": "many", "deployments": [{"deployment": "v", "ready": "x", "desired": -5}, 7]},
+        {"node": "c", "nodes": {"alive": True, "suspect": 10**30}, "deployments": {"not": "a list"}},
+        {"node": None, "nodes": {"alive": 3}},
+    ]
+    totals = _totals(rows)
+    assert totals["regions"] == 4 and totals["regions_unanswered"] == 1
+    assert totals["nodes"] == {"alive": 5, "suspect": 10**30, "dead": 1, "left": 0}
+    assert totals["deployments"] == [{"deployment": "v", "ready": 1, "desired": 2}]

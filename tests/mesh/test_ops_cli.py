@@ -223,3 +223,37 @@ async def test_plan_of_a_bad_manifest_fails_before_any_request(
     assert "bad.yaml: replicas: must be an integer" in capsys.readouterr().err
     assert main(["plan", str(tmp_path / "missing.yaml"), "--node", "http://127.0.0.1:9"]) == 1
     assert "missing.yaml" in capsys.readouterr().err
+
+
+async def test_describe_reads_events_of_any_shape_without_a_traceback() -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from mesh.cli.client import NodeClient
+    from mesh.cli.fleet import deployment_events
+
+    async def events(request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "events": [
+                    {
+                        "seq": "x",
+                        "unix_ms": "late",
+                        "node": "n",
+                        "kind": "replica_ready",
+                        "details": {"deployment": "v"},
+                    },
+                    {"seq": 2, "unix_ms": 5, "node": "n", "subject": "desired/deployment/v"},
+                    {"seq": 3, "unix_ms": 6, "node": "n", "details": {"deployment": "other"}},
+                    "not an event",
+                ]
+            }
+        )
+
+    app = web.Application()
+    app.router.add_get("/v1/events", events)
+    async with TestServer(app, host="127.0.0.1") as server:
+        got, silent = await asyncio.to_thread(
+            deployment_events, NodeClient(f"127.0.0.1:{server.port}"), "v", {}
+        )
+    assert [e["seq"] for e in got] == ["x", 2] and silent == []
