@@ -1,7 +1,9 @@
 """Placement in the mesh: the leader publishes placements, every node applies the newest valid
 one and reports its replicas (a hosted core on the PLACEMENT channel, sans-IO).
 
-One `PlacementCore` runs on every node (docs/placement.md, "Placement in the mesh"):
+One `PlacementCore` runs on every node (docs/placement.md, "Placement in the mesh"). The
+file is long because the five duties below share one state (the applied placement, this
+node's replicas and takeovers); its inputs, checks and record live in modules of their own.
 
 1. **The leader publishes.** While the election says this node leads within its
    lease, on every relevant change (desired, inventory, scheduling, rebalance and
@@ -52,6 +54,7 @@ from gossip.records import Record, sign_record
 from gossip.wire import DecodeError
 from inference import replica_states
 from inference.assignments import Assignment, ReplicaState
+from inference.manifest import Deployment
 from inference.operator_records import node_statuses, rebalance_generation
 from inference.placement import ChangeKind, PlacementOptions, Unplaced, place
 from inference.placement_check import FORGED, ValidPlacement, check_placement
@@ -79,6 +82,7 @@ from inference.placing_ports import (
     ReplicaStateChanged,
 )
 from inference.replica_states import HeldReplica, ReplicaReport
+from inference.resources import NodeResources
 from inference.stamps import Stamp, newer
 
 PLACEMENT_CHANNEL = 2  # node/channels.py Channel.PLACEMENT (inference may not import node/)
@@ -280,10 +284,15 @@ class PlacementCore:
 
     def unplaced(self) -> tuple[Unplaced, ...]:
         """Replicas no node can take now, with why (computed afresh from the records held)."""
+        return place(self.region, *self.place_inputs()).unplaced
+
+    def place_inputs(self) -> tuple[list[Deployment], list[NodeResources], list[Assignment]]:
+        """What a leader's `place` would take here now: the deployments in force, the region's
+        live nodes, and the applied placement with the states the nodes report (murmur plan)."""
         inputs = self._inputs()
         assignments = self._applied.record.assignments if self._applied else ()
         current = leader_current(assignments, inputs.reports, self._moved_away)
-        return place(self.region, inputs.deployments.values(), inputs.nodes, current).unplaced
+        return list(inputs.deployments.values()), inputs.nodes, current
 
     # --- applying -----------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import textwrap
 from collections.abc import Callable, Sequence
 from importlib import metadata
 
-from mesh.cli import agent, deploy, events, keys, nodes, placements, regions, trust
+from mesh.cli import agent, deploy, events, fleet, keys, nodes, placements, plan, regions, scale, trust
 from mesh.cli.client import DEFAULT_NODE_URL, EXIT_STATUS_HELP, CliError
 from mesh.cli.helptext import HELP_WIDTH, command, examples_epilog
 from sim.cli import register as register_sim
@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "murmur demo",
                 "murmur cluster init --out ./mycluster",
                 "murmur --node http://10.0.0.5:7800 nodes",
+                "murmur status",
+                "murmur plan vibration.yaml",
                 "murmur --cluster ./mycluster deploy vibration.yaml --wait",
             ]
         ),
@@ -67,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     regions.register(sub, node_help)
     placements.register(sub, node_help)
     deploy.register(sub, node_help)
+    fleet.register(sub, node_help)
+    scale.register(sub, node_help)
+    plan.register(sub, node_help)
     trust.register_grants(sub, node_help)
     keys.register(sub, node_help)
     events.register(sub, node_help)

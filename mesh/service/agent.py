@@ -34,12 +34,13 @@ from gossip.node import MemberView, RegionSummary
 from gossip.records import Record, key_id, sign_record
 from gossip.trust import StaticTrust
 from inference import inventory
-from inference.manifest import ARTIFACT_SIZE_MAX_BYTES
+from inference.manifest import ARTIFACT_SIZE_MAX_BYTES, Deployment
 from inference.operator_records import rebalance_generation
 from inference.placing import PlacementCore
+from inference.plan import plan_region
 from mesh.netaddr import split_hostport
 from mesh.service.admission import describe_refusal
-from mesh.service.api import ReceivedBroadcast, SubmitRefused
+from mesh.service.api import ReceivedBroadcast
 from mesh.service.artifacts import ArtifactStore
 from mesh.service.discovery import Peer
 from mesh.service.election import own_region_json
@@ -49,8 +50,9 @@ from mesh.service.inventory import INVENTORY_CHECK_S, collect
 from mesh.service.metrics import POOLS, NodeCollector, Readings, node_families, node_registry
 from mesh.service.netkeys import key_status, open_sealed_key
 from mesh.service.observeapi import EventStreams
-from mesh.service.placements import log_placement_event, own_placement_json
+from mesh.service.placements import log_placement_event, own_placement_json, region_plan_json
 from mesh.service.runtime import Runtime
+from mesh.service.signedbody import SubmitRefused
 from mesh.service.store import PeerRecord, Store, StoreError
 from mesh.trust.identity import Identity
 from node.core import Node
@@ -353,6 +355,13 @@ class Agent:
             raise SubmitRefused(503, "this node does not run the placement core")
         generation = rebalance_generation(self.node.state.records(REBALANCE_KIND), self.region)
         return own_placement_json(core, generation)  # reads only: the core's state is not changed
+
+    def plan(self, deployment: Deployment) -> dict[str, Any]:
+        """What `deployment` would do in this node's region (POST /v1/plan); nothing changes."""
+        core = self.placement
+        if core is None:
+            raise SubmitRefused(503, "this node does not run the placement core")
+        return region_plan_json(plan_region(core.region, deployment, *core.place_inputs()), core.node_id)
 
     # --- the network key ----------------------------------------------------------
 

@@ -33,26 +33,34 @@ from aiohttp import web
 from gossip.kinds import DESIRED_KIND, INVENTORY_KIND, NETKEY_KIND, REVOCATION_KIND, TRUST_KIND
 from gossip.records import Record
 from inference.deploywarn import Offer, deploy_warnings
-from inference.documents import DocumentError, DocumentLimits, load_json
 from inference.inventory import decode, payload_problem
 from inference.manifest import Deployment, ManifestError, desired_key, load_document, manifest_from_doc
 from mesh.service.artifacts import ArtifactError, ArtifactStore
 from mesh.service.forward import ask_each
 from mesh.service.lastknown import LastKnown
 from mesh.service.regions import ask_region, reset_problem, unanswered
-from mesh.trust.deploy import check_record, deployment_json, record_from_b64
-from mesh.trust.opsign import RequestVerifier, SignatureRefused
+from mesh.service.signedbody import (
+    REQUEST_BODY_MAX_BYTES,
+    VERIFIER,
+    SubmitRefused,
+    accepted,
+    error_response,
+    json_object,
+    manifest_refused,
+    read_signed,
+    record_json,
+    record_of,
+    refusals,
+)
+from mesh.trust.deploy import check_record, deployment_json
+from mesh.trust.opsign import RequestVerifier
 from mesh.trust.records import check_trust_record
 
 log = logging.getLogger(__name__)
 
-REQUEST_BODY_MAX_BYTES = 64 * 1024
-# A request body is parsed with a manifest's limits (inference/documents.py) but for its
-# strings: the YAML text of a manifest and the base64 of a record are strings of the body
-# (the text is then loaded with the manifest's own limits). A deployment is parsed off the
-# event loop within the budget: within the limits the largest manifest parses in well under
-# a second, so running out means something is wrong and the answer is a 400.
-BODY_LIMITS = DocumentLimits(text_max_bytes=REQUEST_BODY_MAX_BYTES, scalar_max_chars=REQUEST_BODY_MAX_BYTES)
+# A deployment is parsed off the event loop within the budget: within the body's limits
+# (mesh/service/signedbody.py) the largest manifest parses in well under a second, so
+# running out means something is wrong and the answer is a 400.
 MANIFEST_PARSE_BUDGET_S = 2.0
 INVALID_LOGGED_MAX = 1024  # stored records already logged as unreadable (each is logged once)
 FORWARD_TIMEOUT_S = 2.0
@@ -104,14 +112,6 @@ class ReceivedBroadcast:
     received_unix: float
 
 
-class SubmitRefused(Exception):
-    """The node refuses an operator's record; `status` is the HTTP status, the message the fix."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 class NodeService(Protocol):
     """What the API asks of the node."""
 
@@ -144,7 +144,6 @@ class NodeService(Protocol):
 
 
 SERVICE = web.AppKey("service", NodeService)
-VERIFIER = web.AppKey("verifier", RequestVerifier)
 CLIENT = web.AppKey("client", aiohttp.ClientSession)
 LAST_KNOWN = web.AppKey("last_known", LastKnown)
 INVALID_LOGGED = web.AppKey("invalid_logged", dict[tuple[str, str, int], None])
@@ -212,28 +211,24 @@ def _member_row(app: web.Application, member: MemberLike, *, summary: bool) -> d
     return row
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
-
-
 async def get_nodes(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     region = request.query.get("region", service.region)
     pool = request.query.get("pool", "region")
     if pool not in POOLS:
-        return _error(400, f"unknown pool {pool!r}; use pool=region or pool=fleet")
+        return error_response(400, f"unknown pool {pool!r}; use pool=region or pool=fleet")
     if region == service.region or pool == "fleet":
         # Inventory is region-scoped: another region's is only known there (forwarded reads).
         return web.json_response([_member_row(request.app, m, summary=True) for m in service.members(pool)])
     if request.headers.get(FORWARDED_HEADER):
         # Forwarded here by a stale summary: answer, but never forward twice.
-        return _error(421, f"node {service.node_id} is in region {service.region!r}, not {region!r}")
+        return error_response(421, f"node {service.node_id} is in region {service.region!r}, not {region!r}")
     summaries = service.summaries()
     summary = summaries.get(region)
     last_known = request.app[LAST_KNOWN]
     if summary is None and last_known.get(region) is None:
         known = ", ".join(sorted(summaries)) or "none yet"
-        return _error(404, f"unknown region {region!r}; regions this node knows: {known}")
+        return error_response(404, f"unknown region {region!r}; regions this node knows: {known}")
     api_addrs = summary.api_addrs if summary is not None else ()
     body, failure = await _forward(request.app[CLIENT], region, api_addrs)
     if body is not None:
@@ -241,7 +236,7 @@ async def get_nodes(request: web.Request) -> web.Response:
         return web.json_response(body)
     answer = last_known.get(region)
     if answer is None:
-        return _error(502, f"{failure}; this node has not heard its member list since it started")
+        return error_response(502, f"{failure}; this node has not heard its member list since it started")
     # An offline site is the normal case: serve what it last said, marked as such.
     return web.json_response(answer.marked(), headers={LAST_KNOWN_HEADER: f"{answer.heard_unix:.3f}"})
 
@@ -281,14 +276,14 @@ async def post_debug_broadcast(request: web.Request) -> web.Response:
     try:
         doc = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return _error(400, 'body must be JSON: {"payload": "text"}')
+        return error_response(400, 'body must be JSON: {"payload": "text"}')
     payload = doc.get("payload") if isinstance(doc, dict) else None
     if not isinstance(payload, str):
-        return _error(400, 'body must be JSON: {"payload": "text"}')
+        return error_response(400, 'body must be JSON: {"payload": "text"}')
     try:
         origin_id, seq = service.broadcast(payload.encode("utf-8"))
     except ValueError as exc:
-        return _error(413, f"broadcast refused: {exc}")
+        return error_response(413, f"broadcast refused: {exc}")
     return web.json_response({"origin_id": origin_id, "seq": seq}, status=202)
 
 
@@ -311,55 +306,19 @@ async def get_debug_broadcasts(request: web.Request) -> web.Response:
 # --- deployments and state ---------------------------------------------------------------
 
 
-async def _read_signed(request: web.Request) -> tuple[bytes, str]:
-    """The body of a signed request and its operator key id; SignatureRefused or SubmitRefused."""
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise SubmitRefused(
-            413,
-            f"request body is over {REQUEST_BODY_MAX_BYTES} bytes; a manifest must be smaller "
-            "(its record payload is limited to 16 KiB)",
-        ) from None
-    signer = request.app[VERIFIER].verify(
-        request.method, request.raw_path, request.headers, body, time.time()
-    )
-    return body, signer
-
-
-def _json_object(body: bytes, shape: str) -> dict[str, Any]:
-    """The body as a JSON object, within BODY_LIMITS; SubmitRefused(400) if it is not one.
-
-    A problem inside the manifest it carries (`manifest.priority: an integer of 5000
-    characters ...`) is a ManifestError naming the field."""
-    try:
-        doc = load_json(body, BODY_LIMITS)
-    except DocumentError as exc:
-        if exc.path.startswith("manifest."):
-            raise ManifestError(f"{exc.path.removeprefix('manifest.')}: {exc.detail}") from None
-        raise SubmitRefused(400, f"body must be a JSON object: {shape} ({exc})") from None
-    if not isinstance(doc, dict):
-        raise SubmitRefused(400, f"body must be a JSON object: {shape}")
-    return doc
-
-
-def _record_json(record: Record) -> dict[str, Any]:
-    return {"kind": record.kind, "key": record.key, "version": record.version, "author": record.author}
-
-
 async def _submit(
     request: web.Request, name: str, deployment: Deployment | None, doc: dict[str, Any], signer: str
 ) -> web.Response:
     service = request.app[SERVICE]
-    record = _record_of(doc)
+    record = record_of(doc)
     public_key = service.operator_key(signer)
     assert public_key is not None  # the verifier accepted the signer
     problem = check_record(record, signer=signer, public_key=public_key, name=name, deployment=deployment)
-    extra = None if deployment is None else {"warnings": _deploy_warnings(request.app, deployment)}
-    return _accepted(service, record, problem, extra)
+    extra = None if deployment is None else {"warnings": manifest_warnings(request.app, deployment)}
+    return accepted(service, record, problem, extra)
 
 
-def _deploy_warnings(app: web.Application, deployment: Deployment) -> list[str]:
+def manifest_warnings(app: web.Application, deployment: Deployment) -> list[str]:
     """What `deployment` asks that no live node offers, as far as this node knows: the regions
     with live nodes (its own and the summaries'), and its own region's inventories."""
     service = app[SERVICE]
@@ -384,51 +343,16 @@ def _deploy_warnings(app: web.Application, deployment: Deployment) -> list[str]:
     return deploy_warnings(deployment, live, {service.region: own} if own else {})
 
 
-def _record_of(doc: dict[str, Any]) -> Record:
-    """The operator-signed record a request carries; 400 if it is not one."""
-    try:
-        return record_from_b64(doc.get("record"))
-    except ValueError as exc:
-        raise SubmitRefused(400, f"{exc}; the murmur CLI signs and sends it") from None
-
-
-def _accepted(
-    service: NodeService, record: Record, problem: str | None, extra: dict[str, Any] | None = None
-) -> web.Response:
-    """400 with the problem, else persist and publish the record: 202 (with `extra` in the body)."""
-    if problem is not None:
-        raise SubmitRefused(400, problem)
-    new = service.submit_record(record)
-    return web.json_response({"record": _record_json(record), "new": new, **(extra or {})}, status=202)
-
-
-def _refusals(handler: Any) -> Any:
-    async def wrapped(request: web.Request) -> web.Response:
-        try:
-            response: web.Response = await handler(request)
-        except (SignatureRefused, SubmitRefused) as exc:
-            return _error(exc.status, str(exc))
-        except ManifestError as exc:  # a manifest, or a value in a body beyond the limits
-            return _manifest_refused(str(exc))
-        return response
-
-    return wrapped
-
-
 def _deploy_request(body: bytes) -> tuple[dict[str, Any], Deployment]:
     """The body of POST /v1/deployments and the deployment its manifest describes (run in a thread)."""
-    doc = _json_object(body, '{"manifest": "<YAML or JSON text>", "record": "<base64 signed record>"}')
+    doc = json_object(body, '{"manifest": "<YAML or JSON text>", "record": "<base64 signed record>"}')
     manifest = doc.get("manifest")
     return doc, manifest_from_doc(load_document(manifest) if isinstance(manifest, str) else manifest)
 
 
-def _manifest_refused(message: str) -> web.Response:
-    return web.json_response({"error": f"invalid manifest: {message}", "manifest_error": message}, status=400)
-
-
-@_refusals
+@refusals
 async def post_deployment(request: web.Request) -> web.Response:
-    body, signer = await _read_signed(request)
+    body, signer = await read_signed(request)
     # Off the event loop, so membership keeps answering probes while a manifest is parsed;
     # the loader's limits bound the work, the budget is what a bug in them would cost.
     try:
@@ -436,33 +360,33 @@ async def post_deployment(request: web.Request) -> web.Response:
             asyncio.to_thread(_deploy_request, body), MANIFEST_PARSE_BUDGET_S
         )
     except ManifestError as exc:
-        return _manifest_refused(str(exc))
+        return manifest_refused(str(exc))
     except TimeoutError:
-        return _manifest_refused(
+        return manifest_refused(
             f"manifest: too complex: not parsed within {MANIFEST_PARSE_BUDGET_S:g} s; send a plain manifest "
             "(no anchors, a few levels deep)"
         )
     return await _submit(request, deployment.name, deployment, doc, signer)
 
 
-@_refusals
+@refusals
 async def delete_deployment(request: web.Request) -> web.Response:
-    body, signer = await _read_signed(request)
+    body, signer = await read_signed(request)
     name = request.match_info["name"]
     held = request.app[SERVICE].record(DESIRED_KIND, desired_key(name))
     if held is None or held.deleted:
-        return _error(
+        return error_response(
             404, f"no deployment named {name!r} on this node; list them with murmur get deployments"
         )
-    doc = _json_object(body, '{"record": "<base64 signed tombstone>"}')
+    doc = json_object(body, '{"record": "<base64 signed tombstone>"}')
     return await _submit(request, name, None, doc, signer)
 
 
 async def _submit_trust(request: web.Request, kind: str) -> web.Response:
     """A revocation or an operator grant: signed by a root operator, well formed, then submitted."""
-    body, signer = await _read_signed(request)
+    body, signer = await read_signed(request)
     service = request.app[SERVICE]
-    record = _record_of(_json_object(body, '{"record": "<base64 signed record>"}'))
+    record = record_of(json_object(body, '{"record": "<base64 signed record>"}'))
     if not service.is_root_operator(signer):
         raise SubmitRefused(
             403,
@@ -474,15 +398,15 @@ async def _submit_trust(request: web.Request, kind: str) -> web.Response:
     problem = check_trust_record(record, kind=kind, signer=signer, public_key=public_key)
     if problem is None and kind == REVOCATION_KIND and service.is_operator(record.key):
         problem = f"{record.key} is an operator key, not a node; remove it with murmur operator remove"
-    return _accepted(service, record, problem)
+    return accepted(service, record, problem)
 
 
-@_refusals
+@refusals
 async def post_revocation(request: web.Request) -> web.Response:
     return await _submit_trust(request, REVOCATION_KIND)
 
 
-@_refusals
+@refusals
 async def post_operator(request: web.Request) -> web.Response:
     return await _submit_trust(request, TRUST_KIND)
 
@@ -490,14 +414,14 @@ async def post_operator(request: web.Request) -> web.Response:
 SEALED_KEY_MAX_BYTES = 128  # a SealedBox of a 32-byte key is 80 bytes
 
 
-@_refusals
+@refusals
 async def post_netkey(request: web.Request) -> web.Response:
     """A rotation of the network key: a root-operator `netkey` record and the key sealed to this node."""
-    body, signer = await _read_signed(request)
+    body, signer = await read_signed(request)
     service = request.app[SERVICE]
     shape = '{"record": "<base64 signed netkey record>", "sealed_key": "<base64 key sealed to this node>"}'
-    doc = _json_object(body, shape)
-    record = _record_of(doc)
+    doc = json_object(body, shape)
+    record = record_of(doc)
     if not service.is_root_operator(signer):
         raise SubmitRefused(
             403,
@@ -518,12 +442,12 @@ async def post_netkey(request: web.Request) -> web.Response:
     new = service.rotate_network_key(record, sealed)
     status = service.netkey_status()
     return web.json_response(
-        {"record": _record_json(record), "new": new, "epoch": status["epoch"], "key_id": status["key_id"]},
+        {"record": record_json(record), "new": new, "epoch": status["epoch"], "key_id": status["key_id"]},
         status=202,
     )
 
 
-@_refusals
+@refusals
 async def get_netkey(request: web.Request) -> web.Response:
     return web.json_response(request.app[SERVICE].netkey_status())
 
@@ -542,7 +466,7 @@ ARTIFACT_CHUNK_BYTES = 1024 * 1024
 _ARTIFACT_STATUS = {"bad_id": 400, "too_large": 413, "no_space": 507}
 
 
-@_refusals
+@refusals
 async def put_artifact(request: web.Request) -> web.Response:
     """Store an artifact, signed over its sha256 and streamed to disk, kept only if it hashes right."""
     sha256 = request.match_info["sha256"]
@@ -583,9 +507,9 @@ async def get_artifact(request: web.Request) -> web.StreamResponse:
     try:
         path = store.path(sha256)
     except ArtifactError as exc:
-        return _error(400, str(exc))
+        return error_response(400, str(exc))
     if not path.exists():
-        return _error(404, f"artifact {sha256} is not on this node")
+        return error_response(404, f"artifact {sha256} is not on this node")
     return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
 
 
@@ -607,9 +531,11 @@ async def get_deployment(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     record = request.app[SERVICE].record(DESIRED_KIND, desired_key(name))
     if record is None:
-        return _error(404, f"no deployment named {name!r} on this node")
+        return error_response(404, f"no deployment named {name!r} on this node")
     if record.deleted:
-        return _error(404, f"deployment {name!r} was deleted (version {record.version} by {record.author})")
+        return error_response(
+            404, f"deployment {name!r} was deleted (version {record.version} by {record.author})"
+        )
     return web.json_response(_deployment_row(request.app, record))
 
 
@@ -622,7 +548,7 @@ async def get_node(request: web.Request) -> web.Response:
     node_id = request.match_info["node_id"]
     member = service.member(node_id)
     if member is None:
-        return _error(
+        return error_response(
             404,
             f"node {node_id} is not in this node's region or fleet view; ask a node of its region, "
             "or list members with murmur nodes --region R",
@@ -630,7 +556,7 @@ async def get_node(request: web.Request) -> web.Response:
     return web.json_response(_member_row(request.app, member, summary=False))
 
 
-@_refusals
+@refusals
 async def get_regions(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     own = service.own_region()
@@ -653,13 +579,13 @@ async def get_regions(request: web.Request) -> web.Response:
     return web.json_response(rows)
 
 
-@_refusals
+@refusals
 async def post_reset_voters(request: web.Request) -> web.Response:
-    body, signer = await _read_signed(request)
+    body, signer = await read_signed(request)
     service = request.app[SERVICE]
-    record = _record_of(_json_object(body, '{"record": "<base64 signed voters-reset record>"}'))
+    record = record_of(json_object(body, '{"record": "<base64 signed voters-reset record>"}'))
     problem = reset_problem(record, region=request.match_info["region"], signer=signer)
-    return _accepted(service, record, problem)
+    return accepted(service, record, problem)
 
 
 async def _client_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -31,11 +31,14 @@ async def ask_each(
     timeout_s: float,
     params: Mapping[str, str] | None = None,
     refused: str = "not the answer asked for",
+    method: str = "GET",
+    data: bytes | None = None,
 ) -> tuple[T | None, list[str]]:
     """(the first answer `accept` returns non-None for, []) or (None, why each address gave none).
 
     deadline_s is on the running loop's clock; each try gets at most timeout_s of it.
     `refused` says why an answer `accept` rejected does not do (e.g. a stale summary).
+    `method` and `data`: a read that needs a body (POST /v1/plan) sends it to each address.
     """
     order = list(api_addrs)
     random.shuffle(order)
@@ -47,10 +50,12 @@ async def ask_each(
             failures.append(f"{api}: not tried (out of time)")
             continue
         try:
-            async with client.get(
+            async with client.request(
+                method,
                 f"http://{api}{path}",
                 params=params,
-                headers={header: "1"},
+                data=data,
+                headers={header: "1", **({"Content-Type": "application/json"} if data is not None else {})},
                 timeout=aiohttp.ClientTimeout(total=min(timeout_s, left_s)),
             ) as resp:
                 if resp.status != 200:

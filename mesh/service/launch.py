@@ -53,6 +53,7 @@ from mesh.service.lograte import install_repeat_filter
 from mesh.service.metrics import election_source, placement_source
 from mesh.service.netkeys import KeyFileError, KeyKeeper, load_key_file, startup_keys
 from mesh.service.observeapi import add_routes as add_observability_routes
+from mesh.service.opsapi import add_routes as add_ops_routes
 from mesh.service.placementapi import add_routes as add_placement_routes
 from mesh.service.placements import MoveTally, held_artifacts
 from mesh.service.restore import restore_records
@@ -288,6 +289,7 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
         app = create_app(agent)
         add_observability_routes(app, agent.event_streams, agent.metrics_registry)
         add_placement_routes(app)
+        add_ops_routes(app)
         app.middlewares.append(guard.middleware)
         # keepalive_timeout: aiohttp's own idle close agrees with the guard's head deadline.
         runner = web.AppRunner(

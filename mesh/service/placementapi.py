@@ -36,14 +36,16 @@ from mesh.service.api import (
     FORWARDED_HEADER,
     SERVICE,
     NodeService,
-    _accepted,
-    _error,
-    _json_object,
-    _read_signed,
-    _record_of,
-    _refusals,
 )
 from mesh.service.forward import ask_each
+from mesh.service.signedbody import (
+    accepted,
+    error_response,
+    json_object,
+    read_signed,
+    record_of,
+    refusals,
+)
 
 
 class PlacementService(NodeService, Protocol):
@@ -56,22 +58,22 @@ def _service(request: web.Request) -> PlacementService:
     return cast(PlacementService, request.app[SERVICE])
 
 
-@_refusals
+@refusals
 async def get_placements(request: web.Request) -> web.Response:
     service = _service(request)
     region = request.query.get("region", service.region)
     if region == service.region:
         return web.json_response(service.own_placement())
     if request.headers.get(FORWARDED_HEADER):
-        return _error(421, f"node {service.node_id} is in region {service.region!r}, not {region!r}")
+        return error_response(421, f"node {service.node_id} is in region {service.region!r}, not {region!r}")
     summaries = service.summaries()
     summary = summaries.get(region)
     if summary is None:
         known = ", ".join(sorted({service.region, *summaries}))
-        return _error(404, f"unknown region {region!r}; regions this node knows: {known}")
+        return error_response(404, f"unknown region {region!r}; regions this node knows: {known}")
     body, failure = await _ask(request.app[CLIENT], region, summary.api_addrs)
     if body is None:
-        return _error(502, failure)
+        return error_response(502, failure)
     return web.json_response(body)
 
 
@@ -133,16 +135,16 @@ def operator_record_problem(
 
 
 async def _submit_operator(request: web.Request, kind: str, key: str) -> tuple[Record, str, NodeService]:
-    body, signer = await _read_signed(request)
+    body, signer = await read_signed(request)
     service = request.app[SERVICE]
-    record = _record_of(_json_object(body, '{"record": "<base64 signed record>"}'))
+    record = record_of(json_object(body, '{"record": "<base64 signed record>"}'))
     public_key = service.operator_key(signer)
     assert public_key is not None  # the verifier accepted the signer
     problem = operator_record_problem(record, kind=kind, key=key, signer=signer, public_key=public_key)
     return record, problem or "", service
 
 
-@_refusals
+@refusals
 async def post_scheduling(request: web.Request) -> web.Response:
     node_id = request.match_info["node_id"]
     record, problem, service = await _submit_operator(request, SCHEDULING_KIND, node_id)
@@ -152,18 +154,18 @@ async def post_scheduling(request: web.Request) -> web.Response:
             f"node {node_id} is not a member this node knows (its region or the fleet pool); the command "
             "is kept and applies where that node is a member"
         )
-    return _accepted(service, record, problem or None, {"warnings": warnings})
+    return accepted(service, record, problem or None, {"warnings": warnings})
 
 
-@_refusals
+@refusals
 async def post_rebalance(request: web.Request) -> web.Response:
     region = request.match_info["region"]
     service = request.app[SERVICE]
     if region != service.region and region not in service.summaries():
         known = ", ".join(sorted({service.region, *service.summaries()}))
-        return _error(404, f"unknown region {region!r}; regions this node knows: {known}")
+        return error_response(404, f"unknown region {region!r}; regions this node knows: {known}")
     record, problem, service = await _submit_operator(request, REBALANCE_KIND, region)
-    return _accepted(service, record, problem or None)
+    return accepted(service, record, problem or None)
 
 
 def add_routes(app: web.Application) -> None:

@@ -17,6 +17,7 @@ from inference.placing_ports import (
     ReplicaDropped,
     ReplicaStateChanged,
 )
+from inference.plan import RegionPlan
 from mesh.service.artifacts import ArtifactError, ArtifactStore
 
 log = logging.getLogger("murmur.placement")
@@ -69,6 +70,34 @@ def own_placement_json(core: PlacementCore, rebalance_generation: int) -> dict[s
         ],
         "unplaced": [
             {"deployment": u.deployment, "slot": u.slot, "reason": u.reason} for u in core.unplaced()
+        ],
+    }
+
+
+def region_plan_json(plan: RegionPlan, node_id: str) -> dict[str, Any]:
+    """One region's dry run of a manifest as POST /v1/plan shows it (docs/api.md); `node_id`:
+    the node that computed it."""
+    return {
+        "region": plan.region,
+        "node": node_id,
+        "wanted": plan.wanted,
+        "fits": plan.fits,
+        "replicas": [{"slot": a.slot, "node": a.node_id, "state": str(a.state)} for a in plan.replicas],
+        "changes": [
+            {
+                "deployment": c.deployment,
+                "slot": c.slot,
+                "kind": str(c.kind),
+                "from": c.from_node,
+                "to": c.to_node,
+                "reason": c.reason,
+            }
+            for c in plan.changes
+        ],
+        "unplaced": [{"deployment": u.deployment, "slot": u.slot, "reason": u.reason} for u in plan.unplaced],
+        "displaced": [
+            {"deployment": d.deployment, "slot": d.slot, "node": d.node_id, "by": d.by_deployment}
+            for d in plan.displaced
         ],
     }
 
