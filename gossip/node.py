@@ -519,6 +519,15 @@ class GossipNode:
         views.sort(key=lambda v: v.node_id)
         return views
 
+    def member_states(self, pool: str = "region") -> list[tuple[str, MemberState]]:
+        """(id, state) of every member of a pool, itself included, in id order: `members` without
+        the per-member metadata it decodes (the placement and election cores read this often)."""
+        src = self.region_pool if pool == "region" else self.fleet_pool
+        if src is None:
+            return []
+        me = (self.node_id, MemberState.LEFT if src.leaving else MemberState.ALIVE)
+        return sorted([me, *((m.node_id, m.state) for m in src.members_unordered())])
+
     def summaries(self) -> dict[str, RegionSummary]:
         """Every region this node knows of, its own included."""
         return self._summaries.views(self._fresh_own_summary(self._now))

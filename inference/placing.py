@@ -217,12 +217,13 @@ class PlacementCore:
         if unresponsive != self._unresponsive:
             self._unresponsive, self._dirty = unresponsive, True
         changed, self._dirty = self._dirty, False
-        inputs = self._inputs()
+        # Only a leader and a leaderless node place; the rest need just the deployments (reading
+        # every inventory and report of the region at each wake-up was most of a follower's cost).
         if changed or now >= self._refresh_s:
             self._refresh_s = now + self.settings.refresh_interval_s
-            self._lead(now, with_unresponsive(inputs, unresponsive))
-        self._take_over(now, inputs, changed)
-        self._reconcile(now, inputs)
+            self._lead(now, unresponsive)
+        self._take_over(now, changed)
+        self._reconcile(now, deployments_of(self._mesh.records(DESIRED_KIND), self._cache.desired))
         self._report()
         self._wake_s = self._next_wake(now)
 
@@ -363,7 +364,7 @@ class PlacementCore:
 
     # --- leading ------------------------------------------------------------------------------
 
-    def _lead(self, now: float, inputs: Inputs) -> None:
+    def _lead(self, now: float, unresponsive: tuple[str, ...]) -> None:
         cert = self._election.certificate()
         if not cert or not self._election.is_leader(now):
             return
@@ -373,6 +374,7 @@ class PlacementCore:
             return
         if leader != self.node_id:
             return
+        inputs = with_unresponsive(self._inputs(), unresponsive)
         applied = self._applied
         done = applied.record.rebalanced if applied else 0
         generation = rebalance_generation(self._mesh.records(REBALANCE_KIND), self.region)
@@ -454,7 +456,7 @@ class PlacementCore:
             and now >= since + after
         )
 
-    def _take_over(self, now: float, inputs: Inputs, changed: bool) -> None:
+    def _take_over(self, now: float, changed: bool) -> None:
         since = self._leaderless_since_s
         # The same sum _next_wake sets the timer at: `now - since < after` can hold at that very
         # time by rounding, and the timer would fire forever without taking over.
@@ -463,6 +465,7 @@ class PlacementCore:
         if self._takeover_fresh and not changed:
             return
         self._takeover_fresh = True
+        inputs = self._inputs()
         # Every node computes this from the same records: the applied placement (its states
         # as published, not the reports, which differ in timing from node to node).
         current = self._applied.record.assignments if self._applied else ()
@@ -484,7 +487,7 @@ class PlacementCore:
 
     # --- this node's replicas -----------------------------------------------------------------
 
-    def _reconcile(self, now: float, inputs: Inputs) -> None:
+    def _reconcile(self, now: float, deployments: dict[str, Deployment]) -> None:
         wanted: dict[str, tuple[int, bool]] = {}
         for a in self._applied.record.assignments if self._applied else ():
             if a.node_id == self.node_id:
@@ -518,7 +521,7 @@ class PlacementCore:
             del self._own[name]
             self._events.append(ReplicaDropped(name, own.slot))
         for name, own in self._own.items():
-            deployment = inputs.deployments.get(name)
+            deployment = deployments.get(name)
             if deployment is None:
                 continue
             state = self._runtime.replica_state(deployment, now)

@@ -54,7 +54,7 @@ class GossipPlacementMesh:
         self._gossip = gossip
 
     def region_members(self) -> list[tuple[str, MemberState]]:
-        return [(m.node_id, m.state) for m in self._gossip.members("region")]
+        return self._gossip.member_states("region")
 
     def records(self, kind: str) -> list[Record]:
         return self._gossip.state.records(kind)
