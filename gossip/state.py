@@ -176,6 +176,7 @@ class StateStore:
         self._unknown_priority = max((k.priority for k in kinds.values()), default=-1) + 1
         self._slots: dict[tuple[str, str], _Entry] = {}
         self._by_author: dict[str, dict[tuple[str, str], _Entry]] = {}
+        self._by_kind: dict[str, dict[str, _Entry]] = {}  # kind -> key -> entry (the same entries)
         self._digests: dict[bool, Digest] = {}  # cache by fleet_only, cleared on every change
         # Keys learned from held records: operators granted by `trust` records (active or
         # not: what a removed operator signed stays valid) and nodes proven by admissions.
@@ -339,6 +340,7 @@ class StateStore:
             self._unindex(old)
         self._slots[slot] = entry
         self._by_author.setdefault(entry.record.author, {})[slot] = entry
+        self._by_kind.setdefault(slot[0], {})[slot[1]] = entry
         self._digests.clear()
         self._learn(entry.record)
 
@@ -400,6 +402,11 @@ class StateStore:
         del mine[entry.record.slot]
         if not mine:
             del self._by_author[entry.record.author]
+        kind, key = entry.record.slot
+        of_kind = self._by_kind[kind]
+        del of_kind[key]
+        if not of_kind:
+            del self._by_kind[kind]
         self._forget(entry.record)
 
     def _remove_node_records(self, author: str) -> int:
@@ -516,6 +523,9 @@ class StateStore:
 
     def records(self, kind: str | None = None, *, include_deleted: bool = False) -> list[Record]:
         """Held records (of one kind, or all), sorted by (kind, key); tombstones only if asked."""
+        if kind is not None:  # read often (placement, every wake-up): sort that kind's keys only
+            of_kind = self._by_kind.get(kind, {})
+            return [e.record for _, e in sorted(of_kind.items()) if include_deleted or not e.record.deleted]
         return [
             e.record
             for slot, e in sorted(self._slots.items())

@@ -677,3 +677,19 @@ def test_the_store_never_exceeds_records_max(world: World, records_max: int, dat
         rs = rs[k:]
         assert len(s) <= records_max
         assert len(s.snapshot()) == len(s)
+
+
+@settings(max_examples=150, deadline=None)
+@given(worlds(), st.data())
+def test_records_of_a_kind_are_the_held_records_of_that_kind(world: World, data: st.DataObject) -> None:
+    # records(kind) reads a per-kind index; whatever arrives, replaces or removes, it must list
+    # exactly what a scan of every held record finds, in the same order.
+    store = StateStore(world.trust(), random.Random(0), limits=StoreLimits(**PROPERTY_LIMITS))
+    n = len(world.records)
+    for _ in range(data.draw(st.integers(1, 4), label="batches")):
+        batch = [world.records[i] for i in data.draw(st.lists(st.integers(0, n - 1), max_size=2 * n))]
+        store.merge(0.0, batch)
+        everything = store.records(include_deleted=True)
+        for kind in sorted({r.kind for r in world.records}):
+            assert store.records(kind, include_deleted=True) == [r for r in everything if r.kind == kind]
+            assert store.records(kind) == [r for r in everything if r.kind == kind and not r.deleted]
