@@ -126,6 +126,7 @@ class Chromium:
             "--disable-sync",
             "--disable-dev-shm-usage",
             "--hide-scrollbars",
+            "--disable-lcd-text",  # grayscale text: smaller screenshots, the same on every machine
             "--remote-debugging-address=127.0.0.1",
             "--remote-debugging-port=0",
             f"--user-data-dir={self.profile_dir}",
