@@ -49,6 +49,9 @@ def find_chromium() -> str | None:
 def chromium_or_skip() -> str:
     """The Chromium binary, or skip the test saying how to get one."""
     path = find_chromium()
+    chosen = os.environ.get("MURMUR_CHROMIUM")
+    if path is None and chosen:
+        pytest.skip(f"MURMUR_CHROMIUM={chosen} is not an executable file; point it at a Chromium binary")
     if path is None:
         pytest.skip(
             "no Chromium binary found (looked for MURMUR_CHROMIUM, then "
