@@ -181,7 +181,8 @@ def member_json(member: MemberLike) -> dict[str, Any]:
     }
 
 
-INVENTORY_SUMMARY_FIELDS = ("cpu_count", "memory_available_bytes", "accelerators", "labels")
+# What `murmur nodes` and the dashboard show of each member (load_1m: the dashboard's load column).
+INVENTORY_SUMMARY_FIELDS = ("cpu_count", "load_1m", "memory_available_bytes", "accelerators", "labels")
 
 
 def inventory_json(app: web.Application, node_id: str) -> tuple[dict[str, Any] | None, str | None]:

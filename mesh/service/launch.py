@@ -45,6 +45,7 @@ from mesh.service.agent import (
 )
 from mesh.service.api import create_app
 from mesh.service.artifacts import ArtifactStore
+from mesh.service.dashboard import add_routes as add_dashboard_routes
 from mesh.service.discovery import Discovery, DiscoveryError
 from mesh.service.election import SqliteHardState
 from mesh.service.fdlimit import raise_open_files_limit
@@ -290,6 +291,7 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
         add_observability_routes(app, agent.event_streams, agent.metrics_registry)
         add_placement_routes(app)
         add_ops_routes(app)
+        add_dashboard_routes(app)
         app.middlewares.append(guard.middleware)
         # keepalive_timeout: aiohttp's own idle close agrees with the guard's head deadline.
         runner = web.AppRunner(

@@ -128,7 +128,7 @@ async def test_own_inventory_appears_in_the_api_after_publishing(node_api: tuple
     assert inv["cpu_count"] >= 1 and inv["region"] == "north"
     listed = await (await client.get("/v1/nodes")).json()
     assert listed[0]["inventory"] == {
-        k: inv[k] for k in ("cpu_count", "memory_available_bytes", "accelerators", "labels")
+        k: inv[k] for k in ("cpu_count", "load_1m", "memory_available_bytes", "accelerators", "labels")
     }
 
     # Nothing meaningful changed: no new record until the refresh is due; versions only grow.
