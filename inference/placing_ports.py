@@ -9,8 +9,9 @@ the real objects and tests to fakes or a real gossip.state.StateStore:
 - `PlacementElection`: who leads, whether we may act alone, and the leader's
   certificate; `consensus.election.ElectionCore` has these methods itself;
 - `ReplicaRuntime`: the state of this node's replica of a deployment (loading,
-  ready, failed). Until the model runtime exists, `HeldArtifacts` says ready when
-  the artifact is held; the simulator draws a load time from its seed.
+  ready, failed). The agent's model host (mesh/service/modelhost.py) loads and warms
+  up each replica it is asked about; `HeldArtifacts` (tests of placement alone) says
+  ready when the artifact is held; the simulator draws a load time from its seed.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class ReplicaRuntime(Protocol):
 
 
 class HeldArtifacts:
-    """ReplicaRuntime until the model runtime exists: a replica whose artifact is held is ready."""
+    """ReplicaRuntime with no model runtime (tests of placement alone): a held artifact is ready."""
 
     def __init__(self, held: Callable[[str], bool]) -> None:
         """held(sha256 hex) -> True if the artifact store holds that artifact, verified."""

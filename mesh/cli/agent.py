@@ -13,6 +13,7 @@ from mesh.cli import args as flags
 from mesh.cli.client import CliError
 from mesh.cli.helptext import command
 from mesh.service.events import EVENTS_MAX, EVENTS_MAX_AGE_S
+from mesh.service.modelhost import INFERENCE_THREADS_DEFAULT, INTRA_OP_THREADS_DEFAULT
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -42,6 +43,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
         labels=tuple(args.label),
         events_max=args.events_max,
         events_max_age_s=args.events_max_age,
+        intra_op_threads=args.intra_op_threads,
+        inference_threads=args.inference_threads,
     )
     try:
         token = load_token(options.token)
@@ -123,6 +126,21 @@ def register(sub: Any) -> None:
         default=EVENTS_MAX_AGE_S,
         metavar="DURATION",
         help="forget events older than this, e.g. 6h or 7d (default 24h)",
+    )
+    agent.add_argument(
+        "--intra-op-threads",
+        type=flags.threads,
+        default=INTRA_OP_THREADS_DEFAULT,
+        metavar="N",
+        help=f"threads onnxruntime uses inside one inference (default {INTRA_OP_THREADS_DEFAULT}; "
+        "more lowers one request's latency on an idle device, docs/models.md)",
+    )
+    agent.add_argument(
+        "--inference-threads",
+        type=flags.threads,
+        default=INFERENCE_THREADS_DEFAULT,
+        metavar="N",
+        help=f"inferences run at once, all models together (default {INFERENCE_THREADS_DEFAULT})",
     )
     # Test-only (the /v1/debug/broadcast(s) endpoints): it works, but help does not offer it.
     agent.add_argument("--debug-hooks", action="store_true", help=argparse.SUPPRESS)

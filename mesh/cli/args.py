@@ -76,6 +76,17 @@ def uses(text: str) -> int:
 EVENTS_MAX_MAX = 1_000_000  # a million events is a few hundred MB: the most an agent may keep
 
 
+def threads(text: str) -> int:
+    """--intra-op-threads, --inference-threads: 1 to 64."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of threads from 1 to 64")
+    return value
+
+
 def events_max(text: str) -> int:
     """--events-max: how many events an agent keeps, 1 to EVENTS_MAX_MAX."""
     try:

@@ -18,6 +18,7 @@ from mesh.cli.client import CliError
 from mesh.files import FileRefused, read_bounded
 
 HASH_CHUNK_BYTES = 1 << 20
+_FILE_KEYS = ("file", "sha256", "size_bytes")  # the file, and optionally its pins
 
 
 def _sha256_file(path: Path) -> tuple[str, int]:
@@ -55,9 +56,13 @@ def read_manifest_and_artifact(path: Path) -> tuple[Deployment, Path | None]:
 
 
 def _hash_artifact(manifest_path: Path, artifact: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
-    extra = [str(k)[:64] for k in artifact if k != "file"]  # keys may be of any type: no sorting
+    """Hash `artifact.file`; `sha256` and `size_bytes` beside it pin it (a file that differs is refused)."""
+    extra = [str(k)[:64] for k in artifact if k not in _FILE_KEYS]  # keys may be of any type: no sorting
     if extra:
-        raise ManifestError(f"artifact.{extra[0]}: give either artifact.file or sha256 and size_bytes")
+        raise ManifestError(
+            f"artifact.{extra[0]}: give either artifact.file or sha256 and size_bytes (sha256 and "
+            "size_bytes beside a file pin it)"
+        )
     if not isinstance(artifact["file"], str):
         raise ManifestError("artifact.file: must be a path (a string)")
     file = (manifest_path.parent / artifact["file"]).resolve()
@@ -65,4 +70,11 @@ def _hash_artifact(manifest_path: Path, artifact: dict[str, Any]) -> tuple[Path,
         sha256, size = _sha256_file(file)
     except OSError as exc:
         raise ManifestError(f"artifact.file: cannot read {file} ({exc.strerror or exc})") from None
+    for key, actual in (("sha256", sha256), ("size_bytes", size)):
+        if key in artifact and artifact[key] != actual:
+            pinned = str(artifact[key])[:64]
+            raise ManifestError(
+                f"artifact.{key}: the manifest pins {pinned}, but {file} has {actual}; rebuild the "
+                "file or update the pin"
+            )
     return file, {"sha256": sha256, "size_bytes": size}

@@ -40,6 +40,9 @@ def format_table(doc: dict[str, Any]) -> str:
     widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    for r in replicas if isinstance(replicas, list) else []:
+        if isinstance(r, dict) and r.get("error"):  # the answering node's own failed replicas
+            lines.append(f"{r.get('deployment')}/{r.get('slot')} on {r.get('node')}: {str(r['error'])[:400]}")
     stamp = doc.get("stamp")
     if isinstance(stamp, dict):
         lines.append(

@@ -48,6 +48,7 @@ from mesh.service.eventkinds import EventRecorder
 from mesh.service.events import EVENTS_MAX, EVENTS_MAX_AGE_S, EventLog
 from mesh.service.inventory import INVENTORY_CHECK_S, collect
 from mesh.service.metrics import POOLS, NodeCollector, Readings, node_families, node_registry
+from mesh.service.modelhost import INFERENCE_THREADS_DEFAULT, INTRA_OP_THREADS_DEFAULT, ModelHost
 from mesh.service.netkeys import key_status, open_sealed_key
 from mesh.service.observeapi import EventStreams
 from mesh.service.placements import log_placement_event, own_placement_json, region_plan_json
@@ -90,6 +91,8 @@ class AgentOptions:
     labels: tuple[tuple[str, str], ...] = ()  # --label k=v, in order
     events_max: int = EVENTS_MAX  # --events-max: the event log's ring buffer
     events_max_age_s: float = EVENTS_MAX_AGE_S  # --events-max-age
+    intra_op_threads: int = INTRA_OP_THREADS_DEFAULT  # --intra-op-threads: per inference
+    inference_threads: int = INFERENCE_THREADS_DEFAULT  # --inference-threads: inferences at once
 
 
 class Agent:
@@ -133,7 +136,10 @@ class Agent:
         self.events = EventLog(
             identity.node_id, max_events=options.events_max, max_age_s=options.events_max_age_s
         )
-        self.recorder = EventRecorder(self.events, refused_regions=node.state.refused_regions)
+        self.models: ModelHost | None = None  # the model host (launch.py creates it)
+        self.recorder = EventRecorder(
+            self.events, refused_regions=node.state.refused_regions, replica_error=self.replica_error
+        )
         runtime.subscribe(self.recorder.on_event)
         self.event_streams = EventStreams(self.events, options.region)
         self.metrics = NodeCollector([lambda: node_families(self.metric_readings())])
@@ -354,7 +360,12 @@ class Agent:
         if core is None:
             raise SubmitRefused(503, "this node does not run the placement core")
         generation = rebalance_generation(self.node.state.records(REBALANCE_KIND), self.region)
-        return own_placement_json(core, generation)  # reads only: the core's state is not changed
+        # Reads only: the core's state is not changed.
+        return own_placement_json(core, generation, self.models)
+
+    def replica_error(self, deployment: str) -> str | None:
+        """Why this node's replica of `deployment` failed to load or warm up, or None."""
+        return self.models.error(deployment) if self.models is not None else None
 
     def plan(self, deployment: Deployment) -> dict[str, Any]:
         """What `deployment` would do in this node's region (POST /v1/plan); nothing changes."""

@@ -19,9 +19,10 @@ from consensus.events import ConfigChanged, LeaderChanged
 from gossip.events import AdmissionRefused, GatewayChanged, MemberChanged, MemberState, Revoked
 from gossip.kinds import DESIRED_KIND, NETKEY_KIND, REVOCATION_KIND, TRUST_KIND
 from gossip.records import Record
+from inference.assignments import ReplicaState
 from inference.placing_ports import PlacementApplied, ReplicaDropped, ReplicaStateChanged
 from mesh.service.admission import describe_refusal
-from mesh.service.events import EventLog, Observation
+from mesh.service.events import Detail, EventLog, Observation
 from node.netkeys import NetworkKeyInstalled, NetworkKeyInUse, NetworkKeysRetired
 
 # Every kind an event can have, with what it means (GET /v1/events?kind= accepts these).
@@ -64,9 +65,11 @@ _MEMBER_KINDS = {
 
 
 class Context:
-    """What translating an event needs beyond the event: the member states seen before."""
+    """What translating an event needs beyond the event: the member states seen before, and
+    why a replica failed (the model host keeps the error; the core's event only says failed)."""
 
-    def __init__(self) -> None:
+    def __init__(self, replica_error: Callable[[str], str | None] = lambda deployment: None) -> None:
+        self.replica_error = replica_error
         self.states: collections.OrderedDict[tuple[str, str], tuple[MemberState, str]] = (
             collections.OrderedDict()
         )
@@ -165,9 +168,18 @@ def _placement_applied(event: PlacementApplied, ctx: Context) -> list[Observatio
 
 
 def _replica_state(event: ReplicaStateChanged, ctx: Context) -> list[Observation]:
-    details = (("deployment", event.deployment), ("slot", event.slot), ("state", str(event.state)))
+    details: tuple[Detail, ...] = (
+        ("deployment", event.deployment),
+        ("slot", event.slot),
+        ("state", str(event.state)),
+    )
     subject = f"{event.deployment}/{event.slot}"
-    return [Observation(f"replica_{event.state}", subject, f"replica {subject} is {event.state}", details)]
+    reason = f"replica {subject} is {event.state}"
+    error = ctx.replica_error(event.deployment) if event.state is ReplicaState.FAILED else None
+    if error is not None:
+        details += (("error", error),)
+        reason += f": {error}"
+    return [Observation(f"replica_{event.state}", subject, reason, details)]
 
 
 def _replica_dropped(event: ReplicaDropped, ctx: Context) -> list[Observation]:
@@ -214,9 +226,10 @@ class EventRecorder:
         *,
         refused_regions: Callable[[str], tuple[str, str] | None] = lambda node_id: None,
         clock_s: Callable[[], float] | None = None,
+        replica_error: Callable[[str], str | None] = lambda deployment: None,
     ) -> None:
         self.log = log
-        self._ctx = Context()
+        self._ctx = Context(replica_error)
         self._refused_regions = refused_regions
         self._clock_s = clock_s
         self._refusals: collections.OrderedDict[tuple[str, str], float] = collections.OrderedDict()

@@ -52,11 +52,13 @@ from mesh.service.fdlimit import raise_open_files_limit
 from mesh.service.httpguard import API_HEAD_TIMEOUT_S, ApiGuard, api_caps
 from mesh.service.lograte import install_repeat_filter
 from mesh.service.metrics import election_source, placement_source
+from mesh.service.modeldebug import add_routes as add_model_debug_routes
+from mesh.service.modelhost import HostSettings, ModelHost
 from mesh.service.netkeys import KeyFileError, KeyKeeper, load_key_file, startup_keys
 from mesh.service.observeapi import add_routes as add_observability_routes
 from mesh.service.opsapi import add_routes as add_ops_routes
 from mesh.service.placementapi import add_routes as add_placement_routes
-from mesh.service.placements import MoveTally, held_artifacts
+from mesh.service.placements import MoveTally, artifact_files, unload_dropped
 from mesh.service.restore import restore_records
 from mesh.service.runtime import Runtime
 from mesh.service.store import Store, StoreError
@@ -238,16 +240,21 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
         except StoreError as exc:
             raise AgentError(str(exc)) from None
         # The region's placement (inference/placing.py): the leader publishes, every node applies
-        # and reports its replicas. Until the model runtime exists a replica is ready when its
-        # artifact is held here (the artifact store is the agent's; it opens it on its data dir).
+        # and reports its replicas. The model host loads each replica from the artifact store
+        # (the agent's; it opens it on its data dir) and says when it is ready: warmed up.
         artifacts = ArtifactStore(options.data_dir / "artifacts", size_max_bytes=ARTIFACT_SIZE_MAX_BYTES)
+        models = ModelHost(
+            artifact_files(artifacts),
+            HostSettings(options.intra_op_threads, options.inference_threads),
+        )
+        stack.push_async_callback(models.close)
         placement = PlacementCore(
             identity.node_id,
             options.region,
             identity.signing_key,
             GossipPlacementMesh(gossip),
             election,
-            held_artifacts(artifacts),
+            models,
             now=loop.time(),
         )
         node = Node(gossip, [netkeys, election, placement])
@@ -280,6 +287,8 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
         agent.metrics.add(election_source(election, identity.node_id))
         agent.placement = placement
         agent.artifacts = artifacts  # one store: the API writes where placement looks
+        agent.models = models
+        runtime.subscribe(unload_dropped(models))
         moves = MoveTally()
         runtime.subscribe(moves.on_event)
         agent.metrics.add(placement_source(placement, moves.moves))
@@ -292,6 +301,8 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
         add_placement_routes(app)
         add_ops_routes(app)
         add_dashboard_routes(app)
+        if options.debug_hooks:
+            add_model_debug_routes(app, models)
         app.middlewares.append(guard.middleware)
         # keepalive_timeout: aiohttp's own idle close agrees with the guard's head deadline.
         runner = web.AppRunner(

@@ -1,5 +1,6 @@
 """The agent's side of placement: what GET /v1/placements shows of this node's region, what the
-agent logs of the placement core's events, and the replica runtime it gives the core.
+agent logs of the placement core's events, and what the replica runtime (the model host,
+mesh/service/modelhost.py) reads of the artifact store.
 
 The placement core (inference/placing.py) is read here, never changed; the API's handler
 (mesh/service/placementapi.py) forwards a read about another region to one of its nodes.
@@ -8,6 +9,8 @@ The placement core (inference/placing.py) is read here, never changed; the API's
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from inference.placing import PlacementCore
@@ -19,13 +22,27 @@ from inference.placing_ports import (
 )
 from inference.plan import RegionPlan
 from mesh.service.artifacts import ArtifactError, ArtifactStore
+from mesh.service.modelhost import ModelHost
 
 log = logging.getLogger("murmur.placement")
 
 
+def artifact_files(store: ArtifactStore) -> Callable[[str], Path | None]:
+    """sha256 -> the held artifact's file, or None (an id that is not a sha256 is never held):
+    what the model host loads from."""
+
+    def path(sha256: str) -> Path | None:
+        try:
+            return store.path(sha256) if store.size(sha256) is not None else None
+        except ArtifactError:
+            return None
+
+    return path
+
+
 def held_artifacts(store: ArtifactStore) -> HeldArtifacts:
-    """The replica runtime until the model runtime exists: a replica whose artifact is held
-    here is ready (an id that is not a sha256 is never held)."""
+    """A replica runtime with no model runtime (tests of placement alone): a replica whose
+    artifact is held here is ready (an id that is not a sha256 is never held)."""
 
     def held(sha256: str) -> bool:
         try:
@@ -36,9 +53,12 @@ def held_artifacts(store: ArtifactStore) -> HeldArtifacts:
     return HeldArtifacts(held)
 
 
-def own_placement_json(core: PlacementCore, rebalance_generation: int) -> dict[str, Any]:
+def own_placement_json(
+    core: PlacementCore, rebalance_generation: int, models: ModelHost | None = None
+) -> dict[str, Any]:
     """This node's region's applied placement as GET /v1/placements shows it (docs/api.md);
-    `rebalance_generation`: the region's held `rebalance` record's (0: none)."""
+    `rebalance_generation`: the region's held `rebalance` record's (0: none); `models`: this
+    node's model host (the error of a failed replica of this node, and its `models`)."""
     applied = core.applied()
     stamp: dict[str, Any] | None = None
     if applied is not None:
@@ -49,21 +69,25 @@ def own_placement_json(core: PlacementCore, rebalance_generation: int) -> dict[s
             "epoch": applied.stamp.epoch,
             "leader": applied.leader,
         }
-    return {
+    replicas: list[dict[str, Any]] = []
+    for v in core.replicas():
+        row = {
+            "deployment": v.deployment,
+            "slot": v.slot,
+            "node": v.node_id,
+            "state": str(v.state),
+            "provisional": v.provisional,
+        }
+        error = models.error(v.deployment) if models is not None and v.node_id == core.node_id else None
+        if error is not None:
+            row["error"] = error
+        replicas.append(row)
+    doc = {
         "region": core.region,
         "node": core.node_id,
         "stamp": stamp,
         "rebalance_generation": rebalance_generation,
-        "replicas": [
-            {
-                "deployment": v.deployment,
-                "slot": v.slot,
-                "node": v.node_id,
-                "state": str(v.state),
-                "provisional": v.provisional,
-            }
-            for v in core.replicas()
-        ],
+        "replicas": replicas,
         "deployments": [
             {"deployment": c.deployment, "ready": c.ready, "desired": c.desired}
             for c in sorted(core.deployment_counts())
@@ -72,6 +96,10 @@ def own_placement_json(core: PlacementCore, rebalance_generation: int) -> dict[s
             {"deployment": u.deployment, "slot": u.slot, "reason": u.reason} for u in core.unplaced()
         ],
     }
+    if models is not None:
+        doc["models"] = models.status()  # this node's sessions (an answer forwarded from another
+        # region's node carries that node's)
+    return doc
 
 
 def region_plan_json(plan: RegionPlan, node_id: str) -> dict[str, Any]:
@@ -137,3 +165,13 @@ def log_placement_event(event: object) -> None:
             log.info("replica %s/%d on this node is %s", deployment, slot, state)
         case ReplicaDropped(deployment=deployment, slot=slot):
             log.info("replica %s/%d left this node (a newer placement moved it)", deployment, slot)
+
+
+def unload_dropped(models: ModelHost) -> Callable[[object], None]:
+    """A runtime subscriber: a replica that left this node (ReplicaDropped) is unloaded."""
+
+    def on_event(event: object) -> None:
+        if isinstance(event, ReplicaDropped):
+            models.drop(event.deployment)
+
+    return on_event

@@ -48,9 +48,28 @@ def test_artifact_file_is_hashed_by_the_cli(tmp_path: Path) -> None:
     with pytest.raises(CliError, match=r"m.yaml: artifact.file: cannot read"):
         read_manifest(manifest)
     manifest.write_text(
-        "name: a\nmodel: {name: m, version: v}\nartifact: {file: x, sha256: y}\nreplicas: 1\n"
+        "name: a\nmodel: {name: m, version: v}\nartifact: {file: model.onnx, md5: y}\nreplicas: 1\n"
     )
-    with pytest.raises(CliError, match=r"artifact\.sha256: give either artifact\.file or sha256"):
+    with pytest.raises(
+        CliError,
+        match=r"artifact\.md5: give either artifact\.file or sha256 and size_bytes \(sha256 and",
+    ):
+        read_manifest(manifest)
+
+
+def test_a_file_pinned_by_sha256_and_size_must_match_them(tmp_path: Path) -> None:
+    data = b"onnx" * 1000
+    (tmp_path / "model.onnx").write_bytes(data)
+    sha256 = hashlib.sha256(data).hexdigest()
+    manifest = tmp_path / "m.yaml"
+    head = "name: a\nmodel: {name: m, version: v}\nreplicas: 1\nartifact:\n  file: model.onnx\n"
+    manifest.write_text(head + f"  sha256: {sha256}\n  size_bytes: 4000\n")
+    assert read_manifest(manifest).artifact_sha256 == sha256
+    manifest.write_text(head + f'  sha256: "{"0" * 64}"\n')
+    with pytest.raises(CliError, match=r"artifact\.sha256: the manifest pins 0{64}, but .*model.onnx has"):
+        read_manifest(manifest)
+    manifest.write_text(head + "  size_bytes: 4001\n")
+    with pytest.raises(CliError, match=r"artifact\.size_bytes: the manifest pins 4001, but .* has 4000"):
         read_manifest(manifest)
 
 

@@ -6,8 +6,9 @@ holder killed together leave a majority of voters, which elects a leader whose p
 the lost replicas on live nodes. The bounds are the issue's functional targets, not
 performance assertions; the figures observed are printed.
 
-The artifact is uploaded to one node by `murmur deploy` (there is no peer-to-peer transfer
-yet): the replica on that node, if it has one, reports `ready`, the others `assigned`.
+The artifact (the example vibration-anomaly model) is uploaded to one node by `murmur deploy`
+(there is no peer-to-peer transfer yet): the replica on that node, if it has one, reports
+`ready` once loaded and warmed up, the others `assigned`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 
 from mesh.dev.localmesh import LocalAgent, LocalMesh, wait_until
+from mesh.examples.build_models import MODELS_DIR
 from tests.real.conftest import MeshFactory
 from tests.real.test_agents import CONVERGE_S, _all_alive, _start_all
 from tests.real.test_deploy import _murmur
@@ -81,7 +83,7 @@ def test_placement_agreed_in_each_region_moved_after_kill_9_and_kept_by_a_new_le
     r1 = mesh.agents[:3]
     r2 = mesh.agents[3:]
     assert wait_until(lambda: _all_alive(mesh, r1, [ids[a.name] for a in r1]), CONVERGE_S)
-    (tmp_path / "vib.onnx").write_bytes(b"onnx" * 256)
+    (tmp_path / "vib.onnx").write_bytes((MODELS_DIR / "vibration-anomaly.onnx").read_bytes())
     manifest = tmp_path / "vibration.yaml"
     manifest.write_text(
         "name: vibration\nmodel: {name: vib-cnn, version: '1.0'}\nartifact: {file: vib.onnx}\nreplicas: 2\n"
@@ -180,7 +182,7 @@ def test_a_region_of_5_that_loses_its_leader_and_a_replica_holder_together_still
 
     # Members become voters one at a time once alive for stable_after_s (10 s).
     assert wait_until(lambda: len(voters()) == 5, 60.0, 0.5), f"voters: {voters()}"
-    (tmp_path / "vib.onnx").write_bytes(b"onnx" * 256)
+    (tmp_path / "vib.onnx").write_bytes((MODELS_DIR / "vibration-anomaly.onnx").read_bytes())
     manifest = tmp_path / "vibration.yaml"
     manifest.write_text(
         "name: vibration\nmodel: {name: vib-cnn, version: '1.0'}\nartifact: {file: vib.onnx}\nreplicas: 2\n"
