@@ -14,6 +14,8 @@ from mesh.cli.client import CliError
 from mesh.cli.helptext import command
 from mesh.service.events import EVENTS_MAX, EVENTS_MAX_AGE_S
 
+ARTIFACT_BUDGET_BYTES = 2 * 1024**3  # mesh/service/artifactsync.py's, without importing the runtime here
+
 
 def cmd_agent(args: argparse.Namespace) -> int:
     # Imported here: the node's runtime (aiohttp, zeroconf) is not needed by other commands.
@@ -42,6 +44,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         labels=tuple(args.label),
         events_max=args.events_max,
         events_max_age_s=args.events_max_age,
+        artifact_budget_bytes=args.artifact_budget_bytes,
     )
     try:
         token = load_token(options.token)
@@ -123,6 +126,14 @@ def register(sub: Any) -> None:
         default=EVENTS_MAX_AGE_S,
         metavar="DURATION",
         help="forget events older than this, e.g. 6h or 7d (default 24h)",
+    )
+    agent.add_argument(
+        "--artifact-budget-bytes",
+        type=flags.size_bytes,
+        default=ARTIFACT_BUDGET_BYTES,
+        metavar="SIZE",
+        help="keep the artifact store under this size, e.g. 500M or 4G (default 2G): artifacts no "
+        "deployment needs are deleted, least recently used first; needed ones are always kept",
     )
     # Test-only (the /v1/debug/broadcast(s) endpoints): it works, but help does not offer it.
     agent.add_argument("--debug-hooks", action="store_true", help=argparse.SUPPRESS)

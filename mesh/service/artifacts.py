@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from inference.artifact_gc import HeldArtifact
@@ -86,6 +87,7 @@ class ArtifactWriter:
             os.fsync(fd)
         finally:
             os.close(fd)
+        self._store.changed()
         return final
 
     def abort(self) -> None:
@@ -103,6 +105,9 @@ class ArtifactStore:
         """Open (create) the store; leftovers of interrupted writes are removed."""
         self.root = root
         self.size_max_bytes = size_max_bytes
+        # Called (from any thread) when an artifact appears or goes: the agent republishes
+        # its inventory, which lists the artifacts held here.
+        self.on_change: Callable[[], None] | None = None
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         for leftover in root.glob(TMP_PREFIX + "*"):
             with contextlib.suppress(OSError):
@@ -146,6 +151,10 @@ class ArtifactStore:
                 "no_space", f"{size_bytes} bytes do not fit: {free_bytes} bytes free on this node's disk"
             )
 
+    def changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
     def held(self) -> list[HeldArtifact]:
         """Every artifact in the store with its size and last use (its file's mtime), by id."""
         out: list[HeldArtifact] = []
@@ -170,6 +179,7 @@ class ArtifactStore:
             self.path(sha256).unlink()
         except FileNotFoundError:
             return False
+        self.changed()
         return True
 
     def partial_path(self, sha256: str) -> Path:
@@ -217,4 +227,5 @@ class ArtifactStore:
             os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             self.progress_path(sha256).unlink()
+        self.changed()
         return True
