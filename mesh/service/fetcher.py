@@ -147,7 +147,19 @@ class Fetcher:
         transfer = Transfer(sha256, size_bytes, self.plan_limits)
         self._active[sha256] = transfer
         transfer.task = asyncio.get_running_loop().create_task(self._run(transfer))
+        transfer.task.add_done_callback(lambda _task: self._ended(transfer))
         return transfer
+
+    def _ended(self, transfer: Transfer) -> None:
+        """A transfer's task is over, even one cancelled before it ran."""
+        if self._active.get(transfer.sha256) is not transfer:
+            return
+        del self._active[transfer.sha256]
+        if transfer.state not in ("done", "failed"):
+            transfer.state = "cancelled"
+        transfer.finished_unix = time.time()
+        self._finished.append(transfer)
+        self.counters[f"transfers_{transfer.state}"] += 1
 
     def cancel(self, sha256: str) -> None:
         """Stop fetching `sha256` (no longer needed); its partial file stays for a resume."""
@@ -193,12 +205,9 @@ class Fetcher:
             transfer.state, transfer.error = "failed", f"{type(exc).__name__}: {exc}"
             log.warning("artifact %s: transfer failed: %s", transfer.sha256, transfer.error)
         finally:
-            transfer.finished_unix = time.time()
             if transfer.state == "failed":
                 self._retry_after[transfer.sha256] = time.monotonic() + self.limits.failed_retry_s
-            self._active.pop(transfer.sha256, None)
-            self._finished.append(transfer)
-            self.counters[f"transfers_{transfer.state}"] += 1
+            self._ended(transfer)
 
     async def _fetch(self, transfer: Transfer) -> None:
         sha256, size = transfer.sha256, transfer.size_bytes
