@@ -4,9 +4,9 @@ Every SYNC_INTERVAL_S the keeper reads this node's replicas (the placement core'
 `own_replicas`) and the held deployments (`desired` records): the artifact of each replica
 not held here is fetched from peers (mesh/service/fetcher.py), a transfer no replica
 needs any more is stopped (its partial file stays, for a resume, until collected). Every
-GC_INTERVAL_S, and after a transfer commits, garbage collection deletes artifacts no
-deployment names, least recently used first, while the store is over `budget_bytes`
-(inference/artifact_gc.py), and partial files of artifacts no deployment names.
+GC_INTERVAL_S garbage collection deletes artifacts no deployment names, least recently
+used first, while the store is over `budget_bytes` (inference/artifact_gc.py), and the
+partial files of artifacts no deployment names.
 
 It also says which artifacts the inventory lists (`listed`: the most recently used,
 ARTIFACTS_LISTED_MAX at most) and gives GET /metrics its artifact families.

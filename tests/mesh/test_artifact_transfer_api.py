@@ -210,3 +210,15 @@ async def test_the_keeper_fetches_the_artifact_of_each_own_replica(tmp_path: Pat
     keeper.reconcile()  # no replica wants it: stopped
     await fetcher.close()
     assert fetcher.writing() == []
+
+
+def test_the_budget_flag_takes_sizes_and_refuses_nonsense() -> None:
+    import argparse
+
+    from mesh.cli.args import size_bytes
+
+    assert size_bytes("2G") == 2 * 1024**3 and size_bytes("500M") == 500 * 1024**2
+    assert size_bytes("4GiB") == 4 * 1024**3 and size_bytes("1234") == 1234
+    for bad in ("", "-1", "2X", "G", "9" * 40, "1.5G", "99999999999T"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            size_bytes(bad)

@@ -89,7 +89,10 @@ def fetcher(tmp_path: Path, holders: list[Holder] | Callable[[], list[Holder]]) 
 async def run(f: Fetcher) -> dict[str, object]:
     transfer = f.want(SHA, len(DATA))
     assert transfer is not None and transfer.task is not None
-    await asyncio.wait_for(asyncio.shield(transfer.task), 30)
+    try:
+        await asyncio.wait_for(asyncio.shield(transfer.task), 30)
+    finally:
+        await f.close()
     return transfer.to_json()
 
 
@@ -202,6 +205,7 @@ async def test_waits_for_a_holder_then_fetches(peers: Callable[..., Awaitable[Pe
     assert transfer.state == "waiting"
     known.append(a.holder)
     await asyncio.wait_for(transfer.task, 30)
+    await f.close()
     assert transfer.state == "done"
 
 
@@ -259,7 +263,6 @@ async def test_an_interrupted_transfer_keeps_its_chunks_for_the_next(
     again = fetcher(tmp_path, [slow.holder])
     got = await run(again)
     assert got["state"] == "done" and int(got["resumed_bytes"]) >= done_before  # type: ignore[call-overload]
-    await again.close()
 
 
 def test_received_records_the_sender() -> None:
