@@ -222,3 +222,12 @@ def test_the_budget_flag_takes_sizes_and_refuses_nonsense() -> None:
     for bad in ("", "-1", "2X", "G", "9" * 40, "1.5G", "99999999999T"):
         with pytest.raises(argparse.ArgumentTypeError):
             size_bytes(bad)
+
+
+def test_a_malformed_holder_answer_from_another_region_is_dropped_row_by_row() -> None:
+    from mesh.service.artifactapi import _rows
+
+    good = {"node": "s1", "region": "south", "api": "127.0.0.1:1"}
+    assert _rows([good]) is None and _rows({"holders": "x"}) is None and _rows(None) is None
+    assert _rows({"holders": [good, {"node": 1}, "text", {**good, "api": None}]}) == [good]
+    assert len(_rows({"holders": [good] * 10_000}) or []) == 64
