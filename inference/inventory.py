@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from inference.documents import DocumentError, DocumentLimits, canonical_json, load_json
-from inference.manifest import LABEL_KEY_PATTERN, REGION_PATTERN
+from inference.manifest import LABEL_KEY_PATTERN, REGION_PATTERN, SHA256_PATTERN
 
 INVENTORY_REFRESH_S = 60.0  # republish at least this often, seconds
 MEMORY_CHANGE_FRACTION = 0.10  # of memory_total_bytes: available memory moved by this much
@@ -40,6 +40,9 @@ class Inventory:
     labels: dict[str, str]
     region: str
     models: tuple[str, ...] = field(default=())
+    # sha256 of artifacts held here, ARTIFACTS_LISTED_MAX at most: how peers find holders
+    # (docs/artifacts.md). Optional in a record: a node of an older version lists none.
+    artifacts: tuple[str, ...] = field(default=())
 
 
 def inventory_scope(region: str) -> str:
@@ -52,6 +55,11 @@ def to_json(inv: Inventory) -> dict[str, Any]:
     doc = asdict(inv)
     doc["accelerators"] = list(inv.accelerators)
     doc["models"] = list(inv.models)
+    # Only when some are held: a node holding none (and the simulator) keeps the payload it had.
+    if inv.artifacts:
+        doc["artifacts"] = list(inv.artifacts)
+    else:
+        del doc["artifacts"]
     return doc
 
 
@@ -70,6 +78,8 @@ _INT_FIELDS = ("cpu_count", "memory_total_bytes", "memory_available_bytes", "dis
 _NUMBER_FIELDS = ("load_1m", "cpu_percent")
 _TEXT_FIELDS = ("os", "arch", "python")
 _LIST_FIELDS = ("accelerators", "models")
+# 64 ids of 64 characters keep the record far under its 16 KiB with every other field full.
+ARTIFACTS_LISTED_MAX = 64
 
 
 def decode(payload: bytes) -> dict[str, Any] | None:
@@ -114,6 +124,13 @@ def _schema_problem(doc: dict[str, Any]) -> str | None:
         items = doc.get(name)
         if not isinstance(items, list) or len(items) > LIST_MAX or not all(_text(i) for i in items):
             return f"inventory.{name}: must be a list of at most {LIST_MAX} short strings"
+    artifacts = doc.get("artifacts", [])
+    if (
+        not isinstance(artifacts, list)
+        or len(artifacts) > ARTIFACTS_LISTED_MAX
+        or not all(isinstance(a, str) and SHA256_PATTERN.fullmatch(a) for a in artifacts)
+    ):
+        return f"inventory.artifacts: must be a list of at most {ARTIFACTS_LISTED_MAX} sha256 ids"
     region = doc.get("region")
     if not isinstance(region, str) or not REGION_PATTERN.fullmatch(region):
         return "inventory.region: not a region name"
@@ -128,6 +145,12 @@ def _schema_problem(doc: dict[str, Any]) -> str | None:
 
 def _text(value: Any) -> bool:
     return isinstance(value, str) and len(value) <= TEXT_MAX_CHARS
+
+
+def holds(doc: dict[str, Any], sha256: str) -> bool:
+    """Whether a decoded inventory lists the artifact `sha256` as held."""
+    artifacts = doc.get("artifacts")
+    return isinstance(artifacts, list) and sha256 in artifacts
 
 
 def should_publish(prev: Inventory | None, cur: Inventory, last_published_s: float, now_s: float) -> bool:
@@ -150,6 +173,7 @@ def changed_meaningfully(prev: Inventory | None, cur: Inventory) -> bool:
         or cur.accelerators != prev.accelerators
         or cur.labels != prev.labels
         or cur.models != prev.models
+        or cur.artifacts != prev.artifacts
     ):
         return True
     total = max(cur.memory_total_bytes, 1)

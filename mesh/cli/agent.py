@@ -15,6 +15,8 @@ from mesh.cli.helptext import command
 from mesh.service.events import EVENTS_MAX, EVENTS_MAX_AGE_S
 from mesh.service.modelhost import INFERENCE_THREADS_DEFAULT, INTRA_OP_THREADS_DEFAULT
 
+ARTIFACT_BUDGET_BYTES = 2 * 1024**3  # mesh/service/artifactsync.py's, without importing the runtime here
+
 
 def cmd_agent(args: argparse.Namespace) -> int:
     # Imported here: the node's runtime (aiohttp, zeroconf) is not needed by other commands.
@@ -45,6 +47,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         events_max_age_s=args.events_max_age,
         intra_op_threads=args.intra_op_threads,
         inference_threads=args.inference_threads,
+        artifact_budget_bytes=args.artifact_budget_bytes,
     )
     try:
         token = load_token(options.token)
@@ -141,6 +144,14 @@ def register(sub: Any) -> None:
         default=INFERENCE_THREADS_DEFAULT,
         metavar="N",
         help=f"inferences run at once, all models together (default {INFERENCE_THREADS_DEFAULT})",
+    )
+    agent.add_argument(
+        "--artifact-budget-bytes",
+        type=flags.size_bytes,
+        default=ARTIFACT_BUDGET_BYTES,
+        metavar="SIZE",
+        help="keep the artifact store under this size, e.g. 500M or 4G (default 2G): artifacts no "
+        "deployment needs are deleted, least recently used first; needed ones are always kept",
     )
     # Test-only (the /v1/debug/broadcast(s) endpoints): it works, but help does not offer it.
     agent.add_argument("--debug-hooks", action="store_true", help=argparse.SUPPRESS)

@@ -96,3 +96,17 @@ def events_max(text: str) -> int:
     if not 1 <= value <= EVENTS_MAX_MAX:
         raise argparse.ArgumentTypeError(f"{text!r}: --events-max takes a number from 1 to {EVENTS_MAX_MAX}")
     return value
+
+
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+SIZE_MAX_BYTES = 1 << 50
+
+
+def size_bytes(text: str) -> int:
+    """A size in bytes: a number, optionally with K, M, G or T (powers of 1024), e.g. 500M."""
+    raw = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = raw[-1:] if raw[-1:] in _SIZE_UNITS else ""
+    number = raw[: len(raw) - len(unit)]
+    if not number.isdigit() or len(number) > 16 or not 0 <= int(number) * _SIZE_UNITS[unit] <= SIZE_MAX_BYTES:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a size such as 2147483648, 500M or 2G")
+    return int(number) * _SIZE_UNITS[unit]

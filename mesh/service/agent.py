@@ -8,6 +8,7 @@ import asyncio
 import base64
 import collections
 import contextlib
+import dataclasses
 import logging
 import sqlite3
 import time
@@ -42,10 +43,12 @@ from mesh.netaddr import split_hostport
 from mesh.service.admission import describe_refusal
 from mesh.service.api import ReceivedBroadcast
 from mesh.service.artifacts import ArtifactStore
+from mesh.service.artifactsync import ARTIFACT_BUDGET_BYTES, ArtifactKeeper
 from mesh.service.discovery import Peer
 from mesh.service.election import own_region_json
 from mesh.service.eventkinds import EventRecorder
 from mesh.service.events import EVENTS_MAX, EVENTS_MAX_AGE_S, EventLog
+from mesh.service.fetcher import Fetcher
 from mesh.service.inventory import INVENTORY_CHECK_S, collect
 from mesh.service.metrics import POOLS, NodeCollector, Readings, node_families, node_registry
 from mesh.service.modelhost import INFERENCE_THREADS_DEFAULT, INTRA_OP_THREADS_DEFAULT, ModelHost
@@ -93,6 +96,7 @@ class AgentOptions:
     events_max_age_s: float = EVENTS_MAX_AGE_S  # --events-max-age
     intra_op_threads: int = INTRA_OP_THREADS_DEFAULT  # --intra-op-threads: per inference
     inference_threads: int = INFERENCE_THREADS_DEFAULT  # --inference-threads: inferences at once
+    artifact_budget_bytes: int = ARTIFACT_BUDGET_BYTES  # --artifact-budget-bytes
 
 
 class Agent:
@@ -146,6 +150,14 @@ class Agent:
         self.metrics_registry = node_registry(self.metrics)
         self.election: ElectionCore | None = None  # the region's election core (launch.py hosts it)
         self.placement: PlacementCore | None = None  # the region's placement core (launch.py hosts it)
+        # Artifacts from peers (mesh/service/fetcher.py) for this node's replicas (launch.py starts them).
+        self.fetcher: Fetcher | None = None
+        self.artifact_keeper: ArtifactKeeper | None = None
+        self._inventory_nudge = asyncio.Event()  # held artifacts changed: collect now
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # built outside a loop (tests that drive it synchronously)
+            self._loop = None
         runtime.subscribe(log_placement_event)
 
     # --- NodeService -------------------------------------------------------------
@@ -458,7 +470,15 @@ class Agent:
         return accepted
 
     def collect_inventory(self) -> inventory.Inventory:
-        return collect(dict(self.options.labels), self.region, self.options.data_dir)
+        inv = collect(dict(self.options.labels), self.region, self.options.data_dir)
+        keeper = self.artifact_keeper
+        return inv if keeper is None else dataclasses.replace(inv, artifacts=keeper.listed())
+
+    def artifacts_changed(self) -> None:
+        """An artifact was stored or deleted: peers learn it from the next inventory, now.
+        Safe from any thread (an upload commits in one)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._inventory_nudge.set)
 
     def refresh_inventory(self, now_s: float, cur: inventory.Inventory | None = None) -> bool:
         """Collect (unless given), and publish if should_publish says so; True if published."""
@@ -480,7 +500,9 @@ class Agent:
                 self.refresh_inventory(time.monotonic(), cur)
             except Exception:  # a probe or a refusal must never stop the loop
                 log.exception("inventory refresh failed; retrying in %.0f s", INVENTORY_CHECK_S)
-            await asyncio.sleep(INVENTORY_CHECK_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._inventory_nudge.wait(), INVENTORY_CHECK_S)
+            self._inventory_nudge.clear()
 
     # --- events --------------------------------------------------------------------
 

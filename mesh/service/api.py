@@ -36,6 +36,7 @@ from inference.deploywarn import Offer, deploy_warnings
 from inference.inventory import decode, payload_problem
 from inference.manifest import Deployment, ManifestError, desired_key, load_document, manifest_from_doc
 from mesh.service.artifacts import ArtifactError, ArtifactStore
+from mesh.service.artifactserve import serve_artifact
 from mesh.service.forward import ask_each
 from mesh.service.lastknown import LastKnown
 from mesh.service.regions import ask_region, reset_problem, unanswered
@@ -511,7 +512,7 @@ async def get_artifact(request: web.Request) -> web.StreamResponse:
         return error_response(400, str(exc))
     if not path.exists():
         return error_response(404, f"artifact {sha256} is not on this node")
-    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
+    return await serve_artifact(request, path)
 
 
 def _deployment_row(app: web.Application, record: Record) -> dict[str, Any]:

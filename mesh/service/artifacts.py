@@ -4,8 +4,11 @@ A node keeps each artifact once, under `<root>/<sha256>`. A write streams into
 a temporary file while hashing; it becomes visible (an atomic rename after
 fsync) only if its size and sha256 are exactly those announced. A half-written
 upload (a crash, a dropped connection) leaves only a temporary file, which the
-next start removes. Peers will fetch artifacts from here (the transfer between
-nodes is the next step); `murmur deploy` uploads a manifest's `artifact.file`.
+next start removes. Peers fetch artifacts from here (range requests, mesh/service/fetcher.py);
+`murmur deploy` uploads a manifest's `artifact.file`. A transfer from peers writes chunks
+at their offsets into `<root>/.partial-<sha256>` (kept across restarts, so it resumes) and
+`commit_partial` makes it visible with the same guarantees as a write: only whole and verified.
+`held()` and `delete()` are what garbage collection (inference/artifact_gc.py) works with.
 It writes files, so it is a driver (mesh/); an artifact id is what a manifest's
 `artifact.sha256` must be (inference/manifest.py's SHA256_PATTERN).
 """
@@ -16,11 +19,15 @@ import contextlib
 import hashlib
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
+from inference.artifact_gc import HeldArtifact
 from inference.manifest import SHA256_PATTERN
 
 TMP_PREFIX = ".incoming-"
+PARTIAL_PREFIX = ".partial-"  # a transfer from peers: kept across restarts (it resumes)
+HASH_READ_BYTES = 1024 * 1024
 # Room left free on the disk after an artifact is written.
 DISK_MARGIN_BYTES = 64 * 1024 * 1024
 
@@ -80,6 +87,7 @@ class ArtifactWriter:
             os.fsync(fd)
         finally:
             os.close(fd)
+        self._store.changed()
         return final
 
     def abort(self) -> None:
@@ -97,6 +105,9 @@ class ArtifactStore:
         """Open (create) the store; leftovers of interrupted writes are removed."""
         self.root = root
         self.size_max_bytes = size_max_bytes
+        # Called (from any thread) when an artifact appears or goes: the agent republishes
+        # its inventory, which lists the artifacts held here.
+        self.on_change: Callable[[], None] | None = None
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         for leftover in root.glob(TMP_PREFIX + "*"):
             with contextlib.suppress(OSError):
@@ -122,6 +133,11 @@ class ArtifactStore:
 
     def begin(self, sha256: str, size_bytes: int) -> ArtifactWriter:
         """Start writing an artifact; ArtifactError if too large for the limit or the disk."""
+        self.check_room(sha256, size_bytes)
+        return ArtifactWriter(self, sha256, size_bytes)
+
+    def check_room(self, sha256: str, size_bytes: int) -> None:
+        """ArtifactError unless an artifact of `size_bytes` fits the limit and the disk."""
         self.check_id(sha256)
         if not 0 < size_bytes <= self.size_max_bytes:
             raise ArtifactError(
@@ -134,4 +150,82 @@ class ArtifactStore:
             raise ArtifactError(
                 "no_space", f"{size_bytes} bytes do not fit: {free_bytes} bytes free on this node's disk"
             )
-        return ArtifactWriter(self, sha256, size_bytes)
+
+    def changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    def held(self) -> list[HeldArtifact]:
+        """Every artifact in the store with its size and last use (its file's mtime), by id."""
+        out: list[HeldArtifact] = []
+        for path in sorted(self.root.iterdir()):
+            if not SHA256_PATTERN.fullmatch(path.name):
+                continue
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue  # deleted meanwhile
+            out.append(HeldArtifact(path.name, st.st_size, st.st_mtime))
+        return out
+
+    def touch(self, sha256: str) -> None:
+        """Mark a held artifact as used now (least recently used ones are collected first)."""
+        with contextlib.suppress(FileNotFoundError, ArtifactError):
+            os.utime(self.path(sha256))
+
+    def delete(self, sha256: str) -> bool:
+        """Remove a held artifact; True if it was there."""
+        try:
+            self.path(sha256).unlink()
+        except FileNotFoundError:
+            return False
+        self.changed()
+        return True
+
+    def partial_path(self, sha256: str) -> Path:
+        """The partial file of a transfer from peers."""
+        self.check_id(sha256)
+        return self.root / f"{PARTIAL_PREFIX}{sha256}"
+
+    def progress_path(self, sha256: str) -> Path:
+        """The received-chunks map of a transfer (inference/transfer_plan.py's snapshot)."""
+        return self.root / f"{PARTIAL_PREFIX}{sha256}.json"
+
+    def partials(self) -> list[str]:
+        """The ids of transfers with a partial file here."""
+        return sorted(
+            p.name.removeprefix(PARTIAL_PREFIX)
+            for p in self.root.glob(PARTIAL_PREFIX + "*")
+            if SHA256_PATTERN.fullmatch(p.name.removeprefix(PARTIAL_PREFIX))
+        )
+
+    def remove_partial(self, sha256: str) -> None:
+        """Forget a transfer: its partial file and its map."""
+        for path in (self.partial_path(sha256), self.progress_path(sha256)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def commit_partial(self, sha256: str, size_bytes: int) -> bool:
+        """Hash the partial file; if it is the artifact (size and sha256), sync it and make it
+        visible atomically, and drop its map: True. False (the partial stays) if it is not.
+        Blocking (reads the whole file): run it off the event loop."""
+        partial = self.partial_path(sha256)
+        digest = hashlib.sha256()
+        with partial.open("rb") as f:
+            if os.fstat(f.fileno()).st_size != size_bytes:
+                return False
+            while block := f.read(HASH_READ_BYTES):
+                digest.update(block)
+            if digest.hexdigest() != sha256:
+                return False
+            os.fsync(f.fileno())
+        os.replace(partial, self.path(sha256))
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            self.progress_path(sha256).unlink()
+        self.changed()
+        return True

@@ -21,12 +21,14 @@ import signal
 import socket
 from collections.abc import Sequence
 
+import aiohttp
 from aiohttp import web
 
 from consensus.election import ElectionCore
 from consensus.peers import GossipElectionPeers
 from gossip.config import LOCAL, WAN, profile
 from gossip.envelope import Keyring
+from gossip.kinds import DESIRED_KIND
 from gossip.node import GossipNode
 from gossip.records import Record
 from gossip.trust import StaticTrust
@@ -43,12 +45,16 @@ from mesh.service.agent import (
     AgentError,
     AgentOptions,
 )
-from mesh.service.api import create_app
+from mesh.service.api import FORWARD_TIMEOUT_S, create_app
+from mesh.service.artifactapi import add_routes as add_artifact_routes
+from mesh.service.artifactapi import find_holders
 from mesh.service.artifacts import ArtifactStore
+from mesh.service.artifactsync import ArtifactKeeper, artifact_families
 from mesh.service.dashboard import add_routes as add_dashboard_routes
 from mesh.service.discovery import Discovery, DiscoveryError
 from mesh.service.election import SqliteHardState
 from mesh.service.fdlimit import raise_open_files_limit
+from mesh.service.fetcher import Fetcher
 from mesh.service.httpguard import API_HEAD_TIMEOUT_S, ApiGuard, api_caps
 from mesh.service.lograte import install_repeat_filter
 from mesh.service.metrics import election_source, placement_source
@@ -289,6 +295,26 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
         agent.artifacts = artifacts  # one store: the API writes where placement looks
         agent.models = models
         runtime.subscribe(unload_dropped(models))
+        # Artifacts from peers for this node's replicas, and garbage collection (docs/artifacts.md).
+        holders_client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S))
+        stack.push_async_callback(holders_client.close)
+        fetcher = Fetcher(
+            artifacts,
+            identity.node_id,
+            lambda sha256: find_holders(agent, holders_client, sha256),
+        )
+        stack.push_async_callback(fetcher.close)
+        artifact_keeper = ArtifactKeeper(
+            artifacts,
+            fetcher,
+            lambda: node.state.records(DESIRED_KIND),
+            lambda: [v.deployment for v in placement.own_replicas()],
+            budget_bytes=options.artifact_budget_bytes,
+        )
+        agent.fetcher = fetcher
+        agent.artifact_keeper = artifact_keeper
+        artifacts.on_change = agent.artifacts_changed
+        agent.metrics.add(lambda: artifact_families(artifact_keeper))
         moves = MoveTally()
         runtime.subscribe(moves.on_event)
         agent.metrics.add(placement_source(placement, moves.moves))
@@ -303,6 +329,7 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
         add_dashboard_routes(app)
         if options.debug_hooks:
             add_model_debug_routes(app, models)
+        add_artifact_routes(app)
         app.middlewares.append(guard.middleware)
         # keepalive_timeout: aiohttp's own idle close agrees with the guard's head deadline.
         runner = web.AppRunner(
@@ -338,6 +365,7 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
             # The core retries the join with backoff until a seed answers.
             runtime.drive(lambda now: node.join(now, seeds))
         inventory_task = asyncio.create_task(agent.keep_publishing_inventory())
+        artifact_task = asyncio.create_task(artifact_keeper.run(agent.artifacts_changed))
         log.info(
             "murmur agent ready: node %s region %s gossip %s api http://%s incarnation %d profile %s "
             "seeds %s",
@@ -353,7 +381,8 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
         log.info("shutting down: leaving the mesh")
         saver.cancel()
         inventory_task.cancel()
-        await asyncio.gather(saver, inventory_task, return_exceptions=True)
+        artifact_task.cancel()
+        await asyncio.gather(saver, inventory_task, artifact_task, return_exceptions=True)
         runtime.drive(node.leave)
         await asyncio.sleep(LEAVE_LINGER_S)  # the runtime keeps driving: the leave goes out
         agent.save_peers()

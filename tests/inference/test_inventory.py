@@ -120,3 +120,20 @@ def test_decode_refuses_what_is_not_a_json_object(payload: bytes) -> None:
 def test_decode_reads_back_encode() -> None:
     doc = decode(encode(BASE))
     assert doc is not None and doc["labels"] == {"zone": "a"} and doc["memory_total_bytes"] == 8 * GIB
+
+
+def test_held_artifacts_are_listed_only_when_some_are_held_and_checked() -> None:
+    from inference.inventory import ARTIFACTS_LISTED_MAX, holds, payload_problem
+
+    sha = "ab" * 32
+    assert b"artifacts" not in encode(BASE)  # the payload nodes without artifacts had
+    doc = decode(encode(changed(artifacts=(sha,))))
+    assert doc is not None and holds(doc, sha) and not holds(doc, "cd" * 32)
+    assert should_publish(BASE, changed(artifacts=(sha,)), 0.0, 1.0)
+    too_many = json.loads(encode(BASE))
+    too_many["artifacts"] = [f"{i:064x}" for i in range(ARTIFACTS_LISTED_MAX + 1)]
+    problem = payload_problem(json.dumps(too_many).encode())
+    assert problem is not None and "inventory.artifacts" in problem
+    for bad in (["not-a-sha"], "ab" * 32, [1], [sha.upper()]):
+        wrong = {**json.loads(encode(BASE)), "artifacts": bad}
+        assert decode(json.dumps(wrong).encode()) is None
