@@ -8,8 +8,10 @@ for the onnxruntime model host (another branch) behind the `ModelHost` protocol.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +32,7 @@ from inference.v2codec import (
     parse_response,
 )
 from inference.v2tensors import Array, CodecLimits
+from mesh.cli.murmur import main as murmur_main
 from mesh.service.modellanes import ModelLanes
 from mesh.service.v2api import HOP_HEADER, InferenceFront, add_routes
 
@@ -331,3 +334,23 @@ async def test_the_inference_token_guards_every_v2_call_but_health(mesh: Mesh) -
     assert (await entry.get("/v2")).status == 401
     status, doc = await _infer(entry, _json_body(), {"Authorization": "Bearer s3cret"})
     assert status == 200 and doc["outputs"][0]["data"] == [6.0, 15.0]  # the token went with the forward
+
+
+async def test_murmur_infer_prints_the_outputs(
+    mesh: Mesh, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    entry = await mesh.add("n0", FakeHost(serves=False))
+    await mesh.add("n1", FakeHost())
+    request = tmp_path / "x.json"
+    request.write_text(json.dumps(_json_body()))
+    url = f"http://127.0.0.1:{entry.port}"
+    argv = ["infer", "scorer", "--input", str(request), "--node", url, "--priority", "critical"]
+    assert await asyncio.to_thread(murmur_main, argv) == 0
+    assert capsys.readouterr().out == "score [2] FP32: [6.0, 15.0]\n"
+    assert (
+        await asyncio.to_thread(murmur_main, ["infer", "nope", "--input", str(request), "--node", url]) == 1
+    )
+    assert "nope: HTTP 404: model 'nope' is not deployed" in capsys.readouterr().err
+    request.write_text("[1]")
+    assert await asyncio.to_thread(murmur_main, argv) == 1
+    assert "needs an inputs list" in capsys.readouterr().err
