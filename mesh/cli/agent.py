@@ -42,6 +42,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         labels=tuple(args.label),
         events_max=args.events_max,
         events_max_age_s=args.events_max_age,
+        inference_token_file=Path(args.inference_token_file) if args.inference_token_file else None,
     )
     try:
         token = load_token(options.token)
@@ -123,6 +124,13 @@ def register(sub: Any) -> None:
         default=EVENTS_MAX_AGE_S,
         metavar="DURATION",
         help="forget events older than this, e.g. 6h or 7d (default 24h)",
+    )
+    agent.add_argument(
+        "--inference-token-file",
+        default=None,
+        metavar="FILE",
+        help="a file holding the cluster's inference token: /v2 requests (but the health checks) then "
+        "need Authorization: Bearer <token>; without it anyone who reaches the API port may call them",
     )
     # Test-only (the /v1/debug/broadcast(s) endpoints): it works, but help does not offer it.
     agent.add_argument("--debug-hooks", action="store_true", help=argparse.SUPPRESS)

@@ -90,6 +90,7 @@ class AgentOptions:
     labels: tuple[tuple[str, str], ...] = ()  # --label k=v, in order
     events_max: int = EVENTS_MAX  # --events-max: the event log's ring buffer
     events_max_age_s: float = EVENTS_MAX_AGE_S  # --events-max-age
+    inference_token_file: Path | None = None  # --inference-token-file: /v2 needs Bearer <token>
 
 
 class Agent:

@@ -51,6 +51,7 @@ from mesh.service.fdlimit import raise_open_files_limit
 from mesh.service.httpguard import API_HEAD_TIMEOUT_S, ApiGuard, api_caps
 from mesh.service.lograte import install_repeat_filter
 from mesh.service.metrics import election_source, placement_source
+from mesh.service.modellanes import ModelLanes, NoModelHost
 from mesh.service.netkeys import KeyFileError, KeyKeeper, load_key_file, startup_keys
 from mesh.service.observeapi import add_routes as add_observability_routes
 from mesh.service.opsapi import add_routes as add_ops_routes
@@ -59,6 +60,8 @@ from mesh.service.placements import MoveTally, held_artifacts
 from mesh.service.restore import restore_records
 from mesh.service.runtime import Runtime
 from mesh.service.store import Store, StoreError
+from mesh.service.v2api import InferenceFront, read_token_file
+from mesh.service.v2api import add_routes as add_inference_routes
 from mesh.trust.cluster import JoinToken
 from mesh.trust.identity import Identity
 from node.core import Node
@@ -149,6 +152,12 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
     except ValueError as exc:
         raise AgentError(f"--profile: {exc}") from None
     fleet_config = LOCAL if region_config.name == "local" else WAN
+    inference_token = None
+    if options.inference_token_file is not None:
+        try:
+            inference_token = read_token_file(options.inference_token_file)
+        except ValueError as exc:
+            raise AgentError(f"--inference-token-file: {exc}") from None
     open_files_soft = raise_open_files_limit()
 
     # The core starts one above the persisted incarnation and reports it at once
@@ -290,6 +299,21 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
         add_observability_routes(app, agent.event_streams, agent.metrics_registry)
         add_placement_routes(app)
         add_ops_routes(app)
+        # The Open Inference Protocol (/v2). Until the onnxruntime model host is wired in, this
+        # node serves no model itself and forwards every request to a ready replica.
+        model_host = NoModelHost()
+        add_inference_routes(
+            app,
+            InferenceFront(
+                identity.node_id,
+                options.region,
+                model_host,
+                placement.replicas,
+                agent.member,
+                ModelLanes(model_host),
+                token=inference_token,
+            ),
+        )
         app.middlewares.append(guard.middleware)
         # keepalive_timeout: aiohttp's own idle close agrees with the guard's head deadline.
         runner = web.AppRunner(

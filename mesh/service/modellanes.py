@@ -40,6 +40,16 @@ class ModelHost(Protocol):
         ...
 
 
+class NoModelHost:
+    """A host that serves no model: the node forwards every request (until a runtime is wired in)."""
+
+    def metadata(self, name: str) -> ModelMetadata | None:
+        return None
+
+    async def infer(self, name: str, inputs: dict[str, Array]) -> dict[str, Array]:
+        raise InferFailed(f"model {name!r} is not loaded on this node")
+
+
 class QueueFull(Exception):
     """The model's queue cannot take the request now: retry after `retry_after_s`."""
 

@@ -25,6 +25,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
@@ -331,9 +332,12 @@ def add_routes(app: web.Application, front: InferenceFront) -> None:
         app.router.add_post(prefix + "/infer", model_infer)
 
 
-def read_token(text: str) -> str:
-    """An inference token file's content (one line); ValueError if it is empty or not printable."""
-    token = text.strip()
+def read_token_file(path: Path) -> str:
+    """An inference token file's content (one line); ValueError if unreadable, empty or not printable."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from None
     if not token or len(token) > 512 or not token.isprintable() or " " in token:
         raise ValueError("the inference token must be one line of 1..512 printable characters without spaces")
     return token

@@ -34,7 +34,7 @@ from inference.v2codec import (
 from inference.v2tensors import Array, CodecLimits
 from mesh.cli.murmur import main as murmur_main
 from mesh.service.modellanes import ModelLanes
-from mesh.service.v2api import HOP_HEADER, InferenceFront, add_routes
+from mesh.service.v2api import HOP_HEADER, InferenceFront, add_routes, read_token_file
 
 SCORER = ModelMetadata(
     "scorer",
@@ -94,7 +94,7 @@ class Mesh:
         policy: BatchPolicy | None = None,
         limits: CodecLimits | None = None,
     ) -> TestClient[web.Request, web.Application]:
-        app = web.Application()
+        app = web.Application(client_max_size=64 * 1024)  # as the node's API app (its /v1 limit)
 
         @web.middleware
         async def record_hops(request: web.Request, handler: Callable[[web.Request], Any]) -> Any:
@@ -178,9 +178,10 @@ async def test_a_json_request_is_served_locally_with_its_id_echoed(mesh: Mesh) -
     assert doc["outputs"] == [{"name": "score", "shape": [2], "datatype": "FP32", "data": [6.0, 15.0]}]
 
 
-async def test_binary_tensor_data_in_and_out(mesh: Mesh) -> None:
+async def test_binary_tensor_data_in_and_out_beyond_the_v1_body_limit(mesh: Mesh) -> None:
     client = await mesh.add("n1", FakeHost())
-    body, length = encode_request({"x": X}, binary=True, outputs=[RequestedOutput("score", binary=True)])
+    x = np.arange(3 * 40_000, dtype=np.float32).reshape(-1, 3)  # 480 kB
+    body, length = encode_request({"x": x}, binary=True, outputs=[RequestedOutput("score", binary=True)])
     assert length is not None
     resp = await client.post(
         "/v2/models/scorer/infer",
@@ -190,7 +191,7 @@ async def test_binary_tensor_data_in_and_out(mesh: Mesh) -> None:
     assert resp.status == 200
     out_length = int(resp.headers[HEADER_LENGTH_HEADER])
     response = parse_response(await resp.read(), out_length)
-    assert response.outputs["score"].tolist() == [6.0, 15.0]
+    assert response.outputs["score"].tolist() == x.sum(axis=1).tolist()
 
 
 @pytest.mark.parametrize(
@@ -354,3 +355,16 @@ async def test_murmur_infer_prints_the_outputs(
     request.write_text("[1]")
     assert await asyncio.to_thread(murmur_main, argv) == 1
     assert "needs an inputs list" in capsys.readouterr().err
+
+
+def test_the_inference_token_file_is_one_printable_line(tmp_path: Path) -> None:
+    good = tmp_path / "good"
+    good.write_text("abc-123\n")
+    assert read_token_file(good) == "abc-123"
+    for content in ("", "\n", "two words", "x" * 600):
+        bad = tmp_path / "bad"
+        bad.write_text(content)
+        with pytest.raises(ValueError, match="one line of 1..512 printable"):
+            read_token_file(bad)
+    with pytest.raises(ValueError, match="cannot read"):
+        read_token_file(tmp_path / "missing")
