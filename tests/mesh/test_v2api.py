@@ -364,7 +364,7 @@ def test_the_inference_token_file_is_one_printable_line(tmp_path: Path) -> None:
     for content in ("", "\n", "two words", "x" * 600):
         bad = tmp_path / "bad"
         bad.write_text(content)
-        with pytest.raises(ValueError, match="one line of 1..512 printable"):
+        with pytest.raises(ValueError, match=r"one line of 1\.\.512 printable"):
             read_token_file(bad)
     with pytest.raises(ValueError, match="cannot read"):
         read_token_file(tmp_path / "missing")
