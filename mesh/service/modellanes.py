@@ -118,7 +118,13 @@ class ModelLane:
                 case RunNow(count=count):
                     jobs = [q for q in self._queue.take(count) if not q.item.done.done()]
                     started_s = loop.time()
-                    await self._serve(jobs)
+                    try:
+                        await self._serve(jobs)
+                    except Exception as exc:  # a bug here must fail these requests, not stop the lane
+                        log.exception("model %s: serving a batch failed", self.name)
+                        for q in jobs:
+                            if not q.item.done.done():
+                                q.item.done.set_exception(InferFailed(f"model {self.name!r}: {exc}"))
                     self._queue.served(loop.time() - started_s, max(1, len(jobs)))
 
     async def _serve(self, jobs: list[Queued[_Job]]) -> None:

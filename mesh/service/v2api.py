@@ -278,7 +278,7 @@ async def _send(
     for name in ("Content-Type", HEADER_LENGTH_HEADER, PRIORITY_HEADER, "Authorization"):
         if name in request.headers:
             headers[name] = request.headers[name]
-    url = f"http://{route.api_addr}{request.rel_url.path}"
+    url = f"http://{route.api_addr}{request.rel_url.raw_path}"
     started_s = time.monotonic()
     front.load.started(route.node_id)
     rtt_s: float | None = None

@@ -368,3 +368,26 @@ def test_the_inference_token_file_is_one_printable_line(tmp_path: Path) -> None:
             read_token_file(bad)
     with pytest.raises(ValueError, match="cannot read"):
         read_token_file(tmp_path / "missing")
+
+
+@dataclass
+class TotalHost(FakeHost):
+    """TEST DOUBLE whose output has no batch dimension: a batch cannot be split back."""
+
+    async def infer(self, name: str, inputs: dict[str, Array]) -> dict[str, Array]:
+        self.calls.append(inputs)
+        if self.gate is not None:
+            await self.gate.wait()
+        return {"score": np.array(inputs["x"].sum(), dtype=np.float32)}
+
+
+async def test_a_batch_that_cannot_be_split_back_runs_one_by_one(mesh: Mesh) -> None:
+    host = TotalHost(gate=asyncio.Event())
+    client = await mesh.add("n1", host, policy=BatchPolicy(max_batch=2, max_delay_s=60.0))
+    first = await _started(client, _json_body(np.ones((1, 3), np.float32), outputs=[{"name": "score"}]))
+    second = await _started(client, _json_body(np.full((1, 3), 2, np.float32)))
+    assert host.gate is not None
+    host.gate.set()
+    results = await asyncio.gather(first, second)
+    assert [len(c["x"]) for c in host.calls] == [2, 1, 1]
+    assert [r[1]["outputs"][0]["data"] for r in results] == [[3.0], [6.0]]
