@@ -128,9 +128,13 @@ def from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> Ar
         wanted = {"b": "true or false", "f": "numbers"}.get(dtype.kind, "integers")
         raise TensorError(f"tensor {name!r}: {datatype} data must be {wanted}")
     try:
-        return np.array(flat, dtype=dtype).reshape(shape)
+        with np.errstate(over="ignore"):  # a float too large for FP16/FP32 becomes inf: refused below
+            array = np.array(flat, dtype=dtype).reshape(shape)
     except OverflowError:
         raise TensorError(f"tensor {name!r}: a value is out of the range of {datatype}") from None
+    if dtype.kind == "f" and not bool(np.isfinite(array).all()):
+        raise TensorError(f"tensor {name!r}: a value is out of the range of {datatype}")
+    return array
 
 
 def from_binary(name: str, datatype: str, shape: tuple[int, ...], raw: bytes, limits: CodecLimits) -> Array:

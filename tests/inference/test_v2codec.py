@@ -141,6 +141,8 @@ def _one(**tensor: Any) -> bytes:
         (_one(data=["1", "2"]), "'x': FP32 data must be numbers"),
         (_one(datatype="INT8", data=[1, 1000]), "'x': a value is out of the range of INT8"),
         (_one(datatype="INT8", data=[1, 1.5]), "'x': INT8 data must be integers"),
+        (_one(datatype="FP16", data=[1, 1e10]), "'x': a value is out of the range of FP16"),
+        (_one(datatype="UINT64", data=[0, 2**64]), "'x': a value is out of the range of UINT64"),
         (_one(datatype="BOOL", data=[1, 0]), "'x': BOOL data must be true or false"),
         (_one(datatype="BYTES", data=[1, 2]), "'x': BYTES data must be strings"),
         (_one(data=None), "'x': needs data or parameters.binary_data_size"),
