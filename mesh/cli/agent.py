@@ -48,6 +48,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         intra_op_threads=args.intra_op_threads,
         inference_threads=args.inference_threads,
         artifact_budget_bytes=args.artifact_budget_bytes,
+        inference_token_file=Path(args.inference_token_file) if args.inference_token_file else None,
     )
     try:
         token = load_token(options.token)
@@ -152,6 +153,13 @@ def register(sub: Any) -> None:
         metavar="SIZE",
         help="keep the artifact store under this size, e.g. 500M or 4G (default 2G): artifacts no "
         "deployment needs are deleted, least recently used first; needed ones are always kept",
+    )
+    agent.add_argument(
+        "--inference-token-file",
+        default=None,
+        metavar="FILE",
+        help="a file holding the cluster's inference token: /v2 requests (but the health checks) then "
+        "need Authorization: Bearer <token>; without it anyone who reaches the API port may call them",
     )
     # Test-only (the /v1/debug/broadcast(s) endpoints): it works, but help does not offer it.
     agent.add_argument("--debug-hooks", action="store_true", help=argparse.SUPPRESS)

@@ -14,7 +14,7 @@ import textwrap
 from collections.abc import Callable, Sequence
 from importlib import metadata
 
-from mesh.cli import agent, deploy, events, fleet, keys, nodes, placements, plan, regions, scale, trust
+from mesh.cli import agent, deploy, events, fleet, infer, keys, nodes, placements, plan, regions, scale, trust
 from mesh.cli.client import DEFAULT_NODE_URL, EXIT_STATUS_HELP, CliError
 from mesh.cli.helptext import HELP_WIDTH, command, examples_epilog
 from sim.cli import register as register_sim
@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     trust.register_grants(sub, node_help)
     keys.register(sub, node_help)
     events.register(sub, node_help)
+    infer.register(sub, node_help)
 
     demo = command(
         sub,

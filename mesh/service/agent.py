@@ -97,6 +97,7 @@ class AgentOptions:
     intra_op_threads: int = INTRA_OP_THREADS_DEFAULT  # --intra-op-threads: per inference
     inference_threads: int = INFERENCE_THREADS_DEFAULT  # --inference-threads: inferences at once
     artifact_budget_bytes: int = ARTIFACT_BUDGET_BYTES  # --artifact-budget-bytes
+    inference_token_file: Path | None = None  # --inference-token-file: /v2 needs Bearer <token>
 
 
 class Agent:

@@ -60,6 +60,7 @@ from mesh.service.lograte import install_repeat_filter
 from mesh.service.metrics import election_source, placement_source
 from mesh.service.modeldebug import add_routes as add_model_debug_routes
 from mesh.service.modelhost import HostSettings, ModelHost
+from mesh.service.modellanes import ModelLanes
 from mesh.service.netkeys import KeyFileError, KeyKeeper, load_key_file, startup_keys
 from mesh.service.observeapi import add_routes as add_observability_routes
 from mesh.service.opsapi import add_routes as add_ops_routes
@@ -67,7 +68,10 @@ from mesh.service.placementapi import add_routes as add_placement_routes
 from mesh.service.placements import MoveTally, artifact_files, unload_dropped
 from mesh.service.restore import restore_records
 from mesh.service.runtime import Runtime
+from mesh.service.servedmodels import ServedModels
 from mesh.service.store import Store, StoreError
+from mesh.service.v2api import InferenceFront, read_token_file
+from mesh.service.v2api import add_routes as add_inference_routes
 from mesh.trust.cluster import JoinToken
 from mesh.trust.identity import Identity
 from node.core import Node
@@ -158,6 +162,12 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
     except ValueError as exc:
         raise AgentError(f"--profile: {exc}") from None
     fleet_config = LOCAL if region_config.name == "local" else WAN
+    inference_token = None
+    if options.inference_token_file is not None:
+        try:
+            inference_token = read_token_file(options.inference_token_file)
+        except ValueError as exc:
+            raise AgentError(f"--inference-token-file: {exc}") from None
     open_files_soft = raise_open_files_limit()
 
     # The core starts one above the persisted incarnation and reports it at once
@@ -330,6 +340,21 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
         if options.debug_hooks:
             add_model_debug_routes(app, models)
         add_artifact_routes(app)
+        # The Open Inference Protocol (/v2): served here from the model host when this node holds
+        # a ready replica, otherwise forwarded to one (docs/inference.md).
+        model_host = ServedModels(models)
+        add_inference_routes(
+            app,
+            InferenceFront(
+                identity.node_id,
+                options.region,
+                model_host,
+                placement.replicas,
+                agent.member,
+                ModelLanes(model_host),
+                token=inference_token,
+            ),
+        )
         app.middlewares.append(guard.middleware)
         # keepalive_timeout: aiohttp's own idle close agrees with the guard's head deadline.
         runner = web.AppRunner(

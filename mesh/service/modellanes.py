@@ -1,0 +1,198 @@
+"""The queue in front of each model this node serves, and the task that empties it.
+
+One lane per model: requests wait in its bounded priority queue
+(inference/requestqueue.py) and one worker runs them on the model host, one at a time
+or, when the model's batching policy says so (inference/batching.py), several at once
+joined along the batch dimension. A full queue refuses at once (`QueueFull`, answered
+429 with Retry-After), never a hang; a client that goes away takes its request out of
+the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from inference.batching import NO_BATCHING, BatchPolicy, Idle, RunNow, WaitUntil, decide
+from inference.requestqueue import Priority, Queued, RequestQueue
+from inference.v2codec import ModelMetadata
+from inference.v2tensors import Array
+
+log = logging.getLogger(__name__)
+QUEUE_CAPACITY = 64  # requests waiting per model; at ~10 ms each that is well under a second
+
+
+class ModelHost(Protocol):
+    """What the inference API needs from the node's model runtime (the onnxruntime host)."""
+
+    def metadata(self, name: str) -> ModelMetadata | None:
+        """The model's inputs and outputs when it is loaded and ready here; None otherwise."""
+        ...
+
+    async def infer(self, name: str, inputs: dict[str, Array]) -> dict[str, Array]:
+        """Run the model on `inputs` (off the event loop); raises if the run fails."""
+        ...
+
+
+class QueueFull(Exception):
+    """The model's queue cannot take the request now: retry after `retry_after_s`."""
+
+    def __init__(self, retry_after_s: float, reason: str) -> None:
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
+
+
+class InferFailed(Exception):
+    """The model host failed to run the request."""
+
+
+@dataclass(eq=False)
+class _Job:
+    inputs: dict[str, Array]
+    done: asyncio.Future[dict[str, Array]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class ModelLane:
+    """One model's queue and its worker."""
+
+    def __init__(self, name: str, host: ModelHost, policy: BatchPolicy, capacity: int) -> None:
+        self.name = name
+        self._host = host
+        self._policy = policy
+        self._queue: RequestQueue[_Job] = RequestQueue(capacity)
+        self._wake = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._work(), name=f"model lane {name}")
+
+    async def submit(self, inputs: dict[str, Array], priority: Priority) -> dict[str, Array]:
+        """The model's outputs for `inputs`; QueueFull or InferFailed."""
+        job = _Job(inputs)
+        refused = self._queue.offer(asyncio.get_running_loop().time(), job, priority)
+        if refused is not None:
+            fail = QueueFull(refused.retry_after_s, f"model {self.name!r}: {refused.reason}")
+            if refused.item is job:
+                raise fail
+            refused.item.done.set_exception(fail)
+        self._wake.set()
+        try:
+            return await job.done
+        finally:
+            self._queue.remove(job)  # still queued only if this client went away
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        for queued in self._queue.take(self._queue.capacity):
+            queued.item.done.cancel()
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            decision = decide(self._policy, loop.time(), self._queue)
+            match decision:
+                case Idle():
+                    await self._wake.wait()
+                    self._wake.clear()
+                case WaitUntil(deadline_s=deadline_s):
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), max(0.0, deadline_s - loop.time()))
+                    self._wake.clear()
+                case RunNow(count=count):
+                    jobs = [q for q in self._queue.take(count) if not q.item.done.done()]
+                    started_s = loop.time()
+                    try:
+                        await self._serve(jobs)
+                    except Exception as exc:  # a bug here must fail these requests, not stop the lane
+                        log.exception("model %s: serving a batch failed", self.name)
+                        for q in jobs:
+                            if not q.item.done.done():
+                                q.item.done.set_exception(InferFailed(f"model {self.name!r}: {exc}"))
+                    self._queue.served(loop.time() - started_s, max(1, len(jobs)))
+
+    async def _serve(self, jobs: list[Queued[_Job]]) -> None:
+        batch = _joined([q.item.inputs for q in jobs]) if len(jobs) > 1 else None
+        if batch is not None:
+            try:
+                outputs = await self._host.infer(self.name, batch)
+                parts = _split(outputs, [_batch_size(q.item.inputs) for q in jobs])
+            except Exception as exc:
+                log.warning(
+                    "model %s: a batch of %d failed (%s); running them one by one", self.name, len(jobs), exc
+                )
+            else:
+                for q, part in zip(jobs, parts, strict=True):
+                    if not q.item.done.done():
+                        q.item.done.set_result(part)
+                return
+        for q in jobs:
+            try:
+                result = await self._host.infer(self.name, q.item.inputs)
+            except Exception as exc:
+                if not q.item.done.done():
+                    q.item.done.set_exception(InferFailed(f"model {self.name!r} failed: {exc}"))
+                continue
+            if not q.item.done.done():
+                q.item.done.set_result(result)
+
+
+def _batch_size(inputs: dict[str, Array]) -> int:
+    return int(next(iter(inputs.values())).shape[0])
+
+
+def _joined(requests: list[dict[str, Array]]) -> dict[str, Array] | None:
+    """The requests' inputs joined along the batch dimension, or None when they cannot be
+    (different inputs, datatypes or shapes after the first dimension)."""
+    first = requests[0]
+    for inputs in requests:
+        if list(inputs) != list(first) or any(
+            a.ndim == 0 or a.dtype != first[k].dtype or a.shape[1:] != first[k].shape[1:]
+            for k, a in inputs.items()
+        ):
+            return None
+        if len({a.shape[0] for a in inputs.values()}) != 1:
+            return None
+    return {k: np.concatenate([inputs[k] for inputs in requests]) for k in first}
+
+
+def _split(outputs: dict[str, Array], sizes: list[int]) -> list[dict[str, Array]]:
+    """A batch's outputs back to each request's share; ValueError when an output is not batched."""
+    total = sum(sizes)
+    if any(a.ndim == 0 or a.shape[0] != total for a in outputs.values()):
+        raise ValueError("an output has no batch dimension of the batch's size")
+    bounds = np.cumsum(sizes)[:-1]
+    pieces = {k: np.split(a, bounds) for k, a in outputs.items()}
+    return [{k: pieces[k][i] for k in outputs} for i in range(len(sizes))]
+
+
+class ModelLanes:
+    """The lanes of the models this node serves, made on first use (one per model the host has)."""
+
+    def __init__(
+        self,
+        host: ModelHost,
+        policy_of: Callable[[str], BatchPolicy] = lambda _name: NO_BATCHING,
+        capacity: int = QUEUE_CAPACITY,
+    ) -> None:
+        self._host = host
+        self._policy_of = policy_of
+        self._capacity = capacity
+        self._lanes: dict[str, ModelLane] = {}
+
+    def lane(self, name: str) -> ModelLane:
+        lane = self._lanes.get(name)
+        if lane is None:
+            lane = self._lanes[name] = ModelLane(name, self._host, self._policy_of(name), self._capacity)
+        return lane
+
+    async def close(self) -> None:
+        lanes, self._lanes = list(self._lanes.values()), {}
+        for lane in lanes:
+            await lane.close()

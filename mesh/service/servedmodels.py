@@ -1,0 +1,52 @@
+"""The node's model host as the inference API sees it (mesh/service/modellanes.py `ModelHost`).
+
+`ModelHost` (mesh/service/modelhost.py) keys replicas by deployment name and describes tensors
+by numpy dtype with None for a dynamic dimension; the Open Inference Protocol names a model by
+the same deployment name and describes tensors by v2 datatype with -1 for a dynamic dimension.
+This adapter translates, and serves metadata only for a model loaded and warmed up here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from inference.signatures import TensorSpec as SignatureSpec
+from inference.v2codec import ModelMetadata, TensorSpec
+from inference.v2tensors import DATATYPES
+from mesh.service.modelhost import ModelHost
+
+PLATFORM = "onnxruntime_onnx"  # the KServe v2 platform name of an ONNX model run by onnxruntime
+# numpy dtype name -> v2 datatype (BYTES has no fixed-size numpy dtype: strings are not served).
+_V2_OF_DTYPE = {np.dtype(dt).name: v2 for v2, dt in DATATYPES.items() if v2 != "BYTES"}
+
+
+def v2_spec(spec: SignatureSpec) -> TensorSpec:
+    """A signature tensor as v2 metadata: an unknown rank is `[-1]`, an unserved type its ONNX name."""
+    datatype = _V2_OF_DTYPE.get(spec.dtype or "", spec.onnx_type)
+    shape = (-1,) if spec.shape is None else tuple(-1 if d is None else d for d in spec.shape)
+    return TensorSpec(spec.name, datatype, shape)
+
+
+class ServedModels:
+    """The inference API's view of the node's model host."""
+
+    def __init__(self, host: ModelHost) -> None:
+        self._host = host
+
+    def metadata(self, name: str) -> ModelMetadata | None:
+        loaded = self._host.loaded(name)
+        if loaded is None:
+            return None
+        return ModelMetadata(
+            name,
+            (loaded.deployment.model_version,),
+            PLATFORM,
+            tuple(v2_spec(s) for s in loaded.inputs),
+            tuple(v2_spec(s) for s in loaded.outputs),
+        )
+
+    async def infer(self, name: str, inputs: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
+        return await self._host.infer(name, inputs)

@@ -1,0 +1,343 @@
+"""The Open Inference Protocol (KServe v2 REST) on every node: health, metadata, inference.
+
+- `GET /v2/health/live`, `GET /v2/health/ready`: 200 while the node's API serves.
+- `GET /v2`: server metadata (name, version, extensions).
+- `GET /v2/models/{name}[/versions/{v}]`: the model's inputs and outputs, here if this
+  node serves it, else from a replica that does.
+- `GET /v2/models/{name}[/versions/{v}]/ready`: 200 when a ready replica is reachable
+  through this node, 503 otherwise.
+- `POST /v2/models/{name}[/versions/{v}]/infer`: JSON tensors or the binary tensor data
+  extension (inference/v2codec.py). Served here when this node holds a ready replica
+  (through the model's priority queue, mesh/service/modellanes.py), else forwarded with
+  the body unchanged to the best ready replica (inference/routing.py), marked with the
+  `Murmur-Forwarded` header so it is never forwarded again; a failed forward is retried
+  once on another replica. A full queue answers 429 with Retry-After.
+
+Every error is the protocol's `{"error": "..."}`. With an inference token configured
+(`murmur agent --inference-token-file`), every /v2 request but the two health checks needs
+`Authorization: Bearer <token>`. docs/inference.md is the user's guide.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+from aiohttp import web
+
+from inference.assignments import ReplicaState
+from inference.placing import ReplicaView
+from inference.requestqueue import PRIORITY_HEADER, parse_priority
+from inference.routing import ATTEMPTS_MAX, Candidate, Forward, PeerLoad, Refuse, choose
+from inference.v2codec import (
+    HEADER_LENGTH_HEADER,
+    ModelMetadata,
+    V2Error,
+    check_request,
+    encode_response,
+    error_body,
+    header_length,
+    parse_request,
+)
+from inference.v2tensors import DEFAULT_LIMITS, CodecLimits, TensorError
+from mesh.service.modellanes import InferFailed, ModelHost, ModelLanes, QueueFull
+
+HOP_HEADER = "Murmur-Forwarded"  # the id of the node that forwarded the request
+FORWARD_TIMEOUT_S = 30.0  # one forwarded request, the model's run included
+SERVER_NAME = "murmuration"
+SERVER_VERSION = "0.1.0"
+EXTENSIONS = ("binary_tensor_data", "murmur_priority")
+_RETRYABLE = (429, 500, 502, 503, 504)  # a forward that failed this way is tried on another replica
+
+
+class MemberInfo(Protocol):
+    """A member as the router needs it (gossip.node.MemberView)."""
+
+    @property
+    def region(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def api_addr(self) -> str: ...
+
+
+@dataclass
+class InferenceFront:
+    """What the /v2 handlers work with: this node, its model host and its view of replicas."""
+
+    node_id: str
+    region: str
+    host: ModelHost
+    replicas: Callable[[], Sequence[ReplicaView]]  # the region's placement (PlacementCore.replicas)
+    member: Callable[[str], MemberInfo | None]
+    lanes: ModelLanes
+    token: str | None = None
+    limits: CodecLimits = DEFAULT_LIMITS
+    load: PeerLoad = field(default_factory=PeerLoad)
+
+    def candidates(self, name: str) -> tuple[list[Candidate], bool]:
+        """The replicas of `name` the router may pick, and whether the model is known at all."""
+        out: list[Candidate] = []
+        known = False
+        if self.host.metadata(name) is not None:
+            out.append(Candidate(self.node_id, self.region, ReplicaState.READY, "local"))
+            known = True
+        for view in self.replicas():
+            if view.deployment != name or view.node_id == self.node_id:
+                continue
+            known = True
+            member = self.member(view.node_id)
+            if member is None or str(member.state) != "alive":
+                continue
+            load = self.load.of(view.node_id)
+            out.append(
+                Candidate(
+                    view.node_id, member.region, view.state, member.api_addr, load.in_flight, load.rtt_s
+                )
+            )
+        return out, known
+
+
+FRONT = web.AppKey("inference_front", InferenceFront)
+FORWARDER = web.AppKey("inference_client", aiohttp.ClientSession)
+
+
+def v2_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    """The protocol's error response."""
+    return web.Response(
+        status=status, body=error_body(message), content_type="application/json", headers=headers
+    )
+
+
+@web.middleware
+async def _token_check(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+    front = request.app[FRONT]
+    path = request.path
+    if (
+        front.token is not None
+        and path.startswith("/v2")
+        and path not in ("/v2/health/live", "/v2/health/ready")
+    ):
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {front.token}".encode()):
+            return v2_error(
+                401,
+                "this cluster's inference API needs Authorization: Bearer <inference token>; "
+                "ask the operator for it",
+                {"WWW-Authenticate": "Bearer"},
+            )
+    response: web.StreamResponse = await handler(request)
+    return response
+
+
+async def health_live(_request: web.Request) -> web.Response:
+    return web.json_response({"live": True})
+
+
+async def health_ready(_request: web.Request) -> web.Response:
+    return web.json_response({"ready": True})
+
+
+async def server_metadata(_request: web.Request) -> web.Response:
+    return web.json_response({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": list(EXTENSIONS)})
+
+
+def _local_metadata(
+    front: InferenceFront, request: web.Request
+) -> tuple[ModelMetadata | None, web.Response | None]:
+    """The model's metadata when it is served here (and the version asked for is it)."""
+    name, version = request.match_info["name"], request.match_info.get("version")
+    meta = front.host.metadata(name)
+    if meta is not None and version is not None and version not in meta.versions:
+        return None, v2_error(
+            404, f"model {name!r} version {version!r} is not served; versions: {', '.join(meta.versions)}"
+        )
+    return meta, None
+
+
+async def model_metadata(request: web.Request) -> web.StreamResponse:
+    front = request.app[FRONT]
+    meta, refusal = _local_metadata(front, request)
+    if refusal is not None:
+        return refusal
+    if meta is not None:
+        return web.json_response(meta.to_json())
+    return await _forward(request, b"")
+
+
+async def model_ready(request: web.Request) -> web.Response:
+    front = request.app[FRONT]
+    name = request.match_info["name"]
+    candidates, known = front.candidates(name)
+    if not known:
+        return v2_error(404, _unknown(name))
+    if any(c.state is ReplicaState.READY for c in candidates):
+        return web.json_response({"name": name, "ready": True})
+    return web.json_response({"name": name, "ready": False}, status=503)
+
+
+async def model_infer(request: web.Request) -> web.StreamResponse:
+    front = request.app[FRONT]
+    name = request.match_info["name"]
+    body = await _read_body(request, front.limits.body_max_bytes)
+    if isinstance(body, web.Response):
+        return body
+    meta, refusal = _local_metadata(front, request)
+    if refusal is not None:
+        return refusal
+    if meta is None:
+        return await _forward(request, body)
+    try:
+        parsed = parse_request(
+            body, header_length(request.headers.get(HEADER_LENGTH_HEADER), len(body)), front.limits
+        )
+        check_request(parsed, meta)
+        priority = parse_priority(request.headers.get(PRIORITY_HEADER, parsed.parameters.get("priority")))
+    except (V2Error, TensorError, ValueError) as exc:
+        return v2_error(400, str(exc))
+    try:
+        outputs = await front.lanes.lane(name).submit(dict(parsed.inputs), priority)
+    except QueueFull as exc:
+        return v2_error(429, f"{exc}; retry later", {"Retry-After": str(math.ceil(exc.retry_after_s))})
+    except InferFailed as exc:
+        return v2_error(500, str(exc))
+    try:
+        out_body, json_bytes = encode_response(
+            name, meta.versions[0] if meta.versions else None, outputs, parsed
+        )
+    except (TensorError, ValueError) as exc:
+        return v2_error(400, str(exc))
+    headers = {HEADER_LENGTH_HEADER: str(json_bytes)} if json_bytes is not None else {}
+    content_type = "application/octet-stream" if json_bytes is not None else "application/json"
+    return web.Response(body=out_body, headers=headers, content_type=content_type)
+
+
+async def _read_body(request: web.Request, limit_bytes: int) -> bytes | web.Response:
+    """The request body within `limit_bytes` (the app's smaller client_max_size is for /v1)."""
+    if request.content_length is not None and request.content_length > limit_bytes:
+        return v2_error(413, f"the body is {request.content_length} bytes, over the limit of {limit_bytes}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit_bytes:
+            return v2_error(413, f"the body is over the limit of {limit_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _unknown(name: str) -> str:
+    return (
+        f"model {name!r} is not deployed in this node's region (no replica in its placement); "
+        "see murmur status"
+    )
+
+
+async def _forward(request: web.Request, body: bytes) -> web.StreamResponse:
+    """Send the request, unchanged, to the best ready replica; once more elsewhere if that fails."""
+    front = request.app[FRONT]
+    name = request.match_info["name"]
+    forwarded = HOP_HEADER in request.headers
+    tried: list[str] = []
+    last: web.StreamResponse | None = None
+    for _ in range(ATTEMPTS_MAX):
+        candidates, known = front.candidates(name)
+        if not known and not forwarded:
+            return v2_error(404, _unknown(name))
+        route = choose(
+            name,
+            node_id=front.node_id,
+            region=front.region,
+            candidates=candidates,
+            tried=tried,
+            forwarded=forwarded,
+        )
+        if isinstance(route, Refuse):
+            return last if last is not None else v2_error(route.status, route.reason)
+        if not isinstance(route, Forward):  # ServeHere: the model became ready here meanwhile
+            return v2_error(503, f"model {name!r} is loading on this node; retry in a moment")
+        tried.append(route.node_id)
+        last = await _send(request, front, route, body)
+        if last.status not in _RETRYABLE:
+            return last
+    assert last is not None
+    return last
+
+
+async def _send(
+    request: web.Request, front: InferenceFront, route: Forward, body: bytes
+) -> web.StreamResponse:
+    """One forward: the peer's answer relayed as it is, or a 502 that says why there was none."""
+    headers = {HOP_HEADER: front.node_id}
+    for name in ("Content-Type", HEADER_LENGTH_HEADER, PRIORITY_HEADER, "Authorization"):
+        if name in request.headers:
+            headers[name] = request.headers[name]
+    url = f"http://{route.api_addr}{request.rel_url.raw_path}"
+    started_s = time.monotonic()
+    front.load.started(route.node_id)
+    rtt_s: float | None = None
+    try:
+        async with request.app[FORWARDER].request(
+            request.method,
+            url,
+            data=body if request.method == "POST" else None,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S),
+        ) as answer:
+            payload = await answer.read()
+            rtt_s = time.monotonic() - started_s
+            relayed = {
+                k: answer.headers[k] for k in (HEADER_LENGTH_HEADER, "Retry-After") if k in answer.headers
+            }
+            return web.Response(
+                status=answer.status,
+                body=payload,
+                headers=relayed,
+                content_type=answer.content_type or "application/json",
+            )
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        return v2_error(
+            502,
+            f"replica on node {route.node_id} at {route.api_addr} did not answer: "
+            f"{exc or type(exc).__name__}",
+        )
+    finally:
+        front.load.finished(route.node_id, rtt_s)
+
+
+def add_routes(app: web.Application, front: InferenceFront) -> None:
+    """Add the /v2 endpoints (and their token check) to the API application (launch.py)."""
+    app[FRONT] = front
+
+    async def forwarder(app: web.Application) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession() as client:
+            app[FORWARDER] = client
+            yield
+        await front.lanes.close()
+
+    app.cleanup_ctx.append(forwarder)
+    app.middlewares.append(_token_check)
+    app.router.add_get("/v2/health/live", health_live)
+    app.router.add_get("/v2/health/ready", health_ready)
+    app.router.add_get("/v2", server_metadata)
+    for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+        app.router.add_get(prefix, model_metadata)
+        app.router.add_get(prefix + "/ready", model_ready)
+        app.router.add_post(prefix + "/infer", model_infer)
+
+
+def read_token_file(path: Path) -> str:
+    """An inference token file's content (one line); ValueError if unreadable, empty or not printable."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from None
+    if not token or len(token) > 512 or not token.isprintable() or " " in token:
+        raise ValueError("the inference token must be one line of 1..512 printable characters without spaces")
+    return token
