@@ -21,7 +21,8 @@ the same with or without --report (except wall_s and peak_rss_bytes).
   holding a lease, "" for none, null while the region has no live node (sampled
   every LEADER_SAMPLE_S, the lease as sim/leaders.py reads it); and `doubles`,
   [t_s, region, term] whenever a second node claimed one region-term;
-- marks: [t_s, what] of the faults that happened (crashes, partitions, heals).
+- marks: [t_s, what] of the faults that happened (crashes, stalls, partitions,
+  heals), the first MARKS_MAX of them.
 """
 
 from __future__ import annotations
@@ -95,6 +96,9 @@ class Timeline(Observer):
 
     def on_crash(self, now: float, idx: int) -> None:
         self._mark(now, "crash")
+
+    def on_stall(self, now: float, idx: int, duration_s: float) -> None:
+        self._mark(now, "stall")
 
     def on_partition(self, groups: list[int]) -> None:
         self._mark(self.fleet.now, "partition")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import sys
@@ -14,6 +15,7 @@ from sim.cli import main
 from sim.pictures import DRAWINGS, draw
 from sim.report import stats
 from sim.run import run_simulation
+from sim.scenarios import SCENARIOS
 
 SMALL = {"nodes": 12, "regions": 2, "scenario": "crash", "seed": 3, "duration_s": 20.0}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -66,7 +68,7 @@ def test_the_series_exist_and_agree_with_the_report(crash_run: tuple[dict[str, A
     # Leaders: each region's segments cover the run without gaps; one leader per term.
     for segments in series["leaders"]["segments"]:
         assert segments[0][0] == 0.0 and segments[-1][1] == end_s
-        assert all(a[1] == b[0] for a, b in zip(segments, segments[1:], strict=False))
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(segments))
         assert any(leader for _, _, leader in segments)
     assert series["leaders"]["doubles"] == []
     assert [t for t, what in series["marks"] if what == "crash"] == [10.0]
@@ -88,13 +90,27 @@ def test_same_seed_same_series_and_the_report_is_unchanged(
     assert other != series
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_scenario_has_its_series(scenario: str) -> None:
+    report, series = _run(nodes=8, regions=2, scenario=scenario, seed=1)
+    json.dumps(series, allow_nan=False)
+    assert len(series["detection"]["all_dead_s"]) == (report["detection"] or {"crashed": 0})["crashed"]
+    assert len(series["traffic"]["t_s"]) == 20
+    for segments in series["leaders"]["segments"]:
+        assert segments[0][0] == 0.0 and segments[-1][1] == 20.0
+        assert all(a[1] == b[0] and a[2] != b[2] for a, b in itertools.pairwise(segments))
+
+
 def test_report_writes_every_chart_and_a_page_naming_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "pictures" / "crash"
     status = main(
-        ["--nodes", "12", "--regions", "2", "--scenario", "crash", "--seed", "3", "--duration", "20"]
-        + ["--json", "--report", str(out)]
+        [
+            *("--nodes", "12", "--regions", "2", "--scenario", "crash", "--seed", "3", "--duration", "20"),
+            *("--json", "--report", str(out)),
+        ]
     )
     captured = capsys.readouterr()
     report = json.loads(captured.out)  # with --json, stdout stays one JSON object
