@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import html
 import itertools
 import json
 import math
@@ -10,9 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sim.cli import main
-from sim.pictures import DRAWINGS, draw
+from sim.picturepage import page
+from sim.pictures import DRAWINGS, Chart, draw
 from sim.report import stats
 from sim.run import run_simulation
 from sim.scenarios import SCENARIOS
@@ -172,3 +177,19 @@ def test_report_refuses_a_swarm_and_a_folder_it_cannot_make(
     assert main(["--nodes", "12", "--duration", "20", "--report", str(a_file / "sub")]) == 2
     captured = capsys.readouterr()
     assert "cannot make that folder" in captured.err and captured.out == ""
+
+
+@functools.cache
+def _steady_report() -> dict[str, Any]:
+    return run_simulation(nodes=8, regions=2, scenario="steady", seed=1, duration_s=20.0)
+
+
+@settings(deadline=None)  # the first example runs the simulation (cached after)
+@given(command=st.text(max_size=200), scenario=st.text(max_size=40))
+def test_the_page_escapes_whatever_it_shows(command: str, scenario: str) -> None:
+    """The reproduce command carries the user's --report path: it must not become markup."""
+    report = {**_steady_report(), "scenario": scenario}
+    charts = [Chart("spread", "Broadcast spread", "<b>caption</b>")]
+    text = page(report, charts, {"spread": PNG_MAGIC}, "<script>alert(1)</script>" + command)
+    assert "<script" not in text and "<b>" not in text
+    assert html.escape("<script>alert(1)</script>" + command) in text
