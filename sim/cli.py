@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -182,7 +183,8 @@ def command(args: argparse.Namespace) -> int:
             report["profile"],
             report["encrypt"],
         )
-        page = write_report(args.report, series, report, f"{command_} --report {args.report}")
+        command_ += f" --report {shlex.quote(str(args.report))}"
+        page = write_report(args.report, series, report, command_)
         # With --json, stdout stays one JSON object.
         print(f"pictures of the run: {page}", file=sys.stderr if args.json else sys.stdout)
     return 1 if report["invariants"]["violations"] else 0
