@@ -2,6 +2,7 @@
 
     murmur sim --nodes 1000 --regions 10 --scenario crash --seed 1 --duration 60 --loss 0.05 --json
     murmur sim --swarm 1-200          # a random fault schedule per seed, on a small fleet
+    murmur sim --scenario crash --report out/   # and draw the run: out/index.html, out/*.png
 
 mesh/cli/murmur.py calls `register(subparsers)`; the parser it adds sets `func`, which
 takes the parsed arguments and returns the exit status (1 when an invariant
@@ -11,12 +12,17 @@ was violated, 2 on bad arguments).
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from sim.picturepage import write_report
+from sim.pictures import matplotlib_missing
 from sim.report import summary, to_json
-from sim.run import run_simulation
+from sim.run import reproduce_command, run_simulation
 from sim.scenarios import SCENARIOS
 from sim.swarm import SWARM_DURATION_S, SWARM_NODES, SWARM_REGIONS
 from sim.swarmrun import parse_seeds, run_swarm
@@ -85,6 +91,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--encrypt", action="store_true", help="seal every frame with the real envelope (slower)"
     )
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    parser.add_argument(
+        "--report",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help="also draw the run: DIR/index.html and one PNG per chart (needs: pip install -e '.[report]')",
+    )
 
 
 def _swarm(args: argparse.Namespace) -> int:
@@ -113,10 +126,36 @@ def _swarm(args: argparse.Namespace) -> int:
     return 1 if summary_["failed"] else 0
 
 
+def _writable(directory: Path) -> str | None:
+    """None when directory exists (or was made) and is a folder; else what is wrong."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"--report {directory}: cannot make that folder ({exc.strerror or exc}); choose another"
+    if not os.access(directory, os.W_OK):
+        return f"--report {directory}: that folder is not writable; choose another"
+    return None
+
+
 def command(args: argparse.Namespace) -> int:
     """Run the simulation the arguments describe and print its report."""
     if args.swarm is not None:
+        if args.report is not None:
+            print(
+                "murmur sim: --report draws one run, not a swarm; replay a seed with "
+                "--scenario swarm --seed S --report DIR",
+                file=sys.stderr,
+            )
+            return 2
         return _swarm(args)
+    series: dict[str, Any] | None = None
+    if args.report is not None:
+        # Before the run, which may take minutes: refuse now what would fail after it.
+        problem = matplotlib_missing() or _writable(args.report)
+        if problem is not None:
+            print(f"murmur sim: {problem}", file=sys.stderr)
+            return 2
+        series = {}
     try:
         report: dict[str, Any] = run_simulation(
             args.nodes or 100,
@@ -127,11 +166,27 @@ def command(args: argparse.Namespace) -> int:
             args.loss,
             args.profile,
             encrypt=args.encrypt,
+            series_out=series,
         )
     except ValueError as exc:
         print(f"murmur sim: {exc}", file=sys.stderr)
         return 2
     print(to_json(report) if args.json else summary(report))
+    if series is not None:
+        command_ = reproduce_command(
+            report["nodes"],
+            report["regions"],
+            report["scenario"],
+            report["seed"],
+            report["sim_s"],
+            report["loss"],
+            report["profile"],
+            report["encrypt"],
+        )
+        command_ += f" --report {shlex.quote(str(args.report))}"
+        page = write_report(args.report, series, report, command_)
+        # With --json, stdout stays one JSON object.
+        print(f"pictures of the run: {page}", file=sys.stderr if args.json else sys.stdout)
     return 1 if report["invariants"]["violations"] else 0
 
 

@@ -31,6 +31,7 @@ from sim.network import Network
 from sim.placewatch import PlacementWatch
 from sim.placing import deployment_set
 from sim.report import TIME_DIGITS
+from sim.timeline import Timeline
 
 # Nodes join their seeds staggered over this window after the warm start.
 JOIN_STAGGER_S = 1.5
@@ -173,11 +174,14 @@ def run_simulation(
     loss: float | None = None,
     profile: str = "lan",
     encrypt: bool = False,
+    series_out: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Simulate `nodes` real gossip cores in `regions` under `scenario`; return the JSON report.
 
     `loss` None takes the scenario's default (0.10 for "loss", else 0). The same
     arguments give the same report byte for byte, except wall_s and peak_rss_bytes.
+    With `series_out`, the run also samples its time series (sim/timeline.py) and
+    puts them there, for the pictures; the report stays the same.
     """
     wall_start = time.perf_counter()
     if scenario not in scenarios.SCENARIOS:
@@ -235,6 +239,10 @@ def run_simulation(
     watch = fleet.observe(AdmissionWatch(fleet)) if scenario == "admission" else None
     fleet.watch = watch
     inventory = fleet.observe(InventoryWatch(fleet)) if scenario == "inventory" else None
+    # Only for the pictures: a run without them does no sampling at all.
+    timeline = (
+        fleet.observe(Timeline(fleet, deployments, end_s=duration_s)) if series_out is not None else None
+    )
     rotation: KeyRotationWatch | None = None
     if scenario == "key-rotation":
         new_key = hashlib.sha256(NEW_NETWORK_KEY_DOMAIN + str(seed).encode()).digest()
@@ -321,6 +329,8 @@ def run_simulation(
     if rotation is not None:
         rotation.check_end(invariants, duration_s)
 
+    if timeline is not None and series_out is not None:
+        series_out.update(timeline.series(metrics, duration_s))
     heal_at_s = plan.heal_at_s
     heal_done = converged["heal"]
     heal_region_done = converged["heal_region"]
@@ -367,7 +377,8 @@ def run_simulation(
         "faults": dict(fleet.fault_counts),
         "leave_seen_dead": len(metrics.leave_seen_dead_pairs),
         "wire": {
-            "events": engine.events_processed,
+            # The timeline's samples are the pictures' doing, not the run's.
+            "events": engine.events_processed - (timeline.polls if timeline is not None else 0),
             "duplicated": engine.duplicated,
             "dropped": dict(engine.drops),
         },

@@ -61,6 +61,9 @@ CORE_FORBIDDEN_FIRST_PARTY: dict[str, frozenset[str]] = {
 # pure data libraries the cores themselves use. Never the asyncio runtime or mesh/.
 SIM_ALLOWED_FIRST_PARTY = frozenset({"gossip", "consensus", "inference", "node", "sim"})
 SIM_ALLOWED_THIRD_PARTY = frozenset({"msgpack", "nacl"})
+# The one module that draws `murmur sim --report`'s charts may import matplotlib (an optional
+# extra, imported only when a chart is drawn); no other module of sim/ may.
+SIM_DRAWING_THIRD_PARTY = {"sim.pictures": frozenset({"matplotlib"})}
 SIM_FORBIDDEN_STDLIB = frozenset({"asyncio", "socket", "selectors", "ssl", "socketserver"})
 
 # Calls that read a wall clock or the OS entropy pool, whatever module they come from.
@@ -140,7 +143,11 @@ class _Checker(ast.NodeVisitor):
                     self.flag(node, shown, "sim/ drives the cores only, never mesh/ (the real runtime)")
             elif top in SIM_FORBIDDEN_STDLIB:
                 self.flag(node, shown, "sim/ runs on a virtual clock, never the asyncio/socket runtime")
-            elif top not in sys.stdlib_module_names and top not in SIM_ALLOWED_THIRD_PARTY:
+            elif (
+                top not in sys.stdlib_module_names
+                and top not in SIM_ALLOWED_THIRD_PARTY
+                and top not in SIM_DRAWING_THIRD_PARTY.get(self.module, frozenset())
+            ):
                 self.flag(
                     node,
                     shown,
@@ -394,6 +401,12 @@ def test_relative_imports_resolve_against_the_package() -> None:
 )
 def test_checker_rules_for_sim(source: str, flagged: bool) -> None:
     assert bool(_whats(source, "sim.scenarios.crash")) is flagged, source
+
+
+def test_only_the_drawing_module_of_sim_imports_matplotlib() -> None:
+    source = "from matplotlib.figure import Figure"
+    assert _whats(source, "sim.pictures") == []
+    assert _whats(source, "sim.run") == [source]
 
 
 def test_checker_reports_unparsable_files() -> None:
