@@ -11,8 +11,9 @@ A manifest is YAML (JSON is YAML too) with exactly these fields:
     priority: 100                   # 0..1000000, higher displaces lower
     resources: {memory_bytes: 300Mi, cpu_millicores: 500}   # optional: what one replica reserves
     spread: {label: zone}           # optional: spread replicas over the values of a node label
+    batching: {max_batch: 8, max_delay_ms: 2}  # optional: dynamic batching (inference/batching.py)
 
-`resources` and `spread` are optional and appear in the canonical form only when
+`resources`, `spread` and `batching` are optional and appear in the canonical form only when
 set, so a manifest without them has the same canonical bytes as before they existed.
 A replica's reservation when `resources` (or one of its fields) is absent is
 estimated from the artifact size (inference/resources.py, docs/placement.md).
@@ -35,6 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from inference.batching import MAX_BATCH_LIMIT, MAX_DELAY_LIMIT_MS, BatchPolicy
 from inference.documents import DocumentError, DocumentLimits, canonical_json, load_json, load_yaml
 
 MANIFEST_TEXT_MAX_BYTES = 64 * 1024
@@ -131,6 +133,22 @@ class Resources:
 
 
 @dataclass(frozen=True, slots=True)
+class Batching:
+    """The manifest's dynamic batching: run up to `max_batch` queued requests as one, waiting
+    at most `max_delay_ms` for them (whole milliseconds, so the canonical form has no float)."""
+
+    max_batch: int
+    max_delay_ms: int = 0
+
+    def policy(self) -> BatchPolicy:
+        """What the node's model lane runs by (inference/batching.py)."""
+        return BatchPolicy(self.max_batch, self.max_delay_ms / 1000)
+
+    def to_doc(self) -> dict[str, int]:
+        return {"max_batch": self.max_batch, "max_delay_ms": self.max_delay_ms}
+
+
+@dataclass(frozen=True, slots=True)
 class Deployment:
     """A validated, normalised manifest."""
 
@@ -144,6 +162,7 @@ class Deployment:
     priority: int = 0
     resources: Resources = field(default_factory=Resources)
     spread_label: str | None = None  # spread replicas over this node label's values
+    batching: Batching | None = None  # None: every request runs on its own
 
     @property
     def record_key(self) -> str:
@@ -171,6 +190,8 @@ class Deployment:
             doc["resources"] = resources
         if self.spread_label is not None:
             doc["spread"] = {"label": self.spread_label}
+        if self.batching is not None:
+            doc["batching"] = self.batching.to_doc()
         return doc
 
 
@@ -213,7 +234,7 @@ def manifest_from_doc(doc: Any) -> Deployment:
         doc,
         "manifest",
         required=("name", "model", "artifact", "replicas"),
-        optional=("requirements", "priority", "resources", "spread"),
+        optional=("requirements", "priority", "resources", "spread", "batching"),
     )
     name = _string(top["name"], "name", NAME_PATTERN, "1-63 lowercase letters, digits or '-', e.g. vibration")
     model = _mapping(top["model"], "model", required=("name", "version"))
@@ -240,6 +261,7 @@ def manifest_from_doc(doc: Any) -> Deployment:
         priority=_integer(top.get("priority", 0), "priority", 0, PRIORITY_MAX),
         resources=_resources(top.get("resources", {})),
         spread_label=_spread(top["spread"]) if "spread" in top else None,
+        batching=_batching(top["batching"]) if "batching" in top else None,
     )
     size = len(canonical_bytes(deployment))
     if size > PAYLOAD_MAX_BYTES:
@@ -416,6 +438,16 @@ def _spread(value: Any) -> str:
         "spread.label",
         LABEL_KEY_PATTERN,
         "a node label name, e.g. zone (letters, digits, ._/-)",
+    )
+
+
+def _batching(value: Any) -> Batching:
+    batching = _mapping(value, "batching", required=("max_batch",), optional=("max_delay_ms",))
+    return Batching(
+        max_batch=_integer(batching["max_batch"], "batching.max_batch", 1, MAX_BATCH_LIMIT),
+        max_delay_ms=_integer(
+            batching.get("max_delay_ms", 0), "batching.max_delay_ms", 0, MAX_DELAY_LIMIT_MS
+        ),
     )
 
 

@@ -351,7 +351,7 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
                 model_host,
                 placement.replicas,
                 agent.member,
-                ModelLanes(model_host),
+                ModelLanes(model_host, model_host.policy_of),
                 token=inference_token,
             ),
         )

@@ -66,7 +66,7 @@ class ModelLane:
     def __init__(self, name: str, host: ModelHost, policy: BatchPolicy, capacity: int) -> None:
         self.name = name
         self._host = host
-        self._policy = policy
+        self.policy = policy  # ModelLanes sets it again when the serving version's differs
         self._queue: RequestQueue[_Job] = RequestQueue(capacity)
         self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._work(), name=f"model lane {name}")
@@ -96,7 +96,7 @@ class ModelLane:
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            decision = decide(self._policy, loop.time(), self._queue)
+            decision = decide(self.policy, loop.time(), self._queue)
             match decision:
                 case Idle():
                     await self._wake.wait()
@@ -187,9 +187,13 @@ class ModelLanes:
         self._lanes: dict[str, ModelLane] = {}
 
     def lane(self, name: str) -> ModelLane:
+        # Asked on every request: a new version of the model may batch differently.
+        policy = self._policy_of(name)
         lane = self._lanes.get(name)
         if lane is None:
-            lane = self._lanes[name] = ModelLane(name, self._host, self._policy_of(name), self._capacity)
+            lane = self._lanes[name] = ModelLane(name, self._host, policy, self._capacity)
+        elif lane.policy != policy:
+            lane.policy = policy
         return lane
 
     async def close(self) -> None:

@@ -3,7 +3,9 @@
 `ModelHost` (mesh/service/modelhost.py) keys replicas by deployment name and describes tensors
 by numpy dtype with None for a dynamic dimension; the Open Inference Protocol names a model by
 the same deployment name and describes tensors by v2 datatype with -1 for a dynamic dimension.
-This adapter translates, and serves metadata only for a model loaded and warmed up here.
+This adapter translates, and serves metadata only for a model loaded and warmed up here. It
+also tells the model's lane (mesh/service/modellanes.py) how to batch: as the manifest of the
+version serving now asks (`batching`), one request at a time otherwise.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from inference.batching import NO_BATCHING, BatchPolicy
 from inference.signatures import TensorSpec as SignatureSpec
 from inference.v2codec import ModelMetadata, TensorSpec
 from inference.v2tensors import DATATYPES
@@ -50,3 +53,10 @@ class ServedModels:
 
     async def infer(self, name: str, inputs: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
         return await self._host.infer(name, inputs)
+
+    def policy_of(self, name: str) -> BatchPolicy:
+        """The batching policy of the version of `name` serving now (none before one is ready)."""
+        loaded = self._host.loaded(name)
+        if loaded is None or loaded.deployment.batching is None:
+            return NO_BATCHING
+        return loaded.deployment.batching.policy()
