@@ -284,15 +284,17 @@ def _try_it(mesh: LocalMesh, entry: LocalAgent) -> None:
     assert mesh.token_path is not None
     request = mesh.root / "window.json"
     request.write_bytes(models.vibration_request())
+    # The murmur the user ran (.venv/bin/murmur after the README's install), so each line pastes as is.
+    murmur = sys.argv[0] if Path(sys.argv[0]).name == "murmur" else "murmur"
     node = f"--node {entry.url}"
     print(
         f"\n== the mesh keeps running; try it\n"
         f"   dashboard:  {entry.url}/   (any node's API serves it)\n"
-        f"   murmur {node} status\n"
-        f"   murmur {node} placements\n"
-        f"   murmur {node} infer {models.STORY_MODEL} --input {request}\n"
-        f"   murmur {node} events --follow\n"
-        f"   murmur --cluster {mesh.token_path.parent} {node} scale {models.STORY_MODEL} 3\n"
+        f"   {murmur} {node} status\n"
+        f"   {murmur} {node} placements\n"
+        f"   {murmur} {node} infer {models.STORY_MODEL} --input {request}\n"
+        f"   {murmur} {node} events --follow\n"
+        f"   {murmur} --cluster {mesh.token_path.parent} {node} scale {models.STORY_MODEL} 3\n"
         f"   agents' logs: {mesh.root / 'logs'}",
         flush=True,
     )

@@ -174,5 +174,6 @@ def first_output(answer: Answer) -> str:
     if answer.ok and isinstance(outputs, list) and outputs and isinstance(outputs[0], dict):
         data = outputs[0].get("data")
         value = data[0] if isinstance(data, list) and len(data) == 1 else data
-        return f"{outputs[0].get('name')} = {value}"
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        return f"{outputs[0].get('name')} = {shown}"
     return f"HTTP {answer.status}: {doc.get('error', 'no answer')}"
