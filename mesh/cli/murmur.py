@@ -25,7 +25,7 @@ Handler = Callable[[argparse.Namespace], int]
 def _cmd_demo(args: argparse.Namespace) -> int:
     from mesh.dev.demo import run_demo
 
-    return run_demo()
+    return run_demo(exit_after_s=args.exit_after, agents=args.agents, regions=args.regions)
 
 
 def package_version() -> str:
@@ -80,11 +80,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo = command(
         sub,
         "demo",
-        summary="run a 6-agent, 2-region mesh on loopback and show it heal",
-        description="Start six agents in two regions on 127.0.0.1, show them find each other, kill one "
-        "and show the others notice; then stop them all. Needs no root and no network.",
-        examples=["murmur demo"],
+        summary="run a 6-agent, 2-region mesh on loopback and show it serve and heal",
+        description="Start six agents in two regions on 127.0.0.1, deploy the example models, run an "
+        "inference through a node without a replica, kill -9 a node holding one and show the mesh "
+        "heal while requests keep being answered; then keep the mesh up (dashboard, murmur status) "
+        "until Ctrl-C. Needs no root and no network. Exit status 1 if a step times out.",
+        examples=["murmur demo", "murmur demo --exit-after 30", "murmur demo --agents 9 --regions 3"],
     )
+    demo.add_argument(
+        "--exit-after",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop the mesh SECONDS after the story instead of at Ctrl-C (for scripts and tests)",
+    )
+    demo.add_argument("--agents", type=int, default=6, help="agents in all (default 6)")
+    demo.add_argument("--regions", type=int, default=2, help="regions, 1 to 5 (default 2)")
     demo.set_defaults(func=_cmd_demo)
 
     sim = register_sim(sub)
