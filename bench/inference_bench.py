@@ -237,28 +237,50 @@ def direct_throughput(session: Any, model: str, threads: int, duration_s: float)
 # --- HTTP clients ---------------------------------------------------------------------------------
 
 
-def http_latencies(
-    agent: LocalAgent, model: str, n: int, priority: str | None = None, binary: bool = False
-) -> list[float]:
-    """Sequential requests on one keep-alive connection; every answer must be 200."""
-    host, port = agent.api.rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=10)
-    body, headers = infer_body(model, binary)
-    if priority is not None:
-        headers[PRIORITY_HEADER] = priority
-    out: list[float] = []
-    try:
+class Client:
+    """One keep-alive connection to an agent's API, posting one model's request."""
+
+    def __init__(
+        self, agent: LocalAgent, model: str, priority: str | None = None, binary: bool = False
+    ) -> None:
+        host, port = agent.api.rsplit(":", 1)
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        self.agent, self.model = agent, model
+        self.body, self.headers = infer_body(model, binary)
+        if priority is not None:
+            self.headers[PRIORITY_HEADER] = priority
+
+    def latencies(self, n: int) -> list[float]:
+        """Sequential requests; every answer must be 200."""
+        out: list[float] = []
         for _ in range(n):
             t0 = time.perf_counter()
-            conn.request("POST", f"/v2/models/{model}/infer", body, headers)
-            resp = conn.getresponse()
+            self.conn.request("POST", f"/v2/models/{self.model}/infer", self.body, self.headers)
+            resp = self.conn.getresponse()
             data = resp.read()
             out.append(time.perf_counter() - t0)
             if resp.status != 200:
-                raise BenchError(f"{model} at {agent.name}: {resp.status} {data[:200]!r}")
+                raise BenchError(f"{self.model} at {self.agent.name}: {resp.status} {data[:200]!r}")
+        return out
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def http_latencies(
+    agent: LocalAgent, model: str, n: int, priority: str | None = None, binary: bool = False
+) -> list[float]:
+    client = Client(agent, model, priority, binary)
+    try:
+        return client.latencies(n)
     finally:
-        conn.close()
-    return out
+        client.close()
+
+
+def cpu_s(pid: int) -> float:
+    """The process's user + sys CPU seconds, all threads (/proc/PID/stat, clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def http_throughput(
@@ -356,8 +378,17 @@ def hop_figures(mesh: LocalMesh, holder: LocalAgent, model: str, n: int, rounds:
 
 def throughput_figures(holder: LocalAgent, model: str, duration_s: float) -> dict[str, Any]:
     session = direct_session(model)
+    cpu0 = time.process_time()
     direct_rps = direct_throughput(session, model, INFERENCE_THREADS_DEFAULT, duration_s)
+    direct_cpu_ms = (time.process_time() - cpu0) * 1000 / max(1.0, direct_rps * duration_s)
+    assert holder.process is not None
+    cpu0 = cpu_s(holder.process.pid)
     served = asyncio.run(http_throughput(holder.url, model, CONCURRENCY, duration_s, None))
+    answered = sum(served["statuses"].values())
+    # CPU per request: what the machine's other load disturbs least.
+    served["agent_cpu_ms_per_request"] = round(
+        (cpu_s(holder.process.pid) - cpu0) * 1000 / max(1, answered), 4
+    )
     single_ms = summary_ms(direct_latencies(session, model, 200))["p50_ms"]
     return {
         "model": model,
@@ -366,6 +397,7 @@ def throughput_figures(holder: LocalAgent, model: str, duration_s: float) -> dic
         "direct_threads": INFERENCE_THREADS_DEFAULT,
         "served": served,
         "ratio": round(served["ok_per_s"] / direct_rps, 3),
+        "direct_cpu_ms_per_run": round(direct_cpu_ms, 4),
     }
 
 
@@ -436,12 +468,15 @@ def priority_figures(holder: LocalAgent, model: str, n: int, load_s: float) -> d
     def sample() -> tuple[list[float], list[float]]:
         critical: list[float] = []
         normal: list[float] = []
+        crit_client, normal_client = Client(holder, model, "critical"), Client(holder, model)
         deadline = time.monotonic() + load_s - 2.0  # inside the load's window
         for _ in range(n):
             if time.monotonic() > deadline:
                 break
-            critical += http_latencies(holder, model, 1, "critical")
-            normal += http_latencies(holder, model, 1)
+            critical += crit_client.latencies(1)
+            normal += normal_client.latencies(1)
+        crit_client.close()
+        normal_client.close()
         return critical, normal
 
     http_latencies(holder, model, 20, "critical")
@@ -580,7 +615,8 @@ def print_summary(r: dict[str, Any]) -> None:
         print(
             f"  {t['model']:<17} ({t['session_run_p50_ms']:.3f} ms a run) direct {t['direct_runs_per_s']}/s, "
             f"served {t['served']['ok_per_s']}/s: {t['ratio']}x (the client used "
-            f"{t['served']['client_cpu_share']} of a core)"
+            f"{t['served']['client_cpu_share']} of a core); CPU a request: agent "
+            f"{t['served']['agent_cpu_ms_per_request']} ms, direct {t['direct_cpu_ms_per_run']} ms"
         )
     print(f"\ndynamic batching (in-process ModelHost + ModelLanes, {CONCURRENCY} submitters)")
     for b in r["batching"]:
