@@ -284,10 +284,11 @@ def cpu_s(pid: int) -> float:
 
 
 async def http_throughput(
-    url: str, model: str, concurrency: int, duration_s: float, priority: str | None
+    url: str, model: str, concurrency: int, duration_s: float, priority: str | None, binary: bool = True
 ) -> dict[str, Any]:
-    """`concurrency` clients posting back to back for `duration_s`; answers per second by status."""
-    body, headers = infer_body(model)
+    """`concurrency` clients posting back to back for `duration_s`; answers per second by status.
+    Binary tensor bodies by default: the protocol's low-overhead form."""
+    body, headers = infer_body(model, binary)
     if priority is not None:
         headers[PRIORITY_HEADER] = priority
     statuses: dict[int, int] = {}
@@ -382,13 +383,17 @@ def throughput_figures(holder: LocalAgent, model: str, duration_s: float) -> dic
     direct_rps = direct_throughput(session, model, INFERENCE_THREADS_DEFAULT, duration_s)
     direct_cpu_ms = (time.process_time() - cpu0) * 1000 / max(1.0, direct_rps * duration_s)
     assert holder.process is not None
-    cpu0 = cpu_s(holder.process.pid)
-    served = asyncio.run(http_throughput(holder.url, model, CONCURRENCY, duration_s, None))
-    answered = sum(served["statuses"].values())
-    # CPU per request: what the machine's other load disturbs least.
-    served["agent_cpu_ms_per_request"] = round(
-        (cpu_s(holder.process.pid) - cpu0) * 1000 / max(1, answered), 4
-    )
+    served: dict[str, dict[str, Any]] = {}
+    for body in ("binary", "json"):
+        cpu0 = cpu_s(holder.process.pid)
+        run = asyncio.run(http_throughput(holder.url, model, CONCURRENCY, duration_s, None, body == "binary"))
+        answered = sum(run["statuses"].values())
+        # CPU per request: what the machine's other load disturbs least.
+        run["agent_cpu_ms_per_request"] = round(
+            (cpu_s(holder.process.pid) - cpu0) * 1000 / max(1, answered), 4
+        )
+        run["ratio"] = round(run["ok_per_s"] / direct_rps, 3)
+        served[body] = run
     single_ms = summary_ms(direct_latencies(session, model, 200))["p50_ms"]
     return {
         "model": model,
@@ -396,7 +401,6 @@ def throughput_figures(holder: LocalAgent, model: str, duration_s: float) -> dic
         "direct_runs_per_s": round(direct_rps, 1),
         "direct_threads": INFERENCE_THREADS_DEFAULT,
         "served": served,
-        "ratio": round(served["ok_per_s"] / direct_rps, 3),
         "direct_cpu_ms_per_run": round(direct_cpu_ms, 4),
     }
 
@@ -468,7 +472,8 @@ def priority_figures(holder: LocalAgent, model: str, n: int, load_s: float) -> d
     def sample() -> tuple[list[float], list[float]]:
         critical: list[float] = []
         normal: list[float] = []
-        crit_client, normal_client = Client(holder, model, "critical"), Client(holder, model)
+        crit_client = Client(holder, model, "critical", binary=True)
+        normal_client = Client(holder, model, binary=True)
         deadline = time.monotonic() + load_s - 2.0  # inside the load's window
         for _ in range(n):
             if time.monotonic() > deadline:
@@ -479,7 +484,7 @@ def priority_figures(holder: LocalAgent, model: str, n: int, load_s: float) -> d
         normal_client.close()
         return critical, normal
 
-    http_latencies(holder, model, 20, "critical")
+    http_latencies(holder, model, 20, "critical", binary=True)
     crit_idle, normal_idle = sample()
     load = subprocess.Popen(
         [sys.executable, str(Path(__file__).resolve()), "--bulk-load", holder.url, model, str(load_s)],
@@ -613,11 +618,14 @@ def print_summary(r: dict[str, Any]) -> None:
     )
     for t in r["throughput"]:
         print(
-            f"  {t['model']:<17} ({t['session_run_p50_ms']:.3f} ms a run) direct {t['direct_runs_per_s']}/s, "
-            f"served {t['served']['ok_per_s']}/s: {t['ratio']}x (the client used "
-            f"{t['served']['client_cpu_share']} of a core); CPU a request: agent "
-            f"{t['served']['agent_cpu_ms_per_request']} ms, direct {t['direct_cpu_ms_per_run']} ms"
+            f"  {t['model']:<17} ({t['session_run_p50_ms']:.3f} ms a run) direct {t['direct_runs_per_s']}/s "
+            f"({t['direct_cpu_ms_per_run']} ms CPU a run)"
         )
+        for body, v in t["served"].items():
+            print(
+                f"    {body:<6} served {v['ok_per_s']}/s: {v['ratio']}x; agent CPU a request "
+                f"{v['agent_cpu_ms_per_request']} ms; the client used {v['client_cpu_share']} of a core"
+            )
     print(f"\ndynamic batching (in-process ModelHost + ModelLanes, {CONCURRENCY} submitters)")
     for b in r["batching"]:
         print(
