@@ -1,18 +1,25 @@
 """A node's inventory, read from this device: cores, memory, disk, accelerators, labels.
 
-`collect` reads this device (psutil; onnxruntime for the accelerators, imported
-lazily and optional) into inference/inventory.py's `Inventory`; the schema, the
-record payload and the republish rules live there, pure. The agent
-(mesh/service/agent.py) collects every INVENTORY_CHECK_S and publishes what
-`should_publish` asks for.
+`collect` reads this device (psutil; onnxruntime for the accelerators, optional)
+into inference/inventory.py's `Inventory`; the schema, the record payload and the
+republish rules live there, pure. The agent (mesh/service/agent.py) collects every
+INVENTORY_CHECK_S and publishes what `should_publish` asks for.
+
+The accelerators are asked of onnxruntime in a short-lived child process, once per
+agent, unless this process has already imported it (a model is loaded): importing
+onnxruntime only to list its providers made an idle agent with no model about
+20 MiB bigger (docs/benchmarks.md, "bench/inference_bench.py").
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -24,15 +31,54 @@ log = logging.getLogger(__name__)
 INVENTORY_CHECK_S = 5.0  # the agent collects and compares this often, seconds
 
 
+PROBE_TIMEOUT_S = 60.0  # a cold import of onnxruntime on a slow SD card takes seconds
+PROBE_OUTPUT_MAX = 64 * 1024  # bytes of the child's answer read; a provider list is ~100
+PROVIDERS_MAX = 32
+# The child's whole job: print onnxruntime's providers as a JSON list of strings.
+PROBE_CODE = "import json, onnxruntime; print(json.dumps(onnxruntime.get_available_providers()))"
+
+_probed: tuple[str, ...] | None = None  # the child's answer, kept: providers do not change while we run
+
+
 def _accelerators() -> tuple[str, ...]:
     """onnxruntime's execution providers here; () if onnxruntime is missing or broken."""
-    try:
-        import onnxruntime  # lazily: importing it costs ~0.3 s and it is optional on a device
+    global _probed
+    runtime = sys.modules.get("onnxruntime")
+    if runtime is not None:  # already paid for (a model is loaded): asking it costs nothing
+        try:
+            return tuple(str(p) for p in runtime.get_available_providers())
+        except Exception as exc:  # an optional native library: any failure means "none known"
+            log.debug("no accelerators known: onnxruntime failed (%s)", exc)
+            return ()
+    if _probed is None:
+        _probed = probe_accelerators()
+    return _probed
 
-        return tuple(str(p) for p in onnxruntime.get_available_providers())
-    except Exception as exc:  # an optional native library: any failure means "none known"
-        log.debug("no accelerators known: onnxruntime unavailable (%s)", exc)
+
+def probe_accelerators(python: str = sys.executable, timeout_s: float = PROBE_TIMEOUT_S) -> tuple[str, ...]:
+    """Ask a child interpreter for onnxruntime's providers, so this process never imports it to know."""
+    try:
+        done = subprocess.run(
+            [python, "-c", PROBE_CODE],
+            capture_output=True,
+            timeout=timeout_s,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.debug("no accelerators known: the onnxruntime probe did not run (%s)", exc)
         return ()
+    if done.returncode != 0:
+        log.debug("no accelerators known: onnxruntime unavailable (%s)", done.stderr[-200:])
+        return ()
+    try:
+        doc = json.loads(done.stdout[:PROBE_OUTPUT_MAX])
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
+        doc = None
+    if not isinstance(doc, list) or len(doc) > PROVIDERS_MAX or not all(isinstance(p, str) for p in doc):
+        log.debug("no accelerators known: the onnxruntime probe answered %r", done.stdout[:200])
+        return ()
+    return tuple(doc)
 
 
 def _load_1m() -> float:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from gossip.trust import StaticTrust
 from inference.inventory import INVENTORY_REFRESH_S, encode
 from mesh.cli.murmur import build_parser
 from mesh.cli.nodes import format_inventory, format_table
+from mesh.service import inventory
 from mesh.service.agent import Agent, AgentOptions
 from mesh.service.inventory import collect
 from mesh.service.store import Store
@@ -40,18 +44,56 @@ def test_collect_on_this_machine_is_plausible(tmp_path: Path) -> None:
 def test_collect_tolerates_a_missing_onnxruntime_and_data_dir(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_onnxruntime(name: str, *args: object, **kwargs: object) -> object:
-        if name == "onnxruntime":
-            raise ImportError("no onnxruntime here")
-        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
+    # The probe's child fails as it would where onnxruntime is not installed.
+    monkeypatch.setattr(inventory, "PROBE_CODE", "raise ImportError('no onnxruntime here')")
+    monkeypatch.setattr(inventory, "_probed", None)
+    monkeypatch.delitem(sys.modules, "onnxruntime", raising=False)
     inv = collect({}, "north", tmp_path / "missing")
     assert inv.accelerators == () and inv.disk_free_bytes == 0
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "print('not json')",
+        """print('{"a": 1}')""",
+        "print('[1, 2]')",
+        """print('[' + ','.join(['"p"'] * 33) + ']')""",
+        "print('[' * 100000)",
+        "import time; time.sleep(5)",
+    ],
+    ids=["not-json", "not-a-list", "not-strings", "too-many", "deep-nesting", "hangs"],
+)
+def test_a_probe_that_answers_nonsense_means_no_accelerators(
+    monkeypatch: pytest.MonkeyPatch, answer: str
+) -> None:
+    monkeypatch.setattr(inventory, "PROBE_CODE", answer)
+    assert inventory.probe_accelerators(timeout_s=2.0) == ()
+
+
+def test_a_probe_that_cannot_start_means_no_accelerators(tmp_path: Path) -> None:
+    assert inventory.probe_accelerators(python=str(tmp_path / "no-python")) == ()
+
+
+def test_the_probe_lists_onnxruntimes_providers_without_importing_it_here() -> None:
+    # In a fresh interpreter, with the agent's modules imported: collecting the inventory
+    # (what an idle agent does every INVENTORY_CHECK_S) must leave onnxruntime unimported.
+    code = (
+        "import json, sys\n"
+        "import mesh.service.launch, mesh.service.agent\n"
+        "from mesh.service.inventory import collect\n"
+        "first = collect({}, 'north')\n"
+        "again = collect({}, 'north')\n"
+        "print(json.dumps({'imported': 'onnxruntime' in sys.modules,"
+        " 'accelerators': list(first.accelerators),"
+        " 'again': list(again.accelerators)}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    doc = json.loads(done.stdout.strip().splitlines()[-1])
+    assert doc["imported"] is False
+    assert "CPUExecutionProvider" in doc["accelerators"] and doc["again"] == doc["accelerators"]
 
 
 # --- CLI ----------------------------------------------------------------------------------------
