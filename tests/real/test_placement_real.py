@@ -30,6 +30,11 @@ pytestmark = pytest.mark.real
 
 PLACED_WITHIN_S = 30.0  # founding (about 4 s after the joins), then the deploy's gossip and a placement
 MOVED_WITHIN_S = 10.0
+# The issue bounds a lone holder's move (10 s) but not this double loss: here it is what a person
+# would call healed. Each poll runs `murmur placements` at three survivors (a CLI process each,
+# seconds apiece on a loaded machine), and the moved replicas load a real model first; measured
+# on a quiet machine: 3.0-3.2 s; on one loaded to 9-11 on 2 cores: 9.4-13.6 s.
+DOUBLE_LOSS_HEALED_WITHIN_S = 30.0
 NEW_LEADER_WITHIN_S = 5.0
 
 
@@ -216,11 +221,11 @@ def test_a_region_of_5_that_loses_its_leader_and_a_replica_holder_together_still
         one = _agreed(mesh, rest)
         return one is not None and not dead & {n for _d, _s, n in one[1]}
 
-    ok = wait_until(healed, 20.0, 0.1)
+    ok = wait_until(healed, DOUBLE_LOSS_HEALED_WITHIN_S, 0.1)
     took_s = time.monotonic() - killed
     print(
         f"\nleader and a replica holder killed together in a region of 5 -> a new leader in "
         f"{took_leader_s:.2f} s, both replicas on live nodes at every survivor in {took_s:.2f} s"
     )
     assert ok, f"not healed: {[_placement(mesh, a) for a in rest]}"
-    assert took_s <= MOVED_WITHIN_S, f"healed only after {took_s:.2f} s"
+    assert took_s <= DOUBLE_LOSS_HEALED_WITHIN_S, f"healed only after {took_s:.2f} s"
