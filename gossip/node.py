@@ -801,11 +801,7 @@ class GossipNode:
         if self._gateways_dirty or now >= self._stability_change_s:
             self._gateways = self._choose_gateways(now)
         self._gateways_dirty = False
-        # Also at the moment a young member turns stable: every view that knows it then switches
-        # together, not up to a recheck interval apart (more gateways than allowed meanwhile).
         self._next_gateway_check_s = now + GATEWAY_RECHECK_S
-        if now < self._stability_change_s < self._next_gateway_check_s:
-            self._next_gateway_check_s = self._stability_change_s
         should = any(gid == self.node_id for gid, _ in self._gateways)
         if should and self.fleet_pool is None:
             self._become_gateway(now)

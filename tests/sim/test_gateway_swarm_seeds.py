@@ -3,8 +3,8 @@
 In each, a member restarted at t=30 s; 10 s later (GATEWAY_STABLE_S) the
 region's views turned it stable, but one view's recheck fell exactly on that
 moment, still saw it young (float rounding) and kept its old gateway for
-another 5 s recheck, past the end-of-run check at t=45 s (gossip/gateways.py,
-gossip/node.py; tests/gossip/test_gateway_timing.py tests the cause directly).
+another 5 s recheck, past the end-of-run check at t=45 s (gossip/gateways.py;
+tests/gossip/test_gateway_timing.py tests the cause directly).
 """
 
 from __future__ import annotations
