@@ -60,9 +60,13 @@ def choose_gateways(
     ranked: list[tuple[bool, bytes, str, str]] = []
     next_change_s = float("inf")
     for node_id, addr, alive_since_s in candidates:
-        young = now - alive_since_s < stable_s
-        if young and alive_since_s + stable_s < next_change_s:
-            next_change_s = alive_since_s + stable_s
+        # One expression for "young" and for when it stops being: `now - since < stable_s`
+        # rounds differently, and a recheck at exactly `since + stable_s` still saw the member
+        # young, so that view kept its old gateways one recheck longer than every other view.
+        stable_at_s = alive_since_s + stable_s
+        young = now < stable_at_s
+        if young and stable_at_s < next_change_s:
+            next_change_s = stable_at_s
         ranked.append((young, rank(node_id), node_id, addr))
     if sum(1 for r in ranked if not r[0]) < count:
         # A young region: stability is ignored, so its choice does not flap.
