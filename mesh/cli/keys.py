@@ -88,7 +88,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     node = NodeClient(args.node)
     if args.action == "list":
         return cmd_list(args, node)
-    if args.key_id and args.action in ("rotate", "show"):
+    if getattr(args, "key_id", "") and args.action in ("rotate", "show"):
         raise CliError(f"murmur keys {args.action} takes no KEY_ID")
     if args.action == "show":
         status = node.get("/v1/netkey")

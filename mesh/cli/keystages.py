@@ -191,6 +191,7 @@ def run_stage(
     status = node.get("/v1/netkey")
     if not isinstance(status, dict):
         raise CliError(f"{node.base} answered something other than its network-key status")
+    args.key_id = getattr(args, "key_id", "")
     if args.action in ("use", "remove") and not args.key_id:
         raise CliError(
             f"murmur keys {args.action} needs the KEY_ID to {args.action} (murmur keys list shows them)"
