@@ -147,6 +147,7 @@ class NetKeyCore:
         self._boxes: OrderedDict[bytes, nacl.public.Box] = OrderedDict()
         self._shut_out: OrderedDict[str, None] = OrderedDict()
         self._published: KeyHolding | None = None
+        self._report_at_s: float | None = None
         self._version = 0
         self.counters: dict[str, int] = {}
         self._out: list[AppSend] = []
@@ -211,7 +212,7 @@ class NetKeyCore:
         if notice.staged and lacking:
             return f"this node does not hold key {lacking[0]} that the record lists; ask a node that does"
         self._adopt(now, notice, None if key is None else bytes(key), "")
-        self._report()
+        self._report(now)
         return None
 
     # --- HostedCore -------------------------------------------------------------------------
@@ -230,7 +231,7 @@ class NetKeyCore:
                 # Our own record from an earlier life (a peer kept it; our disk did not): say
                 # again what we hold now, above it.
                 self._published = None
-        self._report()
+        self._report(now)
 
     def handle_message(self, now: float, pool: str, from_id: str, payload: bytes) -> None:
         if len(payload) > MESSAGE_MAX_BYTES:
@@ -251,7 +252,7 @@ class NetKeyCore:
             self._offered(now, from_id, msg[1], msg[2])
         else:
             self._count("drop_malformed")
-        self._report()
+        self._report(now)
 
     def handle_timer(self, now: float) -> None:
         if self._start_at_s is not None and now >= self._start_at_s:
@@ -270,11 +271,16 @@ class NetKeyCore:
             self._retire([k for k in self._keys if k != notice.key_id and k != self._primary])
         if self._ask_at_s is not None and now >= self._ask_at_s:
             self._ask(now)
-        self._report()
+        if self._report_at_s is not None and now >= self._report_at_s:
+            self._report_at_s = None
+            self._publish_holding()
+        self._report(now)
 
     def next_deadline(self) -> float | None:
         times = [
-            t for t in (self._start_at_s, self._use_at_s, self._retire_at_s, self._ask_at_s) if t is not None
+            t
+            for t in (self._start_at_s, self._use_at_s, self._retire_at_s, self._ask_at_s, self._report_at_s)
+            if t is not None
         ]
         return min(times) if times else None
 
@@ -399,12 +405,25 @@ class NetKeyCore:
         except DecodeError:
             return None
 
-    def _report(self) -> None:
-        """Publish our `keyring` record if what we hold changed since we last said (after start)."""
-        if self._start_at_s is not None or not self._primary:
+    def _holding(self) -> KeyHolding:
+        return KeyHolding(self.notice.epoch if self.notice else 0, self._primary, tuple(self._keys))
+
+    def _report(self, now: float) -> None:
+        """Say what we hold (our `keyring` record) if it changed since we last said: after a random
+        delay (NetKeyConfig.report_delay_min_s/max_s), and only once started (the store restored)."""
+        if self._start_at_s is not None or not self._primary or self._report_at_s is not None:
             return
-        holding = KeyHolding(self.notice.epoch if self.notice else 0, self._primary, tuple(self._keys))
-        if holding == self._published:
+        if self._holding() == self._published:
+            return
+        low, high = self.config.report_delay_min_s, self.config.report_delay_max_s
+        if high <= 0:
+            self._publish_holding()
+        else:
+            self._report_at_s = now + self._rng.uniform(low, high)
+
+    def _publish_holding(self) -> None:
+        holding = self._holding()
+        if holding == self._published or not self._primary:
             return
         self._published = holding
         self._version = max(self._version, self._peers.latest_version()) + 1

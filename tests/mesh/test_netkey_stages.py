@@ -43,7 +43,7 @@ from mesh.trust.deploy import record_to_b64
 from mesh.trust.identity import Identity, node_id_for
 from mesh.trust.records import sign_netkey
 from node.core import Node
-from node.netkeys import GossipPeers, NetKeyCore
+from node.netkeys import GossipPeers, NetKeyConfig, NetKeyCore
 from tests.mesh.localnode import local_node
 from tests.mesh.test_deploy_api import SyncRuntime
 from tests.mesh.test_netkey_api import NODE_KEY, TOKEN_KEY, operator_of, post
@@ -71,6 +71,7 @@ def make_agent(
         keys=keyring.keys,
         now=time.monotonic(),
         retired=kept.retired,
+        config=NetKeyConfig(report_delay_min_s=0.0, report_delay_max_s=0.0),  # said at once
     )
     node = Node(gossip, [core])
     store = Store.open(data_dir, identity.node_id)

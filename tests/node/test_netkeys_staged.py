@@ -155,11 +155,11 @@ def test_install_use_remove_over_lossy_links(seed: int) -> None:
     for node in nodes:
         core = keys_of(node)
         assert set(core.key_ids) == {ID1, ID2} and core.primary_id == ID1, f"seed={seed} {node.node_id}"
-    # Every node's keyring record says so, in its own region.
-    region = [n for n in nodes if n.region == "r0"]
-    assert {h.held for h in holdings(region[0], region).values()} == {(ID1, ID2)}
     link.run_until(link.now + 100.0)  # longer than any rotation's use_after_s: a staged install never seals
     assert all(keys_of(n).primary_id == ID1 for n in nodes)
+    # Every node's keyring record says so (10-30 s after the change), in its own region.
+    region = [n for n in nodes if n.region == "r0"]
+    assert {h.held for h in holdings(region[0], region).values()} == {(ID1, ID2)}
 
     apply(link, nodes[5], USE)  # at a node of the other region
     link.run_until(link.now + 30.0)
@@ -170,6 +170,7 @@ def test_install_use_remove_over_lossy_links(seed: int) -> None:
     for node in nodes:
         assert keys_of(node).key_ids == (ID2,) and keys_of(node).primary_id == ID2, f"seed={seed}"
         assert ID1 in keys_of(node).retired_ids
+    link.run_until(link.now + 40.0)
     assert set(holdings(region[1], region).values()) == {KeyHolding(4, ID2, (ID2,))}
 
 
@@ -319,6 +320,10 @@ ME = nacl.signing.SigningKey(b"\x45" * 32)
 def lone_core(peers: Peers) -> NetKeyCore:
     core = NetKeyCore("me", random.Random(1), node_key=ME, peers=peers, keys=(K1,), now=0.0)
     core.handle_timer(0.0)
+    deadline = core.next_deadline()
+    if deadline is not None:  # the delayed keyring record (NetKeyConfig.report_delay_min_s/max_s)
+        assert 10.0 <= deadline <= 30.0
+        core.handle_timer(deadline)
     return core
 
 
@@ -337,7 +342,7 @@ def test_any_order_of_the_stages_ends_on_the_newest_and_never_without_a_sealing_
     core = lone_core(Peers())
     events = []
     for i, record in enumerate([*order[:offer_at], None, *order[offer_at:]]):
-        now = float(i + 1)
+        now = 100.0 + i
         if record is None:
             offer(core, now, offer_epoch, K2)
         else:
@@ -358,12 +363,15 @@ def test_a_keyring_record_of_an_earlier_life_is_superseded() -> None:
     # A peer hands back our record from before a lost disk: version 9, other keys.
     old = sign_record(ME, KEYRING_KIND, "me", 9, "region:r0", encode_holding(KeyHolding(7, ID3, (ID3,))))
     peers.own = old
-    core.observe(1.0, RecordsAccepted((old,)))
+    core.observe(40.0, RecordsAccepted((old,)))
+    assert core.poll_records() == []  # said after the delay, not at once
+    core.handle_timer(80.0)
     ((again, _urgent),) = core.poll_records()
     assert again.version == 10 and decode_holding(again.payload) == KeyHolding(0, ID1, (ID1,))
     # Our own record coming back changes nothing.
     peers.own = again
-    core.observe(2.0, RecordsAccepted((again,)))
+    core.observe(90.0, RecordsAccepted((again,)))
+    core.handle_timer(200.0)
     assert core.poll_records() == []
 
 
