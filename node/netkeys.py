@@ -1,5 +1,9 @@
 """The network key's rotation, spread member to member: a hosted core (sans-IO).
 
+(This file is long because following the operator's record and spreading its
+keys share one keyring's state; the types it trades with drivers are in
+node/netkey_ports.py.)
+
 An operator rotates the network key (`murmur keys rotate`, and `murmur revoke`,
 which rotates as part of the revocation) at any one node. That node gets the new
 key sealed to its own public key and publishes a `netkey` record

@@ -133,7 +133,7 @@ def _key_in_use(event: NetworkKeyInUse, ctx: Context) -> list[Observation]:
 
 
 def _keys_retired(event: NetworkKeysRetired, ctx: Context) -> list[Observation]:
-    reason = f"{len(event.keys)} key(s) removed at epoch {event.epoch} (a grace period over, or a keys remove)"
+    reason = f"{len(event.keys)} key(s) removed at epoch {event.epoch} (a grace period over, or keys remove)"
     return [Observation("key_retired", f"epoch {event.epoch}", reason, (("epoch", event.epoch),))]
 
 
