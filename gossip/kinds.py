@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from types import MappingProxyType
 
+from gossip.keyholding import KEYRING_PAYLOAD_MAX_BYTES, holding_problem
 from gossip.netkey import NETKEY_PAYLOAD_MAX_BYTES, notice_problem
 from gossip.votersreset import VOTERS_RESET_PAYLOAD_MAX_BYTES, reset_problem
 
@@ -33,6 +34,7 @@ TRUST_KIND = "trust"
 PLACEMENT_KIND = "placement"
 ADMISSION_KIND = "admission"
 NETKEY_KIND = "netkey"
+KEYRING_KIND = "keyring"
 REPLICAS_KIND = "replicas"
 SCHEDULING_KIND = "scheduling"
 REBALANCE_KIND = "rebalance"
@@ -169,6 +171,17 @@ DEFAULT_KINDS: KindTable = kind_table(
             deletable=False,
             payload_max_bytes=VOTERS_RESET_PAYLOAD_MAX_BYTES,
             payload_check=reset_problem,
+        ),
+        # Which network keys each node holds (gossip/keyholding.py), for `murmur keys list`:
+        # one per node, signed by it; key ids only. Its schema is gossip's own.
+        KindPolicy(
+            KEYRING_KIND,
+            Scope.REGION,
+            Writer.NODE,
+            owner_keyed=True,
+            priority=5,
+            payload_max_bytes=KEYRING_PAYLOAD_MAX_BYTES,
+            payload_check=holding_problem,
         ),
     )
 )

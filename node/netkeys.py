@@ -1,5 +1,9 @@
 """The network key's rotation, spread member to member: a hosted core (sans-IO).
 
+(This file is long because following the operator's record and spreading its
+keys share one keyring's state; the types it trades with drivers are in
+node/netkey_ports.py.)
+
 An operator rotates the network key (`murmur keys rotate`, and `murmur revoke`,
 which rotates as part of the revocation) at any one node. That node gets the new
 key sealed to its own public key and publishes a `netkey` record
@@ -23,6 +27,18 @@ dropped and counted. No key is ever sealed to a member without a known key (not
 admitted), to a revoked member, or to an id the rotation itself names as
 revoked (its revocation record may not have arrived yet).
 
+A staged change (`murmur keys install|use|remove`, gossip/netkey.py format 2)
+lists the whole keyring the fleet should hold and its primary; the same push
+and pull fetch every listed key a node lacks (a request names the key's id), a
+node seals with the primary as soon as it holds it (the operator checked that
+every member holds it before `use`), and drops a key the list leaves out at
+once. A key a node retired is never installed again, whatever a record or a
+member offers (a replayed install record of a removed key included).
+
+Each node says which keys it holds in its own `keyring` record
+(gossip/keyholding.py), signed by its node key and republished when that
+changes: `murmur keys list` counts them.
+
 What the driver does with the events: `NetworkKeyInstalled` (install in the
 keyring, so frames sealed with it open at once; persist it),
 `NetworkKeyInUse` (seal with it from now on; persist that), and
@@ -36,24 +52,40 @@ from __future__ import annotations
 import random
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
 
 import msgpack
 import nacl.exceptions
 import nacl.public
 import nacl.signing
 
-from gossip.events import Event, HostedEvent, MemberState, RecordsAccepted
-from gossip.kinds import NETKEY_KIND
+from gossip.events import Event, HostedEvent, RecordsAccepted
+from gossip.keyholding import KeyHolding, decode_holding, encode_holding
+from gossip.kinds import KEYRING_KIND, NETKEY_KIND
 from gossip.netkey import NETKEY_SLOT, NETWORK_KEY_BYTES, NetKeyNotice, decode_notice, network_key_id
-from gossip.node import GossipNode
-from gossip.records import Record
+from gossip.records import Record, sign_record
 from gossip.wire import DecodeError
 from node.channels import Channel
 from node.hosted import AppSend
+from node.netkey_ports import (
+    GossipPeers,
+    KeyPeers,
+    NetKeyConfig,
+    NetworkKeyInstalled,
+    NetworkKeyInUse,
+    NetworkKeysRetired,
+)
 
-REQUEST = 0  # [REQUEST, epoch]: "send me the key of this epoch"
+__all__ = [
+    "GossipPeers",
+    "KeyPeers",
+    "NetKeyConfig",
+    "NetKeyCore",
+    "NetworkKeyInUse",
+    "NetworkKeyInstalled",
+    "NetworkKeysRetired",
+]
+
+REQUEST = 0  # [REQUEST, epoch]: "send me the key of this epoch"; [REQUEST, epoch, key id]: "that key"
 OFFER = 1  # [OFFER, epoch, nonce + Box ciphertext of the key]
 BOX_NONCE_BYTES = nacl.public.Box.NONCE_SIZE
 SEALED_KEY_BYTES = BOX_NONCE_BYTES + 16 + NETWORK_KEY_BYTES  # nonce, Poly1305 tag, key
@@ -63,92 +95,8 @@ PENDING_OFFERS_MAX = 4  # offers ahead of their record, kept until it arrives
 BOXES_KEPT = 256  # precomputed X25519 shared keys, by member public key
 ANSWERED_KEPT = 1024  # last answer time per asker (the rate limit)
 SHUT_OUT_KEPT = 4096  # ids rotations named revoked
-
-
-@dataclass(frozen=True, slots=True)
-class NetKeyConfig:
-    """Timings and fan-out of the key's spread (one place, like gossip/config.py)."""
-
-    push_fanout: int = 3  # members offered the key by each new holder, per pool
-    pull_delay_s: float = 1.0  # after the record arrives, wait (x 1-2, jittered) for a push first
-    ask_interval_s: float = 1.0  # first retry of an unanswered request ...
-    ask_interval_max_s: float = 8.0  # ... doubling up to this
-    use_after_s: float = 30.0  # seal with the new key this long after obtaining it
-    answer_interval_s: float = 1.0  # at most one answer per asker per this long
-
-    def __post_init__(self) -> None:
-        if self.push_fanout < 0 or self.pull_delay_s < 0 or self.use_after_s < 0:
-            raise ValueError("push_fanout, pull_delay_s and use_after_s must be 0 or more")
-        if not 0 < self.ask_interval_s <= self.ask_interval_max_s:
-            raise ValueError("need 0 < ask_interval_s <= ask_interval_max_s")
-
-
-@dataclass(frozen=True, slots=True)
-class NetworkKeyInstalled(HostedEvent):
-    """Install `key` in the keyring now (it opens frames at once) and persist it."""
-
-    epoch: int
-    key_id: str
-    key: bytes = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class NetworkKeyInUse(HostedEvent):
-    """Seal with `key` (installed) from now on, and persist that it is the primary."""
-
-    epoch: int
-    key_id: str
-    key: bytes = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class NetworkKeysRetired(HostedEvent):
-    """The grace period of `epoch` is over: remove `keys` from the keyring and from disk."""
-
-    epoch: int
-    keys: tuple[bytes, ...] = field(repr=False)
-
-
-class KeyPeers(Protocol):
-    """What the core reads of the mesh (the gossip layer's read-only views)."""
-
-    def live_members(self, pool: str) -> list[str]:
-        """Ids of the other members alive in a pool ("region" or "fleet"), in id order."""
-        ...
-
-    def member_key(self, node_id: str) -> bytes | None:
-        """An admitted member's Ed25519 public key, or None."""
-        ...
-
-    def is_revoked(self, node_id: str) -> bool:
-        """True if an operator revoked node_id (its revocation record is held)."""
-        ...
-
-    def notice_record(self) -> Record | None:
-        """The `netkey` record held (restored from disk at start), or None."""
-        ...
-
-
-class GossipPeers:
-    """KeyPeers over a GossipNode (the drivers' adapter)."""
-
-    def __init__(self, gossip: GossipNode) -> None:
-        self._gossip = gossip
-
-    def live_members(self, pool: str) -> list[str]:
-        me = self._gossip.node_id
-        return [
-            m.node_id for m in self._gossip.members(pool) if m.state == MemberState.ALIVE and m.node_id != me
-        ]
-
-    def member_key(self, node_id: str) -> bytes | None:
-        return self._gossip.member_key(node_id)
-
-    def is_revoked(self, node_id: str) -> bool:
-        return self._gossip.state.is_revoked(node_id)
-
-    def notice_record(self) -> Record | None:
-        return self._gossip.state.get(NETKEY_KIND, NETKEY_SLOT)
+RETIRED_KEPT = 64  # ids of keys retired here, never installed again (as mesh/service/netkeys.py keeps)
+KEY_ID_BYTES = 16  # a key id (32 hex characters) as it travels in a request
 
 
 def _notice_of(record: Record) -> NetKeyNotice | None:
@@ -173,19 +121,23 @@ class NetKeyCore:
         keys: Sequence[bytes],
         now: float,
         config: NetKeyConfig | None = None,
+        retired: Sequence[str] = (),
     ) -> None:
-        """`keys`: the keyring's keys at start, primary first (the driver's: token and disk)."""
+        """`keys`: the keyring's keys at start, primary first (the driver's: token and disk);
+        `retired`: ids of keys this node dropped before (never installed again)."""
         self.node_id = node_id
         self.config = config or NetKeyConfig()
         self._rng = rng
         self._peers = peers
+        self._node_key = node_key
         self._private = node_key.to_curve25519_private_key()
         self._keys: dict[str, bytes] = {}  # key id -> key, oldest first
         for key in keys:
             self._keys[network_key_id(key)] = bytes(key)
         self._primary = network_key_id(keys[0]) if keys else ""
+        self._retired: OrderedDict[str, None] = OrderedDict((r, None) for r in list(retired)[-RETIRED_KEPT:])
         self.notice: NetKeyNotice | None = None
-        self.obtained_at_s: float | None = None  # when we obtained the current notice's key
+        self.obtained_at_s: float | None = None  # when we obtained a rotation's key
         # The restored record is read at the first timer: drivers restore the store after
         # building the node.
         self._start_at_s: float | None = now
@@ -198,9 +150,13 @@ class NetKeyCore:
         self._answered: OrderedDict[str, float] = OrderedDict()
         self._boxes: OrderedDict[bytes, nacl.public.Box] = OrderedDict()
         self._shut_out: OrderedDict[str, None] = OrderedDict()
+        self._published: KeyHolding | None = None
+        self._report_at_s: float | None = None
+        self._version = 0
         self.counters: dict[str, int] = {}
         self._out: list[AppSend] = []
         self._events: list[HostedEvent] = []
+        self._records: list[tuple[Record, bool]] = []
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -210,8 +166,8 @@ class NetKeyCore:
 
     @property
     def has_current(self) -> bool:
-        """True if we hold the key the newest `netkey` record names (or there is none)."""
-        return self.notice is None or self.notice.key_id in self._keys
+        """True if we hold every key the newest `netkey` record names (or there is none)."""
+        return self.notice is None or all(k in self._keys for k in self.notice.wanted_ids)
 
     @property
     def key_ids(self) -> tuple[str, ...]:
@@ -223,23 +179,44 @@ class NetKeyCore:
         """Id of the key that seals."""
         return self._primary
 
+    @property
+    def retired_ids(self) -> tuple[str, ...]:
+        """Ids of the keys retired here (the last RETIRED_KEPT), oldest first."""
+        return tuple(self._retired)
+
     # --- commands ---------------------------------------------------------------------------
 
     def rotate(self, now: float, key: bytes, record: Record) -> str | None:
-        """The operator's new key with its (verified) `netkey` record, given at this node.
+        """The operator's new key with its (verified) `netkey` record, given at this node."""
+        return self.apply(now, record, key)
 
-        Returns why it is refused (not a notice, a key of another id, an epoch not
-        above the one held), or None: the key is installed and offered to members.
-        The driver publishes the record next (Node.publish_record).
+    def apply(self, now: float, record: Record, key: bytes | None = None) -> str | None:
+        """An operator's (verified) `netkey` record given at this node, with the key it adds if any.
+
+        Returns why it is refused (not a notice, an epoch not above the one held, a key
+        missing, of another id, or retired here, a listed key this node does not hold), or
+        None: the record is followed and the key offered to members. The driver publishes
+        the record next (Node.publish_record).
         """
         notice = _notice_of(record)
         if notice is None:
             return "the record is not a netkey notice"
-        if len(key) != NETWORK_KEY_BYTES or network_key_id(key) != notice.key_id:
-            return "the key is not the one the record names (its id differs)"
         if self.notice is not None and notice.epoch <= self.notice.epoch:
             return f"epoch {notice.epoch} is not newer than the epoch held here ({self.notice.epoch})"
-        self._adopt(now, notice, bytes(key), "")
+        given = ""
+        if key is not None:
+            if len(key) != NETWORK_KEY_BYTES or network_key_id(key) not in notice.wanted_ids:
+                return "the key is not the one the record names (its id differs)"
+            given = network_key_id(key)
+            if given in self._retired:
+                return f"key {given} was removed from this mesh and never comes back; make a new key"
+        elif notice.stage in ("rotate", "install"):
+            return f"a {notice.stage} record comes with its new key"
+        lacking = [k for k in notice.wanted_ids if k not in self._keys and k != given]
+        if notice.staged and lacking:
+            return f"this node does not hold key {lacking[0]} that the record lists; ask a node that does"
+        self._adopt(now, notice, None if key is None else bytes(key), "")
+        self._report(now)
         return None
 
     # --- HostedCore -------------------------------------------------------------------------
@@ -252,6 +229,13 @@ class NetKeyCore:
                 notice = _notice_of(record)
                 if notice is not None:
                     self._adopt(now, notice, None, "")
+            elif (
+                record.kind == KEYRING_KIND and record.key == self.node_id and self._version < record.version
+            ):
+                # Our own record from an earlier life (a peer kept it; our disk did not): say
+                # again what we hold now, above it.
+                self._published = None
+        self._report(now)
 
     def handle_message(self, now: float, pool: str, from_id: str, payload: bytes) -> None:
         if len(payload) > MESSAGE_MAX_BYTES:
@@ -264,16 +248,20 @@ class NetKeyCore:
         if type(msg) is not list or len(msg) < 2 or type(msg[0]) is not int or type(msg[1]) is not int:
             self._count("drop_malformed")
             return
-        if msg[0] == REQUEST:
-            self._answer(pool, from_id, msg[1], now)
+        if msg[0] == REQUEST and len(msg) == 2:
+            self._answer(pool, from_id, msg[1], None, now)
+        elif msg[0] == REQUEST and len(msg) == 3 and type(msg[2]) is bytes and len(msg[2]) == KEY_ID_BYTES:
+            self._answer(pool, from_id, msg[1], msg[2].hex(), now)
         elif msg[0] == OFFER and len(msg) == 3 and type(msg[2]) is bytes and len(msg[2]) == SEALED_KEY_BYTES:
             self._offered(now, from_id, msg[1], msg[2])
         else:
             self._count("drop_malformed")
+        self._report(now)
 
     def handle_timer(self, now: float) -> None:
         if self._start_at_s is not None and now >= self._start_at_s:
             self._start_at_s = None
+            self._published = self._held_holding()
             record = self._peers.notice_record()
             notice = _notice_of(record) if record is not None else None
             if notice is not None:
@@ -281,17 +269,22 @@ class NetKeyCore:
         notice = self.notice
         if self._use_at_s is not None and now >= self._use_at_s and notice is not None:
             self._use_at_s = None
-            self._primary = notice.key_id
-            self._events.append(NetworkKeyInUse(notice.epoch, notice.key_id, self._keys[notice.key_id]))
+            self._use(notice.key_id)
         if self._retire_at_s is not None and now >= self._retire_at_s and notice is not None:
             self._retire_at_s = None
-            self._retire([k for k in self._keys if k != notice.key_id], notice.epoch)
+            self._retire([k for k in self._keys if k != notice.key_id and k != self._primary])
         if self._ask_at_s is not None and now >= self._ask_at_s:
             self._ask(now)
+        if self._report_at_s is not None and now >= self._report_at_s:
+            self._report_at_s = None
+            self._publish_holding()
+        self._report(now)
 
     def next_deadline(self) -> float | None:
         times = [
-            t for t in (self._start_at_s, self._use_at_s, self._retire_at_s, self._ask_at_s) if t is not None
+            t
+            for t in (self._start_at_s, self._use_at_s, self._retire_at_s, self._ask_at_s, self._report_at_s)
+            if t is not None
         ]
         return min(times) if times else None
 
@@ -304,12 +297,13 @@ class NetKeyCore:
         return out
 
     def poll_records(self) -> list[tuple[Record, bool]]:
-        return []
+        out, self._records = self._records, []
+        return out
 
-    # --- the rotation -----------------------------------------------------------------------
+    # --- following the operator's record ------------------------------------------------------
 
     def _adopt(self, now: float, notice: NetKeyNotice, key: bytes | None, source: str) -> None:
-        """A newer notice: take its key if held (or given), else wait for a push, then ask."""
+        """A newer notice: take the keys it names if held (or given), else wait for a push, then ask."""
         held = self.notice
         if held is not None and (notice.epoch < held.epoch or notice == held):
             if notice != held:
@@ -324,54 +318,131 @@ class NetKeyCore:
                 self._shut_out.popitem(last=False)
         self.obtained_at_s = None
         self._use_at_s = self._retire_at_s = self._ask_at_s = None
-        if key is None and notice.key_id in self._keys:
-            self._obtained(now, self._keys[notice.key_id], newly=False, source=source)
-            return
-        if key is None:
-            ahead, self._pending = self._pending, []
-            for epoch, offered, sender in ahead:
-                if epoch > notice.epoch:
-                    self._pending.append((epoch, offered, sender))
-                elif epoch == notice.epoch and key is None:
-                    if network_key_id(offered) == notice.key_id:
-                        key, source = offered, sender
-                    else:
-                        self._count("drop_offer_wrong_key")
-        if key is not None:
-            self._obtained(now, key, newly=True, source=source)
-            return
         self._ask_interval_s = self.config.ask_interval_s
-        self._ask_at_s = now + self.config.pull_delay_s * (1.0 + self._rng.random())
+        if key is not None:
+            self._install(key, newly=True, source=source)
+        ahead, self._pending = self._pending, []
+        for epoch, offered, sender in ahead:
+            if epoch > notice.epoch:
+                self._pending.append((epoch, offered, sender))
+            elif network_key_id(offered) in self._missing():
+                self._install(offered, newly=True, source=sender)
+            elif network_key_id(offered) not in self._keys:
+                self._count("drop_offer_wrong_key")
+        self._settle(now)
 
-    def _obtained(self, now: float, key: bytes, *, newly: bool, source: str) -> None:
+    def _settle(self, now: float) -> None:
+        """Act on what the notice asks given the keys held: seal, drop, and fetch what is missing."""
+        notice = self.notice
+        if notice is None:
+            return
+        if notice.staged:
+            # The operator checked that every member holds the primary before `use`: seal at once.
+            if notice.key_id in self._keys and self._primary != notice.key_id:
+                self._use(notice.key_id)
+            # Never the key that still seals: a node that lacks the new primary keeps it till then.
+            self._retire([k for k in self._keys if k not in notice.wanted_ids and k != self._primary])
+        elif notice.key_id in self._keys and self.obtained_at_s is None:
+            self.obtained_at_s = now
+            use_at_s = now
+            if self._primary != notice.key_id:
+                use_at_s = now + self.config.use_after_s
+                self._use_at_s = use_at_s
+            # Older keys go only once the new one seals, whatever the grace.
+            self._retire_at_s = max(now + notice.grace_s, use_at_s)
+        if not self._missing():
+            self._ask_at_s = None
+            self._asked = ""
+        elif self._ask_at_s is None:
+            self._ask_at_s = now + self.config.pull_delay_s * (1.0 + self._rng.random())
+
+    def _missing(self) -> list[str]:
+        """Ids of the keys the notice names that we lack (never one retired here), in its order."""
+        notice = self.notice
+        if notice is None:
+            return []
+        return [k for k in notice.wanted_ids if k not in self._keys and k not in self._retired]
+
+    def _install(self, key: bytes, *, newly: bool, source: str) -> None:
         notice = self.notice
         assert notice is not None
-        key_id = notice.key_id
-        if key_id not in self._keys:
-            if len(self._keys) >= KEYS_MAX:
-                # Rotations faster than their grace: the oldest key that does not seal goes first.
-                oldest = next(k for k in self._keys if k != self._primary)
-                self._retire([oldest], notice.epoch)
-            self._keys[key_id] = key
-            self._events.append(NetworkKeyInstalled(notice.epoch, key_id, key))
-            self._count("keys_installed")
-        self.obtained_at_s = now
-        self._ask_at_s = None
-        self._asked = ""
-        use_at_s = now
-        if self._primary != key_id:
-            use_at_s = now + self.config.use_after_s
-            self._use_at_s = use_at_s
-        # Older keys go only once the new one seals, whatever the grace.
-        self._retire_at_s = max(now + notice.grace_s, use_at_s)
+        key_id = network_key_id(key)
+        if key_id in self._keys:
+            return
+        if len(self._keys) >= KEYS_MAX:
+            # Rotations faster than their grace: the oldest key that does not seal goes first.
+            spare = [k for k in self._keys if k != self._primary]
+            unlisted = [k for k in spare if k not in notice.wanted_ids]
+            self._retire([(unlisted or spare)[0]])
+        self._keys[key_id] = key
+        self._events.append(NetworkKeyInstalled(notice.epoch, key_id, key))
+        self._count("keys_installed")
         if newly:
             self._push(notice.epoch, key, source)
 
-    def _retire(self, key_ids: list[str], epoch: int) -> None:
+    def _use(self, key_id: str) -> None:
+        notice = self.notice
+        assert notice is not None
+        self._primary = key_id
+        self._events.append(NetworkKeyInUse(notice.epoch, key_id, self._keys[key_id]))
+
+    def _retire(self, key_ids: list[str]) -> None:
+        epoch = self.notice.epoch if self.notice is not None else 0
         keys = tuple(self._keys.pop(k) for k in key_ids if k in self._keys)
+        for key in keys:
+            self._retired[network_key_id(key)] = None
+            if len(self._retired) > RETIRED_KEPT:
+                self._retired.popitem(last=False)
         if keys:
             self._events.append(NetworkKeysRetired(epoch, keys))
             self._count("keys_retired", len(keys))
+
+    # --- saying what we hold --------------------------------------------------------------------
+
+    def _held_holding(self) -> KeyHolding | None:
+        record = self._peers.own_holding()
+        if record is None or record.deleted:
+            return None
+        self._version = max(self._version, record.version)
+        try:
+            return decode_holding(record.payload)
+        except DecodeError:
+            return None
+
+    def _holding(self) -> KeyHolding:
+        return KeyHolding(self.notice.epoch if self.notice else 0, self._primary, tuple(self._keys))
+
+    def _report(self, now: float) -> None:
+        """Say what we hold (our `keyring` record) if it changed since we last said: after a random
+        delay (NetKeyConfig.report_delay_min_s/max_s), and only once started (the store restored)."""
+        if self._start_at_s is not None or not self._primary or self._report_at_s is not None:
+            return
+        if self._holding() == self._published:
+            return
+        low, high = self.config.report_delay_min_s, self.config.report_delay_max_s
+        if high <= 0:
+            self._publish_holding()
+        else:
+            self._report_at_s = now + self._rng.uniform(low, high)
+
+    def _publish_holding(self) -> None:
+        holding = self._holding()
+        if holding == self._published or not self._primary:
+            return
+        self._published = holding
+        self._version = max(self._version, self._peers.latest_version()) + 1
+        record = sign_record(
+            self._node_key,
+            KEYRING_KIND,
+            self.node_id,
+            self._version,
+            self._peers.region_scope(),
+            encode_holding(holding),
+        )
+        self._records.append((record, False))
+        self._count("holdings_published")
+
+    # --- the spread -----------------------------------------------------------------------------
 
     def _targets(self) -> list[tuple[str, str]]:
         """(pool, id) of every live member a key may be sealed to, each once, region first."""
@@ -398,13 +469,21 @@ class NetKeyCore:
 
     def _ask(self, now: float) -> None:
         notice = self.notice
-        if notice is None or self.has_current:
+        missing = self._missing()
+        if notice is None or not missing:
+            self._ask_at_s = None
             return
         targets = self._targets()
         fresh = [t for t in targets if t[1] != self._asked] or targets
         if fresh:
             pool, node_id = self._rng.choice(fresh)
-            payload = msgpack.packb([REQUEST, notice.epoch])
+            # A rotation's key is asked for by epoch (as nodes before staged changes do); a
+            # staged change's keys by id, one at a time in the record's order.
+            wanted = missing[0]
+            fields: list[object] = [REQUEST, notice.epoch]
+            if notice.staged:
+                fields.append(bytes.fromhex(wanted))
+            payload = msgpack.packb(fields)
             self._out.append(AppSend(node_id, payload, pool))
             self._asked = node_id
             self._count("requests_sent")
@@ -412,9 +491,14 @@ class NetKeyCore:
         self._ask_at_s = now + self._ask_interval_s
         self._ask_interval_s = min(2 * self._ask_interval_s, self.config.ask_interval_max_s)
 
-    def _answer(self, pool: str, from_id: str, epoch: int, now: float) -> None:
+    def _answer(self, pool: str, from_id: str, epoch: int, wanted: str | None, now: float) -> None:
         notice = self.notice
-        if notice is None or epoch != notice.epoch or notice.key_id not in self._keys:
+        if wanted is None:  # by epoch: the rotation's key
+            held = notice is not None and epoch == notice.epoch and notice.key_id in self._keys
+            wanted = notice.key_id if notice is not None else ""
+        else:  # by id: only a key the operator's newest record names, whatever the asker's epoch
+            held = notice is not None and wanted in notice.wanted_ids and wanted in self._keys
+        if notice is None or not held:
             self._count("request_not_held")  # the asker retries elsewhere
             return
         if not self._may_receive(from_id):
@@ -428,7 +512,7 @@ class NetKeyCore:
         self._answered.move_to_end(from_id)
         if len(self._answered) > ANSWERED_KEPT:
             self._answered.popitem(last=False)
-        self._send_offer(pool, from_id, notice.epoch, self._keys[notice.key_id])
+        self._send_offer(pool, from_id, notice.epoch, self._keys[wanted])
 
     def _send_offer(self, pool: str, node_id: str, epoch: int, key: bytes) -> None:
         public_key = self._peers.member_key(node_id)
@@ -453,16 +537,18 @@ class NetKeyCore:
         if len(key) != NETWORK_KEY_BYTES:
             self._count("drop_offer_wrong_key")
             return
+        key_id = network_key_id(key)
         notice = self.notice
-        if notice is not None and epoch < notice.epoch:
+        if key_id in self._retired:
+            self._count("drop_offer_retired")  # a key dropped here never comes back
+        elif notice is not None and key_id in self._missing():
+            self._install(key, newly=True, source=from_id)
+            self._settle(now)
+        elif notice is not None and epoch < notice.epoch:
             self._count("offer_stale")
         elif notice is not None and epoch == notice.epoch:
-            if notice.key_id in self._keys:
-                self._count("offer_duplicate")
-            elif network_key_id(key) != notice.key_id:
-                self._count("drop_offer_wrong_key")  # not the key the operator named: never installed
-            else:
-                self._obtained(now, key, newly=True, source=from_id)
+            # Held already, or not a key the operator named: never installed.
+            self._count("offer_duplicate" if key_id in self._keys else "drop_offer_wrong_key")
         elif len(self._pending) >= PENDING_OFFERS_MAX:
             self._count("drop_offer_pending_full")
         else:

@@ -21,6 +21,16 @@ it at the end, and the offline region's members too once the run lasts
 OFFLINE_SETTLE_S past the heal (the record crosses back at the fleet pool's
 anti-entropy pace).
 
+The staged variant (`--scenario key-rotation-staged`) changes the key as an
+operator of `murmur keys install|use|remove` does: at ROTATE_AT_S an install at
+a random reachable node, at USE_AT_S a use, at REMOVE_AT_S a remove of the old
+key, each at a random reachable node that holds the new key (the one the CLI
+asks must hold every key its record lists). It reports, under `staged`, how long
+after the use each member sealed with the new key and after the remove dropped
+the old one; invariant `every_member_holds_only_the_new_key`: every reachable
+live member ends sealing with the new key and holding no other (the offline
+region too once the run lasts OFFLINE_SETTLE_S past the heal).
+
 Delivery is not changed by the keys: the simulator seals every frame with one
 shared key or none (sim/engine.py). Once members seal datagrams to each other
 pairwise (issue 8), the network key only seals joins, so a member that lacks
@@ -31,7 +41,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import nacl.signing
@@ -57,6 +67,8 @@ from sim.report import TIME_DIGITS, stats
 from sim.slot import NodeSlot
 
 ROTATE_AT_S = 10.0
+USE_AT_S = 20.0  # the staged variant: an operator's `keys use`, once `keys list` shows the key held
+REMOVE_AT_S = 30.0
 ROTATION_EPOCH = 1
 ROTATION_GRACE_S = 30
 OFFLINE_FROM_S = 5.0
@@ -66,6 +78,19 @@ OFFLINE_MIN_REGIONS = 3
 # 60 s in the wan profile): the invariant holds it to the key only once a run lasts this long after.
 OFFLINE_SETTLE_S = 90.0
 NETKEY_RNG_DOMAIN = "murmur-sim-netkey"
+
+
+def staged_records(operator: nacl.signing.SigningKey, old_key: bytes, new_key: bytes) -> list[Record]:
+    """The operator's install, use and remove records (as `murmur keys install|use|remove` sign them)."""
+    old, new = network_key_id(old_key), network_key_id(new_key)
+    notices = [
+        NetKeyNotice(1, old, 0, "install", stage="install", keys=((old, 0), (new, 1))),
+        NetKeyNotice(2, new, 0, "use", stage="use", keys=((old, 0), (new, 1))),
+        NetKeyNotice(3, new, 0, "remove", stage="remove", keys=((new, 1),)),
+    ]
+    return [
+        sign_record(operator, NETKEY_KIND, NETKEY_SLOT, n.epoch, "fleet", encode_notice(n)) for n in notices
+    ]
 
 
 def rotation_record(operator: nacl.signing.SigningKey, new_key: bytes) -> Record:
@@ -81,6 +106,7 @@ class KeyRotationWatch(Observer):
         self, fleet: Fleet, network_key: bytes, new_key: bytes, *, offline_region: int | None
     ) -> None:
         self.fleet = fleet
+        self.old_key = network_key
         self.new_key = new_key
         self.new_id = network_key_id(new_key)
         self.offline_region = offline_region
@@ -93,6 +119,9 @@ class KeyRotationWatch(Observer):
         self.held_at_s: dict[str, float] = {}  # node id -> when it installed the new key
         self.in_use: set[str] = set()
         self.retired: set[str] = set()
+        self.in_use_at_s: dict[str, float] = {}  # node id -> when it sealed with the new key
+        self.old_dropped_at_s: dict[str, float] = {}  # node id -> when it removed the old key
+        self.stages_at_s: dict[str, float] = {}  # install, use, remove -> when the operator sent it
         self._cores: dict[str, NetKeyCore] = {}
         fleet.hosted = self._hosted
 
@@ -139,6 +168,43 @@ class KeyRotationWatch(Observer):
 
         self.fleet.engine.call_at(at_s, rotate)
 
+    def stages_at(self, rng: random.Random, records: Sequence[Record]) -> None:
+        """install, use, remove at ROTATE_AT_S, USE_AT_S, REMOVE_AT_S, each at a random reachable node
+        that can follow it (the install's holds the old key, the others hold the new one)."""
+        for name, at_s, record in zip(
+            ("install", "use", "remove"), (ROTATE_AT_S, USE_AT_S, REMOVE_AT_S), records, strict=True
+        ):
+            self.fleet.engine.call_at(at_s, self._stage(name, rng, record))
+
+    def _stage(self, name: str, rng: random.Random, record: Record) -> Callable[[float], None]:
+        def stage(now: float) -> None:
+            fleet = self.fleet
+            candidates = [
+                i
+                for i in fleet.live()
+                if not fleet.slots[i].stalled
+                and fleet.slots[i].region != self.offline_region
+                and (name == "install" or fleet.slots[i].node_id in self.held_at_s)
+            ]
+            if not candidates:
+                return  # nobody holds the new key: the operator's `keys list` would say so
+            origin = rng.choice(candidates)
+            node_id = fleet.slots[origin].node_id
+            self.stages_at_s[name] = now
+            if name == "install":
+                self.origin, self.rotated_at_s = node_id, now
+            key = self.new_key if name == "install" else None
+
+            def accept(core: Any, t: float) -> None:
+                keys = self._cores[node_id]
+                problem = core.command(t, lambda at: keys.apply(at, record, key))
+                assert problem is None, problem
+                core.publish_record(t, record)
+
+            fleet.engine.call_node_at(now, origin, accept)
+
+        return stage
+
     # -- the cores' events -------------------------------------------------------------------
 
     def on_event(self, now: float, slot: NodeSlot, event: Event) -> None:
@@ -157,6 +223,7 @@ class KeyRotationWatch(Observer):
             ring.insert(0, event.key)
             if event.key_id == self.new_id:
                 self.in_use.add(slot.node_id)
+                self.in_use_at_s.setdefault(slot.node_id, now)
         elif t is NetworkKeysRetired:
             assert isinstance(event, NetworkKeysRetired)
             ring = self.keyrings.setdefault(slot.node_id, [])
@@ -164,6 +231,8 @@ class KeyRotationWatch(Observer):
                 if key in ring:
                     ring.remove(key)
             self.retired.add(slot.node_id)
+            if self.old_key in event.keys:
+                self.old_dropped_at_s.setdefault(slot.node_id, now)
 
     # -- the end ---------------------------------------------------------------------------------
 
@@ -183,6 +252,15 @@ class KeyRotationWatch(Observer):
         missing = [n for n in members if n not in self.held_at_s]
         for node_id in missing[:10]:
             invariants.violation(now, "every_member_holds_the_new_key", f"{node_id} never got the new key")
+        if "remove" not in self.stages_at_s:
+            return
+        invariants.check("every_member_holds_only_the_new_key")
+        wrong = [n for n in members if self.keyrings.get(n) != [self.new_key]]
+        for node_id in wrong[:10]:
+            ring = [network_key_id(k) for k in self.keyrings.get(node_id, [])]
+            invariants.violation(
+                now, "every_member_holds_only_the_new_key", f"{node_id} holds {ring} (primary first)"
+            )
 
     def report(self) -> dict[str, Any]:
         rotated = self.rotated_at_s
@@ -215,6 +293,22 @@ class KeyRotationWatch(Observer):
             "drops": {k: v for k, v in sorted(counters.items()) if k.startswith("drop_")},
             "offline_region": None,
         }
+        if self.stages_at_s:
+            use_at, remove_at = self.stages_at_s.get("use"), self.stages_at_s.get("remove")
+            out["staged"] = {
+                "stages_at_s": dict(self.stages_at_s),
+                "sealing_after_use_s": stats(
+                    [self.in_use_at_s.get(n, math.inf) - use_at for n in reachable]
+                    if use_at is not None
+                    else []
+                ),
+                "old_dropped_after_remove_s": stats(
+                    [self.old_dropped_at_s.get(n, math.inf) - remove_at for n in reachable]
+                    if remove_at is not None
+                    else []
+                ),
+                "holding_only_the_new_key": sum(1 for n in live if self.keyrings.get(n) == [self.new_key]),
+            }
         if self.offline_region is not None:
             away = self._members(True)
             after = [self.held_at_s[n] - OFFLINE_UNTIL_S if n in self.held_at_s else math.inf for n in away]

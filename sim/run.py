@@ -24,7 +24,7 @@ from sim.coldstart import ColdStartWatch
 from sim.fleet import SIM_CLUSTER_ID, Fleet, sim_invite
 from sim.invariants import Invariants
 from sim.inventory import InventoryWatch
-from sim.keyrotation import ROTATE_AT_S, KeyRotationWatch, rotation_record
+from sim.keyrotation import ROTATE_AT_S, KeyRotationWatch, rotation_record, staged_records
 from sim.leaders import LeaderWatch
 from sim.metrics import Metrics
 from sim.network import Network
@@ -41,7 +41,7 @@ BROADCAST_PAYLOAD_BYTES = 32
 # Scenarios whose nodes have node keys and admissions, as every real agent does:
 # signed alive claims, pairwise frames, admission checks. The others model
 # membership alone, and run faster.
-KEYED_SCENARIOS = ("inventory", "admission", "cold-start", "key-rotation")
+KEYED_SCENARIOS = ("inventory", "admission", "cold-start", "key-rotation", "key-rotation-staged")
 GC_GEN0_THRESHOLD = 50_000
 # The deployment set every scenario places: its operator-signed desired records are accepted
 # by a random live node (drawn from an RNG of its own) at this time.
@@ -244,7 +244,7 @@ def run_simulation(
         fleet.observe(Timeline(fleet, deployments, end_s=duration_s)) if series_out is not None else None
     )
     rotation: KeyRotationWatch | None = None
-    if scenario == "key-rotation":
+    if scenario in ("key-rotation", "key-rotation-staged"):
         new_key = hashlib.sha256(NEW_NETWORK_KEY_DOMAIN + str(seed).encode()).digest()
         rotation = fleet.observe(
             KeyRotationWatch(fleet, network_key, new_key, offline_region=scenarios.offline_region(regions))
@@ -276,7 +276,9 @@ def run_simulation(
     _watch_convergence(fleet, metrics, 0.0, duration_s, "all", converged, "warmup")
 
     plan = scenarios.schedule(fleet, scenario, duration_s, fault_rng, loss, operator)
-    if rotation is not None:
+    if rotation is not None and scenario == "key-rotation-staged":
+        rotation.stages_at(fault_rng, staged_records(operator, network_key, rotation.new_key))
+    elif rotation is not None:
         rotation.rotate_at(ROTATE_AT_S, fault_rng, rotation_record(operator, rotation.new_key))
     engine.call_at(plan.fault_at_s, metrics.start_traffic_window)
     if plan.broadcast_at_s is not None:

@@ -45,6 +45,9 @@ FAULT_AT_S, after a warm start has had time to settle, and stop early enough
   key at a random node; with 3 regions or more the last region is offline
   (partitioned from the others) from OFFLINE_FROM_S to OFFLINE_UNTIL_S.
   sim/keyrotation.py measures how long until every live member holds the key.
+- key-rotation-staged: the same fleet and offline region; the operator changes
+  the key in stages instead (install at ROTATE_AT_S, use at USE_AT_S, remove the
+  old key at REMOVE_AT_S, as `murmur keys install|use|remove` do).
 - swarm: a random fault schedule drawn from the seed (sim/swarm.py): crashes and
   restarts, partitions, loss bursts, stalls, leader crashes; `murmur sim --swarm`
   runs it over many seeds.
@@ -81,6 +84,7 @@ SCENARIOS = (
     "admission",
     "cold-start",
     "key-rotation",
+    "key-rotation-staged",
     "leader-crash",
     "swarm",
 )
@@ -264,7 +268,7 @@ def schedule(
         if operator is None or fleet.watch is None or not fleet.node_keys:
             raise ValueError("the admission scenario needs a keyed fleet, its watch and an operator key")
         return _admission(fleet, duration_s, rng, lossy, operator)
-    if scenario == "key-rotation":
+    if scenario in ("key-rotation", "key-rotation-staged"):
         if not fleet.node_keys or fleet.hosted is None:
             raise ValueError("the key-rotation scenario needs a keyed fleet hosting the key core")
         offline = offline_region(fleet.region_count)

@@ -1,4 +1,6 @@
-"""`murmur keys`: rotate the mesh's network key, or show the epoch a node holds.
+"""`murmur keys`: rotate the mesh's network key, change it in stages, list or show the keys.
+
+The stages (`list`, `install`, `use`, `remove`) are in mesh/cli/keystages.py.
 
 `murmur keys rotate --cluster DIR [--node URL] [--grace 1h] [--reason TEXT]`
 1. reads the node's public key and current key epoch (GET /v1/netkey);
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import binascii
 import json
 import os
 import secrets
@@ -29,10 +30,11 @@ import nacl.public
 import nacl.signing
 
 from gossip.netkey import GRACE_MAX_S, NETWORK_KEY_BYTES, REASON_MAX_CHARS, NetKeyNotice, network_key_id
-from gossip.records import PUBLIC_KEY_BYTES, key_id
+from gossip.records import key_id
 from mesh.cli import args as flags
 from mesh.cli.client import CliError, NodeClient
 from mesh.cli.helptext import command
+from mesh.cli.keystages import cmd_list, node_public_key, run_stage
 from mesh.cli.signing import key_flags, resolve_key
 from mesh.trust.cluster import ClusterError, cluster_network_epoch, rotate_cluster_key
 from mesh.trust.deploy import record_to_b64
@@ -45,20 +47,6 @@ def cluster_dir_of(args: argparse.Namespace) -> Path | None:
     """The cluster dir from --cluster or MURMUR_CLUSTER (None if neither is given)."""
     value = getattr(args, "cluster", None) or os.environ.get("MURMUR_CLUSTER")
     return Path(value) if value else None
-
-
-def _node_public_key(status: Any) -> tuple[str, bytes]:
-    """(node id, Ed25519 public key) from GET /v1/netkey; the key must be the id's."""
-    try:
-        node_id = str(status["node_id"])
-        public_key = base64.b64decode(status["public_key"], validate=True)
-    except (KeyError, TypeError, ValueError, binascii.Error):
-        raise CliError(
-            "the node's GET /v1/netkey answer has no node id and public key; is it a murmur agent?"
-        ) from None
-    if len(public_key) != PUBLIC_KEY_BYTES or key_id(public_key) != node_id:
-        raise CliError(f"node {node_id}'s public key does not match its id; refusing to send it a key")
-    return node_id, public_key
 
 
 def rotate(
@@ -76,13 +64,13 @@ def rotate(
     except ClusterError as exc:
         raise CliError(str(exc)) from None
     status = node.get("/v1/netkey")
-    node_id, node_public_key = _node_public_key(status)
+    node_id, receiver_key = node_public_key(status)
     held = status.get("epoch") if isinstance(status, dict) else 0
     epoch = max(held if isinstance(held, int) else 0, cluster_epoch) + 1
     new_key = secrets.token_bytes(NETWORK_KEY_BYTES)
     notice = NetKeyNotice(epoch, network_key_id(new_key), grace_s, reason, revoked)
     record = sign_netkey(key, node.next_record_version(key_id(bytes(key.verify_key))), notice)
-    receiver = nacl.signing.VerifyKey(node_public_key).to_curve25519_public_key()
+    receiver = nacl.signing.VerifyKey(receiver_key).to_curve25519_public_key()
     sealed = nacl.public.SealedBox(receiver).encrypt(new_key)
     body = {"record": record_to_b64(record), "sealed_key": base64.b64encode(bytes(sealed)).decode("ascii")}
     node.submit(key, "POST", "/v1/netkey", body)
@@ -98,6 +86,10 @@ def rotate(
 
 def cmd_keys(args: argparse.Namespace) -> int:
     node = NodeClient(args.node)
+    if args.action == "list":
+        return cmd_list(args, node)
+    if getattr(args, "key_id", "") and args.action in ("rotate", "show"):
+        raise CliError(f"murmur keys {args.action} takes no KEY_ID")
     if args.action == "show":
         status = node.get("/v1/netkey")
         if args.json:
@@ -119,6 +111,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
     if len(args.reason) > REASON_MAX_CHARS:
         raise CliError(f"--reason is limited to {REASON_MAX_CHARS} characters")
     key = resolve_key(args)
+    if args.action != "rotate":
+        return run_stage(args, node, key, cluster_dir)
     node_id, epoch, new_id = rotate(
         node, key, cluster_dir, grace_s=args.grace, reason=args.reason or "manual"
     )
@@ -144,23 +138,54 @@ def register(sub: Any, node_help: str) -> None:
     keys = command(
         sub,
         "keys",
-        summary="rotate the network key (rotate), or show a node's key epoch (show)",
-        description="rotate: make a new network key, hand it to the asked node sealed to its key, and let "
-        "it spread to every member; tokens issued from the cluster dir carry it from then on. "
-        "show: the network key epoch the asked node holds.",
+        summary="change the network key in one step (rotate) or in stages (install, use, remove); list",
+        description="list: every network key the fleet holds (ids, never keys), how many alive members hold "
+        "each and where it seals, per region and in total. "
+        "install: make a new key (or read --key-file F) and spread it to every member, sealed to each; "
+        "nothing seals with it yet. "
+        "use KEY_ID: make it the key that seals, everywhere (refused while an alive member lacks it, "
+        "unless --force). "
+        "remove KEY_ID: drop it everywhere, for good (never the primary: use another first). "
+        "rotate: all of it in one step (install, seal with it 30 s after each member gets it, drop the "
+        "older keys --grace later); murmur revoke does this. "
+        "show: the network-key record and keyring of the asked node. "
+        "install, use, remove and rotate need the root operator key (--cluster DIR), and write the "
+        "cluster dir's join.token to match, so tokens from murmur invite carry the fleet's keys.",
         examples=[
-            "murmur --cluster ./mycluster keys rotate --reason 'laptop lost'",
+            "murmur --cluster ./mycluster keys install          # prints the new key's id",
+            "murmur keys list                                   # wait until it shows 12/12 held",
+            "murmur --cluster ./mycluster keys use 3f9a1c0e",
+            "murmur --cluster ./mycluster keys remove 77d2b4e1",
+            "murmur --cluster ./mycluster keys install --key-file new.key",
+            "murmur --cluster ./mycluster keys rotate --reason 'laptop lost'   # all in one step",
             "murmur --node http://10.0.0.5:7800 keys show --json",
         ],
     )
-    keys.add_argument("action", choices=("rotate", "show"), help="rotate the key, or show the epoch held")
+    keys.add_argument(
+        "action",
+        choices=("list", "install", "use", "remove", "rotate", "show"),
+        help="list the fleet's keys; install, use or remove one; rotate in one step; show this node's",
+    )
+    keys.add_argument(
+        "key_id", nargs="?", default="", help="use, remove: the key's id (or its first 6+ characters)"
+    )
+    keys.add_argument(
+        "--key-file",
+        default="",
+        help="install: the key to install (32 bytes, raw, hex or base64); default: make one",
+    )
+    keys.add_argument(
+        "--force",
+        action="store_true",
+        help="use: even if some alive members lack the key (they say how many)",
+    )
     keys.add_argument(
         "--grace",
         type=grace_s,
         default=int(DEFAULT_GRACE_S),
         help="rotate: how long members keep the older keys after they get the new one (default 1h)",
     )
-    keys.add_argument("--reason", default="", help="rotate: why (kept in the record)")
-    keys.add_argument("--json", action="store_true", help="show: print JSON")
+    keys.add_argument("--reason", default="", help="install, use, remove, rotate: why (kept in the record)")
+    keys.add_argument("--json", action="store_true", help="print JSON")
     key_flags(keys, node_help)
     keys.set_defaults(func=cmd_keys)

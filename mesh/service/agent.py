@@ -30,7 +30,7 @@ from gossip.events import (
     Revoked,
 )
 from gossip.kinds import INVENTORY_KIND, NETKEY_KIND, REBALANCE_KIND, REVOCATION_KIND
-from gossip.netkey import NETKEY_SLOT, decode_notice
+from gossip.netkey import NETKEY_SLOT, decode_notice, network_key_id
 from gossip.node import MemberView, RegionSummary
 from gossip.records import Record, key_id, sign_record
 from gossip.trust import StaticTrust
@@ -394,9 +394,10 @@ class Agent:
             raise SubmitRefused(503, "this node does not run the network-key core")
         return key_status(self.netkeys, self.node_id, self.identity.public_key)
 
-    def rotate_network_key(self, record: Record, sealed_key: bytes) -> bool:
-        """An operator's rotation (a checked `netkey` record and the key sealed to us): install the
-        key (persisted before this returns), then persist and publish the record; True if new."""
+    def rotate_network_key(self, record: Record, sealed_key: bytes | None) -> bool:
+        """An operator's `netkey` record (checked by the API), with the key it adds sealed to us (a
+        rotation, an install; None for use and remove): install the key (persisted before this
+        returns), then persist and publish the record; True if new."""
         core = self.netkeys
         if core is None:
             raise SubmitRefused(503, "this node does not run the network-key core")
@@ -412,25 +413,33 @@ class Agent:
         ):
             raise SubmitRefused(
                 409,
-                f"epoch {notice.epoch} is not newer than the rotation this node holds (epoch "
-                f"{held.epoch if held else 0}); run murmur keys rotate again (it reads the epoch first)",
+                f"epoch {notice.epoch} is not newer than the network-key record this node holds (epoch "
+                f"{held.epoch if held else 0}); run the murmur keys command again (it reads the epoch first)",
             )
-        key = open_sealed_key(self.identity.signing_key, sealed_key)
-        if key is None:
-            raise SubmitRefused(
-                400,
-                f"the key is not sealed to this node's public key (node {self.node_id}); murmur keys rotate "
-                "seals it to the key GET /v1/netkey shows",
-            )
-        problem = self.runtime.drive(
-            lambda now: self.node.command(now, lambda t: core.rotate(t, key, record))
-        )
+        key = None
+        if sealed_key is not None:
+            key = open_sealed_key(self.identity.signing_key, sealed_key)
+            if key is None:
+                raise SubmitRefused(
+                    400,
+                    f"the key is not sealed to this node's public key (node {self.node_id}); murmur keys "
+                    "seals it to the key GET /v1/netkey shows",
+                )
+            if network_key_id(key) in core.retired_ids:
+                raise SubmitRefused(
+                    409,
+                    f"key {network_key_id(key)} was removed from this mesh, and a removed key never comes "
+                    "back (anyone who held it may still have it); make a new one: murmur keys install",
+                )
+        problem = self.runtime.drive(lambda now: self.node.command(now, lambda t: core.apply(t, record, key)))
         if problem is not None:
-            raise SubmitRefused(400, problem)
+            raise SubmitRefused(409 if "does not hold key" in problem else 400, problem)
         log.warning(
-            "network key rotated by an operator at this node: epoch %d, key %s (%s)",
+            "network key %s by an operator at this node: epoch %d, primary %s, keys %s (%s)",
+            "rotated" if notice.stage == "rotate" else f"change ({notice.stage})",
             notice.epoch,
             notice.key_id,
+            ", ".join(notice.wanted_ids),
             notice.reason or "no reason given",
         )
         return self.submit_record(record)

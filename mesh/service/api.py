@@ -138,7 +138,7 @@ class NodeService(Protocol):
     def operators(self) -> list[dict[str, Any]]: ...
     def revocations(self) -> list[dict[str, Any]]: ...
     def netkey_status(self) -> dict[str, Any]: ...
-    def rotate_network_key(self, record: Record, sealed_key: bytes) -> bool: ...
+    def rotate_network_key(self, record: Record, sealed_key: bytes | None) -> bool: ...
     def own_region(self) -> dict[str, Any]: ...
     @property
     def artifacts(self) -> ArtifactStore: ...
@@ -418,10 +418,14 @@ SEALED_KEY_MAX_BYTES = 128  # a SealedBox of a 32-byte key is 80 bytes
 
 @refusals
 async def post_netkey(request: web.Request) -> web.Response:
-    """A rotation of the network key: a root-operator `netkey` record and the key sealed to this node."""
+    """A change of the network keys: a root-operator `netkey` record (a rotation, or a staged install,
+    use or remove), with the key it adds sealed to this node (rotation and install)."""
     body, signer = await read_signed(request)
     service = request.app[SERVICE]
-    shape = '{"record": "<base64 signed netkey record>", "sealed_key": "<base64 key sealed to this node>"}'
+    shape = (
+        '{"record": "<base64 signed netkey record>", "sealed_key": "<base64 key sealed to this node>"}'
+        " (sealed_key: rotate and install only)"
+    )
     doc = json_object(body, shape)
     record = record_of(doc)
     if not service.is_root_operator(signer):
@@ -435,12 +439,15 @@ async def post_netkey(request: web.Request) -> web.Response:
     problem = check_trust_record(record, kind=NETKEY_KIND, signer=signer, public_key=public_key)
     if problem is not None:
         raise SubmitRefused(400, problem)
-    try:
-        sealed = base64.b64decode(str(doc.get("sealed_key", "")), validate=True)
-    except (ValueError, TypeError):
-        sealed = b""
-    if not 0 < len(sealed) <= SEALED_KEY_MAX_BYTES:
-        raise SubmitRefused(400, f"sealed_key must be base64 of the key sealed to this node; {shape}")
+    # A rotation and an install bring a key; use and remove only name keys members hold.
+    sealed: bytes | None = None
+    if doc.get("sealed_key") is not None:
+        try:
+            sealed = base64.b64decode(str(doc.get("sealed_key", "")), validate=True)
+        except (ValueError, TypeError):
+            sealed = b""
+        if not 0 < len(sealed) <= SEALED_KEY_MAX_BYTES:
+            raise SubmitRefused(400, f"sealed_key must be base64 of the key sealed to this node; {shape}")
     new = service.rotate_network_key(record, sealed)
     status = service.netkey_status()
     return web.json_response(

@@ -36,9 +36,9 @@ KINDS: dict[str, str] = {
     "command_accepted": "this node accepted an operator's signed command (persisted, then gossiped)",
     "join_refused": "this node refused to admit a node (its invite or admission is not valid)",
     "node_revoked": "an operator's revocation reached this node",
-    "key_rotated": "this node installed a new network key (a rotation reached it)",
-    "key_in_use": "this node now seals with the newest network key",
-    "key_retired": "the old network keys' grace period ended; this node removed them",
+    "key_rotated": "this node installed a new network key (a rotation or a `keys install` reached it)",
+    "key_in_use": "this node now seals with the newest network key (or the one `keys use` named)",
+    "key_retired": "this node removed network keys (a rotation's grace period ended, or `keys remove`)",
     "leader_elected": "this node learned of a new leader of its region (or term)",
     "leader_lost": "this node knows no leader of its region any more",
     "voters_changed": "this node stored a new voter configuration of its region",
@@ -136,7 +136,7 @@ def _key_in_use(event: NetworkKeyInUse, ctx: Context) -> list[Observation]:
 
 
 def _keys_retired(event: NetworkKeysRetired, ctx: Context) -> list[Observation]:
-    reason = f"{len(event.keys)} key(s) older than epoch {event.epoch} removed (grace period over)"
+    reason = f"{len(event.keys)} key(s) removed at epoch {event.epoch} (a grace period over, or keys remove)"
     return [Observation("key_retired", f"epoch {event.epoch}", reason, (("epoch", event.epoch),))]
 
 

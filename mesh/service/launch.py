@@ -56,6 +56,7 @@ from mesh.service.election import SqliteHardState
 from mesh.service.fdlimit import raise_open_files_limit
 from mesh.service.fetcher import Fetcher
 from mesh.service.httpguard import API_HEAD_TIMEOUT_S, ApiGuard, api_caps
+from mesh.service.keysapi import add_routes as add_keyring_routes
 from mesh.service.lograte import install_repeat_filter
 from mesh.service.metrics import election_source, placement_source
 from mesh.service.modeldebug import add_routes as add_model_debug_routes
@@ -239,6 +240,7 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
             peers=GossipPeers(gossip),
             keys=keyring.keys,
             now=loop.time(),
+            retired=keys.retired,
         )
         # The region's leader election: its hard state in the node database (saved, synced,
         # before any message that depends on it leaves), votes signed with the node key.
@@ -355,6 +357,7 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
                 token=inference_token,
             ),
         )
+        add_keyring_routes(app)
         app.middlewares.append(guard.middleware)
         # keepalive_timeout: aiohttp's own idle close agrees with the guard's head deadline.
         runner = web.AppRunner(

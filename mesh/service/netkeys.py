@@ -145,7 +145,8 @@ class KeyKeeper:
 
 
 def key_status(core: NetKeyCore, node_id: str, public_key: bytes) -> dict[str, Any]:
-    """GET /v1/netkey: this node's identity (what `murmur keys rotate` seals to) and its key epoch.
+    """GET /v1/netkey: this node's identity (what `murmur keys rotate|install` seals to), the newest
+    `netkey` record it follows, and its own keyring.
 
     Key ids only: a key never leaves the node by the API."""
     notice = core.notice
@@ -160,6 +161,10 @@ def key_status(core: NetKeyCore, node_id: str, public_key: bytes) -> dict[str, A
         "holds_current": core.has_current,
         "primary_key_id": core.primary_id,
         "installed_key_ids": list(core.key_ids),
+        # A staged change's whole keyring (install, use, remove); a rotation lists none.
+        "stage": notice.stage if notice is not None else None,
+        "keys": [{"key_id": k, "epoch": e} for k, e in notice.keys] if notice is not None else [],
+        "retired_key_ids": list(core.retired_ids),
     }
 
 

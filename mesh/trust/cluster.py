@@ -268,13 +268,27 @@ def rotate_cluster_key(cluster_dir: Path, new_key: bytes, epoch: int) -> JoinTok
     join.token (so `murmur invite` tokens carry it) and the epoch in cluster.json. Atomic per file."""
     if len(new_key) != NETWORK_KEY_BYTES:
         raise ClusterError(f"a network key is {NETWORK_KEY_BYTES} bytes")
+    _cluster_id, _operator, token = load_cluster_dir(cluster_dir)
+    return set_cluster_keys(cluster_dir, (new_key, token.network_keys[0]), epoch)
+
+
+def set_cluster_keys(cluster_dir: Path, keys: tuple[bytes, ...], epoch: int) -> JoinToken:
+    """Write the cluster's network keys (primary first) into join.token, and the epoch into
+    cluster.json: a rotation, or a staged change (`murmur keys install|use|remove`)."""
+    if not 1 <= len(keys) <= NETWORK_KEYS_MAX or any(len(k) != NETWORK_KEY_BYTES for k in keys):
+        raise ClusterError(f"a token holds 1 to {NETWORK_KEYS_MAX} network keys of {NETWORK_KEY_BYTES} bytes")
     cluster_id, _operator, token = load_cluster_dir(cluster_dir)
-    rotated = JoinToken(cluster_id, (new_key, token.network_keys[0]), token.operator_key, token.invite)
+    changed = JoinToken(cluster_id, keys, token.operator_key, token.invite)
     doc = json.loads(read_bounded(cluster_dir / CLUSTER_FILE, CLUSTER_FILE_MAX_BYTES, "cluster file"))
     doc["network_epoch"] = epoch
     try:
-        replace_file(cluster_dir / TOKEN_FILE, rotated.to_json().encode("utf-8"))
+        replace_file(cluster_dir / TOKEN_FILE, changed.to_json().encode("utf-8"))
         replace_file(cluster_dir / CLUSTER_FILE, (json.dumps(doc, indent=2) + "\n").encode(), mode=0o644)
     except OSError as exc:
         raise ClusterError(f"{cluster_dir}: cannot write the new network key ({exc})") from None
-    return rotated
+    return changed
+
+
+def cluster_network_keys(cluster_dir: Path) -> tuple[bytes, ...]:
+    """The network keys join.token carries (primary first)."""
+    return load_cluster_dir(cluster_dir)[2].network_keys

@@ -143,10 +143,10 @@ def test_default_table_is_todays_rules() -> None:
     assert (
         " ".join(k.name for k in by_priority)
         == "revocation trust netkey admission desired scheduling rebalance voters-reset placement replicas "
-        "inventory"
+        "inventory keyring"
     )
     node_kinds = {k.name for k in DEFAULT_KINDS.values() if k.node_record}
-    assert node_kinds == {"inventory", "placement", "replicas", "admission"}
+    assert node_kinds == {"inventory", "placement", "replicas", "admission", "keyring"}
     assert {k.name for k in DEFAULT_KINDS.values() if not k.deletable} == {
         "revocation",
         "trust",

@@ -12,6 +12,7 @@ from gossip.kinds import (
     DEFAULT_KINDS,
     DESIRED_KIND,
     INVENTORY_KIND,
+    KEYRING_KIND,
     NETKEY_KIND,
     PLACEMENT_KIND,
     REBALANCE_KIND,
@@ -102,12 +103,14 @@ def test_the_default_table_checks_no_payload() -> None:
     assert s.merge(0.0, [record]) == [record]
     assert {p.name for p in DEFAULT_KINDS.values() if p.payload_check is not None} == {
         NETKEY_KIND,
+        KEYRING_KIND,
         VOTERS_RESET_KIND,
     }
     assert {p.name for p in CHECKED_KINDS.values() if p.payload_check is not None} == {
         DESIRED_KIND,
         INVENTORY_KIND,
         NETKEY_KIND,
+        KEYRING_KIND,
         PLACEMENT_KIND,
         REPLICAS_KIND,
         SCHEDULING_KIND,

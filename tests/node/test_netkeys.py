@@ -56,7 +56,9 @@ def node_key(i: int) -> nacl.signing.SigningKey:
 INVITE = adm.sign_invite(OPERATOR, CLUSTER, expires_at_s=1_800_000_000, nonce=b"\x02" * 16)
 
 
-def add(link: Link, i: int, region: str, keys: tuple[bytes, ...] = (OLD_KEY,)) -> Node:
+def add(
+    link: Link, i: int, region: str, keys: tuple[bytes, ...] = (OLD_KEY,), retired: tuple[str, ...] = ()
+) -> Node:
     """A keyed node in admission mode hosting the key core, on the link (as Link.add_node does)."""
     key = node_key(i)
     admission = adm.make_admission(key, INVITE, region=region, admitted_at_s=1_700_000_000)
@@ -80,6 +82,7 @@ def add(link: Link, i: int, region: str, keys: tuple[bytes, ...] = (OLD_KEY,)) -
         keys=keys,
         now=link.now,
         config=CONFIG,
+        retired=retired,
     )
     node = Node(gossip, [core])
     link.nodes[gossip.addr] = node

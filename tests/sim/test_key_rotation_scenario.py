@@ -39,3 +39,18 @@ def test_same_seed_same_key_rotation_report() -> None:
     a, _ = simulate(40, 3, "key-rotation", 3, 60.0)
     b, _ = simulate(40, 3, "key-rotation", 3, 60.0)
     assert without_host_figures(a) == without_host_figures(b)
+
+
+@pytest.mark.parametrize("seed", (1, 2))
+def test_staged_install_use_remove_ends_with_only_the_new_key_everywhere(seed: int) -> None:
+    report, why = simulate(60, 3, "key-rotation-staged", seed, 130.0)
+    assert_invariants_hold(report, why)
+    assert "every_member_holds_only_the_new_key" in report["invariants"]["checked"], why
+    rot = report["key_rotation"]
+    staged = rot["staged"]
+    assert staged["stages_at_s"] == {"install": 10.0, "use": 20.0, "remove": 30.0}, why
+    # Every live member (the offline region too, after the heal) seals with the new key alone.
+    assert staged["holding_only_the_new_key"] == 60, why
+    assert staged["sealing_after_use_s"]["max"] is not None, why
+    assert staged["old_dropped_after_remove_s"]["max"] is not None, why
+    assert rot["offline_region"]["held_before_heal"] == 0, why
