@@ -110,12 +110,17 @@ class PlacementConfig:
     leaderless_after_s: float = 3.0  # no leader this long: take over provisionally (one election round)
     state_poll_s: float = 0.5  # ask the runtime this often while a replica is on its way
     retry_unproven_s: float = 5.0  # re-check placements whose certificate's keys were unknown
+    # A node still reports a replica the applied placement dropped, from an older placement, this
+    # long after it was applied: the node lost it (both sendings), publish a newer epoch again.
+    release_retry_s: float = 3.0
 
     def __post_init__(self) -> None:
         if min(self.react_delay_s, self.refresh_interval_s, self.leaderless_after_s) < 0:
             raise ValueError("react_delay_s, refresh_interval_s and leaderless_after_s must be 0 or more")
-        if self.state_poll_s <= 0 or self.retry_unproven_s <= 0 or self.refresh_interval_s <= 0:
-            raise ValueError("state_poll_s, retry_unproven_s and refresh_interval_s must be above 0")
+        if min(self.state_poll_s, self.retry_unproven_s, self.refresh_interval_s, self.release_retry_s) <= 0:
+            raise ValueError(
+                "state_poll_s, retry_unproven_s, refresh_interval_s and release_retry_s must be above 0"
+            )
 
 
 @dataclass(frozen=True, slots=True, order=True)
