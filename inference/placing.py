@@ -22,11 +22,10 @@ node's replicas and takeovers); its inputs, checks and record live in modules of
    node computes `place(provisional=True)` from the applied placement and the
    same records, and takes over the provisional replicas it is given; the next
    applied placement supersedes them.
-5. **A serving replica leaves its node only when a newer placement confirms it.**
-   A node keeps a ready replica the applied placement lacks and reports it; the
-   leader either takes it back into the placement (duplicates after a heal keep
-   the serving ones) or publishes a newer placement without it, and only then
-   does the node drop it.
+5. **A serving replica leaves its node only when a newer placement confirms it.** A node keeps a
+   ready replica the applied placement lacks and reports it; the leader takes it back (after a heal
+   the serving duplicates stay) or publishes a newer placement without it, then the node drops it;
+   a node still a placement behind `release_retry_s` later lost it: the leader publishes again.
 
 The core sends no application messages: records carry everything.
 """
@@ -153,6 +152,7 @@ class PlacementCore:
         self._runtime = runtime
         self._scope = REGION_SCOPE_PREFIX + region
         self._applied: Applied | None = None
+        self._applied_at_s = now  # when the applied placement was applied here (a leader: published)
         self._own: dict[str, _Own] = {}
         self._provisional: dict[str, int] = {}  # deployment -> slot, taken over without a leader
         self._takeover_fresh = False
@@ -344,7 +344,7 @@ class PlacementCore:
                     else ChangeKind.MOVED
                 )
                 changes.append(AppliedChange(key[0], key[1], kind, old, new))
-        self._applied = Applied(valid.record, valid.stamp, valid.leader)
+        self._applied, self._applied_at_s = Applied(valid.record, valid.stamp, valid.leader), now
         # A newer placement supersedes what was taken over without a leader.
         self._provisional = {}
         self._takeover_fresh = False
@@ -395,7 +395,8 @@ class PlacementCore:
         # replica becoming ready never makes a new placement.
         placed = tuple(Assignment(a.deployment, a.slot, a.node_id) for a in kept)
         unchanged = placed == tuple(Assignment(a.deployment, a.slot, a.node_id) for a in before)
-        release = releases_pending(placed, inputs.reports, applied.stamp if applied else None)
+        behind = now >= self._applied_at_s + self.settings.release_retry_s  # see releases_pending
+        release = releases_pending(placed, inputs.reports, applied.stamp if applied else None, behind=behind)
         if (unchanged or (applied is None and not placed)) and not release and not rebalance:
             return
         epoch = 1

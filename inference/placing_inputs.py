@@ -181,15 +181,25 @@ def leader_current(
 
 
 def releases_pending(
-    placed: Iterable[Assignment], reports: Mapping[str, ReplicaReport], applied: Stamp | None
+    placed: Iterable[Assignment],
+    reports: Mapping[str, ReplicaReport],
+    applied: Stamp | None,
+    *,
+    behind: bool = False,
 ) -> bool:
     """True if a node that applied the `applied` placement still reports a replica `placed` lacks:
-    it keeps a serving replica until a newer placement confirms the drop (placing.py)."""
+    it keeps a serving replica until a newer placement confirms the drop (placing.py).
+
+    With `behind`, also a node whose report is older than `applied`: once `applied` has been
+    out for a while, that node lost it (both of the author's sendings), and only anti-entropy
+    would bring it, within a push-pull period (90 s in a region of 100): the leader publishes
+    a newer epoch, which goes to every member again."""
     if applied is None:
         return False
     where = {(a.deployment, a.node_id) for a in placed}
     return any(
-        report.stamp == applied and any((h.deployment, node_id) not in where for h in report.replicas)
+        (report.stamp == applied or (behind and (report.stamp is None or newer(applied, report.stamp))))
+        and any((h.deployment, node_id) not in where for h in report.replicas)
         for node_id, report in reports.items()
     )
 

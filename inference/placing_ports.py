@@ -115,6 +115,9 @@ class PlacementConfig:
     # a crashed host is confirmed dead only after its suspicion runs out (several seconds), and
     # a refuted suspicion, the common false alarm, ends well within this delay.
     standby_after_s: float = 1.0
+    # A node still reports a replica the applied placement dropped, from an older placement, this
+    # long after it was applied: the node lost it (both sendings), publish a newer epoch again.
+    release_retry_s: float = 3.0
 
     def __post_init__(self) -> None:
         if min(self.react_delay_s, self.refresh_interval_s, self.leaderless_after_s) < 0 or (
@@ -123,8 +126,10 @@ class PlacementConfig:
             raise ValueError(
                 "react_delay_s, refresh_interval_s, leaderless_after_s and standby_after_s must be 0 or more"
             )
-        if self.state_poll_s <= 0 or self.retry_unproven_s <= 0 or self.refresh_interval_s <= 0:
-            raise ValueError("state_poll_s, retry_unproven_s and refresh_interval_s must be above 0")
+        if min(self.state_poll_s, self.retry_unproven_s, self.refresh_interval_s, self.release_retry_s) <= 0:
+            raise ValueError(
+                "state_poll_s, retry_unproven_s, refresh_interval_s and release_retry_s must be above 0"
+            )
 
 
 @dataclass(frozen=True, slots=True, order=True)

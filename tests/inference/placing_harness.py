@@ -5,7 +5,7 @@ fake election that names the leader and hands out real certificates."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import nacl.signing
@@ -124,6 +124,8 @@ class Cluster:
         self.members: list[Member] = []
         self.side: dict[str, int] = {}
         self.operator_version = 0
+        # (record, receiver) -> True to lose that delivery (a datagram lost both times it was sent)
+        self.lost: Callable[[Record, str], bool] | None = None
         for i in range(n):
             store = new_store()
             views = {IDS[j]: MemberState.ALIVE for j in range(n)}
@@ -152,6 +154,8 @@ class Cluster:
         """Merge into every reachable store (all of them for an operator's record)."""
         for m in self.members:
             if origin is not None and not self.reachable(origin, m.node_id):
+                continue
+            if self.lost is not None and self.lost(record, m.node_id):
                 continue
             new = m.store.merge(self.now, [record])
             if new:
