@@ -108,23 +108,24 @@ def _only_loopback() -> bool:
     return [name for _, name in socket.if_nameindex()] == ["lo"]
 
 
-def ensure_private_netns(argv: Sequence[str]) -> None:
-    """Return if already alone with loopback; else re-exec this script under `unshare -n`."""
+def ensure_private_netns(argv: Sequence[str], script: Path | None = None) -> None:
+    """Return if already alone with loopback; else re-exec `script` (default this one) with `argv`
+    under `unshare -n` (bench/inference_bench.py uses it too)."""
+    script = (script or Path(__file__)).resolve()
+    name = script.stem
     if _only_loopback():
         # Our own namespace's lo, nothing else: bringing it up is idempotent and harmless.
         subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
         return
     if os.environ.get(NETNS_ENV):
-        raise SystemExit("agent_idle: still not in a private network namespace after unshare -n; giving up")
+        raise SystemExit(f"{name}: still not in a private network namespace after unshare -n; giving up")
     if shutil.which("unshare") is None or shutil.which("ip") is None:
-        raise SystemExit(
-            "agent_idle: needs unshare(1) and ip(8) (util-linux, iproute2) to isolate the network"
-        )
+        raise SystemExit(f"{name}: needs unshare(1) and ip(8) (util-linux, iproute2) to isolate the network")
     if os.geteuid() != 0:
         raise SystemExit(
-            "agent_idle: needs root to create a private network namespace; run it as root, or where "
+            f"{name}: needs root to create a private network namespace; run it as root, or where "
             "unprivileged user namespaces are allowed: "
-            "unshare -rn sh -c 'ip link set lo up && exec .venv/bin/python bench/agent_idle.py'"
+            f"unshare -rn sh -c 'ip link set lo up && exec .venv/bin/python bench/{script.name}'"
         )
     os.environ[NETNS_ENV] = "1"
     cmd = [
@@ -134,10 +135,10 @@ def ensure_private_netns(argv: Sequence[str]) -> None:
         "-c",
         'ip link set lo up && exec "$0" "$@"',
         sys.executable,
-        str(Path(__file__).resolve()),
+        str(script),
         *argv,
     ]
-    print(f"agent_idle: re-executing in a private network namespace: {' '.join(cmd)}", file=sys.stderr)
+    print(f"{name}: re-executing in a private network namespace: {' '.join(cmd)}", file=sys.stderr)
     sys.stderr.flush()
     sys.stdout.flush()
     os.execvp(cmd[0], cmd)

@@ -34,7 +34,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -53,13 +52,15 @@ from provenance import source_version
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from agent_idle import BenchError, ensure_private_netns, start_baseline, stop_baseline  # noqa: E402
+
 from inference.batching import NO_BATCHING, BatchPolicy  # noqa: E402
 from inference.manifest import manifest_from_doc  # noqa: E402
 from inference.requestqueue import PRIORITY_HEADER, Priority  # noqa: E402
 from inference.v2codec import HEADER_LENGTH_HEADER  # noqa: E402
 from mesh.dev.localmesh import LocalAgent, LocalMesh, wait_until  # noqa: E402
 from mesh.examples.build_models import MODELS_DIR  # noqa: E402
-from mesh.service.modelhost import (  # noqa: E402  # noqa: E402
+from mesh.service.modelhost import (  # noqa: E402
     INFERENCE_THREADS_DEFAULT,
     INTRA_OP_THREADS_DEFAULT,
     HostSettings,
@@ -68,7 +69,6 @@ from mesh.service.modelhost import (  # noqa: E402  # noqa: E402
 from mesh.service.modellanes import ModelLanes  # noqa: E402
 from mesh.service.servedmodels import ServedModels  # noqa: E402
 
-NETNS_ENV = "MURMUR_BENCH_NETNS"
 MODELS = ("vibration-anomaly", "tabular-mlp", "image-classifier")
 INPUT_SHAPES = {"vibration-anomaly": (3, 128), "tabular-mlp": (16,), "image-classifier": (3, 32, 32)}
 INPUT_NAMES = {"vibration-anomaly": "window", "tabular-mlp": "features", "image-classifier": "image"}
@@ -79,51 +79,7 @@ SETTLE_S = 8.0  # the first inventory (and its accelerator probe) is done by the
 MIB = 2**20
 BATCH_POLICY = BatchPolicy(max_batch=8, max_delay_s=0.002)
 
-BASELINE_CODE = """\
-import asyncio, signal
-import aiohttp, msgpack, nacl.secret, nacl.signing
-from aiohttp import web
-
-async def main():
-    runner = web.AppRunner(web.Application())
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    print("ready", flush=True)
-    await stop.wait()
-    await runner.cleanup()
-
-asyncio.run(main())
-"""
-
-
-class BenchError(Exception):
-    """A step of the benchmark did not happen in time."""
-
-
-# --- network namespace and processes ------------------------------------------------------------
-
-
-def ensure_private_netns(argv: list[str]) -> None:
-    """Return if alone with loopback; else re-exec under `unshare -n` (as bench/agent_idle.py does)."""
-    if [name for _, name in socket.if_nameindex()] == ["lo"]:
-        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-        return
-    if os.environ.get(NETNS_ENV) or shutil.which("unshare") is None or os.geteuid() != 0:
-        raise SystemExit(
-            "inference_bench: run it as root (it re-executes itself under unshare -n), or inside a "
-            "private namespace: unshare -rn sh -c 'ip link set lo up && exec .venv/bin/python "
-            "bench/inference_bench.py'"
-        )
-    os.environ[NETNS_ENV] = "1"
-    script = str(Path(__file__).resolve())
-    cmd = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', sys.executable, script, *argv]
-    print(f"inference_bench: re-executing in a private network namespace: {' '.join(cmd)}", file=sys.stderr)
-    sys.stderr.flush()
-    os.execvp(cmd[0], cmd)
+# --- processes ---------------------------------------------------------------------------------
 
 
 def rss_mib(pid: int) -> float:
@@ -519,15 +475,6 @@ def priority_figures(holder: LocalAgent, model: str, n: int, load_s: float) -> d
     }
 
 
-def baseline_process() -> tuple[subprocess.Popen[str], float]:
-    proc = subprocess.Popen([sys.executable, "-c", BASELINE_CODE], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    if proc.stdout.readline().strip() != "ready":
-        raise BenchError("the baseline process did not start")
-    time.sleep(1.0)
-    return proc, rss_mib(proc.pid)
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     n, rounds, dur = (200, 2, 3.0) if args.quick else (500, 4, 8.0)
     result: dict[str, Any] = {
@@ -536,7 +483,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "quick": args.quick,
         "load_1m_before": round(os.getloadavg()[0], 2),
     }
-    baseline, baseline_rss = baseline_process()
+    baseline = start_baseline()
+    time.sleep(1.0)  # settled: its RSS is read once, as `ps` shows it
+    baseline_rss = rss_mib(baseline.pid)
     root = Path(tempfile.mkdtemp(prefix="murmur-inference-bench-"))
     mesh = LocalMesh(root, profile="lan", debug_hooks=False)
     try:
@@ -576,9 +525,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print("priority done", file=sys.stderr)
     finally:
         mesh.close()
-        baseline.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            baseline.wait(10)
+        stop_baseline(baseline)
         shutil.rmtree(root, ignore_errors=True)
     result["batching"] = [asyncio.run(batching_figures(m, dur)) for m in ("tabular-mlp", "image-classifier")]
     result["load_1m_after"] = round(os.getloadavg()[0], 2)
@@ -655,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
         url, model, seconds = args.bulk_load
         print(json.dumps(asyncio.run(http_throughput(url, model, CONCURRENCY, float(seconds), "bulk"))))
         return 0
-    ensure_private_netns(argv)
+    ensure_private_netns(argv, Path(__file__))
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
