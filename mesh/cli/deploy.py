@@ -121,26 +121,51 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             file=human,
         )
     else:
-        version = node.next_record_version(key_id(bytes(key.verify_key)))
-        record = sign_deployment(key, deployment, version)
-        answer = node.submit(
-            key, "POST", "/v1/deployments", {"manifest": deployment.to_doc(), "record": record_to_b64(record)}
-        )
-        body = answer if isinstance(answer, dict) else {}
-        listed = body.get("warnings")
-        warnings = [str(w) for w in listed] if isinstance(listed, list) else []
-        result.update(version=version, unchanged=False, new=bool(body.get("new", True)), warnings=warnings)
+        version = submit_deployment(node, key, deployment, result, "deploy")
         print(
             f"deployment {deployment.name}: accepted and persisted by {node.base} as desired record "
             f"version {version_text(version)}",
             file=human,
         )
-        for warning in warnings:
-            print(f"murmur deploy: warning: {warning}", file=sys.stderr)
+    return finish(args, node, deployment.name, version, result, human)
+
+
+def submit_deployment(
+    node: NodeClient,
+    key: nacl.signing.SigningKey,
+    deployment: Deployment,
+    result: dict[str, Any],
+    command: str,
+) -> int:
+    """Sign `deployment` at the author's next version and submit it; returns that version. Fills
+    `result` (version, unchanged, new, warnings) and prints the node's warnings as `murmur COMMAND`."""
+    version = node.next_record_version(key_id(bytes(key.verify_key)))
+    record = sign_deployment(key, deployment, version)
+    answer = node.submit(
+        key, "POST", "/v1/deployments", {"manifest": deployment.to_doc(), "record": record_to_b64(record)}
+    )
+    body = answer if isinstance(answer, dict) else {}
+    listed = body.get("warnings")
+    warnings = [str(w) for w in listed] if isinstance(listed, list) else []
+    result.update(version=version, unchanged=False, new=bool(body.get("new", True)), warnings=warnings)
+    for warning in warnings:
+        print(f"murmur {command}: warning: {warning}", file=sys.stderr)
+    return version
+
+
+def finish(
+    args: argparse.Namespace,
+    node: NodeClient,
+    name: str,
+    version: int,
+    result: dict[str, Any],
+    human: IO[str],
+) -> int:
+    """`--wait` for `version` of deployment `name`, then print `result` as JSON with `--json`."""
     code = 0
     if args.wait:
         # A timeout raises CliTimeout (exit 4, the message on stderr), with no JSON object.
-        code = wait_for(node.base, deployment.name, version, args.timeout, out=human)
+        code = wait_for(node.base, name, version, args.timeout, out=human)
         result["wait_exit_status"] = code
     if args.json:
         print(json.dumps(result, indent=2))

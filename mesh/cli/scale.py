@@ -10,21 +10,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import urllib.parse
 from typing import Any
 
-from gossip.records import key_id
-from inference.desired import sign_deployment
 from inference.manifest import REPLICAS_MAX, Deployment, ManifestError, Replicas, manifest_from_doc
 from mesh.cli import args as flags
 from mesh.cli.client import EXIT_UNREACHABLE, CliError, CliTimeout, NodeClient, version_text
-from mesh.cli.deploy import WAIT_DEFAULT_TIMEOUT_S, held_deployment, wait_for
+from mesh.cli.deploy import WAIT_DEFAULT_TIMEOUT_S, finish, held_deployment, submit_deployment
 from mesh.cli.fleet import replicas_text
 from mesh.cli.helptext import command
 from mesh.cli.signing import key_flags, resolve_key
-from mesh.trust.deploy import record_to_b64
 
 
 def replica_count(text: str) -> int:
@@ -96,30 +92,13 @@ def cmd_scale(args: argparse.Namespace) -> int:
         print(f"deployment {args.name}: already {after}; nothing sent", file=human)
     else:
         key = resolve_key(args)
-        version = node.next_record_version(key_id(bytes(key.verify_key)))
-        record = sign_deployment(key, target, version)
-        answer = node.submit(
-            key, "POST", "/v1/deployments", {"manifest": target.to_doc(), "record": record_to_b64(record)}
-        )
-        body = answer if isinstance(answer, dict) else {}
-        warnings = (
-            [str(w) for w in body.get("warnings", [])] if isinstance(body.get("warnings"), list) else []
-        )
-        result.update(version=version, unchanged=False, new=bool(body.get("new", True)), warnings=warnings)
+        version = submit_deployment(node, key, target, result, "scale")
         print(
             f"deployment {args.name}: scaled from {before} to {after}; accepted and persisted by {node.base} "
             f"as version {version_text(version)}",
             file=human,
         )
-        for warning in warnings:
-            print(f"murmur scale: warning: {warning}", file=sys.stderr)
-    code = 0
-    if args.wait:
-        code = wait_for(node.base, args.name, version, args.timeout, out=human)
-        result["wait_exit_status"] = code
-    if args.json:
-        print(json.dumps(result, indent=2))
-    return code
+    return finish(args, node, args.name, version, result, human)
 
 
 def register(sub: Any, node_help: str) -> None:
