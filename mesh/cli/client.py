@@ -31,7 +31,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # a CliError: refused or failed
 EXIT_USAGE = 2  # argparse: a wrong flag or value
 EXIT_UNREACHABLE = 3  # deploy --wait: every reachable region holds it; some regions did not answer
-EXIT_TIMED_OUT = 4  # deploy --wait: not done by --timeout (the command itself was accepted)
+EXIT_TIMED_OUT = 4  # a --wait: not done by --timeout (the command itself was accepted)
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, the shell's convention); a --wait stops, the work goes on
 # How each status reads in `murmur --help` and docs/api.md ("Exit status").
 EXIT_STATUS_HELP = f"""exit status:
   {EXIT_OK}    done
@@ -39,7 +40,7 @@ EXIT_STATUS_HELP = f"""exit status:
   {EXIT_USAGE}    usage: a wrong flag or value
   {EXIT_UNREACHABLE}    deploy --wait: every reachable region holds it; some regions are unreachable
   {EXIT_TIMED_OUT}    deploy --wait: timed out (the deployment is accepted and keeps spreading)
-  130  interrupted (Ctrl-C)"""
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C); a --wait stops waiting, the work goes on"""
 
 
 class CliError(Exception):

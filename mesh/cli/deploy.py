@@ -16,8 +16,7 @@ import json
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,23 +30,16 @@ from mesh.cli.client import (
     CliError,
     CliTimeout,
     NodeClient,
-    heard,
     version_text,
     version_time,
 )
+from mesh.cli.deploywait import WAIT_DEFAULT_TIMEOUT_S, wait_for
 from mesh.cli.helptext import command
 from mesh.cli.manifest import read_manifest_and_artifact
 from mesh.cli.placements import ready_by_deployment
 from mesh.cli.signing import key_flags, resolve_key
 from mesh.trust.deploy import record_to_b64
 from mesh.trust.opsign import sign_request
-
-WAIT_POLL_S = 0.2
-WAIT_DEFAULT_TIMEOUT_S = 60.0
-# --wait gives a region that does not answer this long, once every reachable region
-# holds the deployment, before it reports and exits EXIT_UNREACHABLE: long enough to
-# ride out one failed forward, short enough not to hold up a deploy to an offline site.
-UNREACHABLE_SETTLE_S = 5.0
 
 
 def upload_artifact(
@@ -306,145 +298,6 @@ def cmd_get(args: argparse.Namespace) -> int:
     names = [str(r["region"]) for r in regions if isinstance(r, dict) and r.get("region")] if regions else []
     print(format_deployments(rows, ready_by_deployment(node, names) if isinstance(regions, list) else None))
     return 0
-
-
-# --- --wait ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RegionView:
-    """One region as the asked node sees it this poll."""
-
-    region: str
-    reachable: bool
-    apis: dict[str, str]  # alive members' API addresses by node id (reachable regions)
-    heard_unix: float | None = None  # unreachable: when the asked node last heard its members
-    members_then: int = 0  # unreachable: how many members it had then
-
-
-def region_views(base: str) -> list[RegionView]:
-    """Every region the asked node knows (its own first): reachable with its alive members'
-    APIs, or unreachable with when it was last heard. CliError if the asked node does not answer."""
-    node = NodeClient(base)
-    health = node.get("/v1/health")
-    own_region = str(health.get("region"))
-    others = sorted(str(r) for r in health.get("regions", {}) if r != own_region)
-    views: list[RegionView] = []
-    for region in [own_region, *others]:
-        params = None if region == own_region else {"region": region}
-        status, rows = node.exchange("GET", "/v1/nodes", params=params)
-        rows = [r for r in rows if isinstance(r, dict)] if status == 200 and isinstance(rows, list) else None
-        if rows is None or any(r.get("last_known") for r in rows):
-            heard_unix = rows[0].get("last_heard_unix") if rows else None
-            views.append(
-                RegionView(
-                    region,
-                    reachable=False,
-                    apis={},
-                    heard_unix=heard_unix if isinstance(heard_unix, int | float) else None,
-                    members_then=len(rows or ()),
-                )
-            )
-            continue
-        apis = {str(m["id"]): str(m["api"]) for m in rows if m.get("state") == "alive" and m.get("api")}
-        views.append(RegionView(region, reachable=True, apis=apis))
-    return views
-
-
-def _holds(api: str, name: str, version: int) -> bool:
-    try:
-        status, doc = NodeClient(api).exchange("GET", f"/v1/deployments/{urllib.parse.quote(name, safe='')}")
-    except CliError:
-        return False
-    return status == 200 and isinstance(doc, dict) and int(doc.get("version", -1)) >= version
-
-
-def _report(views: Sequence[RegionView], pending: dict[str, list[str]]) -> str:
-    lines = []
-    for view in views:
-        if view.reachable:
-            missing = pending.get(view.region, [])
-            held = len(view.apis) - len(missing)
-            state = (
-                f"held by all {len(view.apis)} alive nodes"
-                if not missing
-                else f"held by {held} of {len(view.apis)} alive nodes; missing: {', '.join(missing)}"
-            )
-        else:
-            when = (
-                f"last heard {heard(view.heard_unix)} with {view.members_then} members"
-                if view.heard_unix is not None
-                else "not heard since the asked node started"
-            )
-            state = f"unreachable ({when}); it gets the deployment when it is reachable again"
-        lines.append(f"  region {view.region}: {state}")
-    return "\n".join(lines)
-
-
-def wait_for(
-    base: str,
-    name: str,
-    version: int,
-    timeout_s: float,
-    clock: Callable[[], float] = time.monotonic,
-    out: IO[str] | None = None,
-) -> int:
-    """Poll until every alive node of every reachable region holds `name` at `version` (or newer).
-
-    0: every region answered and all hold it. EXIT_UNREACHABLE: every reachable
-    region holds it, and the others stayed unreachable for UNREACHABLE_SETTLE_S
-    (or until the timeout). CliTimeout (exit EXIT_TIMED_OUT): a reachable node still
-    lacks it at the timeout. Progress lines go to `out` (stdout by default).
-    """
-    out = sys.stdout if out is None else out
-    started = clock()
-    unreachable_since: dict[str, float] = {}
-    views: list[RegionView] = []
-    pending: dict[str, list[str]] = {}
-    problem = ""
-    while True:
-        now = clock()
-        try:
-            views, problem = region_views(base), ""
-        except CliError as exc:  # the asked node itself did not answer this time: poll again
-            problem = str(exc)
-        if not problem:
-            pending = {
-                v.region: sorted(n for n, api in v.apis.items() if not _holds(api, name, version))
-                for v in views
-                if v.reachable
-            }
-            for v in views:
-                if v.reachable:
-                    unreachable_since.pop(v.region, None)
-                else:
-                    unreachable_since.setdefault(v.region, now)
-            done = not any(pending.values())
-            offline = [v.region for v in views if not v.reachable]
-            elapsed_s = clock() - started
-            if done and not offline:
-                total = sum(len(v.apis) for v in views)
-                print(f"deployment {name}: held by all {total} alive nodes after {elapsed_s:.2f} s", file=out)
-                print(_report(views, pending), file=out)
-                return 0
-            settled = all(now - unreachable_since[r] >= UNREACHABLE_SETTLE_S for r in offline)
-            if done and (settled or elapsed_s >= timeout_s):
-                total = sum(len(v.apis) for v in views if v.reachable)
-                print(
-                    f"deployment {name}: held by all {total} alive nodes of every reachable region after "
-                    f"{elapsed_s:.2f} s; {len(offline)} region(s) unreachable: {', '.join(offline)}",
-                    file=out,
-                )
-                print(_report(views, pending), file=out)
-                return EXIT_UNREACHABLE
-        if clock() - started >= timeout_s:
-            detail = f"the asked node did not answer ({problem})" if problem else _report(views, pending)
-            raise CliTimeout(
-                f"timed out: deployment {name} version {version}: not held by every alive node of the "
-                f"reachable regions after {timeout_s:g} s:\n{detail}\n"
-                "It is persisted and keeps spreading; check again with murmur get deployments"
-            )
-        time.sleep(WAIT_POLL_S)
 
 
 # --- parser ----------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 
 from mesh.cli import agent, deploy, events, fleet, infer, keys, nodes, placements, plan, regions, scale, trust
-from mesh.cli.client import DEFAULT_NODE_URL, EXIT_STATUS_HELP, CliError
+from mesh.cli.client import DEFAULT_NODE_URL, EXIT_INTERRUPTED, EXIT_STATUS_HELP, CliError
 from mesh.cli.helptext import HELP_WIDTH, command, examples_epilog
 from sim.cli import register as register_sim
 
@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"murmur {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ from typing import Any
 from inference.manifest import REPLICAS_MAX, Deployment, ManifestError, Replicas, manifest_from_doc
 from mesh.cli import args as flags
 from mesh.cli.client import EXIT_UNREACHABLE, CliError, CliTimeout, NodeClient, version_text
-from mesh.cli.deploy import WAIT_DEFAULT_TIMEOUT_S, finish, held_deployment, submit_deployment
+from mesh.cli.deploy import finish, held_deployment, submit_deployment
+from mesh.cli.deploywait import WAIT_DEFAULT_TIMEOUT_S
 from mesh.cli.fleet import replicas_text
 from mesh.cli.helptext import command
 from mesh.cli.signing import key_flags, resolve_key

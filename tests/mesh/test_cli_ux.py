@@ -19,9 +19,10 @@ from aiohttp.test_utils import TestServer
 
 from gossip.records import key_id
 from gossip.trust import StaticTrust
-from mesh.cli import deploy as opcli
+from mesh.cli import deploywait
 from mesh.cli.client import EXIT_TIMED_OUT, EXIT_UNREACHABLE, CliError, NodeClient, version_text, version_time
-from mesh.cli.deploy import RegionView, held_deployment
+from mesh.cli.deploy import held_deployment
+from mesh.cli.deploywait import RegionView
 from mesh.cli.murmur import build_parser, main, package_version
 from mesh.service.agent import Agent, AgentOptions
 from mesh.service.store import Store
@@ -217,8 +218,8 @@ async def test_a_wait_that_times_out_has_its_own_exit_status(
 ) -> None:
     _agent, client = api
     never = RegionView("north", reachable=True, apis={"n1": "127.0.0.1:9"})
-    monkeypatch.setattr(opcli, "region_views", lambda base: [never])
-    monkeypatch.setattr(opcli, "_holds", lambda api, name, version: False)
+    monkeypatch.setattr(deploywait, "region_views", lambda base: [never])
+    monkeypatch.setattr(deploywait, "_holds", lambda api, name, version: False)
     code = await murmur(client, tmp_path, "deploy", write_manifest(tmp_path), "--wait", "--timeout", "0")
     assert code == EXIT_TIMED_OUT == 4
     assert "murmur deploy: error: timed out: deployment vibration" in capsys.readouterr().err

@@ -13,10 +13,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from mesh.cli import deploy as opcli
+from mesh.cli import deploywait
 from mesh.cli.client import EXIT_UNREACHABLE, CliError, NodeClient
-from mesh.cli.deploy import RegionView
+from mesh.cli.deploywait import RegionView
 from mesh.cli.murmur import main
+from mesh.cli.readiness import RegionRollout
 from mesh.cli.trust import ever_seen
 from tests.mesh.test_deploy_api import OPERATOR, Client
 from tests.mesh.test_deploy_api import api as api  # the fixture
@@ -106,12 +107,15 @@ async def test_revoking_an_id_no_node_has_seen_needs_force(
 def _wait(
     monkeypatch: pytest.MonkeyPatch, views: list[RegionView], holds: bool, timeout_s: float
 ) -> tuple[int | None, str]:
-    monkeypatch.setattr(opcli, "region_views", lambda base: views)
-    monkeypatch.setattr(opcli, "_holds", lambda api, name, version: holds)
-    monkeypatch.setattr(opcli, "WAIT_POLL_S", 0.0)
+    monkeypatch.setattr(deploywait, "region_views", lambda base: views)
+    monkeypatch.setattr(deploywait, "_holds", lambda api, name, version: holds)
+    # The held phase is what these tests are about: every reachable region's replicas are ready.
+    monkeypatch.setattr(deploywait, "wanted_sha256", lambda base, name: None)
+    monkeypatch.setattr(deploywait, "region_rollout", lambda node, region, *_: RegionRollout(region))
     ticks = iter(range(1000))
     try:
-        return opcli.wait_for("http://x", "a", 1, timeout_s, clock=lambda: float(next(ticks))), ""
+        clock = lambda: float(next(ticks))  # noqa: E731
+        return deploywait.wait_for("http://x", "a", 1, timeout_s, clock, sleep=lambda s: None), ""
     except CliError as exc:
         return None, str(exc)
 
