@@ -20,7 +20,7 @@ from typing import IO
 
 from mesh.cli.client import EXIT_INTERRUPTED, EXIT_UNREACHABLE, CliError, CliTimeout, NodeClient, heard
 from mesh.cli.progress import Figures, Progress
-from mesh.cli.readiness import RegionRollout, region_rollout
+from mesh.cli.readiness import ProblemWatch, RegionRollout, region_rollout
 
 WAIT_POLL_S = 0.2
 READY_POLL_S = 0.5  # each poll asks every replica node twice: a slower pace than the record's
@@ -197,17 +197,11 @@ class _Wait:
         name, node = self.name, NodeClient(self.base)
         sha256 = wanted_sha256(self.base, name)
         reachable = [v for v in views if v.reachable]
-        seen_since: dict[str, float] = {}
+        watch = ProblemWatch(self.progress.note, f"deployment {name}: ", PROBLEM_SETTLE_S)
         while True:
             now = self.clock()
             rollouts = [region_rollout(node, v.region, name, sha256, v.apis) for v in reachable]
-            problems = {p.key: p for r in rollouts for p in r.problems}
-            for key in [k for k in seen_since if k not in problems]:
-                del seen_since[key]
-            for key, p in problems.items():
-                if key not in seen_since:
-                    seen_since[key] = now
-                    self.progress.note(f"deployment {name}: {p.text}")
+            stuck = watch.stuck([p for r in rollouts for p in r.problems], now)
             self.progress.show(_figures(name, rollouts))
             if all(r.done for r in rollouts):
                 self.progress.clear()
@@ -219,7 +213,6 @@ class _Wait:
                 )
                 print("\n".join(f"  {r.line()}" for r in rollouts), file=self.out)
                 return code
-            stuck = [p.text for k, p in problems.items() if now - seen_since[k] >= PROBLEM_SETTLE_S]
             if stuck:
                 raise CliError(
                     f"deployment {name} version {self.version}: {len(stuck)} replica(s) will not become "

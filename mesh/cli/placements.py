@@ -15,7 +15,10 @@ from gossip.records import Record, key_id, sign_record
 from inference.operator_records import Rebalance, Scheduling, encode_rebalance, encode_scheduling
 from inference.resources import NodeStatus
 from mesh.cli import args as flags
-from mesh.cli.client import CliError, NodeClient, version_text
+from mesh.cli.client import EXIT_INTERRUPTED, CliError, CliTimeout, NodeClient, version_text
+from mesh.cli.deploywait import WAIT_DEFAULT_TIMEOUT_S
+from mesh.cli.drainwait import wait_drained
+from mesh.cli.fleet import resolve_node
 from mesh.cli.helptext import command
 from mesh.cli.signing import key_flags, resolve_key
 from mesh.trust.deploy import record_to_b64
@@ -122,15 +125,25 @@ def _scheduling(args: argparse.Namespace, mode: NodeStatus | None) -> int:
 
     record, answer, node = _submit(args, f"/v1/scheduling/{node_id}", record_of)
     what = args.func_name
-    if args.json:
-        print(json.dumps({"node_id": node_id, "command": what, "version": record.version, "answer": answer}))
-    else:
+    wait = bool(getattr(args, "wait", False))
+    result = {"node_id": node_id, "command": what, "version": record.version, "answer": answer}
+    human = sys.stderr if args.json else sys.stdout
+    if not args.json:
         print(
             f"{what} {node_id} (record version {version_text(record.version)}) accepted and persisted by "
-            f"{node.base}; the leader of its region re-places accordingly. Watch: murmur placements"
+            f"{node.base}; the leader of its region re-places accordingly. Watch: murmur placements",
+            file=human,
         )
     _warnings(answer)
-    return 0
+    code = 0
+    if wait:
+        # A timeout or a replacement that stays unplaced raises (exit 4 or 1), with no JSON object.
+        _node_id, region = resolve_node(node, node_id)
+        code = wait_drained(node, node_id, region, args.timeout, out=human)
+        result["wait_exit_status"] = code
+    if args.json:
+        print(json.dumps(result))
+    return code
 
 
 def cmd_cordon(args: argparse.Namespace) -> int:
@@ -207,11 +220,26 @@ def register(sub: Any, node_help: str) -> None:
             summary=summary + ", signed by an operator",
             description=f"{summary[0].upper()}{summary[1:]}: sign a scheduling record for NODE with the "
             "operator key and submit it to any node; it reaches NODE's region, whose leader re-places.",
-            examples=[f"murmur --cluster ./mycluster {name} 3f2a9c0d1e2b4c5d"],
+            examples=[f"murmur --cluster ./mycluster {name} 3f2a9c0d1e2b4c5d"]
+            + (["murmur drain 3f2a9c0d1e2b4c5d --wait --timeout 120"] if name == "drain" else []),
         )
         c.add_argument("node_id", type=_node_id, help="the node's id (murmur nodes lists them)")
         key_flags(c, node_help)
         c.add_argument("--json", action="store_true", help="print the result as JSON")
+        if name == "drain":
+            c.add_argument(
+                "--wait",
+                action="store_true",
+                help="return once the node holds no replica and the replacements are ready, showing "
+                f"replicas moved; exit 1: a replacement cannot be placed or failed (named), "
+                f"{CliTimeout.exit_status}: timed out, {EXIT_INTERRUPTED}: Ctrl-C (the drain goes on)",
+            )
+            c.add_argument(
+                "--timeout",
+                type=float,
+                default=WAIT_DEFAULT_TIMEOUT_S,
+                help="seconds --wait waits (default 60)",
+            )
         c.set_defaults(func=func, func_name=name)
     r = command(
         sub,

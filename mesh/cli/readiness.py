@@ -12,7 +12,7 @@ their region's placement reports them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,15 +85,21 @@ def region_rollout(
 ) -> RegionRollout:
     """Where deployment `name` (artifact `sha256`; None: not known, so neither versions nor bytes
     are checked) stands in `region`; `apis`: the region's alive members' API addresses by node id."""
-    out = RegionRollout(region)
     try:
         doc = node.get("/v1/placements", {"region": region})
     except CliError as exc:
-        out.error = str(exc)
-        return out
+        return RegionRollout(region, error=str(exc))
     if not isinstance(doc, dict):
-        out.error = "the answer is not a placement"
-        return out
+        return RegionRollout(region, error="the answer is not a placement")
+    return rollout_of(doc, region, name, sha256, apis)
+
+
+def rollout_of(
+    doc: Mapping[str, Any], region: str, name: str, sha256: str | None, apis: Mapping[str, str]
+) -> RegionRollout:
+    """Deployment `name` in `region`'s placement `doc` (GET /v1/placements), its replica nodes
+    asked at `apis` (none: the placement's states as they are)."""
+    out = RegionRollout(region)
     counts = next((c for c in _list(doc.get("deployments")) if c.get("deployment") == name), None)
     out.desired = int(counts.get("desired", 0)) if counts and isinstance(counts.get("desired"), int) else 0
     for u in _list(doc.get("unplaced")):
@@ -134,3 +140,24 @@ def region_rollout(
                 fetch = f"fetch {transfer.get('state')}"  # no holder known yet, or a failed fetch
                 out.states[fetch] = out.states.get(fetch, 0) + 1
     return out
+
+
+class ProblemWatch:
+    """Names each problem once, as soon as it is seen, and says which stayed `settle_s`."""
+
+    def __init__(self, note: Callable[[str], None], prefix: str, settle_s: float) -> None:
+        self.note = note
+        self.prefix = prefix
+        self.settle_s = settle_s
+        self._since: dict[str, float] = {}
+
+    def stuck(self, problems: Sequence[Problem], now: float) -> list[str]:
+        """The texts of `problems` seen in every poll for `settle_s` or more."""
+        current = {p.key: p for p in problems}
+        for key in [k for k in self._since if k not in current]:
+            del self._since[key]  # gone: a passing one, counted afresh if it comes back
+        for key, p in current.items():
+            if key not in self._since:
+                self._since[key] = now
+                self.note(f"{self.prefix}{p.text}")
+        return [p.text for k, p in current.items() if now - self._since[k] >= self.settle_s]
