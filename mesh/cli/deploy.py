@@ -12,13 +12,14 @@ come from flags, then the environment (mesh/cli/signing.py).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import nacl.signing
 
@@ -37,15 +38,50 @@ from mesh.cli.deploywait import WAIT_DEFAULT_TIMEOUT_S, wait_for
 from mesh.cli.helptext import command
 from mesh.cli.manifest import read_manifest_and_artifact
 from mesh.cli.placements import ready_by_deployment
+from mesh.cli.progress import Figures, Progress
 from mesh.cli.signing import key_flags, resolve_key
 from mesh.trust.deploy import record_to_b64
 from mesh.trust.opsign import sign_request
 
+UPLOAD_REDRAW_S = 0.1  # a terminal's upload line is redrawn at most this often
+
+
+class CountedBody(io.RawIOBase):
+    """An upload's file as the request body, showing the bytes read so far (urllib sends what
+    it reads, block by block) on `progress`."""
+
+    def __init__(self, body: IO[bytes], size: int, label: str, progress: Progress) -> None:
+        super().__init__()
+        self.body, self.size, self.label, self.progress = body, size, label, progress
+        self.sent = 0
+        self._shown_at: float | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self.body.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        self.sent += len(chunk)
+        now = self.progress.clock()
+        if self._shown_at is None or now - self._shown_at >= UPLOAD_REDRAW_S or self.sent >= self.size:
+            self._shown_at = now
+            self.progress.show(
+                Figures(self.label, self.sent, self.size, "", self.sent, self.size, "sent", counts=False)
+            )
+        return len(chunk)
+
 
 def upload_artifact(
-    key: nacl.signing.SigningKey, node: NodeClient, file: Path, sha256: str, size: int
+    key: nacl.signing.SigningKey,
+    node: NodeClient,
+    file: Path,
+    sha256: str,
+    size: int,
+    progress: Progress | None = None,
 ) -> bool:
-    """Upload file to the node's artifact store unless it holds it; True if uploaded."""
+    """Upload file to the node's artifact store unless it holds it; True if uploaded. `progress`:
+    where to show the bytes sent (a terminal's stderr)."""
     path = f"/v1/artifacts/{sha256}"
     status = node.status("HEAD", path)
     if 200 <= status < 300:
@@ -56,9 +92,15 @@ def upload_artifact(
     headers.update({"Content-Length": str(size), "Content-Type": "application/octet-stream"})
     try:
         with file.open("rb") as body:
-            node.call("PUT", path, body=body, headers=headers, expected=201)
+            sent: IO[bytes] = body
+            if progress is not None:
+                sent = cast(IO[bytes], CountedBody(body, size, f"upload {file.name}", progress))
+            node.call("PUT", path, body=sent, headers=headers, expected=201)
     except OSError as exc:
         raise CliError(f"cannot read {file}: {exc}") from None
+    finally:
+        if progress is not None:
+            progress.clear()
     return True
 
 
@@ -90,7 +132,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     result: dict[str, Any] = {"name": deployment.name, "node": node.base, "artifact": None}
     if artifact_file is not None:
         sha256, size = deployment.artifact_sha256, deployment.artifact_size_bytes
-        uploaded = upload_artifact(key, node, artifact_file, sha256, size)
+        # The bytes sent show on a terminal only: a script's log gets the one line below.
+        shown = Progress(sys.stderr) if sys.stderr.isatty() else None
+        uploaded = upload_artifact(key, node, artifact_file, sha256, size, shown)
         result["artifact"] = {
             "file": str(artifact_file),
             "sha256": sha256,

@@ -44,9 +44,12 @@ class Figures:
     bytes_done: int | None = None
     bytes_total: int | None = None
     detail: str = ""  # a short word on what is happening (`fetching`, `2 unplaced`)
+    counts: bool = True  # False: done/total are the bytes themselves, shown once, with units
 
     def text(self, elapsed_s: float | None) -> str:
-        parts = [self.label, bar(self.done, self.total), f"{self.done}/{self.total}"]
+        parts = [self.label, bar(self.done, self.total)]
+        if self.counts:
+            parts.append(f"{self.done}/{self.total}")
         if self.unit:
             parts.append(self.unit)
         if self.bytes_done is not None and self.bytes_total:
@@ -65,7 +68,8 @@ class Figures:
         if self.bytes_done is not None:
             total = self.bytes_total or 0
             step = self.bytes_done * BYTES_STEPS // total if total > 0 else self.bytes_done
-        return (self.label, self.done, self.total, self.unit, step, self.bytes_total, self.detail)
+        done = self.done if self.counts else None
+        return (self.label, done, self.total, self.unit, step, self.bytes_total, self.detail)
 
 
 class Progress:
