@@ -1,4 +1,5 @@
-"""Real agents: `murmur deploy` at one node reaches every node; kill -9 after a 202 loses nothing.
+"""Real agents: `murmur deploy` at one node reaches every node, `--wait` returns once the replicas
+are ready and Ctrl-C stops only the waiting; kill -9 after a 202 loses nothing.
 
 The bounds are the issue's functional timeouts; the observed figures are printed.
 """
@@ -6,8 +7,11 @@ The bounds are the issue's functional timeouts; the observed figures are printed
 from __future__ import annotations
 
 import hashlib
+import queue
+import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -17,8 +21,9 @@ import pytest
 from gossip.records import key_id
 from inference.desired import sign_deployment
 from inference.manifest import parse_manifest
-from mesh.cli.client import NodeClient
+from mesh.cli.client import EXIT_INTERRUPTED, NodeClient
 from mesh.dev.localmesh import LocalAgent, LocalMesh, wait_until
+from mesh.examples.build_models import MODELS_DIR
 from mesh.trust.deploy import next_version, record_to_b64
 from mesh.trust.opsign import load_signing_key
 from tests.real.conftest import MeshFactory
@@ -80,21 +85,75 @@ def test_deploy_at_one_node_reaches_all_five_within_3_s(local_mesh: MeshFactory,
     )
     print(f"\ndeploy at {entry.name}: on all 5 nodes {time.monotonic() - accepted:.3f} s after the 202")
 
-    # An update with --wait returns only once every alive node holds it.
-    manifest.write_text(MANIFEST.replace("r1: 2", "r1: 3"))
+    # An update with --wait returns only once every alive node holds it, then once its replicas are
+    # ready: a real model this time (uploaded to agents[4], fetched by the replica nodes).
+    write_real_model(manifest, MANIFEST.replace("r1: 2", "r1: 3"))
     started = time.monotonic()
-    done = _murmur(mesh, mesh.agents[4], "deploy", str(manifest), "--wait", "--timeout", "10")
-    assert done.returncode == 0, done.stderr
+    done = _murmur(mesh, mesh.agents[4], "deploy", str(manifest), "--wait", "--timeout", "50")
+    assert done.returncode == 0, done.stdout + done.stderr
     assert "held by all 5 alive nodes" in done.stdout, done.stdout
-    print(f"deploy --wait (update) returned after {time.monotonic() - started:.3f} s: {done.stdout.strip()}")
+    assert "deployment vibration: 3 replica(s) ready in every region" in done.stdout, done.stdout
+    assert "region r1: 3/3 replicas ready" in done.stdout, done.stdout
+    # stderr is not a terminal here: the progress came as plain lines, one per change.
+    assert "deployment vibration [" in done.stderr and "3/3 replicas ready" in done.stderr, done.stderr
+    print(
+        f"deploy --wait (update) returned after {time.monotonic() - started:.3f} s:\n"
+        f"{done.stdout}{done.stderr}"
+    )
     listed = _murmur(mesh, mesh.agents[0], "get", "deployments")
     assert "vibration" in listed.stdout and '{"r1":3}' in listed.stdout, listed.stdout
+
+    # Ctrl-C stops the waiting, not the work: an artifact no node holds is never ready.
+    never = tmp_path / "never.yaml"
+    never.write_text(MANIFEST.replace("name: vibration", "name: never").replace("r1: 2", "r1: 1"))
+    interrupted = _interrupt_wait(mesh, mesh.agents[3], never)
+    assert interrupted.returncode == EXIT_INTERRUPTED == 130, interrupted.stderr
+    assert "stopped waiting (Ctrl-C); deployment never version" in interrupted.stderr, interrupted.stderr
+    assert "Watch it: murmur describe deployment never" in interrupted.stderr
+    assert "Traceback" not in interrupted.stderr
+    assert _version_at(mesh, mesh.agents[0], "never") is not None  # accepted, and it stays
 
     done = _murmur(mesh, mesh.agents[1], "delete", "vibration")
     assert done.returncode == 0, done.stderr
     assert wait_until(
         lambda: all(_version_at(mesh, a, "vibration") is None for a in mesh.agents), PROPAGATE_S
     )
+
+
+def write_real_model(manifest: Path, text: str) -> None:
+    """`text` as `manifest` with its artifact the example vibration model, copied beside it."""
+    (manifest.parent / "vib.onnx").write_bytes((MODELS_DIR / "vibration-anomaly.onnx").read_bytes())
+    lines = [line for line in text.splitlines() if not line.startswith("artifact:")]
+    manifest.write_text("\n".join([*lines, "artifact: {file: vib.onnx}", ""]))
+
+
+def _interrupt_wait(mesh: LocalMesh, node: LocalAgent, manifest: Path) -> subprocess.CompletedProcess[str]:
+    """`murmur deploy MANIFEST --wait`, sent SIGINT (Ctrl-C) once its progress shows the replicas."""
+    assert mesh.token_path is not None
+    cmd = [sys.executable, "-m", "mesh.cli", "--node", node.url, "--cluster", str(mesh.token_path.parent)]
+    process = subprocess.Popen(
+        [*cmd, "deploy", str(manifest), "--wait", "--timeout", "60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    assert process.stderr is not None and process.stdout is not None
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stderr or ()], daemon=True)
+    reader.start()
+    seen: list[str] = []
+    try:
+        while not any("replicas ready" in line for line in seen):
+            seen.append(lines.get(timeout=30))  # the wait's progress reached the replicas
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+    finally:
+        process.kill()
+    reader.join(timeout=10)  # it ends at the end of stderr
+    while not lines.empty():
+        seen.append(lines.get())
+    stdout = process.stdout.read()
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, "".join(seen))
 
 
 def test_kill_9_right_after_the_202_loses_nothing_and_the_record_gossips_on(local_mesh: MeshFactory) -> None:

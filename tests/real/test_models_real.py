@@ -97,6 +97,17 @@ def test_an_example_model_is_ready_after_its_warm_up_and_a_corrupt_one_failed_wi
         assert "model broken 1" in agent.log_path.read_text()
     table = _murmur(mesh, mesh.agents[0], "placements")
     assert "failed" in table.stdout and "load failed: " in table.stdout, table.stdout
+    # deploy --wait names a failed replica with its node's error and ends with exit 1, long before
+    # its timeout: a failed version is not retried, so waiting would not help.
+    started = time.monotonic()
+    waited = _murmur(mesh, mesh.agents[1], "deploy", str(broken), "--wait", "--timeout", "50")
+    print(
+        f"deploy --wait of the corrupt model: exit {waited.returncode} "
+        f"after {time.monotonic() - started:.1f} s"
+    )
+    assert waited.returncode == 1, waited.stdout + waited.stderr
+    assert "replica(s) will not become ready without a change" in waited.stderr, waited.stderr
+    assert "failed: load failed: " in waited.stderr and "Traceback" not in waited.stderr
 
 
 def test_a_node_saturated_with_inferences_is_never_suspected(local_mesh: MeshFactory, tmp_path: Path) -> None:

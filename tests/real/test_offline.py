@@ -17,7 +17,7 @@ from mesh.cli.client import EXIT_UNREACHABLE
 from mesh.dev.localmesh import wait_until
 from tests.real.conftest import MeshFactory
 from tests.real.test_agents import _start_all
-from tests.real.test_deploy import MANIFEST, _murmur
+from tests.real.test_deploy import MANIFEST, _murmur, write_real_model
 
 pytestmark = pytest.mark.real
 
@@ -49,9 +49,9 @@ def test_deploy_wait_nodes_and_revoke_with_one_region_offline(
     offline_at = time.time()
 
     manifest = tmp_path / "vibration.yaml"
-    manifest.write_text(MANIFEST.replace("r1: 2", "north: 1"))
+    write_real_model(manifest, MANIFEST.replace("r1: 2", "north: 1"))  # its replica gets ready
     started = time.monotonic()
-    done = _murmur(mesh, asked, "deploy", str(manifest), "--wait", "--timeout", "20")
+    done = _murmur(mesh, asked, "deploy", str(manifest), "--wait", "--timeout", "40")
     print(
         f"\ndeploy --wait with south offline: exit {done.returncode} after {time.monotonic() - started:.2f} s"
     )
@@ -59,6 +59,7 @@ def test_deploy_wait_nodes_and_revoke_with_one_region_offline(
     assert done.returncode == EXIT_UNREACHABLE == 3, done.stdout + done.stderr
     assert "held by all 2 alive nodes of every reachable region" in done.stdout
     assert "region north: held by all 2 alive nodes" in done.stdout
+    assert "1 replica(s) ready in every reachable region" in done.stdout
     assert "region south: unreachable (last heard" in done.stdout and "with 2 members" in done.stdout
 
     listed = _murmur(mesh, asked, "nodes", "--region", "south")

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from mesh.dev.localmesh import wait_until
+from mesh.examples.build_models import MODELS_DIR
 from tests.real.conftest import MeshFactory
 from tests.real.test_agents import CONVERGE_S, _all_alive, _start_all
 from tests.real.test_deploy import _murmur
@@ -35,7 +36,8 @@ def test_status_plan_node_describe_and_scale_work_across_regions(
     r1, r2 = mesh.agents[:2], mesh.agents[2:]
     assert wait_until(lambda: _all_alive(mesh, r1, [ids[a.name] for a in r1]), CONVERGE_S)
     assert wait_until(lambda: _all_alive(mesh, r2, [ids[a.name] for a in r2]), CONVERGE_S)
-    (tmp_path / "vib.onnx").write_bytes(b"onnx" * 256)
+    # A model that loads: scale --wait waits for ready replicas (a corrupt one would end it with 1).
+    (tmp_path / "vib.onnx").write_bytes((MODELS_DIR / "vibration-anomaly.onnx").read_bytes())
     for count in (2, 3):
         (tmp_path / f"vib{count}.yaml").write_text(MANIFEST % count)
     done = _murmur(mesh, r1[0], "deploy", str(tmp_path / "vib2.yaml"))
