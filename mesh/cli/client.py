@@ -30,7 +30,7 @@ VERSION_MS_MAX = 10**13 - 1
 EXIT_OK = 0
 EXIT_FAILED = 1  # a CliError: refused or failed
 EXIT_USAGE = 2  # argparse: a wrong flag or value
-EXIT_UNREACHABLE = 3  # deploy --wait: every reachable region holds it; some regions did not answer
+EXIT_UNREACHABLE = 3  # deploy --wait: every reachable region is done; some regions did not answer
 EXIT_TIMED_OUT = 4  # a --wait: not done by --timeout (the command itself was accepted)
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, the shell's convention); a --wait stops, the work goes on
 # How each status reads in `murmur --help` and docs/api.md ("Exit status").

@@ -27,6 +27,7 @@ from gossip.records import key_id
 from inference.desired import sign_deletion, sign_deployment
 from inference.manifest import Deployment, ManifestError, canonical_bytes, manifest_from_doc
 from mesh.cli.client import (
+    EXIT_INTERRUPTED,
     EXIT_UNREACHABLE,
     CliError,
     CliTimeout,
@@ -366,9 +367,11 @@ def register(sub: Any, node_help: str) -> None:
     deploy.add_argument(
         "--wait",
         action="store_true",
-        help="return once every alive node holds it; reports each region. Exit status 0: every "
-        f"region holds it; {EXIT_UNREACHABLE}: every reachable region holds it, some regions are "
-        f"unreachable (listed with when they were last heard); {CliTimeout.exit_status}: timed out",
+        help="return once every alive node holds it and its replicas are ready, with a progress line on "
+        "stderr (replicas ready/desired, artifact bytes fetched); reports each region. Exit status 0: done "
+        f"in every region; {EXIT_UNREACHABLE}: done in every reachable region, some regions are "
+        "unreachable (listed with when they were last heard); 1: a replica cannot be placed or failed "
+        f"(named); {CliTimeout.exit_status}: timed out; {EXIT_INTERRUPTED}: Ctrl-C (the rollout goes on)",
     )
     deploy.add_argument(
         "--timeout", type=float, default=WAIT_DEFAULT_TIMEOUT_S, help="seconds --wait waits (default 60)"

@@ -126,8 +126,9 @@ def register(sub: Any, node_help: str) -> None:
     scale.add_argument(
         "--wait",
         action="store_true",
-        help=f"return once every alive node holds it (as deploy --wait; exit {EXIT_UNREACHABLE}: some "
-        f"regions unreachable, {CliTimeout.exit_status}: timed out)",
+        help="return once every alive node holds it and its replicas are ready (as deploy --wait; exit "
+        f"{EXIT_UNREACHABLE}: some regions unreachable, 1: a replica cannot be placed or failed, "
+        f"{CliTimeout.exit_status}: timed out)",
     )
     scale.add_argument(
         "--timeout", type=float, default=WAIT_DEFAULT_TIMEOUT_S, help="seconds --wait waits (default 60)"
