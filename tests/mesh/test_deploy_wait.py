@@ -17,19 +17,11 @@ from aiohttp.test_utils import TestServer
 from mesh.cli import deploywait
 from mesh.cli.client import EXIT_INTERRUPTED, CliError, CliTimeout
 from mesh.cli.progress import Progress
+from tests.mesh.test_progress import Stream
 
 SHA = "ab" * 32
 OLD_SHA = "cd" * 32
 MIB = 1024 * 1024
-
-
-class Stream(io.StringIO):
-    def __init__(self, tty: bool) -> None:
-        super().__init__()
-        self.tty = tty
-
-    def isatty(self) -> bool:
-        return self.tty
 
 
 @dataclass

@@ -16,7 +16,8 @@ from aiohttp.test_utils import TestServer
 from mesh.cli.client import EXIT_INTERRUPTED, CliError, CliTimeout, NodeClient
 from mesh.cli.drainwait import wait_drained
 from mesh.cli.progress import Progress
-from tests.mesh.test_deploy_wait import Script, Stream
+from tests.mesh.test_deploy_wait import Script
+from tests.mesh.test_progress import Stream
 
 DRAINED = "d" * 16
 

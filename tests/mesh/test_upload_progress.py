@@ -12,7 +12,7 @@ from mesh.cli.deploy import upload_artifact
 from mesh.cli.progress import ERASE_LINE, Progress
 from tests.mesh.test_deploy_api import OPERATOR, Client
 from tests.mesh.test_deploy_api import api as api  # the fixture
-from tests.mesh.test_deploy_wait import Stream
+from tests.mesh.test_progress import Stream
 
 
 async def test_an_upload_shows_the_bytes_sent_on_a_terminal(
