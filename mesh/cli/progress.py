@@ -10,6 +10,7 @@ the live line first. No dependency: plain ANSI.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,10 +82,13 @@ class Progress:
         clock: Callable[[], float] = time.monotonic,
         *,
         tty: bool | None = None,
+        columns: int | None = None,
     ) -> None:
         self.stream = stream
         self.clock = clock
         self.tty = stream.isatty() if tty is None else tty
+        # A line wider than the terminal wraps, and `\r` then redraws only its last part.
+        self.columns = shutil.get_terminal_size().columns if columns is None else columns
         self.started = clock()
         self._drawn = False  # a terminal line is on screen, not ended
         self._last: tuple[object, ...] | None = None
@@ -92,7 +96,8 @@ class Progress:
     def show(self, figures: Figures) -> None:
         """Redraw the line (terminal) or print it if its figures changed (otherwise)."""
         if self.tty:
-            self.stream.write(ERASE_LINE + figures.text(self.clock() - self.started))
+            text = figures.text(self.clock() - self.started)
+            self.stream.write(ERASE_LINE + text[: max(self.columns - 1, 1)])
             self._drawn = True
         else:
             key = figures.coarse()

@@ -97,7 +97,7 @@ async def _wait(script: Script, tty: bool = False, timeout_s: float = 60.0) -> t
     async with TestServer(_app(script, port), host="127.0.0.1") as server:
         port.append(server.port)
         out, err = io.StringIO(), Stream(tty)
-        progress = Progress(err, script.clock)
+        progress = Progress(err, script.clock, columns=200)
 
         def run() -> Any:
             try:

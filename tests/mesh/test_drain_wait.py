@@ -59,7 +59,7 @@ async def _drain(script: Script, timeout_s: float = 60.0, tty: bool = False) -> 
                     script.clock,
                     out,
                     sleep=script.sleep,
-                    progress=Progress(err, script.clock),
+                    progress=Progress(err, script.clock, columns=200),
                 )
             except CliError as exc:
                 return exc

@@ -37,7 +37,7 @@ def test_bar_and_bytes_read_for_people() -> None:
 
 def test_on_a_terminal_the_line_is_redrawn_in_place_with_bytes_and_seconds() -> None:
     stream, clock = Stream(tty=True), Clock()
-    progress = Progress(stream, clock)
+    progress = Progress(stream, clock, columns=120)
     figures = Figures("vibration", 1, 3, "replicas ready", 1024 * 1024, 4 * 1024 * 1024, "fetching")
     progress.show(figures)
     clock.now += 12.4
@@ -72,5 +72,11 @@ def test_without_a_terminal_a_line_is_printed_only_when_the_figures_change() -> 
 
 def test_a_stream_can_be_taken_as_a_terminal_or_not_whatever_it_says() -> None:
     stream = Stream(tty=False)
-    Progress(stream, Clock(), tty=True).show(Figures("upload", 1, 2))
+    Progress(stream, Clock(), tty=True, columns=80).show(Figures("upload", 1, 2))
     assert stream.getvalue() == ERASE_LINE + "upload [##########----------] 1/2 0s"
+
+
+def test_a_terminal_line_never_wraps() -> None:
+    stream = Stream(tty=True)
+    Progress(stream, Clock(), columns=20).show(Figures("deployment vibration", 1, 2, "replicas ready"))
+    assert stream.getvalue() == ERASE_LINE + "deployment vibratio"  # one column spare: no wrap

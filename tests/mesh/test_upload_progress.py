@@ -25,7 +25,9 @@ async def test_an_upload_shows_the_bytes_sent_on_a_terminal(
     sha = hashlib.sha256(data).hexdigest()
     ticks = iter(range(10**6))
     stream = Stream(tty=True)
-    progress = Progress(stream, lambda: float(next(ticks)))  # each read a second later: every one drawn
+    progress = Progress(
+        stream, lambda: float(next(ticks)), columns=200
+    )  # each read a second later: every one drawn
     node = NodeClient(f"127.0.0.1:{client.port}")
 
     assert await asyncio.to_thread(upload_artifact, OPERATOR, node, model, sha, len(data), progress)
