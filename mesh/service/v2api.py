@@ -46,6 +46,7 @@ from inference.v2codec import (
     parse_request,
 )
 from inference.v2tensors import DEFAULT_LIMITS, CodecLimits, TensorError
+from mesh.service.inferencemetrics import InferenceStats
 from mesh.service.modellanes import InferFailed, ModelHost, ModelLanes, QueueFull
 
 HOP_HEADER = "Murmur-Forwarded"  # the id of the node that forwarded the request
@@ -80,6 +81,7 @@ class InferenceFront:
     token: str | None = None
     limits: CodecLimits = DEFAULT_LIMITS
     load: PeerLoad = field(default_factory=PeerLoad)
+    stats: InferenceStats = field(default_factory=InferenceStats)  # GET /metrics (launch.py)
 
     def candidates(self, name: str) -> tuple[list[Candidate], bool]:
         """The replicas of `name` the router may pick, and whether the model is known at all."""
@@ -106,6 +108,7 @@ class InferenceFront:
 
 FRONT = web.AppKey("inference_front", InferenceFront)
 FORWARDER = web.AppKey("inference_client", aiohttp.ClientSession)
+ROUTE = web.RequestKey("inference_route", str)  # local or forwarded, once the request takes one
 
 
 def v2_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -134,6 +137,29 @@ async def _token_check(request: web.Request, handler: Callable[[web.Request], An
             )
     response: web.StreamResponse = await handler(request)
     return response
+
+
+@web.middleware
+async def _measure(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+    """Count every inference request and time it (murmur_inference_*: inferencemetrics.py)."""
+    if request.method != "POST" or not request.path.startswith("/v2/models/"):
+        response: web.StreamResponse = await handler(request)
+        return response
+    started_s = time.monotonic()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        front = request.app[FRONT]
+        name = request.match_info.get("name", "")
+        route = request.get(ROUTE, "refused")
+        known = route != "refused" or front.candidates(name)[1]
+        front.stats.record(front.stats.model_label(name, known), route, status, time.monotonic() - started_s)
 
 
 async def health_live(_request: web.Request) -> web.Response:
@@ -193,6 +219,7 @@ async def model_infer(request: web.Request) -> web.StreamResponse:
         return refusal
     if meta is None:
         return await _forward(request, body)
+    request[ROUTE] = "local"
     try:
         parsed = parse_request(
             body, header_length(request.headers.get(HEADER_LENGTH_HEADER), len(body)), front.limits
@@ -263,6 +290,7 @@ async def _forward(request: web.Request, body: bytes) -> web.StreamResponse:
         if not isinstance(route, Forward):  # ServeHere: the model became ready here meanwhile
             return v2_error(503, f"model {name!r} is loading on this node; retry in a moment")
         tried.append(route.node_id)
+        request[ROUTE] = "forwarded"
         last = await _send(request, front, route, body)
         if last.status not in _RETRYABLE:
             return last
@@ -322,6 +350,7 @@ def add_routes(app: web.Application, front: InferenceFront) -> None:
         await front.lanes.close()
 
     app.cleanup_ctx.append(forwarder)
+    app.middlewares.append(_measure)  # outside the token check: a refused token is counted too
     app.middlewares.append(_token_check)
     app.router.add_get("/v2/health/live", health_live)
     app.router.add_get("/v2/health/ready", health_ready)

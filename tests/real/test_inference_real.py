@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from mesh.dev.localmesh import LocalAgent, LocalMesh, wait_until
 from mesh.examples.build_models import MODELS_DIR
@@ -74,6 +75,20 @@ def _infer(agent: LocalAgent, body: bytes, timeout_s: float = 10.0) -> tuple[int
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()[:200]
+
+
+def _answered_ok(agent: LocalAgent) -> dict[str, float]:
+    """route -> murmur_inference_requests_total{model=MODEL, route, code="200"} of the agent."""
+    with urllib.request.urlopen(f"{agent.url}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return {
+        sample.labels["route"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "murmur_inference_requests_total"
+        and sample.labels.get("model") == MODEL
+        and sample.labels.get("code") == "200"
+    }
 
 
 def _outputs(doc: dict[str, Any]) -> dict[str, np.ndarray[Any, Any]]:
@@ -233,6 +248,11 @@ def test_a_model_deployed_once_serves_exactly_through_any_node_and_survives_a_ki
     assert replacement["serving_s"] <= REPLACED_WITHIN_S, (
         f"served only after {replacement['serving_s']:.2f} s"
     )
+    # The client node counted every request it answered (GET /metrics, as Prometheus reads it):
+    # the first one and the stream's, forwarded, or served locally once the replacement is on it.
+    answered = _answered_ok(client)
+    print(f"{client.name} /metrics: murmur_inference_requests_total code 200 by route: {answered}")
+    assert sum(answered.values()) >= statuses.get(200, 0) + 1 and answered.get("forwarded", 0) >= 1
     shown = _murmur(mesh, client, "placements", "--json")
     assert shown.returncode == 0, shown.stderr
     rows = [r for r in json.loads(shown.stdout)["replicas"] if r["deployment"] == MODEL]
