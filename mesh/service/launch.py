@@ -68,6 +68,7 @@ from mesh.service.observeapi import add_routes as add_observability_routes
 from mesh.service.opsapi import add_routes as add_ops_routes
 from mesh.service.placementapi import add_routes as add_placement_routes
 from mesh.service.placements import MoveTally, artifact_files, unload_dropped
+from mesh.service.remotereplicas import RemoteReplicas
 from mesh.service.restore import restore_records
 from mesh.service.runtime import Runtime
 from mesh.service.servedmodels import ServedModels
@@ -354,6 +355,9 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
             agent.member,
             ModelLanes(model_host, model_host.policy_of),
             token=inference_token,
+            remote=RemoteReplicas(
+                lambda: {r: s.api_addrs for r, s in agent.summaries().items() if r != options.region}
+            ),
         )
         add_inference_routes(app, front)
         agent.metrics.add(inference_source(front.stats, front.lanes.queue_depths))

@@ -48,6 +48,7 @@ from inference.v2codec import (
 from inference.v2tensors import DEFAULT_LIMITS, CodecLimits, TensorError
 from mesh.service.inferencemetrics import InferenceStats
 from mesh.service.modellanes import InferFailed, ModelHost, ModelLanes, QueueFull
+from mesh.service.remotereplicas import RemoteReplicas
 
 HOP_HEADER = "Murmur-Forwarded"  # the id of the node that forwarded the request
 FORWARD_TIMEOUT_S = 30.0  # one forwarded request, the model's run included
@@ -82,6 +83,7 @@ class InferenceFront:
     limits: CodecLimits = DEFAULT_LIMITS
     load: PeerLoad = field(default_factory=PeerLoad)
     stats: InferenceStats = field(default_factory=InferenceStats)  # GET /metrics (launch.py)
+    remote: RemoteReplicas | None = None  # other regions' replicas, when this region has none
 
     def candidates(self, name: str) -> tuple[list[Candidate], bool]:
         """The replicas of `name` the router may pick, and whether the model is known at all."""
@@ -201,8 +203,12 @@ async def model_ready(request: web.Request) -> web.Response:
     front = request.app[FRONT]
     name = request.match_info["name"]
     candidates, known = front.candidates(name)
+    if not any(c.state is ReplicaState.READY for c in candidates) and front.remote is not None:
+        # as a request would be served: by another region's ready replica
+        candidates = await front.remote.candidates(name, request.app[FORWARDER], front.load)
+        known = known or bool(candidates)
     if not known:
-        return v2_error(404, _unknown(name))
+        return v2_error(404, _unknown(name, front.remote is not None))
     if any(c.state is ReplicaState.READY for c in candidates):
         return web.json_response({"name": name, "ready": True})
     return web.json_response({"name": name, "ready": False}, status=503)
@@ -259,11 +265,13 @@ async def _read_body(request: web.Request, limit_bytes: int) -> bytes | web.Resp
     return b"".join(chunks)
 
 
-def _unknown(name: str) -> str:
-    return (
-        f"model {name!r} is not deployed in this node's region (no replica in its placement); "
-        "see murmur status"
+def _unknown(name: str, asked_other_regions: bool = False) -> str:
+    where = (
+        "in this node's region nor in any region that answered"
+        if asked_other_regions
+        else ("in this node's region")
     )
+    return f"model {name!r} is not deployed {where} (no ready replica in its placement); see murmur status"
 
 
 async def _forward(request: web.Request, body: bytes) -> web.StreamResponse:
@@ -275,8 +283,6 @@ async def _forward(request: web.Request, body: bytes) -> web.StreamResponse:
     last: web.StreamResponse | None = None
     for _ in range(ATTEMPTS_MAX):
         candidates, known = front.candidates(name)
-        if not known and not forwarded:
-            return v2_error(404, _unknown(name))
         route = choose(
             name,
             node_id=front.node_id,
@@ -285,6 +291,21 @@ async def _forward(request: web.Request, body: bytes) -> web.StreamResponse:
             tried=tried,
             forwarded=forwarded,
         )
+        if isinstance(route, Refuse) and not forwarded and front.remote is not None:
+            # Nothing left to try in this region: another region's ready replica, if one has it.
+            remote = await front.remote.candidates(name, request.app[FORWARDER], front.load)
+            if remote:
+                known = True
+                route = choose(
+                    name,
+                    node_id=front.node_id,
+                    region=front.region,
+                    candidates=[*candidates, *remote],
+                    tried=tried,
+                    forwarded=False,
+                )
+        if not known and not forwarded:
+            return v2_error(404, _unknown(name, front.remote is not None))
         if isinstance(route, Refuse):
             return last if last is not None else v2_error(route.status, route.reason)
         if not isinstance(route, Forward):  # ServeHere: the model became ready here meanwhile

@@ -66,9 +66,9 @@ def _ready_nodes(rows: list[dict[str, Any]]) -> set[str] | None:
     return nodes if len(rows) == 2 and len(nodes) == 2 else None
 
 
-def _infer(agent: LocalAgent, body: bytes, timeout_s: float = 10.0) -> tuple[int, Any]:
+def _infer(agent: LocalAgent, body: bytes, timeout_s: float = 10.0, model: str = MODEL) -> tuple[int, Any]:
     request = urllib.request.Request(
-        f"{agent.url}/v2/models/{MODEL}/infer", data=body, headers={"Content-Type": "application/json"}
+        f"{agent.url}/v2/models/{model}/infer", data=body, headers={"Content-Type": "application/json"}
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as resp:
@@ -257,3 +257,39 @@ def test_a_model_deployed_once_serves_exactly_through_any_node_and_survives_a_ki
     assert shown.returncode == 0, shown.stderr
     rows = [r for r in json.loads(shown.stdout)["replicas"] if r["deployment"] == MODEL]
     assert {r["node"]: r["state"] for r in rows} == {survivor: "ready", replacement["node"]: "ready"}
+
+    # A model deployed in one region only is served through a node of the other (it reads r2's
+    # placement and forwards there), with the outputs a direct session.run gives.
+    tabular = (MODELS_DIR / "tabular-mlp.yaml").read_text()
+    tabular = tabular.replace("replicas: 1", "replicas: {r2: 1}")
+    tabular = tabular.replace("file: tabular-mlp.onnx", f"file: {MODELS_DIR}/tabular-mlp.onnx")
+    (tmp_path / "tabular.yaml").write_text(tabular)
+    done = _murmur(mesh, uploader, "deploy", str(tmp_path / "tabular.yaml"))
+    assert done.returncode == 0, done.stderr
+    mlp = ort.InferenceSession(str(MODELS_DIR / "tabular-mlp.onnx"), providers=["CPUExecutionProvider"])
+    (mlp_in,) = mlp.get_inputs()
+    row = np.random.default_rng(11).standard_normal((1, mlp_in.shape[1])).astype(np.float32)
+    want = dict(zip([o.name for o in mlp.get_outputs()], mlp.run(None, {mlp_in.name: row}), strict=True))
+    request = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": mlp_in.name,
+                    "shape": [1, row.shape[1]],
+                    "datatype": "FP32",
+                    "data": row.ravel().tolist(),
+                }
+            ]
+        }
+    ).encode()
+    answer: dict[str, Any] = {}
+
+    def served_across_regions() -> bool:
+        status, doc = _infer(client, request, model="tabular-mlp")
+        answer.update(status=status, doc=doc)
+        return status == 200
+
+    assert wait_until(served_across_regions, READY_WITHIN_S, 0.5), answer
+    got = _outputs(answer["doc"])
+    assert got.keys() == want.keys() and all(np.array_equal(got[k], v) for k, v in want.items())
+    print(f"tabular-mlp, deployed in r2 only, answered through {client.name} (r1): outputs equal session.run")
