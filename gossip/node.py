@@ -502,22 +502,35 @@ class GossipNode:
         if src is None:
             return []
         gw_ids = {g for g, _ in self._gateways}
-        me = MemberView(
-            self.node_id,
-            self.addr,
-            self.region,
-            MemberState.LEFT if src.leaving else MemberState.ALIVE,
-            src.incarnation,
-            self.node_id in gw_ids,
-            self.api_addr,
-        )
-        views = [me]
-        for m in src.members():
-            region, api = codec.decode_meta(m.meta)
-            is_gw = m.node_id in gw_ids if pool == "region" else True
-            views.append(MemberView(m.node_id, m.addr, region, m.state, m.incarnation, is_gw, api))
+        views = [self._own_view(src, gw_ids)]
+        views += (self._view(m, pool, gw_ids) for m in src.members())
         views.sort(key=lambda v: v.node_id)
         return views
+
+    def member(self, node_id: str, pool: str = "region") -> MemberView | None:
+        """One member of a pool as `members` shows it, or None: a lookup, not a list (the
+        inference router asks this for every replica of every request)."""
+        src = self.region_pool if pool == "region" else self.fleet_pool
+        if src is None:
+            return None
+        gw_ids = {g for g, _ in self._gateways}
+        if node_id == self.node_id:
+            return self._own_view(src, gw_ids)
+        m = src.member(node_id)
+        return None if m is None else self._view(m, pool, gw_ids)
+
+    def _own_view(self, src: Membership, gw_ids: set[str]) -> MemberView:
+        state = MemberState.LEFT if src.leaving else MemberState.ALIVE
+        gateway = self.node_id in gw_ids
+        return MemberView(
+            self.node_id, self.addr, self.region, state, src.incarnation, gateway, self.api_addr
+        )
+
+    @staticmethod
+    def _view(m: Member, pool: str, gw_ids: set[str]) -> MemberView:
+        region, api = codec.decode_meta(m.meta)
+        is_gw = m.node_id in gw_ids if pool == "region" else True
+        return MemberView(m.node_id, m.addr, region, m.state, m.incarnation, is_gw, api)
 
     def member_states(self, pool: str = "region") -> list[tuple[str, MemberState]]:
         """(id, state) of every member of a pool, itself included, in id order: `members` without

@@ -235,6 +235,10 @@ class Node:
         """This node's view of a pool ("region" or "fleet"), itself included, in id order."""
         return self.gossip.members(pool)
 
+    def member(self, node_id: str, pool: str = "region") -> MemberView | None:
+        """One member of a pool as `members` shows it, or None (a lookup, no list)."""
+        return self.gossip.member(node_id, pool)
+
     @property
     def authenticated(self) -> bool:
         """Members' claims are signed and their frames sealed pairwise (admission mode)."""

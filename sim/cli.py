@@ -19,13 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sim.picturepage import write_report
-from sim.pictures import matplotlib_missing
-from sim.report import summary, to_json
-from sim.run import reproduce_command, run_simulation
-from sim.scenarios import SCENARIOS
-from sim.swarm import SWARM_DURATION_S, SWARM_NODES, SWARM_REGIONS
-from sim.swarmrun import parse_seeds, run_swarm
+from sim.catalog import SCENARIOS, SWARM_DURATION_S, SWARM_NODES, SWARM_REGIONS
+
+# The simulator itself (every protocol core, matplotlib for --report) is imported by the
+# functions that run it, not here: `murmur` builds this parser for every command.
 
 
 def _positive_int(text: str) -> int:
@@ -102,6 +99,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _swarm(args: argparse.Namespace) -> int:
     """Run the swarm over the seeds; print the failing seeds (or, with --json, the summary)."""
+    from sim.report import to_json
+    from sim.swarmrun import parse_seeds, run_swarm
+
     try:
         seeds = parse_seeds(args.swarm)
         summary_ = run_swarm(
@@ -139,6 +139,11 @@ def _writable(directory: Path) -> str | None:
 
 def command(args: argparse.Namespace) -> int:
     """Run the simulation the arguments describe and print its report."""
+    from sim.picturepage import write_report
+    from sim.pictures import matplotlib_missing
+    from sim.report import summary, to_json
+    from sim.run import reproduce_command, run_simulation
+
     if args.swarm is not None:
         if args.report is not None:
             print(

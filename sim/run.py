@@ -20,6 +20,7 @@ from gossip.trust import StaticTrust
 from inference.desired import sign_deployment
 from sim import scenarios
 from sim.admission import AdmissionWatch
+from sim.catalog import SCENARIOS
 from sim.coldstart import ColdStartWatch
 from sim.fleet import SIM_CLUSTER_ID, Fleet, sim_invite
 from sim.invariants import Invariants
@@ -184,8 +185,8 @@ def run_simulation(
     puts them there, for the pictures; the report stays the same.
     """
     wall_start = time.perf_counter()
-    if scenario not in scenarios.SCENARIOS:
-        raise ValueError(f"unknown scenario {scenario!r}; choose one of: {', '.join(scenarios.SCENARIOS)}")
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; choose one of: {', '.join(SCENARIOS)}")
     if nodes < 1 or regions < 1:
         raise ValueError(f"need at least one node and one region, got --nodes {nodes} --regions {regions}")
     if duration_s <= scenarios.FAULT_AT_S:

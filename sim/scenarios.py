@@ -68,26 +68,10 @@ from inference.inventory import INVENTORY_REFRESH_S, Inventory, encode, inventor
 from inference.manifest import Deployment, manifest_from_doc
 from sim import faults, swarm
 from sim.admission import INTRUDER_KINDS
+from sim.catalog import SCENARIOS
 from sim.fleet import Fleet
 from sim.keyrotation import OFFLINE_FROM_S, OFFLINE_MIN_REGIONS, OFFLINE_UNTIL_S
 
-SCENARIOS = (
-    "steady",
-    "crash",
-    "process-crash",
-    "loss",
-    "stall",
-    "partition",
-    "churn",
-    "desired",
-    "inventory",
-    "admission",
-    "cold-start",
-    "key-rotation",
-    "key-rotation-staged",
-    "leader-crash",
-    "swarm",
-)
 DEFAULT_LOSS = {"loss": 0.10}
 FAULT_AT_S = 10.0
 PARTITION_S = 30.0

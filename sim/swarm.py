@@ -24,9 +24,6 @@ SWARM_LOSS = (0.05, 0.3)
 SWARM_LOSS_S = (2.0, 8.0)
 SWARM_STALL_S = (1.0, 8.0)
 # The swarm's fleet unless told otherwise: small, so one seed takes about a second.
-SWARM_NODES = 30
-SWARM_REGIONS = 3
-SWARM_DURATION_S = 45.0
 
 
 def schedule(fleet: Fleet, start_s: float, end_s: float, rng: random.Random) -> tuple[float, float | None]:

@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sim.catalog import SWARM_DURATION_S, SWARM_NODES, SWARM_REGIONS
 from sim.run import run_simulation
-from sim.swarm import SWARM_DURATION_S, SWARM_NODES, SWARM_REGIONS
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -34,6 +34,7 @@ DEPLOYMENT_EVENT_KINDS = (
     "replica_ready",
     "replica_failed",
     "replica_dropped",
+    "placement_changed",
 )
 MATCHES_SHOWN_MAX = 10
 
@@ -335,7 +336,19 @@ def _unix_ms(event: Mapping[str, Any]) -> int:
 
 def _about(event: Mapping[str, Any], name: str) -> bool:
     details = _dict(event.get("details"))
+    if event.get("kind") == "placement_changed":
+        listed = details.get("deployments")
+        return isinstance(listed, str) and name in listed.split(",")
     return details.get("deployment") == name or event.get("subject") == f"desired/deployment/{name}"
+
+
+def _event_key(event: Mapping[str, Any]) -> tuple[str, ...]:
+    """One key per thing that happened: every node of a region applies the same placement, so
+    its `placement_changed` events are one change (region, term, epoch), shown once."""
+    if event.get("kind") == "placement_changed":
+        details = _dict(event.get("details"))
+        return ("placement", *(str(details.get(k)) for k in ("region", "term", "epoch")))
+    return (str(event.get("node")), str(event.get("seq")))
 
 
 def _holder_apis(node: NodeClient, holders: Mapping[str, Sequence[str]]) -> dict[str, str]:
@@ -361,7 +374,7 @@ def deployment_events(
     apis = _holder_apis(node, holders)
     params = {"kind": ",".join(DEPLOYMENT_EVENT_KINDS), "limit": "1000"}
     sources = [node, *(NodeClient(a, DESCRIBE_EVENTS_TIMEOUT_S) for _, a in sorted(apis.items()))]
-    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    seen: dict[tuple[str, ...], dict[str, Any]] = {}
     unanswered: list[str] = []
     for source in sources[: DESCRIBE_EVENT_NODES_MAX + 1]:
         try:
@@ -371,7 +384,7 @@ def deployment_events(
             continue
         for event in _list(_dict(doc).get("events")):
             if isinstance(event, dict) and _about(event, name):
-                seen[(str(event.get("node")), str(event.get("seq")))] = event
+                seen.setdefault(_event_key(event), event)
     events = sorted(seen.values(), key=lambda e: (_unix_ms(e), str(e.get("node"))))
     return events[-DESCRIBE_EVENTS_SHOWN:], unanswered
 

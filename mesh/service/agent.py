@@ -269,11 +269,8 @@ class Agent:
         return self.node.state.records(kind)
 
     def member(self, node_id: str) -> MemberView | None:
-        for pool in ("region", "fleet"):
-            for m in self.node.members(pool):
-                if m.node_id == node_id:
-                    return m
-        return None
+        """A member of this node's region or, on a gateway, of the fleet pool; None if neither."""
+        return self.node.member(node_id, "region") or self.node.member(node_id, "fleet")
 
     def state_summary(self) -> dict[str, Any]:
         state = self.node.state
@@ -374,7 +371,11 @@ class Agent:
             raise SubmitRefused(503, "this node does not run the placement core")
         generation = rebalance_generation(self.node.state.records(REBALANCE_KIND), self.region)
         # Reads only: the core's state is not changed.
-        return own_placement_json(core, generation, self.models)
+        return own_placement_json(core, generation, self.models, self._api_of)
+
+    def _api_of(self, node_id: str) -> str | None:
+        member = self.node.member(node_id)
+        return member.api_addr if member is not None else None
 
     def replica_error(self, deployment: str) -> str | None:
         """Why this node's replica of `deployment` failed to load or warm up, or None."""

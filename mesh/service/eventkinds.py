@@ -56,6 +56,9 @@ KINDS: dict[str, str] = {
 REFUSAL_REPEAT_S = 600.0
 REFUSALS_REMEMBERED_MAX = 1024
 MEMBERS_REMEMBERED_MAX = 65_536  # previous states, to tell "joined" from "alive again"
+PLACEMENT_DEPLOYMENTS_LISTED = (
+    16  # deployments a placement_changed event names (deployment names are up to 63 characters)
+)
 
 _MEMBER_KINDS = {
     MemberState.SUSPECT: "member_suspect",
@@ -156,12 +159,17 @@ def _config_changed(event: ConfigChanged, ctx: Context) -> list[Observation]:
 
 def _placement_applied(event: PlacementApplied, ctx: Context) -> list[Observation]:
     moved = len(event.changes)
+    changed = sorted({change.deployment for change in event.changes})
     details = (
         ("region", event.region),
         ("term", event.term),
         ("epoch", event.epoch),
         ("leader", event.leader),
         ("moves", moved),
+        # which deployments changed, for `describe deployment` (comma-separated; the first
+        # PLACEMENT_DEPLOYMENTS_LISTED, as `deployments_more` counts the rest)
+        ("deployments", ",".join(changed[:PLACEMENT_DEPLOYMENTS_LISTED])),
+        ("deployments_more", max(0, len(changed) - PLACEMENT_DEPLOYMENTS_LISTED)),
     )
     reason = f"placement term {event.term} epoch {event.epoch} by {event.leader}: {moved} replica(s) changed"
     return [Observation("placement_changed", event.region, reason, details)]

@@ -56,6 +56,7 @@ from mesh.service.election import SqliteHardState
 from mesh.service.fdlimit import raise_open_files_limit
 from mesh.service.fetcher import Fetcher
 from mesh.service.httpguard import API_HEAD_TIMEOUT_S, ApiGuard, api_caps
+from mesh.service.inferencemetrics import inference_source
 from mesh.service.keysapi import add_routes as add_keyring_routes
 from mesh.service.lograte import install_repeat_filter
 from mesh.service.metrics import election_source, placement_source
@@ -67,6 +68,7 @@ from mesh.service.observeapi import add_routes as add_observability_routes
 from mesh.service.opsapi import add_routes as add_ops_routes
 from mesh.service.placementapi import add_routes as add_placement_routes
 from mesh.service.placements import MoveTally, artifact_files, unload_dropped
+from mesh.service.remotereplicas import RemoteReplicas
 from mesh.service.restore import restore_records
 from mesh.service.runtime import Runtime
 from mesh.service.servedmodels import ServedModels
@@ -345,18 +347,20 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
         # The Open Inference Protocol (/v2): served here from the model host when this node holds
         # a ready replica, otherwise forwarded to one (docs/inference.md).
         model_host = ServedModels(models)
-        add_inference_routes(
-            app,
-            InferenceFront(
-                identity.node_id,
-                options.region,
-                model_host,
-                placement.replicas,
-                agent.member,
-                ModelLanes(model_host, model_host.policy_of),
-                token=inference_token,
+        front = InferenceFront(
+            identity.node_id,
+            options.region,
+            model_host,
+            placement.replicas,
+            agent.member,
+            ModelLanes(model_host, model_host.policy_of),
+            token=inference_token,
+            remote=RemoteReplicas(
+                lambda: {r: s.api_addrs for r, s in agent.summaries().items() if r != options.region}
             ),
         )
+        add_inference_routes(app, front)
+        agent.metrics.add(inference_source(front.stats, front.lanes.queue_depths))
         add_keyring_routes(app)
         app.middlewares.append(guard.middleware)
         # keepalive_timeout: aiohttp's own idle close agrees with the guard's head deadline.

@@ -71,6 +71,11 @@ class ModelLane:
         self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._work(), name=f"model lane {name}")
 
+    @property
+    def waiting(self) -> int:
+        """Requests in the queue now (not the ones running)."""
+        return len(self._queue)
+
     async def submit(self, inputs: dict[str, Array], priority: Priority) -> dict[str, Array]:
         """The model's outputs for `inputs`; QueueFull or InferFailed."""
         job = _Job(inputs)
@@ -195,6 +200,10 @@ class ModelLanes:
         elif lane.policy != policy:
             lane.policy = policy
         return lane
+
+    def queue_depths(self) -> dict[str, int]:
+        """model -> requests waiting in its queue now (murmur_inference_queue_depth)."""
+        return {name: lane.waiting for name, lane in self._lanes.items()}
 
     async def close(self) -> None:
         lanes, self._lanes = list(self._lanes.values()), {}

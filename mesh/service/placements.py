@@ -54,11 +54,15 @@ def held_artifacts(store: ArtifactStore) -> HeldArtifacts:
 
 
 def own_placement_json(
-    core: PlacementCore, rebalance_generation: int, models: ModelHost | None = None
+    core: PlacementCore,
+    rebalance_generation: int,
+    models: ModelHost | None = None,
+    api_of: Callable[[str], str | None] = lambda _node: None,
 ) -> dict[str, Any]:
     """This node's region's applied placement as GET /v1/placements shows it (docs/api.md);
     `rebalance_generation`: the region's held `rebalance` record's (0: none); `models`: this
-    node's model host (the error of a failed replica of this node, and its `models`)."""
+    node's model host (the error of a failed replica of this node, and its `models`);
+    `api_of`: a node's API address as this node knows it (each replica's `api`)."""
     applied = core.applied()
     stamp: dict[str, Any] | None = None
     if applied is not None:
@@ -77,6 +81,7 @@ def own_placement_json(
             "node": v.node_id,
             "state": str(v.state),
             "provisional": v.provisional,
+            "api": api_of(v.node_id) or "",
         }
         error = models.error(v.deployment) if models is not None and v.node_id == core.node_id else None
         if error is not None:

@@ -46,7 +46,9 @@ from inference.v2codec import (
     parse_request,
 )
 from inference.v2tensors import DEFAULT_LIMITS, CodecLimits, TensorError
+from mesh.service.inferencemetrics import InferenceStats
 from mesh.service.modellanes import InferFailed, ModelHost, ModelLanes, QueueFull
+from mesh.service.remotereplicas import RemoteReplicas
 
 HOP_HEADER = "Murmur-Forwarded"  # the id of the node that forwarded the request
 FORWARD_TIMEOUT_S = 30.0  # one forwarded request, the model's run included
@@ -80,6 +82,8 @@ class InferenceFront:
     token: str | None = None
     limits: CodecLimits = DEFAULT_LIMITS
     load: PeerLoad = field(default_factory=PeerLoad)
+    stats: InferenceStats = field(default_factory=InferenceStats)  # GET /metrics (launch.py)
+    remote: RemoteReplicas | None = None  # other regions' replicas, when this region has none
 
     def candidates(self, name: str) -> tuple[list[Candidate], bool]:
         """The replicas of `name` the router may pick, and whether the model is known at all."""
@@ -106,6 +110,7 @@ class InferenceFront:
 
 FRONT = web.AppKey("inference_front", InferenceFront)
 FORWARDER = web.AppKey("inference_client", aiohttp.ClientSession)
+ROUTE = web.RequestKey("inference_route", str)  # local or forwarded, once the request takes one
 
 
 def v2_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -134,6 +139,29 @@ async def _token_check(request: web.Request, handler: Callable[[web.Request], An
             )
     response: web.StreamResponse = await handler(request)
     return response
+
+
+@web.middleware
+async def _measure(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+    """Count every inference request and time it (murmur_inference_*: inferencemetrics.py)."""
+    if request.method != "POST" or not request.path.startswith("/v2/models/"):
+        response: web.StreamResponse = await handler(request)
+        return response
+    started_s = time.monotonic()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        front = request.app[FRONT]
+        name = request.match_info.get("name", "")
+        route = request.get(ROUTE, "refused")
+        known = route != "refused" or front.candidates(name)[1]
+        front.stats.record(front.stats.model_label(name, known), route, status, time.monotonic() - started_s)
 
 
 async def health_live(_request: web.Request) -> web.Response:
@@ -175,8 +203,12 @@ async def model_ready(request: web.Request) -> web.Response:
     front = request.app[FRONT]
     name = request.match_info["name"]
     candidates, known = front.candidates(name)
+    if not any(c.state is ReplicaState.READY for c in candidates) and front.remote is not None:
+        # as a request would be served: by another region's ready replica
+        candidates = await front.remote.candidates(name, request.app[FORWARDER], front.load)
+        known = known or bool(candidates)
     if not known:
-        return v2_error(404, _unknown(name))
+        return v2_error(404, _unknown(name, front.remote is not None))
     if any(c.state is ReplicaState.READY for c in candidates):
         return web.json_response({"name": name, "ready": True})
     return web.json_response({"name": name, "ready": False}, status=503)
@@ -193,6 +225,7 @@ async def model_infer(request: web.Request) -> web.StreamResponse:
         return refusal
     if meta is None:
         return await _forward(request, body)
+    request[ROUTE] = "local"
     try:
         parsed = parse_request(
             body, header_length(request.headers.get(HEADER_LENGTH_HEADER), len(body)), front.limits
@@ -232,11 +265,13 @@ async def _read_body(request: web.Request, limit_bytes: int) -> bytes | web.Resp
     return b"".join(chunks)
 
 
-def _unknown(name: str) -> str:
-    return (
-        f"model {name!r} is not deployed in this node's region (no replica in its placement); "
-        "see murmur status"
+def _unknown(name: str, asked_other_regions: bool = False) -> str:
+    where = (
+        "in this node's region nor in any region that answered"
+        if asked_other_regions
+        else ("in this node's region")
     )
+    return f"model {name!r} is not deployed {where} (no ready replica in its placement); see murmur status"
 
 
 async def _forward(request: web.Request, body: bytes) -> web.StreamResponse:
@@ -248,8 +283,6 @@ async def _forward(request: web.Request, body: bytes) -> web.StreamResponse:
     last: web.StreamResponse | None = None
     for _ in range(ATTEMPTS_MAX):
         candidates, known = front.candidates(name)
-        if not known and not forwarded:
-            return v2_error(404, _unknown(name))
         route = choose(
             name,
             node_id=front.node_id,
@@ -258,11 +291,27 @@ async def _forward(request: web.Request, body: bytes) -> web.StreamResponse:
             tried=tried,
             forwarded=forwarded,
         )
+        if isinstance(route, Refuse) and not forwarded and front.remote is not None:
+            # Nothing left to try in this region: another region's ready replica, if one has it.
+            remote = await front.remote.candidates(name, request.app[FORWARDER], front.load)
+            if remote:
+                known = True
+                route = choose(
+                    name,
+                    node_id=front.node_id,
+                    region=front.region,
+                    candidates=[*candidates, *remote],
+                    tried=tried,
+                    forwarded=False,
+                )
+        if not known and not forwarded:
+            return v2_error(404, _unknown(name, front.remote is not None))
         if isinstance(route, Refuse):
             return last if last is not None else v2_error(route.status, route.reason)
         if not isinstance(route, Forward):  # ServeHere: the model became ready here meanwhile
             return v2_error(503, f"model {name!r} is loading on this node; retry in a moment")
         tried.append(route.node_id)
+        request[ROUTE] = "forwarded"
         last = await _send(request, front, route, body)
         if last.status not in _RETRYABLE:
             return last
@@ -322,6 +371,7 @@ def add_routes(app: web.Application, front: InferenceFront) -> None:
         await front.lanes.close()
 
     app.cleanup_ctx.append(forwarder)
+    app.middlewares.append(_measure)  # outside the token check: a refused token is counted too
     app.middlewares.append(_token_check)
     app.router.add_get("/v2/health/live", health_live)
     app.router.add_get("/v2/health/ready", health_ready)

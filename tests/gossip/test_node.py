@@ -174,3 +174,15 @@ def test_a_gateway_that_leaves_is_seen_as_left_in_the_fleet_pool_too() -> None:
         if n.is_gateway:
             view = {v.node_id: v.state for v in n.members("fleet")}
             assert view[leaver.node_id] == MemberState.LEFT
+
+
+def test_member_is_the_row_members_lists_for_that_id_in_either_pool() -> None:
+    _link, by_region = fleet(5, 2)
+    for nodes in by_region.values():
+        for node in nodes:
+            for pool in ("region", "fleet"):
+                listed = node.members(pool)
+                assert all(node.member(v.node_id, pool) == v for v in listed)
+                assert node.member("nobody", pool) is None
+            other_region = next(n for r, ns in by_region.items() if r != node.region for n in ns)
+            assert node.member(other_region.node_id, "region") is None

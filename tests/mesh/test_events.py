@@ -19,7 +19,7 @@ from gossip.records import sign_record
 from inference.assignments import ReplicaState
 from inference.placement import ChangeKind
 from inference.placing_ports import AppliedChange, PlacementApplied, ReplicaDropped, ReplicaStateChanged
-from mesh.service.eventkinds import KINDS, SOURCES, EventRecorder, command_name
+from mesh.service.eventkinds import KINDS, PLACEMENT_DEPLOYMENTS_LISTED, SOURCES, EventRecorder, command_name
 from mesh.service.events import TEXT_MAX_CHARS, EventLog, Observation, iso_utc
 from node.netkeys import NetworkKeyInstalled, NetworkKeyInUse, NetworkKeysRetired
 from tests.mesh.test_deploy_api import OPERATOR
@@ -217,3 +217,18 @@ def test_commands_accepted_are_named() -> None:
     assert [dict(e.details)["command"] for e in events] == ["deploy", "delete", "revoke"]
     assert events[0].subject == "desired/deployment/vib"
     assert recorder.commands == {"deploy": 1, "delete": 1, "revoke": 1}
+
+
+def test_a_placement_event_names_the_deployments_it_changed_up_to_a_bound() -> None:
+    changes = tuple(
+        AppliedChange(f"d{i:03d}", 0, ChangeKind.ADDED, None, "n2")
+        for i in range(PLACEMENT_DEPLOYMENTS_LISTED + 3)
+        for _ in range(2)  # two changes of one deployment name it once
+    )
+    log = EventLog("me", clock=Clock())
+    EventRecorder(log).on_event(PlacementApplied("r1", (0, "n1"), 3, 2, "n1", changes))
+    (event,) = log.query()
+    details = dict(event.details)
+    assert details["moves"] == len(changes)
+    assert details["deployments"] == ",".join(f"d{i:03d}" for i in range(PLACEMENT_DEPLOYMENTS_LISTED))
+    assert details["deployments_more"] == 3

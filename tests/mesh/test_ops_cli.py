@@ -232,6 +232,9 @@ async def test_describe_reads_events_of_any_shape_without_a_traceback() -> None:
     from mesh.cli.client import NodeClient
     from mesh.cli.fleet import deployment_events
 
+    placed = {"region": "r1", "term": 2, "epoch": 7, "deployments": "a,v"}
+    other = {"region": "r1", "term": 2, "epoch": 8, "deployments": "vv,other"}
+
     async def events(request: web.Request) -> web.Response:
         return web.json_response(
             {
@@ -245,6 +248,11 @@ async def test_describe_reads_events_of_any_shape_without_a_traceback() -> None:
                     },
                     {"seq": 2, "unix_ms": 5, "node": "n", "subject": "desired/deployment/v"},
                     {"seq": 3, "unix_ms": 6, "node": "n", "details": {"deployment": "other"}},
+                    # one placement, applied by two nodes: shown once; another that moved only "other"
+                    {"seq": 4, "unix_ms": 7, "node": "n", "kind": "placement_changed", "details": placed},
+                    {"seq": 9, "unix_ms": 8, "node": "m", "kind": "placement_changed", "details": placed},
+                    {"seq": 5, "unix_ms": 9, "node": "n", "kind": "placement_changed", "details": other},
+                    {"seq": 6, "unix_ms": 9, "node": "n", "kind": "placement_changed", "details": "v"},
                     "not an event",
                 ]
             }
@@ -256,4 +264,4 @@ async def test_describe_reads_events_of_any_shape_without_a_traceback() -> None:
         got, silent = await asyncio.to_thread(
             deployment_events, NodeClient(f"127.0.0.1:{server.port}"), "v", {}
         )
-    assert [e["seq"] for e in got] == ["x", 2] and silent == []
+    assert [e["seq"] for e in got] == ["x", 2, 4] and silent == []

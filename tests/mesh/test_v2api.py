@@ -82,6 +82,7 @@ class Mesh:
     members: dict[str, Member] = field(default_factory=dict)
     clients: dict[str, TestClient[web.Request, web.Application]] = field(default_factory=dict)
     hops: list[tuple[str, str]] = field(default_factory=list)  # (node, the hop header it received)
+    fronts: dict[str, InferenceFront] = field(default_factory=dict)
 
     async def add(
         self,
@@ -110,6 +111,7 @@ class Mesh:
         if limits is not None:
             front.limits = limits
         add_routes(app, front)
+        self.fronts[node_id] = front
         client = TestClient(TestServer(app, host="127.0.0.1"))
         await client.start_server()
         self.clients[node_id] = client

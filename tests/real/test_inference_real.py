@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from mesh.dev.localmesh import LocalAgent, LocalMesh, wait_until
 from mesh.examples.build_models import MODELS_DIR
@@ -65,15 +66,29 @@ def _ready_nodes(rows: list[dict[str, Any]]) -> set[str] | None:
     return nodes if len(rows) == 2 and len(nodes) == 2 else None
 
 
-def _infer(agent: LocalAgent, body: bytes, timeout_s: float = 10.0) -> tuple[int, Any]:
+def _infer(agent: LocalAgent, body: bytes, timeout_s: float = 10.0, model: str = MODEL) -> tuple[int, Any]:
     request = urllib.request.Request(
-        f"{agent.url}/v2/models/{MODEL}/infer", data=body, headers={"Content-Type": "application/json"}
+        f"{agent.url}/v2/models/{model}/infer", data=body, headers={"Content-Type": "application/json"}
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()[:200]
+
+
+def _answered_ok(agent: LocalAgent) -> dict[str, float]:
+    """route -> murmur_inference_requests_total{model=MODEL, route, code="200"} of the agent."""
+    with urllib.request.urlopen(f"{agent.url}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return {
+        sample.labels["route"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "murmur_inference_requests_total"
+        and sample.labels.get("model") == MODEL
+        and sample.labels.get("code") == "200"
+    }
 
 
 def _outputs(doc: dict[str, Any]) -> dict[str, np.ndarray[Any, Any]]:
@@ -233,7 +248,48 @@ def test_a_model_deployed_once_serves_exactly_through_any_node_and_survives_a_ki
     assert replacement["serving_s"] <= REPLACED_WITHIN_S, (
         f"served only after {replacement['serving_s']:.2f} s"
     )
+    # The client node counted every request it answered (GET /metrics, as Prometheus reads it):
+    # the first one and the stream's, forwarded, or served locally once the replacement is on it.
+    answered = _answered_ok(client)
+    print(f"{client.name} /metrics: murmur_inference_requests_total code 200 by route: {answered}")
+    assert sum(answered.values()) >= statuses.get(200, 0) + 1 and answered.get("forwarded", 0) >= 1
     shown = _murmur(mesh, client, "placements", "--json")
     assert shown.returncode == 0, shown.stderr
     rows = [r for r in json.loads(shown.stdout)["replicas"] if r["deployment"] == MODEL]
     assert {r["node"]: r["state"] for r in rows} == {survivor: "ready", replacement["node"]: "ready"}
+
+    # A model deployed in one region only is served through a node of the other (it reads r2's
+    # placement and forwards there), with the outputs a direct session.run gives.
+    tabular = (MODELS_DIR / "tabular-mlp.yaml").read_text()
+    tabular = tabular.replace("replicas: 1", "replicas: {r2: 1}")
+    tabular = tabular.replace("file: tabular-mlp.onnx", f"file: {MODELS_DIR}/tabular-mlp.onnx")
+    (tmp_path / "tabular.yaml").write_text(tabular)
+    done = _murmur(mesh, uploader, "deploy", str(tmp_path / "tabular.yaml"))
+    assert done.returncode == 0, done.stderr
+    mlp = ort.InferenceSession(str(MODELS_DIR / "tabular-mlp.onnx"), providers=["CPUExecutionProvider"])
+    (mlp_in,) = mlp.get_inputs()
+    row = np.random.default_rng(11).standard_normal((1, mlp_in.shape[1])).astype(np.float32)
+    want = dict(zip([o.name for o in mlp.get_outputs()], mlp.run(None, {mlp_in.name: row}), strict=True))
+    request = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": mlp_in.name,
+                    "shape": [1, row.shape[1]],
+                    "datatype": "FP32",
+                    "data": row.ravel().tolist(),
+                }
+            ]
+        }
+    ).encode()
+    answer: dict[str, Any] = {}
+
+    def served_across_regions() -> bool:
+        status, doc = _infer(client, request, model="tabular-mlp")
+        answer.update(status=status, doc=doc)
+        return status == 200
+
+    assert wait_until(served_across_regions, READY_WITHIN_S, 0.5), answer
+    got = _outputs(answer["doc"])
+    assert got.keys() == want.keys() and all(np.array_equal(got[k], v) for k, v in want.items())
+    print(f"tabular-mlp, deployed in r2 only, answered through {client.name} (r1): outputs equal session.run")

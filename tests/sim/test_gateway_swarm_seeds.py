@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
+from sim.catalog import SWARM_DURATION_S, SWARM_NODES, SWARM_REGIONS
 from sim.run import run_simulation
-from sim.swarm import SWARM_DURATION_S, SWARM_NODES, SWARM_REGIONS
 
 
 @pytest.mark.parametrize("seed", [57, 151, 178])

@@ -15,12 +15,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sim.catalog import SCENARIOS
 from sim.cli import main
 from sim.picturepage import page
 from sim.pictures import DRAWINGS, Chart, draw
 from sim.report import stats
 from sim.run import run_simulation
-from sim.scenarios import SCENARIOS
 
 SMALL = {"nodes": 12, "regions": 2, "scenario": "crash", "seed": 3, "duration_s": 20.0}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
