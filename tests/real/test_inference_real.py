@@ -184,7 +184,7 @@ def test_a_model_deployed_once_serves_exactly_through_any_node_and_survives_a_ki
             assert np.array_equal(served[name], want), (name, served[name], want)
         print(f"{region}: {client.name} (no replica) forwarded; outputs equal session.run exactly: {direct}")
     # A forward passes the body on undecoded: the nodes without a replica have loaded neither
-    # numpy nor onnxruntime; the replica nodes, which decoded and ran requests, both.
+    # numpy nor onnxruntime; the replica nodes, which loaded the model, hold both.
     libraries = ("numpy", "onnxruntime")
     loaded = {a.name: [p for p in libraries if a.maps_package(p)] for a in mesh.agents}
     expected = {
