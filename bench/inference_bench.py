@@ -8,7 +8,7 @@ same run (docs/benchmarks.md, "bench/inference_bench.py"):
 
 - footprint: each agent's RSS (`ps -o rss=`) idle with no model, then after each example
   model is deployed; baseline a bare Python process with aiohttp, msgpack and PyNaCl
-  imported, idle, and whether onnxruntime's library is mapped in the agent;
+  imported, idle, and whether onnxruntime's and numpy's libraries are mapped in the agent;
 - hop: sequential POST /v2/models/tabular-mlp/infer at the node holding the replica
   (local) and at the node without it (one forwarding hop), p50 and p99, against a
   direct `session.run` of the same input in this process;
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import http.client
 import json
@@ -57,7 +56,7 @@ from agent_idle import BenchError, ensure_private_netns, start_baseline, stop_ba
 from inference.batching import NO_BATCHING, BatchPolicy  # noqa: E402
 from inference.manifest import manifest_from_doc  # noqa: E402
 from inference.requestqueue import PRIORITY_HEADER, Priority  # noqa: E402
-from inference.v2codec import HEADER_LENGTH_HEADER  # noqa: E402
+from inference.v2types import HEADER_LENGTH_HEADER  # noqa: E402
 from mesh.dev.localmesh import LocalAgent, LocalMesh, wait_until  # noqa: E402
 from mesh.examples.build_models import MODELS_DIR  # noqa: E402
 from mesh.service.modelhost import (  # noqa: E402
@@ -86,13 +85,6 @@ def rss_mib(pid: int) -> float:
     """RSS as `ps -o rss=` shows it (KiB), in MiB."""
     done = subprocess.run(["ps", "-o", "rss=", "-p", str(pid)], capture_output=True, text=True, timeout=10)
     return round(int(done.stdout.strip()) / 1024, 1)
-
-
-def maps_onnxruntime(pid: int) -> bool:
-    """Whether onnxruntime's native library is mapped in the process (it was imported)."""
-    with contextlib.suppress(OSError):
-        return "onnxruntime" in Path(f"/proc/{pid}/maps").read_text()
-    return False
 
 
 def murmur(mesh: LocalMesh, node: LocalAgent, *args: str) -> subprocess.CompletedProcess[str]:
@@ -279,7 +271,8 @@ def footprint_row(mesh: LocalMesh) -> dict[str, Any]:
     return {
         a.name: {
             "rss_mib": rss_mib(a.process.pid),
-            "onnxruntime_mapped": maps_onnxruntime(a.process.pid),
+            "onnxruntime_mapped": a.maps_package("onnxruntime"),
+            "numpy_mapped": a.maps_package("numpy"),
             "models": ready_models(mesh, a),
         }
         for a in mesh.agents
@@ -544,7 +537,8 @@ def print_summary(r: dict[str, Any]) -> None:
     for step in fp["steps"]:
         cells = ", ".join(
             f"{name} {a['rss_mib']} ({','.join(a['models']) or 'no model'}; "
-            f"onnxruntime {'mapped' if a['onnxruntime_mapped'] else 'not mapped'})"
+            f"onnxruntime {'mapped' if a['onnxruntime_mapped'] else 'not mapped'}, "
+            f"numpy {'mapped' if a['numpy_mapped'] else 'not mapped'})"
             for name, a in step["agents"].items()
         )
         print(f"  {step['step']:<22} {cells}")

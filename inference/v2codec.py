@@ -12,7 +12,9 @@ header `Inference-Header-Content-Length`) followed by the raw bytes of every inp
 the same two forms. `parse_request` and `parse_response` read them into numpy arrays,
 `encode_request` and `encode_response` write them; `check_request` holds a request to a
 model's metadata. Every error is a `V2Error` whose message names the tensor or field; the
-HTTP layer answers it with 400 and `error_body` (`{"error": "..."}`).
+HTTP layer answers it with 400 and `error_body` (`{"error": "..."}`). The metadata, the
+limits and `error_body` live in inference/v2types.py, which needs no numpy: a node imports
+this codec only when it serves its first request itself.
 """
 
 from __future__ import annotations
@@ -24,9 +26,7 @@ from typing import Any
 
 from inference.documents import DocumentError, DocumentLimits, load_json
 from inference.v2tensors import (
-    DEFAULT_LIMITS,
     Array,
-    CodecLimits,
     TensorError,
     datatype_dtype,
     datatype_of,
@@ -36,10 +36,16 @@ from inference.v2tensors import (
     to_binary,
     to_json,
 )
+from inference.v2types import (
+    DEFAULT_LIMITS,
+    DYNAMIC,
+    HEADER_LENGTH_HEADER,
+    CodecLimits,
+    ModelMetadata,
+    TensorSpec,
+)
 
-HEADER_LENGTH_HEADER = "Inference-Header-Content-Length"
 BINARY_SIZE = "binary_data_size"
-DYNAMIC = -1  # a dimension of a model's input that any size fits
 _REQUEST_FIELDS = ("id", "parameters", "inputs", "outputs")
 _RESPONSE_FIELDS = ("model_name", "model_version", "id", "parameters", "outputs")
 _TENSOR_FIELDS = ("name", "shape", "datatype", "parameters", "data")
@@ -48,38 +54,6 @@ Scalar = str | int | float | bool
 
 class V2Error(ValueError):
     """A message the protocol or the limits refuse; the message says what and where."""
-
-
-@dataclass(frozen=True, slots=True)
-class TensorSpec:
-    """One input or output of a model: its name, datatype and shape (-1: any size)."""
-
-    name: str
-    datatype: str
-    shape: tuple[int, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
-
-
-@dataclass(frozen=True, slots=True)
-class ModelMetadata:
-    """What `GET /v2/models/{name}` answers; a model host derives it from the model's signature."""
-
-    name: str
-    versions: tuple[str, ...]
-    platform: str
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "versions": list(self.versions),
-            "platform": self.platform,
-            "inputs": [t.to_json() for t in self.inputs],
-            "outputs": [t.to_json() for t in self.outputs],
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +88,6 @@ class InferResponse:
     request_id: str | None
     outputs: Mapping[str, Array]
     parameters: Mapping[str, Scalar] = field(default_factory=dict)
-
-
-def error_body(message: str) -> bytes:
-    """The protocol's error JSON."""
-    return json.dumps({"error": message}).encode()
 
 
 def header_length(value: str | None, body_bytes: int) -> int | None:

@@ -16,47 +16,20 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from inference.v2types import DATATYPE_OF_DTYPE_NAME, DEFAULT_LIMITS, CodecLimits
+
 Array = npt.NDArray[Any]
 
 # The protocol's datatypes, as little-endian numpy dtypes (BYTES: an object array of bytes).
 DATATYPES: dict[str, np.dtype[Any]] = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype("<u1"),
-    "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"),
-    "UINT64": np.dtype("<u8"),
-    "INT8": np.dtype("<i1"),
-    "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"),
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
-    "BYTES": np.dtype(object),
-}
+    v2: np.dtype(name).newbyteorder("<") for name, v2 in DATATYPE_OF_DTYPE_NAME.items()
+} | {"BYTES": np.dtype(object)}
 _LENGTH = struct.Struct("<I")
-
-
-@dataclass(frozen=True, slots=True)
-class CodecLimits:
-    """What one inference request or response may hold. The defaults fit an edge device: a
-    32x32 RGB image batch of 64 is 196,608 elements, far below `elements_max`."""
-
-    body_max_bytes: int = 64 * 1024 * 1024
-    elements_max: int = 16 * 1024 * 1024  # per tensor
-    rank_max: int = 8
-    tensors_max: int = 64  # inputs (or outputs) in one message
-    bytes_element_max_bytes: int = 16 * 1024 * 1024  # one BYTES element
-    name_max_chars: int = 256  # tensor names, request ids, parameter keys
-
-
-DEFAULT_LIMITS = CodecLimits()
 
 
 class TensorError(ValueError):

@@ -88,6 +88,17 @@ class LocalAgent:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def maps_package(self, package: str) -> bool:
+        """Whether a native library of the Python package `package` (numpy, onnxruntime) is
+        mapped in this agent's process: the package has been imported there."""
+        if self.process is None:
+            return False
+        try:
+            maps = Path(f"/proc/{self.process.pid}/maps").read_text()
+        except OSError:
+            return False
+        return any(package in Path(line.rpartition(" ")[2]).parts for line in maps.splitlines())
+
     def log_tail(self, lines: int = 15) -> str:
         """The last lines of this agent's log (for error messages)."""
         try:

@@ -15,14 +15,14 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Protocol
 
 from inference.batching import NO_BATCHING, BatchPolicy, Idle, RunNow, WaitUntil, decide
 from inference.requestqueue import Priority, Queued, RequestQueue
-from inference.v2codec import ModelMetadata
-from inference.v2tensors import Array
+from inference.v2types import ModelMetadata
+
+if TYPE_CHECKING:
+    from inference.v2tensors import Array
 
 log = logging.getLogger(__name__)
 QUEUE_CAPACITY = 64  # requests waiting per model; at ~10 ms each that is well under a second
@@ -123,20 +123,8 @@ class ModelLane:
                     self._queue.served(loop.time() - started_s, max(1, len(jobs)))
 
     async def _serve(self, jobs: list[Queued[_Job]]) -> None:
-        batch = _joined([q.item.inputs for q in jobs]) if len(jobs) > 1 else None
-        if batch is not None:
-            try:
-                outputs = await self._host.infer(self.name, batch)
-                parts = _split(outputs, [_batch_size(q.item.inputs) for q in jobs])
-            except Exception as exc:
-                log.warning(
-                    "model %s: a batch of %d failed (%s); running them one by one", self.name, len(jobs), exc
-                )
-            else:
-                for q, part in zip(jobs, parts, strict=True):
-                    if not q.item.done.done():
-                        q.item.done.set_result(part)
-                return
+        if len(jobs) > 1 and await self._serve_batch(jobs):
+            return
         for q in jobs:
             try:
                 result = await self._host.infer(self.name, q.item.inputs)
@@ -147,34 +135,28 @@ class ModelLane:
             if not q.item.done.done():
                 q.item.done.set_result(result)
 
+    async def _serve_batch(self, jobs: list[Queued[_Job]]) -> bool:
+        """Run `jobs` as one batch; False if they cannot be joined or the batch failed (the
+        caller then runs them one by one)."""
+        # Imported with the first batch, whose requests' arrays have loaded numpy already: an
+        # agent that serves no model never loads it (docs/benchmarks.md, footprint).
+        from inference.batchtensors import batch_rows, join_batch, split_batch
 
-def _batch_size(inputs: dict[str, Array]) -> int:
-    return int(next(iter(inputs.values())).shape[0])
-
-
-def _joined(requests: list[dict[str, Array]]) -> dict[str, Array] | None:
-    """The requests' inputs joined along the batch dimension, or None when they cannot be
-    (different inputs, datatypes or shapes after the first dimension)."""
-    first = requests[0]
-    for inputs in requests:
-        if list(inputs) != list(first) or any(
-            a.ndim == 0 or a.dtype != first[k].dtype or a.shape[1:] != first[k].shape[1:]
-            for k, a in inputs.items()
-        ):
-            return None
-        if len({a.shape[0] for a in inputs.values()}) != 1:
-            return None
-    return {k: np.concatenate([inputs[k] for inputs in requests]) for k in first}
-
-
-def _split(outputs: dict[str, Array], sizes: list[int]) -> list[dict[str, Array]]:
-    """A batch's outputs back to each request's share; ValueError when an output is not batched."""
-    total = sum(sizes)
-    if any(a.ndim == 0 or a.shape[0] != total for a in outputs.values()):
-        raise ValueError("an output has no batch dimension of the batch's size")
-    bounds = np.cumsum(sizes)[:-1]
-    pieces = {k: np.split(a, bounds) for k, a in outputs.items()}
-    return [{k: pieces[k][i] for k in outputs} for i in range(len(sizes))]
+        batch = join_batch([q.item.inputs for q in jobs])
+        if batch is None:
+            return False
+        try:
+            outputs = await self._host.infer(self.name, batch)
+            parts = split_batch(outputs, [batch_rows(q.item.inputs) for q in jobs])
+        except Exception as exc:
+            log.warning(
+                "model %s: a batch of %d failed (%s); running them one by one", self.name, len(jobs), exc
+            )
+            return False
+        for q, part in zip(jobs, parts, strict=True):
+            if not q.item.done.done():
+                q.item.done.set_result(part)
+        return True
 
 
 class ModelLanes:

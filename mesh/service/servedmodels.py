@@ -10,26 +10,23 @@ version serving now asks (`batching`), one request at a time otherwise.
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING
 
 from inference.batching import NO_BATCHING, BatchPolicy
 from inference.signatures import TensorSpec as SignatureSpec
-from inference.v2codec import ModelMetadata, TensorSpec
-from inference.v2tensors import DATATYPES
+from inference.v2types import DATATYPE_OF_DTYPE_NAME, DYNAMIC, ModelMetadata, TensorSpec
 from mesh.service.modelhost import ModelHost
 
+if TYPE_CHECKING:
+    from inference.v2tensors import Array
+
 PLATFORM = "onnxruntime_onnx"  # the KServe v2 platform name of an ONNX model run by onnxruntime
-# numpy dtype name -> v2 datatype (BYTES has no fixed-size numpy dtype: strings are not served).
-_V2_OF_DTYPE = {np.dtype(dt).name: v2 for v2, dt in DATATYPES.items() if v2 != "BYTES"}
 
 
 def v2_spec(spec: SignatureSpec) -> TensorSpec:
     """A signature tensor as v2 metadata: an unknown rank is `[-1]`, an unserved type its ONNX name."""
-    datatype = _V2_OF_DTYPE.get(spec.dtype or "", spec.onnx_type)
-    shape = (-1,) if spec.shape is None else tuple(-1 if d is None else d for d in spec.shape)
+    datatype = DATATYPE_OF_DTYPE_NAME.get(spec.dtype or "", spec.onnx_type)
+    shape = (DYNAMIC,) if spec.shape is None else tuple(DYNAMIC if d is None else d for d in spec.shape)
     return TensorSpec(spec.name, datatype, shape)
 
 
@@ -51,7 +48,7 @@ class ServedModels:
             tuple(v2_spec(s) for s in loaded.outputs),
         )
 
-    async def infer(self, name: str, inputs: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
+    async def infer(self, name: str, inputs: dict[str, Array]) -> dict[str, Array]:
         return await self._host.infer(name, inputs)
 
     def policy_of(self, name: str) -> BatchPolicy:

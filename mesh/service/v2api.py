@@ -35,17 +35,7 @@ from inference.assignments import ReplicaState
 from inference.placing import ReplicaView
 from inference.requestqueue import PRIORITY_HEADER, parse_priority
 from inference.routing import ATTEMPTS_MAX, Candidate, Forward, PeerLoad, Refuse, choose
-from inference.v2codec import (
-    HEADER_LENGTH_HEADER,
-    ModelMetadata,
-    V2Error,
-    check_request,
-    encode_response,
-    error_body,
-    header_length,
-    parse_request,
-)
-from inference.v2tensors import DEFAULT_LIMITS, CodecLimits, TensorError
+from inference.v2types import DEFAULT_LIMITS, HEADER_LENGTH_HEADER, CodecLimits, ModelMetadata, error_body
 from mesh.service.inferencemetrics import InferenceStats
 from mesh.service.modellanes import InferFailed, ModelHost, ModelLanes, QueueFull
 from mesh.service.remotereplicas import RemoteReplicas
@@ -226,13 +216,18 @@ async def model_infer(request: web.Request) -> web.StreamResponse:
     if meta is None:
         return await _forward(request, body)
     request[ROUTE] = "local"
+    # The tensor codec, and numpy with it, is imported by the first request served here, when
+    # the model's session has loaded numpy already: an agent that serves no model, or only
+    # forwards, never loads it (docs/benchmarks.md, footprint).
+    from inference.v2codec import check_request, encode_response, header_length, parse_request
+
     try:
         parsed = parse_request(
             body, header_length(request.headers.get(HEADER_LENGTH_HEADER), len(body)), front.limits
         )
         check_request(parsed, meta)
         priority = parse_priority(request.headers.get(PRIORITY_HEADER, parsed.parameters.get("priority")))
-    except (V2Error, TensorError, ValueError) as exc:
+    except ValueError as exc:  # the codec's V2Error and TensorError, and a bad priority
         return v2_error(400, str(exc))
     try:
         outputs = await front.lanes.lane(name).submit(dict(parsed.inputs), priority)
@@ -244,7 +239,7 @@ async def model_infer(request: web.Request) -> web.StreamResponse:
         out_body, json_bytes = encode_response(
             name, meta.versions[0] if meta.versions else None, outputs, parsed
         )
-    except (TensorError, ValueError) as exc:
+    except ValueError as exc:  # TensorError: an output that cannot be JSON
         return v2_error(400, str(exc))
     headers = {HEADER_LENGTH_HEADER: str(json_bytes)} if json_bytes is not None else {}
     content_type = "application/octet-stream" if json_bytes is not None else "application/json"

@@ -14,19 +14,16 @@ from hypothesis.extra import numpy as hnp
 
 from inference.v2codec import (
     InferRequest,
-    ModelMetadata,
     RequestedOutput,
-    TensorSpec,
     V2Error,
     check_request,
     encode_request,
     encode_response,
-    error_body,
     header_length,
     parse_request,
     parse_response,
 )
-from inference.v2tensors import CodecLimits
+from inference.v2types import CodecLimits, ModelMetadata, TensorSpec, error_body
 
 _NUMERIC = {
     "BOOL": (np.dtype(np.bool_), st.booleans()),

@@ -23,15 +23,9 @@ from inference.assignments import ReplicaState
 from inference.batching import BatchPolicy
 from inference.placing import ReplicaView
 from inference.requestqueue import PRIORITY_HEADER
-from inference.v2codec import (
-    HEADER_LENGTH_HEADER,
-    ModelMetadata,
-    RequestedOutput,
-    TensorSpec,
-    encode_request,
-    parse_response,
-)
-from inference.v2tensors import Array, CodecLimits
+from inference.v2codec import RequestedOutput, encode_request, parse_response
+from inference.v2tensors import Array
+from inference.v2types import HEADER_LENGTH_HEADER, CodecLimits, ModelMetadata, TensorSpec
 from mesh.cli.murmur import main as murmur_main
 from mesh.service.modellanes import ModelLanes
 from mesh.service.v2api import HOP_HEADER, InferenceFront, add_routes, read_token_file

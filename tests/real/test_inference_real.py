@@ -198,6 +198,14 @@ def test_a_model_deployed_once_serves_exactly_through_any_node_and_survives_a_ki
         for name, want in direct.items():
             assert np.array_equal(served[name], want), (name, served[name], want)
         print(f"{region}: {client.name} (no replica) forwarded; outputs equal session.run exactly: {direct}")
+    # A forward passes the body on undecoded: the nodes without a replica have loaded neither
+    # numpy nor onnxruntime; the replica nodes, which loaded the model, hold both.
+    libraries = ("numpy", "onnxruntime")
+    loaded = {a.name: [p for p in libraries if a.maps_package(p)] for a in mesh.agents}
+    expected = {
+        a.name: list(libraries) if ids[a.name] in set().union(*holders.values()) else [] for a in mesh.agents
+    }
+    assert loaded == expected, loaded
 
     # A stream through r1's client; kill -9 of a replica node it forwards to (not the leader,
     # so the placement that replaces it needs no election first).

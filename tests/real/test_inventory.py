@@ -65,3 +65,7 @@ def test_three_agents_see_each_others_inventory(local_mesh: MeshFactory) -> None
     print(f"every agent holds every other agent's inventory: {elapsed:.2f} s after all 3 APIs answered")
     inv = _inventory(mesh, mesh.agents[1], ids["a0"])
     assert inv is not None and inv["cpu_count"] >= 1 and inv["region"] == "r1" and inv["version"] > 0
+    # Idle, with its inventory collected and gossiped, an agent that serves no model has loaded
+    # neither onnxruntime nor numpy (issue 11's footprint; docs/benchmarks.md).
+    loaded = {a.name: [p for p in ("onnxruntime", "numpy") if a.maps_package(p)] for a in mesh.agents}
+    assert loaded == {a.name: [] for a in mesh.agents}, f"idle agents hold model libraries: {loaded}"
