@@ -51,3 +51,18 @@ def test_every_command_shown_parses(page: str, line: str, capsys: pytest.Capture
         build_parser().parse_args(argv)
     except SystemExit as exc:
         pytest.fail(f"{page}: `{line}` does not parse: {capsys.readouterr().err.strip()} ({exc.code})")
+
+
+def test_the_readme_links_every_doc_page() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    pages = sorted(p.name for p in (ROOT / "docs").glob("*.md"))
+    assert "operations.md" in pages and "configuration.md" in pages
+    assert [p for p in pages if f"(docs/{p})" not in readme] == []
+
+
+def test_the_readme_tour_goes_in_the_issues_order() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    tour = readme.split("## A 5-minute tour", 1)[1].split("\n## ", 1)[0]
+    steps = ["murmur cluster init", "murmur invite", "murmur agent", "deploy", "infer", "events --follow"]
+    at = [tour.find(step) for step in steps]
+    assert -1 not in at and at == sorted(at), dict(zip(steps, at, strict=True))
