@@ -823,6 +823,21 @@ class Membership:
         self._count("drop_accusation_above_signed")
         return True
 
+    def _recover_incarnation(self, incarnation: int, addr: str, meta: bytes, signature: bytes) -> None:
+        """A peer holds us dead or left at an incarnation above ours: a life this node forgot
+        (its database restored from an old backup, or its incarnation row lost). In admission
+        mode an accusation above our incarnation is refused as made up (`_above_signed`), so
+        the entry must carry our own signature of that incarnation; then we refute above it.
+        """
+        if self.leaving:
+            return
+        claim = codec.Alive(incarnation, self.node_id, addr, meta, signature)
+        if self._authenticated and not self._roles.gate.verify_alive(self.pool, claim):
+            self._count("drop_accusation_above_signed")
+            return
+        self._count("own_incarnation_recovered")
+        self._refute(incarnation)
+
     def _on_suspect(self, now: float, msg: codec.Suspect, src: str | None = None) -> None:
         if self._above_signed(msg.node_id, msg.incarnation):
             return
@@ -1020,6 +1035,9 @@ class Membership:
             self._roles.state.merge(self.pool, now, remote.records)
         # Entries are tuples: unpacking one is cheaper than reading its fields by name, per member.
         for node_id, addr, meta, incarnation, state, signature in remote.states:
+            if node_id == self.node_id and state != codec.STATE_ALIVE and incarnation > self.incarnation:
+                self._recover_incarnation(incarnation, addr, meta, signature)
+                continue
             if state == codec.STATE_ALIVE:
                 self._alive(now, incarnation, node_id, addr, meta, signature, None)
             elif state == codec.STATE_LEFT:

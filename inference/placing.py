@@ -199,6 +199,15 @@ class PlacementCore:
                     self._incoming.append(record)
                     self._touch(now)
                 elif record.kind in _RELEVANT:
+                    if (
+                        record.kind == REPLICAS_KIND
+                        and record.key == self.node_id
+                        and record.version > self._version
+                    ):
+                        # Our own report from a life this node forgot (restored from an old
+                        # backup): it outranks what we reported since. Report again, above it.
+                        self._reported = None
+                        self._count("own_report_superseded")
                     self._touch(now)
 
     def handle_timer(self, now: float) -> None:

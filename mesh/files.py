@@ -16,7 +16,7 @@ class FileRefused(Exception):
     """A file murmur will not read (too large, or a secret others can read); the message names the fix."""
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -53,7 +53,7 @@ def write_new_file(path: Path, data: bytes, mode: int = SECRET_MODE) -> None:
         os.link(tmp, path)
     finally:
         tmp.unlink()
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def make_private_dir(path: Path) -> None:
@@ -112,4 +112,4 @@ def replace_file(path: Path, data: bytes, mode: int = SECRET_MODE) -> None:
     rename, fsync of the directory): a kill -9 leaves the old file or the new one, whole."""
     tmp = _write_temp(path, data, mode)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)

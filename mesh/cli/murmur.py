@@ -14,7 +14,21 @@ import textwrap
 from collections.abc import Callable, Sequence
 from importlib import metadata
 
-from mesh.cli import agent, deploy, events, fleet, infer, keys, nodes, placements, plan, regions, scale, trust
+from mesh.cli import (
+    agent,
+    backup,
+    deploy,
+    events,
+    fleet,
+    infer,
+    keys,
+    nodes,
+    placements,
+    plan,
+    regions,
+    scale,
+    trust,
+)
 from mesh.cli.client import DEFAULT_NODE_URL, EXIT_INTERRUPTED, EXIT_STATUS_HELP, CliError
 from mesh.cli.helptext import HELP_WIDTH, command, examples_epilog
 from sim.cli import register as register_sim
@@ -65,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     trust.register_cluster(sub)
     agent.register(sub)
+    backup.register(sub, package_version())
     nodes.register(sub, node_help)
     regions.register(sub, node_help)
     placements.register(sub, node_help)

@@ -111,7 +111,7 @@ class Store:
         cluster_id (the join token's): refuse a database of another cluster; a new
         database is stamped with it.
         """
-        lock = _lock_data_dir(data_dir)
+        lock = lock_data_dir(data_dir)
         path = data_dir / DB_FILE
         try:
             empty_at_start = path.exists() and path.stat().st_size == 0
@@ -295,7 +295,7 @@ class Store:
         self._lock.close()
 
 
-def _lock_data_dir(data_dir: Path) -> IO[bytes]:
+def lock_data_dir(data_dir: Path) -> IO[bytes]:
     """Hold an exclusive lock on the data dir for the agent's lifetime (released even by kill -9)."""
     lock = open(data_dir / LOCK_FILE, "a+b")  # noqa: SIM115 - held open until Store.close
     try:

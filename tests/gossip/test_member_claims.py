@@ -13,6 +13,7 @@ import random
 from dataclasses import replace
 
 import msgpack
+import pytest
 
 from gossip import codec
 from gossip.config import LAN, WAN
@@ -267,3 +268,38 @@ def test_a_member_that_missed_a_joiners_admission_pulls_it_at_once() -> None:
     link.run_until(link.now + 5.0)
     assert late.state.is_admitted(joiner.node_id)
     assert joiner.node_id in member_ids(late)
+
+
+@pytest.mark.parametrize("gone", ["left", "crashed"])
+def test_a_node_that_forgot_its_incarnation_outbids_its_signed_past(gone: str) -> None:
+    """Restored from an old backup (or its incarnation row lost), a node starts below the
+    incarnation its peers hold it at. Their entry of it carries its own signature of that
+    incarnation, so it is no made-up accusation: the node refutes above it and is alive again."""
+    link, nodes = admitted_region(3)
+    victim = nodes[2]
+    for _ in range(3):  # a life with refutations: its incarnation climbs
+        _inject(
+            link, nodes[0], nodes[1].addr, codec.Dead(victim.incarnation, victim.node_id, nodes[1].node_id)
+        )
+        link.run_until(link.now + 5.0)
+    signed = victim.incarnation
+    assert signed >= 3
+    if gone == "left":
+        victim.leave(link.now)
+        link._flush(victim)
+        link.run_until(link.now + 1.0)
+    link.crash(victim)
+    link.run_until(link.now + 30.0)
+    expected = MemberState.LEFT if gone == "left" else MemberState.DEAD
+    assert {link.state_of(n, victim) for n in nodes[:2]} == {expected}
+
+    restored = link.add(
+        "n2", "r0", fleet_config=WAN, node_key=node_key(2), admission=admission_of(node_key(2))
+    )
+    assert restored.incarnation < signed
+    restored.join(link.now, [nodes[0].addr])
+    link._flush(restored)
+    link.run_until(link.now + 10.0)
+    assert {link.state_of(n, restored) for n in nodes[:2]} == {MemberState.ALIVE}
+    assert restored.incarnation > signed
+    assert restored.counters["region.own_incarnation_recovered"] >= 1

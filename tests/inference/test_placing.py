@@ -6,6 +6,7 @@ from __future__ import annotations
 from consensus.config import Era
 from gossip.events import MemberState, RecordsAccepted
 from gossip.kinds import PLACEMENT_KIND, REPLICAS_KIND
+from gossip.records import sign_record
 from inference import replica_states
 from inference.assignments import ReplicaState
 from inference.placement import PlacementOptions, place
@@ -16,7 +17,7 @@ from inference.placing_ports import PlacementApplied, ReplicaDropped, ReplicaSta
 from inference.resources import NodeStatus
 from node.channels import Channel
 from tests.inference.placing import dep
-from tests.inference.placing_harness import GI, IDS, Cluster
+from tests.inference.placing_harness import GI, IDS, KEYS, Cluster
 
 A, B, C, D, E = IDS[:5]
 
@@ -428,3 +429,32 @@ def test_a_suspect_with_no_node_for_a_standby_keeps_its_slot() -> None:
     cluster.run(5.0)
     assert cluster.placed(A) == before
     assert cluster.member(A).core.counters().get("placements_published") == 1
+
+
+def test_a_report_from_a_forgotten_life_is_answered_with_a_newer_one() -> None:
+    """A node restored from an old backup signs above the versions it holds; its reports signed
+    after the backup come back from peers with higher versions and outrank its new one. It
+    reports again, above them, so the region never keeps the stale report."""
+    cluster = Cluster(3)
+    cluster.operator(dep("vib", 1))
+    cluster.elect(A)
+    cluster.run(2.0)
+    holder = next(iter(cluster.holders("vib")))
+    index = IDS.index(holder)
+    now_report = cluster.member(A).store.get(REPLICAS_KIND, holder)
+    assert now_report is not None
+    stale = sign_record(
+        KEYS[index],
+        REPLICAS_KIND,
+        holder,
+        now_report.version + 1000,
+        now_report.scope,
+        replica_states.encode(replica_states.ReplicaReport((), None)),
+    )
+    cluster.publish(stale)  # anti-entropy brings the old life's report back everywhere
+    cluster.run(2.0)
+    for m in cluster.members:
+        report = m.store.get(REPLICAS_KIND, holder)
+        assert report is not None and report.version > stale.version
+        assert replica_states.decode(report.payload).state_of("vib") is ReplicaState.READY
+    assert cluster.member(holder).core.counters()["own_report_superseded"] == 1
