@@ -219,6 +219,10 @@ class ModelHost:
         replica = self._replicas.get(name)
         return replica.error if replica is not None else None
 
+    def replica_error(self, deployment: str) -> str | None:
+        """ReplicaRuntime's: the error the placement core reports in the node's `replicas` record."""
+        return self.error(deployment)
+
     def loaded(self, name: str) -> LoadedModel | None:
         """The session serving deployment `name` now, or None."""
         replica = self._replicas.get(name)

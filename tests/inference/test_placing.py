@@ -428,3 +428,24 @@ def test_a_suspect_with_no_node_for_a_standby_keeps_its_slot() -> None:
     cluster.run(5.0)
     assert cluster.placed(A) == before
     assert cluster.member(A).core.counters().get("placements_published") == 1
+
+
+def test_a_failed_replicas_error_reaches_every_node_of_the_region() -> None:
+    cluster = Cluster(3)
+    for m in cluster.members:
+        m.runtime.states["vib"] = ReplicaState.FAILED
+        m.runtime.errors["vib"] = "load failed:\n  [ONNXRuntimeError] : 10 : INVALID_GRAPH " + "x" * 80
+    cluster.operator(dep("vib", 1))
+    cluster.elect(A)
+    cluster.run(2.0)
+    (holder,) = cluster.placed(A).values()
+    for m in cluster.members:
+        (view,) = [v for v in m.core.replicas() if v.deployment == "vib"]
+        assert view.node_id == holder and view.state is ReplicaState.FAILED
+        # whitespace folded, cut to what the record carries
+        assert view.error == ("load failed: [ONNXRuntimeError] : 10 : INVALID_GRAPH " + "x" * 80)[:64]
+    healthy = cluster.member(holder)
+    healthy.runtime.states["vib"] = ReplicaState.READY
+    healthy.runtime.errors.clear()
+    cluster.run(2.0)
+    assert all(v.error is None for m in cluster.members for v in m.core.replicas())
