@@ -513,9 +513,15 @@ class PlacementCore:
             own.releasing_after = None
             if own.slot != slot or own.provisional != provisional:
                 own.slot, own.provisional = slot, provisional
-                if own.state in (ReplicaState.ASSIGNED, ReplicaState.PROVISIONAL):
-                    own.state = ReplicaState.PROVISIONAL if provisional else ReplicaState.ASSIGNED
-                self._events.append(ReplicaStateChanged(name, slot, own.state))
+                not_started = ReplicaState.PROVISIONAL if provisional else ReplicaState.ASSIGNED
+                # Not started yet: it shows which it is now. Started (loading, ready, failed): the
+                # leader adopted it as it is, and its state did not change (no event says it did).
+                if (
+                    own.state in (ReplicaState.ASSIGNED, ReplicaState.PROVISIONAL)
+                    and own.state is not not_started
+                ):
+                    own.state = not_started
+                    self._events.append(ReplicaStateChanged(name, slot, own.state))
         applied = self._applied
         for name in [n for n in self._own if n not in wanted]:
             own = self._own[name]
