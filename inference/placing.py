@@ -109,6 +109,7 @@ class ReplicaView:
     node_id: str
     state: ReplicaState
     provisional: bool = False  # taken over without a leader (this node's own replicas only)
+    error: str | None = None  # a failed replica's error, as its node's `replicas` record gives it
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -165,7 +166,9 @@ class PlacementCore:
         self._unproven: OrderedDict[str, Record] = OrderedDict()
         self._moved_away: OrderedDict[tuple[str, str], Stamp] = OrderedDict()
         self._published: Stamp | None = None
-        self._reported: tuple[tuple[HeldReplica, ...], Stamp | None] | None = None
+        self._reported: tuple[tuple[HeldReplica, ...], Stamp | None, tuple[tuple[str, str], ...]] | None = (
+            None
+        )
         self._version = 0
         self._dirty = True
         self._wake_s = now
@@ -276,7 +279,12 @@ class PlacementCore:
         for a in self._applied.record.assignments if self._applied else ():
             report = reports.get(a.node_id)
             state = report.state_of(a.deployment) if report is not None else None
-            out[(a.deployment, a.node_id)] = ReplicaView(a.deployment, a.slot, a.node_id, state or a.state)
+            error = (
+                report.error_of(a.deployment) if report is not None and state is ReplicaState.FAILED else None
+            )
+            out[(a.deployment, a.node_id)] = ReplicaView(
+                a.deployment, a.slot, a.node_id, state or a.state, error=error
+            )
         return sorted(out.values())
 
     def deployment_counts(self) -> list[DeploymentCount]:
@@ -514,9 +522,15 @@ class PlacementCore:
             own.releasing_after = None
             if own.slot != slot or own.provisional != provisional:
                 own.slot, own.provisional = slot, provisional
-                if own.state in (ReplicaState.ASSIGNED, ReplicaState.PROVISIONAL):
-                    own.state = ReplicaState.PROVISIONAL if provisional else ReplicaState.ASSIGNED
-                self._events.append(ReplicaStateChanged(name, slot, own.state))
+                not_started = ReplicaState.PROVISIONAL if provisional else ReplicaState.ASSIGNED
+                # Not started yet: it shows which it is now. Started (loading, ready, failed): the
+                # leader adopted it as it is, and its state did not change (no event says it did).
+                if (
+                    own.state in (ReplicaState.ASSIGNED, ReplicaState.PROVISIONAL)
+                    and own.state is not not_started
+                ):
+                    own.state = not_started
+                    self._events.append(ReplicaStateChanged(name, slot, own.state))
         applied = self._applied
         for name in [n for n in self._own if n not in wanted]:
             own = self._own[name]
@@ -546,15 +560,30 @@ class PlacementCore:
         replica waits for its release, when the applied placement does (the leader needs to
         know we saw it)."""
         held = tuple(HeldReplica(name, own.slot, own.state) for name, own in sorted(self._own.items()))
+        errors = self._errors(held)
         releasing = any(own.releasing_after is not None for own in self._own.values())
         stamp = self._applied.stamp if self._applied else None
-        key = (held, stamp if releasing else None)
+        key = (held, stamp if releasing else None, errors)
         if key == self._reported:
             return
         self._reported = key
-        payload = replica_states.encode(ReplicaReport(held, stamp))
+        payload = replica_states.encode(ReplicaReport(held, stamp, errors))
         self._records.append((self._sign(REPLICAS_KIND, payload), True))
         self._count("replica_reports_published")
+
+    def _errors(self, held: tuple[HeldReplica, ...]) -> tuple[tuple[str, str], ...]:
+        """The start of each failed replica's error, for the `replicas` record (a few at most)."""
+        out: list[tuple[str, str]] = []
+        for replica in held:
+            error = (
+                self._runtime.replica_error(replica.deployment)
+                if replica.state is ReplicaState.FAILED
+                else None
+            )
+            text = " ".join((error or "").split())[: replica_states.ERROR_MAX_CHARS]
+            if text:
+                out.append((replica.deployment, text))
+        return tuple(out[: replica_states.ERRORS_MAX])
 
     # --- plumbing -----------------------------------------------------------------------------
 

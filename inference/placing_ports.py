@@ -90,6 +90,10 @@ class ReplicaRuntime(Protocol):
         """LOADING, READY or FAILED; None if the runtime has not started on it."""
         ...
 
+    def replica_error(self, deployment: str) -> str | None:
+        """Why this node's replica of `deployment` failed (when FAILED), or None."""
+        ...
+
 
 class HeldArtifacts:
     """ReplicaRuntime with no model runtime (tests of placement alone): a held artifact is ready."""
@@ -100,6 +104,9 @@ class HeldArtifacts:
 
     def replica_state(self, deployment: Deployment, now: float) -> ReplicaState | None:
         return ReplicaState.READY if self._held(deployment.artifact_sha256) else None
+
+    def replica_error(self, deployment: str) -> str | None:
+        return None  # nothing is loaded, so nothing fails
 
 
 @dataclass(frozen=True, slots=True)

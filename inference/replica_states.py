@@ -9,7 +9,10 @@ as the current placement). Canonical JSON (sorted keys, compact, UTF-8):
      "stamp": [0, "n1", 3, 7]}
 
 `replicas` lists, sorted by deployment, each held replica as [deployment, slot,
-state] (a node holds at most one replica of a deployment); `stamp` is the
+state] (a node holds at most one replica of a deployment); `errors`, present
+only when a replica failed, gives for at most ERRORS_MAX failed replicas the
+start of the error (at most ERROR_MAX_CHARS characters), so every node of the
+region can say why (murmur placements anywhere); `stamp` is the
 placement the node had applied when it wrote the record, as [era generation, era
 founder, term, epoch] (inference/stamps.py), left out before it applied any.
 A newer writer may add top-level fields; this version ignores them, but the
@@ -35,6 +38,8 @@ from inference.placement_record import NODE_ID_PATTERN, NUMBER_MAX, PAYLOAD_MAX_
 from inference.stamps import Stamp, stamp_doc
 
 REPLICAS_MAX = 512  # replicas one node may report: far above what an edge device runs
+ERRORS_MAX = 8  # failed replicas whose error a record carries
+ERROR_MAX_CHARS = 64  # of each error: the document limit of any string in the payload
 PAYLOAD_LIMITS = DocumentLimits(
     text_max_bytes=PAYLOAD_MAX_BYTES,
     depth_max=3,  # the top, the list of replicas, one replica
@@ -64,10 +69,15 @@ class ReplicaReport:
 
     replicas: tuple[HeldReplica, ...]
     stamp: Stamp | None = None
+    errors: tuple[tuple[str, str], ...] = ()  # (deployment, the start of its error), sorted
 
     def state_of(self, deployment: str) -> ReplicaState | None:
         """The state of the node's replica of `deployment`, or None if it holds none."""
         return next((r.state for r in self.replicas if r.deployment == deployment), None)
+
+    def error_of(self, deployment: str) -> str | None:
+        """The start of the error of the node's failed replica of `deployment`, or None."""
+        return next((text for name, text in self.errors if name == deployment), None)
 
 
 def encode(report: ReplicaReport) -> bytes:
@@ -77,6 +87,8 @@ def encode(report: ReplicaReport) -> bytes:
     }
     if report.stamp is not None:
         doc["stamp"] = stamp_doc(report.stamp)
+    if report.errors:
+        doc["errors"] = dict(report.errors)
     problem = _schema_problem(doc)
     if problem is not None:
         raise ReplicaStatesError(problem)
@@ -96,7 +108,7 @@ def decode(payload: bytes) -> ReplicaReport:
     held = tuple(HeldReplica(name, slot, _STATES[state]) for name, slot, state in doc["replicas"])
     raw = doc.get("stamp")
     stamp = Stamp(Era(raw[0], raw[1]), raw[2], raw[3]) if raw is not None else None
-    return ReplicaReport(held, stamp)
+    return ReplicaReport(held, stamp, tuple(sorted(doc.get("errors", {}).items())))
 
 
 def payload_problem(payload: bytes) -> str | None:
@@ -127,6 +139,20 @@ def _schema_problem(doc: dict[str, Any]) -> str | None:
             )
     if any(a[0] >= b[0] for a, b in itertools.pairwise(replicas)):
         return "replicas.replicas: must be sorted by deployment, each deployment once"
+    if "errors" in doc:
+        errors, failed = doc["errors"], {r[0] for r in replicas if r[2] == ReplicaState.FAILED.value}
+        if (
+            not isinstance(errors, dict)
+            or not 0 < len(errors) <= ERRORS_MAX
+            or not all(
+                k in failed and isinstance(v, str) and 0 < len(v) <= ERROR_MAX_CHARS
+                for k, v in errors.items()
+            )
+        ):
+            return (
+                f"replicas.errors: must map at most {ERRORS_MAX} failed replicas' deployments to their "
+                f"error (1..{ERROR_MAX_CHARS} characters)"
+            )
     if "stamp" in doc:
         stamp = doc["stamp"]
         if (

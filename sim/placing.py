@@ -54,6 +54,9 @@ class SimRuntime:
             ready_at = self._ready_at_s[deployment.name] = now + self._rng.uniform(*LOAD_S)
         return ReplicaState.READY if now >= ready_at else ReplicaState.LOADING
 
+    def replica_error(self, deployment: str) -> str | None:
+        return None  # a simulated load never fails
+
     def drop(self, deployment: str) -> None:
         """The node stopped its replica: a new one loads again."""
         self._ready_at_s.pop(deployment, None)

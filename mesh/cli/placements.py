@@ -44,7 +44,7 @@ def format_table(doc: dict[str, Any]) -> str:
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     for r in replicas if isinstance(replicas, list) else []:
-        if isinstance(r, dict) and r.get("error"):  # the answering node's own failed replicas
+        if isinstance(r, dict) and r.get("error"):  # failed replicas, with their node's error
             lines.append(f"{r.get('deployment')}/{r.get('slot')} on {r.get('node')}: {str(r['error'])[:400]}")
     stamp = doc.get("stamp")
     if isinstance(stamp, dict):

@@ -167,6 +167,10 @@ class Fetcher:
         if transfer is not None and transfer.task is not None:
             transfer.task.cancel()
 
+    def is_fetching(self, sha256: str) -> bool:
+        """A transfer of `sha256` is queued or under way."""
+        return sha256 in self._active
+
     def writing(self) -> list[str]:
         """Artifacts a transfer is writing now (garbage collection leaves them alone)."""
         return sorted(self._active)

@@ -326,6 +326,7 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
             budget_bytes=options.artifact_budget_bytes,
         )
         agent.fetcher = fetcher
+        models.fetching = fetcher.is_fetching  # a replica whose artifact is on its way is loading
         agent.artifact_keeper = artifact_keeper
         artifacts.on_change = agent.artifacts_changed
         agent.metrics.add(lambda: artifact_families(artifact_keeper))

@@ -163,6 +163,9 @@ class ModelHost:
         self._artifact_path = artifact_path
         self._available_providers = available_providers
         self._on_failed = on_failed
+        # fetching(sha256) -> True while a transfer from peers brings that artifact (set by
+        # launch.py once the fetcher exists): the replica is `loading` meanwhile, not `assigned`.
+        self.fetching: Callable[[str], bool] = lambda _sha256: False
         self._replicas: dict[str, _Replica] = {}
         self._loader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="murmur-load")
         self._runner = concurrent.futures.ThreadPoolExecutor(
@@ -190,7 +193,9 @@ class ModelHost:
         if replica.wanted is None or version_of(replica.wanted) != wanted:
             path = self._artifact_path(deployment.artifact_sha256)
             if path is None:  # waiting for the artifact (fetched from peers)
-                return ReplicaState.READY if replica.serving is not None else None
+                if replica.serving is not None:
+                    return ReplicaState.READY  # the version before serves meanwhile
+                return ReplicaState.LOADING if self.fetching(deployment.artifact_sha256) else None
             replica.wanted, replica.error, replica.loading = deployment, None, True
             replica.load_id += 1
             self._start_load(name, replica.load_id, deployment, path)
@@ -213,6 +218,10 @@ class ModelHost:
         """Why the replica of deployment `name` failed, or None."""
         replica = self._replicas.get(name)
         return replica.error if replica is not None else None
+
+    def replica_error(self, deployment: str) -> str | None:
+        """ReplicaRuntime's: the error the placement core reports in the node's `replicas` record."""
+        return self.error(deployment)
 
     def loaded(self, name: str) -> LoadedModel | None:
         """The session serving deployment `name` now, or None."""

@@ -83,7 +83,9 @@ def own_placement_json(
             "provisional": v.provisional,
             "api": api_of(v.node_id) or "",
         }
-        error = models.error(v.deployment) if models is not None and v.node_id == core.node_id else None
+        # This node's own failed replicas: the whole error; another node's: its record's start of it.
+        own_error = models.error(v.deployment) if models is not None and v.node_id == core.node_id else None
+        error = own_error or v.error
         if error is not None:
             row["error"] = error
         replicas.append(row)

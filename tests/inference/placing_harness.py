@@ -76,10 +76,15 @@ class FakeRuntime:
     states: dict[str, ReplicaState] = field(default_factory=dict)
     auto_ready: bool = True
 
+    errors: dict[str, str] = field(default_factory=dict)
+
     def replica_state(self, deployment: Deployment, now: float) -> ReplicaState | None:
         if deployment.name in self.states:
             return self.states[deployment.name]
         return ReplicaState.READY if self.auto_ready else None
+
+    def replica_error(self, deployment: str) -> str | None:
+        return self.errors.get(deployment)
 
 
 class FakeMesh:

@@ -458,3 +458,42 @@ def test_a_report_from_a_forgotten_life_is_answered_with_a_newer_one() -> None:
         assert report is not None and report.version > stale.version
         assert replica_states.decode(report.payload).state_of("vib") is ReplicaState.READY
     assert cluster.member(holder).core.counters()["own_report_superseded"] == 1
+
+
+def test_a_failed_replicas_error_reaches_every_node_of_the_region() -> None:
+    cluster = Cluster(3)
+    for m in cluster.members:
+        m.runtime.states["vib"] = ReplicaState.FAILED
+        m.runtime.errors["vib"] = "load failed:\n  [ONNXRuntimeError] : 10 : INVALID_GRAPH " + "x" * 80
+    cluster.operator(dep("vib", 1))
+    cluster.elect(A)
+    cluster.run(2.0)
+    (holder,) = cluster.placed(A).values()
+    for m in cluster.members:
+        (view,) = [v for v in m.core.replicas() if v.deployment == "vib"]
+        assert view.node_id == holder and view.state is ReplicaState.FAILED
+        # whitespace folded, cut to what the record carries
+        assert view.error == ("load failed: [ONNXRuntimeError] : 10 : INVALID_GRAPH " + "x" * 80)[:64]
+    healthy = cluster.member(holder)
+    healthy.runtime.states["vib"] = ReplicaState.READY
+    healthy.runtime.errors.clear()
+    cluster.run(2.0)
+    assert all(v.error is None for m in cluster.members for v in m.core.replicas())
+
+
+def test_a_leader_adopting_a_started_takeover_says_nothing_new_about_it() -> None:
+    cluster = Cluster(3)
+    cluster.operator(dep("vib", 1))
+    cluster.elect(None)
+    cluster.run(5.0)  # no leader for longer than a round: provisional takeovers start
+    takers = [m for m in cluster.members if any(v.provisional for v in m.core.own_replicas())]
+    assert takers
+    for m in cluster.members:
+        m.core.drain_events()
+    cluster.elect(A)
+    cluster.run(3.0)
+    (holder,) = cluster.placed(A).values()
+    states = [e for e in cluster.member(holder).core.drain_events() if isinstance(e, ReplicaStateChanged)]
+    assert holder in {m.node_id for m in takers}  # the leader kept the takeover where it was
+    assert states == []  # ready before, ready after: no second replica_ready
+    assert cluster.holders("vib") == {holder: ReplicaState.READY}

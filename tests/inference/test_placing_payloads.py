@@ -34,6 +34,41 @@ def test_a_report_round_trips() -> None:
     assert replica_states.decode(newer) == GOOD_REPORT
 
 
+def test_a_report_carries_the_start_of_each_failed_replicas_error() -> None:
+    report = ReplicaReport(
+        (HeldReplica("cam", 0, ReplicaState.FAILED), HeldReplica("vib", 1, ReplicaState.READY)),
+        None,
+        (("cam", "load failed: [ONNXRuntimeError] : 10 : INVALID_GRAPH"),),
+    )
+    payload = replica_states.encode(report)
+    assert b'"errors":{"cam":"load failed' in payload
+    back = replica_states.decode(payload)
+    assert back == report and back.error_of("cam") == report.errors[0][1] and back.error_of("vib") is None
+    older = replica_states.decode(replica_states.encode(GOOD_REPORT))
+    assert older.errors == () and b"errors" not in replica_states.encode(GOOD_REPORT)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"errors":{"vib":"boom"},"replicas":[["vib",0,"ready"]]}',  # an error of a replica not failed
+        b'{"errors":{"cam":"boom"},"replicas":[["vib",0,"failed"]]}',  # of a replica not held
+        b'{"errors":{"vib":""},"replicas":[["vib",0,"failed"]]}',
+        b'{"errors":{"vib":"' + b"x" * 65 + b'"},"replicas":[["vib",0,"failed"]]}',  # too long
+        b'{"errors":{"vib":7},"replicas":[["vib",0,"failed"]]}',
+        b'{"errors":{},"replicas":[["vib",0,"failed"]]}',
+        b'{"errors":["vib"],"replicas":[["vib",0,"failed"]]}',
+        b'{"errors":{'
+        + b",".join(b'"d%d":"x"' % i for i in range(9))
+        + b'},"replicas":['
+        + b",".join(b'["d%d",0,"failed"]' % i for i in range(9))
+        + b"]}",  # more than ERRORS_MAX
+    ],
+)
+def test_bad_errors_in_a_report_are_refused(payload: bytes) -> None:
+    assert replica_states.payload_problem(payload) is not None
+
+
 @pytest.mark.parametrize(
     "payload",
     [

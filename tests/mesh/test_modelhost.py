@@ -101,7 +101,13 @@ async def test_a_replica_waits_for_its_artifact_then_loads_warms_up_and_serves(
     store, host, failures = store_and_host
     data = example("vibration-anomaly")
     d = deployment("vibration-anomaly", data)
-    assert host.replica_state(d, 0.0) is None  # not held: the core shows it assigned
+    assert host.replica_state(d, 0.0) is None  # not held, nothing fetching it: the core shows it assigned
+    fetching: set[str] = set()
+    host.fetching = fetching.__contains__
+    fetching.add(d.artifact_sha256)
+    assert host.replica_state(d, 0.0) is ReplicaState.LOADING  # on its way from peers
+    fetching.clear()
+    assert host.replica_state(d, 0.0) is None  # the transfer failed: assigned again, fetched again later
     store.hold(data)
     assert host.replica_state(d, 0.0) is ReplicaState.LOADING
     with pytest.raises(ModelNotReady, match="'vibration-anomaly' is loading on this node"):

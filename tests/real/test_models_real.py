@@ -95,6 +95,13 @@ def test_an_example_model_is_ready_after_its_warm_up_and_a_corrupt_one_failed_wi
         (failed,) = _events(mesh, agent, "replica_failed")
         assert failed["reason"].startswith("replica broken/") and "load failed: " in failed["reason"]
         assert "model broken 1" in agent.log_path.read_text()
+    # ... and every other node shows the start of it, from that node's replicas record.
+    for agent in mesh.agents:
+        others = [
+            r for r in _replicas(mesh, agent) if r["deployment"] == "broken" and r["node"] != ids[agent.name]
+        ]
+        assert len(others) == 2 and all(r["error"].startswith("load failed: ") for r in others), others
+        assert all(len(r["error"]) <= 64 for r in others)
     table = _murmur(mesh, mesh.agents[0], "placements")
     assert "failed" in table.stdout and "load failed: " in table.stdout, table.stdout
     # deploy --wait names a failed replica with its node's error and ends with exit 1, long before
