@@ -80,6 +80,7 @@ _TEXT_FIELDS = ("os", "arch", "python")
 _LIST_FIELDS = ("accelerators", "models")
 # 64 ids of 64 characters keep the record far under its 16 KiB with every other field full.
 ARTIFACTS_LISTED_MAX = 64
+MODELS_LISTED_MAX = 32  # loaded models an agent lists (`model@version`, at most TEXT_MAX_CHARS each)
 
 
 def decode(payload: bytes) -> dict[str, Any] | None:

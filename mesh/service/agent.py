@@ -483,7 +483,20 @@ class Agent:
     def collect_inventory(self) -> inventory.Inventory:
         inv = collect(dict(self.options.labels), self.region, self.options.data_dir)
         keeper = self.artifact_keeper
-        return inv if keeper is None else dataclasses.replace(inv, artifacts=keeper.listed())
+        if keeper is not None:
+            inv = dataclasses.replace(inv, artifacts=keeper.listed())
+        return dataclasses.replace(inv, models=self.loaded_models())
+
+    def loaded_models(self) -> tuple[str, ...]:
+        """`model@version` of each model this node has loaded and warmed up (the inventory's
+        `models`), sorted, at most inventory.MODELS_LISTED_MAX."""
+        rows = self.models.status() if self.models is not None else []
+        names = {
+            f"{row['model']}@{row['version']}"[: inventory.TEXT_MAX_CHARS]
+            for row in rows
+            if row.get("state") == "ready" and "model" in row
+        }
+        return tuple(sorted(names)[: inventory.MODELS_LISTED_MAX])
 
     def artifacts_changed(self) -> None:
         """An artifact was stored or deleted: peers learn it from the next inventory, now.

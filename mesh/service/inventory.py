@@ -38,10 +38,18 @@ PROVIDERS_MAX = 32
 PROBE_CODE = "import json, onnxruntime; print(json.dumps(onnxruntime.get_available_providers()))"
 
 _probed: tuple[str, ...] | None = None  # the child's answer, kept: providers do not change while we run
+# Providers onnxruntime lists that run nothing on this device: the Azure provider sends each
+# run to a remote Azure endpoint (and needs one configured). A manifest asking for it would be
+# placed here and then fail, so it is not offered as an accelerator.
+NOT_ON_DEVICE = frozenset({"AzureExecutionProvider"})
 
 
 def _accelerators() -> tuple[str, ...]:
-    """onnxruntime's execution providers here; () if onnxruntime is missing or broken."""
+    """onnxruntime's execution providers that run on this device; () if onnxruntime is missing or broken."""
+    return tuple(p for p in _providers() if p not in NOT_ON_DEVICE)
+
+
+def _providers() -> tuple[str, ...]:
     global _probed
     runtime = sys.modules.get("onnxruntime")
     if runtime is not None:  # already paid for (a model is loaded): asking it costs nothing

@@ -52,6 +52,18 @@ def test_collect_tolerates_a_missing_onnxruntime_and_data_dir(
     assert inv.accelerators == () and inv.disk_free_bytes == 0
 
 
+def test_a_provider_that_runs_nothing_on_the_device_is_not_an_accelerator(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # onnxruntime's pip build lists the Azure provider (remote endpoints) on every machine.
+    listed = ["AzureExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(inventory, "PROBE_CODE", f"print({json.dumps(json.dumps(listed))})")
+    monkeypatch.setattr(inventory, "_probed", None)
+    monkeypatch.delitem(sys.modules, "onnxruntime", raising=False)
+    inv = collect({}, "north", tmp_path)
+    assert inv.accelerators == ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
 @pytest.mark.parametrize(
     "answer",
     [

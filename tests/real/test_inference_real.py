@@ -266,6 +266,14 @@ def test_a_model_deployed_once_serves_exactly_through_any_node_and_survives_a_ki
     rows = [r for r in json.loads(shown.stdout)["replicas"] if r["deployment"] == MODEL]
     assert {r["node"]: r["state"] for r in rows} == {survivor: "ready", replacement["node"]: "ready"}
 
+    # The survivor's inventory, as every node of its region holds it, lists the model it loaded.
+    def lists_loaded_model() -> bool:
+        doc = mesh.get(client, f"/v1/nodes/{survivor}")
+        models = ((doc or {}).get("inventory") or {}).get("models") or []
+        return "vibration-anomaly@1.0.0" in models
+
+    assert wait_until(lists_loaded_model, 20.0, 0.5), mesh.get(client, f"/v1/nodes/{survivor}")
+
     # A model deployed in one region only is served through a node of the other (it reads r2's
     # placement and forwards there), with the outputs a direct session.run gives.
     tabular = (MODELS_DIR / "tabular-mlp.yaml").read_text()
