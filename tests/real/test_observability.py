@@ -58,9 +58,18 @@ def test_metrics_of_a_live_agent_parse_and_count_the_mesh(local_mesh: MeshFactor
     mesh = local_mesh("local")
     ids = converged_region(mesh, MESH_SIZE)
     a0 = mesh.agents[0]
-    assert wait_until(
-        lambda: scrape(a0)["murmur_probes"][("murmur_probes_total", (("pool", "region"),))] > 0, 10
-    )
+
+    def probing_and_holding_inventories() -> bool:
+        now = scrape(a0)
+        probes = now["murmur_probes"][("murmur_probes_total", (("pool", "region"),))]
+        # inventories are published once the agent has asked onnxruntime for its providers
+        # (a child process: seconds on a loaded machine)
+        return (
+            probes > 0
+            and now.get("murmur_records", {}).get(("murmur_records", (("kind", "inventory"),)), 0) >= 1
+        )
+
+    assert wait_until(probing_and_holding_inventories, 30)
     families = scrape(a0)
     assert set(families) >= FAMILIES, FAMILIES - set(families)
     members = families["murmur_members"]
