@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from mesh.dev.localmesh import LocalMesh, wait_until
+from mesh.examples.build_models import MODELS_DIR
 from tests.chromium import Chromium, chromium_or_skip
 from tests.real.conftest import MeshFactory
 from tests.real.test_agents import CONVERGE_S, _all_alive, _start_all
@@ -29,8 +30,14 @@ PLACED_WITHIN_S = 30.0  # leaders elected, the deploy gossiped, placements publi
 DETECT_WITHIN_S = 15.0  # the local profile confirms a crashed process dead in about 2 s
 SCREENSHOT_MAX_BYTES = 300 * 1024
 DOCS_IMAGE = Path(__file__).resolve().parents[2] / "docs" / "img" / "dashboard.png"
+READY_WITHIN_S = 30.0  # for the picture: the replacement fetched, loaded and warmed up
+# The example anomaly model (mesh/examples/models), 2 replicas per region, as `vibration`.
 MANIFEST = (
-    "name: vibration\nmodel: {name: vib-cnn, version: '1.0'}\nartifact: {file: vib.onnx}\nreplicas: 2\n"
+    (MODELS_DIR / "vibration-anomaly.yaml")
+    .read_text()
+    .replace("name: vibration-anomaly\n", "name: vibration\n")
+    .replace("replicas: 1", "replicas: 2")
+    .replace("file: vibration-anomaly.onnx", f"file: {MODELS_DIR}/vibration-anomaly.onnx")
 )
 
 
@@ -64,7 +71,6 @@ async def test_the_page_shows_every_node_and_a_death_within_seconds(
     mesh = local_mesh("local")
     ids = _start_mesh(mesh)
     viewer, victim = mesh.agents[0], mesh.agents[AGENTS_PER_REGION - 1]
-    (tmp_path / "vib.onnx").write_bytes(b"onnx" * 256)
     (tmp_path / "vibration.yaml").write_text(MANIFEST)
     done = _murmur(mesh, viewer, "deploy", str(tmp_path / "vibration.yaml"))
     assert done.returncode == 0, done.stderr
@@ -113,12 +119,14 @@ async def test_the_page_shows_every_node_and_a_death_within_seconds(
                 assert await browser.evaluate(_state_js(node_id)) == "alive", name
         assert browser.console == [], browser.console
 
-        # Let the lost replica's replacement show (not asserted: placement has its own tests),
-        # then take the picture.
+        # Let the lost replica's replacement show, ready (not asserted: placement and the model
+        # host have their own tests), then take the picture.
         chips = "document.querySelectorAll('tr[data-deployment=\"vibration\"] .chip')"
         await browser.wait_for(
-            f"{chips}.length === 4 && ![...{chips}].some(c => c.title.includes('{victim_id}'))",
-            PLACED_WITHIN_S,
+            f"{chips}.length === 4 && ![...{chips}].some(c => c.title.includes('{victim_id}'))"
+            " && document.querySelector('tr[data-deployment=\"vibration\"] td.ready').textContent"
+            ".startsWith('4 /')",
+            READY_WITHIN_S,
         )
         shot = await browser.screenshot()
     assert shot.startswith(b"\x89PNG\r\n\x1a\n")
