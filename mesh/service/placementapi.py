@@ -71,16 +71,17 @@ async def get_placements(request: web.Request) -> web.Response:
     if summary is None:
         known = ", ".join(sorted({service.region, *summaries}))
         return error_response(404, f"unknown region {region!r}; regions this node knows: {known}")
-    body, failure = await _ask(request.app[CLIENT], region, summary.api_addrs)
+    body, failure = await ask_placement(request.app[CLIENT], region, summary.api_addrs)
     if body is None:
         return error_response(502, failure)
     return web.json_response(body)
 
 
-async def _ask(
+async def ask_placement(
     client: aiohttp.ClientSession, region: str, api_addrs: tuple[str, ...]
 ) -> tuple[dict[str, Any] | None, str]:
-    """(the placement one of `api_addrs` answered for `region`, "") or (None, why none did)."""
+    """(the placement one of `api_addrs` answered for `region`, "") or (None, why none did);
+    within FORWARD_BUDGET_S, each address FORWARD_TIMEOUT_S, marked forwarded."""
     if not api_addrs:
         return None, f"region {region!r} publishes no API address yet; retry in a few seconds"
     body, failures = await ask_each(

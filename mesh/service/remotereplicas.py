@@ -23,12 +23,9 @@ import aiohttp
 
 from inference.assignments import ReplicaState
 from inference.routing import Candidate, PeerLoad
-from mesh.service.api import FORWARDED_HEADER
-from mesh.service.forward import ask_each
+from mesh.service.placementapi import ask_placement
 
 REMOTE_TTL_S = 5.0  # how long another region's placement is used before it is read again
-REMOTE_READ_BUDGET_S = 3.0  # all regions at once, the addresses of each tried in turn
-REMOTE_TRY_TIMEOUT_S = 2.0  # one address
 REMOTE_ROWS_MAX = 4096  # replicas kept of one region's answer
 
 _API_ADDR = re.compile(r"[A-Za-z0-9.\-]{1,253}:[0-9]{1,5}|\[[0-9A-Fa-f:.]{2,45}\]:[0-9]{1,5}")
@@ -126,15 +123,6 @@ class RemoteReplicas:
         self.reads += 1
         replicas: tuple[RemoteReplica, ...] = ()
         if api_addrs:
-            doc, _failures = await ask_each(
-                client,
-                api_addrs,
-                "/v1/placements",
-                lambda body: body if isinstance(body, dict) and body.get("region") == region else None,
-                header=FORWARDED_HEADER,
-                deadline_s=asyncio.get_running_loop().time() + REMOTE_READ_BUDGET_S,
-                timeout_s=REMOTE_TRY_TIMEOUT_S,
-                params={"region": region},
-            )
+            doc, _why = await ask_placement(client, region, api_addrs)
             replicas = ready_replicas(doc, region)
         self._held[region] = _Held(self._clock(), replicas)
