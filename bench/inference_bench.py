@@ -13,7 +13,9 @@ same run (docs/benchmarks.md, "bench/inference_bench.py"):
   (local) and at the node without it (one forwarding hop), p50 and p99, against a
   direct `session.run` of the same input in this process;
 - throughput: 16 concurrent clients through the holder, against onnxruntime run
-  directly by as many threads as the node's inference threads (the same core budget);
+  directly by as many threads as the node's inference threads (the same core budget),
+  for two example models and for two models built at bench time to take ~0.2 ms and
+  ~2 ms a run (bench/sized_models.py, issue 11's targets);
 - batching: the real ModelHost and ModelLanes in this process, 16 concurrent
   submitters, with and without a batching policy (no manifest field carries one yet);
 - priority: sequential `Murmur-Priority: critical` requests, unloaded and while a
@@ -52,6 +54,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from agent_idle import BenchError, ensure_private_netns, start_baseline, stop_baseline  # noqa: E402
+from sized_models import INPUT_NAME as SIZED_INPUT_NAME  # noqa: E402
+from sized_models import INPUT_SHAPE as SIZED_INPUT_SHAPE  # noqa: E402
+from sized_models import SIZED_MODELS  # noqa: E402
+from sized_models import build as build_sized_models  # noqa: E402
 
 from inference.batching import NO_BATCHING, BatchPolicy  # noqa: E402
 from inference.manifest import manifest_from_doc  # noqa: E402
@@ -69,8 +75,21 @@ from mesh.service.modellanes import ModelLanes  # noqa: E402
 from mesh.service.servedmodels import ServedModels  # noqa: E402
 
 MODELS = ("vibration-anomaly", "tabular-mlp", "image-classifier")
-INPUT_SHAPES = {"vibration-anomaly": (3, 128), "tabular-mlp": (16,), "image-classifier": (3, 32, 32)}
-INPUT_NAMES = {"vibration-anomaly": "window", "tabular-mlp": "features", "image-classifier": "image"}
+SIZED = tuple(m.example.name for m in SIZED_MODELS)  # conv-small (~0.2 ms), conv-large (~2 ms)
+INPUT_SHAPES = {
+    "vibration-anomaly": (3, 128),
+    "tabular-mlp": (16,),
+    "image-classifier": (3, 32, 32),
+    **{name: SIZED_INPUT_SHAPE for name in SIZED},
+}
+INPUT_NAMES = {
+    "vibration-anomaly": "window",
+    "tabular-mlp": "features",
+    "image-classifier": "image",
+    **{name: SIZED_INPUT_NAME for name in SIZED},
+}
+# model -> its .onnx file (its manifest is the .yaml beside it); run() adds the sized models.
+MODEL_FILES = {name: MODELS_DIR / f"{name}.onnx" for name in MODELS}
 CONCURRENCY = 16
 CONVERGE_S = 60.0
 READY_S = 60.0
@@ -147,9 +166,7 @@ def direct_session(model: str) -> Any:
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    return onnxruntime.InferenceSession(
-        str(MODELS_DIR / f"{model}.onnx"), options, providers=["CPUExecutionProvider"]
-    )
+    return onnxruntime.InferenceSession(str(MODEL_FILES[model]), options, providers=["CPUExecutionProvider"])
 
 
 def direct_latencies(session: Any, model: str, n: int) -> list[float]:
@@ -281,9 +298,9 @@ def footprint_row(mesh: LocalMesh) -> dict[str, Any]:
 
 
 def deploy(mesh: LocalMesh, model: str) -> LocalAgent:
-    """Deploy one example model (1 replica) and return the agent that holds it ready."""
+    """Deploy one model (1 replica) and return the agent that holds it ready."""
     for agent in mesh.agents:
-        done = murmur(mesh, agent, "deploy", str(MODELS_DIR / f"{model}.yaml"))
+        done = murmur(mesh, agent, "deploy", str(MODEL_FILES[model].with_suffix(".yaml")))
         if done.returncode != 0:
             raise BenchError(f"deploy {model}: {done.stderr.strip()}")
     holders: list[LocalAgent] = []
@@ -504,12 +521,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             footprint.append({"step": f"+ {model}", "agents": footprint_row(mesh)})
         result["footprint"] = {"baseline_bare_python_rss_mib": baseline_rss, "steps": footprint}
         print("footprint done", file=sys.stderr)
+        MODEL_FILES.update(build_sized_models(root / "sized-models"))
+        for model in SIZED:
+            holders[model] = deploy(mesh, model)
         result["hop"] = [
             hop_figures(mesh, holders[m], m, n, rounds) for m in ("tabular-mlp", "image-classifier")
         ]
         print("hop done", file=sys.stderr)
         result["throughput"] = [
-            throughput_figures(holders[m], m, dur) for m in ("tabular-mlp", "image-classifier")
+            throughput_figures(holders[m], m, dur) for m in ("tabular-mlp", "image-classifier", *SIZED)
         ]
         print("throughput done", file=sys.stderr)
         result["priority"] = priority_figures(

@@ -81,22 +81,23 @@ def from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> Ar
     dtype = datatype_dtype(name, datatype)
     count = element_count(shape)
     flat = _flatten(name, data, count)
+    types = set(map(type, flat))  # one pass in C: the per-element checks below test this set
     if len(flat) != count:
         raise TensorError(
             f"tensor {name!r}: shape {list(shape)} needs {count} elements, data has {len(flat)}"
         )
     if datatype == "BYTES":
-        if not all(type(x) is str for x in flat):
+        if not types <= {str}:
             raise TensorError(f"tensor {name!r}: BYTES data must be strings")
         array = np.empty(count, dtype=object)
         array[:] = [x.encode("utf-8", errors="surrogatepass") for x in flat]
         return array.reshape(shape)
     if datatype == "BOOL":
-        ok = all(type(x) is bool for x in flat)
+        ok = types <= {bool}
     elif dtype.kind == "f":
-        ok = all(type(x) in (int, float) for x in flat)
+        ok = types <= {int, float}
     else:
-        ok = all(type(x) is int for x in flat)
+        ok = types <= {int}
     if not ok:
         wanted = {"b": "true or false", "f": "numbers"}.get(dtype.kind, "integers")
         raise TensorError(f"tensor {name!r}: {datatype} data must be {wanted}")
@@ -189,6 +190,10 @@ def _flatten(name: str, data: Any, count_max: int) -> list[Any]:
     """Nested lists to one flat list, iteratively (the JSON loader has bounded the depth)."""
     if not isinstance(data, list):
         raise TensorError(f"tensor {name!r}: data must be a list")
+    if list not in set(map(type, data)):  # flat already (the usual form): checked in one C pass
+        if len(data) > count_max:
+            raise TensorError(f"tensor {name!r}: data holds more than the {count_max} elements of its shape")
+        return data
     flat: list[Any] = []
     stack = [iter(data)]
     while stack:

@@ -6,16 +6,22 @@ the same deployment name and describes tensors by v2 datatype with -1 for a dyna
 This adapter translates, and serves metadata only for a model loaded and warmed up here. It
 also tells the model's lane (mesh/service/modellanes.py) how to batch: as the manifest of the
 version serving now asks (`batching`), one request at a time otherwise.
+
+Both are asked on every request, so each is built once per version serving (the
+deployment, which pins the artifact's sha256 and so the signature) and kept until
+another version serves: one entry per model, holding the deployment, never the session.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from inference.batching import NO_BATCHING, BatchPolicy
+from inference.manifest import Deployment
 from inference.signatures import TensorSpec as SignatureSpec
 from inference.v2types import DATATYPE_OF_DTYPE_NAME, DYNAMIC, ModelMetadata, TensorSpec
-from mesh.service.modelhost import ModelHost
+from mesh.service.modelhost import LoadedModel, ModelHost
 
 if TYPE_CHECKING:
     from inference.v2tensors import Array
@@ -30,30 +36,52 @@ def v2_spec(spec: SignatureSpec) -> TensorSpec:
     return TensorSpec(spec.name, datatype, shape)
 
 
+@dataclass(frozen=True, slots=True)
+class _Served:
+    """What the API asks about one version on every request, built once."""
+
+    deployment: Deployment
+    metadata: ModelMetadata
+    policy: BatchPolicy
+
+
 class ServedModels:
     """The inference API's view of the node's model host."""
 
     def __init__(self, host: ModelHost) -> None:
         self._host = host
+        self._served: dict[str, _Served] = {}  # deployment name -> its version serving now
 
     def metadata(self, name: str) -> ModelMetadata | None:
-        loaded = self._host.loaded(name)
-        if loaded is None:
-            return None
-        return ModelMetadata(
-            name,
-            (loaded.deployment.model_version,),
-            PLATFORM,
-            tuple(v2_spec(s) for s in loaded.inputs),
-            tuple(v2_spec(s) for s in loaded.outputs),
-        )
+        served = self._serving(name)
+        return served.metadata if served is not None else None
 
     async def infer(self, name: str, inputs: dict[str, Array]) -> dict[str, Array]:
         return await self._host.infer(name, inputs)
 
     def policy_of(self, name: str) -> BatchPolicy:
         """The batching policy of the version of `name` serving now (none before one is ready)."""
+        served = self._serving(name)
+        return served.policy if served is not None else NO_BATCHING
+
+    def _serving(self, name: str) -> _Served | None:
         loaded = self._host.loaded(name)
-        if loaded is None or loaded.deployment.batching is None:
-            return NO_BATCHING
-        return loaded.deployment.batching.policy()
+        if loaded is None:
+            self._served.pop(name, None)
+            return None
+        served = self._served.get(name)
+        if served is None or served.deployment is not loaded.deployment:
+            served = self._served[name] = _describe(name, loaded)
+        return served
+
+
+def _describe(name: str, loaded: LoadedModel) -> _Served:
+    batching = loaded.deployment.batching
+    metadata = ModelMetadata(
+        name,
+        (loaded.deployment.model_version,),
+        PLATFORM,
+        tuple(v2_spec(s) for s in loaded.inputs),
+        tuple(v2_spec(s) for s in loaded.outputs),
+    )
+    return _Served(loaded.deployment, metadata, NO_BATCHING if batching is None else batching.policy())

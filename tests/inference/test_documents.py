@@ -152,6 +152,33 @@ def test_json_has_the_same_limits() -> None:
         load_json(" " * 70_000)
 
 
+def test_json_paths_name_list_items_and_nested_keys() -> None:
+    doc = {"inputs": [{"data": [1, 2.5, None, True]}, {"data": [0, {"k": "x" * 2000}]}]}
+    with pytest.raises(DocumentError) as info:
+        load_json(json.dumps(doc))
+    assert info.value.path == "inputs[1].data[1].k"
+    assert info.value.detail == "a string of 2000 characters is over the limit of 1024"
+
+
+def test_json_values_are_counted_in_lists_of_numbers_and_mixed_lists_alike() -> None:
+    limits = DocumentLimits(nodes_max=10)
+    # 10 values: the outer list, two lists of 3 and a number
+    assert load_json(json.dumps([[1, 2.0, None], [True, "5", 6], 7]), limits)
+    assert load_json(json.dumps([[1, 2.0, None], [True, 5, 6], 7]), limits)
+    for doc in ([[1, 2, 3, 4], [5, 6, 7], 8], [[1, 2, 3, 4], [5, "6", 7], 8], [[1, 2, 3], ["4", 5, 6], 7, 8]):
+        with pytest.raises(DocumentError, match="more than 10 values"):
+            load_json(json.dumps(doc), limits)
+
+
+def test_json_depth_is_measured_when_the_brackets_could_reach_the_limit() -> None:
+    limits = DocumentLimits(depth_max=16)
+    assert load_json("[" * 16 + "]" * 16, limits) == load_json("[" * 16 + "]" * 16)
+    with pytest.raises(DocumentError, match="nested 17 deep, over the limit of 16"):
+        load_json("[" * 17 + "]" * 17, limits)
+    with pytest.raises(DocumentError, match="nested 17 deep"):
+        load_json('{"a": ' * 17 + "1" + "}" * 17, limits)
+
+
 def test_json_depth_skips_strings() -> None:
     assert json_depth('{"a": "[[[[{{{{\\"[[["}') == 1
     assert json_depth('[[{"a": [1]}]]') == 4

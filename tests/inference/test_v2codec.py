@@ -97,6 +97,13 @@ def test_a_response_round_trips_and_echoes_the_id(outputs: dict[str, Any], binar
     _same(dict(response.outputs), outputs)
 
 
+def test_flat_and_mixed_data_are_read_alike() -> None:
+    # A flat list is taken as it is; a list that nests anywhere is flattened.
+    for data in ([1, 2, 3, 4], [[1, 2], 3, 4], [[1], [2, [3]], 4]):
+        body = json.dumps({"inputs": [{"name": "x", "shape": [4], "datatype": "INT32", "data": data}]})
+        assert parse_request(body.encode()).inputs["x"].tolist() == [1, 2, 3, 4]
+
+
 def test_nested_data_is_read_row_major() -> None:
     body = json.dumps(
         {"inputs": [{"name": "x", "shape": [2, 2], "datatype": "INT32", "data": [[1, 2], [3, 4]]}]}
@@ -142,6 +149,12 @@ def _one(**tensor: Any) -> bytes:
         (_one(datatype="UINT64", data=[0, 2**64]), "'x': a value is out of the range of UINT64"),
         (_one(datatype="BOOL", data=[1, 0]), "'x': BOOL data must be true or false"),
         (_one(datatype="BYTES", data=[1, 2]), "'x': BYTES data must be strings"),
+        (_one(datatype="INT8", data=[1, True]), "'x': INT8 data must be integers"),
+        (_one(datatype="FP32", data=[1.0, "2"]), "'x': FP32 data must be numbers"),
+        (_one(data=[1.0, 2.0, 3.0]), "'x': data holds more than the 2 elements of its shape"),
+        (_one(data=[[1.0], 2.0, 3.0]), "'x': data holds more than the 2 elements of its shape"),
+        (_one(data=[1.0]), "'x': shape [2] needs 2 elements, data has 1"),
+        (_one(shape=[2, 1], data=[[1.0], "2"]), "'x': FP32 data must be numbers"),
         (_one(data=None), "'x': needs data or parameters.binary_data_size"),
         (_one(data=3), "'x': data must be a list"),
         (_one(extra=1), "'x': unknown field 'extra'"),
