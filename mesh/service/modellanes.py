@@ -61,15 +61,19 @@ class _Job:
 
 
 class ModelLane:
-    """One model's queue and its worker."""
+    """One model's queue and its workers: `workers` runs (or batches) of the model at once, each
+    taking the queue's next request (highest priority, then oldest) when it is free."""
 
-    def __init__(self, name: str, host: ModelHost, policy: BatchPolicy, capacity: int) -> None:
+    def __init__(
+        self, name: str, host: ModelHost, policy: BatchPolicy, capacity: int, workers: int = 1
+    ) -> None:
         self.name = name
         self._host = host
         self.policy = policy  # ModelLanes sets it again when the serving version's differs
-        self._queue: RequestQueue[_Job] = RequestQueue(capacity)
-        self._wake = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._work(), name=f"model lane {name}")
+        self._queue: RequestQueue[_Job] = RequestQueue(capacity, workers=workers)
+        self._wake = asyncio.Event()  # a hint that the queue changed; each worker reads the queue itself
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._work(), name=f"model lane {name} #{i}") for i in range(workers)]
 
     @property
     def waiting(self) -> int:
@@ -92,9 +96,11 @@ class ModelLane:
             self._queue.remove(job)  # still queued only if this client went away
 
     async def close(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for queued in self._queue.take(self._queue.capacity):
             queued.item.done.cancel()
 
@@ -115,6 +121,10 @@ class ModelLane:
                     started_s = loop.time()
                     try:
                         await self._serve(jobs)
+                    except asyncio.CancelledError:  # the lane closes: its running requests end too
+                        for q in jobs:
+                            q.item.done.cancel()
+                        raise
                     except Exception as exc:  # a bug here must fail these requests, not stop the lane
                         log.exception("model %s: serving a batch failed", self.name)
                         for q in jobs:
@@ -167,10 +177,14 @@ class ModelLanes:
         host: ModelHost,
         policy_of: Callable[[str], BatchPolicy] = lambda _name: NO_BATCHING,
         capacity: int = QUEUE_CAPACITY,
+        workers: int = 1,
     ) -> None:
+        """workers: runs of one model at once (the agent: its --inference-threads, the runs the
+        model host makes at once for all models together)."""
         self._host = host
         self._policy_of = policy_of
         self._capacity = capacity
+        self._workers = max(1, workers)
         self._lanes: dict[str, ModelLane] = {}
 
     def lane(self, name: str) -> ModelLane:
@@ -178,7 +192,7 @@ class ModelLanes:
         policy = self._policy_of(name)
         lane = self._lanes.get(name)
         if lane is None:
-            lane = self._lanes[name] = ModelLane(name, self._host, policy, self._capacity)
+            lane = self._lanes[name] = ModelLane(name, self._host, policy, self._capacity, self._workers)
         elif lane.policy != policy:
             lane.policy = policy
         return lane
