@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
@@ -44,3 +45,10 @@ def local_mesh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MeshF
                 print(f"--- {agent.name} ({agent.log_path}) ---\n{agent.log_tail(40)}")
         leftovers = [a.name for a in mesh.agents if a.process is not None and pid_alive(a.process.pid)]
         assert not leftovers, f"agents still running after close: {leftovers}"
+
+
+def sigint_as_in_a_terminal() -> None:
+    """Popen's preexec_fn for a child that a test sends SIGINT (Ctrl-C) to. A test runner started
+    in the background (as CI may be) ignores SIGINT, and children inherit that; Python then
+    never raises KeyboardInterrupt. A user's Ctrl-C arrives with the default disposition."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

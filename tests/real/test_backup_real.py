@@ -35,9 +35,14 @@ def _murmur_local(*args: str) -> subprocess.CompletedProcess[str]:
 def _deploy(mesh: LocalMesh, entry: LocalAgent, tmp_path: Path, name: str) -> int:
     manifest = tmp_path / f"{name}.yaml"
     manifest.write_text(MANIFEST.replace("name: vibration", f"name: {name}"))
-    done = _murmur(mesh, entry, "deploy", str(manifest), "--wait", "--timeout", str(PROPAGATE_S))
+    # The record is what this test follows, not replicas (its artifact is not a model that
+    # loads, so deploy --wait, which waits for ready replicas too, would not end).
+    done = _murmur(mesh, entry, "deploy", str(manifest), "--json")
     assert done.returncode == 0, done.stderr
-    return int(done.stdout.split("version ")[-1].split()[0])
+    version = int(json.loads(done.stdout)["version"])
+    held_everywhere = lambda: all(_version_at(mesh, a, name) == version for a in mesh.agents)  # noqa: E731
+    assert wait_until(held_everywhere, PROPAGATE_S), {a.name: _version_at(mesh, a, name) for a in mesh.agents}
+    return version
 
 
 def _incarnation(mesh: LocalMesh, observer: LocalAgent, node_id: str) -> int | None:

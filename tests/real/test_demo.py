@@ -16,16 +16,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.real.conftest import sigint_as_in_a_terminal
+
 pytestmark = pytest.mark.real
 
 DEMO_TIMEOUT_S = 420.0  # the demo's own step timeouts are generous; this only catches a hang
-
-
-def _sigint_as_in_a_terminal() -> None:
-    # A test runner started in the background (as CI may be) ignores SIGINT, and
-    # children inherit that; Python then never raises KeyboardInterrupt. A user's
-    # Ctrl-C arrives with the default disposition: give the demo that.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _demo(tmp_path: Path, *flags: str) -> subprocess.Popen[str]:
@@ -36,7 +31,7 @@ def _demo(tmp_path: Path, *flags: str) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
-        preexec_fn=_sigint_as_in_a_terminal,
+        preexec_fn=sigint_as_in_a_terminal,
     )
 
 

@@ -26,7 +26,7 @@ from mesh.dev.localmesh import LocalAgent, LocalMesh, wait_until
 from mesh.examples.build_models import MODELS_DIR
 from mesh.trust.deploy import next_version, record_to_b64
 from mesh.trust.opsign import load_signing_key
-from tests.real.conftest import MeshFactory
+from tests.real.conftest import MeshFactory, sigint_as_in_a_terminal
 from tests.real.test_agents import _start_all, converged_region
 
 pytestmark = pytest.mark.real
@@ -136,6 +136,7 @@ def _interrupt_wait(mesh: LocalMesh, node: LocalAgent, manifest: Path) -> subpro
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=sigint_as_in_a_terminal,
     )
     lines: queue.Queue[str] = queue.Queue()
     assert process.stderr is not None and process.stdout is not None

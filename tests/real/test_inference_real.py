@@ -280,7 +280,9 @@ def test_a_model_deployed_once_serves_exactly_through_any_node_and_survives_a_ki
     tabular = tabular.replace("replicas: 1", "replicas: {r2: 1}")
     tabular = tabular.replace("file: tabular-mlp.onnx", f"file: {MODELS_DIR}/tabular-mlp.onnx")
     (tmp_path / "tabular.yaml").write_text(tabular)
-    done = _murmur(mesh, uploader, "deploy", str(tmp_path / "tabular.yaml"))
+    done = _murmur(
+        mesh, client, "deploy", str(tmp_path / "tabular.yaml")
+    )  # the uploader may be the killed one
     assert done.returncode == 0, done.stderr
     mlp = ort.InferenceSession(str(MODELS_DIR / "tabular-mlp.onnx"), providers=["CPUExecutionProvider"])
     (mlp_in,) = mlp.get_inputs()
