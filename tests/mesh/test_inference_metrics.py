@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
 from mesh.service.inferencemetrics import LATENCY_BUCKETS_S, InferenceStats
-from tests.mesh.test_v2api import FakeHost, Mesh, _infer, _json_body, mesh  # noqa: F401 (fixture)
+from tests.mesh.test_v2api import FakeHost, Mesh, _infer, _json_body
 
 
 class _Collect:
@@ -79,7 +79,7 @@ def test_label_values_stay_bounded_whatever_clients_send() -> None:
     assert got[(("code", "other"), ("model", "a"), ("route", "refused"))] == 1
 
 
-async def test_the_api_counts_local_forwarded_and_refused_requests(mesh: Mesh) -> None:  # noqa: F811
+async def test_the_api_counts_local_forwarded_and_refused_requests(mesh: Mesh) -> None:
     entry = await mesh.add("n0", FakeHost(serves=False))
     replica = await mesh.add("n1", FakeHost())
     assert (await _infer(replica, _json_body()))[0] == 200
@@ -100,14 +100,14 @@ async def test_the_api_counts_local_forwarded_and_refused_requests(mesh: Mesh) -
     }
 
 
-async def test_a_refused_token_is_counted(mesh: Mesh) -> None:  # noqa: F811
+async def test_a_refused_token_is_counted(mesh: Mesh) -> None:
     entry = await mesh.add("n1", FakeHost(), token="s3cret")
     assert (await _infer(entry, _json_body()))[0] == 401
     got = _scrape(mesh.fronts["n1"].stats)["murmur_inference_requests_total"]
     assert got == {(("code", "401"), ("model", "scorer"), ("route", "refused")): 1}
 
 
-async def test_queue_depth_reads_the_waiting_requests(mesh: Mesh) -> None:  # noqa: F811
+async def test_queue_depth_reads_the_waiting_requests(mesh: Mesh) -> None:
     gate = asyncio.Event()
     client = await mesh.add("n1", FakeHost(gate=gate))
     pending = [asyncio.create_task(_infer(client, _json_body())) for _ in range(3)]

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestServer
 from inference.assignments import ReplicaState
 from inference.routing import PeerLoad
 from mesh.service.remotereplicas import RemoteReplica, RemoteReplicas, ready_replicas
-from tests.mesh.test_v2api import FakeHost, Mesh, _infer, _json_body, mesh  # noqa: F401 (fixture)
+from tests.mesh.test_v2api import FakeHost, Mesh, _infer, _json_body
 
 
 def test_only_ready_replicas_with_an_address_of_the_region_asked_are_taken() -> None:
@@ -76,7 +76,7 @@ def _sees_own_region_only(view: Mesh, node_id: str) -> None:
 
 
 @pytest.fixture
-async def region_b(mesh: Mesh) -> AsyncIterator[tuple[_Placements, str]]:  # noqa: F811
+async def region_b(mesh: Mesh) -> AsyncIterator[tuple[_Placements, str]]:
     placements = _Placements(mesh, "b")
     app = web.Application()
     app.router.add_get("/v1/placements", placements.handle)
@@ -85,7 +85,7 @@ async def region_b(mesh: Mesh) -> AsyncIterator[tuple[_Placements, str]]:  # noq
 
 
 async def test_a_model_deployed_in_another_region_only_is_served_through_it(
-    mesh: Mesh,  # noqa: F811
+    mesh: Mesh,
     region_b: tuple[_Placements, str],
 ) -> None:
     placements, b_api = region_b
@@ -103,7 +103,7 @@ async def test_a_model_deployed_in_another_region_only_is_served_through_it(
 
 
 async def test_the_own_region_is_preferred_and_other_regions_asked_only_when_it_has_none(
-    mesh: Mesh,  # noqa: F811
+    mesh: Mesh,
     region_b: tuple[_Placements, str],
 ) -> None:
     placements, b_api = region_b
@@ -122,7 +122,7 @@ async def test_the_own_region_is_preferred_and_other_regions_asked_only_when_it_
 
 
 async def test_no_region_has_it_404_and_a_silent_region_is_not_waited_for_twice(
-    mesh: Mesh,  # noqa: F811
+    mesh: Mesh,
 ) -> None:
     entry = await mesh.add("a0", FakeHost(serves=False), region="a")
     clock = [0.0]

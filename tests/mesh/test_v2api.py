@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,13 +117,6 @@ class Mesh:
     async def close(self) -> None:
         for client in self.clients.values():
             await client.close()
-
-
-@pytest.fixture
-async def mesh() -> AsyncIterator[Mesh]:
-    m = Mesh()
-    yield m
-    await m.close()
 
 
 X = np.array([[1, 2, 3], [4, 5, 6]], dtype=np.float32)
