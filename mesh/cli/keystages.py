@@ -115,6 +115,12 @@ def held_keyring(status: dict[str, Any]) -> tuple[int, str, list[tuple[str, int]
     return epoch, primary, [(primary, 0)]
 
 
+def _named_key(text: str, status: dict[str, Any]) -> tuple[str, list[tuple[str, int]], str]:
+    """(the primary, the keyring listed, the key `text` names in it) as the asked node follows it."""
+    _epoch, primary, listed = held_keyring(status)
+    return primary, listed, resolve_key_id(text, [k for k, _e in listed])
+
+
 def resolve_key_id(text: str, ids: list[str]) -> str:
     """The key id `text` names: a whole id, or a unique prefix of one of `ids`."""
     text = text.strip().lower()
@@ -299,9 +305,7 @@ def cmd_use(
     cluster_dir: Path,
     status: dict[str, Any],
 ) -> Outcome:
-    _epoch, primary, listed = held_keyring(status)
-    ids = [k for k, _e in listed]
-    chosen = resolve_key_id(args.key_id, ids)
+    primary, listed, chosen = _named_key(args.key_id, status)
     if chosen == primary:
         return f"key {chosen} is the primary already; nothing to do", {
             "action": "use",
@@ -355,11 +359,9 @@ def cmd_remove(
     cluster_dir: Path,
     status: dict[str, Any],
 ) -> Outcome:
-    _epoch, primary, listed = held_keyring(status)
-    ids = [k for k, _e in listed]
-    chosen = resolve_key_id(args.key_id, ids)
+    primary, listed, chosen = _named_key(args.key_id, status)
     if chosen == primary:
-        others = [k for k in ids if k != primary]
+        others = [k for k, _e in listed if k != primary]
         fix = (
             f"murmur keys use {others[0]}"
             if others
