@@ -233,6 +233,12 @@ class LocalMesh:
                 codes[agent.name] = None
         return codes
 
+    def kill_all(self) -> None:
+        """SIGKILL every agent still running and reap it: a test's cleanup, where a graceful stop
+        (the leave and its 1 s linger, mesh/service/launch.py) would only cost time."""
+        for agent in self.agents:
+            self.kill(agent)
+
     def __enter__(self) -> LocalMesh:
         return self
 
