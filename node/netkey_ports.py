@@ -17,6 +17,8 @@ from gossip.netkey import NETKEY_SLOT
 from gossip.node import GossipNode
 from gossip.records import Record
 
+REPORT_DELAY_S = (10.0, 30.0)  # NetKeyConfig.report_delay_min_s, report_delay_max_s by default
+
 
 @dataclass(frozen=True, slots=True)
 class NetKeyConfig:
@@ -33,8 +35,10 @@ class NetKeyConfig:
     # record spreads slowed its spread (the simulator, 60 nodes in 3 regions, seed 2: p99 from
     # 1.5 s to 22 s with no delay or 2-10 s; 1.8 s with 10-30 s). It also folds changes close
     # together (a rotation's install and use) into one record.
-    report_delay_min_s: float = 10.0
-    report_delay_max_s: float = 30.0
+    # An operator may shorten it (`murmur agent --keyring-report-delay`) where the burst does not
+    # matter: a small fleet, a test.
+    report_delay_min_s: float = REPORT_DELAY_S[0]
+    report_delay_max_s: float = REPORT_DELAY_S[1]
 
     def __post_init__(self) -> None:
         if self.push_fanout < 0 or self.pull_delay_s < 0 or self.use_after_s < 0:

@@ -67,6 +67,7 @@ from gossip.wire import DecodeError
 from node.channels import Channel
 from node.hosted import AppSend
 from node.netkey_ports import (
+    REPORT_DELAY_S,
     GossipPeers,
     KeyPeers,
     NetKeyConfig,
@@ -76,6 +77,7 @@ from node.netkey_ports import (
 )
 
 __all__ = [
+    "REPORT_DELAY_S",
     "GossipPeers",
     "KeyPeers",
     "NetKeyConfig",

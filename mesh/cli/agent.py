@@ -7,20 +7,24 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mesh.cli import args as flags
 from mesh.cli.client import CliError
 from mesh.cli.helptext import command
 from mesh.service.events import EVENTS_MAX, EVENTS_MAX_AGE_S
 from mesh.service.modelhost import INFERENCE_THREADS_DEFAULT, INTRA_OP_THREADS_DEFAULT
+from node.netkeys import REPORT_DELAY_S
+
+if TYPE_CHECKING:
+    from mesh.service.agent import AgentOptions
 
 ARTIFACT_BUDGET_BYTES = 2 * 1024**3  # mesh/service/artifactsync.py's, without importing the runtime here
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
     # Imported here: the node's runtime (aiohttp, zeroconf) is not needed by other commands.
-    from mesh.service.agent import AgentError, AgentOptions
+    from mesh.service.agent import AgentError
     from mesh.service.launch import run_agent
     from mesh.service.store import Store, StoreError
     from mesh.trust.cluster import ClusterError, load_token
@@ -31,7 +35,28 @@ def cmd_agent(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    options = AgentOptions(
+    options = agent_options(args)
+    try:
+        token = load_token(options.token)
+        identity = load_or_create(options.data_dir)
+        store = Store.open(options.data_dir, identity.node_id, token.cluster_id)
+    except (ClusterError, IdentityError, StoreError) as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"data dir {options.data_dir}: {exc}; check that it is writable") from None
+    try:
+        return asyncio.run(run_agent(options, token, identity, store))
+    except AgentError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        store.close()
+
+
+def agent_options(args: argparse.Namespace) -> AgentOptions:
+    """The parsed `murmur agent` command line as the options run_agent takes."""
+    from mesh.service.agent import AgentOptions  # the runtime, only for `murmur agent`
+
+    return AgentOptions(
         data_dir=Path(args.data_dir),
         token=Path(args.token),
         region=args.region,
@@ -49,21 +74,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
         inference_threads=args.inference_threads,
         artifact_budget_bytes=args.artifact_budget_bytes,
         inference_token_file=Path(args.inference_token_file) if args.inference_token_file else None,
+        keyring_report_delay_s=args.keyring_report_delay,
     )
-    try:
-        token = load_token(options.token)
-        identity = load_or_create(options.data_dir)
-        store = Store.open(options.data_dir, identity.node_id, token.cluster_id)
-    except (ClusterError, IdentityError, StoreError) as exc:
-        raise CliError(str(exc)) from None
-    except OSError as exc:
-        raise CliError(f"data dir {options.data_dir}: {exc}; check that it is writable") from None
-    try:
-        return asyncio.run(run_agent(options, token, identity, store))
-    except AgentError as exc:
-        raise CliError(str(exc)) from None
-    finally:
-        store.close()
 
 
 def register(sub: Any) -> None:
@@ -160,6 +172,15 @@ def register(sub: Any) -> None:
         metavar="FILE",
         help="a file holding the cluster's inference token: /v2 requests (but the health checks) then "
         "need Authorization: Bearer <token>; without it anyone who reaches the API port may call them",
+    )
+    agent.add_argument(
+        "--keyring-report-delay",
+        type=flags.delay_range_s,
+        default=REPORT_DELAY_S,
+        metavar="MIN-MAX",
+        help="say which network keys this node holds (what murmur keys list counts) a random time "
+        f"in MIN-MAX after they change, e.g. 0.5-2 (default {REPORT_DELAY_S[0]:g}s-{REPORT_DELAY_S[1]:g}s: "
+        "spreads the members' reports so they do not slow a new key's spread in a large fleet)",
     )
     # Test-only (the /v1/debug/broadcast(s) endpoints): it works, but help does not offer it.
     agent.add_argument("--debug-hooks", action="store_true", help=argparse.SUPPRESS)

@@ -47,19 +47,39 @@ def label(text: str) -> tuple[str, str]:
     return key, value
 
 
-def duration_s(text: str) -> float:
-    """A duration: 3600, 90s, 30m, 24h or 7d."""
+def _seconds(text: str) -> float:
+    """3600, 90s, 30m, 24h or 7d in seconds; NaN if it is not a number (with a unit)."""
     unit = text[-1:].lower()
     number = text[:-1] if unit in _DURATION_UNITS_S else text
     try:
-        value = float(number) * _DURATION_UNITS_S.get(unit, 1)
+        return float(number) * _DURATION_UNITS_S.get(unit, 1)
     except ValueError:
-        value = -1.0
-    if not value > 0 or value > DURATION_MAX_S:
+        return float("nan")
+
+
+def duration_s(text: str) -> float:
+    """A duration: 3600, 90s, 30m, 24h or 7d."""
+    value = _seconds(text)
+    if not 0 < value <= DURATION_MAX_S:
         raise argparse.ArgumentTypeError(
             f"{text!r}: give a duration such as 3600, 30m, 24h or 7d (up to 10 years)"
         )
     return value
+
+
+def delay_range_s(text: str) -> tuple[float, float]:
+    """A random delay's range MIN-MAX, each a duration that may be 0: 10s-30s, 0.5-2, or one
+    duration for a fixed delay (0: at once)."""
+    low_text, sep, high_text = text.partition("-")
+    low, high = _seconds(low_text), _seconds(high_text if sep else low_text)
+    example = "give MIN-MAX, e.g. 10s-30s or 0.5-2 (or 0: at once)"
+    if not (0 <= low <= DURATION_MAX_S and 0 <= high <= DURATION_MAX_S):
+        raise argparse.ArgumentTypeError(f"{text!r}: each delay must be a duration of 0 or more; {example}")
+    if low > high:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: the shortest delay ({low:g} s) is longer than the longest ({high:g} s); {example}"
+        )
+    return low, high
 
 
 def uses(text: str) -> int:

@@ -117,6 +117,7 @@ class LocalMesh:
     debug_hooks: bool = True
     agents: list[LocalAgent] = field(default_factory=list)
     token_path: Path | None = None
+    agent_flags: tuple[str, ...] = ()  # more `murmur agent` flags, for every agent (set before start)
     _ports: set[int] = field(default_factory=set)
 
     def init(self) -> str:
@@ -175,7 +176,7 @@ class LocalMesh:
             cmd += ["--seed", seed]
         if self.debug_hooks:
             cmd.append("--debug-hooks")
-        return cmd
+        return cmd + list(self.agent_flags)
 
     def start(self, agent: LocalAgent) -> None:
         """Start (or restart) `agent`; its output is appended to its log file."""
@@ -231,6 +232,12 @@ class LocalMesh:
                 agent.process.wait()
                 codes[agent.name] = None
         return codes
+
+    def kill_all(self) -> None:
+        """SIGKILL every agent still running and reap it: a test's cleanup, where a graceful stop
+        (the leave and its 1 s linger, mesh/service/launch.py) would only cost time."""
+        for agent in self.agents:
+            self.kill(agent)
 
     def __enter__(self) -> LocalMesh:
         return self

@@ -60,7 +60,7 @@ from mesh.service.signedbody import SubmitRefused
 from mesh.service.store import PeerRecord, Store, StoreError
 from mesh.trust.identity import Identity
 from node.core import Node
-from node.netkeys import NetKeyCore
+from node.netkeys import REPORT_DELAY_S, NetKeyConfig, NetKeyCore
 
 log = logging.getLogger("murmur.agent")
 
@@ -98,6 +98,14 @@ class AgentOptions:
     inference_threads: int = INFERENCE_THREADS_DEFAULT  # --inference-threads: inferences at once
     artifact_budget_bytes: int = ARTIFACT_BUDGET_BYTES  # --artifact-budget-bytes
     inference_token_file: Path | None = None  # --inference-token-file: /v2 needs Bearer <token>
+    # --keyring-report-delay: this node says which network keys it holds (its `keyring` record)
+    # a random time in [min, max] seconds after they change.
+    keyring_report_delay_s: tuple[float, float] = REPORT_DELAY_S
+
+    def netkey_config(self) -> NetKeyConfig:
+        """The network-key core's timings (node/netkeys.py), with this agent's report delay."""
+        low, high = self.keyring_report_delay_s
+        return NetKeyConfig(report_delay_min_s=low, report_delay_max_s=high)
 
 
 class Agent:

@@ -243,6 +243,7 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
             keys=keyring.keys,
             now=loop.time(),
             retired=keys.retired,
+            config=options.netkey_config(),
         )
         # The region's leader election: its hard state in the node database (saved, synced,
         # before any message that depends on it leaves), votes signed with the node key.

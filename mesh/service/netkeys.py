@@ -165,6 +165,8 @@ def key_status(core: NetKeyCore, node_id: str, public_key: bytes) -> dict[str, A
         "stage": notice.stage if notice is not None else None,
         "keys": [{"key_id": k, "epoch": e} for k, e in notice.keys] if notice is not None else [],
         "retired_key_ids": list(core.retired_ids),
+        # `murmur agent --keyring-report-delay`: its `keyring` record follows a change this long after.
+        "report_delay_s": [core.config.report_delay_min_s, core.config.report_delay_max_s],
     }
 
 

@@ -28,7 +28,8 @@ MeshFactory = Callable[[str], LocalMesh]
 
 @pytest.fixture
 def local_mesh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MeshFactory]:
-    """Make a LocalMesh with a fresh cluster; every agent is stopped afterwards, even on failure."""
+    """Make a LocalMesh with a fresh cluster; every agent is killed afterwards, even on failure (a
+    graceful stop is what tests of stopping check, e.g. test_demo.py, test_agents.py)."""
     meshes: list[LocalMesh] = []
 
     def make(profile: str) -> LocalMesh:
@@ -39,7 +40,7 @@ def local_mesh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MeshF
 
     yield make
     for mesh in meshes:
-        mesh.close()
+        mesh.kill_all()
         if request.node.stash.get(_FAILED, False):
             for agent in mesh.agents:
                 print(f"--- {agent.name} ({agent.log_path}) ---\n{agent.log_tail(40)}")

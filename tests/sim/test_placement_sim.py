@@ -65,8 +65,12 @@ def test_every_scenario_places_the_deployment_set() -> None:
 
 
 def test_a_swarm_of_seeds_breaks_no_invariant() -> None:
-    summary = run_swarm(list(range(1, 21)))  # 30 nodes, 3 regions, 45 s each
-    assert summary["seeds"] == 20
+    # 30 nodes, 3 regions, 45 s each. Seeds 1-10 draw every kind of fault (crash, process-crash,
+    # partition, loss, stall, leader-crash) between them; the full sweep is `murmur sim --swarm
+    # 1-200` (docs/simulation-placement.md), and seeds that once broke an invariant have their own
+    # tests (test_gateway_swarm_seeds.py).
+    summary = run_swarm(list(range(1, 11)))
+    assert summary["seeds"] == 10
     assert summary["failed"] == [], summary["failed"]
 
 
