@@ -418,7 +418,9 @@ async def batching_figures(model: str, duration_s: float) -> dict[str, Any]:
     samples: dict[str, tuple[int, list[float]]] = {"unbatched": (0, []), "batched": (0, [])}
     try:
         for label, policy in [("unbatched", NO_BATCHING), ("batched", BATCH_POLICY)] * 2:
-            lanes = ModelLanes(ServedModels(host), _constant_policy(policy))
+            lanes = ModelLanes(
+                ServedModels(host), _constant_policy(policy), threads=INFERENCE_THREADS_DEFAULT
+            )
             await _lanes_run(lanes, model, 0.3)  # warm-up
             count, lat = await _lanes_run(lanes, model, duration_s / 2)
             await lanes.close()
