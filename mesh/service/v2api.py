@@ -42,6 +42,7 @@ from mesh.service.remotereplicas import RemoteReplicas
 
 HOP_HEADER = "Murmur-Forwarded"  # the id of the node that forwarded the request
 FORWARD_TIMEOUT_S = 30.0  # one forwarded request, the model's run included
+_FORWARD_TIMEOUT = aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S)
 SERVER_NAME = "murmuration"
 SERVER_VERSION = "0.1.0"
 EXTENSIONS = ("binary_tensor_data", "murmur_priority")
@@ -250,6 +251,10 @@ async def _read_body(request: web.Request, limit_bytes: int) -> bytes | web.Resp
     """The request body within `limit_bytes` (the app's smaller client_max_size is for /v1)."""
     if request.content_length is not None and request.content_length > limit_bytes:
         return v2_error(413, f"the body is {request.content_length} bytes, over the limit of {limit_bytes}")
+    if request.content_length is not None:  # the usual case: one read of a known size
+        # A client that stops sending early closes the connection: aiohttp cancels this
+        # handler (tests/mesh/test_v2api.py, a body shorter than its Content-Length).
+        return await request.content.readexactly(request.content_length)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_chunked(64 * 1024):
@@ -332,7 +337,7 @@ async def _send(
             url,
             data=body if request.method == "POST" else None,
             headers=headers,
-            timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S),
+            timeout=_FORWARD_TIMEOUT,
         ) as answer:
             payload = await answer.read()
             rtt_s = time.monotonic() - started_s
@@ -360,7 +365,8 @@ def add_routes(app: web.Application, front: InferenceFront) -> None:
     app[FRONT] = front
 
     async def forwarder(app: web.Application) -> AsyncIterator[None]:
-        async with aiohttp.ClientSession() as client:
+        # A relay keeps no cookies: one client's answer must not set what the next one sends.
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as client:
             app[FORWARDER] = client
             yield
         await front.lanes.close()

@@ -216,6 +216,25 @@ async def test_bad_bodies_get_clear_errors(mesh: Mesh) -> None:
     assert resp.status == 400 and HEADER_LENGTH_HEADER in (await resp.json())["error"]
 
 
+async def test_a_body_shorter_than_its_content_length_is_dropped_and_the_node_keeps_serving(
+    mesh: Mesh, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await mesh.add("n1", FakeHost())
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(
+        b"POST /v2/models/scorer/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+        b"Content-Type: application/json\r\n\r\n" + b'{"inputs": ['
+    )
+    await writer.drain()
+    writer.write_eof()  # the client stops sending, still listening
+    answer = await asyncio.wait_for(reader.read(), 10.0)
+    writer.close()
+    assert answer == b""  # the request is dropped with its connection, nothing half-answered
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    status, body = await _infer(client, _json_body())
+    assert status == 200 and body["outputs"][0]["data"] == [6.0, 15.0]
+
+
 async def test_a_failing_model_answers_500_with_the_reason(mesh: Mesh) -> None:
     client = await mesh.add("n1", FakeHost(fail=True))
     status, body = await _infer(client, _json_body())
