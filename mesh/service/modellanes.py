@@ -68,6 +68,7 @@ class InferFailed(Exception):
 @dataclass(eq=False, slots=True)
 class _Job:
     inputs: dict[str, Array]
+    priority: Priority
     done: asyncio.Future[dict[str, Array]]  # set on the event loop only
 
 
@@ -91,7 +92,7 @@ class ModelLane:
 
     async def submit(self, inputs: dict[str, Array], priority: Priority) -> dict[str, Array]:
         """The model's outputs for `inputs`; QueueFull or InferFailed."""
-        job = _Job(inputs, asyncio.get_running_loop().create_future())
+        job = _Job(inputs, priority, asyncio.get_running_loop().create_future())
         self._lanes.offer(self, job, priority)
         try:
             return await job.done
@@ -190,10 +191,15 @@ class ModelLanes:
             self._threads.append(thread)
 
     def _deliver(self) -> None:
-        """On the loop: hand every finished run's outputs (or error) to its waiting request."""
+        """On the loop: hand every finished run's outputs (or error) to its waiting request,
+        critical ones first: the requests woken here answer in this order."""
         self._drain_scheduled = False  # before emptying: a run finishing from now on schedules again
-        while self._finished:
-            job, outputs, error = self._finished.popleft()
+        finished = list(self._finished)
+        for _ in finished:
+            self._finished.popleft()
+        if len(finished) > 1:
+            finished.sort(key=lambda outcome: outcome[0].priority)  # stable: oldest first within one
+        for job, outputs, error in finished:
             if job.done.done():  # its client went away, or the lanes closed
                 continue
             if error is not None:

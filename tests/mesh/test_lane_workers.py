@@ -10,7 +10,7 @@ from collections.abc import Callable
 import numpy as np
 
 from inference.requestqueue import Priority
-from mesh.service.modellanes import ModelLanes
+from mesh.service.modellanes import ModelLanes, _Job
 from tests.mesh.test_v2api import SCORER, FakeHost, ModelMetadata
 
 
@@ -121,4 +121,25 @@ async def test_many_requests_from_many_clients_each_get_their_own_answer() -> No
     values = list(range(60))  # within the queue (64) with two running
     results = await asyncio.gather(*(lane.submit(_row(v), Priority.NORMAL) for v in values))
     assert [float(r["score"][0]) for r in results] == [3.0 * v for v in values]
+    await lanes.close()
+
+
+async def test_one_delivery_wakes_the_critical_requests_first() -> None:
+    lanes = ModelLanes(FakeHost())
+    loop = asyncio.get_running_loop()
+    order = [Priority.BULK, Priority.NORMAL, Priority.CRITICAL, Priority.BULK, Priority.CRITICAL]
+    jobs = [_Job(_row(i), p, loop.create_future()) for i, p in enumerate(order)]
+    woken: list[tuple[Priority, int]] = []
+    for i, job in enumerate(jobs):
+        job.done.add_done_callback(lambda _f, p=job.priority, i=i: woken.append((p, i)))
+    lanes._finished.extend((job, {"score": np.zeros(1, np.float32)}, None) for job in jobs)
+    lanes._deliver()  # what runs finishing together hand back in one loop wake-up
+    await asyncio.sleep(0)
+    assert woken == [
+        (Priority.CRITICAL, 2),
+        (Priority.CRITICAL, 4),
+        (Priority.NORMAL, 1),
+        (Priority.BULK, 0),
+        (Priority.BULK, 3),
+    ]
     await lanes.close()
