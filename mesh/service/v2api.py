@@ -33,9 +33,10 @@ from aiohttp import web
 
 from inference.assignments import ReplicaState
 from inference.placing import ReplicaView
-from inference.requestqueue import PRIORITY_HEADER, parse_priority
+from inference.requestqueue import PRIORITY_HEADER, Priority, parse_priority
 from inference.routing import ATTEMPTS_MAX, Candidate, Forward, PeerLoad, Refuse, choose
 from inference.v2types import DEFAULT_LIMITS, HEADER_LENGTH_HEADER, CodecLimits, ModelMetadata, error_body
+from mesh.service.criticalfirst import CriticalFirst
 from mesh.service.inferencemetrics import InferenceStats
 from mesh.service.modellanes import InferFailed, ModelHost, ModelLanes, QueueFull
 from mesh.service.remotereplicas import RemoteReplicas
@@ -75,6 +76,7 @@ class InferenceFront:
     load: PeerLoad = field(default_factory=PeerLoad)
     stats: InferenceStats = field(default_factory=InferenceStats)  # GET /metrics (launch.py)
     remote: RemoteReplicas | None = None  # other regions' replicas, when this region has none
+    critical: CriticalFirst = field(default_factory=CriticalFirst)  # the others give way to these
 
     def candidates(self, name: str) -> tuple[list[Candidate], bool]:
         """The replicas of `name` the router may pick, and whether the model is known at all."""
@@ -217,6 +219,27 @@ async def model_infer(request: web.Request) -> web.StreamResponse:
     if meta is None:
         return await _forward(request, body)
     request[ROUTE] = "local"
+    said = request.headers.get(PRIORITY_HEADER)
+    if said is not None and said.strip().lower() == "critical":
+        with front.critical.serving():
+            return await _serve_here(request, front, name, meta, body, critical=True)
+    return await _serve_here(request, front, name, meta, body, critical=False)
+
+
+async def _serve_here(
+    request: web.Request,
+    front: InferenceFront,
+    name: str,
+    meta: ModelMetadata,
+    body: bytes,
+    *,
+    critical: bool,
+) -> web.StreamResponse:
+    """Decode, queue, run and answer a request for this node's replica. A request that is not
+    critical by its header gives way to critical ones before decoding and before answering
+    (mesh/service/criticalfirst.py)."""
+    if not critical:
+        await front.critical.give_way()
     # The tensor codec, and numpy with it, is imported by the first request served here, when
     # the model's session has loaded numpy already: an agent that serves no model, or only
     # forwards, never loads it (docs/benchmarks.md, footprint).
@@ -227,7 +250,11 @@ async def model_infer(request: web.Request) -> web.StreamResponse:
             body, header_length(request.headers.get(HEADER_LENGTH_HEADER), len(body)), front.limits
         )
         check_request(parsed, meta)
-        priority = parse_priority(request.headers.get(PRIORITY_HEADER, parsed.parameters.get("priority")))
+        priority = (
+            Priority.CRITICAL
+            if critical
+            else parse_priority(request.headers.get(PRIORITY_HEADER, parsed.parameters.get("priority")))
+        )
     except ValueError as exc:  # the codec's V2Error and TensorError, and a bad priority
         return v2_error(400, str(exc))
     try:
@@ -236,6 +263,8 @@ async def model_infer(request: web.Request) -> web.StreamResponse:
         return v2_error(429, f"{exc}; retry later", {"Retry-After": str(math.ceil(exc.retry_after_s))})
     except InferFailed as exc:
         return v2_error(500, str(exc))
+    if not critical:
+        await front.critical.give_way()
     try:
         out_body, json_bytes = encode_response(
             name, meta.versions[0] if meta.versions else None, outputs, parsed
