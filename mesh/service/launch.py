@@ -355,7 +355,7 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
             model_host,
             placement.replicas,
             agent.member,
-            ModelLanes(model_host, model_host.policy_of, workers=options.inference_threads),
+            ModelLanes(model_host, model_host.policy_of, threads=options.inference_threads),
             token=inference_token,
             remote=RemoteReplicas(
                 lambda: {r: s.api_addrs for r, s in agent.summaries().items() if r != options.region}

@@ -19,12 +19,15 @@ the replica is `failed` and the old session is dropped too (it is not what the o
 asked for any more). A failed version is not retried; a newer version, or the replica
 assigned again after it left, is. `drop(name)` (the core's ReplicaDropped) unloads.
 
-`infer(name, inputs)` runs one request in the inference executor (a few threads; onnxruntime
-releases the GIL while it runs, so gossip keeps its loop). Callers get `UnknownModel`,
-`ModelNotReady` or `BadInput` (naming the tensor) before anything runs.
+`run(name, inputs)` runs one request on the calling thread: the inference API's requests
+come from the model lanes' inference threads (mesh/service/modellanes.py; onnxruntime
+releases the GIL while it runs, so gossip keeps its loop); `infer` is the same in the
+host's own threads for other callers. Callers get `UnknownModel`, `ModelNotReady` or
+`BadInput` (naming the tensor) before anything runs.
 
-State changes happen on the event loop thread only (executor results come back through
-their futures' callbacks there), so the host needs no lock.
+State changes happen on the event loop thread only (load results come back through their
+futures' callbacks there); a run reads the replica it serves once, and only the counters
+are shared with the inference threads (under a lock).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -172,6 +176,7 @@ class ModelHost:
             self.settings.inference_threads, thread_name_prefix="murmur-infer"
         )
         self.counters: dict[str, int] = {}
+        self._counting = threading.Lock()
         self._closed = False
 
     # --- ReplicaRuntime ---------------------------------------------------------------------
@@ -262,8 +267,9 @@ class ModelHost:
 
     # --- inference --------------------------------------------------------------------------
 
-    async def infer(self, name: str, inputs: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
-        """Run one request on deployment `name`'s ready session, off the event loop."""
+    def run(self, name: str, inputs: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
+        """Run one request on deployment `name`'s ready session, on the calling thread: the
+        model lanes' inference threads (mesh/service/modellanes.py), never the event loop."""
         replica = self._replicas.get(name)
         if replica is None:
             raise UnknownModel(f"model {name[:64]!r}: no replica of it on this node")
@@ -281,14 +287,18 @@ class ModelHost:
         problem = input_problem(model.inputs, given)
         if problem is not None:
             raise BadInput(*problem)
-        loop = asyncio.get_running_loop()
         self._count("inferences")
         try:
-            results = await loop.run_in_executor(self._runner, model.session.run, None, dict(inputs))
+            results = model.session.run(None, dict(inputs))
         except Exception as exc:  # onnxruntime's own errors (a shape the graph refuses inside)
             self._count("inference_errors")
             raise RunFailed(f"model {name!r}: {_clip(exc)}") from None
         return {spec.name: result for spec, result in zip(model.outputs, results, strict=True)}
+
+    async def infer(self, name: str, inputs: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
+        """`run` in the host's own threads, for callers outside the inference API (the debug
+        hook's load, tests); the API's requests run on the model lanes' threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._runner, self.run, name, inputs)
 
     # --- loading ----------------------------------------------------------------------------
 
@@ -382,7 +392,8 @@ class ModelHost:
         await loop.run_in_executor(None, self._runner.shutdown, True)
 
     def _count(self, key: str) -> None:
-        self.counters[key] = self.counters.get(key, 0) + 1
+        with self._counting:  # inference threads count too
+            self.counters[key] = self.counters.get(key, 0) + 1
 
 
 class _LoadError(Exception):

@@ -1,11 +1,21 @@
-"""The queue in front of each model this node serves, and the task that empties it.
+"""The queue in front of each model this node serves, and the inference threads that empty it.
 
 One lane per model: requests wait in its bounded priority queue
-(inference/requestqueue.py) and one worker runs them on the model host, one at a time
-or, when the model's batching policy says so (inference/batching.py), several at once
-joined along the batch dimension. A full queue refuses at once (`QueueFull`, answered
-429 with Retry-After), never a hang; a client that goes away takes its request out of
-the queue.
+(inference/requestqueue.py). The node's inference threads (`--inference-threads`, all
+models together) take the next request themselves: the highest priority first, then the
+oldest, across every lane, one at a time or, when the model's batching policy says so
+(inference/batching.py), several joined along the batch dimension. A full queue refuses
+at once (`QueueFull`, answered 429 with Retry-After), never a hang; a client that goes
+away takes its request out of the queue.
+
+Why the threads pull (docs/benchmarks.md, "Inference threads that pull"): when the event
+loop handed each run to a thread pool and waited for it, every request cost a thread
+wake-up and a loop wake-up, a thread went idle between runs until the loop came back to
+it, and the loop spent a fifth of its time handing runs over. Now a thread that finishes
+a run takes the next queued one at once, and is woken only when it had nothing to do;
+results go back to the loop in one wake-up for all the runs that finished meanwhile.
+The queues are shared with the threads under one lock; the loop holds it only to queue
+or withdraw a request.
 """
 
 from __future__ import annotations
@@ -13,12 +23,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from inference.batching import NO_BATCHING, BatchPolicy, Idle, RunNow, WaitUntil, decide
-from inference.requestqueue import Priority, Queued, RequestQueue
+from inference.batching import NO_BATCHING, BatchPolicy, RunNow, WaitUntil, decide
+from inference.requestqueue import Priority, RequestQueue
 from inference.v2types import ModelMetadata
 
 if TYPE_CHECKING:
@@ -35,8 +48,8 @@ class ModelHost(Protocol):
         """The model's inputs and outputs when it is loaded and ready here; None otherwise."""
         ...
 
-    async def infer(self, name: str, inputs: dict[str, Array]) -> dict[str, Array]:
-        """Run the model on `inputs` (off the event loop); raises if the run fails."""
+    def run(self, name: str, inputs: dict[str, Array]) -> dict[str, Array]:
+        """Run the model on `inputs`, on the calling (inference) thread; raises if the run fails."""
         ...
 
 
@@ -52,156 +65,227 @@ class InferFailed(Exception):
     """The model host failed to run the request."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Job:
     inputs: dict[str, Array]
-    done: asyncio.Future[dict[str, Array]] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    priority: Priority
+    done: asyncio.Future[dict[str, Array]]  # set on the event loop only
+
+
+_Outcome = tuple[_Job, "dict[str, Array] | None", "Exception | None"]
 
 
 class ModelLane:
-    """One model's queue and its workers: `workers` runs (or batches) of the model at once, each
-    taking the queue's next request (highest priority, then oldest) when it is free."""
+    """One model's queue. Requests enter on the event loop (`submit`); the lanes' inference
+    threads take them out."""
 
-    def __init__(
-        self, name: str, host: ModelHost, policy: BatchPolicy, capacity: int, workers: int = 1
-    ) -> None:
+    def __init__(self, name: str, lanes: ModelLanes, policy: BatchPolicy, queue: RequestQueue[_Job]) -> None:
         self.name = name
-        self._host = host
         self.policy = policy  # ModelLanes sets it again when the serving version's differs
-        self._queue: RequestQueue[_Job] = RequestQueue(capacity, workers=workers)
-        self._wake = asyncio.Event()  # a hint that the queue changed; each worker reads the queue itself
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._work(), name=f"model lane {name} #{i}") for i in range(workers)]
+        self._lanes = lanes
+        self.queue = queue  # guarded by the lanes' lock
 
     @property
     def waiting(self) -> int:
         """Requests in the queue now (not the ones running)."""
-        return len(self._queue)
+        return len(self.queue)
 
     async def submit(self, inputs: dict[str, Array], priority: Priority) -> dict[str, Array]:
         """The model's outputs for `inputs`; QueueFull or InferFailed."""
-        job = _Job(inputs)
-        refused = self._queue.offer(asyncio.get_running_loop().time(), job, priority)
-        if refused is not None:
-            fail = QueueFull(refused.retry_after_s, f"model {self.name!r}: {refused.reason}")
-            if refused.item is job:
-                raise fail
-            refused.item.done.set_exception(fail)
-        self._wake.set()
+        job = _Job(inputs, priority, asyncio.get_running_loop().create_future())
+        self._lanes.offer(self, job, priority)
         try:
             return await job.done
-        finally:
-            self._queue.remove(job)  # still queued only if this client went away
-
-    async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for queued in self._queue.take(self._queue.capacity):
-            queued.item.done.cancel()
-
-    async def _work(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            decision = decide(self.policy, loop.time(), self._queue)
-            match decision:
-                case Idle():
-                    await self._wake.wait()
-                    self._wake.clear()
-                case WaitUntil(deadline_s=deadline_s):
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), max(0.0, deadline_s - loop.time()))
-                    self._wake.clear()
-                case RunNow(count=count):
-                    jobs = [q for q in self._queue.take(count) if not q.item.done.done()]
-                    started_s = loop.time()
-                    try:
-                        await self._serve(jobs)
-                    except asyncio.CancelledError:  # the lane closes: its running requests end too
-                        for q in jobs:
-                            q.item.done.cancel()
-                        raise
-                    except Exception as exc:  # a bug here must fail these requests, not stop the lane
-                        log.exception("model %s: serving a batch failed", self.name)
-                        for q in jobs:
-                            if not q.item.done.done():
-                                q.item.done.set_exception(InferFailed(f"model {self.name!r}: {exc}"))
-                    self._queue.served(loop.time() - started_s, max(1, len(jobs)))
-
-    async def _serve(self, jobs: list[Queued[_Job]]) -> None:
-        if len(jobs) > 1 and await self._serve_batch(jobs):
-            return
-        for q in jobs:
-            try:
-                result = await self._host.infer(self.name, q.item.inputs)
-            except Exception as exc:
-                if not q.item.done.done():
-                    q.item.done.set_exception(InferFailed(f"model {self.name!r} failed: {exc}"))
-                continue
-            if not q.item.done.done():
-                q.item.done.set_result(result)
-
-    async def _serve_batch(self, jobs: list[Queued[_Job]]) -> bool:
-        """Run `jobs` as one batch; False if they cannot be joined or the batch failed (the
-        caller then runs them one by one)."""
-        # Imported with the first batch, whose requests' arrays have loaded numpy already: an
-        # agent that serves no model never loads it (docs/benchmarks.md, footprint).
-        from inference.batchtensors import batch_rows, join_batch, split_batch
-
-        batch = join_batch([q.item.inputs for q in jobs])
-        if batch is None:
-            return False
-        try:
-            outputs = await self._host.infer(self.name, batch)
-            parts = split_batch(outputs, [batch_rows(q.item.inputs) for q in jobs])
-        except Exception as exc:
-            log.warning(
-                "model %s: a batch of %d failed (%s); running them one by one", self.name, len(jobs), exc
-            )
-            return False
-        for q, part in zip(jobs, parts, strict=True):
-            if not q.item.done.done():
-                q.item.done.set_result(part)
-        return True
+        except asyncio.CancelledError:
+            self._lanes.withdraw(self, job)  # still queued only if this client went away
+            raise
 
 
 class ModelLanes:
-    """The lanes of the models this node serves, made on first use (one per model the host has)."""
+    """The lanes of the models this node serves (one per model, made on first use) and the
+    inference threads that serve them all (started with the first lane)."""
 
     def __init__(
         self,
         host: ModelHost,
         policy_of: Callable[[str], BatchPolicy] = lambda _name: NO_BATCHING,
         capacity: int = QUEUE_CAPACITY,
-        workers: int = 1,
+        threads: int = 1,
     ) -> None:
-        """workers: runs of one model at once (the agent: its --inference-threads, the runs the
-        model host makes at once for all models together)."""
+        """threads: inferences run at once, all models together (the agent's --inference-threads)."""
         self._host = host
         self._policy_of = policy_of
         self._capacity = capacity
-        self._workers = max(1, workers)
-        self._lanes: dict[str, ModelLane] = {}
+        self._thread_count = max(1, threads)
+        self._lanes: dict[str, ModelLane] = {}  # changed on the loop under the lock
+        self._lock = threading.Condition()  # the queues, `_running`, `_idle`, `_closed`
+        self._threads: list[threading.Thread] = []
+        self._idle = 0  # threads waiting for work: only then does a new request wake one
+        self._running: set[_Job] = set()
+        self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._finished: deque[_Outcome] = deque()  # appended by threads, emptied on the loop
+        self._drain_scheduled = False
+
+    # --- the event loop's side ----------------------------------------------------------------
 
     def lane(self, name: str) -> ModelLane:
         # Asked on every request: a new version of the model may batch differently.
         policy = self._policy_of(name)
         lane = self._lanes.get(name)
         if lane is None:
-            lane = self._lanes[name] = ModelLane(name, self._host, policy, self._capacity, self._workers)
+            self._start_threads()
+            queue: RequestQueue[_Job] = RequestQueue(self._capacity, workers=self._thread_count)
+            lane = ModelLane(name, self, policy, queue)
+            with self._lock:
+                self._lanes[name] = lane
         elif lane.policy != policy:
-            lane.policy = policy
+            lane.policy = policy  # one attribute: a thread reads the old or the new one
         return lane
 
     def queue_depths(self) -> dict[str, int]:
         """model -> requests waiting in its queue now (murmur_inference_queue_depth)."""
         return {name: lane.waiting for name, lane in self._lanes.items()}
 
+    def offer(self, lane: ModelLane, job: _Job, priority: Priority) -> None:
+        """Queue `job` on `lane`; raises QueueFull if the queue refuses it, fails the request it
+        displaced instead if that one is another."""
+        with self._lock:
+            if self._closed:
+                raise InferFailed(f"model {lane.name!r}: this node is stopping")
+            refused = lane.queue.offer(time.monotonic(), job, priority)
+            if (refused is None or refused.item is not job) and self._idle:
+                self._lock.notify()  # one waiting thread; a busy one takes it when it is done
+        if refused is None:
+            return
+        fail = QueueFull(refused.retry_after_s, f"model {lane.name!r}: {refused.reason}")
+        if refused.item is job:
+            raise fail
+        if not refused.item.done.done():
+            refused.item.done.set_exception(fail)
+
+    def withdraw(self, lane: ModelLane, job: _Job) -> None:
+        with self._lock:
+            lane.queue.remove(job)
+
     async def close(self) -> None:
-        lanes, self._lanes = list(self._lanes.values()), {}
-        for lane in lanes:
-            await lane.close()
+        """Stop the threads (a run under way ends on its own) and cancel every request queued
+        or running: none hangs."""
+        with self._lock:
+            self._closed = True
+            jobs = [q.item for lane in self._lanes.values() for q in lane.queue.take(self._capacity)]
+            jobs.extend(self._running)
+            self._running.clear()
+            self._lanes = {}
+            self._lock.notify_all()
+        for job in jobs:
+            job.done.cancel()
+
+    def _start_threads(self) -> None:
+        if self._threads:
+            return
+        self._loop = asyncio.get_running_loop()
+        for i in range(self._thread_count):
+            thread = threading.Thread(target=self._serve_forever, name=f"murmur-infer-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _deliver(self) -> None:
+        """On the loop: hand every finished run's outputs (or error) to its waiting request,
+        critical ones first: the requests woken here answer in this order."""
+        self._drain_scheduled = False  # before emptying: a run finishing from now on schedules again
+        finished = list(self._finished)
+        for _ in finished:
+            self._finished.popleft()
+        if len(finished) > 1:
+            finished.sort(key=lambda outcome: outcome[0].priority)  # stable: oldest first within one
+        for job, outputs, error in finished:
+            if job.done.done():  # its client went away, or the lanes closed
+                continue
+            if error is not None:
+                job.done.set_exception(error)
+            else:
+                job.done.set_result(outputs)  # type: ignore[arg-type]
+
+    # --- the inference threads' side ------------------------------------------------------------
+
+    def _serve_forever(self) -> None:
+        while True:
+            picked = self._next()
+            if picked is None:
+                return
+            lane, jobs = picked
+            started_s = time.monotonic()
+            outcomes = self._run(lane, jobs)
+            with self._lock:
+                lane.queue.served(time.monotonic() - started_s, len(jobs))
+                self._running.difference_update(jobs)
+            self._post(outcomes)
+
+    def _next(self) -> tuple[ModelLane, list[_Job]] | None:
+        """Wait for the next run: the lane whose head request comes first (priority, then age)
+        among those the batching policy lets run now. None once the lanes are closed."""
+        with self._lock:
+            while not self._closed:
+                now_s = time.monotonic()
+                best: tuple[tuple[int, float], ModelLane, int] | None = None
+                wake_s: float | None = None
+                for lane in self._lanes.values():
+                    decision = decide(lane.policy, now_s, lane.queue)
+                    if isinstance(decision, RunNow):
+                        head = lane.queue.head()
+                        assert head is not None
+                        rank = (int(head.priority), head.enqueued_s)
+                        if best is None or rank < best[0]:
+                            best = (rank, lane, decision.count)
+                    elif isinstance(decision, WaitUntil):
+                        wake_s = decision.deadline_s if wake_s is None else min(wake_s, decision.deadline_s)
+                if best is not None:
+                    _rank, lane, count = best
+                    jobs = [q.item for q in lane.queue.take(count)]
+                    self._running.update(jobs)
+                    return lane, jobs
+                self._idle += 1
+                self._lock.wait(None if wake_s is None else max(0.0, wake_s - now_s))
+                self._idle -= 1
+        return None
+
+    def _run(self, lane: ModelLane, jobs: list[_Job]) -> list[_Outcome]:
+        if len(jobs) > 1:
+            joined = self._run_batch(lane.name, jobs)
+            if joined is not None:
+                return joined
+        outcomes: list[_Outcome] = []
+        for job in jobs:
+            try:
+                outcomes.append((job, self._host.run(lane.name, job.inputs), None))
+            except Exception as exc:
+                outcomes.append((job, None, InferFailed(f"model {lane.name!r} failed: {exc}")))
+        return outcomes
+
+    def _run_batch(self, name: str, jobs: list[_Job]) -> list[_Outcome] | None:
+        """`jobs` as one batch; None if they cannot be joined or the batch failed (they then run
+        one by one)."""
+        # Imported with the first batch, whose requests' arrays have loaded numpy already: an
+        # agent that serves no model never loads it (docs/benchmarks.md, footprint).
+        from inference.batchtensors import batch_rows, join_batch, split_batch
+
+        batch = join_batch([job.inputs for job in jobs])
+        if batch is None:
+            return None
+        try:
+            outputs = self._host.run(name, batch)
+            parts = split_batch(outputs, [batch_rows(job.inputs) for job in jobs])
+        except Exception as exc:
+            log.warning("model %s: a batch of %d failed (%s); running them one by one", name, len(jobs), exc)
+            return None
+        return [(job, part, None) for job, part in zip(jobs, parts, strict=True)]
+
+    def _post(self, outcomes: Iterable[_Outcome]) -> None:
+        """Queue outcomes for the loop; wake it only if no wake-up is on its way already."""
+        self._finished.extend(outcomes)
+        if self._drain_scheduled or self._loop is None:
+            return
+        self._drain_scheduled = True
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
+            self._loop.call_soon_threadsafe(self._deliver)

@@ -56,8 +56,8 @@ class ServedModels:
         served = self._serving(name)
         return served.metadata if served is not None else None
 
-    async def infer(self, name: str, inputs: dict[str, Array]) -> dict[str, Array]:
-        return await self._host.infer(name, inputs)
+    def run(self, name: str, inputs: dict[str, Array]) -> dict[str, Array]:
+        return self._host.run(name, inputs)
 
     def policy_of(self, name: str) -> BatchPolicy:
         """The batching policy of the version of `name` serving now (none before one is ready)."""

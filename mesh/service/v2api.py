@@ -33,15 +33,17 @@ from aiohttp import web
 
 from inference.assignments import ReplicaState
 from inference.placing import ReplicaView
-from inference.requestqueue import PRIORITY_HEADER, parse_priority
+from inference.requestqueue import PRIORITY_HEADER, Priority, parse_priority
 from inference.routing import ATTEMPTS_MAX, Candidate, Forward, PeerLoad, Refuse, choose
 from inference.v2types import DEFAULT_LIMITS, HEADER_LENGTH_HEADER, CodecLimits, ModelMetadata, error_body
+from mesh.service.criticalfirst import CriticalFirst
 from mesh.service.inferencemetrics import InferenceStats
 from mesh.service.modellanes import InferFailed, ModelHost, ModelLanes, QueueFull
 from mesh.service.remotereplicas import RemoteReplicas
 
 HOP_HEADER = "Murmur-Forwarded"  # the id of the node that forwarded the request
 FORWARD_TIMEOUT_S = 30.0  # one forwarded request, the model's run included
+_FORWARD_TIMEOUT = aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S)
 SERVER_NAME = "murmuration"
 SERVER_VERSION = "0.1.0"
 EXTENSIONS = ("binary_tensor_data", "murmur_priority")
@@ -74,6 +76,7 @@ class InferenceFront:
     load: PeerLoad = field(default_factory=PeerLoad)
     stats: InferenceStats = field(default_factory=InferenceStats)  # GET /metrics (launch.py)
     remote: RemoteReplicas | None = None  # other regions' replicas, when this region has none
+    critical: CriticalFirst = field(default_factory=CriticalFirst)  # the others give way to these
 
     def candidates(self, name: str) -> tuple[list[Candidate], bool]:
         """The replicas of `name` the router may pick, and whether the model is known at all."""
@@ -216,6 +219,27 @@ async def model_infer(request: web.Request) -> web.StreamResponse:
     if meta is None:
         return await _forward(request, body)
     request[ROUTE] = "local"
+    said = request.headers.get(PRIORITY_HEADER)
+    if said is not None and said.strip().lower() == "critical":
+        with front.critical.serving():
+            return await _serve_here(request, front, name, meta, body, critical=True)
+    return await _serve_here(request, front, name, meta, body, critical=False)
+
+
+async def _serve_here(
+    request: web.Request,
+    front: InferenceFront,
+    name: str,
+    meta: ModelMetadata,
+    body: bytes,
+    *,
+    critical: bool,
+) -> web.StreamResponse:
+    """Decode, queue, run and answer a request for this node's replica. A request that is not
+    critical by its header gives way to critical ones before decoding and before answering
+    (mesh/service/criticalfirst.py)."""
+    if not critical:
+        await front.critical.give_way()
     # The tensor codec, and numpy with it, is imported by the first request served here, when
     # the model's session has loaded numpy already: an agent that serves no model, or only
     # forwards, never loads it (docs/benchmarks.md, footprint).
@@ -226,7 +250,11 @@ async def model_infer(request: web.Request) -> web.StreamResponse:
             body, header_length(request.headers.get(HEADER_LENGTH_HEADER), len(body)), front.limits
         )
         check_request(parsed, meta)
-        priority = parse_priority(request.headers.get(PRIORITY_HEADER, parsed.parameters.get("priority")))
+        priority = (
+            Priority.CRITICAL
+            if critical
+            else parse_priority(request.headers.get(PRIORITY_HEADER, parsed.parameters.get("priority")))
+        )
     except ValueError as exc:  # the codec's V2Error and TensorError, and a bad priority
         return v2_error(400, str(exc))
     try:
@@ -235,6 +263,8 @@ async def model_infer(request: web.Request) -> web.StreamResponse:
         return v2_error(429, f"{exc}; retry later", {"Retry-After": str(math.ceil(exc.retry_after_s))})
     except InferFailed as exc:
         return v2_error(500, str(exc))
+    if not critical:
+        await front.critical.give_way()
     try:
         out_body, json_bytes = encode_response(
             name, meta.versions[0] if meta.versions else None, outputs, parsed
@@ -250,6 +280,10 @@ async def _read_body(request: web.Request, limit_bytes: int) -> bytes | web.Resp
     """The request body within `limit_bytes` (the app's smaller client_max_size is for /v1)."""
     if request.content_length is not None and request.content_length > limit_bytes:
         return v2_error(413, f"the body is {request.content_length} bytes, over the limit of {limit_bytes}")
+    if request.content_length is not None:  # the usual case: one read of a known size
+        # A client that stops sending early closes the connection: aiohttp cancels this
+        # handler (tests/mesh/test_v2api.py, a body shorter than its Content-Length).
+        return await request.content.readexactly(request.content_length)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_chunked(64 * 1024):
@@ -332,7 +366,7 @@ async def _send(
             url,
             data=body if request.method == "POST" else None,
             headers=headers,
-            timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S),
+            timeout=_FORWARD_TIMEOUT,
         ) as answer:
             payload = await answer.read()
             rtt_s = time.monotonic() - started_s
@@ -360,7 +394,8 @@ def add_routes(app: web.Application, front: InferenceFront) -> None:
     app[FRONT] = front
 
     async def forwarder(app: web.Application) -> AsyncIterator[None]:
-        async with aiohttp.ClientSession() as client:
+        # A relay keeps no cookies: one client's answer must not set what the next one sends.
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as client:
             app[FORWARDER] = client
             yield
         await front.lanes.close()

@@ -4,6 +4,7 @@ histogram, and each model's queue depth; label values never taken from a client.
 from __future__ import annotations
 
 import asyncio
+import threading
 
 from prometheus_client.core import Metric
 from prometheus_client.exposition import generate_latest
@@ -108,7 +109,7 @@ async def test_a_refused_token_is_counted(mesh: Mesh) -> None:
 
 
 async def test_queue_depth_reads_the_waiting_requests(mesh: Mesh) -> None:
-    gate = asyncio.Event()
+    gate = threading.Event()
     client = await mesh.add("n1", FakeHost(gate=gate))
     pending = [asyncio.create_task(_infer(client, _json_body())) for _ in range(3)]
     front = mesh.fronts["n1"]

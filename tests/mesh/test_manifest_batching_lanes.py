@@ -39,13 +39,13 @@ async def _two_at_once(tmp_path: Path, batching: dict[str, int] | None) -> tuple
     host = ModelHost(store.path, HostSettings(intra_op_threads=1, inference_threads=2))
     served = ServedModels(host)
     calls: list[int] = []
-    run = served.infer
+    run = served.run
 
-    async def counted(name: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    def counted(name: str, inputs: dict[str, Any]) -> dict[str, Any]:
         calls.append(len(next(iter(inputs.values()))))
-        return await run(name, inputs)
+        return run(name, inputs)
 
-    served.infer = counted  # type: ignore[method-assign]
+    served.run = counted  # type: ignore[method-assign]
     lanes = ModelLanes(served, served.policy_of)
     try:
         await settle(host, manifest_from_doc(doc), settled)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,8 @@ from mesh.cli.murmur import main as murmur_main
 from mesh.service.modellanes import ModelLanes
 from mesh.service.v2api import HOP_HEADER, InferenceFront, add_routes, read_token_file
 
+GATE_MAX_S = 30.0  # a gated run never blocks its thread past the test
+
 SCORER = ModelMetadata(
     "scorer",
     ("1",),
@@ -45,17 +48,17 @@ class FakeHost:
 
     serves: bool = True
     scale: float = 1.0
-    gate: asyncio.Event | None = None  # when set, each run waits for it
+    gate: threading.Event | None = None  # when given, each run waits until it is set
     fail: bool = False
     calls: list[dict[str, Array]] = field(default_factory=list)
 
     def metadata(self, name: str) -> ModelMetadata | None:
         return SCORER if self.serves and name == "scorer" else None
 
-    async def infer(self, name: str, inputs: dict[str, Array]) -> dict[str, Array]:
-        self.calls.append(inputs)
+    def run(self, name: str, inputs: dict[str, Array]) -> dict[str, Array]:
+        self.calls.append(inputs)  # on the lanes' inference thread
         if self.gate is not None:
-            await self.gate.wait()
+            self.gate.wait(GATE_MAX_S)
         if self.fail:
             raise RuntimeError("session.run failed: out of memory")
         return {"score": (inputs["x"].sum(axis=1) * self.scale).astype(np.float32)}
@@ -213,6 +216,25 @@ async def test_bad_bodies_get_clear_errors(mesh: Mesh) -> None:
     assert resp.status == 400 and HEADER_LENGTH_HEADER in (await resp.json())["error"]
 
 
+async def test_a_body_shorter_than_its_content_length_is_dropped_and_the_node_keeps_serving(
+    mesh: Mesh, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await mesh.add("n1", FakeHost())
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(
+        b"POST /v2/models/scorer/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+        b"Content-Type: application/json\r\n\r\n" + b'{"inputs": ['
+    )
+    await writer.drain()
+    writer.write_eof()  # the client stops sending, still listening
+    answer = await asyncio.wait_for(reader.read(), 10.0)
+    writer.close()
+    assert answer == b""  # the request is dropped with its connection, nothing half-answered
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    status, body = await _infer(client, _json_body())
+    assert status == 200 and body["outputs"][0]["data"] == [6.0, 15.0]
+
+
 async def test_a_failing_model_answers_500_with_the_reason(mesh: Mesh) -> None:
     client = await mesh.add("n1", FakeHost(fail=True))
     status, body = await _infer(client, _json_body())
@@ -272,7 +294,7 @@ async def _started(
 
 
 async def test_a_full_queue_answers_429_with_retry_after(mesh: Mesh) -> None:
-    host = FakeHost(gate=asyncio.Event())
+    host = FakeHost(gate=threading.Event())
     client = await mesh.add("n1", host, capacity=1)
     running = await _started(client, _json_body())  # taken by the worker, blocked in the host
     queued = await _started(client, _json_body())
@@ -285,7 +307,7 @@ async def test_a_full_queue_answers_429_with_retry_after(mesh: Mesh) -> None:
 
 
 async def test_critical_requests_are_served_before_queued_bulk_ones(mesh: Mesh) -> None:
-    host = FakeHost(gate=asyncio.Event())
+    host = FakeHost(gate=threading.Event())
     client = await mesh.add("n1", host)
     first = await _started(client, _json_body(np.full((1, 3), 0, np.float32)))
     bulk = [
@@ -302,7 +324,7 @@ async def test_critical_requests_are_served_before_queued_bulk_ones(mesh: Mesh) 
 
 
 async def test_batching_joins_queued_requests_into_one_run(mesh: Mesh) -> None:
-    host = FakeHost(gate=asyncio.Event())
+    host = FakeHost(gate=threading.Event())
     client = await mesh.add("n1", host, policy=BatchPolicy(max_batch=4, max_delay_s=60.0))
     first = await _started(client, _json_body(np.ones((1, 3), np.float32)))  # fills no batch: waits
     rest = [await _started(client, _json_body(np.full((2, 3), i, np.float32))) for i in (2, 3, 4)]
@@ -363,15 +385,15 @@ def test_the_inference_token_file_is_one_printable_line(tmp_path: Path) -> None:
 class TotalHost(FakeHost):
     """TEST DOUBLE whose output has no batch dimension: a batch cannot be split back."""
 
-    async def infer(self, name: str, inputs: dict[str, Array]) -> dict[str, Array]:
+    def run(self, name: str, inputs: dict[str, Array]) -> dict[str, Array]:
         self.calls.append(inputs)
         if self.gate is not None:
-            await self.gate.wait()
+            self.gate.wait(GATE_MAX_S)
         return {"score": np.array(inputs["x"].sum(), dtype=np.float32)}
 
 
 async def test_a_batch_that_cannot_be_split_back_runs_one_by_one(mesh: Mesh) -> None:
-    host = TotalHost(gate=asyncio.Event())
+    host = TotalHost(gate=threading.Event())
     client = await mesh.add("n1", host, policy=BatchPolicy(max_batch=2, max_delay_s=60.0))
     first = await _started(client, _json_body(np.ones((1, 3), np.float32), outputs=[{"name": "score"}]))
     second = await _started(client, _json_body(np.full((1, 3), 2, np.float32)))
