@@ -216,7 +216,11 @@ class ModelLanes:
                 return
             lane, jobs = picked
             started_s = time.monotonic()
-            outcomes = self._run(lane, jobs)
+            try:
+                outcomes = self._run(lane, jobs)
+            except Exception as exc:  # e.g. a batch's join out of memory: fail these, keep the thread
+                log.exception("model %s: serving %d requests failed", lane.name, len(jobs))
+                outcomes = [(job, None, InferFailed(f"model {lane.name!r}: {exc}")) for job in jobs]
             with self._lock:
                 lane.queue.served(time.monotonic() - started_s, len(jobs))
                 self._running.difference_update(jobs)

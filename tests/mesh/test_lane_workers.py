@@ -9,9 +9,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from inference.batching import NO_BATCHING, BatchPolicy
 from inference.requestqueue import Priority
-from mesh.service.modellanes import ModelLanes, _Job
-from tests.mesh.test_v2api import SCORER, FakeHost, ModelMetadata
+from mesh.service.modellanes import InferFailed, ModelLanes, _Job
+from tests.mesh.test_v2api import GATE_MAX_S, SCORER, FakeHost, ModelMetadata
 
 
 def _row(value: float) -> dict[str, np.ndarray]:
@@ -142,4 +143,22 @@ async def test_one_delivery_wakes_the_critical_requests_first() -> None:
         (Priority.BULK, 0),
         (Priority.BULK, 3),
     ]
+    await lanes.close()
+
+
+def _rows_too_many_to_join() -> dict[str, np.ndarray]:
+    """A request whose rows cannot be joined with another's: two of them make an array over
+    numpy's size limit, as a join of big requests on a small device runs out of memory."""
+    return {"x": np.broadcast_to(np.float32(0), (2**60, 1))}
+
+
+async def test_a_batch_whose_join_fails_fails_its_requests_and_the_thread_serves_on() -> None:
+    batched = BatchPolicy(max_batch=2, max_delay_s=10.0)
+    lanes = ModelLanes(TwoModels(), lambda name: batched if name == "scorer" else NO_BATCHING)
+    scorer = lanes.lane("scorer")
+    pair = [scorer.submit(_rows_too_many_to_join(), Priority.NORMAL) for _ in range(2)]
+    failed = await asyncio.wait_for(asyncio.gather(*pair, return_exceptions=True), GATE_MAX_S)
+    assert all(isinstance(f, InferFailed) for f in failed), failed
+    after = await asyncio.wait_for(lanes.lane("other").submit(_row(1), Priority.NORMAL), GATE_MAX_S)
+    assert float(after["score"][0]) == 3.0  # the node's only thread still serves
     await lanes.close()
