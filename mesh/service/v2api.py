@@ -39,14 +39,15 @@ from inference.v2types import DEFAULT_LIMITS, HEADER_LENGTH_HEADER, CodecLimits,
 from mesh.service.criticalfirst import CriticalFirst
 from mesh.service.inferencemetrics import InferenceStats
 from mesh.service.modellanes import InferFailed, ModelHost, ModelLanes, QueueFull
+from mesh.service.relay import PeerRelay, RelayError
 from mesh.service.remotereplicas import RemoteReplicas
 
 HOP_HEADER = "Murmur-Forwarded"  # the id of the node that forwarded the request
 FORWARD_TIMEOUT_S = 30.0  # one forwarded request, the model's run included
-_FORWARD_TIMEOUT = aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S)
 SERVER_NAME = "murmuration"
 SERVER_VERSION = "0.1.0"
 EXTENSIONS = ("binary_tensor_data", "murmur_priority")
+_RELAYED_HEADERS = (HEADER_LENGTH_HEADER, "Retry-After")  # of a peer's answer, besides its type
 _RETRYABLE = (429, 500, 502, 503, 504)  # a forward that failed this way is tried on another replica
 
 
@@ -102,7 +103,8 @@ class InferenceFront:
 
 
 FRONT = web.AppKey("inference_front", InferenceFront)
-FORWARDER = web.AppKey("inference_client", aiohttp.ClientSession)
+FORWARDER = web.AppKey("inference_client", aiohttp.ClientSession)  # other regions' placements
+RELAY = web.AppKey("inference_relay", PeerRelay)  # forwarded requests
 ROUTE = web.RequestKey("inference_route", str)  # local or forwarded, once the request takes one
 
 
@@ -356,37 +358,26 @@ async def _send(
     for name in ("Content-Type", HEADER_LENGTH_HEADER, PRIORITY_HEADER, "Authorization"):
         if name in request.headers:
             headers[name] = request.headers[name]
-    url = f"http://{route.api_addr}{request.rel_url.raw_path}"
     started_s = time.monotonic()
     front.load.started(route.node_id)
     rtt_s: float | None = None
     try:
-        async with request.app[FORWARDER].request(
+        answer = await request.app[RELAY].request(
+            route.api_addr,
             request.method,
-            url,
-            data=body if request.method == "POST" else None,
-            headers=headers,
-            timeout=_FORWARD_TIMEOUT,
-        ) as answer:
-            payload = await answer.read()
-            rtt_s = time.monotonic() - started_s
-            relayed = {
-                k: answer.headers[k] for k in (HEADER_LENGTH_HEADER, "Retry-After") if k in answer.headers
-            }
-            return web.Response(
-                status=answer.status,
-                body=payload,
-                headers=relayed,
-                content_type=answer.content_type or "application/json",
-            )
-    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        return v2_error(
-            502,
-            f"replica on node {route.node_id} at {route.api_addr} did not answer: "
-            f"{exc or type(exc).__name__}",
+            request.rel_url.raw_path,
+            headers,
+            body if request.method == "POST" else b"",
+            FORWARD_TIMEOUT_S,
         )
+        rtt_s = time.monotonic() - started_s
+    except RelayError as exc:
+        return v2_error(502, f"replica on node {route.node_id} at {route.api_addr} did not answer: {exc}")
     finally:
         front.load.finished(route.node_id, rtt_s)
+    relayed = {k: answer.headers[k.lower()] for k in _RELAYED_HEADERS if k.lower() in answer.headers}
+    content_type = answer.headers.get("content-type", "application/json").split(";")[0].strip()
+    return web.Response(status=answer.status, body=answer.body, headers=relayed, content_type=content_type)
 
 
 def add_routes(app: web.Application, front: InferenceFront) -> None:
@@ -394,10 +385,13 @@ def add_routes(app: web.Application, front: InferenceFront) -> None:
     app[FRONT] = front
 
     async def forwarder(app: web.Application) -> AsyncIterator[None]:
-        # A relay keeps no cookies: one client's answer must not set what the next one sends.
+        # For other regions' placements; it keeps no cookies (what one answer sets must not go out
+        # with the next). Forwarded requests go through the relay (mesh/service/relay.py).
         async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as client:
             app[FORWARDER] = client
+            app[RELAY] = relay = PeerRelay(front.limits.body_max_bytes)
             yield
+            await relay.close()
         await front.lanes.close()
 
     app.cleanup_ctx.append(forwarder)
