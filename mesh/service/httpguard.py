@@ -91,8 +91,13 @@ class ApiGuard:
         body_timeout_s: float = API_BODY_TIMEOUT_S,
         body_rate_min_bytes_per_s: float = API_BODY_RATE_MIN_BYTES_PER_S,
         counters: Counter[str] | None = None,
+        cancel_when_gone: Callable[[web.Request], bool] = lambda _request: False,
     ) -> None:
+        """cancel_when_gone(request): whether to stop handling the request when its client's
+        connection closes (aiohttp itself never does: a handler runs to its end). For work that
+        is only worth doing for a client still waiting: the inference API's queued requests."""
         self.counters: Counter[str] = counters if counters is not None else Counter()
+        self.cancel_when_gone = cancel_when_gone
         self.head_timeout_s = head_timeout_s
         self.body_timeout_s = body_timeout_s
         self.body_rate_min_bytes_per_s = body_rate_min_bytes_per_s
@@ -140,6 +145,8 @@ class ApiGuard:
         if conn is not None and task is not None:
             # The request's task ends once the response is written (a streamed file included).
             task.add_done_callback(conn.request_started(request))
+            if self.cancel_when_gone(request):
+                conn.cancel_when_gone(task)
         try:
             return await handler(request)
         except ConnectionResetError:
@@ -159,6 +166,7 @@ class _Guarded(asyncio.Protocol):
         self._slot: Slot | None = None
         self._head_timer: asyncio.TimerHandle | None = None
         self._active = 0  # requests being handled (more than one only when pipelined)
+        self._cancel_on_loss: set[asyncio.Task[Any]] = set()  # handled for a client still here
 
     # --- asyncio.Protocol, forwarded to aiohttp's protocol once admitted -------------------
 
@@ -195,12 +203,20 @@ class _Guarded(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        for task in list(self._cancel_on_loss):
+            self._guard.counters["api_client_gone"] += 1
+            task.cancel()  # nobody is left to answer
         if self._slot is None or self._inner is None:
             return
         self._guard._connections.pop(cast(asyncio.BaseTransport, self._transport), None)
         self._guard.table.release(self._slot)
         self._inner.connection_lost(exc)
         self._guard._closed()
+
+    def cancel_when_gone(self, task: asyncio.Task[Any]) -> None:
+        """Cancel `task` if this connection closes before it ends."""
+        self._cancel_on_loss.add(task)
+        task.add_done_callback(self._cancel_on_loss.discard)
 
     # --- deadlines -------------------------------------------------------------------------
 

@@ -337,7 +337,12 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
         runtime.subscribe(keeper.on_event)
         runtime.attach(node, peers=node)
 
-        guard = ApiGuard(api_caps(open_files_soft), counters=agent.api_counters)
+        guard = ApiGuard(
+            api_caps(open_files_soft),
+            counters=agent.api_counters,
+            # An inference request whose client left leaves its model's queue (modellanes.py).
+            cancel_when_gone=lambda request: request.path.startswith("/v2/models/"),
+        )
         app = create_app(agent)
         add_observability_routes(app, agent.event_streams, agent.metrics_registry)
         add_placement_routes(app)

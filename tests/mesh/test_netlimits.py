@@ -217,10 +217,14 @@ async def _hello(request: web.Request) -> web.Response:
     return web.Response(text="hello")
 
 
-async def _api(guard: ApiGuard) -> tuple[asyncio.Server, web.AppRunner, int]:
+async def _api(
+    guard: ApiGuard, more: list[tuple[str, Callable[[web.Request], Awaitable[web.Response]]]] | None = None
+) -> tuple[asyncio.Server, web.AppRunner, int]:
     app = web.Application()
     app.router.add_get("/", _hello)
     app.router.add_post("/", _hello)
+    for path, handler in more or []:
+        app.router.add_get(path, handler)
     app.middlewares.append(guard.middleware)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -341,3 +345,38 @@ def test_the_soft_open_files_limit_is_raised_within_the_hard_limit(monkeypatch: 
     assert fdlimit.raise_open_files_limit(8192) == 8192
     limits["now"] = (20000, 20000)
     assert fdlimit.raise_open_files_limit(8192) == 20000  # never lowered
+
+
+async def test_a_request_whose_client_left_is_cancelled_when_asked_and_others_run_on() -> None:
+    guard = ApiGuard(api_caps(1024), cancel_when_gone=lambda request: request.path == "/wait")
+    ended: list[str] = []
+    release = asyncio.Event()
+
+    async def wait(request: web.Request) -> web.Response:
+        try:
+            await release.wait()
+        finally:
+            ended.append(request.path)
+        return web.Response(text="hello")
+
+    async def test(port: int) -> None:
+        for path in ("/wait", "/keep"):
+            sock = _connect(port, "127.0.0.2")
+            sock.send(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            await asyncio.sleep(0.1)
+            sock.close()  # the client leaves before the answer
+        await asyncio.sleep(0.2)
+        assert ended == ["/wait"]  # cancelled; /keep still runs, as aiohttp runs every handler
+        assert guard.counters["api_client_gone"] == 1
+        release.set()
+        await asyncio.sleep(0.1)
+        assert ended == ["/wait", "/keep"]
+        assert b"200 OK" in await _http(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+
+    app_routes = [("/wait", wait), ("/keep", wait)]
+    server, runner, port = await _api(guard, app_routes)
+    try:
+        await test(port)
+    finally:
+        server.close()
+        await runner.cleanup()
