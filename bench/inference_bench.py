@@ -12,7 +12,8 @@ same run (docs/benchmarks.md, "bench/inference_bench.py"):
 - hop: sequential POST /v2/models/tabular-mlp/infer at the node holding the replica
   (local) and at the node without it (one forwarding hop), p50 and p99, against a
   direct `session.run` of the same input in this process;
-- throughput: 16 concurrent clients through the holder, against onnxruntime run
+- throughput: 16 concurrent clients through the holder (an aiohttp client; also wrk, a C
+  load generator, when it is installed), against onnxruntime run
   directly by as many threads as the node's inference threads (the same core budget),
   for two example models and for two models built at bench time to take ~0.2 ms and
   ~2 ms a run (bench/sized_models.py, issue 11's targets);
@@ -345,6 +346,55 @@ def hop_figures(mesh: LocalMesh, holder: LocalAgent, model: str, n: int, rounds:
     return out
 
 
+def wrk_throughput(url: str, model: str, duration_s: float) -> dict[str, Any] | None:
+    """`wrk` (a C load generator, if installed: apt-get install wrk) keeping CONCURRENCY binary
+    requests in flight for `duration_s`: the node's figure without a Python client's CPU on the
+    same cores. None without wrk."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return None
+    body, headers = infer_body(model, binary=True)
+    with tempfile.TemporaryDirectory(prefix="murmur-wrk-") as tmp:
+        (Path(tmp) / "body.bin").write_bytes(body)
+        script = Path(tmp) / "post.lua"
+        lines = [
+            'wrk.method = "POST"',
+            f'local f = io.open("{tmp}/body.bin", "rb")',
+            "wrk.body = f:read('*all')",
+        ]
+        lines += ["f:close()", *(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())]
+        script.write_text("\n".join(lines) + "\n")
+        before = os.times()
+        done = subprocess.run(
+            [
+                wrk,
+                "-t1",
+                f"-c{CONCURRENCY}",
+                f"-d{duration_s:g}s",
+                "-s",
+                str(script),
+                f"{url}/v2/models/{model}/infer",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=duration_s + 30,
+        )
+        after = os.times()
+    total = next((line.split() for line in done.stdout.splitlines() if " requests in " in line), None)
+    if done.returncode != 0 or total is None:
+        raise BenchError(f"wrk failed: {done.stdout[-300:]} {done.stderr[-300:]}")
+    count, wall = int(total[0]), float(total[3].rstrip("s,"))
+    bad = next((int(line.split()[-1]) for line in done.stdout.splitlines() if "Non-2xx" in line), 0)
+    client_s = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    return {
+        "client": "wrk",
+        "ok_per_s": round((count - bad) / wall, 1),
+        "statuses": {"200": count - bad, "other": bad},
+        "client_cpu_share": round(client_s / wall, 3),
+        "answered": count,
+    }
+
+
 def throughput_figures(holder: LocalAgent, model: str, duration_s: float) -> dict[str, Any]:
     session = direct_session(model)
     cpu0 = time.process_time()
@@ -362,6 +412,14 @@ def throughput_figures(holder: LocalAgent, model: str, duration_s: float) -> dic
         )
         run["ratio"] = round(run["ok_per_s"] / direct_rps, 3)
         served[body] = run
+    cpu0 = cpu_s(holder.process.pid)
+    by_wrk = wrk_throughput(holder.url, model, duration_s)
+    if by_wrk is not None:
+        by_wrk["agent_cpu_ms_per_request"] = round(
+            (cpu_s(holder.process.pid) - cpu0) * 1000 / max(1, by_wrk.pop("answered")), 4
+        )
+        by_wrk["ratio"] = round(by_wrk["ok_per_s"] / direct_rps, 3)
+        served["binary, wrk"] = by_wrk
     single_ms = summary_ms(direct_latencies(session, model, 200))["p50_ms"]
     return {
         "model": model,
