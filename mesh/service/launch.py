@@ -266,7 +266,7 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
         artifacts = ArtifactStore(options.data_dir / "artifacts", size_max_bytes=ARTIFACT_SIZE_MAX_BYTES)
         models = ModelHost(
             artifact_files(artifacts),
-            HostSettings(options.intra_op_threads, options.inference_threads),
+            HostSettings(options.intra_op_threads),
         )
         stack.push_async_callback(models.close)
         placement = PlacementCore(
@@ -348,19 +348,20 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
         add_placement_routes(app)
         add_ops_routes(app)
         add_dashboard_routes(app)
-        if options.debug_hooks:
-            add_model_debug_routes(app, models)
-        add_artifact_routes(app)
         # The Open Inference Protocol (/v2): served here from the model host when this node holds
         # a ready replica, otherwise forwarded to one (docs/inference.md).
         model_host = ServedModels(models)
+        lanes = ModelLanes(model_host, model_host.policy_of, threads=options.inference_threads)
+        if options.debug_hooks:
+            add_model_debug_routes(app, models, lanes)
+        add_artifact_routes(app)
         front = InferenceFront(
             identity.node_id,
             options.region,
             model_host,
             placement.replicas,
             agent.member,
-            ModelLanes(model_host, model_host.policy_of, threads=options.inference_threads),
+            lanes,
             token=inference_token,
             remote=RemoteReplicas(
                 lambda: {r: s.api_addrs for r, s in agent.summaries().items() if r != options.region}

@@ -1,12 +1,14 @@
-"""A debug hook (only with `murmur agent --debug-hooks`): saturate this node's model host with
-back-to-back inferences and measure how late the event loop runs meanwhile.
+"""A debug hook (only with `murmur agent --debug-hooks`): saturate this node's inference threads
+with back-to-back inferences and measure how late the event loop runs meanwhile.
 
     POST /v1/debug/infer-load {"deployment": "image-classifier", "duration_s": 10, "concurrency": 8}
         -> 202; the load runs in the background (one at a time: 409 while one runs)
     GET /v1/debug/infer-load -> {"running": false, "inferences": ..., "loop_lag_ms": {...}, ...}
 
-It exists to show that inference never starves gossip (tests/real/test_models_real.py)
-before the inference API exists; requests are zeros shaped by the model's signature.
+It exists to show that inference never starves gossip (tests/real/test_models_real.py):
+its requests, zeros shaped by the model's signature, go through the model's queue and the
+inference threads as the API's do (mesh/service/modellanes.py, at `bulk` priority), without
+HTTP in the way.
 Loop lag: a probe sleeps `LAG_PROBE_S` again and again; how much later than asked it
 wakes is the lag (p50, p99, max).
 """
@@ -20,7 +22,9 @@ from typing import Any
 
 from aiohttp import web
 
+from inference.requestqueue import Priority
 from mesh.service.modelhost import ModelError, ModelHost, zeros_like_signature
+from mesh.service.modellanes import InferFailed, ModelLanes, QueueFull
 
 LAG_PROBE_S = 0.01
 DURATION_MAX_S = 60.0
@@ -30,8 +34,9 @@ CONCURRENCY_MAX = 64
 class InferLoad:
     """The one load run at a time, and the result of the last."""
 
-    def __init__(self, models: ModelHost) -> None:
+    def __init__(self, models: ModelHost, lanes: ModelLanes) -> None:
         self.models = models
+        self.lanes = lanes
         self.task: asyncio.Task[None] | None = None
         self.result: dict[str, Any] = {"running": False}
 
@@ -48,9 +53,9 @@ class InferLoad:
                 try:
                     if model is None:
                         raise ModelError(f"{deployment}: not loaded here")
-                    await self.models.infer(deployment, zeros_like_signature(model))
+                    await self.lanes.lane(deployment).submit(zeros_like_signature(model), Priority.BULK)
                     counts["inferences"] += 1
-                except ModelError as exc:
+                except (ModelError, QueueFull, InferFailed) as exc:
                     counts["errors"] += 1
                     if len(errors) < 5:
                         errors.append(str(exc))
@@ -123,9 +128,9 @@ async def _cancel_on_cleanup(app: web.Application) -> Any:
 LOAD = web.AppKey("infer_load", InferLoad)
 
 
-def add_routes(app: web.Application, models: ModelHost) -> None:
+def add_routes(app: web.Application, models: ModelHost, lanes: ModelLanes) -> None:
     """Add the debug hook's routes (launch.py, with --debug-hooks only)."""
-    app[LOAD] = InferLoad(models)
+    app[LOAD] = InferLoad(models, lanes)
     app.router.add_post("/v1/debug/infer-load", post_infer_load)
     app.router.add_get("/v1/debug/infer-load", get_infer_load)
     app.cleanup_ctx.append(_cancel_on_cleanup)

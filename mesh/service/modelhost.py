@@ -19,10 +19,9 @@ the replica is `failed` and the old session is dropped too (it is not what the o
 asked for any more). A failed version is not retried; a newer version, or the replica
 assigned again after it left, is. `drop(name)` (the core's ReplicaDropped) unloads.
 
-`run(name, inputs)` runs one request on the calling thread: the inference API's requests
-come from the model lanes' inference threads (mesh/service/modellanes.py; onnxruntime
-releases the GIL while it runs, so gossip keeps its loop); `infer` is the same in the
-host's own threads for other callers. Callers get `UnknownModel`, `ModelNotReady` or
+`run(name, inputs)` runs one request on the calling thread: the model lanes' inference
+threads (mesh/service/modellanes.py; onnxruntime releases the GIL while it runs, so gossip
+keeps its loop), never the event loop. Callers get `UnknownModel`, `ModelNotReady` or
 `BadInput` (naming the tensor) before anything runs.
 
 State changes happen on the event loop thread only (load results come back through their
@@ -60,7 +59,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("murmur.models")
 
 INTRA_OP_THREADS_DEFAULT = 1  # per session: a small device runs several models on 2-4 cores
-INFERENCE_THREADS_DEFAULT = 2  # session.run calls at once, all models together
+INFERENCE_THREADS_DEFAULT = 2  # session.run calls at once, all models together (the model lanes' threads)
 THREADS_MAX = 64
 ERROR_MAX_CHARS = 400  # an error kept and shown; onnxruntime's can be pages long
 
@@ -103,14 +102,11 @@ class RunFailed(ModelError):
 class HostSettings:
     """Thread settings for a small device (docs/models.md, "Threads")."""
 
-    intra_op_threads: int = INTRA_OP_THREADS_DEFAULT
-    inference_threads: int = INFERENCE_THREADS_DEFAULT
+    intra_op_threads: int = INTRA_OP_THREADS_DEFAULT  # how many runs at once: ModelLanes(threads=...)
 
     def __post_init__(self) -> None:
-        for name in ("intra_op_threads", "inference_threads"):
-            value = getattr(self, name)
-            if not 1 <= value <= THREADS_MAX:
-                raise ValueError(f"{name}: must be 1 to {THREADS_MAX}, got {value}")
+        if not 1 <= self.intra_op_threads <= THREADS_MAX:
+            raise ValueError(f"intra_op_threads: must be 1 to {THREADS_MAX}, got {self.intra_op_threads}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,9 +168,6 @@ class ModelHost:
         self.fetching: Callable[[str], bool] = lambda _sha256: False
         self._replicas: dict[str, _Replica] = {}
         self._loader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="murmur-load")
-        self._runner = concurrent.futures.ThreadPoolExecutor(
-            self.settings.inference_threads, thread_name_prefix="murmur-infer"
-        )
         self.counters: dict[str, int] = {}
         self._counting = threading.Lock()
         self._closed = False
@@ -295,11 +288,6 @@ class ModelHost:
             raise RunFailed(f"model {name!r}: {_clip(exc)}") from None
         return {spec.name: result for spec, result in zip(model.outputs, results, strict=True)}
 
-    async def infer(self, name: str, inputs: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
-        """`run` in the host's own threads, for callers outside the inference API (the debug
-        hook's load, tests); the API's requests run on the model lanes' threads."""
-        return await asyncio.get_running_loop().run_in_executor(self._runner, self.run, name, inputs)
-
     # --- loading ----------------------------------------------------------------------------
 
     def _start_load(self, name: str, load_id: int, deployment: Deployment, path: Path) -> None:
@@ -383,13 +371,11 @@ class ModelHost:
         )
 
     async def close(self) -> None:
-        """Unload everything and stop the threads (a request under way finishes first)."""
+        """Unload everything and stop the loader (a run under way on a lane's thread ends on its
+        own: it holds its session)."""
         self._closed = True
         self._replicas.clear()
-        loop = asyncio.get_running_loop()
-        for pool in (self._loader, self._runner):
-            pool.shutdown(wait=False, cancel_futures=True)
-        await loop.run_in_executor(None, self._runner.shutdown, True)
+        self._loader.shutdown(wait=False, cancel_futures=True)
 
     def _count(self, key: str) -> None:
         with self._counting:  # inference threads count too

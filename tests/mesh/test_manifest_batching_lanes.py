@@ -36,7 +36,7 @@ async def _two_at_once(tmp_path: Path, batching: dict[str, int] | None) -> tuple
     }
     if batching is not None:
         doc["batching"] = batching
-    host = ModelHost(store.path, HostSettings(intra_op_threads=1, inference_threads=2))
+    host = ModelHost(store.path, HostSettings(intra_op_threads=1))
     served = ServedModels(host)
     calls: list[int] = []
     run = served.run

@@ -29,6 +29,11 @@ from mesh.service.modelhost import (
 WAIT_S = 30.0  # a bound on waiting for a load, never a timing assertion
 
 
+async def _run(host: ModelHost, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """`host.run` on a thread, as a model lane's inference thread calls it."""
+    return await asyncio.to_thread(host.run, name, inputs)
+
+
 class Store:
     """A stand-in for the artifact store: sha256 -> file, only once `hold` was called."""
 
@@ -70,7 +75,7 @@ async def store_and_host(tmp_path: Path) -> AsyncIterator[tuple[Store, ModelHost
     failures: list[tuple[str, str]] = []
     host = ModelHost(
         store.path,
-        HostSettings(intra_op_threads=1, inference_threads=2),
+        HostSettings(intra_op_threads=1),
         on_failed=lambda name, d, error: failures.append((name, error)),
     )
     yield store, host, failures
@@ -111,11 +116,11 @@ async def test_a_replica_waits_for_its_artifact_then_loads_warms_up_and_serves(
     store.hold(data)
     assert host.replica_state(d, 0.0) is ReplicaState.LOADING
     with pytest.raises(ModelNotReady, match="'vibration-anomaly' is loading on this node"):
-        await host.infer("vibration-anomaly", {"window": np.zeros((1, 3, 128), np.float32)})
+        await _run(host, "vibration-anomaly", {"window": np.zeros((1, 3, 128), np.float32)})
     assert await settle(host, d, settled) is ReplicaState.READY
     assert failures == [] and host.error("vibration-anomaly") is None
     window = np.random.default_rng(3).standard_normal((4, 3, 128)).astype(np.float32)
-    out = await host.infer("vibration-anomaly", {"window": window})
+    out = await _run(host, "vibration-anomaly", {"window": window})
     direct = onnxruntime.InferenceSession(str(MODELS_DIR / "vibration-anomaly.onnx"))
     assert np.array_equal(out["score"], direct.run(None, {"window": window})[0])
     (row,) = host.status()
@@ -139,7 +144,7 @@ async def test_a_corrupt_model_is_failed_with_its_error_and_never_serves(
     assert failures == [("tabular-mlp", error)]
     assert host.status()[0]["error"] == error
     with pytest.raises(ModelNotReady, match="is failed on this node, not ready: load failed"):
-        await host.infer("tabular-mlp", {"features": np.zeros((1, 16), np.float32)})
+        await _run(host, "tabular-mlp", {"features": np.zeros((1, 16), np.float32)})
     # Asked again about the same version: still failed, not loaded again in a loop.
     assert host.replica_state(d, 1.0) is ReplicaState.FAILED
     assert host.counters["loads"] == 1
@@ -190,7 +195,7 @@ async def test_a_version_switch_answers_requests_throughout(
     host._loader.submit(gate.wait)
     assert host.replica_state(v2, 1.0) is ReplicaState.READY  # v1 keeps serving while v2 loads
     assert host.status()[0]["next_version"] == "2.0.0"
-    during = await host.infer("mlp", features)
+    during = await _run(host, "mlp", features)
     assert during["probabilities"].shape == (2, 2)
     loaded = host.loaded("mlp")
     assert loaded is not None and loaded.deployment.model_version == "1.0.0"
@@ -202,7 +207,7 @@ async def test_a_version_switch_answers_requests_throughout(
         await asyncio.sleep(0.01)
     assert m is not None and m.deployment.model_version == "2.0.0"
     assert host.replica_state(v2, 2.0) is ReplicaState.READY
-    assert (await host.infer("mlp", features))["probabilities"].shape == (2, 2)
+    assert (await _run(host, "mlp", features))["probabilities"].shape == (2, 2)
 
 
 async def test_a_dropped_replica_is_unloaded_and_a_load_under_way_is_discarded(
@@ -216,7 +221,7 @@ async def test_a_dropped_replica_is_unloaded_and_a_load_under_way_is_discarded(
     host.drop("camera")
     assert host.loaded("camera") is None and host.status() == []
     with pytest.raises(UnknownModel, match="'camera': no replica of it on this node"):
-        await host.infer("camera", {"image": np.zeros((1, 3, 32, 32), np.float32)})
+        await _run(host, "camera", {"image": np.zeros((1, 3, 32, 32), np.float32)})
     assert host.counters["unloads"] == 1
     gate = threading.Event()
     host._loader.submit(gate.wait)
@@ -255,11 +260,11 @@ async def test_a_request_that_does_not_fit_names_the_tensor(
     d = deployment("mlp", data)
     assert await settle(host, d, settled) is ReplicaState.READY
     with pytest.raises(BadInput, match=message) as caught:
-        await host.infer("mlp", inputs)
+        await _run(host, "mlp", inputs)
     assert caught.value.tensor == tensor
     loaded = host.loaded("mlp")
     assert loaded is not None
-    assert (await host.infer("mlp", zeros_like_signature(loaded)))["probabilities"].shape == (1, 2)
+    assert (await _run(host, "mlp", zeros_like_signature(loaded)))["probabilities"].shape == (1, 2)
 
 
 async def test_an_accelerator_asked_for_and_offered_comes_first(tmp_path: Path) -> None:

@@ -14,7 +14,9 @@ from mesh.service.eventkinds import EventRecorder
 from mesh.service.events import EventLog
 from mesh.service.modeldebug import add_routes
 from mesh.service.modelhost import ModelHost
+from mesh.service.modellanes import ModelLanes
 from mesh.service.placements import unload_dropped
+from mesh.service.servedmodels import ServedModels
 
 
 def test_the_replica_failed_event_carries_the_error_and_other_states_do_not() -> None:
@@ -47,8 +49,9 @@ def test_a_dropped_replica_is_unloaded() -> None:
 
 async def test_the_debug_load_refuses_malformed_requests(tmp_path: Path) -> None:
     host = ModelHost(lambda sha256: None)
+    lanes = ModelLanes(ServedModels(host))
     app = web.Application()
-    add_routes(app, host)
+    add_routes(app, host, lanes)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         for body in (
             b"not json",
@@ -69,4 +72,5 @@ async def test_the_debug_load_refuses_malformed_requests(tmp_path: Path) -> None
             "/v1/debug/infer-load", json={"deployment": "x", "duration_s": 0.2, "concurrency": 2}
         )
         assert again.status == 409
+    await lanes.close()
     await host.close()

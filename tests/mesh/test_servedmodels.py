@@ -23,7 +23,7 @@ from tests.mesh.test_modelhost import WAIT_S, Store, example, settle, settled
 @pytest.fixture
 async def store_and_host(tmp_path: Path) -> AsyncIterator[tuple[Store, ModelHost]]:
     store = Store(tmp_path)
-    host = ModelHost(store.path, HostSettings(intra_op_threads=1, inference_threads=2))
+    host = ModelHost(store.path, HostSettings(intra_op_threads=1))
     yield store, host
     await host.close()
 
