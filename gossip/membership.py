@@ -368,7 +368,8 @@ class Membership:
             return
         probe = self._probe
         if probe is not None and probe.target_id == m.node_id:
-            return  # its probe is under way already
+            self._count("urgent_probe_under_way")  # its probe is under way already
+            return
         self._count("urgent_probes")
         self._seq += 1
         timeout_s = self._awareness.scale_timeout(self.config.probe_timeout_s)

@@ -124,3 +124,20 @@ def test_a_failed_watch_is_no_evidence_and_an_unknown_one_is_counted() -> None:
     assert watcher.counters.get("region.urgent_probes", 0) == 0
     assert watcher.counters["region.watches_failed"] == 1
     assert watcher.counters["region.drop_watch_unknown"] == 1
+
+
+def test_a_watch_that_ends_while_its_members_probe_is_under_way_adds_none_and_is_counted() -> None:
+    link, nodes = mesh()
+    target = nodes[2]
+    (watcher_addr, _, watch_id) = next(k for k, dst in link.watches.items() if dst == target.addr)
+    watcher = link.nodes[watcher_addr]
+    pool = watcher.gossip.region_pool
+    t = link.now
+    while not (pool._probe is not None and pool._probe.target_id == target.node_id):
+        t += 0.01
+        link.run_until(t)
+        assert t < 120.0, "the watcher never probed its target"
+    watcher.handle_watch_ended(link.now, watch_id, True)
+    link._flush(watcher)
+    assert watcher.counters.get("region.urgent_probes", 0) == 0
+    assert watcher.counters["region.urgent_probe_under_way"] == 1
