@@ -24,6 +24,11 @@ import msgpack
 from gossip.netkey import EPOCH_MAX, KEY_ID_HEX_CHARS
 from gossip.wire import DecodeError, unpack_versioned
 
+# How long after its keyring changes a node republishes this record, a random time in
+# [min, max] s by default (node/netkeys.py; `murmur agent --keyring-report-delay`). Here, not in
+# the core that uses it, so that `murmur`'s parser can show it without importing the core.
+REPORT_DELAY_S = (10.0, 30.0)
+
 KEYRING_FORMAT = 1
 HELD_MAX = 8  # as gossip.envelope.KEYS_MAX (envelope.py is not imported by the store's kinds)
 KEYRING_PAYLOAD_MAX_BYTES = 512  # 8 ids of 32 characters and the rest: about 320 bytes

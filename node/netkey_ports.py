@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gossip.events import HostedEvent, MemberState
+from gossip.keyholding import REPORT_DELAY_S
 from gossip.kinds import KEYRING_KIND, NETKEY_KIND, REGION_SCOPE_PREFIX
 from gossip.netkey import NETKEY_SLOT
 from gossip.node import GossipNode
 from gossip.records import Record
-
-REPORT_DELAY_S = (10.0, 30.0)  # NetKeyConfig.report_delay_min_s, report_delay_max_s by default
 
 
 @dataclass(frozen=True, slots=True)

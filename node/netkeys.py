@@ -67,7 +67,6 @@ from gossip.wire import DecodeError
 from node.channels import Channel
 from node.hosted import AppSend
 from node.netkey_ports import (
-    REPORT_DELAY_S,
     GossipPeers,
     KeyPeers,
     NetKeyConfig,
@@ -77,7 +76,6 @@ from node.netkey_ports import (
 )
 
 __all__ = [
-    "REPORT_DELAY_S",
     "GossipPeers",
     "KeyPeers",
     "NetKeyConfig",

@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gossip.keyholding import REPORT_DELAY_S
 from mesh.cli import args as flags
 from mesh.cli.client import CliError
 from mesh.cli.helptext import command
 from mesh.service.events import EVENTS_MAX, EVENTS_MAX_AGE_S
 from mesh.service.modelhost import INFERENCE_THREADS_DEFAULT, INTRA_OP_THREADS_DEFAULT
-from node.netkeys import REPORT_DELAY_S
 
 if TYPE_CHECKING:
     from mesh.service.agent import AgentOptions

@@ -29,6 +29,7 @@ from gossip.events import (
     RecordsAccepted,
     Revoked,
 )
+from gossip.keyholding import REPORT_DELAY_S
 from gossip.kinds import INVENTORY_KIND, NETKEY_KIND, REBALANCE_KIND, REVOCATION_KIND
 from gossip.netkey import NETKEY_SLOT, decode_notice, network_key_id
 from gossip.node import MemberView, RegionSummary
@@ -60,7 +61,7 @@ from mesh.service.signedbody import SubmitRefused
 from mesh.service.store import PeerRecord, Store, StoreError
 from mesh.trust.identity import Identity
 from node.core import Node
-from node.netkeys import REPORT_DELAY_S, NetKeyConfig, NetKeyCore
+from node.netkeys import NetKeyConfig, NetKeyCore
 
 log = logging.getLogger("murmur.agent")
 
