@@ -31,7 +31,7 @@ class CriticalFirst:
         self._serving = 0
         self._clear = asyncio.Event()
         self._clear.set()
-        self.gave_way = 0  # steps of other requests that waited (tests, metrics)
+        self.gave_way = 0  # steps of other requests that waited
 
     @contextlib.contextmanager
     def serving(self) -> Iterator[None]:

@@ -102,7 +102,7 @@ class RunFailed(ModelError):
 class HostSettings:
     """Thread settings for a small device (docs/models.md, "Threads")."""
 
-    intra_op_threads: int = INTRA_OP_THREADS_DEFAULT  # how many runs at once: ModelLanes(threads=...)
+    intra_op_threads: int = INTRA_OP_THREADS_DEFAULT  # (how many runs at once is ModelLanes' threads)
 
     def __post_init__(self) -> None:
         if not 1 <= self.intra_op_threads <= THREADS_MAX:

@@ -93,7 +93,7 @@ class ModelLane:
     async def submit(self, inputs: dict[str, Array], priority: Priority) -> dict[str, Array]:
         """The model's outputs for `inputs`; QueueFull or InferFailed."""
         job = _Job(inputs, priority, asyncio.get_running_loop().create_future())
-        self._lanes.offer(self, job, priority)
+        self._lanes.offer(self, job)
         try:
             return await job.done
         except asyncio.CancelledError:
@@ -147,13 +147,13 @@ class ModelLanes:
         """model -> requests waiting in its queue now (murmur_inference_queue_depth)."""
         return {name: lane.waiting for name, lane in self._lanes.items()}
 
-    def offer(self, lane: ModelLane, job: _Job, priority: Priority) -> None:
+    def offer(self, lane: ModelLane, job: _Job) -> None:
         """Queue `job` on `lane`; raises QueueFull if the queue refuses it, fails the request it
         displaced instead if that one is another."""
         with self._lock:
             if self._closed:
                 raise InferFailed(f"model {lane.name!r}: this node is stopping")
-            refused = lane.queue.offer(time.monotonic(), job, priority)
+            refused = lane.queue.offer(time.monotonic(), job, job.priority)
             if (refused is None or refused.item is not job) and self._idle:
                 self._lock.notify()  # one waiting thread; a busy one takes it when it is done
         if refused is None:
@@ -194,9 +194,7 @@ class ModelLanes:
         """On the loop: hand every finished run's outputs (or error) to its waiting request,
         critical ones first: the requests woken here answer in this order."""
         self._drain_scheduled = False  # before emptying: a run finishing from now on schedules again
-        finished = list(self._finished)
-        for _ in finished:
-            self._finished.popleft()
+        finished = [self._finished.popleft() for _ in range(len(self._finished))]
         if len(finished) > 1:
             finished.sort(key=lambda outcome: outcome[0].priority)  # stable: oldest first within one
         for job, outputs, error in finished:

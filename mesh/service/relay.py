@@ -120,9 +120,7 @@ class PeerRelay:
         """One request and answer on `conn`: kept for reuse only if all went well."""
         kept = False
         try:
-            conn.writer.write(head + body if len(body) < 65536 else head)
-            if len(body) >= 65536:
-                conn.writer.write(body)
+            conn.writer.writelines((head, body))
             await conn.writer.drain()
             try:
                 status_line = await conn.reader.readuntil(b"\r\n")

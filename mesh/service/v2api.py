@@ -221,8 +221,7 @@ async def model_infer(request: web.Request) -> web.StreamResponse:
     if meta is None:
         return await _forward(request, body)
     request[ROUTE] = "local"
-    said = request.headers.get(PRIORITY_HEADER)
-    if said is not None and said.strip().lower() == "critical":
+    if _header_priority(request) is Priority.CRITICAL:
         with front.critical.serving():
             return await _serve_here(request, front, name, meta, body, critical=True)
     return await _serve_here(request, front, name, meta, body, critical=False)
@@ -252,11 +251,7 @@ async def _serve_here(
             body, header_length(request.headers.get(HEADER_LENGTH_HEADER), len(body)), front.limits
         )
         check_request(parsed, meta)
-        priority = (
-            Priority.CRITICAL
-            if critical
-            else parse_priority(request.headers.get(PRIORITY_HEADER, parsed.parameters.get("priority")))
-        )
+        priority = parse_priority(request.headers.get(PRIORITY_HEADER, parsed.parameters.get("priority")))
     except ValueError as exc:  # the codec's V2Error and TensorError, and a bad priority
         return v2_error(400, str(exc))
     try:
@@ -276,6 +271,14 @@ async def _serve_here(
     headers = {HEADER_LENGTH_HEADER: str(json_bytes)} if json_bytes is not None else {}
     content_type = "application/octet-stream" if json_bytes is not None else "application/json"
     return web.Response(body=out_body, headers=headers, content_type=content_type)
+
+
+def _header_priority(request: web.Request) -> Priority | None:
+    """The priority the request's header gives, if a valid one (a bad one is refused later)."""
+    try:
+        return parse_priority(request.headers[PRIORITY_HEADER])
+    except (KeyError, ValueError):
+        return None
 
 
 async def _read_body(request: web.Request, limit_bytes: int) -> bytes | web.Response:
