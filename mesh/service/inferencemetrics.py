@@ -13,7 +13,8 @@ Label values never come from a client: `model` is the model's name only when thi
 knows the model (it serves it or its region's placement lists it), at most
 MODELS_TRACKED_MAX names, the rest `other`; a name the node does not know is `unknown`.
 `code` is the HTTP status from a fixed list (anything else, e.g. a peer's odd status,
-is `other`). The hot path adds to plain dicts; the families are built at scrape time.
+is `other`); 499 counts a request whose client closed its connection before the answer.
+The hot path adds to plain dicts; the families are built at scrape time.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 ROUTES = ("local", "forwarded", "refused")
-CODES = ("200", "400", "401", "404", "413", "429", "500", "502", "503", "504")
+CODES = ("200", "400", "401", "404", "413", "429", "499", "500", "502", "503", "504")  # 499: the client left
 # Upper bounds of the latency buckets, seconds: from a fast local model (~0.2 ms) to a
 # forwarded request that waited for a queue (FORWARD_TIMEOUT_S is 30 s).
 LATENCY_BUCKETS_S = (

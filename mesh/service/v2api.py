@@ -20,6 +20,7 @@ Every error is the protocol's `{"error": "..."}`. With an inference token config
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import math
 import time
@@ -47,6 +48,7 @@ FORWARD_TIMEOUT_S = 30.0  # one forwarded request, the model's run included
 SERVER_NAME = "murmuration"
 SERVER_VERSION = "0.1.0"
 EXTENSIONS = ("binary_tensor_data", "murmur_priority")
+CLIENT_GONE_STATUS = 499  # counted for a request whose client left before its answer (as nginx logs it)
 _RELAYED_HEADERS = (HEADER_LENGTH_HEADER, "Retry-After")  # of a peer's answer, besides its type
 _RETRYABLE = (429, 500, 502, 503, 504)  # a forward that failed this way is tried on another replica
 
@@ -150,6 +152,9 @@ async def _measure(request: web.Request, handler: Callable[[web.Request], Any]) 
         return response
     except web.HTTPException as exc:
         status = exc.status
+        raise
+    except asyncio.CancelledError:  # its client went away (httpguard.py cancel_when_gone)
+        status = CLIENT_GONE_STATUS
         raise
     finally:
         front = request.app[FRONT]

@@ -121,3 +121,23 @@ async def test_queue_depth_reads_the_waiting_requests(mesh: Mesh) -> None:
     gate.set()
     assert [status for status, _ in await asyncio.gather(*pending)] == [200, 200, 200]
     assert front.lanes.queue_depths() == {"scorer": 0}
+
+
+async def test_a_request_whose_client_left_is_counted_as_499_not_as_a_server_error(mesh: Mesh) -> None:
+    gate = threading.Event()
+    client = await mesh.add("n1", FakeHost(gate=gate))
+    waiting = asyncio.create_task(_infer(client, _json_body()))
+    front = mesh.fronts["n1"]
+    for _ in range(200):
+        if front.lanes.queue_depths().get("scorer") == 0 and not waiting.done():
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)  # the request is in the host, blocked
+    waiting.cancel()  # the client gives up: its connection closes, the test server cancels the handler
+    for _ in range(200):
+        got = _scrape(front.stats).get("murmur_inference_requests_total", {})
+        if got:
+            break
+        await asyncio.sleep(0.01)
+    gate.set()
+    assert got == {(("code", "499"), ("model", "scorer"), ("route", "local")): 1}
