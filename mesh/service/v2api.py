@@ -103,6 +103,33 @@ class InferenceFront:
             )
         return out, known
 
+    def count(self, name: str, route: str, status: int, started_s: float) -> None:
+        """One answered inference request (murmur_inference_*: inferencemetrics.py); `started_s`
+        from time.monotonic()."""
+        known = route != "refused" or self.candidates(name)[1]
+        self.stats.record(self.stats.model_label(name, known), route, status, time.monotonic() - started_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An inference answer before it is written: by aiohttp (`response`) or by the lean
+    connection (mesh/service/v2wire.py)."""
+
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def error(cls, status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Answer:
+        """The protocol's error answer."""
+        return cls(status, error_body(message), headers=headers)
+
+    def response(self) -> web.Response:
+        return web.Response(
+            status=self.status, body=self.body, content_type=self.content_type, headers=dict(self.headers)
+        )
+
 
 FRONT = web.AppKey("inference_front", InferenceFront)
 FORWARDER = web.AppKey("inference_client", aiohttp.ClientSession)  # other regions' placements
@@ -112,28 +139,27 @@ ROUTE = web.RequestKey("inference_route", str)  # local or forwarded, once the r
 
 def v2_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     """The protocol's error response."""
-    return web.Response(
-        status=status, body=error_body(message), content_type="application/json", headers=headers
+    return Answer.error(status, message, tuple((headers or {}).items())).response()
+
+
+def token_refusal(front: InferenceFront, path: str, authorization: str | None) -> Answer | None:
+    """The 401 for a /v2 request without this cluster's inference token, when one is set."""
+    if front.token is None or not path.startswith("/v2") or path in ("/v2/health/live", "/v2/health/ready"):
+        return None
+    if hmac.compare_digest((authorization or "").encode(), f"Bearer {front.token}".encode()):
+        return None
+    return Answer.error(
+        401,
+        "this cluster's inference API needs Authorization: Bearer <inference token>; ask the operator for it",
+        (("WWW-Authenticate", "Bearer"),),
     )
 
 
 @web.middleware
 async def _token_check(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
-    front = request.app[FRONT]
-    path = request.path
-    if (
-        front.token is not None
-        and path.startswith("/v2")
-        and path not in ("/v2/health/live", "/v2/health/ready")
-    ):
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {front.token}".encode()):
-            return v2_error(
-                401,
-                "this cluster's inference API needs Authorization: Bearer <inference token>; "
-                "ask the operator for it",
-                {"WWW-Authenticate": "Bearer"},
-            )
+    refusal = token_refusal(request.app[FRONT], request.path, request.headers.get("Authorization"))
+    if refusal is not None:
+        return refusal.response()
     response: web.StreamResponse = await handler(request)
     return response
 
@@ -157,11 +183,9 @@ async def _measure(request: web.Request, handler: Callable[[web.Request], Any]) 
         status = CLIENT_GONE_STATUS
         raise
     finally:
-        front = request.app[FRONT]
-        name = request.match_info.get("name", "")
-        route = request.get(ROUTE, "refused")
-        known = route != "refused" or front.candidates(name)[1]
-        front.stats.record(front.stats.model_label(name, known), route, status, time.monotonic() - started_s)
+        request.app[FRONT].count(
+            request.match_info.get("name", ""), request.get(ROUTE, "refused"), status, started_s
+        )
 
 
 async def health_live(_request: web.Request) -> web.Response:
@@ -176,17 +200,23 @@ async def server_metadata(_request: web.Request) -> web.Response:
     return web.json_response({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": list(EXTENSIONS)})
 
 
-def _local_metadata(
-    front: InferenceFront, request: web.Request
-) -> tuple[ModelMetadata | None, web.Response | None]:
+def local_metadata(
+    front: InferenceFront, name: str, version: str | None
+) -> tuple[ModelMetadata | None, Answer | None]:
     """The model's metadata when it is served here (and the version asked for is it)."""
-    name, version = request.match_info["name"], request.match_info.get("version")
     meta = front.host.metadata(name)
     if meta is not None and version is not None and version not in meta.versions:
-        return None, v2_error(
+        return None, Answer.error(
             404, f"model {name!r} version {version!r} is not served; versions: {', '.join(meta.versions)}"
         )
     return meta, None
+
+
+def _local_metadata(
+    front: InferenceFront, request: web.Request
+) -> tuple[ModelMetadata | None, web.Response | None]:
+    meta, refusal = local_metadata(front, request.match_info["name"], request.match_info.get("version"))
+    return meta, refusal.response() if refusal is not None else None
 
 
 async def model_metadata(request: web.Request) -> web.StreamResponse:
@@ -226,24 +256,46 @@ async def model_infer(request: web.Request) -> web.StreamResponse:
     if meta is None:
         return await _forward(request, body)
     request[ROUTE] = "local"
-    if _header_priority(request) is Priority.CRITICAL:
-        with front.critical.serving():
-            return await _serve_here(request, front, name, meta, body, critical=True)
-    return await _serve_here(request, front, name, meta, body, critical=False)
+    answer = await serve_here(
+        front,
+        name,
+        meta,
+        body,
+        json_length=request.headers.get(HEADER_LENGTH_HEADER),
+        priority=request.headers.get(PRIORITY_HEADER),
+    )
+    return answer.response()
 
 
-async def _serve_here(
-    request: web.Request,
+async def serve_here(
     front: InferenceFront,
     name: str,
     meta: ModelMetadata,
     body: bytes,
     *,
+    json_length: str | None,
+    priority: str | None,
+) -> Answer:
+    """Decode, queue, run and answer a request for this node's replica (`json_length`, `priority`:
+    the request's Inference-Header-Content-Length and Murmur-Priority headers, if any). A
+    request that is not critical by its header gives way to critical ones before decoding and
+    before answering (mesh/service/criticalfirst.py)."""
+    if _priority_or_none(priority) is Priority.CRITICAL:
+        with front.critical.serving():
+            return await _serve_here(front, name, meta, body, json_length, priority, critical=True)
+    return await _serve_here(front, name, meta, body, json_length, priority, critical=False)
+
+
+async def _serve_here(
+    front: InferenceFront,
+    name: str,
+    meta: ModelMetadata,
+    body: bytes,
+    json_length: str | None,
+    priority_header: str | None,
+    *,
     critical: bool,
-) -> web.StreamResponse:
-    """Decode, queue, run and answer a request for this node's replica. A request that is not
-    critical by its header gives way to critical ones before decoding and before answering
-    (mesh/service/criticalfirst.py)."""
+) -> Answer:
     if not critical:
         await front.critical.give_way()
     # The tensor codec, and numpy with it, is imported by the first request served here, when
@@ -252,19 +304,19 @@ async def _serve_here(
     from inference.v2codec import check_request, encode_response, header_length, parse_request
 
     try:
-        parsed = parse_request(
-            body, header_length(request.headers.get(HEADER_LENGTH_HEADER), len(body)), front.limits
-        )
+        parsed = parse_request(body, header_length(json_length, len(body)), front.limits)
         check_request(parsed, meta)
-        priority = parse_priority(request.headers.get(PRIORITY_HEADER, parsed.parameters.get("priority")))
+        priority = parse_priority(
+            priority_header if priority_header is not None else parsed.parameters.get("priority")
+        )
     except ValueError as exc:  # the codec's V2Error and TensorError, and a bad priority
-        return v2_error(400, str(exc))
+        return Answer.error(400, str(exc))
     try:
         outputs = await front.lanes.lane(name).submit(dict(parsed.inputs), priority)
     except QueueFull as exc:
-        return v2_error(429, f"{exc}; retry later", {"Retry-After": str(math.ceil(exc.retry_after_s))})
+        return Answer.error(429, f"{exc}; retry later", (("Retry-After", str(math.ceil(exc.retry_after_s))),))
     except InferFailed as exc:
-        return v2_error(500, str(exc))
+        return Answer.error(500, str(exc))
     if not critical:
         await front.critical.give_way()
     try:
@@ -272,17 +324,17 @@ async def _serve_here(
             name, meta.versions[0] if meta.versions else None, outputs, parsed
         )
     except ValueError as exc:  # TensorError: an output that cannot be JSON
-        return v2_error(400, str(exc))
-    headers = {HEADER_LENGTH_HEADER: str(json_bytes)} if json_bytes is not None else {}
-    content_type = "application/octet-stream" if json_bytes is not None else "application/json"
-    return web.Response(body=out_body, headers=headers, content_type=content_type)
+        return Answer.error(400, str(exc))
+    if json_bytes is None:
+        return Answer(200, out_body)
+    return Answer(200, out_body, "application/octet-stream", ((HEADER_LENGTH_HEADER, str(json_bytes)),))
 
 
-def _header_priority(request: web.Request) -> Priority | None:
-    """The priority the request's header gives, if a valid one (a bad one is refused later)."""
+def _priority_or_none(header: str | None) -> Priority | None:
+    """The priority a header gives, if a valid one (a bad one is refused later)."""
     try:
-        return parse_priority(request.headers[PRIORITY_HEADER])
-    except (KeyError, ValueError):
+        return parse_priority(header) if header is not None else None
+    except ValueError:
         return None
 
 
