@@ -24,7 +24,7 @@ import asyncio
 import hmac
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,6 +49,7 @@ SERVER_NAME = "murmuration"
 SERVER_VERSION = "0.1.0"
 EXTENSIONS = ("binary_tensor_data", "murmur_priority")
 CLIENT_GONE_STATUS = 499  # counted for a request whose client left before its answer (as nginx logs it)
+FORWARDED_HEADERS = ("Content-Type", HEADER_LENGTH_HEADER, PRIORITY_HEADER, "Authorization")  # of a request
 _RELAYED_HEADERS = (HEADER_LENGTH_HEADER, "Retry-After")  # of a peer's answer, besides its type
 _RETRYABLE = (429, 500, 502, 503, 504)  # a forward that failed this way is tried on another replica
 
@@ -80,6 +81,10 @@ class InferenceFront:
     stats: InferenceStats = field(default_factory=InferenceStats)  # GET /metrics (launch.py)
     remote: RemoteReplicas | None = None  # other regions' replicas, when this region has none
     critical: CriticalFirst = field(default_factory=CriticalFirst)  # the others give way to these
+    # Set while the API runs (add_routes' cleanup context): forwarded requests go through the
+    # relay (mesh/service/relay.py); the client asks other regions for their placements.
+    relay: PeerRelay | None = None
+    client: aiohttp.ClientSession | None = None
 
     def candidates(self, name: str) -> tuple[list[Candidate], bool]:
         """The replicas of `name` the router may pick, and whether the model is known at all."""
@@ -132,8 +137,6 @@ class Answer:
 
 
 FRONT = web.AppKey("inference_front", InferenceFront)
-FORWARDER = web.AppKey("inference_client", aiohttp.ClientSession)  # other regions' placements
-RELAY = web.AppKey("inference_relay", PeerRelay)  # forwarded requests
 ROUTE = web.RequestKey("inference_route", str)  # local or forwarded, once the request takes one
 
 
@@ -235,7 +238,8 @@ async def model_ready(request: web.Request) -> web.Response:
     candidates, known = front.candidates(name)
     if not any(c.state is ReplicaState.READY for c in candidates) and front.remote is not None:
         # as a request would be served: by another region's ready replica
-        candidates = await front.remote.candidates(name, request.app[FORWARDER], front.load)
+        assert front.client is not None, "the /v2 routes' cleanup context sets the client"
+        candidates = await front.remote.candidates(name, front.client, front.load)
         known = known or bool(candidates)
     if not known:
         return v2_error(404, _unknown(name, front.remote is not None))
@@ -365,13 +369,40 @@ def _unknown(name: str, asked_other_regions: bool = False) -> str:
     return f"model {name!r} is not deployed {where} (no ready replica in its placement); see murmur status"
 
 
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """A request to forward, as it came: by aiohttp's route or the lean connection (v2wire.py)."""
+
+    name: str  # the model
+    method: str
+    raw_path: str
+    headers: Mapping[str, str]  # those of FORWARDED_HEADERS it has, by those names
+    body: bytes
+    forwarded: bool  # another node sent it (HOP_HEADER): it is never forwarded again
+
+
 async def _forward(request: web.Request, body: bytes) -> web.StreamResponse:
-    """Send the request, unchanged, to the best ready replica; once more elsewhere if that fails."""
-    front = request.app[FRONT]
-    name = request.match_info["name"]
-    forwarded = HOP_HEADER in request.headers
+    headers = {k: request.headers[k] for k in FORWARDED_HEADERS if k in request.headers}
+    ask = Ask(
+        request.match_info["name"],
+        request.method,
+        request.rel_url.raw_path,
+        headers,
+        body,
+        HOP_HEADER in request.headers,
+    )
+    answer, sent = await forward(request.app[FRONT], ask)
+    if sent:
+        request[ROUTE] = "forwarded"
+    return answer.response()
+
+
+async def forward(front: InferenceFront, ask: Ask) -> tuple[Answer, bool]:
+    """Send the request, unchanged, to the best ready replica; once more elsewhere if that fails.
+    The answer, and whether it was sent to a replica at all (route "forwarded" in the metrics)."""
+    name = ask.name
     tried: list[str] = []
-    last: web.StreamResponse | None = None
+    last: Answer | None = None
     for _ in range(ATTEMPTS_MAX):
         candidates, known = front.candidates(name)
         route = choose(
@@ -380,11 +411,12 @@ async def _forward(request: web.Request, body: bytes) -> web.StreamResponse:
             region=front.region,
             candidates=candidates,
             tried=tried,
-            forwarded=forwarded,
+            forwarded=ask.forwarded,
         )
-        if isinstance(route, Refuse) and not forwarded and front.remote is not None:
+        if isinstance(route, Refuse) and not ask.forwarded and front.remote is not None:
             # Nothing left to try in this region: another region's ready replica, if one has it.
-            remote = await front.remote.candidates(name, request.app[FORWARDER], front.load)
+            assert front.client is not None, "the /v2 routes' cleanup context sets the client"
+            remote = await front.remote.candidates(name, front.client, front.load)
             if remote:
                 known = True
                 route = choose(
@@ -395,49 +427,45 @@ async def _forward(request: web.Request, body: bytes) -> web.StreamResponse:
                     tried=tried,
                     forwarded=False,
                 )
-        if not known and not forwarded:
-            return v2_error(404, _unknown(name, front.remote is not None))
+        if not known and not ask.forwarded:
+            return Answer.error(404, _unknown(name, front.remote is not None)), bool(tried)
         if isinstance(route, Refuse):
-            return last if last is not None else v2_error(route.status, route.reason)
+            return (last if last is not None else Answer.error(route.status, route.reason)), bool(tried)
         if not isinstance(route, Forward):  # ServeHere: the model became ready here meanwhile
-            return v2_error(503, f"model {name!r} is loading on this node; retry in a moment")
+            loading = f"model {name!r} is loading on this node; retry in a moment"
+            return Answer.error(503, loading), bool(tried)
         tried.append(route.node_id)
-        request[ROUTE] = "forwarded"
-        last = await _send(request, front, route, body)
+        last = await _send(front, route, ask)
         if last.status not in _RETRYABLE:
-            return last
+            return last, True
     assert last is not None
-    return last
+    return last, True
 
 
-async def _send(
-    request: web.Request, front: InferenceFront, route: Forward, body: bytes
-) -> web.StreamResponse:
+async def _send(front: InferenceFront, route: Forward, ask: Ask) -> Answer:
     """One forward: the peer's answer relayed as it is, or a 502 that says why there was none."""
-    headers = {HOP_HEADER: front.node_id}
-    for name in ("Content-Type", HEADER_LENGTH_HEADER, PRIORITY_HEADER, "Authorization"):
-        if name in request.headers:
-            headers[name] = request.headers[name]
+    assert front.relay is not None, "the /v2 routes' cleanup context sets the relay"
+    headers = {HOP_HEADER: front.node_id, **ask.headers}
     started_s = time.monotonic()
     front.load.started(route.node_id)
     rtt_s: float | None = None
     try:
-        answer = await request.app[RELAY].request(
+        answer = await front.relay.request(
             route.api_addr,
-            request.method,
-            request.rel_url.raw_path,
+            ask.method,
+            ask.raw_path,
             headers,
-            body if request.method == "POST" else b"",
+            ask.body if ask.method == "POST" else b"",
             FORWARD_TIMEOUT_S,
         )
         rtt_s = time.monotonic() - started_s
     except RelayError as exc:
-        return v2_error(502, f"replica on node {route.node_id} at {route.api_addr} did not answer: {exc}")
+        return Answer.error(502, f"replica on node {route.node_id} at {route.api_addr} did not answer: {exc}")
     finally:
         front.load.finished(route.node_id, rtt_s)
-    relayed = {k: answer.headers[k.lower()] for k in _RELAYED_HEADERS if k.lower() in answer.headers}
+    relayed = tuple((k, answer.headers[k.lower()]) for k in _RELAYED_HEADERS if k.lower() in answer.headers)
     content_type = answer.headers.get("content-type", "application/json").split(";")[0].strip()
-    return web.Response(status=answer.status, body=answer.body, headers=relayed, content_type=content_type)
+    return Answer(answer.status, answer.body, content_type, relayed)
 
 
 def add_routes(app: web.Application, front: InferenceFront) -> None:
@@ -448,8 +476,8 @@ def add_routes(app: web.Application, front: InferenceFront) -> None:
         # For other regions' placements; it keeps no cookies (what one answer sets must not go out
         # with the next). Forwarded requests go through the relay (mesh/service/relay.py).
         async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as client:
-            app[FORWARDER] = client
-            app[RELAY] = relay = PeerRelay(front.limits.body_max_bytes)
+            front.client = client
+            front.relay = relay = PeerRelay(front.limits.body_max_bytes)
             yield
             await relay.close()
         await front.lanes.close()

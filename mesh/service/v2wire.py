@@ -1,4 +1,4 @@
-"""The lean path for the request a node answers most: an inference of a model it serves.
+"""The lean path for the request a node answers most: an inference.
 
 aiohttp's request machinery (request and response objects, routing, middlewares, streams) costs
 the event loop more per request than decoding the tensors does, and the one loop is what limits
@@ -8,17 +8,18 @@ that reads requests itself while they are
 
     POST /v2/models/{name}[/versions/{version}]/infer HTTP/1.1
 
-of a model this node serves, with a `Content-Length` body no larger than the codec allows, the
-right inference token if the cluster has one, and no header this path does not handle
-(`Transfer-Encoding`, `Expect`, `Upgrade`). It answers them with the same code as the aiohttp
-route (v2api.serve_here: decode, the model's queue, encode), counts them the same way
-(murmur_inference_*), and drops a request whose client leaves, as the guard does for aiohttp's.
+with a `Content-Length` body no larger than the codec allows, the right inference token if
+the cluster has one, and no header this path does not handle (`Transfer-Encoding`, `Expect`,
+`Upgrade`). It answers them with the same code as the aiohttp route: served here through the
+model's queue (v2api.serve_here) when this node holds a ready replica, else forwarded to one
+(v2api.forward); it counts them the same way (murmur_inference_*), and drops a request whose
+client leaves, as the guard does for aiohttp's.
 
-The first request that is anything else (another path, a model served elsewhere and so
-forwarded, a chunked body, HTTP/1.0, a head this strict parser does not accept, a missing
-token) and every later request on that connection go to aiohttp's protocol, with every byte as
-it arrived: the parser here only decides what it takes, aiohttp answers the rest, errors
-included. Requests on one connection are answered in order, pipelined ones too.
+The first request that is anything else (another path, a chunked body, HTTP/1.0, a head this
+strict parser does not accept, a missing token) and every later request on that connection go
+to aiohttp's protocol, with every byte as it arrived: the parser here only decides what it
+takes, aiohttp answers the rest, errors included. Requests on one connection are answered in
+order, pipelined ones too.
 """
 
 from __future__ import annotations
@@ -35,7 +36,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from mesh.service.httpguard import GuardedConnection
-from mesh.service.v2api import Answer, InferenceFront, local_metadata, serve_here, token_refusal
+from mesh.service.v2api import (
+    FORWARDED_HEADERS,
+    HOP_HEADER,
+    Answer,
+    Ask,
+    InferenceFront,
+    forward,
+    local_metadata,
+    serve_here,
+    token_refusal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +58,9 @@ _TARGET = re.compile(
 )
 _FIELD_NAME = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110's token
 _FIELD_VALUE = re.compile(rb"[\x20-\x7e\t]*")  # visible ASCII, spaces and tabs: no obs-text
-_KEPT = frozenset(
-    (
-        b"content-length",
-        b"connection",
-        b"authorization",
-        b"murmur-priority",
-        b"inference-header-content-length",
-    )
-)
+# The fields this path reads; those a forward carries keep their names (v2api.FORWARDED_HEADERS).
+_FORWARDED = {name.lower().encode("ascii"): name for name in FORWARDED_HEADERS}
+_KEPT = frozenset((b"content-length", b"connection", HOP_HEADER.lower().encode("ascii"), *_FORWARDED))
 _REFUSED = frozenset((b"transfer-encoding", b"expect", b"upgrade"))  # aiohttp handles these
 
 
@@ -65,11 +70,14 @@ class InferHead:
 
     model: str
     version: str | None
+    path: str
     content_length: int
     json_length: str | None  # Inference-Header-Content-Length
     priority: str | None  # Murmur-Priority
     authorization: str | None
     close: bool  # Connection: close
+    forwarded: bool  # another node sent it (v2api.HOP_HEADER)
+    carried: dict[str, str]  # what a forward carries (v2api.FORWARDED_HEADERS)
 
 
 def parse_head(head: bytes) -> InferHead | None:
@@ -109,11 +117,14 @@ def parse_head(head: bytes) -> InferHead | None:
     return InferHead(
         model=target.group(1).decode("ascii"),
         version=version.decode("ascii") if version is not None else None,
+        path=parts[1].decode("ascii"),
         content_length=int(length),
         json_length=text(b"inference-header-content-length"),
         priority=text(b"murmur-priority"),
         authorization=text(b"authorization"),
         close=b"close" in tokens,
+        forwarded=HOP_HEADER.lower().encode("ascii") in fields,
+        carried={_FORWARDED[k]: v.decode("ascii") for k, v in fields.items() if k in _FORWARDED},
     )
 
 
@@ -260,7 +271,6 @@ class InferWire(asyncio.Protocol):
         if (
             head is None
             or head.content_length > self._front.limits.body_max_bytes
-            or self._front.host.metadata(head.model) is None  # forwarded: aiohttp's route
             or token_refusal(self._front, "/v2/models", head.authorization) is not None
         ):
             self._hand_over()
@@ -305,10 +315,10 @@ class InferWire(asyncio.Protocol):
                 answer = await serve_here(
                     front, head.model, meta, body, json_length=head.json_length, priority=head.priority
                 )
-            elif answer is None:  # unloaded since its head was read
-                answer = Answer.error(
-                    503, f"model {head.model!r} stopped being served on this node just now; retry"
-                )
+            elif answer is None:  # served elsewhere
+                ask = Ask(head.model, "POST", head.path, head.carried, body, head.forwarded)
+                answer, sent = await forward(front, ask)
+                route = "forwarded" if sent else route
             status = answer.status
         except asyncio.CancelledError:  # its client left
             status = 499
