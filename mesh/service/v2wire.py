@@ -229,6 +229,9 @@ class InferWire(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._gone = True  # the guard cancels a request in hand (cancel_when_gone)
         self._buffer.clear()
+        if self._head is not None:  # its body was arriving: its deadline has nothing to close
+            self._head = None
+            self._done()
         if self._inner is not None:
             self._inner.connection_lost(exc)
 
