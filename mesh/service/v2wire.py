@@ -186,7 +186,6 @@ class InferWire(asyncio.Protocol):
         self._body_pending = False  # the guard was told the body is on its way
         self._done: Callable[[], None] = lambda: None  # the guard's, for the request in hand
         self._busy = False  # a request is being served: the next waits in the buffer
-        self._eof = False
         self._gone = False
         self._reading_paused = False
         self._writing_paused = False
@@ -204,15 +203,14 @@ class InferWire(asyncio.Protocol):
         self._buffer += data
         if not self._busy:
             self._advance()
-        elif len(self._buffer) > PIPELINED_MAX_BYTES and self._transport is not None:
-            self._reading_paused = True
-            self._transport.pause_reading()
+        self._flow()
 
     def eof_received(self) -> bool | None:
         if self._inner is not None:
             return self._inner.eof_received()
-        self._eof = True
-        return self._busy  # keep the transport open to write the answer in hand, then close
+        # A client's end of sending is taken as its leaving, as aiohttp takes it: the transport
+        # closes and a request in hand is dropped (the guard's cancel_when_gone).
+        return False
 
     def pause_writing(self) -> None:
         self._writing_paused = True
@@ -225,6 +223,7 @@ class InferWire(asyncio.Protocol):
             self._inner.resume_writing()
         elif not self._busy:
             self._advance()
+            self._flow()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._gone = True  # the guard cancels a request in hand (cancel_when_gone)
@@ -240,6 +239,8 @@ class InferWire(asyncio.Protocol):
     def _advance(self) -> None:
         """Take the next request in the buffer, if it has arrived and the connection is free."""
         while not (self._busy or self._gone or self._writing_paused or self._inner is not None):
+            if self._transport is None or self._transport.is_closing():
+                return
             if self._head is None and not self._read_head():
                 return
             head = self._head
@@ -267,7 +268,7 @@ class InferWire(asyncio.Protocol):
             return False
         end = buffer.find(b"\r\n\r\n", 0, HEAD_MAX_BYTES)
         if end < 0:
-            if len(buffer) >= HEAD_MAX_BYTES or self._eof:
+            if len(buffer) >= HEAD_MAX_BYTES:
                 self._hand_over()
             return False
         head = parse_head(bytes(buffer[:end]))
@@ -284,6 +285,21 @@ class InferWire(asyncio.Protocol):
         self._done = self._conn.request_began(head.content_length, self._body_in)
         return True
 
+    def _flow(self) -> None:
+        """Pause reading while more is buffered than the request in hand's body and
+        PIPELINED_MAX_BYTES of read-ahead; resume once it is not (a client that sends without
+        reading its answers is held to that)."""
+        if self._inner is not None or self._gone or self._transport is None:
+            return
+        limit = PIPELINED_MAX_BYTES + (self._head.content_length if self._head is not None else 0)
+        over = len(self._buffer) > limit
+        if over != self._reading_paused:
+            self._reading_paused = over
+            if over:
+                self._transport.pause_reading()
+            else:
+                self._transport.resume_reading()
+
     def _body_in(self) -> bool:
         return self._head is None or len(self._buffer) >= self._head.content_length
 
@@ -299,8 +315,6 @@ class InferWire(asyncio.Protocol):
             data = bytes(self._buffer)
             self._buffer.clear()
             inner.data_received(data)
-        if self._eof:
-            inner.eof_received()
         if self._reading_paused:
             self._reading_paused = False
             self._transport.resume_reading()
@@ -333,8 +347,8 @@ class InferWire(asyncio.Protocol):
             front.count(head.model, route, status, started_s)
         self._counters["api_lean_requests"] += 1
         if self._transport is not None and not self._transport.is_closing():
-            self._transport.writelines(response_bytes(answer, head.close or self._eof))
-            if head.close or self._eof:
+            self._transport.writelines(response_bytes(answer, head.close))
+            if head.close:
                 self._gone = True
                 self._transport.close()
 
@@ -347,7 +361,5 @@ class InferWire(asyncio.Protocol):
             self._gone = True  # the answer was not written: the client sees the connection end
             self._transport.abort()
             return
-        if self._reading_paused and self._transport is not None:
-            self._reading_paused = False
-            self._transport.resume_reading()
         self._advance()
+        self._flow()

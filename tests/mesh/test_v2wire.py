@@ -27,7 +27,9 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
+from inference.assignments import ReplicaState
 from inference.batching import BatchPolicy
+from inference.placing import ReplicaView
 from inference.v2codec import RequestedOutput, encode_request, parse_response
 from inference.v2types import CodecLimits
 from mesh.service.connlimits import ConnectionCaps
@@ -36,7 +38,7 @@ from mesh.service.modellanes import ModelLanes
 from mesh.service.v2api import InferenceFront, add_routes
 from mesh.service.v2wire import HEAD_MAX_BYTES, InferHead, InferWire, parse_head
 from tests.mesh.test_runtime import _until
-from tests.mesh.test_v2api import FakeHost, _json_body
+from tests.mesh.test_v2api import FakeHost, Member, _json_body
 
 REPLY_TIMEOUT_S = 10.0  # a reply that has not come by then is a failure, not a slow machine
 
@@ -84,6 +86,9 @@ async def _node(
     body_timeout_s: float = 5.0,
     socket_buffer_bytes: int | None = None,
     caps: ConnectionCaps | None = None,
+    node_id: str = "n1",
+    replicas: list[ReplicaView] | None = None,
+    members: dict[str, Member] | None = None,
 ) -> AsyncIterator[Node]:
     host = host if host is not None else FakeHost()
     guard = ApiGuard(
@@ -94,7 +99,9 @@ async def _node(
         cancel_when_gone=lambda request: request.path.startswith("/v2/models/"),
     )
     lanes = ModelLanes(host, lambda _name: BatchPolicy(), capacity)
-    front = InferenceFront("n1", "a", host, lambda: [], lambda _id: None, lanes, token=token)
+    views = replicas if replicas is not None else []
+    known = members if members is not None else {}
+    front = InferenceFront(node_id, "a", host, lambda: views, known.get, lanes, token=token)
     if limits is not None:
         front.limits = limits
     app = web.Application(client_max_size=64 * 1024)  # as the node's API app
@@ -231,6 +238,16 @@ def _requests_counted(front: InferenceFront, code: str) -> float:
     )
 
 
+def _routes_counted(front: InferenceFront, route: str) -> float:
+    """murmur_inference_requests{model="scorer", route=...}, every code."""
+    requests = front.stats.families({})[0]
+    return sum(
+        s.value
+        for s in requests.samples
+        if s.labels.get("model") == "scorer" and s.labels.get("route") == route and s.name.endswith("_total")
+    )
+
+
 HEALTH = b"GET /v2/health/ready HTTP/1.1\r\nHost: node\r\n\r\n"
 
 # --- 1. the head parser ----------------------------------------------------------------------
@@ -242,14 +259,41 @@ GOOD_HEAD = (
 
 
 def test_an_accepted_head_gives_the_fields_serving_needs() -> None:
-    assert parse_head(GOOD_HEAD) == InferHead("scorer", None, 42, None, None, None, close=False)
+    assert parse_head(GOOD_HEAD) == InferHead(
+        "scorer",
+        None,
+        "/v2/models/scorer/infer",
+        42,
+        None,
+        None,
+        None,
+        False,
+        False,
+        {"Content-Type": "application/json"},
+    )
     head = (
         b"POST /v2/models/conv-small-2/versions/1.0+b@x/infer HTTP/1.1\r\n"
         b"content-length:\t0007 \r\nINFERENCE-HEADER-CONTENT-LENGTH: 5\r\nMurmur-Priority:  critical\r\n"
-        b"Authorization: Bearer s3cret\r\nConnection: keep-alive, Close\r\nX-Anything: a\tb ~\r\nHost: h"
+        b"Authorization: Bearer s3cret\r\nConnection: keep-alive, Close\r\nX-Anything: a\tb ~\r\nHost: h\r\n"
+        b"content-type: application/octet-stream\r\nMurmur-Forwarded: node-a"
     )
+    carried = {  # what a forward of it carries, by their usual names
+        "Inference-Header-Content-Length": "5",
+        "Murmur-Priority": "critical",
+        "Authorization": "Bearer s3cret",
+        "Content-Type": "application/octet-stream",
+    }
     assert parse_head(head) == InferHead(
-        "conv-small-2", "1.0+b@x", 7, "5", "critical", "Bearer s3cret", close=True
+        "conv-small-2",
+        "1.0+b@x",
+        "/v2/models/conv-small-2/versions/1.0+b@x/infer",
+        7,
+        "5",
+        "critical",
+        "Bearer s3cret",
+        close=True,
+        forwarded=True,
+        carried=carried,
     )
     assert parse_head(GOOD_HEAD + b"\r\nConnection: keep-alive") == parse_head(GOOD_HEAD)
 
@@ -272,6 +316,8 @@ _SPECIAL = {
     "authorization",
     "murmur-priority",
     "inference-header-content-length",
+    "content-type",
+    "murmur-forwarded",
     "transfer-encoding",
     "expect",
     "upgrade",
@@ -290,7 +336,9 @@ def test_any_other_fields_leave_a_good_head_accepted(others: list[bytes], length
     head = b"\r\n".join(
         [b"POST /v2/models/scorer/versions/2/infer HTTP/1.1", *others, f"{name}: {length}".encode()]
     )
-    assert parse_head(head) == InferHead("scorer", "2", length, None, None, None, close=False)
+    assert parse_head(head) == InferHead(
+        "scorer", "2", "/v2/models/scorer/versions/2/infer", length, None, None, None, False, False, {}
+    )
 
 
 # Each breaks a field line a good head could hold: aiohttp must see such a request.
@@ -418,15 +466,16 @@ async def test_a_full_queue_answers_429_with_retry_after_on_both_paths() -> None
 
 
 @pytest.mark.parametrize(
-    ("middle", "status", "needle"),
+    ("middle", "status", "needle", "paths"),
     [
-        (HEALTH, 200, b'"ready": true'),
-        (_post(b"{}", "/v2/models/nope/infer"), 404, b"model 'nope' is not deployed"),  # not here
-        (b"GET /v2/models/scorer HTTP/1.1\r\nHost: node\r\n\r\n", 200, b'"name": "scorer"'),
+        (HEALTH, 200, b'"ready": true', (1, 1)),
+        # a model not served here: the lean path forwards it (here: to no replica, 404)
+        (_post(b"{}", "/v2/models/nope/infer"), 404, b"model 'nope' is not deployed", (3, 0)),
+        (b"GET /v2/models/scorer HTTP/1.1\r\nHost: node\r\n\r\n", 200, b'"name": "scorer"', (1, 1)),
     ],
 )
 async def test_pipelined_requests_are_answered_in_order_across_the_hand_over(
-    middle: bytes, status: int, needle: bytes
+    middle: bytes, status: int, needle: bytes, paths: tuple[int, int]
 ) -> None:
     async with _node() as node:
         first, second, third = await _exchange(
@@ -439,7 +488,7 @@ async def test_pipelined_requests_are_answered_in_order_across_the_hand_over(
         )
         assert second.status == status and needle in second.body
         assert (third.status, third.json()["id"], third.json()["outputs"][0]["data"]) == (200, "c", [3.0])
-        assert node.paths() == (1, 1)  # the first lean, the others aiohttp's
+        assert node.paths() == paths  # (lean requests, hand-overs)
 
 
 async def test_lean_requests_sent_in_one_write_are_all_answered_in_order() -> None:
@@ -514,12 +563,6 @@ async def test_a_request_whose_body_came_later_is_served_not_evicted_when_the_ap
         assert node.counters["api_evicted"] == 0 and node.paths() == (1, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="v2wire bug: the body deadline InferWire starts (request_began) is never cancelled when "
-    "the client closes mid-body, so a client that left is later counted as api_body_timeout "
-    "(aiohttp's path ends the request and cancels it)",
-)
 async def test_a_client_that_leaves_mid_body_is_not_counted_as_a_body_timeout() -> None:
     async with _node(body_timeout_s=0.3) as node:
         _reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
@@ -572,20 +615,26 @@ async def test_connection_close_is_answered_then_the_connection_closes() -> None
         assert node.paths() == (1, 0)
 
 
-async def test_a_half_closed_connection_gets_its_answer_then_closes() -> None:
+async def test_a_client_that_ends_its_sending_has_left_as_aiohttp_takes_it() -> None:
+    # A normal close and a half-close look the same to the node (a FIN): both are taken as the
+    # client leaving, so an overloaded node drops the requests of clients that gave up.
     host = FakeHost(gate=threading.Event())
     async with _node(host) as node:
-        reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
-        writer.write(_infer())
+        running = asyncio.create_task(_exchange(node.port, _infer(id="running")))
         await _until(lambda: len(host.calls) == 1)
-        writer.write_eof()  # shutdown(SHUT_WR) while the request is served
+        reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+        writer.write(_infer(id="left"))
+        await _until(lambda: node.front.lanes.queue_depths()["scorer"] == 1)
+        writer.write_eof()  # shutdown(SHUT_WR) while its request is queued
+        assert await _closed(reader)
+        await _until(lambda: node.counters["api_client_gone"] == 1)
+        await _until(lambda: _requests_counted(node.front, "499") == 1)
+        assert node.front.lanes.queue_depths()["scorer"] == 0
         assert host.gate is not None
         host.gate.set()
-        reply = await _reply(reader)
-        assert reply.status == 200 and reply.headers["connection"] == "close"
-        assert await _closed(reader)
+        assert (await running)[0].json()["id"] == "running"
         writer.close()
-        assert node.paths() == (1, 0)
+        assert len(host.calls) == 1  # the one that left never ran
 
 
 # --- 7. what aiohttp answers -----------------------------------------------------------------
@@ -672,15 +721,9 @@ async def test_big_pipelined_data_while_a_request_is_served_pauses_reading_then_
         assert node.paths() == (27, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="v2wire bug: while writing is paused (a client that does not read its answers) and no "
-    "request is in service, data_received buffers every byte that arrives and never pauses "
-    "reading (only a busy connection pauses at PIPELINED_MAX_BYTES), so memory grows without limit",
-)
 async def test_a_client_that_sends_without_reading_answers_is_held_to_the_read_ahead() -> None:
     small_bytes = 4096
-    async with _node(socket_buffer_bytes=small_bytes) as node:
+    async with _node(socket_buffer_bytes=small_bytes, head_timeout_s=1.0) as node:
         client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, small_bytes)
         client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, small_bytes)
@@ -693,8 +736,58 @@ async def test_a_client_that_sends_without_reading_answers_is_held_to_the_read_a
         sending.cancel()
         client.close()
         # Answers fill the small socket buffers and the transport's: its writing pauses; then the
-        # node may hold only its read-ahead, so the client cannot get 9.6 MB into it.
-        assert not done
+        # node holds only its read-ahead, so the client cannot get 9.6 MB into it: no request
+        # is read meanwhile, and the head deadline cuts it off.
+        assert done and isinstance(sending.exception(), ConnectionError)
+        assert node.counters["api_head_timeout"] == 1
+        assert node.counters["api_lean_requests"] < 100  # of the 400 sent
+
+
+# --- 10. forwarding from the lean path -------------------------------------------------------
+
+
+async def test_a_model_served_elsewhere_is_forwarded_by_the_lean_path_marked_and_answered_the_same() -> None:
+    replicas: list[ReplicaView] = []
+    members: dict[str, Member] = {}
+    async with (
+        _node(node_id="n1", replicas=replicas, members=members) as holder,
+        _node(FakeHost(serves=False), node_id="n0", replicas=replicas, members=members) as entry,
+    ):
+        members["n1"] = Member("a", "alive", f"127.0.0.1:{holder.port}")
+        replicas.append(ReplicaView("scorer", 0, "n1", ReplicaState.READY))
+        request = _binary(np.ones((2, 3), np.float32)) + _infer(
+            id="j", headers="Murmur-Priority: critical\r\n"
+        )
+        through = await _exchange(entry.port, request, count=2)
+        direct = await _exchange(holder.port, request, count=2)
+        assert [r.same_answer() for r in through] == [r.same_answer() for r in direct]
+        assert through[1].json()["id"] == "j" and through[0].status == 200
+        assert entry.paths() == (2, 0) and holder.paths() == (4, 0)  # both read by the lean path
+        assert _routes_counted(entry.front, "forwarded") == 2
+        # a request another node forwarded (marked) is never forwarded again by the lean path
+        [again] = await _exchange(entry.port, _infer(headers="Murmur-Forwarded: n9\r\n"))
+        assert again.status == 503 and b"never forwarded again" in again.body
+
+
+async def test_a_forward_to_a_replica_that_is_gone_is_retried_on_another_from_the_lean_path() -> None:
+    replicas: list[ReplicaView] = []
+    members: dict[str, Member] = {}
+    async with (
+        _node(FakeHost(scale=2.0), node_id="n2", replicas=replicas, members=members) as second,
+        _node(FakeHost(serves=False), node_id="n0", replicas=replicas, members=members) as entry,
+    ):
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))
+        members["n1"] = Member("a", "alive", f"127.0.0.1:{closed.getsockname()[1]}")  # nothing listens
+        closed.close()
+        members["n2"] = Member("a", "alive", f"127.0.0.1:{second.port}")
+        replicas += [
+            ReplicaView("scorer", 0, "n1", ReplicaState.READY),
+            ReplicaView("scorer", 1, "n2", ReplicaState.READY),
+        ]
+        [reply] = await _exchange(entry.port, _infer())
+        assert reply.status == 200 and reply.json()["outputs"][0]["data"] == [12.0, 30.0]
+        assert entry.paths() == (1, 0)
 
 
 # --- 9. garbage ------------------------------------------------------------------------------
