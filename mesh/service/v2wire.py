@@ -154,12 +154,13 @@ def response_bytes(answer: Answer, close: bool) -> list[bytes]:
         % (
             answer.status,
             _REASONS.get(answer.status, b"Unknown"),
-            answer.content_type.encode("ascii"),
+            answer.content_type.encode("ascii", "replace"),
             len(answer.body),
             _DATES.now(),
         )
     ]
-    head.extend(b"%s: %s\r\n" % (k.encode("ascii"), v.encode("ascii")) for k, v in answer.headers)
+    # A peer's relayed values are ASCII but for a bad peer's (never CR or LF: relay.py splits on them)
+    head.extend(b"%s: %s\r\n" % (k.encode("ascii"), v.encode("ascii", "replace")) for k, v in answer.headers)
     head.append(b"Connection: close\r\n\r\n" if close else b"\r\n")
     return [b"".join(head), answer.body]
 

@@ -790,6 +790,26 @@ async def test_a_forward_to_a_replica_that_is_gone_is_retried_on_another_from_th
         assert entry.paths() == (1, 0)
 
 
+async def test_a_peers_answer_with_a_non_ascii_header_is_relayed_not_dropped() -> None:
+    async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\xe9\r\n")
+        writer.write(b"Retry-After: 1\xff\r\nContent-Length: 2\r\n\r\n{}")
+        await writer.drain()
+
+    server = await asyncio.start_server(peer, "127.0.0.1", 0)
+    replicas = [ReplicaView("scorer", 0, "n1", ReplicaState.READY)]
+    members = {"n1": Member("a", "alive", f"127.0.0.1:{server.sockets[0].getsockname()[1]}")}
+    try:
+        async with _node(FakeHost(serves=False), node_id="n0", replicas=replicas, members=members) as entry:
+            [reply] = await _exchange(entry.port, _infer())
+            [after] = await _exchange(entry.port, HEALTH)
+    finally:
+        server.close()
+    assert (reply.status, reply.body, reply.headers["retry-after"]) == (400, b"{}", "1?")
+    assert after.status == 200  # the node goes on serving
+
+
 # --- 9. garbage ------------------------------------------------------------------------------
 
 GARBAGE = [
