@@ -19,6 +19,7 @@ this codec only when it serves its first request itself.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -256,13 +257,7 @@ def _split(
     if len(body) > limits.body_max_bytes:
         raise V2Error(f"the body is {len(body)} bytes, over the limit of {limits.body_max_bytes}")
     end = len(body) if json_bytes is None else json_bytes
-    doc_limits = DocumentLimits(
-        text_max_bytes=limits.body_max_bytes,
-        depth_max=limits.rank_max + 4,  # the object, inputs, one tensor, its data nested by rank
-        nodes_max=limits.elements_max + 64 * limits.tensors_max,
-        scalar_max_chars=max(limits.bytes_element_max_bytes, limits.name_max_chars),
-        int_max_chars=24,  # a UINT64 is 20 digits
-    )
+    doc_limits = _document_limits(limits)
     try:
         doc = load_json(body[:end], doc_limits)
     except DocumentError as exc:
@@ -275,6 +270,18 @@ def _split(
     if unknown:
         raise V2Error(f"unknown field {unknown[0][:40]!r}; the known fields are {', '.join(fields)}")
     return doc, memoryview(body)[end:]
+
+
+@functools.lru_cache(maxsize=8)
+def _document_limits(limits: CodecLimits) -> DocumentLimits:
+    """What the JSON of a message under `limits` may hold."""
+    return DocumentLimits(
+        text_max_bytes=limits.body_max_bytes,
+        depth_max=limits.rank_max + 4,  # the object, inputs, one tensor, its data nested by rank
+        nodes_max=limits.elements_max + 64 * limits.tensors_max,
+        scalar_max_chars=max(limits.bytes_element_max_bytes, limits.name_max_chars),
+        int_max_chars=24,  # a UINT64 is 20 digits
+    )
 
 
 def _tensors(entries: Any, where: str, tail: memoryview, limits: CodecLimits) -> dict[str, Array]:

@@ -31,7 +31,7 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from aiohttp import web
 
@@ -69,6 +69,18 @@ def _busy_response(reason: str) -> bytes:
         f"Connection: close\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
+
+
+class GuardedConnection(Protocol):
+    """What a front door (ApiGuard.protocol_factory) tells the guard of a connection's requests."""
+
+    def request_began(self, body_bytes: int | None, body_in: Callable[[], bool]) -> Callable[[], None]: ...
+    def body_arrived(self) -> None: ...
+    def cancel_when_gone(self, task: asyncio.Task[Any]) -> None: ...
+
+
+# A connection's protocol made of the guard's connection and the aiohttp protocol's factory.
+FrontDoor = Callable[[GuardedConnection, Callable[[], asyncio.Protocol]], asyncio.Protocol]
 
 
 def api_caps(open_files_soft: int | None) -> ConnectionCaps:
@@ -131,9 +143,13 @@ class ApiGuard:
         self._last_refusal = reason
         self.counters[f"api_{reason}"] += 1
 
-    def protocol_factory(self, inner: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
-        """A protocol factory for loop.create_server that guards what `inner` (runner.server) makes."""
-        return lambda: _Guarded(self, inner)
+    def protocol_factory(
+        self, inner: Callable[[], asyncio.Protocol], front_door: FrontDoor | None = None
+    ) -> Callable[[], asyncio.Protocol]:
+        """A protocol factory for loop.create_server that guards what `inner` (runner.server)
+        makes; with a `front_door`, each admitted connection's protocol is what it makes of the
+        connection and `inner` (mesh/service/v2wire.py)."""
+        return lambda: _Guarded(self, inner, front_door)
 
     @web.middleware
     async def middleware(
@@ -158,9 +174,12 @@ class ApiGuard:
 class _Guarded(asyncio.Protocol):
     """One API connection: admitted by the table, its inner aiohttp protocol made only if admitted."""
 
-    def __init__(self, guard: ApiGuard, make_inner: Callable[[], asyncio.Protocol]) -> None:
+    def __init__(
+        self, guard: ApiGuard, make_inner: Callable[[], asyncio.Protocol], front_door: FrontDoor | None
+    ) -> None:
         self._guard = guard
         self._make_inner = make_inner
+        self._front_door = front_door
         self._inner: asyncio.Protocol | None = None
         self._transport: asyncio.Transport | None = None
         self._slot: Slot | None = None
@@ -181,7 +200,8 @@ class _Guarded(asyncio.Protocol):
             return
         self._slot = slot
         self._guard._connections[transport] = self
-        self._inner = self._make_inner()
+        door = self._front_door
+        self._inner = self._make_inner() if door is None else door(self, self._make_inner)
         self._guard._opened()
         self._expect_head()
         self._inner.connection_made(transport)
@@ -221,25 +241,38 @@ class _Guarded(asyncio.Protocol):
     # --- deadlines -------------------------------------------------------------------------
 
     def request_started(self, request: web.Request) -> Callable[[object], None]:
-        """The request's head arrived: stop the head deadline, start its body's; the done callback."""
+        """The request's head arrived (aiohttp's request): `request_began`, its body's end seen
+        through aiohttp's stream; the done callback for the request's task."""
+        content = request.content
+        if request.body_exists and not content.is_eof():
+            assert self._slot is not None
+            slot = self._slot
+            content.on_eof(lambda: self._guard.table.served(slot))
+            done = self.request_began(request.content_length, content.is_eof)
+        else:
+            done = self.request_began(None, lambda: True)
+        return lambda _task: done()
+
+    def request_began(self, body_bytes: int | None, body_in: Callable[[], bool]) -> Callable[[], None]:
+        """A request's head arrived: stop the head deadline and, if its body is still to come
+        (`body_bytes`: its length, None if unknown or none is), start the body's deadline, at
+        which `body_in()` says whether it all came; `body_arrived` when it has. Returns the
+        request's `done`: its answer is written."""
         assert self._slot is not None
         slot = self._slot
         self._active += 1
         self._cancel_head_timer()
         body_timer: asyncio.TimerHandle | None = None
-        content = request.content
-        if request.body_exists and not content.is_eof():
+        if not body_in():
             # Until its body is in, the connection waits for its client: evictable after the idle.
             self._guard.table.receiving(slot)
-            content.on_eof(lambda: self._guard.table.served(slot))
-            length = request.content_length
-            size = API_BODY_UNKNOWN_BYTES if length is None else length
+            size = API_BODY_UNKNOWN_BYTES if body_bytes is None else body_bytes
             timeout_s = self._guard.body_timeout_s + size / self._guard.body_rate_min_bytes_per_s
-            body_timer = asyncio.get_running_loop().call_later(timeout_s, self._body_deadline, content)
+            body_timer = asyncio.get_running_loop().call_later(timeout_s, self._body_deadline, body_in)
         else:
             self._guard.table.served(slot)
 
-        def done(_task: object) -> None:
+        def done() -> None:
             if body_timer is not None:
                 body_timer.cancel()
             self._active -= 1
@@ -248,6 +281,11 @@ class _Guarded(asyncio.Protocol):
                 self._expect_head()
 
         return done
+
+    def body_arrived(self) -> None:
+        """The body of the request `request_began` was told of has all arrived."""
+        if self._slot is not None:
+            self._guard.table.served(self._slot)
 
     def _expect_head(self) -> None:
         self._cancel_head_timer()
@@ -265,8 +303,8 @@ class _Guarded(asyncio.Protocol):
         self._guard.counters["api_head_timeout"] += 1
         self._abort()
 
-    def _body_deadline(self, content: Any) -> None:
-        if not content.is_eof():
+    def _body_deadline(self, body_in: Callable[[], bool]) -> None:
+        if not body_in():
             self._guard.counters["api_body_timeout"] += 1
             self._abort()
 

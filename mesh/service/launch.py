@@ -75,6 +75,7 @@ from mesh.service.servedmodels import ServedModels
 from mesh.service.store import Store, StoreError
 from mesh.service.v2api import InferenceFront, read_token_file
 from mesh.service.v2api import add_routes as add_inference_routes
+from mesh.service.v2wire import InferWire
 from mesh.trust.cluster import JoinToken
 from mesh.trust.identity import Identity
 from node.core import Node
@@ -379,7 +380,14 @@ async def run_agent(options: AgentOptions, token: JoinToken, identity: Identity,
         stack.push_async_callback(runner.cleanup)
         assert runner.server is not None
         # Our own listener instead of a SockSite: every connection passes the guard first.
-        api_server = await loop.create_server(guard.protocol_factory(runner.server), sock=api_sock)
+        # Inference requests for this node's models are read and answered by the lean path;
+        # the connection goes to aiohttp at its first other request (mesh/service/v2wire.py).
+        api_server = await loop.create_server(
+            guard.protocol_factory(
+                runner.server, lambda conn, inner: InferWire(front, conn, inner, agent.api_counters)
+            ),
+            sock=api_sock,
+        )
         stack.callback(api_server.close)
 
         stop = asyncio.Event()

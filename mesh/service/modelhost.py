@@ -147,6 +147,20 @@ def _available_providers() -> list[str]:
     return [str(p) for p in onnxruntime.get_available_providers()]
 
 
+_DTYPE_NAMES_MAX = 64
+_DTYPE_NAMES: dict[Any, str] = {}  # numpy computes a dtype's name in Python each time
+
+
+def _dtype_name(dtype: Any) -> str:
+    """`dtype.name`, remembered (a request's inputs have one of a few dtypes)."""
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = dtype.name
+        if len(_DTYPE_NAMES) < _DTYPE_NAMES_MAX:
+            _DTYPE_NAMES[dtype] = name
+    return name
+
+
 class ModelHost:
     """This node's loaded models (see the module docstring)."""
 
@@ -276,7 +290,7 @@ class ModelHost:
             dtype, shape = getattr(array, "dtype", None), getattr(array, "shape", None)
             if dtype is None or not isinstance(shape, tuple):
                 raise BadInput(tensor, f"input {tensor[:64]!r}: must be a numpy array")
-            given[tensor] = (dtype.name, shape)
+            given[tensor] = (_dtype_name(dtype), shape)
         problem = input_problem(model.inputs, given)
         if problem is not None:
             raise BadInput(*problem)

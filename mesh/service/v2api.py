@@ -24,7 +24,7 @@ import asyncio
 import hmac
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,6 +49,7 @@ SERVER_NAME = "murmuration"
 SERVER_VERSION = "0.1.0"
 EXTENSIONS = ("binary_tensor_data", "murmur_priority")
 CLIENT_GONE_STATUS = 499  # counted for a request whose client left before its answer (as nginx logs it)
+FORWARDED_HEADERS = ("Content-Type", HEADER_LENGTH_HEADER, PRIORITY_HEADER, "Authorization")  # of a request
 _RELAYED_HEADERS = (HEADER_LENGTH_HEADER, "Retry-After")  # of a peer's answer, besides its type
 _RETRYABLE = (429, 500, 502, 503, 504)  # a forward that failed this way is tried on another replica
 
@@ -80,6 +81,10 @@ class InferenceFront:
     stats: InferenceStats = field(default_factory=InferenceStats)  # GET /metrics (launch.py)
     remote: RemoteReplicas | None = None  # other regions' replicas, when this region has none
     critical: CriticalFirst = field(default_factory=CriticalFirst)  # the others give way to these
+    # Set while the API runs (add_routes' cleanup context): forwarded requests go through the
+    # relay (mesh/service/relay.py); the client asks other regions for their placements.
+    relay: PeerRelay | None = None
+    client: aiohttp.ClientSession | None = None
 
     def candidates(self, name: str) -> tuple[list[Candidate], bool]:
         """The replicas of `name` the router may pick, and whether the model is known at all."""
@@ -103,37 +108,61 @@ class InferenceFront:
             )
         return out, known
 
+    def count(self, name: str, route: str, status: int, started_s: float) -> None:
+        """One answered inference request (murmur_inference_*: inferencemetrics.py); `started_s`
+        from time.monotonic()."""
+        known = route != "refused" or self.candidates(name)[1]
+        self.stats.record(self.stats.model_label(name, known), route, status, time.monotonic() - started_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An inference answer before it is written: by aiohttp (`response`) or by the lean
+    connection (mesh/service/v2wire.py)."""
+
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def error(cls, status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Answer:
+        """The protocol's error answer."""
+        return cls(status, error_body(message), headers=headers)
+
+    def response(self) -> web.Response:
+        return web.Response(
+            status=self.status, body=self.body, content_type=self.content_type, headers=dict(self.headers)
+        )
+
 
 FRONT = web.AppKey("inference_front", InferenceFront)
-FORWARDER = web.AppKey("inference_client", aiohttp.ClientSession)  # other regions' placements
-RELAY = web.AppKey("inference_relay", PeerRelay)  # forwarded requests
 ROUTE = web.RequestKey("inference_route", str)  # local or forwarded, once the request takes one
 
 
 def v2_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     """The protocol's error response."""
-    return web.Response(
-        status=status, body=error_body(message), content_type="application/json", headers=headers
+    return Answer.error(status, message, tuple((headers or {}).items())).response()
+
+
+def token_refusal(front: InferenceFront, path: str, authorization: str | None) -> Answer | None:
+    """The 401 for a /v2 request without this cluster's inference token, when one is set."""
+    if front.token is None or not path.startswith("/v2") or path in ("/v2/health/live", "/v2/health/ready"):
+        return None
+    if hmac.compare_digest((authorization or "").encode(), f"Bearer {front.token}".encode()):
+        return None
+    return Answer.error(
+        401,
+        "this cluster's inference API needs Authorization: Bearer <inference token>; ask the operator for it",
+        (("WWW-Authenticate", "Bearer"),),
     )
 
 
 @web.middleware
 async def _token_check(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
-    front = request.app[FRONT]
-    path = request.path
-    if (
-        front.token is not None
-        and path.startswith("/v2")
-        and path not in ("/v2/health/live", "/v2/health/ready")
-    ):
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {front.token}".encode()):
-            return v2_error(
-                401,
-                "this cluster's inference API needs Authorization: Bearer <inference token>; "
-                "ask the operator for it",
-                {"WWW-Authenticate": "Bearer"},
-            )
+    refusal = token_refusal(request.app[FRONT], request.path, request.headers.get("Authorization"))
+    if refusal is not None:
+        return refusal.response()
     response: web.StreamResponse = await handler(request)
     return response
 
@@ -157,11 +186,9 @@ async def _measure(request: web.Request, handler: Callable[[web.Request], Any]) 
         status = CLIENT_GONE_STATUS
         raise
     finally:
-        front = request.app[FRONT]
-        name = request.match_info.get("name", "")
-        route = request.get(ROUTE, "refused")
-        known = route != "refused" or front.candidates(name)[1]
-        front.stats.record(front.stats.model_label(name, known), route, status, time.monotonic() - started_s)
+        request.app[FRONT].count(
+            request.match_info.get("name", ""), request.get(ROUTE, "refused"), status, started_s
+        )
 
 
 async def health_live(_request: web.Request) -> web.Response:
@@ -176,17 +203,23 @@ async def server_metadata(_request: web.Request) -> web.Response:
     return web.json_response({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": list(EXTENSIONS)})
 
 
-def _local_metadata(
-    front: InferenceFront, request: web.Request
-) -> tuple[ModelMetadata | None, web.Response | None]:
+def local_metadata(
+    front: InferenceFront, name: str, version: str | None
+) -> tuple[ModelMetadata | None, Answer | None]:
     """The model's metadata when it is served here (and the version asked for is it)."""
-    name, version = request.match_info["name"], request.match_info.get("version")
     meta = front.host.metadata(name)
     if meta is not None and version is not None and version not in meta.versions:
-        return None, v2_error(
+        return None, Answer.error(
             404, f"model {name!r} version {version!r} is not served; versions: {', '.join(meta.versions)}"
         )
     return meta, None
+
+
+def _local_metadata(
+    front: InferenceFront, request: web.Request
+) -> tuple[ModelMetadata | None, web.Response | None]:
+    meta, refusal = local_metadata(front, request.match_info["name"], request.match_info.get("version"))
+    return meta, refusal.response() if refusal is not None else None
 
 
 async def model_metadata(request: web.Request) -> web.StreamResponse:
@@ -205,7 +238,8 @@ async def model_ready(request: web.Request) -> web.Response:
     candidates, known = front.candidates(name)
     if not any(c.state is ReplicaState.READY for c in candidates) and front.remote is not None:
         # as a request would be served: by another region's ready replica
-        candidates = await front.remote.candidates(name, request.app[FORWARDER], front.load)
+        assert front.client is not None, "the /v2 routes' cleanup context sets the client"
+        candidates = await front.remote.candidates(name, front.client, front.load)
         known = known or bool(candidates)
     if not known:
         return v2_error(404, _unknown(name, front.remote is not None))
@@ -226,24 +260,46 @@ async def model_infer(request: web.Request) -> web.StreamResponse:
     if meta is None:
         return await _forward(request, body)
     request[ROUTE] = "local"
-    if _header_priority(request) is Priority.CRITICAL:
-        with front.critical.serving():
-            return await _serve_here(request, front, name, meta, body, critical=True)
-    return await _serve_here(request, front, name, meta, body, critical=False)
+    answer = await serve_here(
+        front,
+        name,
+        meta,
+        body,
+        json_length=request.headers.get(HEADER_LENGTH_HEADER),
+        priority=request.headers.get(PRIORITY_HEADER),
+    )
+    return answer.response()
 
 
-async def _serve_here(
-    request: web.Request,
+async def serve_here(
     front: InferenceFront,
     name: str,
     meta: ModelMetadata,
     body: bytes,
     *,
+    json_length: str | None,
+    priority: str | None,
+) -> Answer:
+    """Decode, queue, run and answer a request for this node's replica (`json_length`, `priority`:
+    the request's Inference-Header-Content-Length and Murmur-Priority headers, if any). A
+    request that is not critical by its header gives way to critical ones before decoding and
+    before answering (mesh/service/criticalfirst.py)."""
+    if _priority_or_none(priority) is Priority.CRITICAL:
+        with front.critical.serving():
+            return await _serve_here(front, name, meta, body, json_length, priority, critical=True)
+    return await _serve_here(front, name, meta, body, json_length, priority, critical=False)
+
+
+async def _serve_here(
+    front: InferenceFront,
+    name: str,
+    meta: ModelMetadata,
+    body: bytes,
+    json_length: str | None,
+    priority_header: str | None,
+    *,
     critical: bool,
-) -> web.StreamResponse:
-    """Decode, queue, run and answer a request for this node's replica. A request that is not
-    critical by its header gives way to critical ones before decoding and before answering
-    (mesh/service/criticalfirst.py)."""
+) -> Answer:
     if not critical:
         await front.critical.give_way()
     # The tensor codec, and numpy with it, is imported by the first request served here, when
@@ -252,19 +308,19 @@ async def _serve_here(
     from inference.v2codec import check_request, encode_response, header_length, parse_request
 
     try:
-        parsed = parse_request(
-            body, header_length(request.headers.get(HEADER_LENGTH_HEADER), len(body)), front.limits
-        )
+        parsed = parse_request(body, header_length(json_length, len(body)), front.limits)
         check_request(parsed, meta)
-        priority = parse_priority(request.headers.get(PRIORITY_HEADER, parsed.parameters.get("priority")))
+        priority = parse_priority(
+            priority_header if priority_header is not None else parsed.parameters.get("priority")
+        )
     except ValueError as exc:  # the codec's V2Error and TensorError, and a bad priority
-        return v2_error(400, str(exc))
+        return Answer.error(400, str(exc))
     try:
         outputs = await front.lanes.lane(name).submit(dict(parsed.inputs), priority)
     except QueueFull as exc:
-        return v2_error(429, f"{exc}; retry later", {"Retry-After": str(math.ceil(exc.retry_after_s))})
+        return Answer.error(429, f"{exc}; retry later", (("Retry-After", str(math.ceil(exc.retry_after_s))),))
     except InferFailed as exc:
-        return v2_error(500, str(exc))
+        return Answer.error(500, str(exc))
     if not critical:
         await front.critical.give_way()
     try:
@@ -272,17 +328,17 @@ async def _serve_here(
             name, meta.versions[0] if meta.versions else None, outputs, parsed
         )
     except ValueError as exc:  # TensorError: an output that cannot be JSON
-        return v2_error(400, str(exc))
-    headers = {HEADER_LENGTH_HEADER: str(json_bytes)} if json_bytes is not None else {}
-    content_type = "application/octet-stream" if json_bytes is not None else "application/json"
-    return web.Response(body=out_body, headers=headers, content_type=content_type)
+        return Answer.error(400, str(exc))
+    if json_bytes is None:
+        return Answer(200, out_body)
+    return Answer(200, out_body, "application/octet-stream", ((HEADER_LENGTH_HEADER, str(json_bytes)),))
 
 
-def _header_priority(request: web.Request) -> Priority | None:
-    """The priority the request's header gives, if a valid one (a bad one is refused later)."""
+def _priority_or_none(header: str | None) -> Priority | None:
+    """The priority a header gives, if a valid one (a bad one is refused later)."""
     try:
-        return parse_priority(request.headers[PRIORITY_HEADER])
-    except (KeyError, ValueError):
+        return parse_priority(header) if header is not None else None
+    except ValueError:
         return None
 
 
@@ -313,13 +369,40 @@ def _unknown(name: str, asked_other_regions: bool = False) -> str:
     return f"model {name!r} is not deployed {where} (no ready replica in its placement); see murmur status"
 
 
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """A request to forward, as it came: by aiohttp's route or the lean connection (v2wire.py)."""
+
+    name: str  # the model
+    method: str
+    raw_path: str
+    headers: Mapping[str, str]  # those of FORWARDED_HEADERS it has, by those names
+    body: bytes
+    forwarded: bool  # another node sent it (HOP_HEADER): it is never forwarded again
+
+
 async def _forward(request: web.Request, body: bytes) -> web.StreamResponse:
-    """Send the request, unchanged, to the best ready replica; once more elsewhere if that fails."""
-    front = request.app[FRONT]
-    name = request.match_info["name"]
-    forwarded = HOP_HEADER in request.headers
+    headers = {k: request.headers[k] for k in FORWARDED_HEADERS if k in request.headers}
+    ask = Ask(
+        request.match_info["name"],
+        request.method,
+        request.rel_url.raw_path,
+        headers,
+        body,
+        HOP_HEADER in request.headers,
+    )
+    answer, sent = await forward(request.app[FRONT], ask)
+    if sent:
+        request[ROUTE] = "forwarded"
+    return answer.response()
+
+
+async def forward(front: InferenceFront, ask: Ask) -> tuple[Answer, bool]:
+    """Send the request, unchanged, to the best ready replica; once more elsewhere if that fails.
+    The answer, and whether it was sent to a replica at all (route "forwarded" in the metrics)."""
+    name = ask.name
     tried: list[str] = []
-    last: web.StreamResponse | None = None
+    last: Answer | None = None
     for _ in range(ATTEMPTS_MAX):
         candidates, known = front.candidates(name)
         route = choose(
@@ -328,11 +411,12 @@ async def _forward(request: web.Request, body: bytes) -> web.StreamResponse:
             region=front.region,
             candidates=candidates,
             tried=tried,
-            forwarded=forwarded,
+            forwarded=ask.forwarded,
         )
-        if isinstance(route, Refuse) and not forwarded and front.remote is not None:
+        if isinstance(route, Refuse) and not ask.forwarded and front.remote is not None:
             # Nothing left to try in this region: another region's ready replica, if one has it.
-            remote = await front.remote.candidates(name, request.app[FORWARDER], front.load)
+            assert front.client is not None, "the /v2 routes' cleanup context sets the client"
+            remote = await front.remote.candidates(name, front.client, front.load)
             if remote:
                 known = True
                 route = choose(
@@ -343,49 +427,45 @@ async def _forward(request: web.Request, body: bytes) -> web.StreamResponse:
                     tried=tried,
                     forwarded=False,
                 )
-        if not known and not forwarded:
-            return v2_error(404, _unknown(name, front.remote is not None))
+        if not known and not ask.forwarded:
+            return Answer.error(404, _unknown(name, front.remote is not None)), bool(tried)
         if isinstance(route, Refuse):
-            return last if last is not None else v2_error(route.status, route.reason)
+            return (last if last is not None else Answer.error(route.status, route.reason)), bool(tried)
         if not isinstance(route, Forward):  # ServeHere: the model became ready here meanwhile
-            return v2_error(503, f"model {name!r} is loading on this node; retry in a moment")
+            loading = f"model {name!r} is loading on this node; retry in a moment"
+            return Answer.error(503, loading), bool(tried)
         tried.append(route.node_id)
-        request[ROUTE] = "forwarded"
-        last = await _send(request, front, route, body)
+        last = await _send(front, route, ask)
         if last.status not in _RETRYABLE:
-            return last
+            return last, True
     assert last is not None
-    return last
+    return last, True
 
 
-async def _send(
-    request: web.Request, front: InferenceFront, route: Forward, body: bytes
-) -> web.StreamResponse:
+async def _send(front: InferenceFront, route: Forward, ask: Ask) -> Answer:
     """One forward: the peer's answer relayed as it is, or a 502 that says why there was none."""
-    headers = {HOP_HEADER: front.node_id}
-    for name in ("Content-Type", HEADER_LENGTH_HEADER, PRIORITY_HEADER, "Authorization"):
-        if name in request.headers:
-            headers[name] = request.headers[name]
+    assert front.relay is not None, "the /v2 routes' cleanup context sets the relay"
+    headers = {HOP_HEADER: front.node_id, **ask.headers}
     started_s = time.monotonic()
     front.load.started(route.node_id)
     rtt_s: float | None = None
     try:
-        answer = await request.app[RELAY].request(
+        answer = await front.relay.request(
             route.api_addr,
-            request.method,
-            request.rel_url.raw_path,
+            ask.method,
+            ask.raw_path,
             headers,
-            body if request.method == "POST" else b"",
+            ask.body if ask.method == "POST" else b"",
             FORWARD_TIMEOUT_S,
         )
         rtt_s = time.monotonic() - started_s
     except RelayError as exc:
-        return v2_error(502, f"replica on node {route.node_id} at {route.api_addr} did not answer: {exc}")
+        return Answer.error(502, f"replica on node {route.node_id} at {route.api_addr} did not answer: {exc}")
     finally:
         front.load.finished(route.node_id, rtt_s)
-    relayed = {k: answer.headers[k.lower()] for k in _RELAYED_HEADERS if k.lower() in answer.headers}
+    relayed = tuple((k, answer.headers[k.lower()]) for k in _RELAYED_HEADERS if k.lower() in answer.headers)
     content_type = answer.headers.get("content-type", "application/json").split(";")[0].strip()
-    return web.Response(status=answer.status, body=answer.body, headers=relayed, content_type=content_type)
+    return Answer(answer.status, answer.body, content_type, relayed)
 
 
 def add_routes(app: web.Application, front: InferenceFront) -> None:
@@ -396,8 +476,8 @@ def add_routes(app: web.Application, front: InferenceFront) -> None:
         # For other regions' placements; it keeps no cookies (what one answer sets must not go out
         # with the next). Forwarded requests go through the relay (mesh/service/relay.py).
         async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as client:
-            app[FORWARDER] = client
-            app[RELAY] = relay = PeerRelay(front.limits.body_max_bytes)
+            front.client = client
+            front.relay = relay = PeerRelay(front.limits.body_max_bytes)
             yield
             await relay.close()
         await front.lanes.close()
