@@ -16,7 +16,9 @@ same run (docs/benchmarks.md, "bench/inference_bench.py"):
   load generator, when it is installed), against onnxruntime run
   directly by as many threads as the node's inference threads (the same core budget),
   for two example models and for two models built at bench time to take ~0.2 ms and
-  ~2 ms a run (bench/sized_models.py, issue 11's targets);
+  ~2 ms a run (bench/sized_models.py, issue 11's targets), each of those also deployed
+  with the manifest's dynamic batching (`<name>-batched`; the baseline stays one
+  request a run);
 - batching: the real ModelHost and ModelLanes in this process, 16 concurrent
   submitters, with and without a batching policy (no manifest field carries one yet);
 - priority: sequential `Murmur-Priority: critical` requests, unloaded and while a
@@ -57,9 +59,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from agent_idle import BenchError, ensure_private_netns, start_baseline, stop_baseline  # noqa: E402
+from sized_models import BATCHED, BATCHING_LINE, SIZED_MODELS  # noqa: E402
 from sized_models import INPUT_NAME as SIZED_INPUT_NAME  # noqa: E402
 from sized_models import INPUT_SHAPE as SIZED_INPUT_SHAPE  # noqa: E402
-from sized_models import SIZED_MODELS  # noqa: E402
 from sized_models import build as build_sized_models  # noqa: E402
 
 from inference.batching import NO_BATCHING, BatchPolicy  # noqa: E402
@@ -79,17 +81,18 @@ from mesh.service.servedmodels import ServedModels  # noqa: E402
 
 MODELS = ("vibration-anomaly", "tabular-mlp", "image-classifier")
 SIZED = tuple(m.example.name for m in SIZED_MODELS)  # conv-small (~0.2 ms), conv-large (~2 ms)
+SIZED_ALL = (*SIZED, *BATCHED)  # and each deployed with dynamic batching
 INPUT_SHAPES = {
     "vibration-anomaly": (3, 128),
     "tabular-mlp": (16,),
     "image-classifier": (3, 32, 32),
-    **{name: SIZED_INPUT_SHAPE for name in SIZED},
+    **{name: SIZED_INPUT_SHAPE for name in SIZED_ALL},
 }
 INPUT_NAMES = {
     "vibration-anomaly": "window",
     "tabular-mlp": "features",
     "image-classifier": "image",
-    **{name: SIZED_INPUT_NAME for name in SIZED},
+    **{name: SIZED_INPUT_NAME for name in SIZED_ALL},
 }
 # model -> its .onnx file (its manifest is the .yaml beside it); run() adds the sized models.
 MODEL_FILES = {name: MODELS_DIR / f"{name}.onnx" for name in MODELS}
@@ -423,6 +426,7 @@ def throughput_figures(holder: LocalAgent, model: str, duration_s: float) -> dic
     single_ms = summary_ms(direct_latencies(session, model, 200))["p50_ms"]
     return {
         "model": model,
+        "batching": BATCHING_LINE if model in BATCHED else None,
         "session_run_p50_ms": single_ms,
         "direct_runs_per_s": round(direct_rps, 1),
         "direct_threads": INFERENCE_THREADS_DEFAULT,
@@ -584,14 +588,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["footprint"] = {"baseline_bare_python_rss_mib": baseline_rss, "steps": footprint}
         print("footprint done", file=sys.stderr)
         MODEL_FILES.update(build_sized_models(root / "sized-models"))
-        for model in SIZED:
+        for model in SIZED_ALL:
             holders[model] = deploy(mesh, model)
         result["hop"] = [
             hop_figures(mesh, holders[m], m, n, rounds) for m in ("tabular-mlp", "image-classifier")
         ]
         print("hop done", file=sys.stderr)
         result["throughput"] = [
-            throughput_figures(holders[m], m, dur) for m in ("tabular-mlp", "image-classifier", *SIZED)
+            throughput_figures(holders[m], m, dur) for m in ("tabular-mlp", "image-classifier", *SIZED_ALL)
         ]
         print("throughput done", file=sys.stderr)
         # Two regimes: a fast model whose requests the node's event loop cannot read as fast as

@@ -11,6 +11,9 @@ are the same and only the run time changes. The sizes were chosen on the 2-core 
 
 - conv-small: 3x3 convs 3->64 at 32x32, max pool, 64->128 at 16x16; ~0.2 ms, 0.3 MB.
 - conv-large: seven 3x3 convs of 64 channels at 32x32; ~2 ms, 0.9 MB.
+
+Each is also written as `<name>-batched`, the same file deployed with dynamic batching
+(`BATCHING_LINE`), so the bench measures the node with and without it.
 """
 
 from __future__ import annotations
@@ -47,6 +50,12 @@ SIZED_MODELS = (
     ),
     SizedModel(ExampleModel("conv-large", "1.0.0", 22, "bench model, ~2 ms a run"), (64,) * 7),
 )
+
+
+# Each sized model again, deployed with dynamic batching (the manifest's `batching`): the same
+# file under another name, so the bench serves both and compares them with one direct baseline.
+BATCHING_LINE = "batching: {max_batch: 8, max_delay_ms: 2}"
+BATCHED = {f"{m.example.name}-batched": m.example.name for m in SIZED_MODELS}
 
 
 def conv_net(onnx: Any, rng: np.random.Generator, model: SizedModel) -> Any:
@@ -103,4 +112,15 @@ def build(out: Path) -> dict[str, Path]:
         )
         (out / f"{example.name}.yaml").write_text(manifest, encoding="utf-8")
         written[example.name] = path
+    for batched, name in BATCHED.items():
+        data = written[name].read_bytes()
+        example = next(m.example for m in SIZED_MODELS if m.example.name == name)
+        path = out / f"{batched}.onnx"
+        path.write_bytes(data)
+        as_batched = ExampleModel(batched, example.version, example.seed, example.summary + ", batched")
+        manifest = manifest_text(as_batched, data).replace(
+            "python -m mesh.examples.build_models", "bench/sized_models.py"
+        )
+        (out / f"{batched}.yaml").write_text(manifest + BATCHING_LINE + "\n", encoding="utf-8")
+        written[batched] = path
     return written
