@@ -224,8 +224,9 @@ class _Guarded(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
         for task in list(self._cancel_on_loss):
-            self._guard.counters["api_client_gone"] += 1
-            task.cancel()  # nobody is left to answer
+            if not task.done():  # not yet answered: nobody is left to answer
+                self._guard.counters["api_client_gone"] += 1
+                task.cancel()
         if self._slot is None or self._inner is None:
             return
         self._guard._connections.pop(cast(asyncio.BaseTransport, self._transport), None)

@@ -187,6 +187,7 @@ class InferWire(asyncio.Protocol):
         self._body_pending = False  # the guard was told the body is on its way
         self._done: Callable[[], None] = lambda: None  # the guard's, for the request in hand
         self._busy = False  # a request is being served: the next waits in the buffer
+        self._close_when_served = False  # it said Connection: close
         self._gone = False
         self._reading_paused = False
         self._writing_paused = False
@@ -349,14 +350,18 @@ class InferWire(asyncio.Protocol):
         self._counters["api_lean_requests"] += 1
         if self._transport is not None and not self._transport.is_closing():
             self._transport.writelines(response_bytes(answer, head.close))
-            if head.close:
-                self._gone = True
-                self._transport.close()
+            self._close_when_served = head.close  # closed once this task is done (`_served`)
 
     def _served(self, task: asyncio.Task[Any]) -> None:
         self._busy = False
         self._done()
         if task.cancelled() or self._gone:
+            return
+        if self._close_when_served and self._transport is not None:
+            # Only now: closing from the task would end the connection while the guard still
+            # counts the request in hand, and count its client as gone.
+            self._gone = True
+            self._transport.close()
             return
         if task.exception() is not None and self._transport is not None:
             self._gone = True  # the answer was not written: the client sees the connection end

@@ -613,6 +613,8 @@ async def test_connection_close_is_answered_then_the_connection_closes() -> None
         assert await _closed(reader)  # the request after it is not read
         writer.close()
         assert node.paths() == (1, 0)
+        assert node.counters["api_client_gone"] == 0  # it was answered: its client did not leave
+        assert _requests_counted(node.front, "200") == 1
 
 
 async def test_a_client_that_ends_its_sending_has_left_as_aiohttp_takes_it() -> None:
