@@ -246,9 +246,7 @@ class _Guarded(asyncio.Protocol):
         through aiohttp's stream; the done callback for the request's task."""
         content = request.content
         if request.body_exists and not content.is_eof():
-            assert self._slot is not None
-            slot = self._slot
-            content.on_eof(lambda: self._guard.table.served(slot))
+            content.on_eof(self.body_arrived)
             done = self.request_began(request.content_length, content.is_eof)
         else:
             done = self.request_began(None, lambda: True)

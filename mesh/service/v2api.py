@@ -21,6 +21,7 @@ Every error is the protocol's `{"error": "..."}`. With an inference token config
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import math
 import time
@@ -284,51 +285,38 @@ async def serve_here(
     the request's Inference-Header-Content-Length and Murmur-Priority headers, if any). A
     request that is not critical by its header gives way to critical ones before decoding and
     before answering (mesh/service/criticalfirst.py)."""
-    if _priority_or_none(priority) is Priority.CRITICAL:
-        with front.critical.serving():
-            return await _serve_here(front, name, meta, body, json_length, priority, critical=True)
-    return await _serve_here(front, name, meta, body, json_length, priority, critical=False)
+    critical = _priority_or_none(priority) is Priority.CRITICAL
+    with front.critical.serving() if critical else contextlib.nullcontext():
+        if not critical:
+            await front.critical.give_way()
+        # The tensor codec, and numpy with it, is imported by the first request served here, when
+        # the model's session has loaded numpy already: an agent that serves no model, or only
+        # forwards, never loads it (docs/benchmarks.md, footprint).
+        from inference.v2codec import check_request, encode_response, header_length, parse_request
 
-
-async def _serve_here(
-    front: InferenceFront,
-    name: str,
-    meta: ModelMetadata,
-    body: bytes,
-    json_length: str | None,
-    priority_header: str | None,
-    *,
-    critical: bool,
-) -> Answer:
-    if not critical:
-        await front.critical.give_way()
-    # The tensor codec, and numpy with it, is imported by the first request served here, when
-    # the model's session has loaded numpy already: an agent that serves no model, or only
-    # forwards, never loads it (docs/benchmarks.md, footprint).
-    from inference.v2codec import check_request, encode_response, header_length, parse_request
-
-    try:
-        parsed = parse_request(body, header_length(json_length, len(body)), front.limits)
-        check_request(parsed, meta)
-        priority = parse_priority(
-            priority_header if priority_header is not None else parsed.parameters.get("priority")
-        )
-    except ValueError as exc:  # the codec's V2Error and TensorError, and a bad priority
-        return Answer.error(400, str(exc))
-    try:
-        outputs = await front.lanes.lane(name).submit(dict(parsed.inputs), priority)
-    except QueueFull as exc:
-        return Answer.error(429, f"{exc}; retry later", (("Retry-After", str(math.ceil(exc.retry_after_s))),))
-    except InferFailed as exc:
-        return Answer.error(500, str(exc))
-    if not critical:
-        await front.critical.give_way()
-    try:
-        out_body, json_bytes = encode_response(
-            name, meta.versions[0] if meta.versions else None, outputs, parsed
-        )
-    except ValueError as exc:  # TensorError: an output that cannot be JSON
-        return Answer.error(400, str(exc))
+        try:
+            parsed = parse_request(body, header_length(json_length, len(body)), front.limits)
+            check_request(parsed, meta)
+            queued_as = parse_priority(
+                priority if priority is not None else parsed.parameters.get("priority")
+            )
+        except ValueError as exc:  # the codec's V2Error and TensorError, and a bad priority
+            return Answer.error(400, str(exc))
+        try:
+            outputs = await front.lanes.lane(name).submit(dict(parsed.inputs), queued_as)
+        except QueueFull as exc:
+            retry = (("Retry-After", str(math.ceil(exc.retry_after_s))),)
+            return Answer.error(429, f"{exc}; retry later", retry)
+        except InferFailed as exc:
+            return Answer.error(500, str(exc))
+        if not critical:
+            await front.critical.give_way()
+        try:
+            out_body, json_bytes = encode_response(
+                name, meta.versions[0] if meta.versions else None, outputs, parsed
+            )
+        except ValueError as exc:  # TensorError: an output that cannot be JSON
+            return Answer.error(400, str(exc))
     if json_bytes is None:
         return Answer(200, out_body)
     return Answer(200, out_body, "application/octet-stream", ((HEADER_LENGTH_HEADER, str(json_bytes)),))

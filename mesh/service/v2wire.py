@@ -35,6 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from inference.requestqueue import PRIORITY_HEADER
+from inference.v2types import HEADER_LENGTH_HEADER
 from mesh.service.httpguard import GuardedConnection
 from mesh.service.v2api import (
     FORWARDED_HEADERS,
@@ -72,12 +74,21 @@ class InferHead:
     version: str | None
     path: str
     content_length: int
-    json_length: str | None  # Inference-Header-Content-Length
-    priority: str | None  # Murmur-Priority
-    authorization: str | None
     close: bool  # Connection: close
     forwarded: bool  # another node sent it (v2api.HOP_HEADER)
-    carried: dict[str, str]  # what a forward carries (v2api.FORWARDED_HEADERS)
+    carried: dict[str, str]  # what a forward carries (v2api.FORWARDED_HEADERS), by those names
+
+    @property
+    def json_length(self) -> str | None:
+        return self.carried.get(HEADER_LENGTH_HEADER)
+
+    @property
+    def priority(self) -> str | None:
+        return self.carried.get(PRIORITY_HEADER)
+
+    @property
+    def authorization(self) -> str | None:
+        return self.carried.get("Authorization")
 
 
 def parse_head(head: bytes) -> InferHead | None:
@@ -109,19 +120,12 @@ def parse_head(head: bytes) -> InferHead | None:
     if b"upgrade" in tokens:
         return None
 
-    def text(key: bytes) -> str | None:
-        value = fields.get(key)
-        return value.decode("ascii") if value is not None else None
-
     version = target.group(2)
     return InferHead(
         model=target.group(1).decode("ascii"),
         version=version.decode("ascii") if version is not None else None,
         path=parts[1].decode("ascii"),
         content_length=int(length),
-        json_length=text(b"inference-header-content-length"),
-        priority=text(b"murmur-priority"),
-        authorization=text(b"authorization"),
         close=b"close" in tokens,
         forwarded=HOP_HEADER.lower().encode("ascii") in fields,
         carried={_FORWARDED[k]: v.decode("ascii") for k, v in fields.items() if k in _FORWARDED},
@@ -184,7 +188,6 @@ class InferWire(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._head: InferHead | None = None  # its body still arriving
-        self._body_pending = False  # the guard was told the body is on its way
         self._done: Callable[[], None] = lambda: None  # the guard's, for the request in hand
         self._busy = False  # a request is being served: the next waits in the buffer
         self._close_when_served = False  # it said Connection: close
@@ -252,9 +255,8 @@ class InferWire(asyncio.Protocol):
             with memoryview(self._buffer) as view:
                 body = bytes(view[: head.content_length])
             del self._buffer[: head.content_length]
-            if self._body_pending:
-                self._conn.body_arrived()
-            self._head, self._body_pending, self._busy = None, False, True
+            self._conn.body_arrived()
+            self._head, self._busy = None, True
             task = asyncio.get_running_loop().create_task(self._serve(head, body))
             self._conn.cancel_when_gone(task)
             task.add_done_callback(self._served)
@@ -277,13 +279,12 @@ class InferWire(asyncio.Protocol):
         if (
             head is None
             or head.content_length > self._front.limits.body_max_bytes
-            or token_refusal(self._front, "/v2/models", head.authorization) is not None
+            or token_refusal(self._front, head.path, head.authorization) is not None
         ):
             self._hand_over()
             return False
         del buffer[: end + 4]
         self._head = head
-        self._body_pending = len(buffer) < head.content_length
         self._done = self._conn.request_began(head.content_length, self._body_in)
         return True
 
