@@ -44,6 +44,11 @@ REPLACED_WITHIN_S = 10.0  # the issue's bound: a replacement serves within 10 s 
 CLIENTS = 5
 MODEL = "vibration"
 
+# Region r2 joins through a seed in r1: its members learn of each other from the region's
+# admission records, spread by anti-entropy, not from their seed at once (at 5.0 s after
+# start in a failed run, two of three had just met); the bound is for a join, not a speed.
+REGIONS_CONVERGE_S = 4 * CONVERGE_S
+
 
 def _manifest(tmp_path: Path) -> Path:
     text = (MODELS_DIR / "vibration-anomaly.yaml").read_text()
@@ -138,7 +143,7 @@ def test_a_model_deployed_once_serves_exactly_through_any_node_and_survives_a_ki
     by_id = {node_id: a for a in mesh.agents for name, node_id in ids.items() if a.name == name}
     regions = {"r1": mesh.agents[:3], "r2": mesh.agents[3:]}
     for agents in regions.values():
-        assert wait_until(lambda a=agents: _all_alive(mesh, a, [ids[x.name] for x in a]), CONVERGE_S)
+        assert wait_until(lambda a=agents: _all_alive(mesh, a, [ids[x.name] for x in a]), REGIONS_CONVERGE_S)
     uploader = regions["r1"][0]
     deployed_at = time.monotonic()
     done = _murmur(mesh, uploader, "deploy", str(_manifest(tmp_path)))
